@@ -1,0 +1,81 @@
+//! How a [`Topology`](crate::topology::Topology) is realised.
+//!
+//! - [`netns`]: Linux network namespaces, bridges and veths, built with `ip` and
+//!   `iptables` (needs root). Fast; the default.
+//! - Docker: real containers (`docker run`, BuildKit, docker-in-docker). Only the name
+//!   exists so far.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+pub mod netns;
+
+/// A way of realising topologies, as chosen on the command line (`--backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Linux network namespaces ([`netns`]).
+    #[default]
+    Netns,
+    /// Docker containers (not implemented yet).
+    Docker,
+}
+
+impl Backend {
+    /// All backends, in the order they are listed.
+    pub const ALL: [Backend; 2] = [Backend::Netns, Backend::Docker];
+
+    /// The name used on the command line.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Netns => "netns",
+            Backend::Docker => "docker",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A backend name that is not valid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown backend `{0}`; valid backends: netns, docker")]
+pub struct BackendError(pub String);
+
+impl FromStr for Backend {
+    type Err = BackendError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Backend::ALL
+            .into_iter()
+            .find(|b| b.name() == s)
+            .ok_or_else(|| BackendError(s.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_names() {
+        for b in Backend::ALL {
+            assert_eq!(b.to_string().parse::<Backend>().unwrap(), b);
+            assert_eq!(
+                serde_json::to_string(&b).unwrap(),
+                format!("\"{}\"", b.name())
+            );
+        }
+        assert_eq!(Backend::default(), Backend::Netns);
+        let err = "podman".parse::<Backend>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown backend `podman`; valid backends: netns, docker"
+        );
+    }
+}

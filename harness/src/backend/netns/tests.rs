@@ -1,0 +1,410 @@
+//! Tests of the netns backend. Those that build namespaces need root, `ip` and
+//! `iptables`: without them they print `SKIPPED: ...`, or fail when `CI=true`.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::thread;
+use std::time::Duration;
+
+use socket2::SockRef;
+
+use super::*;
+
+/// Whether the namespace tests can run here; see the module documentation.
+fn privileged() -> bool {
+    match check_prerequisites() {
+        Ok(()) => true,
+        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("the netns tests need root, ip and iptables (CI=true): {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: the netns tests need root, ip and iptables: {e}");
+            false
+        }
+    }
+}
+
+/// Serves `connections` connections on 169.254.169.254:80 in the mock namespace: reads
+/// one byte H from the client, sets the connection's IP_TTL to H and writes "hello"
+/// (what the mock IMDS does with a token response, with H the hop limit).
+fn hello_server(instance: &NetnsInstance, connections: usize) -> thread::JoinHandle<()> {
+    let listener = instance
+        .mock_ns()
+        .bind_tcp((IMDS_ADDR, 80).into())
+        .expect("bind 169.254.169.254:80 in the mock namespace");
+    listener.set_nonblocking(true).unwrap();
+    thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut served = 0;
+        while served < connections && Instant::now() < deadline {
+            match listener.accept() {
+                Ok((mut stream, _)) => {
+                    stream.set_nonblocking(false).unwrap();
+                    stream
+                        .set_read_timeout(Some(Duration::from_secs(2)))
+                        .unwrap();
+                    let mut ttl = [0u8];
+                    if stream.read_exact(&mut ttl).is_ok() {
+                        SockRef::from(&stream)
+                            .set_ttl_v4(u32::from(ttl[0]))
+                            .unwrap();
+                        let _ = stream.write_all(b"hello");
+                    }
+                    served += 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    thread::sleep(Duration::from_millis(2))
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        }
+    })
+}
+
+/// From inside `ns`: connects to 169.254.169.254:80, asks for a reply with TTL `ttl`
+/// and returns what arrives within 300 ms.
+fn fetch(ns: &Namespace, ttl: u8) -> Option<String> {
+    ns.run_in(move || {
+        let addr = SocketAddr::from((IMDS_ADDR, 80));
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+            .expect("connect to 169.254.169.254:80");
+        stream.write_all(&[ttl]).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut buf = [0u8; 16];
+        match stream.read(&mut buf) {
+            Ok(n) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                None
+            }
+            Err(e) => panic!("read: {e}"),
+        }
+    })
+    .expect("enter namespace")
+}
+
+/// At every depth d of the topology a reply with TTL d + 1 arrives; at the leaf (depth
+/// D) one with TTL D does not.
+fn assert_hop_limit_physics(name: &str) {
+    if !privileged() {
+        return;
+    }
+    let topology = Topology::parse(name).unwrap();
+    let depth = topology.depth();
+    let instance = NetnsInstance::create(&topology).unwrap();
+    let leaf_fails = depth > 0;
+    let server = hello_server(&instance, depth + 1 + usize::from(leaf_fails));
+    for d in 0..=depth {
+        let ns = instance.ns_at_depth(d).unwrap();
+        let ttl = u8::try_from(d + 1).unwrap();
+        assert_eq!(
+            fetch(ns, ttl).as_deref(),
+            Some("hello"),
+            "{name}: TTL {ttl} should reach depth {d} ({})",
+            ns.name
+        );
+    }
+    if leaf_fails {
+        let ttl = u8::try_from(depth).unwrap();
+        assert_eq!(
+            fetch(instance.leaf_ns(), ttl),
+            None,
+            "{name}: TTL {ttl} should not reach the leaf at depth {depth}"
+        );
+    }
+    server.join().unwrap();
+}
+
+#[test]
+fn physics_chain_2() {
+    assert_hop_limit_physics("chain:2");
+}
+
+#[test]
+fn physics_earthly_run() {
+    assert_hop_limit_physics("earthly-run");
+}
+
+#[test]
+fn physics_earthly_with_docker() {
+    assert_hop_limit_physics("earthly-with-docker");
+}
+
+#[test]
+fn physics_host() {
+    assert_hop_limit_physics("host");
+}
+
+fn netns_list() -> String {
+    duct::cmd!("ip", "netns", "list").read().unwrap()
+}
+
+#[test]
+fn layout_of_earthly_run() {
+    if !privileged() {
+        return;
+    }
+    let instance = NetnsInstance::create(&Topology::parse("earthly-run").unwrap()).unwrap();
+    let read = |ns: &Namespace, program: &str, args: &[&str]| -> String {
+        ns.exec(program, args).read().unwrap()
+    };
+    let [mock, host, l1, l2] = [
+        instance.mock_ns(),
+        instance.host_ns(),
+        instance.ns_at_depth(1).unwrap(),
+        instance.ns_at_depth(2).unwrap(),
+    ];
+    assert_eq!(l2, instance.leaf_ns());
+    assert_eq!(instance.leaf_addr(), Ipv4Addr::new(172, 30, 0, 2));
+    let prefix = instance.prefix();
+    assert!(prefix.starts_with(NAME_PREFIX));
+    assert_eq!(
+        instance
+            .namespaces()
+            .map(Namespace::name)
+            .collect::<Vec<_>>(),
+        ["m", "h", "1", "2"].map(|s| format!("{prefix}-{s}"))
+    );
+
+    let mock_addrs = read(mock, "ip", &["-o", "-4", "addr"]);
+    assert!(
+        mock_addrs.contains("eth0    inet 169.254.169.254/16"),
+        "{mock_addrs}"
+    );
+    let host_addrs = read(host, "ip", &["-o", "-4", "addr"]);
+    assert!(
+        host_addrs.contains("eth0    inet 169.254.0.1/16"),
+        "{host_addrs}"
+    );
+    assert!(
+        host_addrs.contains("docker0    inet 172.17.0.1/16"),
+        "{host_addrs}"
+    );
+    let l1_addrs = read(l1, "ip", &["-o", "-4", "addr"]);
+    assert!(
+        l1_addrs.contains("eth0    inet 172.17.0.2/16"),
+        "{l1_addrs}"
+    );
+    assert!(
+        l1_addrs.contains("cni0    inet 172.30.0.1/16"),
+        "{l1_addrs}"
+    );
+    let l2_addrs = read(l2, "ip", &["-o", "-4", "addr"]);
+    assert!(
+        l2_addrs.contains("eth0    inet 172.30.0.2/16"),
+        "{l2_addrs}"
+    );
+    for ns in instance.namespaces() {
+        let lo = read(ns, "ip", &["-o", "link", "show", "lo"]);
+        assert!(lo.contains("UP"), "{}: {lo}", ns.name);
+    }
+
+    // IMDS is on-link from the host; the others go via their gateway.
+    let route = read(host, "ip", &["route", "get", "169.254.169.254"]);
+    assert!(
+        route.starts_with("169.254.169.254 dev eth0 src 169.254.0.1"),
+        "{route}"
+    );
+    let route = read(l2, "ip", &["route", "get", "169.254.169.254"]);
+    assert!(route.contains("via 172.30.0.1 dev eth0"), "{route}");
+
+    for (ns, rule) in [
+        (
+            host,
+            "-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE",
+        ),
+        (
+            l1,
+            "-A POSTROUTING -s 172.30.0.0/16 ! -o cni0 -j MASQUERADE",
+        ),
+    ] {
+        let forward = read(ns, "cat", &["/proc/sys/net/ipv4/ip_forward"]);
+        assert_eq!(forward, "1", "{}", ns.name);
+        let nat = read(ns, "iptables", &["-t", "nat", "-S", "POSTROUTING"]);
+        assert!(nat.lines().any(|l| l == rule), "{}: {nat}", ns.name);
+    }
+    let nat = read(l2, "iptables", &["-t", "nat", "-S", "POSTROUTING"]);
+    assert!(
+        !nat.contains("MASQUERADE"),
+        "the leaf routes nothing: {nat}"
+    );
+}
+
+#[test]
+fn drop_removes_every_namespace() {
+    if !privileged() {
+        return;
+    }
+    let instance = NetnsInstance::create(&Topology::chain(3).unwrap()).unwrap();
+    let prefix = instance.prefix().to_owned();
+    let names: Vec<String> = instance.namespaces().map(|ns| ns.name.clone()).collect();
+    assert_eq!(names.len(), 5);
+    let listed = netns_list();
+    assert!(
+        names.iter().all(|n| listed.contains(n.as_str())),
+        "{listed}"
+    );
+    assert!(live_prefixes().contains(&prefix));
+    drop(instance);
+    let listed = netns_list();
+    assert!(!listed.contains(&format!("{prefix}-")), "{listed}");
+    assert!(!live_prefixes().contains(&prefix));
+
+    // And explicitly, reporting errors.
+    let instance = NetnsInstance::create(&Topology::chain(1).unwrap()).unwrap();
+    let prefix = instance.prefix().to_owned();
+    instance.try_remove().unwrap();
+    assert!(!netns_list().contains(&format!("{prefix}-")));
+}
+
+#[test]
+fn drop_on_panic_removes_namespaces() {
+    if !privileged() {
+        return;
+    }
+    let prefix = Mutex::new(String::new());
+    let result = std::panic::catch_unwind(|| {
+        let instance = NetnsInstance::create(&Topology::chain(1).unwrap()).unwrap();
+        *lock(&prefix) = instance.prefix().to_owned();
+        panic!("boom");
+    });
+    assert!(result.is_err());
+    let prefix = prefix.into_inner().unwrap();
+    assert!(!prefix.is_empty());
+    assert!(!netns_list().contains(&format!("{prefix}-")));
+}
+
+#[test]
+fn cleanup_stale_reaps_dead_runs_only() {
+    if !privileged() {
+        return;
+    }
+    let live = NetnsInstance::create(&Topology::chain(0).unwrap()).unwrap();
+    // A namespace as a killed run leaves it: its run id's liveness socket is unbound.
+    let stale = format!(
+        "{NAME_PREFIX}dead{:06x}-0-h",
+        rand::random::<u32>() & 0xff_ffff
+    );
+    duct::cmd!("ip", "netns", "add", &stale).run().unwrap();
+    let removed = cleanup_stale().unwrap();
+    assert!(removed.contains(&stale), "{removed:?}");
+    for ns in live.namespaces() {
+        assert!(!removed.contains(&ns.name), "{removed:?}");
+    }
+    let listed = netns_list();
+    assert!(!listed.contains(&stale), "{listed}");
+    assert!(listed.contains(&live.host_ns().name), "{listed}");
+}
+
+/// The root namespace's state that this backend must never touch.
+fn root_snapshot() -> Vec<String> {
+    let strip_lifetimes = |s: String| -> String {
+        s.lines()
+            .map(|l| l.split("\\ ").next().unwrap_or(l).trim_end().to_owned())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    vec![
+        duct::cmd!("ip", "route", "show", "table", "all")
+            .read()
+            .unwrap(),
+        duct::cmd!("ip", "-6", "route").read().unwrap(),
+        strip_lifetimes(duct::cmd!("ip", "-o", "addr").read().unwrap()),
+        duct::cmd!("ip", "-o", "link").read().unwrap(),
+        duct::cmd!("iptables", "-t", "nat", "-S").read().unwrap(),
+        duct::cmd!("iptables", "-t", "filter", "-S").read().unwrap(),
+        fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
+    ]
+}
+
+#[test]
+fn root_namespace_is_unchanged() {
+    if !privileged() {
+        return;
+    }
+    let before = root_snapshot();
+    let instance = NetnsInstance::create(&Topology::parse("earthly-with-docker").unwrap()).unwrap();
+    assert_eq!(root_snapshot(), before, "changed by create");
+    drop(instance);
+    assert_eq!(root_snapshot(), before, "changed by drop");
+}
+
+#[test]
+fn bind_tcp_binds_inside_the_namespace() {
+    if !privileged() {
+        return;
+    }
+    let instance = NetnsInstance::create(&Topology::chain(1).unwrap()).unwrap();
+    // 169.254.169.254 is only assigned in the mock namespace.
+    let err = instance
+        .host_ns()
+        .bind_tcp((IMDS_ADDR, 80).into())
+        .unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::AddrNotAvailable, "{err}");
+    let listener = instance.mock_ns().bind_tcp((IMDS_ADDR, 0).into()).unwrap();
+    assert_eq!(listener.local_addr().unwrap().ip(), IMDS_ADDR);
+}
+
+#[test]
+fn create_and_remove_time() {
+    if !privileged() {
+        return;
+    }
+    for name in ["host", "earthly-with-docker", "chain:8"] {
+        let topology = Topology::parse(name).unwrap();
+        let rounds = 3;
+        let (mut create, mut remove) = (Duration::ZERO, Duration::ZERO);
+        for _ in 0..rounds {
+            let started = Instant::now();
+            let instance = NetnsInstance::create(&topology).unwrap();
+            create += started.elapsed();
+            let started = Instant::now();
+            instance.try_remove().unwrap();
+            remove += started.elapsed();
+        }
+        let (create, remove) = (create / rounds, remove / rounds);
+        eprintln!(
+            "TIMING {name} (depth {}): create {:.1} ms, remove {:.1} ms",
+            topology.depth(),
+            create.as_secs_f64() * 1e3,
+            remove.as_secs_f64() * 1e3
+        );
+        assert!(
+            create < Duration::from_secs(2),
+            "{name}: create took {create:?}"
+        );
+    }
+}
+
+#[test]
+fn error_messages_tell_what_to_do() {
+    let not_root = NetnsError::NotRoot { euid: 1000 }.to_string();
+    assert!(
+        not_root.starts_with("run as root (sudo imds-harness ...)"),
+        "{not_root}"
+    );
+    let missing = NetnsError::MissingTool {
+        program: "iptables".into(),
+    }
+    .to_string();
+    assert!(
+        missing.contains("install iproute2 and iptables: apt-get install iproute2 iptables"),
+        "{missing}"
+    );
+    let failed = run(
+        &["ip", "-n", "imdsh-no-such-namespace", "-batch", "-"],
+        Some("link show\n"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        failed.starts_with("`ip -n imdsh-no-such-namespace -batch - <<< 'link show'` failed"),
+        "{failed}"
+    );
+}

@@ -1,0 +1,148 @@
+//! `imds-harness mock`: the mock AWS side on its own, for any client to test against.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use imds_harness::mock::{
+    HopLimit, HttpEndpoint, HttpTokens, InstanceIdentity, Listeners, MetadataOptions, MockAws,
+    MockConfig,
+};
+
+use super::exit;
+
+#[derive(Args, Debug)]
+pub struct MockArgs {
+    /// Where the IMDS listens (host:port; port 0 picks a free one).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    imds: SocketAddr,
+    /// Where STS listens.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    sts: SocketAddr,
+    /// Where the EC2 API listens.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    ec2: SocketAddr,
+    /// HttpPutResponseHopLimit: the IP TTL of the token response (1..=64).
+    #[arg(long, value_name = "N", default_value = "1")]
+    hop_limit: HopLimit,
+    /// HttpTokens: `required` (IMDSv2 only) or `optional` (IMDSv1 too).
+    #[arg(long, value_name = "MODE", default_value = "required")]
+    http_tokens: HttpTokens,
+    /// HttpEndpoint: `disabled` answers 403 to everything.
+    #[arg(long, value_name = "STATE", default_value = "enabled")]
+    http_endpoint: HttpEndpoint,
+    /// The instance role's name.
+    #[arg(long, value_name = "NAME")]
+    role: Option<String>,
+    /// The account id (12 digits).
+    #[arg(long, value_name = "ID")]
+    account: Option<String>,
+    /// The instance id (i- and 8 or 17 hex digits).
+    #[arg(long, value_name = "ID")]
+    instance_id: Option<String>,
+    /// The region; the availability zone is its `a` zone.
+    #[arg(long, value_name = "R")]
+    region: Option<String>,
+    /// Lifetime of issued credentials, in seconds (they rotate after half of it).
+    #[arg(long, value_name = "SECONDS", default_value = "21600", value_parser = clap::value_parser!(u64).range(1..))]
+    credential_lifetime: u64,
+    /// How long DescribeInstances reports a modification as `pending`, in milliseconds.
+    #[arg(long, value_name = "MS", default_value = "0")]
+    apply_delay_ms: u64,
+    /// Refuse an EC2 action with UnauthorizedOperation (repeatable), e.g. ModifyInstanceMetadataOptions.
+    #[arg(long, value_name = "ACTION")]
+    deny: Vec<String>,
+}
+
+impl MockArgs {
+    fn config(&self) -> anyhow::Result<MockConfig> {
+        let mut identity = InstanceIdentity::default();
+        if let Some(role) = &self.role {
+            anyhow::ensure!(
+                !role.is_empty() && !role.contains('/'),
+                "--role {role:?}: a role name is non-empty and has no '/'"
+            );
+            identity.role = role.clone();
+        }
+        if let Some(account) = &self.account {
+            anyhow::ensure!(
+                account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()),
+                "--account {account:?}: an account id is 12 digits"
+            );
+            identity.account = account.clone();
+        }
+        if let Some(id) = &self.instance_id {
+            anyhow::ensure!(
+                InstanceIdentity::is_well_formed_instance_id(id),
+                "--instance-id {id:?}: an instance id is i- followed by 8 or 17 hex digits"
+            );
+            identity.instance_id = id.clone();
+        }
+        if let Some(region) = &self.region {
+            anyhow::ensure!(
+                !region.is_empty() && region.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'),
+                "--region {region:?}: a region looks like us-east-1"
+            );
+            identity.region = region.clone();
+            identity.availability_zone = format!("{region}a");
+        }
+        Ok(MockConfig {
+            identity,
+            options: MetadataOptions {
+                hop_limit: self.hop_limit,
+                http_tokens: self.http_tokens,
+                http_endpoint: self.http_endpoint,
+                ..MetadataOptions::default()
+            },
+            credential_lifetime: Duration::from_secs(self.credential_lifetime),
+            apply_delay: Duration::from_millis(self.apply_delay_ms),
+            denied_actions: self.deny.iter().cloned().collect::<BTreeSet<_>>(),
+        })
+    }
+}
+
+pub fn run(args: MockArgs) -> anyhow::Result<u8> {
+    let config = match args.config() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("imds-harness mock: {err}");
+            return Ok(exit::USAGE);
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the Tokio runtime")?;
+    runtime.block_on(async move {
+        let listeners = match Listeners::bind(args.imds, args.sts, args.ec2) {
+            Ok(listeners) => listeners,
+            Err(err) => {
+                eprintln!("imds-harness mock: {err}; pick another address or port 0");
+                return Ok(exit::USAGE);
+            }
+        };
+        let mock = MockAws::start(config, listeners).context("starting the mock services")?;
+        println!("{}", serde_json::to_string(mock.endpoints())?);
+        let options = mock.options();
+        tracing::info!(
+            imds = %mock.endpoints().imds,
+            hop_limit = %options.hop_limit,
+            http_tokens = %options.http_tokens,
+            http_endpoint = %options.http_endpoint,
+            "mock AWS serving; SIGINT or SIGTERM stops it"
+        );
+        wait_for_termination().await?;
+        mock.shutdown().await;
+        Ok(exit::OK)
+    })
+}
+
+async fn wait_for_termination() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    Ok(())
+}

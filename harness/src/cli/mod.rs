@@ -1,0 +1,54 @@
+//! The `imds-harness` subcommands.
+
+mod mock;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Reproduce and measure the EC2 IMDSv2 hop-limit failure of nested container builds.
+#[derive(Parser, Debug)]
+#[command(name = "imds-harness", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve the mock IMDS, STS and EC2 API on local ports until SIGINT or SIGTERM.
+    Mock(mock::MockArgs),
+}
+
+/// Exit codes shared by the subcommands.
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const FAILURE: u8 = 1;
+    pub const USAGE: u8 = 2;
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Mock(args) => mock::run(args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("imds-harness: error: {err:#}");
+            ExitCode::from(exit::FAILURE)
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("IMDS_HARNESS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(true)
+        .init();
+}

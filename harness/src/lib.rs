@@ -1,0 +1,12 @@
+//! `imds-harness`: reproduces the IMDSv2 hop-limit failure of nested builds on EC2.
+//!
+//! - [`topology`]: what a nesting chain looks like, as data (presets and `chain:N`).
+//! - [`backend`]: how a topology is realised (network namespaces, containers).
+//! - [`mock`]: the mock AWS side: IMDS whose token response carries the hop limit as
+//!   its IP TTL, STS and the EC2 metadata-options API.
+//! - [`probe`]: what is measured at a leaf.
+//! - [`sweep`] and [`report`]: the minimal-hop-limit search and its output.
+
+pub mod backend;
+pub mod mock;
+pub mod topology;

@@ -1,0 +1,225 @@
+//! The instance role's temporary credentials: issued by IMDS, rotated before they expire,
+//! and remembered so that the mock STS and EC2 can verify requests signed with them.
+//!
+//! IMDSv1 and IMDSv2 callers get different credential sets, so a test can tell from an
+//! STS call which path a client took.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use time::macros::format_description;
+use time::OffsetDateTime;
+
+/// How the caller reached the credentials.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImdsVersion {
+    /// A tokenless GET (`HttpTokens=optional` only).
+    V1,
+    /// A GET with a session token.
+    V2,
+}
+
+/// One credential set. `Debug` redacts the secret and the session token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: String,
+    pub last_updated: SystemTime,
+    pub expiration: SystemTime,
+    pub issued_to: ImdsVersion,
+}
+
+impl fmt::Debug for SessionCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"** redacted **")
+            .field("session_token", &"** redacted **")
+            .field("expiration", &iso8601(self.expiration))
+            .field("issued_to", &self.issued_to)
+            .finish()
+    }
+}
+
+/// `2026-11-29T12:00:00Z`, the form IMDS and STS use.
+pub fn iso8601(t: SystemTime) -> String {
+    OffsetDateTime::from(t)
+        .format(format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
+        ))
+        .expect("a UTC timestamp formats")
+}
+
+fn random_from(alphabet: &[u8], len: usize) -> String {
+    (0..len)
+        .map(|_| alphabet[rand::random_range(0..alphabet.len())] as char)
+        .collect()
+}
+
+const UPPER_ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+const BASE64ISH: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+impl SessionCredentials {
+    fn issue(issued_to: ImdsVersion, now: SystemTime, lifetime: Duration) -> Self {
+        SessionCredentials {
+            access_key_id: format!("ASIA{}", random_from(UPPER_ALNUM, 16)),
+            secret_access_key: random_from(BASE64ISH, 40),
+            session_token: format!("IQoJb3JpZ2luX2VjE{}", random_from(BASE64ISH, 300)),
+            last_updated: now,
+            expiration: now + lifetime,
+            issued_to,
+        }
+    }
+
+    pub fn is_expired(&self, now: SystemTime) -> bool {
+        now >= self.expiration
+    }
+
+    /// The JSON document of `/latest/meta-data/iam/security-credentials/<role>`.
+    pub fn to_imds_json(&self) -> String {
+        serde_json::json!({
+            "Code": "Success",
+            "LastUpdated": iso8601(self.last_updated),
+            "Type": "AWS-HMAC",
+            "AccessKeyId": self.access_key_id,
+            "SecretAccessKey": self.secret_access_key,
+            "Token": self.session_token,
+            "Expiration": iso8601(self.expiration),
+        })
+        .to_string()
+    }
+}
+
+/// Issues, rotates and remembers credential sets.
+#[derive(Debug)]
+pub struct CredentialStore {
+    lifetime: Duration,
+    inner: Mutex<Issued>,
+}
+
+#[derive(Debug, Default)]
+struct Issued {
+    current_v1: Option<Arc<SessionCredentials>>,
+    current_v2: Option<Arc<SessionCredentials>>,
+    by_access_key: HashMap<String, Arc<SessionCredentials>>,
+}
+
+/// How long an expired set is still recognised (as expired rather than unknown).
+const REMEMBER_EXPIRED: Duration = Duration::from_secs(3600);
+
+impl CredentialStore {
+    pub fn new(lifetime: Duration) -> Self {
+        CredentialStore {
+            lifetime,
+            inner: Mutex::new(Issued::default()),
+        }
+    }
+
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
+
+    /// The set IMDS hands out now to a caller of `version`. A set is replaced once half
+    /// its lifetime has passed, so a caller always gets at least half a lifetime.
+    pub fn current(&self, version: ImdsVersion, now: SystemTime) -> Arc<SessionCredentials> {
+        let mut issued = self.inner.lock().expect("credential store lock");
+        let slot = match version {
+            ImdsVersion::V1 => &issued.current_v1,
+            ImdsVersion::V2 => &issued.current_v2,
+        };
+        if let Some(creds) = slot {
+            if now < creds.last_updated + self.lifetime / 2 {
+                return creds.clone();
+            }
+        }
+        let fresh = Arc::new(SessionCredentials::issue(version, now, self.lifetime));
+        issued
+            .by_access_key
+            .retain(|_, c| now < c.expiration + REMEMBER_EXPIRED);
+        issued
+            .by_access_key
+            .insert(fresh.access_key_id.clone(), fresh.clone());
+        match version {
+            ImdsVersion::V1 => issued.current_v1 = Some(fresh.clone()),
+            ImdsVersion::V2 => issued.current_v2 = Some(fresh.clone()),
+        }
+        fresh
+    }
+
+    /// A set this store issued (expired or not), by its access key id.
+    pub fn lookup(&self, access_key_id: &str) -> Option<Arc<SessionCredentials>> {
+        self.inner
+            .lock()
+            .expect("credential store lock")
+            .by_access_key
+            .get(access_key_id)
+            .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v1_and_v2_callers_get_different_sets() {
+        let store = CredentialStore::new(Duration::from_secs(3600));
+        let now = SystemTime::now();
+        let v1 = store.current(ImdsVersion::V1, now);
+        let v2 = store.current(ImdsVersion::V2, now);
+        assert_ne!(v1.access_key_id, v2.access_key_id);
+        assert_eq!(store.current(ImdsVersion::V2, now), v2);
+        assert_eq!(store.lookup(&v1.access_key_id).unwrap().issued_to, ImdsVersion::V1);
+        assert!(v2.access_key_id.starts_with("ASIA") && v2.access_key_id.len() == 20);
+    }
+
+    #[test]
+    fn sets_rotate_after_half_their_lifetime_and_old_ones_expire() {
+        let store = CredentialStore::new(Duration::from_secs(10));
+        let t0 = SystemTime::now();
+        let first = store.current(ImdsVersion::V2, t0);
+        let second = store.current(ImdsVersion::V2, t0 + Duration::from_secs(6));
+        assert_ne!(first.access_key_id, second.access_key_id);
+        assert!(store.lookup(&first.access_key_id).is_some());
+        assert!(first.is_expired(t0 + Duration::from_secs(10)));
+        assert!(!second.is_expired(t0 + Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let store = CredentialStore::new(Duration::from_secs(10));
+        let creds = store.current(ImdsVersion::V2, SystemTime::now());
+        let shown = format!("{creds:?}");
+        assert!(!shown.contains(&creds.secret_access_key));
+        assert!(!shown.contains(&creds.session_token));
+        assert!(shown.contains(&creds.access_key_id));
+    }
+
+    #[test]
+    fn imds_json_has_the_documented_fields() {
+        let store = CredentialStore::new(Duration::from_secs(10));
+        let creds = store.current(ImdsVersion::V2, SystemTime::now());
+        let doc: serde_json::Value = serde_json::from_str(&creds.to_imds_json()).unwrap();
+        let mut keys: Vec<_> = doc.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "AccessKeyId",
+                "Code",
+                "Expiration",
+                "LastUpdated",
+                "SecretAccessKey",
+                "Token",
+                "Type"
+            ]
+        );
+        assert_eq!(doc["Code"], "Success");
+        assert_eq!(doc["Type"], "AWS-HMAC");
+    }
+}

@@ -1,0 +1,280 @@
+//! The instance metadata service.
+//!
+//! IMDSv2: a client first asks for a session token with
+//! `PUT /latest/api/token` and `X-aws-ec2-metadata-token-ttl-seconds: 1..=21600`,
+//! then sends it as `X-aws-ec2-metadata-token` on each GET. The token response, and
+//! only it, leaves with IP TTL = the instance's hop limit: every router namespace on
+//! the way back decrements it, and at 0 the response is dropped, so a client D routers
+//! away needs hop limit >= D + 1. IMDSv1 is a GET without a token, served only with
+//! `HttpTokens=optional`. Refusals: a token PUT carrying `X-Forwarded-For` (403), a token
+//! PUT on a versioned path (403), other methods on the token path (405), a missing,
+//! invalid or expired token when one is needed (401), anything while the endpoint is
+//! disabled (403). Every response closes the connection and says `Server: EC2ws`.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+
+use super::credentials::ImdsVersion;
+use super::options::{HttpEndpoint, HttpTokens};
+use super::server::{Connection, Handler};
+use super::tokens::{TokenRejection, TTL_RANGE};
+use super::MockState;
+
+pub const TOKEN_PATH: &str = "/latest/api/token";
+pub const TOKEN_HEADER: &str = "x-aws-ec2-metadata-token";
+pub const TOKEN_TTL_HEADER: &str = "x-aws-ec2-metadata-token-ttl-seconds";
+const FORWARDED_FOR_HEADER: &str = "x-forwarded-for";
+const SERVER_NAME: &str = "EC2ws";
+
+/// What the IMDS decided about one request, before it becomes a response.
+#[derive(Debug, PartialEq, Eq)]
+enum Answer {
+    Token { token: String, ttl_seconds: u64 },
+    Text(String),
+    Json(String),
+    Refused(StatusCode),
+}
+
+pub struct Imds {
+    state: Arc<MockState>,
+}
+
+impl Imds {
+    pub fn new(state: Arc<MockState>) -> Self {
+        Imds { state }
+    }
+
+    fn answer(&self, request: &Request<Bytes>) -> Answer {
+        let options = self.state.options();
+        if options.http_endpoint == HttpEndpoint::Disabled {
+            return Answer::Refused(StatusCode::FORBIDDEN);
+        }
+        let path = request.uri().path();
+        let Some((version, rest)) = split_version(path) else {
+            return match *request.method() {
+                Method::GET | Method::HEAD if path == "/" => Answer::Text("latest".into()),
+                _ => Answer::Refused(StatusCode::NOT_FOUND),
+            };
+        };
+        if rest == "api/token" {
+            return self.token(request, version == "latest");
+        }
+        if !matches!(*request.method(), Method::GET | Method::HEAD) {
+            return Answer::Refused(StatusCode::METHOD_NOT_ALLOWED);
+        }
+        let caller = match request.headers().get(TOKEN_HEADER) {
+            Some(token) => match token
+                .to_str()
+                .map_err(|_| TokenRejection::Invalid)
+                .and_then(|t| self.state.mint.verify(t, SystemTime::now()))
+            {
+                Ok(()) => ImdsVersion::V2,
+                Err(_) => return Answer::Refused(StatusCode::UNAUTHORIZED),
+            },
+            None if options.http_tokens == HttpTokens::Optional => ImdsVersion::V1,
+            None => return Answer::Refused(StatusCode::UNAUTHORIZED),
+        };
+        self.metadata(rest, caller)
+    }
+
+    fn token(&self, request: &Request<Bytes>, latest: bool) -> Answer {
+        if request.method() != Method::PUT {
+            return Answer::Refused(StatusCode::METHOD_NOT_ALLOWED);
+        }
+        if !latest || request.headers().contains_key(FORWARDED_FOR_HEADER) {
+            return Answer::Refused(StatusCode::FORBIDDEN);
+        }
+        match token_ttl(request.headers()) {
+            Some(ttl_seconds) => {
+                let token = self
+                    .state
+                    .mint
+                    .issue(Duration::from_secs(ttl_seconds), SystemTime::now());
+                self.state.events.token_issued();
+                Answer::Token {
+                    token: token.as_str().to_string(),
+                    ttl_seconds,
+                }
+            }
+            None => Answer::Refused(StatusCode::BAD_REQUEST),
+        }
+    }
+
+    fn metadata(&self, rest: &str, caller: ImdsVersion) -> Answer {
+        let id = &self.state.identity;
+        let text = |s: &str| Answer::Text(s.to_string());
+        match rest.trim_end_matches('/') {
+            "" => text("dynamic\nmeta-data"),
+            "meta-data" => text(
+                "ami-id\nhostname\niam/\ninstance-id\ninstance-type\nlocal-hostname\nlocal-ipv4\nplacement/",
+            ),
+            "meta-data/ami-id" => text(&id.image_id),
+            "meta-data/hostname" | "meta-data/local-hostname" => Answer::Text(format!(
+                "ip-{}.ec2.internal",
+                id.private_ip.replace('.', "-")
+            )),
+            "meta-data/instance-id" => text(&id.instance_id),
+            "meta-data/instance-type" => text(&id.instance_type),
+            "meta-data/local-ipv4" => text(&id.private_ip),
+            "meta-data/placement" => text("availability-zone\nregion"),
+            "meta-data/placement/availability-zone" => text(&id.availability_zone),
+            "meta-data/placement/region" => text(&id.region),
+            "meta-data/iam" => text("info\nsecurity-credentials/"),
+            "meta-data/iam/info" => {
+                let creds = self.state.credentials.current(caller, SystemTime::now());
+                Answer::Json(
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "Code": "Success",
+                        "LastUpdated": super::credentials::iso8601(creds.last_updated),
+                        "InstanceProfileArn": id.instance_profile_arn(),
+                        "InstanceProfileId": id.instance_profile_id,
+                    }))
+                    .expect("JSON serialises"),
+                )
+            }
+            "meta-data/iam/security-credentials" => text(&id.role),
+            "dynamic" => text("instance-identity/"),
+            "dynamic/instance-identity" => text("document"),
+            "dynamic/instance-identity/document" => Answer::Json(
+                serde_json::to_string_pretty(&id.identity_document()).expect("JSON serialises"),
+            ),
+            other => match other.strip_prefix("meta-data/iam/security-credentials/") {
+                Some(role) if role == id.role => {
+                    let creds = self.state.credentials.current(caller, SystemTime::now());
+                    self.state.events.credentials_served(caller);
+                    Answer::Json(creds.to_imds_json())
+                }
+                _ => Answer::Refused(StatusCode::NOT_FOUND),
+            },
+        }
+    }
+}
+
+impl Handler for Imds {
+    fn handle(&self, request: Request<Bytes>, connection: &Connection) -> Response<Bytes> {
+        let answer = self.answer(&request);
+        if let Answer::Token { .. } = answer {
+            let hops = self.state.options().hop_limit.get();
+            if let Err(err) = connection.set_response_hop_limit(hops) {
+                tracing::error!(%err, "could not set the token response's hop limit");
+                return respond(Answer::Refused(StatusCode::INTERNAL_SERVER_ERROR), false);
+            }
+        }
+        let response = respond(answer, request.method() == Method::HEAD);
+        tracing::debug!(
+            target: "imds",
+            peer = %connection.peer,
+            method = %request.method(),
+            path = request.uri().path(),
+            status = response.status().as_u16(),
+        );
+        response
+    }
+}
+
+/// `/latest/meta-data/x` -> `("latest", "meta-data/x")`; versions are `latest` or a date.
+fn split_version(path: &str) -> Option<(&str, &str)> {
+    let path = path.strip_prefix('/')?;
+    let (version, rest) = path.split_once('/').unwrap_or((path, ""));
+    let is_date = version.len() == 10
+        && version
+            .bytes()
+            .enumerate()
+            .all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() });
+    (version == "latest" || is_date || version == "1.0").then_some((version, rest))
+}
+
+fn token_ttl(headers: &HeaderMap) -> Option<u64> {
+    let value = headers.get(TOKEN_TTL_HEADER)?.to_str().ok()?;
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    value.parse().ok().filter(|ttl| TTL_RANGE.contains(ttl))
+}
+
+fn respond(answer: Answer, head: bool) -> Response<Bytes> {
+    let (status, content_type, body, ttl) = match answer {
+        Answer::Token { token, ttl_seconds } => {
+            (StatusCode::OK, "text/plain", token, Some(ttl_seconds))
+        }
+        Answer::Text(body) => (StatusCode::OK, "text/plain", body, None),
+        Answer::Json(body) => (StatusCode::OK, "text/plain", body, None),
+        Answer::Refused(status) => (status, "text/html", error_page(status), None),
+    };
+    let length = body.len();
+    let mut response = Response::new(if head { Bytes::new() } else { Bytes::from(body) });
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::SERVER, HeaderValue::from_static(SERVER_NAME));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("none"));
+    if let Some(ttl) = ttl {
+        headers.insert(TOKEN_TTL_HEADER, HeaderValue::from(ttl));
+    }
+    response
+}
+
+/// The XHTML page real IMDS answers its refusals with.
+pub fn error_page(status: StatusCode) -> String {
+    let title = format!(
+        "{} - {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("Error")
+    );
+    format!(
+        "<?xml version=\"1.0\" encoding=\"iso-8859-1\"?>\n\
+         <!DOCTYPE html PUBLIC \"-//W3C//DTD XHTML 1.0 Transitional//EN\"\n\
+         \t\"http://www.w3.org/TR/xhtml1/DTD/xhtml1-transitional.dtd\">\n\
+         <html xmlns=\"http://www.w3.org/1999/xhtml\" xml:lang=\"en\" lang=\"en\">\n \
+         <head>\n  <title>{title}</title>\n </head>\n \
+         <body>\n  <h1>{title}</h1>\n </body>\n</html>\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_latest_or_dates() {
+        assert_eq!(
+            split_version("/latest/meta-data/"),
+            Some(("latest", "meta-data/"))
+        );
+        assert_eq!(
+            split_version("/2021-03-23/api/token"),
+            Some(("2021-03-23", "api/token"))
+        );
+        assert_eq!(split_version("/latest"), Some(("latest", "")));
+        assert_eq!(split_version("/nope/meta-data"), None);
+    }
+
+    #[test]
+    fn token_ttl_must_be_an_integer_in_range() {
+        let ttl = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(TOKEN_TTL_HEADER, HeaderValue::from_str(v).unwrap());
+            token_ttl(&h)
+        };
+        assert_eq!(ttl("1"), Some(1));
+        assert_eq!(ttl("21600"), Some(21600));
+        assert_eq!(ttl("0"), None);
+        assert_eq!(ttl("21601"), None);
+        assert_eq!(ttl("-5"), None);
+        assert_eq!(ttl("1.5"), None);
+        assert_eq!(ttl(""), None);
+        assert_eq!(token_ttl(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn error_pages_are_xhtml_with_the_status() {
+        let page = error_page(StatusCode::UNAUTHORIZED);
+        assert!(page.starts_with("<?xml"));
+        assert!(page.contains("<title>401 - Unauthorized</title>"));
+    }
+}

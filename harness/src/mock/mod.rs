@@ -1,0 +1,344 @@
+//! The mock AWS side: an EC2 instance metadata service whose token response really
+//! leaves with the instance's hop limit as its IP TTL, STS `GetCallerIdentity`, and the
+//! EC2 metadata-options API, all sharing one simulated instance.
+//!
+//! The three services are plain HTTP servers on listeners the caller provides, so a
+//! backend can bind them wherever the topology needs them (inside a network namespace
+//! at 169.254.169.254:80, or on loopback). Metadata options change at run time, through
+//! [`MockAws::modify`] or the EC2 API, without restarting any listener: a listener
+//! restarted right after dropped responses may fail to bind while their sockets drain.
+
+pub mod credentials;
+pub mod ec2;
+pub mod imds;
+pub mod instance;
+pub mod options;
+pub mod query;
+pub mod server;
+pub mod sigv4;
+pub mod sts;
+pub mod tokens;
+
+use std::collections::BTreeSet;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use credentials::{CredentialStore, ImdsVersion, SessionCredentials};
+pub use instance::InstanceIdentity;
+pub use options::{
+    HopLimit, HttpEndpoint, HttpTokens, MetadataOptions, MetadataOptionsChange, OptionError,
+};
+use server::{Handler, ServerStats};
+use tokens::TokenMint;
+
+/// EC2's default lifetime of instance-role credentials.
+pub const DEFAULT_CREDENTIAL_LIFETIME: Duration = Duration::from_secs(6 * 3600);
+
+/// Everything about the simulated instance that a mock starts with.
+#[derive(Clone, Debug)]
+pub struct MockConfig {
+    pub identity: InstanceIdentity,
+    pub options: MetadataOptions,
+    pub credential_lifetime: Duration,
+    /// How long `DescribeInstances` reports a modification as `pending`.
+    pub apply_delay: Duration,
+    /// EC2 actions (`ModifyInstanceMetadataOptions`, ...) refused with `UnauthorizedOperation`.
+    pub denied_actions: BTreeSet<String>,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        MockConfig {
+            identity: InstanceIdentity::default(),
+            options: MetadataOptions::default(),
+            credential_lifetime: DEFAULT_CREDENTIAL_LIFETIME,
+            apply_delay: Duration::ZERO,
+            denied_actions: BTreeSet::new(),
+        }
+    }
+}
+
+/// What the services have been asked, for a sweep to tell which path a client took.
+#[derive(Debug, Default)]
+pub struct MockEvents {
+    tokens_issued: AtomicU64,
+    credentials_v1: AtomicU64,
+    credentials_v2: AtomicU64,
+    identity_v1: AtomicU64,
+    identity_v2: AtomicU64,
+}
+
+/// A snapshot of [`MockEvents`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct EventCounts {
+    pub tokens_issued: u64,
+    pub credentials_v1: u64,
+    pub credentials_v2: u64,
+    /// `GetCallerIdentity` calls signed with IMDSv1 credentials.
+    pub identity_v1: u64,
+    pub identity_v2: u64,
+}
+
+impl MockEvents {
+    fn token_issued(&self) {
+        self.tokens_issued.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn credentials_served(&self, version: ImdsVersion) {
+        match version {
+            ImdsVersion::V1 => &self.credentials_v1,
+            ImdsVersion::V2 => &self.credentials_v2,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn caller_identity(&self, version: ImdsVersion) {
+        match version {
+            ImdsVersion::V1 => &self.identity_v1,
+            ImdsVersion::V2 => &self.identity_v2,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> EventCounts {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        EventCounts {
+            tokens_issued: get(&self.tokens_issued),
+            credentials_v1: get(&self.credentials_v1),
+            credentials_v2: get(&self.credentials_v2),
+            identity_v1: get(&self.identity_v1),
+            identity_v2: get(&self.identity_v2),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct OptionsCell {
+    options: MetadataOptions,
+    changed_at: SystemTime,
+}
+
+/// The simulated instance, shared by the three services.
+#[derive(Debug)]
+pub struct MockState {
+    pub identity: InstanceIdentity,
+    options: RwLock<OptionsCell>,
+    apply_delay: Duration,
+    pub mint: TokenMint,
+    pub credentials: CredentialStore,
+    pub events: MockEvents,
+    denied: RwLock<BTreeSet<String>>,
+}
+
+impl MockState {
+    pub fn new(config: MockConfig) -> Self {
+        MockState {
+            identity: config.identity,
+            options: RwLock::new(OptionsCell {
+                options: config.options,
+                changed_at: SystemTime::UNIX_EPOCH,
+            }),
+            apply_delay: config.apply_delay,
+            mint: TokenMint::new(),
+            credentials: CredentialStore::new(config.credential_lifetime),
+            events: MockEvents::default(),
+            denied: RwLock::new(config.denied_actions),
+        }
+    }
+
+    pub fn options(&self) -> MetadataOptions {
+        self.options.read().expect("options lock").options
+    }
+
+    /// Applies `change` (effective on the next IMDS request) and returns the result.
+    pub fn modify_options(&self, change: &MetadataOptionsChange) -> MetadataOptions {
+        let mut cell = self.options.write().expect("options lock");
+        cell.options.apply(change);
+        cell.changed_at = SystemTime::now();
+        cell.options
+    }
+
+    /// `pending` for [`MockConfig::apply_delay`] after a change, then `applied`.
+    pub fn options_state(&self, now: SystemTime) -> &'static str {
+        let changed_at = self.options.read().expect("options lock").changed_at;
+        if now < changed_at + self.apply_delay {
+            "pending"
+        } else {
+            "applied"
+        }
+    }
+
+    pub fn is_denied(&self, action: &str) -> bool {
+        self.denied.read().expect("denied lock").contains(action)
+    }
+}
+
+/// The URLs of a running mock's services.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Endpoints {
+    pub imds: String,
+    pub sts: String,
+    pub ec2: String,
+}
+
+/// With a trailing slash: the AWS CLI refuses an IMDS endpoint without one.
+fn url_of(addr: SocketAddr) -> String {
+    format!("http://{addr}/")
+}
+
+/// The three listening sockets a mock serves.
+#[derive(Debug)]
+pub struct Listeners {
+    pub imds: TcpListener,
+    pub sts: TcpListener,
+    pub ec2: TcpListener,
+}
+
+impl Listeners {
+    /// Binds all three in the current network namespace (port 0 picks a free port).
+    pub fn bind(imds: SocketAddr, sts: SocketAddr, ec2: SocketAddr) -> io::Result<Self> {
+        let bind = |addr: SocketAddr| {
+            TcpListener::bind(addr).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+            })
+        };
+        Ok(Listeners {
+            imds: bind(imds)?,
+            sts: bind(sts)?,
+            ec2: bind(ec2)?,
+        })
+    }
+
+    /// All three on 127.0.0.1 with free ports.
+    pub fn loopback() -> io::Result<Self> {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self::bind(any, any, any)
+    }
+}
+
+/// A running mock. Dropping it stops the services.
+pub struct MockAws {
+    state: Arc<MockState>,
+    endpoints: Endpoints,
+    imds_stats: Arc<ServerStats>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl MockAws {
+    /// Starts serving on `listeners`. Must be called inside a Tokio runtime.
+    pub fn start(config: MockConfig, listeners: Listeners) -> io::Result<MockAws> {
+        let state = Arc::new(MockState::new(config));
+        let endpoints = Endpoints {
+            imds: url_of(listeners.imds.local_addr()?),
+            sts: url_of(listeners.sts.local_addr()?),
+            ec2: url_of(listeners.ec2.local_addr()?),
+        };
+        let (shutdown, watcher) = watch::channel(false);
+        let imds_stats = Arc::new(ServerStats::default());
+        let services: [(TcpListener, Arc<dyn Handler>, bool, Arc<ServerStats>); 3] = [
+            (
+                listeners.imds,
+                Arc::new(imds::Imds::new(state.clone())),
+                false,
+                imds_stats.clone(),
+            ),
+            (
+                listeners.sts,
+                Arc::new(sts::Sts::new(state.clone())),
+                true,
+                Arc::default(),
+            ),
+            (
+                listeners.ec2,
+                Arc::new(ec2::Ec2::new(state.clone())),
+                true,
+                Arc::default(),
+            ),
+        ];
+        let mut tasks = Vec::with_capacity(3);
+        for (listener, handler, keep_alive, stats) in services {
+            tasks.push(server::spawn(
+                listener,
+                handler,
+                keep_alive,
+                stats,
+                watcher.clone(),
+            )?);
+        }
+        Ok(MockAws {
+            state,
+            endpoints,
+            imds_stats,
+            shutdown,
+            tasks,
+        })
+    }
+
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
+    }
+
+    pub fn state(&self) -> &Arc<MockState> {
+        &self.state
+    }
+
+    pub fn options(&self) -> MetadataOptions {
+        self.state.options()
+    }
+
+    /// Changes the metadata options as `ModifyInstanceMetadataOptions` would.
+    pub fn modify(&self, change: &MetadataOptionsChange) -> MetadataOptions {
+        self.state.modify_options(change)
+    }
+
+    pub fn set_hop_limit(&self, hop_limit: HopLimit) {
+        self.modify(&MetadataOptionsChange {
+            hop_limit: Some(hop_limit),
+            ..Default::default()
+        });
+    }
+
+    /// Refuses (`true`) or allows an EC2 action from now on.
+    pub fn deny(&self, action: &str, denied: bool) {
+        let mut set = self.state.denied.write().expect("denied lock");
+        if denied {
+            set.insert(action.to_string());
+        } else {
+            set.remove(action);
+        }
+    }
+
+    pub fn events(&self) -> EventCounts {
+        self.state.events.snapshot()
+    }
+
+    /// Connections the IMDS holds open right now.
+    pub fn imds_open_connections(&self) -> usize {
+        self.imds_stats.open_connections.load(Ordering::Relaxed)
+    }
+
+    /// Stops accepting and waits for the listeners to close.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for MockAws {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}

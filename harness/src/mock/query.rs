@@ -1,0 +1,111 @@
+//! The AWS Query protocol as STS and EC2 speak it: form-encoded parameters in, XML out.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+
+/// A Query-protocol request's parameters (`Action`, `Version`, ...), from a POST form
+/// body or a GET query string.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct QueryParams(BTreeMap<String, String>);
+
+impl QueryParams {
+    pub fn from_request(request: &Request<Bytes>) -> Self {
+        let encoded: &[u8] = if request.method() == Method::POST {
+            request.body()
+        } else {
+            request.uri().query().unwrap_or("").as_bytes()
+        };
+        QueryParams(form_urlencoded::parse(encoded).into_owned().collect())
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    pub fn action(&self) -> Option<&str> {
+        self.get("Action")
+    }
+
+    /// The values of a list parameter (`InstanceId.1`, `InstanceId.2`, ...), in order.
+    pub fn list(&self, prefix: &str) -> Vec<&str> {
+        let mut items: Vec<(u32, &str)> = self
+            .0
+            .iter()
+            .filter_map(|(k, v)| {
+                let index = k.strip_prefix(prefix)?.strip_prefix('.')?.parse().ok()?;
+                Some((index, v.as_str()))
+            })
+            .collect();
+        items.sort_by_key(|(i, _)| *i);
+        items.into_iter().map(|(_, v)| v).collect()
+    }
+}
+
+/// Escapes text for an XML element.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A request id in the form AWS services use.
+pub fn request_id() -> String {
+    let b: [u8; 16] = rand::random();
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+pub fn xml_response(status: StatusCode, body: String, request_id: &str) -> Response<Bytes> {
+    let mut response = Response::new(Bytes::from(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml"));
+    if let Ok(id) = HeaderValue::from_str(request_id) {
+        headers.insert("x-amzn-requestid", id);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_come_from_the_form_body_and_lists_are_ordered() {
+        let request = Request::builder()
+            .method("POST")
+            .uri("/")
+            .body(Bytes::from_static(
+                b"Action=DescribeInstances&InstanceId.2=i-b&InstanceId.1=i-a&X=a%20b",
+            ))
+            .unwrap();
+        let params = QueryParams::from_request(&request);
+        assert_eq!(params.action(), Some("DescribeInstances"));
+        assert_eq!(params.list("InstanceId"), ["i-a", "i-b"]);
+        assert_eq!(params.get("X"), Some("a b"));
+    }
+
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(escape("<a&b>"), "&lt;a&amp;b&gt;");
+        assert_eq!(request_id().len(), 36);
+    }
+}

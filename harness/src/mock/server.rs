@@ -1,0 +1,156 @@
+//! The HTTP/1.1 serving loop shared by the mock IMDS, STS and EC2: hyper parses, a
+//! [`Handler`] answers with a whole response, and every connection is bounded in time.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use socket2::SockRef;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// How long one connection may live, whatever happens to it.
+pub const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
+/// How long the kernel keeps retransmitting unacknowledged data (a response the hop
+/// limit dropped) before it gives the socket up.
+pub const UNACKED_DATA_TIMEOUT: Duration = Duration::from_secs(3);
+/// Larger request bodies get 413.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// The accepted connection a request came in on.
+pub struct Connection {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    fd: RawFd,
+}
+
+impl Connection {
+    /// Sets the IP TTL (IPv6: unicast hop limit) of everything this connection sends
+    /// from now on, which is the response being answered and its FIN.
+    pub fn set_response_hop_limit(&self, hops: u8) -> io::Result<()> {
+        // SAFETY: a handler runs while hyper still owns the connection's stream, so the
+        // descriptor is open for the whole borrow.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
+        let socket = SockRef::from(&fd);
+        match self.local {
+            SocketAddr::V6(v6) if v6.ip().to_ipv4_mapped().is_none() => {
+                socket.set_unicast_hops_v6(hops.into())
+            }
+            _ => socket.set_ttl_v4(hops.into()),
+        }
+    }
+}
+
+/// Answers one request. Bodies arrive whole (at most [`MAX_BODY`]).
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, request: Request<Bytes>, connection: &Connection) -> Response<Bytes>;
+}
+
+/// Counters a test or benchmark can read.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    pub open_connections: AtomicUsize,
+    pub accepted: AtomicU64,
+}
+
+struct OpenGuard(Arc<ServerStats>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves `listener` with `handler` until `shutdown` turns true.
+pub fn spawn(
+    listener: std::net::TcpListener,
+    handler: Arc<dyn Handler>,
+    keep_alive: bool,
+    stats: Arc<ServerStats>,
+    mut shutdown: watch::Receiver<bool>,
+) -> io::Result<JoinHandle<()>> {
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = shutdown.changed() => return,
+            };
+            let (stream, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(%err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            stats.accepted.fetch_add(1, Ordering::Relaxed);
+            stats.open_connections.fetch_add(1, Ordering::Relaxed);
+            let guard = OpenGuard(stats.clone());
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let _guard = guard;
+                serve_connection(stream, peer, handler, keep_alive).await;
+            });
+        }
+    }))
+}
+
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    handler: Arc<dyn Handler>,
+    keep_alive: bool,
+) {
+    let _ = stream.set_nodelay(true);
+    let _ = SockRef::from(&stream).set_tcp_user_timeout(Some(UNACKED_DATA_TIMEOUT));
+    let Ok(local) = stream.local_addr() else {
+        return;
+    };
+    let connection = Arc::new(Connection {
+        peer,
+        local,
+        fd: stream.as_raw_fd(),
+    });
+    let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+        let handler = handler.clone();
+        let connection = connection.clone();
+        async move {
+            let (parts, body) = request.into_parts();
+            let response = match Limited::new(body, MAX_BODY).collect().await {
+                Ok(body) => {
+                    handler.handle(Request::from_parts(parts, body.to_bytes()), &connection)
+                }
+                Err(_) => plain_status(StatusCode::PAYLOAD_TOO_LARGE),
+            };
+            Ok::<_, Infallible>(response.map(Full::new))
+        }
+    });
+    let serving = http1::Builder::new()
+        .keep_alive(keep_alive)
+        .serve_connection(TokioIo::new(stream), service);
+    match tokio::time::timeout(CONNECTION_DEADLINE, serving).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::debug!(%peer, %err, "connection ended with an error"),
+        Err(_) => tracing::debug!(%peer, "connection reached its deadline"),
+    }
+}
+
+fn plain_status(status: StatusCode) -> Response<Bytes> {
+    Response::builder()
+        .status(status)
+        .body(Bytes::new())
+        .expect("a status-only response builds")
+}

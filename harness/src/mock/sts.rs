@@ -1,0 +1,150 @@
+//! STS `GetCallerIdentity` over the Query protocol, SigV4-verified against the
+//! credentials the mock IMDS issued.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+
+use super::query::{escape, request_id, xml_response, QueryParams};
+use super::server::{Connection, Handler};
+use super::sigv4::{self, AuthFailure};
+use super::MockState;
+
+const XMLNS: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
+pub const API_VERSION: &str = "2011-06-15";
+
+/// An STS error as the service reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StsError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// How STS reports each authentication failure.
+pub fn auth_error(failure: &AuthFailure) -> StsError {
+    let (status, code, message) = match failure {
+        AuthFailure::Missing => (
+            StatusCode::FORBIDDEN,
+            "MissingAuthenticationToken",
+            "Request is missing Authentication Token".to_string(),
+        ),
+        AuthFailure::Malformed(why) => (
+            StatusCode::BAD_REQUEST,
+            "IncompleteSignature",
+            format!("Authorization header is malformed: {why}"),
+        ),
+        AuthFailure::WrongService { expected, .. } => (
+            StatusCode::FORBIDDEN,
+            "SignatureDoesNotMatch",
+            format!("Credential should be scoped to correct service: '{expected}'. "),
+        ),
+        AuthFailure::UnknownAccessKey(_)
+        | AuthFailure::MissingSessionToken
+        | AuthFailure::WrongSessionToken => (
+            StatusCode::FORBIDDEN,
+            "InvalidClientTokenId",
+            "The security token included in the request is invalid.".to_string(),
+        ),
+        AuthFailure::SignatureMismatch => (
+            StatusCode::FORBIDDEN,
+            "SignatureDoesNotMatch",
+            "The request signature we calculated does not match the signature you provided. \
+             Check your AWS Secret Access Key and signing method. Consult the service \
+             documentation for details."
+                .to_string(),
+        ),
+        AuthFailure::RequestTimeSkewed(date) => (
+            StatusCode::FORBIDDEN,
+            "SignatureDoesNotMatch",
+            format!("Signature expired: {date} is now earlier or later than the server's time window."),
+        ),
+        AuthFailure::Expired => (
+            StatusCode::FORBIDDEN,
+            "ExpiredToken",
+            "The security token included in the request is expired".to_string(),
+        ),
+    };
+    StsError {
+        status,
+        code,
+        message,
+    }
+}
+
+pub struct Sts {
+    state: Arc<MockState>,
+}
+
+impl Sts {
+    pub fn new(state: Arc<MockState>) -> Self {
+        Sts { state }
+    }
+
+    fn answer(&self, request: &Request<Bytes>, request_id: &str) -> Result<String, StsError> {
+        let creds = sigv4::verify(request, "sts", &self.state.credentials, SystemTime::now())
+            .map_err(|failure| {
+                tracing::debug!(target: "sts", %failure, "refused");
+                auth_error(&failure)
+            })?;
+        let params = QueryParams::from_request(request);
+        match params.action() {
+            Some("GetCallerIdentity") => {
+                self.state.events.caller_identity(creds.issued_to);
+                let id = &self.state.identity;
+                Ok(format!(
+                    "<GetCallerIdentityResponse xmlns=\"{XMLNS}\">\n  <GetCallerIdentityResult>\n    \
+                     <Arn>{}</Arn>\n    <UserId>{}</UserId>\n    <Account>{}</Account>\n  \
+                     </GetCallerIdentityResult>\n  <ResponseMetadata>\n    <RequestId>{request_id}</RequestId>\n  \
+                     </ResponseMetadata>\n</GetCallerIdentityResponse>\n",
+                    escape(&id.assumed_role_arn()),
+                    escape(&id.assumed_role_user_id()),
+                    escape(&id.account),
+                ))
+            }
+            Some(other) => Err(StsError {
+                status: StatusCode::BAD_REQUEST,
+                code: "InvalidAction",
+                message: format!("Could not find operation {other} for version {API_VERSION}"),
+            }),
+            None => Err(StsError {
+                status: StatusCode::BAD_REQUEST,
+                code: "MissingAction",
+                message: "Missing Action".to_string(),
+            }),
+        }
+    }
+}
+
+impl Handler for Sts {
+    fn handle(&self, request: Request<Bytes>, connection: &Connection) -> Response<Bytes> {
+        let request_id = request_id();
+        let response = match self.answer(&request, &request_id) {
+            Ok(body) => xml_response(StatusCode::OK, body, &request_id),
+            Err(error) => xml_response(error.status, error_body(&error, &request_id), &request_id),
+        };
+        tracing::debug!(
+            target: "sts",
+            peer = %connection.peer,
+            status = response.status().as_u16(),
+        );
+        response
+    }
+}
+
+pub fn error_body(error: &StsError, request_id: &str) -> String {
+    let kind = if error.status.is_server_error() {
+        "Receiver"
+    } else {
+        "Sender"
+    };
+    format!(
+        "<ErrorResponse xmlns=\"{XMLNS}\">\n  <Error>\n    <Type>{kind}</Type>\n    \
+         <Code>{}</Code>\n    <Message>{}</Message>\n  </Error>\n  \
+         <RequestId>{request_id}</RequestId>\n</ErrorResponse>\n",
+        error.code,
+        escape(&error.message),
+    )
+}

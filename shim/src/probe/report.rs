@@ -1,0 +1,224 @@
+//! The probe's report: one entry per step, serialised as the JSON object `--json` prints.
+//!
+//! Field names are a contract with the harness: snake_case, absent fields omitted, steps that were
+//! not run `null`.
+
+use std::fmt::Display;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::credentials::CredentialsDetail;
+use super::identity::IdentityDetail;
+use super::token::TokenDetail;
+
+/// What the TTL step measured.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TtlDetail {
+    /// The smallest IP TTL whose TCP connect reached IMDS: the hop limit this place needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hop_limit_needed: Option<u8>,
+}
+
+/// One step's outcome: ok or the reason, how long it took, and what it found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step<T> {
+    /// Whether the step succeeded.
+    pub ok: bool,
+    /// Wall-clock time of the step, in milliseconds.
+    pub elapsed_ms: f64,
+    /// What the step found.
+    #[serde(flatten)]
+    pub detail: T,
+    /// Why the step failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl<T: Default> Step<T> {
+    /// A step's outcome from its result.
+    pub fn from_result<E: Display>(elapsed: Duration, result: Result<T, E>) -> Self {
+        match result {
+            Ok(detail) => Self {
+                ok: true,
+                elapsed_ms: millis(elapsed),
+                detail,
+                error: None,
+            },
+            Err(e) => Self::failed(elapsed, e),
+        }
+    }
+
+    /// A failed step with nothing found.
+    pub fn failed(elapsed: Duration, error: impl Display) -> Self {
+        Self {
+            ok: false,
+            elapsed_ms: millis(elapsed),
+            detail: T::default(),
+            error: Some(error.to_string()),
+        }
+    }
+}
+
+/// Milliseconds with microsecond precision.
+pub fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// Everything the probe found at this place.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeReport {
+    /// The IMDS endpoint probed.
+    pub endpoint: String,
+    /// Step 1, the hop limit this place needs; `None` when not run.
+    pub ttl: Option<Step<TtlDetail>>,
+    /// Step 2, the IMDSv2 token; `None` when not run.
+    pub token: Option<Step<TokenDetail>>,
+    /// Step 3, the role's credentials; `None` when not run.
+    pub credentials: Option<Step<CredentialsDetail>>,
+    /// Step 4, GetCallerIdentity; `None` when not run.
+    pub identity: Option<Step<IdentityDetail>>,
+    /// Whether every step that ran succeeded.
+    pub ok: bool,
+}
+
+impl ProbeReport {
+    /// An empty report for `endpoint`.
+    pub fn new(endpoint: impl Into<String>) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            ttl: None,
+            token: None,
+            credentials: None,
+            identity: None,
+            ok: false,
+        }
+    }
+
+    /// The steps that ran, in order, as (name, ok, elapsed ms, error).
+    pub fn steps(&self) -> Vec<StepSummary<'_>> {
+        fn summary<'a, T>(name: &'static str, s: &'a Option<Step<T>>) -> Option<StepSummary<'a>> {
+            s.as_ref().map(|s| StepSummary {
+                name,
+                ok: s.ok,
+                elapsed_ms: s.elapsed_ms,
+                error: s.error.as_deref(),
+            })
+        }
+        [
+            summary("ttl", &self.ttl),
+            summary("token", &self.token),
+            summary("credentials", &self.credentials),
+            summary("identity", &self.identity),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    /// Sets `ok`: every step that ran succeeded (and at least one ran).
+    pub fn conclude(&mut self) {
+        let steps = self.steps();
+        self.ok = !steps.is_empty() && steps.iter().all(|s| s.ok);
+    }
+
+    /// The hop limit the TTL step measured, if it ran and succeeded.
+    pub fn hop_limit_needed(&self) -> Option<u8> {
+        self.ttl.as_ref().and_then(|t| t.detail.hop_limit_needed)
+    }
+}
+
+/// A step's name and outcome, whatever it found.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepSummary<'a> {
+    /// `ttl`, `token`, `credentials` or `identity`.
+    pub name: &'static str,
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// How long it took.
+    pub elapsed_ms: f64,
+    /// Why it failed.
+    pub error: Option<&'a str>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn steps_not_run_are_null_and_absent_fields_omitted() {
+        let mut r = ProbeReport::new("http://127.0.0.1:1");
+        r.ttl = Some(Step::from_result(
+            Duration::from_micros(1_234),
+            Ok::<_, String>(TtlDetail {
+                hop_limit_needed: Some(3),
+            }),
+        ));
+        r.conclude();
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            json!({
+                "endpoint": "http://127.0.0.1:1",
+                "ttl": {"ok": true, "elapsed_ms": 1.234, "hop_limit_needed": 3},
+                "token": null,
+                "credentials": null,
+                "identity": null,
+                "ok": true
+            })
+        );
+    }
+
+    #[test]
+    fn failed_steps_carry_the_error_and_no_detail() {
+        let mut r = ProbeReport::new("http://127.0.0.1:1");
+        r.token = Some(Step::failed(Duration::from_millis(1000), "no token response"));
+        r.credentials = Some(Step::from_result(
+            Duration::from_millis(2),
+            Ok::<_, String>(CredentialsDetail {
+                access_key_id: Some("ASIAX".into()),
+                expiration: Some("2030-01-01T00:00:00Z".into()),
+            }),
+        ));
+        r.conclude();
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            v["token"],
+            json!({"ok": false, "elapsed_ms": 1000.0, "error": "no token response"})
+        );
+        assert_eq!(
+            v["credentials"],
+            json!({"ok": true, "elapsed_ms": 2.0, "access_key_id": "ASIAX", "expiration": "2030-01-01T00:00:00Z"})
+        );
+        assert_eq!(v["ok"], json!(false));
+        // Top-level fields keep the documented order.
+        let text = serde_json::to_string(&r).unwrap();
+        let at = |k: &str| text.find(&format!("\"{k}\":")).unwrap();
+        let order = ["endpoint", "ttl", "token", "credentials", "identity"];
+        assert!(order.windows(2).all(|w| at(w[0]) < at(w[1])), "{text}");
+        assert!(text.ends_with(r#","ok":false}"#), "{text}");
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let mut r = ProbeReport::new("http://[::1]:8080");
+        r.identity = Some(Step::from_result(
+            Duration::from_millis(5),
+            Ok::<_, String>(IdentityDetail {
+                arn: Some("arn:aws:sts::123456789012:assumed-role/r/i-1".into()),
+                account: Some("123456789012".into()),
+                user_id: Some("AROAX:i-1".into()),
+            }),
+        ));
+        r.conclude();
+        let text = serde_json::to_string(&r).unwrap();
+        assert_eq!(serde_json::from_str::<ProbeReport>(&text).unwrap(), r);
+    }
+
+    #[test]
+    fn nothing_run_is_not_ok() {
+        let mut r = ProbeReport::new("x");
+        r.conclude();
+        assert!(!r.ok);
+    }
+}

@@ -1,0 +1,278 @@
+//! Step 1: the hop limit this place needs, measured with TCP connects whose IP TTL is set.
+//!
+//! A connect with TTL `k` reaches the IMDS host only if at most `k - 1` routers forward it on the
+//! way, the same condition under which a token response sent with hop limit `k` reaches this place.
+//! A router that drops the SYN answers with ICMP time-exceeded, which fails the connect at once
+//! (`EHOSTUNREACH`), so all attempts run in parallel and the answer is known as soon as some `k`
+//! connected and `k - 1` failed. The connections are closed at once; no request is sent.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use thiserror::Error;
+use tokio::net::TcpSocket;
+
+/// Why one connect attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptError {
+    /// No route, or the TTL ran out on the way (ICMP time-exceeded or unreachable).
+    Unreachable(String),
+    /// The host answered with a reset: it was reached, but nothing listens on the port.
+    Refused,
+    /// No answer within the attempt timeout.
+    TimedOut,
+    /// Any other socket error.
+    Other(String),
+}
+
+impl fmt::Display for AttemptError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unreachable(e) | Self::Other(e) => f.write_str(e),
+            Self::Refused => f.write_str("connection refused"),
+            Self::TimedOut => f.write_str("timed out"),
+        }
+    }
+}
+
+/// The outcome of one attempt: connected, or why not.
+pub type Attempt = Result<(), AttemptError>;
+
+/// What the attempts so far tell, assuming success is monotone in the TTL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Not known yet: wait for more attempts.
+    Pending,
+    /// The smallest TTL that connects.
+    Needed(u8),
+    /// Every attempt has failed.
+    NoneConnected,
+}
+
+/// Decides from `results[i]`, the outcome of TTL `i + 1` (`None` while it runs).
+///
+/// `k` is the answer as soon as `k` connected and `k - 1` failed (or `k` is 1): by monotonicity
+/// every smaller TTL fails too, so the attempts still running need not be waited for.
+pub fn decide(results: &[Option<bool>]) -> Decision {
+    for (i, r) in results.iter().enumerate() {
+        if *r == Some(true) && (i == 0 || results[i - 1] == Some(false)) {
+            return Decision::Needed(u8::try_from(i + 1).unwrap_or(u8::MAX));
+        }
+    }
+    if results.iter().all(|r| *r == Some(false)) {
+        Decision::NoneConnected
+    } else {
+        Decision::Pending
+    }
+}
+
+/// Why no TTL up to the maximum connected.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TtlError {
+    /// The endpoint's host name did not resolve.
+    #[error("could not resolve the IMDS host {host}: {reason}")]
+    Resolve {
+        /// The host name.
+        host: String,
+        /// The resolver's error.
+        reason: String,
+    },
+    /// A reset came back: the host is reached, but nothing listens there.
+    #[error("connection refused by {addr} (tried TTL 1 to {max}): nothing listens there; check the IMDS endpoint")]
+    Refused {
+        /// The address tried.
+        addr: SocketAddr,
+        /// The largest TTL tried.
+        max: u8,
+    },
+    /// No route, or the TTL ran out even at the maximum.
+    #[error("no route to {addr} even with TTL {max}: {reason}")]
+    Unreachable {
+        /// The address tried.
+        addr: SocketAddr,
+        /// The largest TTL tried.
+        max: u8,
+        /// The socket error.
+        reason: String,
+    },
+    /// Silence: the SYN or its answer was dropped without an ICMP error.
+    #[error("no answer from {addr} within {timeout_ms} ms even with TTL {max}: packets to it are dropped on the way, or nothing is there")]
+    TimedOut {
+        /// The address tried.
+        addr: SocketAddr,
+        /// The largest TTL tried.
+        max: u8,
+        /// The attempt timeout.
+        timeout_ms: u128,
+    },
+    /// Any other socket error.
+    #[error("could not connect to {addr} with TTL {max}: {reason}")]
+    Other {
+        /// The address tried.
+        addr: SocketAddr,
+        /// The largest TTL tried.
+        max: u8,
+        /// The socket error.
+        reason: String,
+    },
+}
+
+impl TtlError {
+    fn from_attempt(addr: SocketAddr, max: u8, timeout: Duration, err: &AttemptError) -> Self {
+        match err {
+            AttemptError::Refused => Self::Refused { addr, max },
+            AttemptError::Unreachable(reason) => Self::Unreachable {
+                addr,
+                max,
+                reason: reason.clone(),
+            },
+            AttemptError::TimedOut => Self::TimedOut {
+                addr,
+                max,
+                timeout_ms: timeout.as_millis(),
+            },
+            AttemptError::Other(reason) => Self::Other {
+                addr,
+                max,
+                reason: reason.clone(),
+            },
+        }
+    }
+}
+
+/// One TCP connect to `addr` with IP TTL (IPv6: unicast hop limit) `ttl`, bounded by `timeout`.
+pub async fn attempt(addr: SocketAddr, ttl: u8, timeout: Duration) -> Attempt {
+    let socket = open(addr, ttl).map_err(|e| AttemptError::Other(e.to_string()))?;
+    match tokio::time::timeout(timeout, socket.connect(addr)).await {
+        Ok(Ok(_stream)) => Ok(()),
+        Ok(Err(e)) => Err(classify(&e)),
+        Err(_) => Err(AttemptError::TimedOut),
+    }
+}
+
+fn open(addr: SocketAddr, ttl: u8) -> io::Result<TcpSocket> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    let sock = socket2::SockRef::from(&socket);
+    if addr.is_ipv4() {
+        sock.set_ttl_v4(u32::from(ttl))?;
+    } else {
+        sock.set_unicast_hops_v6(u32::from(ttl))?;
+    }
+    Ok(socket)
+}
+
+fn classify(e: &io::Error) -> AttemptError {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => AttemptError::Refused,
+        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => {
+            AttemptError::Unreachable(e.to_string())
+        }
+        io::ErrorKind::TimedOut => AttemptError::TimedOut,
+        _ => AttemptError::Other(e.to_string()),
+    }
+}
+
+/// The smallest TTL in `1..=max` whose connect to `addr` succeeds.
+///
+/// All attempts start at once; the function returns as soon as [`decide`] knows the answer and
+/// drops (closes) the attempts still running. When none connects, the reason is that of the
+/// attempt with the largest TTL, the one that went farthest.
+pub async fn hop_limit_needed(addr: SocketAddr, max: u8, timeout: Duration) -> Result<u8, TtlError> {
+    let max = max.max(1);
+    let mut results: Vec<Option<bool>> = vec![None; usize::from(max)];
+    let mut last_error = None;
+    let mut running: FuturesUnordered<_> = (1..=max)
+        .map(|k| async move { (k, attempt(addr, k, timeout).await) })
+        .collect();
+    while let Some((k, outcome)) = running.next().await {
+        results[usize::from(k) - 1] = Some(outcome.is_ok());
+        if let Err(e) = outcome {
+            if k == max {
+                last_error = Some(e);
+            }
+        }
+        match decide(&results) {
+            Decision::Pending => {}
+            Decision::Needed(k) => return Ok(k),
+            Decision::NoneConnected => break,
+        }
+    }
+    let err = last_error.unwrap_or(AttemptError::TimedOut);
+    Err(TtlError::from_attempt(addr, max, timeout, &err))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Option<bool> = Some(true);
+    const F: Option<bool> = Some(false);
+    const P: Option<bool> = None;
+
+    #[test]
+    fn decides_when_k_connects_and_k_minus_1_failed() {
+        assert_eq!(decide(&[T, P, P]), Decision::Needed(1));
+        assert_eq!(decide(&[F, T, P, P]), Decision::Needed(2));
+        assert_eq!(decide(&[P, F, T, T]), Decision::Needed(3));
+        assert_eq!(decide(&[F, F, F, T]), Decision::Needed(4));
+    }
+
+    #[test]
+    fn waits_while_the_boundary_is_unknown() {
+        assert_eq!(decide(&[P, P, P]), Decision::Pending);
+        // 3 connects but 2 is still running: 2 might connect too.
+        assert_eq!(decide(&[F, P, T, T]), Decision::Pending);
+        assert_eq!(decide(&[P, T, T]), Decision::Pending);
+        // Failures alone decide nothing until all are in.
+        assert_eq!(decide(&[F, F, P]), Decision::Pending);
+    }
+
+    #[test]
+    fn all_failed_is_none_connected() {
+        assert_eq!(decide(&[F, F, F]), Decision::NoneConnected);
+        assert_eq!(decide(&[]), Decision::NoneConnected);
+    }
+
+    #[test]
+    fn non_monotone_results_give_the_lowest_boundary() {
+        assert_eq!(decide(&[F, T, F, T]), Decision::Needed(2));
+    }
+
+    #[tokio::test]
+    async fn loopback_listener_needs_ttl_1() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let got = hop_limit_needed(addr, 64, Duration::from_secs(2)).await;
+        assert_eq!(got, Ok(1));
+    }
+
+    #[tokio::test]
+    async fn closed_port_is_refused() {
+        // Bind then drop to get a port that nothing listens on.
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let err = hop_limit_needed(addr, 8, Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert_eq!(err, TtlError::Refused { addr, max: 8 });
+        assert!(err.to_string().contains("nothing listens"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn attempt_sets_the_ttl_before_connecting() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let socket = open(addr, 7).unwrap();
+        assert_eq!(socket2::SockRef::from(&socket).ttl_v4().unwrap(), 7);
+        assert_eq!(attempt(addr, 1, Duration::from_secs(2)).await, Ok(()));
+    }
+}

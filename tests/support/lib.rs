@@ -1,0 +1,8 @@
+//! Support for the end-to-end tests in `tests/`: what a test needs from the machine,
+//! where the project's binaries are, a plain HTTP client for checking refusals byte by
+//! byte, and a clean AWS environment for the real clients.
+
+pub mod aws_env;
+pub mod bins;
+pub mod raw_http;
+pub mod require;

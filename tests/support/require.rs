@@ -1,0 +1,58 @@
+//! What a test needs from the machine. Missing: under `CI=true` the test fails; elsewhere
+//! it is skipped, loudly.
+
+use std::path::Path;
+
+/// Something a test needs that may be absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// euid 0, to create network namespaces.
+    Root,
+    /// `ip` and `iptables`.
+    NetTools,
+    /// Debian's AWS CLI at [`crate::aws_env::AWS_CLI`].
+    AwsCli,
+}
+
+impl Need {
+    fn missing(self) -> Option<String> {
+        match self {
+            Need::Root => (nix_euid() != 0).then(|| "not running as root".to_string()),
+            Need::NetTools => ["/usr/sbin/ip", "/usr/sbin/iptables"]
+                .iter()
+                .find(|p| !Path::new(p).exists())
+                .map(|p| format!("{p} is missing (apt-get install iproute2 iptables)")),
+            Need::AwsCli => (!Path::new(crate::aws_env::AWS_CLI).exists()).then(|| {
+                format!(
+                    "{} is missing (apt-get install awscli)",
+                    crate::aws_env::AWS_CLI
+                )
+            }),
+        }
+    }
+}
+
+fn nix_euid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc_geteuid() }
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+/// True when every need is met. Otherwise panics under `CI=true`, or prints a loud
+/// SKIPPED line and returns false so the test can return early.
+pub fn require(test: &str, needs: &[Need]) -> bool {
+    let missing: Vec<String> = needs.iter().filter_map(|n| n.missing()).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let why = missing.join("; ");
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test}: cannot run under CI=true: {why}");
+    }
+    eprintln!("\n!!!!! SKIPPED {test}: {why} !!!!!\n");
+    false
+}
