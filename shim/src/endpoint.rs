@@ -60,13 +60,14 @@ impl ImdsEndpoint {
             value: value.to_owned(),
             reason: reason.to_owned(),
         };
-        let uri: http::Uri = value.parse().map_err(|e: http::uri::InvalidUri| {
-            EndpointError::InvalidUrl {
-                var,
-                value: value.to_owned(),
-                reason: e.to_string(),
-            }
-        })?;
+        let uri: http::Uri =
+            value
+                .parse()
+                .map_err(|e: http::uri::InvalidUri| EndpointError::InvalidUrl {
+                    var,
+                    value: value.to_owned(),
+                    reason: e.to_string(),
+                })?;
         let default_port = match uri.scheme_str() {
             Some(s) if s.eq_ignore_ascii_case("http") => 80,
             Some(s) if s.eq_ignore_ascii_case("https") => 443,
@@ -223,10 +224,22 @@ mod tests {
 
     #[test]
     fn bad_values_are_reported_with_the_variable() {
-        for bad in ["", "127.0.0.1:80", "ftp://127.0.0.1", "http://", "not a url"] {
+        for bad in [
+            "",
+            "127.0.0.1:80",
+            "ftp://127.0.0.1",
+            "http://",
+            "not a url",
+        ] {
             let err = ImdsConfig::from_env(env(&[(ENV_ENDPOINT, bad)])).unwrap_err();
             assert!(
-                matches!(err, EndpointError::InvalidUrl { var: ENV_ENDPOINT, .. }),
+                matches!(
+                    err,
+                    EndpointError::InvalidUrl {
+                        var: ENV_ENDPOINT,
+                        ..
+                    }
+                ),
                 "{bad:?}: {err:?}"
             );
             assert!(err.to_string().contains(ENV_ENDPOINT), "{err}");

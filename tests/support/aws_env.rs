@@ -1,5 +1,6 @@
 //! An environment in which the real AWS clients can reach nothing but the mock.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 /// Debian's AWS CLI v2 (another `aws` on PATH, e.g. a pip-installed v1, is not used).
@@ -25,8 +26,13 @@ pub const CLEARED: &[&str] = &[
 ];
 
 /// `(name, value)` pairs for a client whose only credential source is the IMDS at
-/// `imds_endpoint`; `home` is an empty folder so no `~/.aws` is read.
+/// `imds_endpoint`; `home` is an empty folder so no `~/.aws` is read. Host-side tests
+/// only ever name a loopback IMDS: the machine's own 169.254.169.254 leads off it.
 pub fn isolated(home: &Path, imds_endpoint: &str) -> Vec<(String, String)> {
+    assert!(
+        imds_endpoint.starts_with("http://127.") || imds_endpoint.starts_with("http://[::1]"),
+        "host-side tests must point the IMDS endpoint at loopback, not {imds_endpoint}"
+    );
     vec![
         ("HOME".into(), home.display().to_string()),
         (
@@ -45,13 +51,13 @@ pub fn isolated(home: &Path, imds_endpoint: &str) -> Vec<(String, String)> {
     ]
 }
 
-/// A duct expression with [`CLEARED`] removed and `vars` set.
-pub fn with_env(mut expr: duct::Expression, vars: &[(String, String)]) -> duct::Expression {
-    for name in CLEARED {
-        expr = expr.env_remove(name);
-    }
-    for (k, v) in vars {
-        expr = expr.env(k, v);
-    }
-    expr
+/// `expr` with exactly this process's environment, less [`CLEARED`], plus `vars`.
+/// The whole environment is given at once: duct applies nested `env` and `env_remove`
+/// inner-last, so a removal could undo a setting made after it.
+pub fn with_env(expr: duct::Expression, vars: &[(String, String)]) -> duct::Expression {
+    let mut env: HashMap<String, String> = std::env::vars()
+        .filter(|(k, _)| !CLEARED.contains(&k.as_str()))
+        .collect();
+    env.extend(vars.iter().cloned());
+    expr.full_env(env)
 }

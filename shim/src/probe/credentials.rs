@@ -112,6 +112,9 @@ mod tests {
         assert_eq!(detail.access_key_id.as_deref(), Some("ASIATESTKEYID"));
         assert_eq!(detail.expiration.as_deref(), Some("2021-09-21T04:16:53Z"));
         let json = serde_json::to_string(&detail).unwrap();
-        assert!(!json.contains("sEcReT") && !json.contains("SeSsIoN"), "{json}");
+        assert!(
+            !json.contains("sEcReT") && !json.contains("SeSsIoN"),
+            "{json}"
+        );
     }
 }

@@ -88,12 +88,10 @@ pub async fn run(opts: &ProbeOptions, place: &Place) -> ProbeReport {
         }
         let (step, creds) = credentials_step(opts, place).await;
         report.credentials = Some(step);
-        let region = place.region.clone().or_else(|| {
-            report
-                .token
-                .as_ref()
-                .and_then(|t| t.detail.region.clone())
-        });
+        let region = place
+            .region
+            .clone()
+            .or_else(|| report.token.as_ref().and_then(|t| t.detail.region.clone()));
         report.identity = Some(identity_step(region.as_deref(), creds.as_ref()).await);
     }
     report.conclude();
@@ -134,8 +132,37 @@ async fn token_step(opts: &ProbeOptions, place: &Place) -> Step<TokenDetail> {
         Ok(client) => token::fetch(&client, opts.timeout).await,
         Err(e) => Err(e),
     };
-    Step::from_result(start.elapsed(), result)
+    let elapsed = start.elapsed();
+    Step::from_result(elapsed, confirm_drop(result, opts, place).await)
 }
+
+/// A token request that timed out blames the hop limit only if a TCP connection to IMDS can be
+/// made: the SDK's connect and read timeouts are equal, so a silently dropped SYN may surface as
+/// a read timeout.
+async fn confirm_drop<T>(
+    result: Result<T, ImdsFailure>,
+    opts: &ProbeOptions,
+    place: &Place,
+) -> Result<T, ImdsFailure> {
+    let Err(ImdsFailure::TokenDropped { timeout }) = result else {
+        return result;
+    };
+    let connects = match place.imds.endpoint.resolve().await {
+        Ok(addr) => !matches!(
+            ttl::attempt(addr, MAX_TTL, opts.timeout).await,
+            Err(ttl::AttemptError::TimedOut | ttl::AttemptError::Unreachable(_))
+        ),
+        Err(_) => true,
+    };
+    Err(if connects {
+        ImdsFailure::TokenDropped { timeout }
+    } else {
+        ImdsFailure::ConnectTimeout { timeout }
+    })
+}
+
+/// The largest IP TTL, for a connect that only asks whether IMDS can be reached at all.
+const MAX_TTL: u8 = 255;
 
 async fn credentials_step(
     opts: &ProbeOptions,
@@ -151,8 +178,11 @@ async fn credentials_step(
         Err(e) => Err(e),
     };
     let elapsed = start.elapsed();
-    match result {
-        Ok(creds) => (Step::from_result::<ImdsFailure>(elapsed, Ok(creds.detail())), Some(creds)),
+    match confirm_drop(result, opts, place).await {
+        Ok(creds) => (
+            Step::from_result::<ImdsFailure>(elapsed, Ok(creds.detail())),
+            Some(creds),
+        ),
         Err(e) => (Step::failed(elapsed, e), None),
     }
 }
@@ -230,9 +260,15 @@ mod tests {
         let ttl_err = r.ttl.as_ref().unwrap().error.clone().unwrap();
         assert!(ttl_err.contains("connection refused"), "{ttl_err}");
         let token_err = r.token.as_ref().unwrap().error.clone().unwrap();
-        assert!(token_err.starts_with("could not connect to IMDS"), "{token_err}");
+        assert!(
+            token_err.starts_with("could not connect to IMDS"),
+            "{token_err}"
+        );
         let verdict = render::verdict(&r);
-        assert!(verdict.starts_with("this place cannot get credentials: connection refused"), "{verdict}");
+        assert!(
+            verdict.starts_with("this place cannot get credentials: connection refused"),
+            "{verdict}"
+        );
     }
 
     #[tokio::test]
@@ -260,8 +296,13 @@ mod tests {
             token.error.as_deref(),
             Some("no token response within 0.2 s: the token response was most likely dropped by the instance's hop limit (HttpPutResponseHopLimit) before reaching this place")
         );
-        assert!(token.elapsed_ms >= 200.0 && token.elapsed_ms < 2000.0, "{token:?}");
+        assert!(
+            token.elapsed_ms >= 200.0 && token.elapsed_ms < 2000.0,
+            "{token:?}"
+        );
         assert_eq!(r.credentials.as_ref().unwrap().error, token.error);
-        assert!(render::verdict(&r).ends_with("before reaching this place; it needs hop limit >= 1"));
+        assert!(
+            render::verdict(&r).ends_with("before reaching this place; it needs hop limit >= 1")
+        );
     }
 }

@@ -183,7 +183,10 @@ verdict: this place gets the instance role's credentials; it needs hop limit >= 
         r.identity = failed(0, "not attempted");
         r.conclude();
         let text = human(&r);
-        assert!(text.contains("✗ token          1001.0 ms  no token response"), "{text}");
+        assert!(
+            text.contains("✗ token          1001.0 ms  no token response"),
+            "{text}"
+        );
         assert!(
             text.ends_with("verdict: this place cannot get credentials: no token response within 1 s: dropped; it needs hop limit >= 2\n"),
             "{text}"
@@ -193,7 +196,10 @@ verdict: this place gets the instance role's credentials; it needs hop limit >= 
     #[test]
     fn sts_failure_after_credentials() {
         let mut r = all_ok();
-        r.identity = failed(5, "STS refused GetCallerIdentity: InvalidClientTokenId: bad");
+        r.identity = failed(
+            5,
+            "STS refused GetCallerIdentity: InvalidClientTokenId: bad",
+        );
         r.ttl = None;
         assert_eq!(
             verdict(&r),

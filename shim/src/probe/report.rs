@@ -172,7 +172,10 @@ mod tests {
     #[test]
     fn failed_steps_carry_the_error_and_no_detail() {
         let mut r = ProbeReport::new("http://127.0.0.1:1");
-        r.token = Some(Step::failed(Duration::from_millis(1000), "no token response"));
+        r.token = Some(Step::failed(
+            Duration::from_millis(1000),
+            "no token response",
+        ));
         r.credentials = Some(Step::from_result(
             Duration::from_millis(2),
             Ok::<_, String>(CredentialsDetail {

@@ -184,7 +184,11 @@ fn classify(e: &io::Error) -> AttemptError {
 /// All attempts start at once; the function returns as soon as [`decide`] knows the answer and
 /// drops (closes) the attempts still running. When none connects, the reason is that of the
 /// attempt with the largest TTL, the one that went farthest.
-pub async fn hop_limit_needed(addr: SocketAddr, max: u8, timeout: Duration) -> Result<u8, TtlError> {
+pub async fn hop_limit_needed(
+    addr: SocketAddr,
+    max: u8,
+    timeout: Duration,
+) -> Result<u8, TtlError> {
     let max = max.max(1);
     let mut results: Vec<Option<bool>> = vec![None; usize::from(max)];
     let mut last_error = None;
@@ -274,5 +278,23 @@ mod tests {
         let socket = open(addr, 7).unwrap();
         assert_eq!(socket2::SockRef::from(&socket).ttl_v4().unwrap(), 7);
         assert_eq!(attempt(addr, 1, Duration::from_secs(2)).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn ipv6_loopback_uses_the_unicast_hop_limit() {
+        // Skipped where the machine has no IPv6 loopback.
+        let Ok(listener) = tokio::net::TcpListener::bind("[::1]:0").await else {
+            return;
+        };
+        let addr = listener.local_addr().unwrap();
+        let socket = open(addr, 5).unwrap();
+        assert_eq!(
+            socket2::SockRef::from(&socket).unicast_hops_v6().unwrap(),
+            5
+        );
+        assert_eq!(
+            hop_limit_needed(addr, 16, Duration::from_secs(2)).await,
+            Ok(1)
+        );
     }
 }

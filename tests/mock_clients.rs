@@ -1,0 +1,600 @@
+//! The mock AWS side against real clients: the Rust SDK (aws-config's IMDS provider,
+//! aws-sdk-sts, aws-sdk-ec2) and Debian's AWS CLI, plus every refusal checked by
+//! status and body. Everything listens on 127.0.0.1; nothing reaches real AWS.
+
+use std::time::Duration;
+
+use aws_config::imds;
+use aws_config::provider_config::ProviderConfig;
+use aws_config::BehaviorVersion;
+use aws_credential_types::provider::ProvideCredentials;
+use aws_credential_types::Credentials;
+use aws_sdk_ec2::types::{HttpTokensState, InstanceMetadataEndpointState};
+use aws_smithy_http_client::Builder as HttpClientBuilder;
+use http::StatusCode;
+use imds_e2e::aws_env::{isolated, with_env, AWS_CLI};
+use imds_e2e::raw_http::{send, RawResponse};
+use imds_e2e::require::{require, Need};
+use imds_harness::mock::{
+    HopLimit, HttpEndpoint, HttpTokens, Listeners, MetadataOptions, MetadataOptionsChange,
+    MockAws, MockConfig,
+};
+
+const TTL: (&str, &str) = ("x-aws-ec2-metadata-token-ttl-seconds", "21600");
+const INSTANCE_ID: &str = "i-0123456789abcdef0";
+
+fn start(config: MockConfig) -> MockAws {
+    MockAws::start(config, Listeners::loopback().expect("loopback ports")).expect("mock starts")
+}
+
+fn optional_tokens() -> MockConfig {
+    MockConfig {
+        options: MetadataOptions {
+            http_tokens: HttpTokens::Optional,
+            ..MetadataOptions::default()
+        },
+        ..MockConfig::default()
+    }
+}
+
+fn url(base: &str, path: &str) -> String {
+    format!("{}{}", base.trim_end_matches('/'), path)
+}
+
+async fn token(mock: &MockAws) -> String {
+    let response = send("PUT", &url(&mock.endpoints().imds, "/latest/api/token"), &[TTL], "").await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.body);
+    response.body
+}
+
+fn assert_refused(response: &RawResponse, status: StatusCode) {
+    assert_eq!(response.status, status, "body: {}", response.body);
+    let title = format!(
+        "<title>{} - {}</title>",
+        status.as_u16(),
+        status.canonical_reason().unwrap()
+    );
+    assert!(response.body.starts_with("<?xml"), "{}", response.body);
+    assert!(response.body.contains(&title), "{}", response.body);
+    assert_eq!(response.headers["server"], "EC2ws");
+    assert_eq!(response.headers["connection"], "close");
+}
+
+// ---------------------------------------------------------------- the Rust SDK
+
+fn provider_config() -> ProviderConfig {
+    ProviderConfig::without_region().with_http_client(HttpClientBuilder::new().build_http())
+}
+
+fn imds_client(mock: &MockAws) -> imds::Client {
+    imds::Client::builder()
+        .configure(&provider_config())
+        .endpoint(&mock.endpoints().imds)
+        .expect("endpoint URL")
+        .build()
+}
+
+async fn sdk_credentials(mock: &MockAws) -> Result<Credentials, String> {
+    imds::credentials::ImdsCredentialsProvider::builder()
+        .configure(&provider_config())
+        .imds_client(imds_client(mock))
+        .build()
+        .provide_credentials()
+        .await
+        .map_err(|e| format!("{e}: {:?}", std::error::Error::source(&e)))
+}
+
+async fn sdk_config(endpoint: &str, credentials: Credentials) -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .http_client(HttpClientBuilder::new().build_http())
+        .credentials_provider(credentials)
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .load()
+        .await
+}
+
+async fn sts(mock: &MockAws, credentials: Credentials) -> aws_sdk_sts::Client {
+    aws_sdk_sts::Client::new(&sdk_config(&mock.endpoints().sts, credentials).await)
+}
+
+async fn ec2(mock: &MockAws, credentials: Credentials) -> aws_sdk_ec2::Client {
+    aws_sdk_ec2::Client::new(&sdk_config(&mock.endpoints().ec2, credentials).await)
+}
+
+#[tokio::test]
+async fn rust_sdk_gets_credentials_from_imds_and_an_identity_from_sts() {
+    let mock = start(MockConfig::default());
+    let creds = sdk_credentials(&mock).await.expect("IMDS credentials");
+    assert!(creds.access_key_id().starts_with("ASIA"));
+    assert!(creds.session_token().is_some());
+
+    let identity = sts(&mock, creds).await.get_caller_identity().send().await.unwrap();
+    assert_eq!(
+        identity.arn(),
+        Some("arn:aws:sts::123456789012:assumed-role/imds-harness-build-role/i-0123456789abcdef0")
+    );
+    assert_eq!(
+        identity.user_id(),
+        Some("AROAIMDSHARNESSROLE01:i-0123456789abcdef0")
+    );
+    assert_eq!(identity.account(), Some("123456789012"));
+    assert_eq!(mock.events().identity_v2, 1);
+}
+
+#[tokio::test]
+async fn rust_sdk_describes_and_modifies_metadata_options_and_imds_obeys() {
+    let mock = start(MockConfig::default());
+    let creds = sdk_credentials(&mock).await.unwrap();
+    let ec2 = ec2(&mock, creds).await;
+
+    let described = ec2
+        .describe_instances()
+        .instance_ids(INSTANCE_ID)
+        .send()
+        .await
+        .unwrap();
+    let instance = &described.reservations()[0].instances()[0];
+    assert_eq!(instance.instance_id(), Some(INSTANCE_ID));
+    let options = instance.metadata_options().unwrap();
+    assert_eq!(options.http_put_response_hop_limit(), Some(1));
+    assert_eq!(options.http_tokens(), Some(&HttpTokensState::Required));
+
+    let modified = ec2
+        .modify_instance_metadata_options()
+        .instance_id(INSTANCE_ID)
+        .http_put_response_hop_limit(3)
+        .http_tokens(HttpTokensState::Optional)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        modified
+            .instance_metadata_options()
+            .unwrap()
+            .http_put_response_hop_limit(),
+        Some(3)
+    );
+    assert_eq!(mock.options().hop_limit, HopLimit::new(3).unwrap());
+    // Tokens optional now: a tokenless GET is served (IMDSv1).
+    let v1 = send(
+        "GET",
+        &url(&mock.endpoints().imds, "/latest/meta-data/instance-id"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!((v1.status, v1.body.as_str()), (StatusCode::OK, INSTANCE_ID));
+
+    ec2.modify_instance_metadata_options()
+        .instance_id(INSTANCE_ID)
+        .http_endpoint(InstanceMetadataEndpointState::Disabled)
+        .send()
+        .await
+        .unwrap();
+    let disabled = send("PUT", &url(&mock.endpoints().imds, "/latest/api/token"), &[TTL], "").await;
+    assert_refused(&disabled, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn rust_sdk_sees_ec2_refusals_with_their_codes() {
+    let mock = start(MockConfig::default());
+    let creds = sdk_credentials(&mock).await.unwrap();
+    let ec2 = ec2(&mock, creds).await;
+    let code = |e: &aws_sdk_ec2::error::SdkError<_>| {
+        aws_sdk_ec2::error::ProvideErrorMetadata::code(e)
+            .unwrap_or("none")
+            .to_string()
+    };
+
+    let out_of_range = ec2
+        .modify_instance_metadata_options()
+        .instance_id(INSTANCE_ID)
+        .http_put_response_hop_limit(65)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&out_of_range), "InvalidParameterValue");
+
+    let unknown = ec2
+        .describe_instances()
+        .instance_ids("i-00000000000000001")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        aws_sdk_ec2::error::ProvideErrorMetadata::code(&unknown),
+        Some("InvalidInstanceID.NotFound")
+    );
+
+    let dry = ec2
+        .modify_instance_metadata_options()
+        .instance_id(INSTANCE_ID)
+        .http_put_response_hop_limit(5)
+        .dry_run(true)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&dry), "DryRunOperation");
+    assert_eq!(mock.options().hop_limit.get(), 1, "a dry run changes nothing");
+
+    mock.deny("ModifyInstanceMetadataOptions", true);
+    let denied = ec2
+        .modify_instance_metadata_options()
+        .instance_id(INSTANCE_ID)
+        .http_put_response_hop_limit(2)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&denied), "UnauthorizedOperation");
+    assert_eq!(mock.options().hop_limit.get(), 1);
+}
+
+#[tokio::test]
+async fn rust_sdk_never_falls_back_to_imdsv1_but_v1_and_v2_sets_differ() {
+    let mock = start(optional_tokens());
+    let v2 = sdk_credentials(&mock).await.unwrap();
+    let v1_doc = send(
+        "GET",
+        &url(
+            &mock.endpoints().imds,
+            "/latest/meta-data/iam/security-credentials/imds-harness-build-role",
+        ),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(v1_doc.status, StatusCode::OK);
+    let v1: serde_json::Value = serde_json::from_str(&v1_doc.body).unwrap();
+    assert_ne!(v1["AccessKeyId"].as_str().unwrap(), v2.access_key_id());
+    let v1 = Credentials::new(
+        v1["AccessKeyId"].as_str().unwrap(),
+        v1["SecretAccessKey"].as_str().unwrap(),
+        Some(v1["Token"].as_str().unwrap().to_string()),
+        None,
+        "imdsv1",
+    );
+    sts(&mock, v1).await.get_caller_identity().send().await.unwrap();
+    sts(&mock, v2).await.get_caller_identity().send().await.unwrap();
+    let events = mock.events();
+    assert_eq!((events.identity_v1, events.identity_v2), (1, 1));
+}
+
+// ---------------------------------------------------------------- STS refusals
+
+async fn sts_code(mock: &MockAws, credentials: Credentials) -> (String, String) {
+    let err = sts(mock, credentials)
+        .await
+        .get_caller_identity()
+        .send()
+        .await
+        .unwrap_err();
+    let status = err
+        .raw_response()
+        .map(|r| r.status().as_u16().to_string())
+        .unwrap_or_default();
+    (
+        aws_sdk_sts::error::ProvideErrorMetadata::code(&err)
+            .unwrap_or("none")
+            .to_string(),
+        status,
+    )
+}
+
+#[tokio::test]
+async fn sts_refuses_bad_credentials_as_the_real_service_does() {
+    let mock = start(MockConfig::default());
+    let good = sdk_credentials(&mock).await.unwrap();
+
+    let unknown = Credentials::new("ASIAUNKNOWNUNKNOWN00", "x".repeat(40), Some("t".into()), None, "t");
+    assert_eq!(sts_code(&mock, unknown).await, ("InvalidClientTokenId".into(), "403".into()));
+
+    let without_token = Credentials::new(
+        good.access_key_id(),
+        good.secret_access_key(),
+        None,
+        None,
+        "t",
+    );
+    assert_eq!(
+        sts_code(&mock, without_token).await,
+        ("InvalidClientTokenId".into(), "403".into())
+    );
+
+    let wrong_secret = Credentials::new(
+        good.access_key_id(),
+        "y".repeat(40),
+        good.session_token().map(str::to_string),
+        None,
+        "t",
+    );
+    assert_eq!(
+        sts_code(&mock, wrong_secret).await,
+        ("SignatureDoesNotMatch".into(), "403".into())
+    );
+
+    let unsigned = send(
+        "POST",
+        &mock.endpoints().sts,
+        &[("content-type", "application/x-www-form-urlencoded")],
+        "Action=GetCallerIdentity&Version=2011-06-15",
+    )
+    .await;
+    assert_eq!(unsigned.status, StatusCode::FORBIDDEN);
+    assert!(unsigned.body.starts_with("<ErrorResponse"), "{}", unsigned.body);
+    assert!(unsigned
+        .body
+        .contains("<Code>MissingAuthenticationToken</Code>"));
+    assert!(unsigned.body.contains("<RequestId>"));
+    assert_eq!(unsigned.headers["content-type"], "text/xml");
+}
+
+#[tokio::test]
+async fn sts_refuses_expired_credentials_and_imds_rotates_them() {
+    let mock = start(MockConfig {
+        credential_lifetime: Duration::from_secs(2),
+        ..MockConfig::default()
+    });
+    let first = sdk_credentials(&mock).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        sts_code(&mock, first.clone()).await,
+        ("ExpiredToken".into(), "403".into())
+    );
+    let second = sdk_credentials(&mock).await.unwrap();
+    assert_ne!(first.access_key_id(), second.access_key_id());
+    sts(&mock, second).await.get_caller_identity().send().await.unwrap();
+}
+
+// ---------------------------------------------------------------- IMDS refusals
+
+#[tokio::test]
+async fn token_put_refusals_have_the_real_statuses_and_bodies() {
+    let mock = start(MockConfig::default());
+    let token_url = url(&mock.endpoints().imds, "/latest/api/token");
+
+    for ttl in [None, Some("0"), Some("21601"), Some("ten"), Some("-1"), Some("")] {
+        let headers: Vec<(&str, &str)> = ttl.map(|v| (TTL.0, v)).into_iter().collect();
+        let response = send("PUT", &token_url, &headers, "").await;
+        assert_refused(&response, StatusCode::BAD_REQUEST);
+    }
+    let forwarded = send("PUT", &token_url, &[TTL, ("x-forwarded-for", "10.0.0.1")], "").await;
+    assert_refused(&forwarded, StatusCode::FORBIDDEN);
+    let versioned = send(
+        "PUT",
+        &url(&mock.endpoints().imds, "/2021-03-23/api/token"),
+        &[TTL],
+        "",
+    )
+    .await;
+    assert_refused(&versioned, StatusCode::FORBIDDEN);
+    for method in ["GET", "POST", "DELETE", "HEAD"] {
+        let response = send(method, &token_url, &[TTL], "").await;
+        assert_eq!(response.status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
+    }
+
+    let ok = send("PUT", &token_url, &[TTL], "").await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert_eq!(ok.body.len(), 56);
+    assert_eq!(ok.headers[TTL.0], "21600", "the TTL header is echoed");
+    assert_eq!(ok.headers["server"], "EC2ws");
+    assert_eq!(ok.headers["connection"], "close");
+}
+
+#[tokio::test]
+async fn gets_need_a_valid_unexpired_token_when_tokens_are_required() {
+    let mock = start(MockConfig::default());
+    let id_url = url(&mock.endpoints().imds, "/latest/meta-data/instance-id");
+
+    assert_refused(&send("GET", &id_url, &[], "").await, StatusCode::UNAUTHORIZED);
+    let forged = "AQAAAABrDCAJ3RE8PGGMf0PSv4H10UWjXTAgduV7BLX2k3yjNR6mHaQh";
+    assert_refused(
+        &send("GET", &id_url, &[("x-aws-ec2-metadata-token", forged)], "").await,
+        StatusCode::UNAUTHORIZED,
+    );
+    let short = send(
+        "PUT",
+        &url(&mock.endpoints().imds, "/latest/api/token"),
+        &[(TTL.0, "1")],
+        "",
+    )
+    .await
+    .body;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_refused(
+        &send("GET", &id_url, &[("x-aws-ec2-metadata-token", &short)], "").await,
+        StatusCode::UNAUTHORIZED,
+    );
+
+    let token = token(&mock).await;
+    let ok = send("GET", &id_url, &[("x-aws-ec2-metadata-token", &token)], "").await;
+    assert_eq!((ok.status, ok.body.as_str()), (StatusCode::OK, INSTANCE_ID));
+    assert_eq!(ok.headers["content-type"], "text/plain");
+    let head = send("HEAD", &id_url, &[("x-aws-ec2-metadata-token", &token)], "").await;
+    assert_eq!((head.status, head.body.as_str()), (StatusCode::OK, ""));
+
+    let missing = send(
+        "GET",
+        &url(&mock.endpoints().imds, "/latest/meta-data/no-such-thing"),
+        &[("x-aws-ec2-metadata-token", &token)],
+        "",
+    )
+    .await;
+    assert_refused(&missing, StatusCode::NOT_FOUND);
+    let put_elsewhere = send("PUT", &id_url, &[TTL], "").await;
+    assert_eq!(put_elsewhere.status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn optional_tokens_serve_imdsv1_but_still_refuse_invalid_tokens() {
+    let mock = start(optional_tokens());
+    let id_url = url(&mock.endpoints().imds, "/latest/meta-data/instance-id");
+    let v1 = send("GET", &id_url, &[], "").await;
+    assert_eq!((v1.status, v1.body.as_str()), (StatusCode::OK, INSTANCE_ID));
+    assert_refused(
+        &send("GET", &id_url, &[("x-aws-ec2-metadata-token", "bogus")], "").await,
+        StatusCode::UNAUTHORIZED,
+    );
+}
+
+#[tokio::test]
+async fn a_disabled_endpoint_refuses_everything() {
+    let mock = start(MockConfig::default());
+    mock.modify(&MetadataOptionsChange {
+        http_endpoint: Some(HttpEndpoint::Disabled),
+        ..Default::default()
+    });
+    let base = &mock.endpoints().imds;
+    assert_refused(
+        &send("PUT", &url(base, "/latest/api/token"), &[TTL], "").await,
+        StatusCode::FORBIDDEN,
+    );
+    assert_refused(
+        &send("GET", &url(base, "/latest/meta-data/"), &[], "").await,
+        StatusCode::FORBIDDEN,
+    );
+}
+
+#[tokio::test]
+async fn metadata_paths_serve_what_brief_lists() {
+    let mock = start(MockConfig::default());
+    let token = token(&mock).await;
+    let get = |path: &'static str| {
+        let token = token.clone();
+        let base = mock.endpoints().imds.clone();
+        async move {
+            let r = send("GET", &url(&base, path), &[("x-aws-ec2-metadata-token", &token)], "").await;
+            assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.body);
+            r.body
+        }
+    };
+    let listing = get("/latest/meta-data/").await;
+    for entry in ["iam/", "instance-id", "placement/"] {
+        assert!(listing.lines().any(|l| l == entry), "{listing}");
+    }
+    assert_eq!(get("/latest/meta-data/placement/region").await, "us-east-1");
+    assert_eq!(
+        get("/latest/meta-data/placement/availability-zone").await,
+        "us-east-1a"
+    );
+    assert_eq!(
+        get("/latest/meta-data/iam/security-credentials/").await,
+        "imds-harness-build-role"
+    );
+    let info: serde_json::Value = serde_json::from_str(&get("/latest/meta-data/iam/info").await).unwrap();
+    assert_eq!(info["Code"], "Success");
+    assert!(info["InstanceProfileArn"].as_str().unwrap().starts_with("arn:aws:iam::123456789012:instance-profile/"));
+    assert!(info["InstanceProfileId"].is_string() && info["LastUpdated"].is_string());
+    let doc: serde_json::Value =
+        serde_json::from_str(&get("/latest/dynamic/instance-identity/document").await).unwrap();
+    assert_eq!(doc["instanceId"], INSTANCE_ID);
+    assert_eq!(doc["version"], "2017-09-30");
+    for field in ["accountId", "availabilityZone", "imageId", "instanceType", "privateIp", "region"] {
+        assert!(doc[field].is_string(), "{field}");
+    }
+    let creds: serde_json::Value = serde_json::from_str(
+        &get("/latest/meta-data/iam/security-credentials/imds-harness-build-role").await,
+    )
+    .unwrap();
+    assert_eq!(creds["Code"], "Success");
+    assert_eq!(creds["Type"], "AWS-HMAC");
+    assert!(creds["Expiration"].as_str().unwrap().ends_with('Z'));
+}
+
+#[tokio::test]
+async fn the_token_endpoint_serves_ipv6() {
+    let v6 = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0));
+    let Ok(listeners) = Listeners::bind(v6, v6, v6) else {
+        eprintln!("\n!!!!! SKIPPED the_token_endpoint_serves_ipv6: no IPv6 loopback !!!!!\n");
+        return;
+    };
+    let mock = MockAws::start(MockConfig::default(), listeners).unwrap();
+    assert!(mock.endpoints().imds.starts_with("http://[::1]:"));
+    assert_eq!(token(&mock).await.len(), 56);
+    assert!(sdk_credentials(&mock).await.is_ok());
+}
+
+// ---------------------------------------------------------------- the AWS CLI
+
+fn cli(mock: &MockAws, home: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let expr = duct::cmd(AWS_CLI, args)
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked();
+    with_env(expr, &isolated(home, &mock.endpoints().imds))
+        .run()
+        .expect("the AWS CLI runs")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn aws_cli_gets_an_identity_and_changes_metadata_options() {
+    if !require("aws_cli_gets_an_identity_and_changes_metadata_options", &[Need::AwsCli]) {
+        return;
+    }
+    let mock = start(MockConfig::default());
+    let home = tempfile::tempdir().unwrap();
+    let sts_url = mock.endpoints().sts.clone();
+    let ec2_url = mock.endpoints().ec2.clone();
+
+    let out = tokio::task::block_in_place(|| {
+        cli(&mock, home.path(), &["sts", "get-caller-identity", "--endpoint-url", &sts_url])
+    });
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let identity: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        identity["Arn"],
+        "arn:aws:sts::123456789012:assumed-role/imds-harness-build-role/i-0123456789abcdef0"
+    );
+    assert_eq!(mock.events().identity_v2, 1, "the CLI went through IMDSv2");
+
+    let out = tokio::task::block_in_place(|| {
+        cli(&mock, home.path(), &[
+            "ec2", "modify-instance-metadata-options", "--endpoint-url", &ec2_url,
+            "--instance-id", INSTANCE_ID, "--http-put-response-hop-limit", "3",
+            "--http-endpoint", "enabled",
+        ])
+    });
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(mock.options().hop_limit.get(), 3);
+
+    let out = tokio::task::block_in_place(|| {
+        cli(&mock, home.path(), &[
+            "ec2", "describe-instances", "--endpoint-url", &ec2_url, "--instance-ids", INSTANCE_ID,
+        ])
+    });
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let described: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let options = &described["Reservations"][0]["Instances"][0]["MetadataOptions"];
+    assert_eq!(options["HttpPutResponseHopLimit"], 3);
+    assert_eq!(options["State"], "applied");
+
+    let out = tokio::task::block_in_place(|| {
+        cli(&mock, home.path(), &[
+            "ec2", "modify-instance-metadata-options", "--endpoint-url", &ec2_url,
+            "--instance-id", INSTANCE_ID, "--http-put-response-hop-limit", "65",
+        ])
+    });
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("(InvalidParameterValue)"));
+    assert_eq!(mock.options().hop_limit.get(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn aws_cli_without_imds_reports_unable_to_locate_credentials() {
+    if !require("aws_cli_without_imds_reports_unable_to_locate_credentials", &[Need::AwsCli]) {
+        return;
+    }
+    let mock = start(MockConfig::default());
+    mock.modify(&MetadataOptionsChange {
+        http_endpoint: Some(HttpEndpoint::Disabled),
+        ..Default::default()
+    });
+    let home = tempfile::tempdir().unwrap();
+    let sts_url = mock.endpoints().sts.clone();
+    let out = tokio::task::block_in_place(|| {
+        cli(&mock, home.path(), &["sts", "get-caller-identity", "--endpoint-url", &sts_url])
+    });
+    // AWS CLI v2 (Debian's 2.9.19) exits 253 for "no credentials"; v1 exited 255.
+    assert_eq!(out.status.code(), Some(253));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Unable to locate credentials"));
+}

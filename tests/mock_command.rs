@@ -1,0 +1,89 @@
+//! `imds-harness mock` as a user runs it: one JSON line, served until SIGTERM, exit 0;
+//! bad flags exit 2; its logs never carry a secret.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use imds_e2e::aws_env::{isolated, with_env, AWS_CLI};
+use imds_e2e::bins;
+use imds_e2e::require::{require, Need};
+
+#[test]
+fn mock_prints_its_endpoints_serves_the_cli_and_stops_on_sigterm_without_leaking_secrets() {
+    if !require("mock_command", &[Need::AwsCli]) {
+        return;
+    }
+    let mut child = Command::new(bins::harness())
+        .args(["mock", "--hop-limit", "2", "--role", "ci-role", "--account", "210987654321"])
+        .env("IMDS_HARNESS_LOG", "trace")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("imds-harness runs");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let endpoints: serde_json::Value = serde_json::from_str(&line).expect("one JSON line");
+    let keys: Vec<_> = endpoints.as_object().unwrap().keys().cloned().collect();
+    assert_eq!(keys, ["ec2", "imds", "sts"]);
+
+    let home = tempfile::tempdir().unwrap();
+    let imds = endpoints["imds"].as_str().unwrap();
+    let out = with_env(
+        duct::cmd!(AWS_CLI, "sts", "get-caller-identity", "--endpoint-url", endpoints["sts"].as_str().unwrap()),
+        &isolated(home.path(), imds),
+    )
+    .stdout_capture()
+    .stderr_capture()
+    .unchecked()
+    .run()
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let identity: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(identity["Account"], "210987654321");
+
+    // The secret the CLI just used, fetched the same way.
+    let creds = with_env(
+        duct::cmd!("python3", "-c", "import json,urllib.request as u,os;e=os.environ['AWS_EC2_METADATA_SERVICE_ENDPOINT'];t=u.urlopen(u.Request(e+'latest/api/token',method='PUT',headers={'X-aws-ec2-metadata-token-ttl-seconds':'60'})).read().decode();print(u.urlopen(u.Request(e+'latest/meta-data/iam/security-credentials/ci-role',headers={'X-aws-ec2-metadata-token':t})).read().decode())"),
+        &isolated(home.path(), imds),
+    )
+    .read()
+    .unwrap();
+    let creds: serde_json::Value = serde_json::from_str(&creds).unwrap();
+
+    nix_kill(child.id(), "TERM");
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "SIGTERM exits 0");
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(logs.contains("GetCallerIdentity") || logs.contains("sts"), "the logs say something: {logs}");
+    for secret in ["SecretAccessKey", "Token"] {
+        let value = creds[secret].as_str().unwrap();
+        assert!(!logs.contains(value), "{secret} leaked into the logs");
+    }
+}
+
+fn nix_kill(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn bad_flags_get_a_clear_message_and_exit_2() {
+    for (args, expect) in [
+        (vec!["mock", "--hop-limit", "0"], "hop limit"),
+        (vec!["mock", "--hop-limit", "65"], "1 to 64"),
+        (vec!["mock", "--http-tokens", "sometimes"], "required, optional"),
+        (vec!["mock", "--imds", "not-an-address"], "--imds"),
+        (vec!["mock", "--account", "12"], "12 digits"),
+        (vec!["mock", "--instance-id", "vm-1"], "instance id"),
+    ] {
+        let out = Command::new(bins::harness()).args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expect), "{args:?}: {stderr}");
+    }
+}
