@@ -16,8 +16,8 @@ use imds_e2e::aws_env::{isolated, with_env, AWS_CLI};
 use imds_e2e::raw_http::{send, RawResponse};
 use imds_e2e::require::{require, Need};
 use imds_harness::mock::{
-    HopLimit, HttpEndpoint, HttpTokens, Listeners, MetadataOptions, MetadataOptionsChange,
-    MockAws, MockConfig,
+    HopLimit, HttpEndpoint, HttpTokens, Listeners, MetadataOptions, MetadataOptionsChange, MockAws,
+    MockConfig,
 };
 
 const TTL: (&str, &str) = ("x-aws-ec2-metadata-token-ttl-seconds", "21600");
@@ -42,7 +42,13 @@ fn url(base: &str, path: &str) -> String {
 }
 
 async fn token(mock: &MockAws) -> String {
-    let response = send("PUT", &url(&mock.endpoints().imds, "/latest/api/token"), &[TTL], "").await;
+    let response = send(
+        "PUT",
+        &url(&mock.endpoints().imds, "/latest/api/token"),
+        &[TTL],
+        "",
+    )
+    .await;
     assert_eq!(response.status, StatusCode::OK, "{}", response.body);
     response.body
 }
@@ -109,7 +115,12 @@ async fn rust_sdk_gets_credentials_from_imds_and_an_identity_from_sts() {
     assert!(creds.access_key_id().starts_with("ASIA"));
     assert!(creds.session_token().is_some());
 
-    let identity = sts(&mock, creds).await.get_caller_identity().send().await.unwrap();
+    let identity = sts(&mock, creds)
+        .await
+        .get_caller_identity()
+        .send()
+        .await
+        .unwrap();
     assert_eq!(
         identity.arn(),
         Some("arn:aws:sts::123456789012:assumed-role/imds-harness-build-role/i-0123456789abcdef0")
@@ -172,7 +183,13 @@ async fn rust_sdk_describes_and_modifies_metadata_options_and_imds_obeys() {
         .send()
         .await
         .unwrap();
-    let disabled = send("PUT", &url(&mock.endpoints().imds, "/latest/api/token"), &[TTL], "").await;
+    let disabled = send(
+        "PUT",
+        &url(&mock.endpoints().imds, "/latest/api/token"),
+        &[TTL],
+        "",
+    )
+    .await;
     assert_refused(&disabled, StatusCode::FORBIDDEN);
 }
 
@@ -216,7 +233,11 @@ async fn rust_sdk_sees_ec2_refusals_with_their_codes() {
         .await
         .unwrap_err();
     assert_eq!(code(&dry), "DryRunOperation");
-    assert_eq!(mock.options().hop_limit.get(), 1, "a dry run changes nothing");
+    assert_eq!(
+        mock.options().hop_limit.get(),
+        1,
+        "a dry run changes nothing"
+    );
 
     mock.deny("ModifyInstanceMetadataOptions", true);
     let denied = ec2
@@ -254,8 +275,18 @@ async fn rust_sdk_never_falls_back_to_imdsv1_but_v1_and_v2_sets_differ() {
         None,
         "imdsv1",
     );
-    sts(&mock, v1).await.get_caller_identity().send().await.unwrap();
-    sts(&mock, v2).await.get_caller_identity().send().await.unwrap();
+    sts(&mock, v1)
+        .await
+        .get_caller_identity()
+        .send()
+        .await
+        .unwrap();
+    sts(&mock, v2)
+        .await
+        .get_caller_identity()
+        .send()
+        .await
+        .unwrap();
     let events = mock.events();
     assert_eq!((events.identity_v1, events.identity_v2), (1, 1));
 }
@@ -286,8 +317,17 @@ async fn sts_refuses_bad_credentials_as_the_real_service_does() {
     let mock = start(MockConfig::default());
     let good = sdk_credentials(&mock).await.unwrap();
 
-    let unknown = Credentials::new("ASIAUNKNOWNUNKNOWN00", "x".repeat(40), Some("t".into()), None, "t");
-    assert_eq!(sts_code(&mock, unknown).await, ("InvalidClientTokenId".into(), "403".into()));
+    let unknown = Credentials::new(
+        "ASIAUNKNOWNUNKNOWN00",
+        "x".repeat(40),
+        Some("t".into()),
+        None,
+        "t",
+    );
+    assert_eq!(
+        sts_code(&mock, unknown).await,
+        ("InvalidClientTokenId".into(), "403".into())
+    );
 
     let without_token = Credentials::new(
         good.access_key_id(),
@@ -321,7 +361,11 @@ async fn sts_refuses_bad_credentials_as_the_real_service_does() {
     )
     .await;
     assert_eq!(unsigned.status, StatusCode::FORBIDDEN);
-    assert!(unsigned.body.starts_with("<ErrorResponse"), "{}", unsigned.body);
+    assert!(
+        unsigned.body.starts_with("<ErrorResponse"),
+        "{}",
+        unsigned.body
+    );
     assert!(unsigned
         .body
         .contains("<Code>MissingAuthenticationToken</Code>"));
@@ -343,7 +387,12 @@ async fn sts_refuses_expired_credentials_and_imds_rotates_them() {
     );
     let second = sdk_credentials(&mock).await.unwrap();
     assert_ne!(first.access_key_id(), second.access_key_id());
-    sts(&mock, second).await.get_caller_identity().send().await.unwrap();
+    sts(&mock, second)
+        .await
+        .get_caller_identity()
+        .send()
+        .await
+        .unwrap();
 }
 
 // ---------------------------------------------------------------- IMDS refusals
@@ -353,12 +402,25 @@ async fn token_put_refusals_have_the_real_statuses_and_bodies() {
     let mock = start(MockConfig::default());
     let token_url = url(&mock.endpoints().imds, "/latest/api/token");
 
-    for ttl in [None, Some("0"), Some("21601"), Some("ten"), Some("-1"), Some("")] {
+    for ttl in [
+        None,
+        Some("0"),
+        Some("21601"),
+        Some("ten"),
+        Some("-1"),
+        Some(""),
+    ] {
         let headers: Vec<(&str, &str)> = ttl.map(|v| (TTL.0, v)).into_iter().collect();
         let response = send("PUT", &token_url, &headers, "").await;
         assert_refused(&response, StatusCode::BAD_REQUEST);
     }
-    let forwarded = send("PUT", &token_url, &[TTL, ("x-forwarded-for", "10.0.0.1")], "").await;
+    let forwarded = send(
+        "PUT",
+        &token_url,
+        &[TTL, ("x-forwarded-for", "10.0.0.1")],
+        "",
+    )
+    .await;
     assert_refused(&forwarded, StatusCode::FORBIDDEN);
     let versioned = send(
         "PUT",
@@ -386,7 +448,10 @@ async fn gets_need_a_valid_unexpired_token_when_tokens_are_required() {
     let mock = start(MockConfig::default());
     let id_url = url(&mock.endpoints().imds, "/latest/meta-data/instance-id");
 
-    assert_refused(&send("GET", &id_url, &[], "").await, StatusCode::UNAUTHORIZED);
+    assert_refused(
+        &send("GET", &id_url, &[], "").await,
+        StatusCode::UNAUTHORIZED,
+    );
     let forged = "AQAAAABrDCAJ3RE8PGGMf0PSv4H10UWjXTAgduV7BLX2k3yjNR6mHaQh";
     assert_refused(
         &send("GET", &id_url, &[("x-aws-ec2-metadata-token", forged)], "").await,
@@ -463,7 +528,13 @@ async fn metadata_paths_serve_what_brief_lists() {
         let token = token.clone();
         let base = mock.endpoints().imds.clone();
         async move {
-            let r = send("GET", &url(&base, path), &[("x-aws-ec2-metadata-token", &token)], "").await;
+            let r = send(
+                "GET",
+                &url(&base, path),
+                &[("x-aws-ec2-metadata-token", &token)],
+                "",
+            )
+            .await;
             assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.body);
             r.body
         }
@@ -481,15 +552,26 @@ async fn metadata_paths_serve_what_brief_lists() {
         get("/latest/meta-data/iam/security-credentials/").await,
         "imds-harness-build-role"
     );
-    let info: serde_json::Value = serde_json::from_str(&get("/latest/meta-data/iam/info").await).unwrap();
+    let info: serde_json::Value =
+        serde_json::from_str(&get("/latest/meta-data/iam/info").await).unwrap();
     assert_eq!(info["Code"], "Success");
-    assert!(info["InstanceProfileArn"].as_str().unwrap().starts_with("arn:aws:iam::123456789012:instance-profile/"));
+    assert!(info["InstanceProfileArn"]
+        .as_str()
+        .unwrap()
+        .starts_with("arn:aws:iam::123456789012:instance-profile/"));
     assert!(info["InstanceProfileId"].is_string() && info["LastUpdated"].is_string());
     let doc: serde_json::Value =
         serde_json::from_str(&get("/latest/dynamic/instance-identity/document").await).unwrap();
     assert_eq!(doc["instanceId"], INSTANCE_ID);
     assert_eq!(doc["version"], "2017-09-30");
-    for field in ["accountId", "availabilityZone", "imageId", "instanceType", "privateIp", "region"] {
+    for field in [
+        "accountId",
+        "availabilityZone",
+        "imageId",
+        "instanceType",
+        "privateIp",
+        "region",
+    ] {
         assert!(doc[field].is_string(), "{field}");
     }
     let creds: serde_json::Value = serde_json::from_str(
@@ -528,7 +610,10 @@ fn cli(mock: &MockAws, home: &std::path::Path, args: &[&str]) -> std::process::O
 
 #[tokio::test(flavor = "multi_thread")]
 async fn aws_cli_gets_an_identity_and_changes_metadata_options() {
-    if !require("aws_cli_gets_an_identity_and_changes_metadata_options", &[Need::AwsCli]) {
+    if !require(
+        "aws_cli_gets_an_identity_and_changes_metadata_options",
+        &[Need::AwsCli],
+    ) {
         return;
     }
     let mock = start(MockConfig::default());
@@ -537,9 +622,17 @@ async fn aws_cli_gets_an_identity_and_changes_metadata_options() {
     let ec2_url = mock.endpoints().ec2.clone();
 
     let out = tokio::task::block_in_place(|| {
-        cli(&mock, home.path(), &["sts", "get-caller-identity", "--endpoint-url", &sts_url])
+        cli(
+            &mock,
+            home.path(),
+            &["sts", "get-caller-identity", "--endpoint-url", &sts_url],
+        )
     });
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let identity: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         identity["Arn"],
@@ -548,31 +641,69 @@ async fn aws_cli_gets_an_identity_and_changes_metadata_options() {
     assert_eq!(mock.events().identity_v2, 1, "the CLI went through IMDSv2");
 
     let out = tokio::task::block_in_place(|| {
-        cli(&mock, home.path(), &[
-            "ec2", "modify-instance-metadata-options", "--endpoint-url", &ec2_url,
-            "--instance-id", INSTANCE_ID, "--http-put-response-hop-limit", "3",
-            "--http-endpoint", "enabled",
-        ])
+        cli(
+            &mock,
+            home.path(),
+            &[
+                "ec2",
+                "modify-instance-metadata-options",
+                "--endpoint-url",
+                &ec2_url,
+                "--instance-id",
+                INSTANCE_ID,
+                "--http-put-response-hop-limit",
+                "3",
+                "--http-endpoint",
+                "enabled",
+            ],
+        )
     });
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(mock.options().hop_limit.get(), 3);
 
     let out = tokio::task::block_in_place(|| {
-        cli(&mock, home.path(), &[
-            "ec2", "describe-instances", "--endpoint-url", &ec2_url, "--instance-ids", INSTANCE_ID,
-        ])
+        cli(
+            &mock,
+            home.path(),
+            &[
+                "ec2",
+                "describe-instances",
+                "--endpoint-url",
+                &ec2_url,
+                "--instance-ids",
+                INSTANCE_ID,
+            ],
+        )
     });
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let described: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let options = &described["Reservations"][0]["Instances"][0]["MetadataOptions"];
     assert_eq!(options["HttpPutResponseHopLimit"], 3);
     assert_eq!(options["State"], "applied");
 
     let out = tokio::task::block_in_place(|| {
-        cli(&mock, home.path(), &[
-            "ec2", "modify-instance-metadata-options", "--endpoint-url", &ec2_url,
-            "--instance-id", INSTANCE_ID, "--http-put-response-hop-limit", "65",
-        ])
+        cli(
+            &mock,
+            home.path(),
+            &[
+                "ec2",
+                "modify-instance-metadata-options",
+                "--endpoint-url",
+                &ec2_url,
+                "--instance-id",
+                INSTANCE_ID,
+                "--http-put-response-hop-limit",
+                "65",
+            ],
+        )
     });
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("(InvalidParameterValue)"));
@@ -581,7 +712,10 @@ async fn aws_cli_gets_an_identity_and_changes_metadata_options() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn aws_cli_without_imds_reports_unable_to_locate_credentials() {
-    if !require("aws_cli_without_imds_reports_unable_to_locate_credentials", &[Need::AwsCli]) {
+    if !require(
+        "aws_cli_without_imds_reports_unable_to_locate_credentials",
+        &[Need::AwsCli],
+    ) {
         return;
     }
     let mock = start(MockConfig::default());
@@ -592,7 +726,11 @@ async fn aws_cli_without_imds_reports_unable_to_locate_credentials() {
     let home = tempfile::tempdir().unwrap();
     let sts_url = mock.endpoints().sts.clone();
     let out = tokio::task::block_in_place(|| {
-        cli(&mock, home.path(), &["sts", "get-caller-identity", "--endpoint-url", &sts_url])
+        cli(
+            &mock,
+            home.path(),
+            &["sts", "get-caller-identity", "--endpoint-url", &sts_url],
+        )
     });
     // AWS CLI v2 (Debian's 2.9.19) exits 253 for "no credentials"; v1 exited 255.
     assert_eq!(out.status.code(), Some(253));

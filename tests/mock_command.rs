@@ -14,7 +14,15 @@ fn mock_prints_its_endpoints_serves_the_cli_and_stops_on_sigterm_without_leaking
         return;
     }
     let mut child = Command::new(bins::harness())
-        .args(["mock", "--hop-limit", "2", "--role", "ci-role", "--account", "210987654321"])
+        .args([
+            "mock",
+            "--hop-limit",
+            "2",
+            "--role",
+            "ci-role",
+            "--account",
+            "210987654321",
+        ])
         .env("IMDS_HARNESS_LOG", "trace")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -31,7 +39,13 @@ fn mock_prints_its_endpoints_serves_the_cli_and_stops_on_sigterm_without_leaking
     let home = tempfile::tempdir().unwrap();
     let imds = endpoints["imds"].as_str().unwrap();
     let out = with_env(
-        duct::cmd!(AWS_CLI, "sts", "get-caller-identity", "--endpoint-url", endpoints["sts"].as_str().unwrap()),
+        duct::cmd!(
+            AWS_CLI,
+            "sts",
+            "get-caller-identity",
+            "--endpoint-url",
+            endpoints["sts"].as_str().unwrap()
+        ),
         &isolated(home.path(), imds),
     )
     .stdout_capture()
@@ -39,7 +53,11 @@ fn mock_prints_its_endpoints_serves_the_cli_and_stops_on_sigterm_without_leaking
     .unchecked()
     .run()
     .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let identity: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(identity["Account"], "210987654321");
 
@@ -56,7 +74,10 @@ fn mock_prints_its_endpoints_serves_the_cli_and_stops_on_sigterm_without_leaking
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(0), "SIGTERM exits 0");
     let logs = String::from_utf8_lossy(&output.stderr);
-    assert!(logs.contains("GetCallerIdentity") || logs.contains("sts"), "the logs say something: {logs}");
+    assert!(
+        logs.contains("GetCallerIdentity") || logs.contains("sts"),
+        "the logs say something: {logs}"
+    );
     for secret in ["SecretAccessKey", "Token"] {
         let value = creds[secret].as_str().unwrap();
         assert!(!logs.contains(value), "{secret} leaked into the logs");
@@ -76,7 +97,10 @@ fn bad_flags_get_a_clear_message_and_exit_2() {
     for (args, expect) in [
         (vec!["mock", "--hop-limit", "0"], "hop limit"),
         (vec!["mock", "--hop-limit", "65"], "1 to 64"),
-        (vec!["mock", "--http-tokens", "sometimes"], "required, optional"),
+        (
+            vec!["mock", "--http-tokens", "sometimes"],
+            "required, optional",
+        ),
         (vec!["mock", "--imds", "not-an-address"], "--imds"),
         (vec!["mock", "--account", "12"], "12 digits"),
         (vec!["mock", "--instance-id", "vm-1"], "instance id"),

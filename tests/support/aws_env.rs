@@ -43,7 +43,10 @@ pub fn isolated(home: &Path, imds_endpoint: &str) -> Vec<(String, String)> {
             "AWS_SHARED_CREDENTIALS_FILE".into(),
             home.join("no-credentials").display().to_string(),
         ),
-        ("AWS_EC2_METADATA_SERVICE_ENDPOINT".into(), imds_endpoint.into()),
+        (
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT".into(),
+            imds_endpoint.into(),
+        ),
         ("AWS_REGION".into(), "us-east-1".into()),
         ("AWS_DEFAULT_REGION".into(), "us-east-1".into()),
         ("AWS_PAGER".into(), String::new()),

@@ -234,14 +234,27 @@ fn run(argv: &[&str], stdin: Option<&str>) -> Result<String, NetnsError> {
         let lines: Vec<&str> = input.lines().collect();
         command.push_str(&format!(" <<< '{}'", lines.join("; ")));
     }
-    let mut expr = duct::cmd(argv[0], &argv[1..])
-        .stdout_capture()
-        .stderr_capture()
-        .unchecked();
-    if let Some(input) = stdin {
-        expr = expr.stdin_bytes(input.as_bytes().to_vec());
-    }
-    let output = expr.run().map_err(|source| {
+    let spawn = || -> io::Result<std::process::Output> {
+        use std::io::Write as _;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(argv[0])
+            .args(&argv[1..])
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            // Scripts are far smaller than a pipe's buffer. A command that exits
+            // early fails the write; its exit status tells why.
+            let _ = pipe.write_all(input.as_bytes());
+        }
+        child.wait_with_output()
+    };
+    let output = spawn().map_err(|source| {
         if source.kind() == io::ErrorKind::NotFound {
             NetnsError::MissingTool {
                 program: argv[0].to_owned(),
@@ -461,21 +474,22 @@ impl NetnsInstance {
             prefix,
             removed: false,
         };
-        {
-            // Registered and made under the lock, so that `remove_all_live` either
-            // sees all of them or makes this fail.
-            let mut live = lock(&LIVE);
-            if SHUTTING_DOWN.load(Ordering::SeqCst) {
-                return Err(NetnsError::ShuttingDown);
-            }
-            live.insert(instance.prefix.clone());
-            let script: String = instance
-                .namespaces()
-                .map(|ns| format!("netns add {}\n", ns.name))
-                .collect();
-            // From here on, dropping `instance` removes what exists.
-            run(&["ip", "-batch", "-"], Some(&script))?;
+        // Registered and made under the lock, so that `remove_all_live` either sees
+        // all of them or makes this fail. From here on, dropping `instance` (after the
+        // guard) removes whatever exists.
+        let mut live = lock(&LIVE);
+        if SHUTTING_DOWN.load(Ordering::SeqCst) {
+            drop(live);
+            return Err(NetnsError::ShuttingDown);
         }
+        live.insert(instance.prefix.clone());
+        let script: String = instance
+            .namespaces()
+            .map(|ns| format!("netns add {}\n", ns.name))
+            .collect();
+        let added = run(&["ip", "-batch", "-"], Some(&script));
+        drop(live);
+        added?;
         instance.configure()?;
         tracing::debug!(
             prefix = %instance.prefix,

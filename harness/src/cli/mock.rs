@@ -82,7 +82,10 @@ impl MockArgs {
         }
         if let Some(region) = &self.region {
             anyhow::ensure!(
-                !region.is_empty() && region.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'),
+                !region.is_empty()
+                    && region
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-'),
                 "--region {region:?}: a region looks like us-east-1"
             );
             identity.region = region.clone();

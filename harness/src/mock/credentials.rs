@@ -174,7 +174,10 @@ mod tests {
         let v2 = store.current(ImdsVersion::V2, now);
         assert_ne!(v1.access_key_id, v2.access_key_id);
         assert_eq!(store.current(ImdsVersion::V2, now), v2);
-        assert_eq!(store.lookup(&v1.access_key_id).unwrap().issued_to, ImdsVersion::V1);
+        assert_eq!(
+            store.lookup(&v1.access_key_id).unwrap().issued_to,
+            ImdsVersion::V1
+        );
         assert!(v2.access_key_id.starts_with("ASIA") && v2.access_key_id.len() == 20);
     }
 

@@ -180,10 +180,13 @@ fn split_version(path: &str) -> Option<(&str, &str)> {
     let path = path.strip_prefix('/')?;
     let (version, rest) = path.split_once('/').unwrap_or((path, ""));
     let is_date = version.len() == 10
-        && version
-            .bytes()
-            .enumerate()
-            .all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() });
+        && version.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
     (version == "latest" || is_date || version == "1.0").then_some((version, rest))
 }
 
@@ -205,7 +208,11 @@ fn respond(answer: Answer, head: bool) -> Response<Bytes> {
         Answer::Refused(status) => (status, "text/html", error_page(status), None),
     };
     let length = body.len();
-    let mut response = Response::new(if head { Bytes::new() } else { Bytes::from(body) });
+    let mut response = Response::new(if head {
+        Bytes::new()
+    } else {
+        Bytes::from(body)
+    });
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(header::SERVER, HeaderValue::from_static(SERVER_NAME));

@@ -97,7 +97,9 @@ mod tests {
         );
         assert!(id.assumed_role_user_id().starts_with("AROA"));
         assert!(id.assumed_role_user_id().ends_with(":i-0123456789abcdef0"));
-        assert!(InstanceIdentity::is_well_formed_instance_id(&id.instance_id));
+        assert!(InstanceIdentity::is_well_formed_instance_id(
+            &id.instance_id
+        ));
         assert!(!InstanceIdentity::is_well_formed_instance_id("i-xyz"));
     }
 }

@@ -205,9 +205,8 @@ impl Listeners {
     /// Binds all three in the current network namespace (port 0 picks a free port).
     pub fn bind(imds: SocketAddr, sts: SocketAddr, ec2: SocketAddr) -> io::Result<Self> {
         let bind = |addr: SocketAddr| {
-            TcpListener::bind(addr).map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
-            })
+            TcpListener::bind(addr)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
         };
         Ok(Listeners {
             imds: bind(imds)?,
@@ -243,36 +242,21 @@ impl MockAws {
         };
         let (shutdown, watcher) = watch::channel(false);
         let imds_stats = Arc::new(ServerStats::default());
-        let services: [(TcpListener, Arc<dyn Handler>, bool, Arc<ServerStats>); 3] = [
-            (
+        let imds: Arc<dyn Handler> = Arc::new(imds::Imds::new(state.clone()));
+        let sts: Arc<dyn Handler> = Arc::new(sts::Sts::new(state.clone()));
+        let ec2: Arc<dyn Handler> = Arc::new(ec2::Ec2::new(state.clone()));
+        // IMDS closes every connection, as the real one does; the APIs keep them alive.
+        let tasks = vec![
+            server::spawn(
                 listeners.imds,
-                Arc::new(imds::Imds::new(state.clone())),
+                imds,
                 false,
                 imds_stats.clone(),
-            ),
-            (
-                listeners.sts,
-                Arc::new(sts::Sts::new(state.clone())),
-                true,
-                Arc::default(),
-            ),
-            (
-                listeners.ec2,
-                Arc::new(ec2::Ec2::new(state.clone())),
-                true,
-                Arc::default(),
-            ),
-        ];
-        let mut tasks = Vec::with_capacity(3);
-        for (listener, handler, keep_alive, stats) in services {
-            tasks.push(server::spawn(
-                listener,
-                handler,
-                keep_alive,
-                stats,
                 watcher.clone(),
-            )?);
-        }
+            )?,
+            server::spawn(listeners.sts, sts, true, Arc::default(), watcher.clone())?,
+            server::spawn(listeners.ec2, ec2, true, Arc::default(), watcher)?,
+        ];
         Ok(MockAws {
             state,
             endpoints,

@@ -107,12 +107,7 @@ pub fn verify(
     store: &CredentialStore,
     now: SystemTime,
 ) -> Result<Arc<SessionCredentials>, AuthFailure> {
-    let header = |name: &str| {
-        request
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-    };
+    let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
     let authorization = Authorization::parse(
         header(http::header::AUTHORIZATION.as_str()).ok_or(AuthFailure::Missing)?,
     )?;

@@ -59,7 +59,9 @@ pub fn auth_error(failure: &AuthFailure) -> StsError {
         AuthFailure::RequestTimeSkewed(date) => (
             StatusCode::FORBIDDEN,
             "SignatureDoesNotMatch",
-            format!("Signature expired: {date} is now earlier or later than the server's time window."),
+            format!(
+                "Signature expired: {date} is now earlier or later than the server's time window."
+            ),
         ),
         AuthFailure::Expired => (
             StatusCode::FORBIDDEN,

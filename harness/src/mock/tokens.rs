@@ -130,7 +130,10 @@ mod tests {
         let mint = TokenMint::new();
         let now = SystemTime::now();
         let token = mint.issue(Duration::from_secs(2), now);
-        assert_eq!(mint.verify(token.as_str(), now + Duration::from_secs(1)), Ok(()));
+        assert_eq!(
+            mint.verify(token.as_str(), now + Duration::from_secs(1)),
+            Ok(())
+        );
         assert_eq!(
             mint.verify(token.as_str(), now + Duration::from_secs(3)),
             Err(TokenRejection::Expired)
@@ -157,7 +160,10 @@ mod tests {
         let forged = base64::engine::general_purpose::STANDARD.encode(raw);
         assert_eq!(mint.verify(&forged, now), Err(TokenRejection::Invalid));
 
-        assert_eq!(mint.verify("not a token", now), Err(TokenRejection::Invalid));
+        assert_eq!(
+            mint.verify("not a token", now),
+            Err(TokenRejection::Invalid)
+        );
         assert_eq!(mint.verify("", now), Err(TokenRejection::Invalid));
     }
 }

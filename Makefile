@@ -1,0 +1,36 @@
+# The two commands of the README, and what they need.
+#   make measure   the main job: the minimal hop limit of every topology (netns backend)
+#   make test      the whole test suite, as CI runs it
+# Both install the Debian packages they need, idempotently, and share one cargo
+# profile and one target directory outside the clone, so a second run is warm.
+
+export CARGO_TARGET_DIR ?= /var/cache/imds-harness/target
+DEB_PACKAGES := awscli iproute2 iptables containernetworking-plugins mmdebstrap
+BIN := $(CARGO_TARGET_DIR)/debug
+
+.PHONY: deps build test measure bench cleanup
+
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+build: deps
+	cargo build --workspace --bins
+
+test: build
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo test --workspace
+	tests/check-leftovers
+
+measure: build
+	$(BIN)/imds-harness measure $(ARGS)
+
+bench: deps
+	cargo bench -p imds-harness --bench mock
+
+cleanup: build
+	$(BIN)/imds-harness cleanup
