@@ -71,7 +71,7 @@ pub enum Layer {
     /// its `docker0` bridge.
     InnerDockerBridge,
     /// A synthetic layer of `chain:N`, numbered 1..=[`MAX_CHAIN`] from the host:
-    /// bridge `br<i>`, 10.<i>.0.0/24.
+    /// bridge `br<i>`, `10.<i>.0.0/24`.
     Generic(u8),
 }
 

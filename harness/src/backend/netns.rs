@@ -7,13 +7,14 @@
 //! (`<run>`: 6 random hex digits per process) and per realisation (`<index>`):
 //!
 //! ```text
-//!  <prefix>-m (mock IMDS)         <prefix>-h (EC2 host, depth 0)      <prefix>-1 (depth 1)
-//!  eth0 169.254.169.254/16 ====== eth0 169.254.0.1/16
-//!  default via 169.254.0.1        docker0 172.17.0.1/16 (bridge)
-//!                                   `- veth1 ======================== eth0 172.17.0.2/16
-//!                                 ip_forward=1                        default via 172.17.0.1
-//!                                 MASQUERADE -s 172.17.0.0/16          cni0 172.30.0.1/16 ...
-//!                                            ! -o docker0                `- veth2 === <prefix>-2
+//!  <prefix>-m (mock IMDS)    <prefix>-h (EC2 host, depth 0)  <prefix>-1 (depth 1)       <prefix>-2 ...
+//!  eth0 169.254.169.254/16 = eth0 169.254.0.1/16
+//!  default via 169.254.0.1   docker0 172.17.0.1/16 (bridge)
+//!                              `- veth1 =================== eth0 172.17.0.2/16
+//!                            ip_forward=1                    default via 172.17.0.1
+//!                            MASQUERADE -s 172.17.0.0/16     cni0 172.30.0.1/16 (bridge)
+//!                                       ! -o docker0           `- veth2 ============== eth0 172.30.0.2/16
+//!                                                            ip_forward=1, MASQUERADE  default via 172.30.0.1
 //! ```
 //!
 //! - The mock namespace is exactly one link away from the host, as IMDS is on EC2: the

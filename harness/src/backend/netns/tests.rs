@@ -18,7 +18,11 @@ fn privileged() -> bool {
             panic!("the netns tests need root, ip and iptables (CI=true): {e}")
         }
         Err(e) => {
-            eprintln!("SKIPPED: the netns tests need root, ip and iptables: {e}");
+            // Written to the real stderr, past libtest's capture, so that it shows.
+            let _ = writeln!(
+                io::stderr(),
+                "SKIPPED: the netns tests need root, ip and iptables: {e}"
+            );
             false
         }
     }
