@@ -5,8 +5,15 @@
 //! - [`mock`]: the mock AWS side: IMDS whose token response carries the hop limit as
 //!   its IP TTL, STS and the EC2 metadata-options API.
 //! - [`probe`]: what is measured at a leaf.
-//! - [`sweep`] and [`report`]: the minimal-hop-limit search and its output.
+//! - [`site`]: a realised topology with the mock serving inside it.
+//! - [`sweep`], [`report`] and [`baseline`]: the minimal-hop-limit search, its output,
+//!   and the recorded baseline a CI gate compares against.
 
 pub mod backend;
+pub mod baseline;
 pub mod mock;
+pub mod probe;
+pub mod report;
+pub mod site;
+pub mod sweep;
 pub mod topology;

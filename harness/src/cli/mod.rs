@@ -1,5 +1,7 @@
 //! The `imds-harness` subcommands.
 
+mod cleanup;
+mod measure;
 mod mock;
 
 use std::process::ExitCode;
@@ -16,8 +18,12 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Measure the minimal hop limit per topology, client and tokens mode.
+    Measure(measure::MeasureArgs),
     /// Serve the mock IMDS, STS and EC2 API on local ports until SIGINT or SIGTERM.
     Mock(mock::MockArgs),
+    /// Remove the network namespaces that killed runs left behind.
+    Cleanup(cleanup::CleanupArgs),
 }
 
 /// Exit codes shared by the subcommands.
@@ -25,13 +31,16 @@ pub mod exit {
     pub const OK: u8 = 0;
     pub const FAILURE: u8 = 1;
     pub const USAGE: u8 = 2;
+    pub const MEASUREMENT: u8 = 3;
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {
+        Command::Measure(args) => measure::run(args),
         Command::Mock(args) => mock::run(args),
+        Command::Cleanup(args) => cleanup::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

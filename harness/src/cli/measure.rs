@@ -1,0 +1,216 @@
+//! `imds-harness measure`: the minimal hop limit per topology, client and tokens mode,
+//! as a table (and JSON), recorded as or compared with a baseline.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use imds_harness::backend::{netns, Backend};
+use imds_harness::baseline::{self, Baseline};
+use imds_harness::mock::HttpTokens;
+use imds_harness::probe::Client;
+use imds_harness::report::{self, MeasureReport};
+use imds_harness::sweep::{self, Strategy, SweepPlan, Tools};
+use imds_harness::topology::Topology;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::exit;
+
+#[derive(Args, Debug)]
+pub struct MeasureArgs {
+    /// Where the topologies are realised.
+    #[arg(long, default_value = "netns")]
+    backend: Backend,
+    /// Topologies, comma-separated: presets (host, docker-run, buildkit-run, earthly-run,
+    /// earthly-with-docker) or chain:N. Default: the five presets.
+    #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
+    topology: Vec<Topology>,
+    /// Clients run at each leaf: sdk (Rust SDK via imds-shim), cli (Debian's AWS CLI),
+    /// ttl (imds-shim's TTL probe).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "CLIENT,...",
+        default_value = "sdk,cli,ttl"
+    )]
+    clients: Vec<Client>,
+    /// Tokens modes measured: required, optional.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "MODE,...",
+        default_value = "required,optional"
+    )]
+    http_tokens: Vec<HttpTokens>,
+    /// bisect (seeded binary search) or linear (1, 2, 3, ... with the clients' default
+    /// timeouts, for comparison).
+    #[arg(long, default_value = "bisect", value_parser = parse_strategy)]
+    strategy: Strategy,
+    /// IMDS timeout of the sdk and ttl probes, in ms (default: 300 for bisect, the SDK's
+    /// 1000 for linear). The AWS CLI keeps its own 1 s.
+    #[arg(long, value_name = "MS")]
+    probe_timeout_ms: Option<u64>,
+    /// Topologies measured at once.
+    #[arg(long, default_value = "4", value_parser = clap::value_parser!(u16).range(1..=32))]
+    parallel: u16,
+    /// Also write the full result as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Compare with a recorded baseline: exit 1 if any topology needs more than recorded.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = baseline::DEFAULT_PATH)]
+    baseline: Option<PathBuf>,
+    /// Record the result (tokens required) as the baseline.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = baseline::DEFAULT_PATH)]
+    record: Option<PathBuf>,
+}
+
+fn parse_strategy(s: &str) -> Result<Strategy, String> {
+    match s {
+        "bisect" => Ok(Strategy::Bisect),
+        "linear" => Ok(Strategy::Linear),
+        other => Err(format!("unknown strategy {other:?}: use bisect or linear")),
+    }
+}
+
+pub fn run(args: MeasureArgs) -> anyhow::Result<u8> {
+    if args.backend != Backend::Netns {
+        eprintln!(
+            "imds-harness measure: the {} backend is not available in this version; use --backend netns",
+            args.backend
+        );
+        return Ok(exit::USAGE);
+    }
+    if let Err(err) = netns::check_prerequisites() {
+        eprintln!("imds-harness measure: {err}");
+        return Ok(exit::USAGE);
+    }
+    let tools = match Tools::locate(&args.clients) {
+        Ok(tools) => tools,
+        Err(err) => {
+            eprintln!("imds-harness measure: {err}");
+            return Ok(exit::USAGE);
+        }
+    };
+    let recorded = match &args.baseline {
+        Some(path) => match Baseline::load(path) {
+            Ok(b) => Some(b),
+            Err(err) => {
+                eprintln!("imds-harness measure: {err}");
+                return Ok(exit::USAGE);
+            }
+        },
+        None => None,
+    };
+    let plan = SweepPlan {
+        topologies: if args.topology.is_empty() {
+            Topology::presets()
+        } else {
+            args.topology.clone()
+        },
+        clients: args.clients.clone(),
+        modes: args.http_tokens.clone(),
+        strategy: args.strategy,
+        probe_timeout: Duration::from_millis(args.probe_timeout_ms.unwrap_or(
+            match args.strategy {
+                Strategy::Bisect => 300,
+                Strategy::Linear => 1000,
+            },
+        )),
+        parallel: args.parallel.into(),
+    };
+
+    let runtime = tokio::runtime::Runtime::new().context("starting the Tokio runtime")?;
+    runtime.spawn(remove_namespaces_on_signal());
+    let cells_total = plan.topologies.len() * plan.clients.len() * plan.modes.len();
+    let progress = ProgressBar::new(cells_total as u64).with_style(
+        ProgressStyle::with_template("{spinner} {elapsed:>4} [{bar:30}] {pos}/{len} {msg}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    progress.enable_steady_tick(Duration::from_millis(120));
+    let started = Instant::now();
+    let on_cell = |cell: &sweep::Cell| {
+        progress.inc(1);
+        progress.set_message(format!(
+            "{} {} {}: {}",
+            cell.topology,
+            cell.client,
+            cell.http_tokens,
+            report::verdict(cell)
+        ));
+    };
+    let result = runtime
+        .block_on(async { tokio::task::block_in_place(|| sweep::run(&plan, &tools, &on_cell)) });
+    progress.finish_and_clear();
+    let cells = match result {
+        Ok(cells) => cells,
+        Err(err) => {
+            eprintln!("imds-harness measure: the measurement failed: {err}");
+            return Ok(exit::MEASUREMENT);
+        }
+    };
+    let elapsed = started.elapsed();
+
+    println!("{}", report::table(&cells, &plan.clients, true));
+    println!(
+        "minimal hop limit per topology, client and tokens mode; {} backend, {} search, {:.1} s",
+        args.backend,
+        match plan.strategy {
+            Strategy::Bisect => "bisect",
+            Strategy::Linear => "linear",
+        },
+        elapsed.as_secs_f64()
+    );
+
+    if let Some(path) = &args.json {
+        let report = MeasureReport {
+            backend: args.backend.to_string(),
+            strategy: plan.strategy,
+            cells: cells.clone(),
+            elapsed_ms: elapsed.as_millis() as u64,
+        };
+        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let measured = Baseline::from_cells(&cells);
+    if let Some(path) = &args.record {
+        measured.save(path)?;
+        println!("recorded the baseline in {}", path.display());
+    }
+    if let (Some(recorded), Some(path)) = (recorded, &args.baseline) {
+        let comparisons = baseline::compare(&recorded, &measured);
+        for comparison in &comparisons {
+            if comparison.is_regression() {
+                eprintln!("{}", comparison.message(path));
+            } else {
+                println!("{}", comparison.message(path));
+            }
+        }
+        if comparisons.iter().any(|c| c.is_regression()) {
+            return Ok(exit::FAILURE);
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// Ctrl-C or SIGTERM: remove this run's namespaces before exiting.
+async fn remove_namespaces_on_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    let removed = netns::remove_all_live();
+    eprintln!(
+        "\nimds-harness: interrupted; removed {} namespace set(s)",
+        removed.len()
+    );
+    std::process::exit(130);
+}

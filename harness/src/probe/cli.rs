@@ -1,0 +1,77 @@
+//! Debian's AWS CLI at a leaf: `aws sts get-caller-identity`, judged by its exit code
+//! and its own words on stderr.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use super::env::ClientEnv;
+use super::{ProbeError, ProbeOutcome};
+use crate::backend::netns::Namespace;
+
+/// Debian's `awscli` (v2). Another `aws` on PATH, such as a pip-installed v1, behaves
+/// differently and is not used unless `$IMDS_AWS_CLI` names it.
+pub const DEBIAN_AWS_CLI: &str = "/usr/bin/aws";
+
+pub fn locate() -> Result<PathBuf, ProbeError> {
+    let path: PathBuf = std::env::var_os("IMDS_AWS_CLI")
+        .map(Into::into)
+        .unwrap_or_else(|| DEBIAN_AWS_CLI.into());
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(ProbeError::MissingBinary(
+            "the AWS CLI",
+            format!("{} is missing: apt-get install awscli", path.display()),
+        ))
+    }
+}
+
+pub fn run(
+    aws: &Path,
+    leaf: &Namespace,
+    env: &ClientEnv,
+    sts_endpoint: &str,
+) -> Result<ProbeOutcome, ProbeError> {
+    let started = Instant::now();
+    let output = env
+        .apply(leaf.exec(
+            aws,
+            [
+                "sts",
+                "get-caller-identity",
+                "--endpoint-url",
+                sts_endpoint,
+                "--output",
+                "json",
+            ],
+        ))
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .map_err(|source| ProbeError::Spawn {
+            program: aws.display().to_string(),
+            namespace: leaf.name().to_string(),
+            source,
+        })?;
+    let elapsed = started.elapsed();
+    let arn = serde_json::from_slice::<serde_json::Value>(&output.stdout)
+        .ok()
+        .and_then(|v| v["Arn"].as_str().map(str::to_string));
+    let ok = output.status.success() && arn.is_some();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    Ok(ProbeOutcome {
+        ok,
+        hop_limit_needed: None,
+        arn,
+        reason: (!ok).then(|| {
+            let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
+            format!(
+                "exit {}: {}",
+                output.status.code().unwrap_or(-1),
+                last.unwrap_or("").trim()
+            )
+        }),
+        elapsed,
+    })
+}

@@ -1,0 +1,110 @@
+//! `imds-shim probe --json` at a leaf: the `sdk` and `ttl` clients.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use super::env::ClientEnv;
+use super::{ProbeError, ProbeOutcome};
+use crate::backend::netns::Namespace;
+
+/// The part of the probe's JSON report the harness reads.
+#[derive(Debug, Deserialize)]
+struct Report {
+    ok: bool,
+    ttl: Option<Step>,
+    credentials: Option<Step>,
+    identity: Option<Step>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Step {
+    ok: bool,
+    hop_limit_needed: Option<u8>,
+    arn: Option<String>,
+    error: Option<String>,
+}
+
+/// Which steps of the probe to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Steps {
+    /// The hop limit this place needs.
+    Ttl,
+    /// Credentials through aws-config's IMDS provider, then GetCallerIdentity.
+    Sdk,
+}
+
+/// Finds `imds-shim`: `$IMDS_SHIM`, beside this executable (or one folder up, for
+/// test executables in `deps/`), then `PATH`.
+pub fn locate() -> Result<PathBuf, ProbeError> {
+    if let Some(path) = std::env::var_os("IMDS_SHIM") {
+        return Ok(path.into());
+    }
+    let exe = std::env::current_exe().ok();
+    let beside = exe.iter().flat_map(|e| e.ancestors().skip(1).take(2));
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    beside
+        .map(Path::to_path_buf)
+        .chain(on_path)
+        .map(|dir| dir.join("imds-shim"))
+        .find(|candidate| candidate.is_file())
+        .ok_or(ProbeError::MissingBinary(
+            "imds-shim",
+            "build it with `cargo build --workspace --bins`, or set IMDS_SHIM".into(),
+        ))
+}
+
+pub fn run(
+    shim: &Path,
+    leaf: &Namespace,
+    env: &ClientEnv,
+    steps: Steps,
+    timeout: Duration,
+) -> Result<ProbeOutcome, ProbeError> {
+    let only = match steps {
+        Steps::Ttl => "ttl",
+        Steps::Sdk => "sdk",
+    };
+    let timeout_ms = timeout.as_millis().to_string();
+    let args = [
+        "probe",
+        "--json",
+        "--only",
+        only,
+        "--timeout-ms",
+        timeout_ms.as_str(),
+    ];
+    let started = Instant::now();
+    let output = env
+        .apply(leaf.exec(shim, args))
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .map_err(|source| ProbeError::Spawn {
+            program: shim.display().to_string(),
+            namespace: leaf.name().to_string(),
+            source,
+        })?;
+    let elapsed = started.elapsed();
+    let report: Report =
+        serde_json::from_slice(&output.stdout).map_err(|_| ProbeError::NoReport {
+            status: output.status.to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        })?;
+    let reason = [&report.ttl, &report.credentials, &report.identity]
+        .into_iter()
+        .flatten()
+        .find(|s| !s.ok)
+        .and_then(|s| s.error.clone());
+    Ok(ProbeOutcome {
+        ok: report.ok,
+        hop_limit_needed: report.ttl.as_ref().and_then(|t| t.hop_limit_needed),
+        arn: report.identity.and_then(|i| i.arn),
+        reason,
+        elapsed,
+    })
+}

@@ -1,0 +1,464 @@
+//! The sweep: for each topology, client and tokens mode, the smallest hop limit at which
+//! the client gets the role's identity at the topology's leaf.
+//!
+//! One mock per topology lives for the whole sweep of that topology; its hop limit
+//! changes at run time between probes. Topologies run in parallel, each in namespaces
+//! of its own. A client working at hop limit H works at every larger one, so the search
+//! is a binary search over 1..=64, seeded where possible by a measurement already made
+//! (the TTL probe, or another client), and its answer H is confirmed at its neighbours:
+//! H works and H-1 fails.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::mock::{HopLimit, HttpTokens, ImdsVersion, MetadataOptionsChange, MockConfig};
+use crate::probe::env::ClientEnv;
+use crate::probe::{cli, shim, Client, ProbeError, ProbeOutcome};
+use crate::site::{NetnsSite, SiteError, IMDS_URL, STS_URL};
+use crate::topology::Topology;
+
+/// How the minimal hop limit is searched for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// Binary search, seeded by earlier measurements, confirmed at the neighbours.
+    Bisect,
+    /// 1, 2, 3, ... until the client works: the naive sweep, for comparison.
+    Linear,
+}
+
+/// What to measure.
+#[derive(Clone, Debug)]
+pub struct SweepPlan {
+    pub topologies: Vec<Topology>,
+    pub clients: Vec<Client>,
+    pub modes: Vec<HttpTokens>,
+    pub strategy: Strategy,
+    /// The IMDS timeout the `sdk` and `ttl` probes use. The AWS CLI keeps its own (1 s).
+    pub probe_timeout: Duration,
+    /// How many topologies are measured at once.
+    pub parallel: usize,
+}
+
+/// The outcome of the search for one (topology, client, tokens mode).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Cell {
+    pub topology: String,
+    pub depth: usize,
+    pub client: Client,
+    pub http_tokens: HttpTokens,
+    /// The smallest hop limit that works; `None`: none up to 64 does.
+    pub minimal_hop_limit: Option<u8>,
+    /// The client works at hop limit 1 although the leaf is behind routers: through
+    /// IMDSv1, which the hop limit does not limit.
+    pub works_at_any_hop_limit: bool,
+    /// Which IMDS version the credentials came from at the minimal hop limit.
+    pub via: Option<ImdsVersion>,
+    /// Every hop limit tried, in order, and whether the client worked there.
+    pub tried: Vec<(u8, bool)>,
+    /// Why the client failed just below its minimal hop limit.
+    pub failure_below: Option<String>,
+    #[serde(serialize_with = "as_millis")]
+    pub elapsed: Duration,
+}
+
+fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    #[error("topology {topology}: {source}")]
+    Site { topology: String, source: SiteError },
+    #[error("topology {topology}, client {client}: {source}")]
+    Probe {
+        topology: String,
+        client: Client,
+        source: ProbeError,
+    },
+    #[error(
+        "topology {topology}, client {client}: not monotone: works at hop limit {works} but not \
+         at {fails} (tried {tried:?})"
+    )]
+    NotMonotone {
+        topology: String,
+        client: Client,
+        works: u8,
+        fails: u8,
+        tried: Vec<(u8, bool)>,
+    },
+    #[error("a temporary folder for the clients' HOME: {0}")]
+    Home(std::io::Error),
+}
+
+/// The result of a search over hop limits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Search {
+    pub minimal: Option<u8>,
+    pub tried: Vec<(u8, bool)>,
+}
+
+/// The smallest hop limit in 1..=64 at which `works` holds, assuming it then holds at
+/// every larger one. A `seed` (the expected answer) is checked first: if `seed - 1`
+/// fails and `seed` works, two probes suffice. The answer is always confirmed at its
+/// neighbours; a contradiction is an error (`Err((works, fails))`).
+pub fn search<E>(
+    strategy: Strategy,
+    seed: Option<u8>,
+    mut works: impl FnMut(u8) -> Result<bool, E>,
+) -> Result<Result<Search, (u8, u8, Vec<(u8, bool)>)>, E> {
+    let (min, max) = (HopLimit::MIN.get(), HopLimit::MAX.get());
+    let mut tried: Vec<(u8, bool)> = Vec::new();
+    let mut known: BTreeMap<u8, bool> = BTreeMap::new();
+    let mut probe = |h: u8, tried: &mut Vec<(u8, bool)>| -> Result<bool, E> {
+        if let Some(&ok) = known.get(&h) {
+            return Ok(ok);
+        }
+        let ok = works(h)?;
+        known.insert(h, ok);
+        tried.push((h, ok));
+        Ok(ok)
+    };
+
+    let minimal = match strategy {
+        Strategy::Linear => {
+            let mut found = None;
+            for h in min..=max {
+                if probe(h, &mut tried)? {
+                    found = Some(h);
+                    break;
+                }
+            }
+            found
+        }
+        Strategy::Bisect => {
+            let (mut lo, mut hi) = (min, max);
+            let mut settled = None;
+            if let Some(seed) = seed.map(|s| s.clamp(min, max)) {
+                if probe(seed, &mut tried)? {
+                    if seed == min || !probe(seed - 1, &mut tried)? {
+                        settled = Some(Some(seed));
+                    } else {
+                        hi = seed - 1;
+                    }
+                } else {
+                    lo = seed + 1;
+                }
+            }
+            match settled {
+                Some(answer) => answer,
+                None if lo > max || !probe(hi, &mut tried)? => None,
+                None => {
+                    while lo < hi {
+                        let mid = lo + (hi - lo) / 2;
+                        if probe(mid, &mut tried)? {
+                            hi = mid;
+                        } else {
+                            lo = mid + 1;
+                        }
+                    }
+                    Some(hi)
+                }
+            }
+        }
+    };
+
+    if let Some(h) = minimal {
+        if !probe(h, &mut tried)? {
+            return Ok(Err((h, h, tried)));
+        }
+        if h > min && probe(h - 1, &mut tried)? {
+            return Ok(Err((h - 1, h, tried)));
+        }
+    } else if probe(max, &mut tried)? {
+        return Ok(Err((max, max, tried)));
+    }
+    Ok(Ok(Search { minimal, tried }))
+}
+
+/// Where the clients' programs are.
+#[derive(Clone, Debug)]
+pub struct Tools {
+    pub shim: Option<PathBuf>,
+    pub aws_cli: Option<PathBuf>,
+}
+
+impl Tools {
+    /// Finds what `clients` need; a missing one is an error naming the fix.
+    pub fn locate(clients: &[Client]) -> Result<Tools, ProbeError> {
+        let needs_shim = clients
+            .iter()
+            .any(|c| matches!(c, Client::Sdk | Client::Ttl));
+        let needs_cli = clients.contains(&Client::Cli);
+        Ok(Tools {
+            shim: needs_shim.then(shim::locate).transpose()?,
+            aws_cli: needs_cli.then(cli::locate).transpose()?,
+        })
+    }
+}
+
+/// The order in which a topology's clients run: the cheap TTL probe first, to seed the
+/// others, then the SDK, then the slow CLI.
+fn ordered(clients: &[Client]) -> Vec<Client> {
+    let mut ordered: Vec<Client> = [Client::Ttl, Client::Sdk, Client::Cli]
+        .into_iter()
+        .filter(|c| clients.contains(c))
+        .collect();
+    ordered.dedup();
+    ordered
+}
+
+struct Leaf<'a> {
+    site: &'a NetnsSite,
+    tools: &'a Tools,
+    env: &'a ClientEnv,
+    timeout: Duration,
+}
+
+impl Leaf<'_> {
+    fn run(&self, client: Client) -> Result<ProbeOutcome, ProbeError> {
+        let shim = || self.tools.shim.as_deref().expect("located with the plan");
+        match client {
+            Client::Ttl => shim::run(
+                shim(),
+                self.site.leaf(),
+                self.env,
+                shim::Steps::Ttl,
+                self.timeout,
+            ),
+            Client::Sdk => shim::run(
+                shim(),
+                self.site.leaf(),
+                self.env,
+                shim::Steps::Sdk,
+                self.timeout,
+            ),
+            Client::Cli => cli::run(
+                self.tools
+                    .aws_cli
+                    .as_deref()
+                    .expect("located with the plan"),
+                self.site.leaf(),
+                self.env,
+                STS_URL,
+            ),
+        }
+    }
+}
+
+fn measure_topology(
+    topology: &Topology,
+    plan: &SweepPlan,
+    tools: &Tools,
+    on_cell: &(dyn Fn(&Cell) + Sync),
+) -> Result<Vec<Cell>, SweepError> {
+    let site =
+        NetnsSite::start(topology, MockConfig::default()).map_err(|source| SweepError::Site {
+            topology: topology.name.clone(),
+            source,
+        })?;
+    let home = tempfile::Builder::new()
+        .prefix("imdsh-home-")
+        .tempdir()
+        .map_err(SweepError::Home)?;
+    let env = ClientEnv::new(home.path(), IMDS_URL).with("AWS_ENDPOINT_URL_STS", STS_URL);
+    let leaf = Leaf {
+        site: &site,
+        tools,
+        env: &env,
+        timeout: plan.probe_timeout,
+    };
+    let probe_error = |client, source| SweepError::Probe {
+        topology: topology.name.clone(),
+        client,
+        source,
+    };
+
+    let mut cells = Vec::new();
+    for &mode in &plan.modes {
+        site.mock().modify(&MetadataOptionsChange {
+            http_tokens: Some(mode),
+            ..Default::default()
+        });
+        let mut seed: Option<u8> = None;
+        for client in ordered(&plan.clients) {
+            let started = Instant::now();
+            let mut via_at: BTreeMap<u8, ImdsVersion> = BTreeMap::new();
+            let mut reasons: BTreeMap<u8, String> = BTreeMap::new();
+            let searched = if client == Client::Ttl {
+                let outcome = leaf.run(client).map_err(|e| probe_error(client, e))?;
+                let tried = outcome
+                    .hop_limit_needed
+                    .map(|h| vec![(h, true)])
+                    .unwrap_or_default();
+                if let Some(reason) = outcome.reason {
+                    reasons.insert(0, reason);
+                }
+                Search {
+                    minimal: outcome.hop_limit_needed,
+                    tried,
+                }
+            } else {
+                let outcome = search(
+                    plan.strategy,
+                    seed.filter(|_| plan.strategy == Strategy::Bisect),
+                    |h| {
+                        site.mock()
+                            .set_hop_limit(HopLimit::new(h.into()).expect("1..=64"));
+                        let before = site.mock().events();
+                        let outcome = leaf.run(client)?;
+                        let after = site.mock().events();
+                        if outcome.ok {
+                            let via = if after.identity_v1 > before.identity_v1 {
+                                ImdsVersion::V1
+                            } else {
+                                ImdsVersion::V2
+                            };
+                            via_at.insert(h, via);
+                        } else if let Some(reason) = outcome.reason {
+                            reasons.insert(h, reason);
+                        }
+                        Ok(outcome.ok)
+                    },
+                )
+                .map_err(|e| probe_error(client, e))?;
+                outcome.map_err(|(works, fails, tried)| SweepError::NotMonotone {
+                    topology: topology.name.clone(),
+                    client,
+                    works,
+                    fails,
+                    tried,
+                })?
+            };
+            if seed.is_none() {
+                seed = searched.minimal;
+            }
+            let minimal = searched.minimal;
+            let cell = Cell {
+                topology: topology.name.clone(),
+                depth: topology.depth(),
+                client,
+                http_tokens: mode,
+                minimal_hop_limit: minimal,
+                works_at_any_hop_limit: minimal == Some(1) && topology.depth() > 0,
+                via: minimal.and_then(|h| via_at.get(&h).copied()),
+                failure_below: minimal
+                    .and_then(|h| reasons.get(&(h - 1)).cloned())
+                    .or_else(|| reasons.get(&0).cloned()),
+                tried: searched.tried,
+                elapsed: started.elapsed(),
+            };
+            on_cell(&cell);
+            cells.push(cell);
+        }
+    }
+    Ok(cells)
+}
+
+/// Runs the plan; `on_cell` is called as each cell is settled (from worker threads).
+/// Must be called inside a Tokio runtime (the mocks run on it).
+pub fn run(
+    plan: &SweepPlan,
+    tools: &Tools,
+    on_cell: &(dyn Fn(&Cell) + Sync),
+) -> Result<Vec<Cell>, SweepError> {
+    let runtime = tokio::runtime::Handle::current();
+    let queue = Mutex::new(plan.topologies.iter().collect::<VecDeque<_>>());
+    let results = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..plan.parallel.max(1).min(plan.topologies.len().max(1)) {
+            scope.spawn(|| {
+                let _runtime = runtime.enter();
+                loop {
+                    let Some(topology) = queue.lock().expect("queue").pop_front() else {
+                        return;
+                    };
+                    let measured = measure_topology(topology, plan, tools, on_cell);
+                    let failed = measured.is_err();
+                    results.lock().expect("results").push(measured);
+                    if failed {
+                        queue.lock().expect("queue").clear();
+                    }
+                }
+            });
+        }
+    });
+    let mut cells = Vec::new();
+    for measured in results.into_inner().expect("results") {
+        cells.extend(measured?);
+    }
+    let order = |c: &Cell| {
+        (
+            plan.topologies.iter().position(|t| t.name == c.topology),
+            plan.modes.iter().position(|m| *m == c.http_tokens),
+            plan.clients.iter().position(|k| *k == c.client),
+        )
+    };
+    cells.sort_by_key(order);
+    Ok(cells)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn needs(n: u8) -> impl FnMut(u8) -> Result<bool, ()> {
+        move |h| Ok(h >= n)
+    }
+
+    #[test]
+    fn bisect_finds_every_threshold_and_confirms_its_neighbours() {
+        for n in 1..=64 {
+            let s = search(Strategy::Bisect, None, needs(n)).unwrap().unwrap();
+            assert_eq!(s.minimal, Some(n));
+            assert!(s.tried.contains(&(n, true)));
+            if n > 1 {
+                assert!(s.tried.contains(&(n - 1, false)), "{n}: {:?}", s.tried);
+            }
+            assert!(s.tried.len() <= 9, "{n}: {} probes", s.tried.len());
+        }
+    }
+
+    #[test]
+    fn a_right_seed_takes_two_probes_and_a_wrong_one_still_finds_the_answer() {
+        let s = search(Strategy::Bisect, Some(3), needs(3))
+            .unwrap()
+            .unwrap();
+        assert_eq!((s.minimal, s.tried.len()), (Some(3), 2));
+        for seed in [1, 2, 5, 64] {
+            let s = search(Strategy::Bisect, Some(seed), needs(3))
+                .unwrap()
+                .unwrap();
+            assert_eq!(s.minimal, Some(3), "seed {seed}");
+        }
+        let always = search(Strategy::Bisect, Some(4), needs(1))
+            .unwrap()
+            .unwrap();
+        assert_eq!(always.minimal, Some(1));
+    }
+
+    #[test]
+    fn never_working_is_none_and_linear_agrees() {
+        let never = search(Strategy::Bisect, Some(3), |_| Ok::<_, ()>(false))
+            .unwrap()
+            .unwrap();
+        assert_eq!(never.minimal, None);
+        for n in [1, 2, 7] {
+            let s = search(Strategy::Linear, None, needs(n)).unwrap().unwrap();
+            assert_eq!((s.minimal, s.tried.len()), (Some(n), n as usize));
+        }
+    }
+
+    #[test]
+    fn a_contradiction_is_reported() {
+        // Works only at exactly 3: not monotone.
+        let odd = search(Strategy::Bisect, Some(3), |h| Ok::<_, ()>(h == 3)).unwrap();
+        assert!(odd.is_ok(), "seeded: 2 fails, 3 works, looks consistent");
+        let odd = search(Strategy::Bisect, None, |h| Ok::<_, ()>(h == 64 || h == 1)).unwrap();
+        assert!(odd.is_err());
+    }
+}
