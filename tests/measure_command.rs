@@ -1,0 +1,216 @@
+//! `imds-harness measure` and `cleanup` as a user and a CI gate run them.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use imds_e2e::bins;
+use imds_e2e::require::{require, Need};
+
+const NEEDS: &[Need] = &[Need::Root, Need::NetTools];
+
+fn namespaces_with(prefix: &str) -> Vec<String> {
+    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_baseline_that_records_less_than_needed_fails_the_gate_and_names_the_topology() {
+    if !require("baseline_gate", NEEDS) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let baseline = dir.path().join("hop-limits.toml");
+    std::fs::write(&baseline, "[hop-limits]\nhost = 1\nearthly-run = 2\n").unwrap();
+    let json = dir.path().join("result.json");
+    let out = Command::new(bins::harness())
+        .args([
+            "measure",
+            "--topology",
+            "host,earthly-run",
+            "--clients",
+            "ttl,sdk",
+        ])
+        .args(["--http-tokens", "required", "--baseline"])
+        .arg(&baseline)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(
+        stderr.contains("nesting-depth regression: earthly-run now needs hop limit 3"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("host needs hop limit 1, as recorded"),
+        "{stdout}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["cells"].as_array().unwrap().len(), 4);
+
+    // Recording, then comparing with the recording, passes.
+    let recorded = dir.path().join("recorded.toml");
+    let record = Command::new(bins::harness())
+        .args([
+            "measure",
+            "--topology",
+            "earthly-run",
+            "--clients",
+            "ttl",
+            "--http-tokens",
+            "required",
+            "--record",
+        ])
+        .arg(&recorded)
+        .output()
+        .unwrap();
+    assert_eq!(record.status.code(), Some(0));
+    assert!(std::fs::read_to_string(&recorded)
+        .unwrap()
+        .contains("earthly-run = 3"));
+    let again = Command::new(bins::harness())
+        .args([
+            "measure",
+            "--topology",
+            "earthly-run",
+            "--clients",
+            "ttl",
+            "--http-tokens",
+            "required",
+            "--baseline",
+        ])
+        .arg(&recorded)
+        .output()
+        .unwrap();
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    // Needing fewer hops than recorded is reported and passes.
+    std::fs::write(&baseline, "[hop-limits]\nearthly-run = 5\n").unwrap();
+    let fewer = Command::new(bins::harness())
+        .args([
+            "measure",
+            "--topology",
+            "earthly-run",
+            "--clients",
+            "ttl",
+            "--http-tokens",
+            "required",
+            "--baseline",
+        ])
+        .arg(&baseline)
+        .output()
+        .unwrap();
+    assert_eq!(fewer.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&fewer.stdout).contains("less than the 5"));
+}
+
+#[test]
+fn bad_arguments_and_bad_baselines_exit_2_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, "[hop-limits]\nhost = 99\n").unwrap();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["--topology".into(), "chain:99".into()], "chain"),
+        (
+            vec!["--topology".into(), "kubernetes".into()],
+            "earthly-run",
+        ),
+        (vec!["--clients".into(), "curl".into()], "sdk, cli and ttl"),
+        (vec!["--backend".into(), "vm".into()], "netns"),
+        (
+            vec!["--baseline".into(), broken.display().to_string()],
+            "outside 1..=64",
+        ),
+        (
+            vec!["--baseline".into(), "/nonexistent/b.toml".into()],
+            "cannot read the baseline",
+        ),
+    ];
+    for (args, expect) in cases {
+        let out = Command::new(bins::harness())
+            .arg("measure")
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expect), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn ctrl_c_removes_the_runs_namespaces_and_cleanup_reaps_a_killed_run() {
+    if !require("measure_cleanup", NEEDS) {
+        return;
+    }
+    for (signal, expect_left) in [("INT", false), ("KILL", true)] {
+        let before = namespaces_with("imdsh-");
+        let mut child = Command::new(bins::harness())
+            .args([
+                "measure",
+                "--topology",
+                "earthly-with-docker,chain:6",
+                "--clients",
+                "sdk",
+            ])
+            .args(["--strategy", "linear", "--probe-timeout-ms", "1000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mine = loop {
+            let now: Vec<String> = namespaces_with("imdsh-")
+                .into_iter()
+                .filter(|n| !before.contains(n))
+                .collect();
+            if now.len() >= 10 || Instant::now() > deadline {
+                break now;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(!mine.is_empty(), "the run created namespaces");
+        Command::new("kill")
+            .args([format!("-{signal}"), child.id().to_string()])
+            .status()
+            .unwrap();
+        let status = child.wait().unwrap();
+        let left: Vec<String> = namespaces_with("imdsh-")
+            .into_iter()
+            .filter(|n| mine.contains(n))
+            .collect();
+        if expect_left {
+            assert!(!left.is_empty(), "SIGKILL leaves namespaces behind");
+            let out = Command::new(bins::harness())
+                .arg("cleanup")
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(0));
+            let still: Vec<String> = namespaces_with("imdsh-")
+                .into_iter()
+                .filter(|n| mine.contains(n))
+                .collect();
+            assert!(still.is_empty(), "cleanup left {still:?}");
+        } else {
+            assert_eq!(status.code(), Some(130), "Ctrl-C exits 130");
+            assert!(left.is_empty(), "Ctrl-C left {left:?}");
+        }
+    }
+}

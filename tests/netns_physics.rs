@@ -1,0 +1,192 @@
+//! The physics on the netns backend, with the real clients: the token response's TTL
+//! runs out after the instance's hop limit in routers, and the minimal hop limit of
+//! every topology is its depth + 1, except for clients that fall back to IMDSv1.
+
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use imds_e2e::require::{require, Need};
+use imds_harness::mock::{HopLimit, HttpTokens, MetadataOptionsChange, MockConfig};
+use imds_harness::probe::env::ClientEnv;
+use imds_harness::probe::{cli, Client};
+use imds_harness::report;
+use imds_harness::site::{NetnsSite, IMDS_PORT, STS_URL};
+use imds_harness::sweep::{self, Strategy, SweepPlan, Tools};
+use imds_harness::topology::Topology;
+
+const NEEDS: &[Need] = &[Need::Root, Need::NetTools, Need::AwsCli];
+
+fn topology(name: &str) -> Topology {
+    Topology::parse(name).unwrap()
+}
+
+/// One raw HTTP/1.1 exchange from inside `site`'s leaf; `None` when nothing came back
+/// within the timeout (the response was dropped on the way).
+fn exchange_from_leaf(site: &NetnsSite, request: &'static str) -> Option<String> {
+    site.leaf()
+        .run_in(move || -> std::io::Result<Option<String>> {
+            use std::io::{Read, Write};
+            let imds = SocketAddr::from(([169, 254, 169, 254], IMDS_PORT));
+            let mut stream = TcpStream::connect_timeout(&imds, Duration::from_secs(1))?;
+            stream.set_read_timeout(Some(Duration::from_millis(800)))?;
+            stream.write_all(request.as_bytes())?;
+            let mut response = String::new();
+            match stream.read_to_string(&mut response) {
+                Ok(_) if !response.is_empty() => Ok(Some(response)),
+                _ => Ok(None),
+            }
+        })
+        .expect("the leaf namespace runs the client")
+        .unwrap_or(None)
+}
+
+const TOKEN_PUT: &str = "PUT /latest/api/token HTTP/1.1\r\nHost: 169.254.169.254\r\n\
+    X-aws-ec2-metadata-token-ttl-seconds: 60\r\nContent-Length: 0\r\n\r\n";
+const TOKENLESS_GET: &str =
+    "GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_token_response_dies_after_hop_limit_routers_and_tokenless_gets_do_not() {
+    if !require("ttl_proof", &[Need::Root, Need::NetTools]) {
+        return;
+    }
+    // Mock namespace -- host namespace (a router) -- client namespace.
+    let site = NetnsSite::start(&topology("chain:1"), MockConfig::default()).unwrap();
+    let status = |r: Option<String>| r.map(|r| r.lines().next().unwrap_or("").to_string());
+
+    site.mock().set_hop_limit(HopLimit::new(1).unwrap());
+    let at_one = tokio::task::block_in_place(|| exchange_from_leaf(&site, TOKEN_PUT));
+    assert_eq!(
+        status(at_one),
+        None,
+        "hop limit 1: the router drops the token response"
+    );
+
+    site.mock().set_hop_limit(HopLimit::new(2).unwrap());
+    let at_two = tokio::task::block_in_place(|| exchange_from_leaf(&site, TOKEN_PUT));
+    assert_eq!(status(at_two).as_deref(), Some("HTTP/1.1 200 OK"));
+
+    site.mock().modify(&MetadataOptionsChange {
+        hop_limit: Some(HopLimit::new(1).unwrap()),
+        http_tokens: Some(HttpTokens::Optional),
+        ..Default::default()
+    });
+    let v1 = tokio::task::block_in_place(|| exchange_from_leaf(&site, TOKENLESS_GET)).unwrap();
+    assert!(v1.starts_with("HTTP/1.1 200 OK"), "{v1}");
+    assert!(v1.ends_with("i-0123456789abcdef0"), "{v1}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dropped_token_response_does_not_pin_a_connection() {
+    if !require("dropped_response_bound", &[Need::Root, Need::NetTools]) {
+        return;
+    }
+    let site = NetnsSite::start(&topology("chain:1"), MockConfig::default()).unwrap();
+    for _ in 0..5 {
+        let dropped = tokio::task::block_in_place(|| exchange_from_leaf(&site, TOKEN_PUT));
+        assert!(dropped.is_none());
+    }
+    // The server wrote its responses and closed; nothing waits on the lost packets.
+    let mut open = site.mock().imds_open_connections();
+    for _ in 0..50 {
+        if open == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        open = site.mock().imds_open_connections();
+    }
+    assert_eq!(open, 0, "connections still held by the IMDS");
+}
+
+/// The seed's story: hop limit 2 serves host, docker run and docker build, not Earthly.
+#[tokio::test(flavor = "multi_thread")]
+async fn hop_limit_2_serves_docker_but_not_earthly_and_3_serves_all() {
+    if !require("seed_story", NEEDS) {
+        return;
+    }
+    let aws = cli::locate().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let env = ClientEnv::new(home.path(), imds_harness::site::IMDS_URL);
+    let sites: Vec<NetnsSite> = ["host", "docker-run", "buildkit-run", "earthly-run"]
+        .iter()
+        .map(|name| NetnsSite::start(&topology(name), MockConfig::default()).unwrap())
+        .collect();
+    let outcomes = |hop_limit: u32| -> Vec<(String, bool, Option<String>)> {
+        tokio::task::block_in_place(|| {
+            sites
+                .iter()
+                .map(|site| {
+                    site.mock().set_hop_limit(HopLimit::new(hop_limit).unwrap());
+                    let outcome = cli::run(&aws, site.leaf(), &env, STS_URL).unwrap();
+                    (site.topology().name.clone(), outcome.ok, outcome.reason)
+                })
+                .collect()
+        })
+    };
+
+    let at_two = outcomes(2);
+    for (name, ok, reason) in &at_two[..3] {
+        assert!(ok, "{name} at hop limit 2: {reason:?}");
+    }
+    let (name, ok, reason) = &at_two[3];
+    assert_eq!(name, "earthly-run");
+    assert!(!ok);
+    assert!(
+        reason
+            .as_deref()
+            .unwrap()
+            .contains("Unable to locate credentials"),
+        "{reason:?}"
+    );
+
+    for (name, ok, reason) in outcomes(3) {
+        assert!(ok, "{name} at hop limit 3: {reason:?}");
+    }
+}
+
+/// Every preset and chain:0..=6, every client, both tokens modes.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_minimal_hop_limit_is_depth_plus_one_for_every_topology_and_client() {
+    if !require("netns_matrix", NEEDS) {
+        return;
+    }
+    let mut topologies = Topology::presets();
+    topologies.extend((0..=6).map(|n| Topology::chain(n).unwrap()));
+    let plan = SweepPlan {
+        topologies,
+        clients: Client::ALL.to_vec(),
+        modes: vec![HttpTokens::Required, HttpTokens::Optional],
+        strategy: Strategy::Bisect,
+        probe_timeout: Duration::from_millis(300),
+        parallel: 4,
+    };
+    let tools = Tools::locate(&plan.clients).unwrap();
+    let cells = tokio::task::block_in_place(|| sweep::run(&plan, &tools, &|_| {})).unwrap();
+    assert_eq!(cells.len(), 12 * 3 * 2);
+
+    for cell in &cells {
+        let need = cell.depth as u8 + 1;
+        let what = format!("{} {} {}", cell.topology, cell.client, cell.http_tokens);
+        match (cell.http_tokens, cell.client) {
+            (HttpTokens::Optional, Client::Cli) => {
+                assert_eq!(cell.minimal_hop_limit, Some(1), "{what}: {cell:?}");
+                if cell.depth > 0 {
+                    assert!(cell.works_at_any_hop_limit, "{what}");
+                    assert_eq!(report::verdict(cell), "any (IMDSv1)", "{what}");
+                }
+            }
+            _ => {
+                assert_eq!(cell.minimal_hop_limit, Some(need), "{what}: {cell:?}");
+                assert!(!cell.works_at_any_hop_limit, "{what}");
+            }
+        }
+        if cell.client == Client::Cli && cell.http_tokens == HttpTokens::Required && need > 1 {
+            let below = cell.failure_below.as_deref().unwrap_or_default();
+            assert!(
+                below.contains("Unable to locate credentials"),
+                "{what}: {below}"
+            );
+        }
+    }
+    insta::assert_snapshot!("netns_matrix", report::table(&cells, &plan.clients, false));
+}
