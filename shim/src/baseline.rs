@@ -177,8 +177,13 @@ mod tests {
         std::fs::write(&path, "# c\n[hop-limits]\nearthly-run = 3\nhost = 1\n").unwrap();
         let n = resolve("earthly-run", Some(&path), None).unwrap();
         assert_eq!((n.hop_limit, n.source), (3, NeedSource::File(path.clone())));
-        let err = resolve("docker-run", Some(&path), None).unwrap_err().to_string();
-        assert!(err.contains("no entry for topology \"docker-run\" (it has: earthly-run, host)"), "{err}");
+        let err = resolve("docker-run", Some(&path), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no entry for topology \"docker-run\" (it has: earthly-run, host)"),
+            "{err}"
+        );
         std::fs::write(&path, "[hop-limits]\nhost = 65\n").unwrap();
         let err = resolve("host", Some(&path), None).unwrap_err().to_string();
         assert!(err.contains("host = 65 is outside 1..=64"), "{err}");

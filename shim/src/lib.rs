@@ -2,6 +2,14 @@
 //!
 //! - [`endpoint`]: where IMDS is, from the environment the AWS SDKs read.
 //! - [`probe`]: whether a place gets the instance role's credentials, and why not.
+//! - [`baseline`]: the hop limit a topology needs, from the recorded baseline or `--need`.
+//! - [`instance`]: the instance's metadata options through the EC2 API.
+//! - [`check`], [`enforce`], [`run`]: the subcommands of the same names.
 
+pub mod baseline;
+pub mod check;
 pub mod endpoint;
+pub mod enforce;
+pub mod instance;
 pub mod probe;
+pub mod run;

@@ -1,12 +1,18 @@
 //! `imds-shim`: find out, where a build runs, whether it gets the EC2 instance role's credentials.
 
+use std::ffi::OsString;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use imds_shim::baseline::{self, Need};
+use imds_shim::check::{self, Verdict};
+use imds_shim::enforce::{self, Outcome};
 use imds_shim::probe::{self, render, Place, ProbeOptions, Steps};
+use imds_shim::run::{self, classify, diagnosis};
 
 /// Exit code when a requested step failed.
 const EXIT_FAILED: u8 = 1;
@@ -50,6 +56,119 @@ enum Command {
                       2 for usage or configuration errors."
     )]
     Probe(ProbeArgs),
+
+    /// Check the instance's hop limit against what the builds need
+    #[command(
+        long_about = "Check the instance's metadata hop limit (HttpPutResponseHopLimit) against what \
+                      builds in a topology need. Run it on the EC2 host: it learns the instance id \
+                      and region from IMDS and reads the instance's MetadataOptions with \
+                      ec2:DescribeInstances, using the instance role's own credentials.",
+        after_help = "Exit status: 0 the hop limit is exactly the need, 1 too low (builds will get no\n\
+                      credentials), 3 higher than needed (builds work, but the role is exposed further\n\
+                      than necessary), 2 the check could not run (no IMDS, IMDS disabled, no\n\
+                      permission for ec2:DescribeInstances, bad arguments)."
+    )]
+    Check(CheckArgs),
+
+    /// Set the instance's hop limit to exactly what the builds need (dry run unless --apply)
+    #[command(
+        long_about = "Compute the metadata options the builds need (hop limit exactly the need, \
+                      tokens required, endpoint enabled) and print the change. With --apply, call \
+                      ec2:ModifyInstanceMetadataOptions, wait (up to 30 s) until DescribeInstances \
+                      says the change is applied, then verify from here with the TTL probe and an \
+                      IMDSv2 token fetch. Running it again changes nothing.",
+        after_help = "Exit status: 0 done, nothing to do, or dry run; 1 applied but the verification\n\
+                      failed; 2 could not read or change the options (no IMDS, no permission, bad\n\
+                      arguments)."
+    )]
+    Enforce(EnforceArgs),
+
+    /// Run a build; if it fails for want of AWS credentials, say why and how to fix it
+    #[command(
+        long_about = "Check the hop limit (a warning when it is too low; --strict makes that fatal), \
+                      run the command with its output streamed, and if it fails and its output shows \
+                      a credentials failure (the AWS CLI's `Unable to locate credentials`, the AWS \
+                      SDK for Rust's or Go's IMDS errors), print where the build ran, the hop limit \
+                      it needs and the instance's, the fix, and for Earthly the RUN --aws \
+                      alternative. The check's messages and the diagnosis go to stderr.",
+        after_help = "Example:\n  imds-shim run -- earthly +probe\n\n\
+                      Exit status: the command's (128 + N when killed by signal N); 127 when it cannot\n\
+                      be started; with --strict, the check's status (1 or 2) when it fails, and the\n\
+                      command is not run."
+    )]
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+struct NeedArgs {
+    /// Where the builds run: a topology of the baseline (host, docker-run, buildkit-run, earthly-run, earthly-with-docker, ...)
+    #[arg(long, value_name = "NAME", default_value = baseline::DEFAULT_TOPOLOGY)]
+    topology: String,
+
+    /// The baseline to read the need from [default: fixtures/hop-limits.toml if it exists here, else the copy built into imds-shim]
+    #[arg(long, value_name = "FILE", conflicts_with = "need")]
+    baseline: Option<PathBuf>,
+
+    /// The hop limit the builds need (1..=64), instead of the baseline's entry
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=64))]
+    need: Option<u8>,
+
+    /// IMDS connect and read timeout in milliseconds
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 1000,
+        value_parser = clap::value_parser!(u64).range(1..=600_000)
+    )]
+    timeout_ms: u64,
+}
+
+impl NeedArgs {
+    fn resolve(&self) -> anyhow::Result<Need> {
+        Ok(baseline::resolve(
+            &self.topology,
+            self.baseline.as_deref(),
+            self.need,
+        )?)
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    need: NeedArgs,
+}
+
+#[derive(Debug, Args)]
+struct EnforceArgs {
+    #[command(flatten)]
+    need: NeedArgs,
+
+    /// Make the change (without it, only print it)
+    #[arg(long)]
+    apply: bool,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    need: NeedArgs,
+
+    /// Do not run the command when the check says builds get no credentials, or cannot check
+    #[arg(long)]
+    strict: bool,
+
+    /// Skip the check before the command
+    #[arg(long, conflicts_with = "strict")]
+    no_check: bool,
+
+    /// The command to run, and its arguments
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    command: Vec<OsString>,
 }
 
 #[derive(Debug, Args)]
@@ -105,11 +224,115 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Probe(args) => probe_command(&args),
+        Command::Check(args) => check_command(&args),
+        Command::Enforce(args) => enforce_command(&args),
+        Command::Run(args) => run_command(&args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("imds-shim: error: {e:#}");
         ExitCode::from(EXIT_USAGE)
     })
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")
+}
+
+fn check_command(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    let need = args.need.resolve()?;
+    let place = Place::from_env(|name| std::env::var(name).ok())?;
+    let outcome = runtime()?.block_on(check::check(&place, need, args.need.timeout()))?;
+    print!("{}", outcome.render());
+    Ok(ExitCode::from(outcome.verdict().exit_code()))
+}
+
+fn enforce_command(args: &EnforceArgs) -> anyhow::Result<ExitCode> {
+    let need = args.need.resolve()?;
+    let place = Place::from_env(|name| std::env::var(name).ok())?;
+    let outcome = runtime()?.block_on(enforce::enforce(
+        &place,
+        &need,
+        args.apply,
+        args.need.timeout(),
+    ))?;
+    Ok(match outcome {
+        Outcome::NoChange | Outcome::DryRun | Outcome::Applied => ExitCode::SUCCESS,
+        Outcome::VerifyFailed => {
+            eprintln!("imds-shim: the change is applied, but this place still cannot get a token");
+            ExitCode::from(EXIT_FAILED)
+        }
+    })
+}
+
+fn run_command(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let earthly = run::is_earthly(&args.command);
+    let mut ctx = diagnosis::Context {
+        topology: args.need.topology.clone(),
+        earthly: earthly || args.need.topology.starts_with("earthly"),
+        ..Default::default()
+    };
+    let say = |text: &str| {
+        for line in text.lines() {
+            eprintln!("imds-shim: {line}");
+        }
+    };
+    match args.need.resolve() {
+        Ok(need) => ctx.need = Some((need.hop_limit, need.source.to_string())),
+        Err(e) if args.strict => return Err(e),
+        Err(e) => say(&format!("warning: {e:#}")),
+    }
+    if !args.no_check {
+        if let Some((hop_limit, _)) = &ctx.need {
+            let need = args.need.resolve()?;
+            debug_assert_eq!(need.hop_limit, *hop_limit);
+            let place = Place::from_env(|name| std::env::var(name).ok());
+            let checked = match place {
+                Ok(place) => runtime()?
+                    .block_on(check::check(&place, need, args.need.timeout()))
+                    .map_err(anyhow::Error::from),
+                Err(e) => Err(e.into()),
+            };
+            match checked {
+                Ok(outcome) => {
+                    say(&outcome.render());
+                    ctx.current = Some(outcome.options.hop_limit);
+                    ctx.instance_id = Some(outcome.instance_id.clone());
+                    if args.strict && outcome.verdict() == Verdict::TooLow {
+                        say("--strict: not running the command");
+                        return Ok(ExitCode::from(outcome.verdict().exit_code()));
+                    }
+                }
+                Err(e) if args.strict => {
+                    say(&format!("{e:#}"));
+                    say("--strict: not running the command");
+                    return Ok(ExitCode::from(EXIT_USAGE));
+                }
+                Err(e) => {
+                    say(&format!("warning: {e:#}; running the command anyway"));
+                    ctx.check_error = Some(format!("{e:#}"));
+                }
+            }
+        }
+    }
+    let finished = match run::execute(&args.command) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!(
+                "imds-shim: cannot run {}: {e}",
+                args.command[0].to_string_lossy()
+            );
+            return Ok(ExitCode::from(127));
+        }
+    };
+    if finished.code != 0 {
+        if let Some(failure) = classify::classify(&finished.output) {
+            eprint!("\n{}", diagnosis::render(&failure, &ctx));
+        }
+    }
+    Ok(ExitCode::from(u8::try_from(finished.code).unwrap_or(1)))
 }
 
 fn probe_command(args: &ProbeArgs) -> anyhow::Result<ExitCode> {
@@ -119,11 +342,7 @@ fn probe_command(args: &ProbeArgs) -> anyhow::Result<ExitCode> {
         timeout: Duration::from_millis(args.timeout_ms),
         ttl_max: args.ttl_max,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("could not start the async runtime")?;
-    let report = runtime.block_on(probe::run(&opts, &place));
+    let report = runtime()?.block_on(probe::run(&opts, &place));
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -149,7 +368,9 @@ mod tests {
     #[test]
     fn probe_defaults() {
         let cli = Cli::try_parse_from(["imds-shim", "probe"]).unwrap();
-        let Command::Probe(args) = cli.command;
+        let Command::Probe(args) = cli.command else {
+            panic!("not probe")
+        };
         assert!(!args.json);
         assert_eq!(args.timeout_ms, 1000);
         assert_eq!(args.ttl_max, 64);
@@ -170,7 +391,9 @@ mod tests {
             "sdk",
         ])
         .unwrap();
-        let Command::Probe(args) = cli.command;
+        let Command::Probe(args) = cli.command else {
+            panic!("not probe")
+        };
         assert!(args.json);
         assert_eq!(args.timeout_ms, 250);
         assert_eq!(args.ttl_max, 8);
@@ -184,9 +407,55 @@ mod tests {
             &["imds-shim", "probe", "--ttl-max", "256"],
             &["imds-shim", "probe", "--timeout-ms", "0"],
             &["imds-shim", "probe", "--only", "token"],
+            &["imds-shim", "check", "--need", "0"],
+            &["imds-shim", "check", "--need", "65"],
+            &["imds-shim", "enforce", "--need", "0", "--apply"],
+            &["imds-shim", "enforce", "--need", "65"],
+            &["imds-shim", "check", "--need", "3", "--baseline", "b.toml"],
+            &["imds-shim", "run", "--need", "65", "--", "true"],
+            &["imds-shim", "run", "--strict", "--no-check", "--", "true"],
+            &["imds-shim", "run"],
         ] {
             let err = Cli::try_parse_from(argv).unwrap_err();
             assert_eq!(err.exit_code(), i32::from(EXIT_USAGE), "{argv:?}");
         }
+    }
+
+    #[test]
+    fn need_flags_and_defaults() {
+        let cli = Cli::try_parse_from(["imds-shim", "check"]).unwrap();
+        let Command::Check(args) = cli.command else {
+            panic!("not check")
+        };
+        assert_eq!(args.need.topology, "earthly-run");
+        assert_eq!((args.need.need, args.need.baseline), (None, None));
+        let cli = Cli::try_parse_from(["imds-shim", "enforce", "--need", "64", "--apply"]).unwrap();
+        let Command::Enforce(args) = cli.command else {
+            panic!("not enforce")
+        };
+        assert_eq!(args.need.need, Some(64));
+        assert!(args.apply);
+    }
+
+    #[test]
+    fn run_takes_the_command_after_the_double_dash() {
+        let cli = Cli::try_parse_from([
+            "imds-shim",
+            "run",
+            "--topology",
+            "docker-run",
+            "--strict",
+            "--",
+            "earthly",
+            "--ci",
+            "+probe",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        assert!(args.strict && !args.no_check);
+        assert_eq!(args.need.topology, "docker-run");
+        assert_eq!(args.command, ["earthly", "--ci", "+probe"]);
     }
 }

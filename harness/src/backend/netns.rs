@@ -687,6 +687,13 @@ fn configure_router(parent: &Namespace, layer: &Layer) -> Result<(), NetnsError>
                 "setting net.ipv4.ip_forward=1 in {}",
                 parent.name
             )))?;
+            // The kernel rate-limits ICMP time-exceeded per destination (1/s after a
+            // burst): repeated TTL probes would then wait for timeouts. It changes when
+            // a failure is reported, never whether a packet passes.
+            fs::write("/proc/sys/net/ipv4/icmp_ratelimit", "0").map_err(io_error(format!(
+                "setting net.ipv4.icmp_ratelimit=0 in {}",
+                parent.name
+            )))?;
             run(&["iptables-restore", "-w", "--noflush"], Some(&rules))
                 .map(drop)
                 .map_err(|e| match e {

@@ -98,6 +98,16 @@ pub async fn run(opts: &ProbeOptions, place: &Place) -> ProbeReport {
     report
 }
 
+/// Steps 1 and 2 only: the hop limit this place needs and an IMDSv2 token, as `enforce` checks
+/// after a change.
+pub async fn reachability(opts: &ProbeOptions, place: &Place) -> ProbeReport {
+    let mut report = ProbeReport::new(place.imds.endpoint.url());
+    report.ttl = Some(ttl_step(opts, place).await);
+    report.token = Some(token_step(opts, place).await);
+    report.conclude();
+    report
+}
+
 async fn ttl_step(opts: &ProbeOptions, place: &Place) -> Step<TtlDetail> {
     let start = Instant::now();
     if place.imds.disabled {

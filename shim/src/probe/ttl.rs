@@ -179,11 +179,17 @@ fn classify(e: &io::Error) -> AttemptError {
     }
 }
 
+/// How many TTLs are tried at once. Real nesting is a few routers deep, so the first
+/// window almost always holds the answer, and 64 sockets at once cost more than the
+/// network does.
+const WINDOW: u8 = 8;
+
 /// The smallest TTL in `1..=max` whose connect to `addr` succeeds.
 ///
-/// All attempts start at once; the function returns as soon as [`decide`] knows the answer and
-/// drops (closes) the attempts still running. When none connects, the reason is that of the
-/// attempt with the largest TTL, the one that went farthest.
+/// TTLs are tried [`WINDOW`] at a time, all of a window at once; the function returns as
+/// soon as [`decide`] knows the answer and drops (closes) the attempts still running. A
+/// window whose attempts all fail moves the search to the next one. When none connects,
+/// the reason is that of the attempt with the largest TTL, the one that went farthest.
 pub async fn hop_limit_needed(
     addr: SocketAddr,
     max: u8,
@@ -192,20 +198,26 @@ pub async fn hop_limit_needed(
     let max = max.max(1);
     let mut results: Vec<Option<bool>> = vec![None; usize::from(max)];
     let mut last_error = None;
-    let mut running: FuturesUnordered<_> = (1..=max)
-        .map(|k| async move { (k, attempt(addr, k, timeout).await) })
-        .collect();
-    while let Some((k, outcome)) = running.next().await {
-        results[usize::from(k) - 1] = Some(outcome.is_ok());
-        if let Err(e) = outcome {
-            if k == max {
-                last_error = Some(e);
+    let mut first = 1u8;
+    while first <= max {
+        let last = first.saturating_add(WINDOW - 1).min(max);
+        let mut running: FuturesUnordered<_> = (first..=last)
+            .map(|k| async move { (k, attempt(addr, k, timeout).await) })
+            .collect();
+        while let Some((k, outcome)) = running.next().await {
+            results[usize::from(k) - 1] = Some(outcome.is_ok());
+            if let Err(e) = outcome {
+                if k == last {
+                    last_error = Some(e);
+                }
+            }
+            if let Decision::Needed(k) = decide(&results[..usize::from(last)]) {
+                return Ok(k);
             }
         }
-        match decide(&results) {
-            Decision::Pending => {}
-            Decision::Needed(k) => return Ok(k),
-            Decision::NoneConnected => break,
+        first = last.saturating_add(1);
+        if last == max {
+            break;
         }
     }
     let err = last_error.unwrap_or(AttemptError::TimedOut);

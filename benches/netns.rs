@@ -1,0 +1,123 @@
+//! Benchmarks of the netns backend (root only):
+//! - the TTL probe at depth 3 (earthly-with-docker), as `imds-shim probe --only ttl`
+//!   reports it and as a whole process;
+//! - the full preset matrix with sdk and ttl, and with cli too (seeded bisect);
+//! - the same matrix found the naive way: linear sweep, the clients' default timeouts.
+//!
+//! `cargo bench --profile dev --bench netns [-- RUNS]` (default 5 runs; the linear sweep
+//! runs once). Prints medians.
+
+use std::time::{Duration, Instant};
+
+use imds_harness::mock::{HopLimit, HttpTokens, MockConfig};
+use imds_harness::probe::env::ClientEnv;
+use imds_harness::probe::{shim, Client};
+use imds_harness::site::{NetnsSite, IMDS_URL};
+use imds_harness::sweep::{self, Strategy, SweepPlan, Tools};
+use imds_harness::topology::Topology;
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+fn fmt_runs(xs: &[f64]) -> String {
+    xs.iter()
+        .map(|x| format!("{x:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn matrix(clients: &[Client], strategy: Strategy, timeout_ms: u64) -> f64 {
+    let plan = SweepPlan {
+        topologies: Topology::presets(),
+        clients: clients.to_vec(),
+        modes: vec![HttpTokens::Required, HttpTokens::Optional],
+        strategy,
+        probe_timeout: Duration::from_millis(timeout_ms),
+        parallel: 4,
+    };
+    let tools = Tools::locate(clients).unwrap();
+    let started = Instant::now();
+    let cells = sweep::run(&plan, &tools, &|_| {}).unwrap();
+    assert_eq!(cells.len(), 5 * 2 * clients.len());
+    started.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let runs: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(5);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _guard = runtime.enter();
+    println!(
+        "netns benchmarks, {runs} runs, {} cores, kernel {}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+    );
+
+    let site = NetnsSite::start(
+        &Topology::parse("earthly-with-docker").unwrap(),
+        MockConfig::default(),
+    )
+    .unwrap();
+    site.mock().set_hop_limit(HopLimit::new(4).unwrap());
+    let home = tempfile::tempdir().unwrap();
+    let env = ClientEnv::new(home.path(), IMDS_URL);
+    let shim_path = shim::locate().unwrap();
+    let (mut inside, mut whole) = (Vec::new(), Vec::new());
+    for _ in 0..runs.max(11) {
+        let started = Instant::now();
+        let out = env
+            .apply(
+                site.leaf()
+                    .exec(&shim_path, ["probe", "--json", "--only", "ttl"]),
+            )
+            .stdout_capture()
+            .run()
+            .unwrap();
+        whole.push(started.elapsed().as_secs_f64() * 1e3);
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["ttl"]["hop_limit_needed"], 4);
+        inside.push(report["ttl"]["elapsed_ms"].as_f64().unwrap());
+    }
+    println!(
+        "TTL probe at depth 3          median {:>7.2} ms (the probe's own timing; runs: {})",
+        median(inside.clone()),
+        fmt_runs(&inside)
+    );
+    println!(
+        "  as a whole process          median {:>7.2} ms (ip netns exec + imds-shim start-up)",
+        median(whole)
+    );
+    drop(site);
+
+    for (name, clients) in [
+        ("matrix sdk+ttl (bisect)", vec![Client::Sdk, Client::Ttl]),
+        ("matrix sdk+cli+ttl (bisect)", Client::ALL.to_vec()),
+    ] {
+        let walls: Vec<f64> = (0..runs)
+            .map(|_| matrix(&clients, Strategy::Bisect, 300))
+            .collect();
+        println!(
+            "{name:<29} median {:>7.2} s  (runs: {})",
+            median(walls.clone()),
+            fmt_runs(&walls)
+        );
+    }
+    for (name, clients) in [
+        (
+            "matrix sdk+ttl (linear, 1 s)",
+            vec![Client::Sdk, Client::Ttl],
+        ),
+        ("matrix sdk+cli+ttl (linear, 1 s)", Client::ALL.to_vec()),
+    ] {
+        let wall = matrix(&clients, Strategy::Linear, 1000);
+        println!("{name:<29} once   {wall:>7.2} s");
+    }
+}

@@ -1,0 +1,211 @@
+//! `imds-shim enforce`: set the instance's metadata options to exactly what the builds need —
+//! hop limit = the need, tokens required, endpoint enabled. Dry run unless `--apply`; with it,
+//! `ModifyInstanceMetadataOptions`, a bounded wait for `applied`, then a check from here with the
+//! TTL probe and a token fetch.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use crate::baseline::Need;
+use crate::instance::{Instance, InstanceError, MetadataOptions};
+use crate::probe::{self, render, Place, ProbeOptions};
+
+/// How often to ask whether the change is applied.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// How long to wait for `applied`.
+pub const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One field to change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The EC2 field name.
+    pub field: &'static str,
+    /// Its value now.
+    pub from: String,
+    /// Its value after.
+    pub to: String,
+}
+
+/// The changes that bring `current` to the need; empty when none is needed.
+pub fn plan(current: &MetadataOptions, need: u8) -> Vec<Change> {
+    let wanted = [
+        (
+            "HttpPutResponseHopLimit",
+            current.hop_limit.to_string(),
+            need.to_string(),
+        ),
+        ("HttpTokens", current.http_tokens.clone(), "required".into()),
+        (
+            "HttpEndpoint",
+            current.http_endpoint.clone(),
+            "enabled".into(),
+        ),
+    ];
+    wanted
+        .into_iter()
+        .filter(|(_, from, to)| from != to)
+        .map(|(field, from, to)| Change { field, from, to })
+        .collect()
+}
+
+/// The plan as text, with the AWS CLI command that makes it.
+pub fn render_plan(instance_id: &str, need: &Need, changes: &[Change]) -> String {
+    let mut out = format!(
+        "instance {instance_id}: {} needs hop limit {} (from {})\n",
+        need.topology, need.hop_limit, need.source
+    );
+    if changes.is_empty() {
+        out.push_str(
+            "no change needed: the hop limit is exactly the need, tokens are required and the endpoint is enabled\n",
+        );
+        return out;
+    }
+    for c in changes {
+        let _ = writeln!(out, "  {:<24} {} -> {}", c.field, c.from, c.to);
+    }
+    let _ = writeln!(
+        out,
+        "the same with the AWS CLI:\n  aws ec2 modify-instance-metadata-options --instance-id {instance_id} \
+         --http-put-response-hop-limit {} --http-tokens required --http-endpoint enabled",
+        need.hop_limit
+    );
+    out
+}
+
+/// What `enforce` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing to change.
+    NoChange,
+    /// Dry run: the plan was printed.
+    DryRun,
+    /// Applied and verified from here.
+    Applied,
+    /// Applied, but the verification from here failed.
+    VerifyFailed,
+}
+
+/// Runs `enforce`, printing as it goes.
+pub async fn enforce(
+    place: &Place,
+    need: &Need,
+    apply: bool,
+    timeout: Duration,
+) -> Result<Outcome, InstanceError> {
+    let instance = Instance::discover(place, timeout).await?;
+    let ec2 = instance.ec2().await;
+    let current = instance.describe(&ec2).await?;
+    let changes = plan(&current, need.hop_limit);
+    print!("{}", render_plan(&instance.instance_id, need, &changes));
+    if changes.is_empty() {
+        return Ok(Outcome::NoChange);
+    }
+    if !apply {
+        println!("dry run: nothing changed; run again with --apply to make this change");
+        return Ok(Outcome::DryRun);
+    }
+    instance.modify(&ec2, need.hop_limit).await?;
+    println!("ModifyInstanceMetadataOptions sent; waiting for the change to be applied");
+    let started = Instant::now();
+    loop {
+        let now = instance.describe(&ec2).await?;
+        if now.state == "applied" {
+            if now.hop_limit != need.hop_limit {
+                return Err(InstanceError::Api {
+                    action: "DescribeInstances",
+                    code: "Unexpected".into(),
+                    message: format!(
+                        "the change is applied but the hop limit is {}, not {}",
+                        now.hop_limit, need.hop_limit
+                    ),
+                });
+            }
+            println!(
+                "applied after {:.1} s: hop limit {}, tokens {}, endpoint {}",
+                started.elapsed().as_secs_f64(),
+                now.hop_limit,
+                now.http_tokens,
+                now.http_endpoint
+            );
+            break;
+        }
+        if started.elapsed() >= APPLY_TIMEOUT {
+            return Err(InstanceError::Api {
+                action: "DescribeInstances",
+                code: "Timeout".into(),
+                message: format!(
+                    "the change was still {} after {} s; check again later with `imds-shim check`",
+                    now.state,
+                    APPLY_TIMEOUT.as_secs()
+                ),
+            });
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+    let opts = ProbeOptions {
+        timeout,
+        ..ProbeOptions::default()
+    };
+    let report = probe::reachability(&opts, place).await;
+    print!("verification from here:\n{}", render::human(&report));
+    Ok(if report.ok {
+        Outcome::Applied
+    } else {
+        Outcome::VerifyFailed
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::baseline::NeedSource;
+
+    fn options(hop_limit: u8, tokens: &str, endpoint: &str) -> MetadataOptions {
+        MetadataOptions {
+            hop_limit,
+            http_tokens: tokens.into(),
+            http_endpoint: endpoint.into(),
+            state: "applied".into(),
+        }
+    }
+
+    #[test]
+    fn plan_is_empty_when_everything_matches() {
+        assert!(plan(&options(3, "required", "enabled"), 3).is_empty());
+    }
+
+    #[test]
+    fn plan_names_every_field_that_differs() {
+        let changes = plan(&options(5, "optional", "enabled"), 3);
+        assert_eq!(
+            changes,
+            [
+                Change {
+                    field: "HttpPutResponseHopLimit",
+                    from: "5".into(),
+                    to: "3".into()
+                },
+                Change {
+                    field: "HttpTokens",
+                    from: "optional".into(),
+                    to: "required".into()
+                },
+            ]
+        );
+        let need = Need {
+            topology: "earthly-run".into(),
+            hop_limit: 3,
+            source: NeedSource::Flag,
+        };
+        let text = render_plan("i-0123456789abcdef0", &need, &changes);
+        assert_eq!(
+            text,
+            "instance i-0123456789abcdef0: earthly-run needs hop limit 3 (from --need)\n  \
+             HttpPutResponseHopLimit  5 -> 3\n  \
+             HttpTokens               optional -> required\n\
+             the same with the AWS CLI:\n  aws ec2 modify-instance-metadata-options --instance-id i-0123456789abcdef0 \
+             --http-put-response-hop-limit 3 --http-tokens required --http-endpoint enabled\n"
+        );
+        assert!(render_plan("i-0123456789abcdef0", &need, &[]).contains("no change needed"));
+    }
+}

@@ -1,0 +1,228 @@
+//! What to tell the user when a wrapped command failed for want of credentials: where it ran,
+//! the hop limit it needs and the instance's, the fix, and for Earthly the alternative that
+//! changes nothing on the instance.
+
+use std::fmt::Write as _;
+
+use super::classify::{Client, CredentialFailure};
+use crate::instance::fix_command;
+
+/// What the check before the command learnt; every field may be unknown.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Context {
+    /// Where the build ran, e.g. `earthly-run`.
+    pub topology: String,
+    /// The hop limit that topology needs, and where that came from.
+    pub need: Option<(u8, String)>,
+    /// The instance's hop limit now.
+    pub current: Option<u8>,
+    /// The instance id.
+    pub instance_id: Option<String>,
+    /// Why the check could not run, if it could not.
+    pub check_error: Option<String>,
+    /// Whether the command is an Earthly build.
+    pub earthly: bool,
+}
+
+/// Where a topology's builds run, in words.
+pub fn describe_topology(topology: &str) -> String {
+    match topology {
+        "host" => "on the EC2 host itself (no routing hop)".into(),
+        "docker-run" => "in a `docker run` container on the default bridge (1 routing hop)".into(),
+        "buildkit-run" => "in a `docker build` RUN step (1 routing hop)".into(),
+        "earthly-run" => {
+            "in an Earthly RUN step: earthly-buildkitd's CNI bridge inside a container on docker0 (2 routing hops)".into()
+        }
+        "earthly-with-docker" => {
+            "in a container started inside Earthly WITH DOCKER (3 routing hops)".into()
+        }
+        other => format!("in topology {other}"),
+    }
+}
+
+fn client_note(client: Client) -> &'static str {
+    match client {
+        Client::Cli => {
+            "The AWS CLI falls back to IMDSv1 when the token does not come; it still found nothing, \
+             so the instance requires tokens (HttpTokens=required) and the token response did not reach the build."
+        }
+        Client::RustSdk => {
+            "The AWS SDK for Rust uses IMDSv2 only and never falls back to IMDSv1: when the token \
+             response does not reach the build, it gives up after its 1 s read timeout."
+        }
+        Client::GoSdk => {
+            "The AWS SDK for Go falls back to IMDSv1 when the token does not come; it still found no role, \
+             so the instance requires tokens (HttpTokens=required) and the token response did not reach the build."
+        }
+    }
+}
+
+/// The diagnosis, several lines, each ending with a newline.
+pub fn render(failure: &CredentialFailure, ctx: &Context) -> String {
+    let mut out = String::new();
+    let w = &mut out;
+    let _ = writeln!(
+        w,
+        "imds-shim: the command failed because it got no AWS credentials."
+    );
+    let _ = writeln!(
+        w,
+        "  said by:      {} ({})",
+        failure.client.name(),
+        failure.evidence
+    );
+    let _ = writeln!(w, "  where:        {}", describe_topology(&ctx.topology));
+    match &ctx.need {
+        Some((need, source)) => {
+            let _ = writeln!(w, "  needs:        hop limit {need} (from {source})");
+        }
+        None => {
+            let _ = writeln!(
+                w,
+                "  needs:        unknown (no baseline entry for {})",
+                ctx.topology
+            );
+        }
+    }
+    let instance = ctx.instance_id.as_deref().unwrap_or("<instance-id>");
+    match (ctx.current, &ctx.check_error) {
+        (Some(current), _) => {
+            let _ = writeln!(w, "  instance:     {instance} has hop limit {current}");
+        }
+        (None, Some(error)) => {
+            let _ = writeln!(w, "  instance:     hop limit unknown: {error}");
+        }
+        (None, None) => {
+            let _ = writeln!(w, "  instance:     hop limit unknown (not checked)");
+        }
+    }
+    let _ = writeln!(w);
+    let need = ctx.need.as_ref().map(|(n, _)| *n);
+    match (need, ctx.current) {
+        (Some(need), Some(current)) if current >= need => {
+            let _ = writeln!(
+                w,
+                "Why: not the hop limit, most likely: {current} is enough for {}. Check that the build \
+                 does not turn IMDS off (AWS_EC2_METADATA_DISABLED), that the instance has a role, and \
+                 that the build does not run deeper than {} (try --topology).",
+                ctx.topology, ctx.topology
+            );
+        }
+        _ => {
+            let _ = writeln!(
+                w,
+                "Why: IMDSv2 sends its token response with the instance's hop limit as IP TTL, and every \
+                 routing hop between the host and the build lowers it by one; a build D hops away needs \
+                 hop limit D + 1, and below that the token is dropped on the way."
+            );
+            let _ = writeln!(w, "{}", client_note(failure.client));
+            let _ = writeln!(w);
+            match need {
+                Some(need) => {
+                    let _ = writeln!(
+                        w,
+                        "Fix, on the instance (the smallest value that works; every extra hop exposes the role further):"
+                    );
+                    let _ = writeln!(w, "  {}", fix_command(instance, need));
+                    let how = match &ctx.need {
+                        Some((n, source)) if source == "--need" => format!("--need {n}"),
+                        _ => format!("--topology {}", ctx.topology),
+                    };
+                    let _ = writeln!(w, "  or: imds-shim enforce {how} --apply");
+                }
+                None => {
+                    let _ = writeln!(
+                        w,
+                        "Fix: measure the topology with `imds-harness measure --record`, then `imds-shim enforce --apply`."
+                    );
+                }
+            }
+        }
+    }
+    if ctx.earthly {
+        let _ = writeln!(w);
+        let _ = writeln!(
+            w,
+            "Or, without changing the instance (Earthly): let the Earthly CLI on the host fetch the \
+             credentials and pass them to the step. Start the Earthfile with"
+        );
+        let _ = writeln!(w, "  VERSION --run-with-aws 0.8");
+        let _ = writeln!(w, "and give the step the flag:");
+        let _ = writeln!(w, "  RUN --aws aws sts get-caller-identity");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn earthly_ctx() -> Context {
+        Context {
+            topology: "earthly-run".into(),
+            need: Some((3, "fixtures/hop-limits.toml".into())),
+            current: Some(2),
+            instance_id: Some("i-0123456789abcdef0".into()),
+            check_error: None,
+            earthly: true,
+        }
+    }
+
+    fn failure(client: Client, evidence: &str) -> CredentialFailure {
+        CredentialFailure {
+            client,
+            evidence: evidence.into(),
+        }
+    }
+
+    #[test]
+    fn aws_cli_in_an_earthly_run_step() {
+        let f = failure(
+            Client::Cli,
+            "+probe | Unable to locate credentials. You can configure credentials by running \"aws configure\".",
+        );
+        insta::assert_snapshot!(render(&f, &earthly_ctx()));
+    }
+
+    #[test]
+    fn rust_sdk_in_an_earthly_run_step() {
+        let f = failure(
+            Client::RustSdk,
+            "+probe | Error: failed to load credentials from IMDS",
+        );
+        insta::assert_snapshot!(render(&f, &earthly_ctx()));
+    }
+
+    #[test]
+    fn go_sdk_in_docker_run_with_the_check_failed() {
+        let f = failure(
+            Client::GoSdk,
+            "failed to refresh cached credentials, no EC2 IMDS role found",
+        );
+        let ctx = Context {
+            topology: "docker-run".into(),
+            need: Some((2, "--need".into())),
+            current: None,
+            instance_id: None,
+            check_error: Some("cannot check: IMDS is turned off here (AWS_EC2_METADATA_DISABLED=true); run this on the EC2 host itself".into()),
+            earthly: false,
+        };
+        insta::assert_snapshot!(render(&f, &ctx));
+    }
+
+    #[test]
+    fn enough_hop_limit_points_elsewhere() {
+        let f = failure(Client::Cli, "Unable to locate credentials.");
+        let ctx = Context {
+            current: Some(3),
+            ..earthly_ctx()
+        };
+        let text = render(&f, &ctx);
+        assert!(
+            text.contains("Why: not the hop limit, most likely: 3 is enough for earthly-run."),
+            "{text}"
+        );
+        assert!(!text.contains("modify-instance-metadata-options"), "{text}");
+        assert!(text.contains("RUN --aws"), "{text}");
+    }
+}
