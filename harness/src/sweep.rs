@@ -102,6 +102,10 @@ pub struct Search {
     pub tried: Vec<(u8, bool)>,
 }
 
+/// A result that is not monotone in the hop limit: it works at the first, fails at the
+/// second (which is larger), and every hop limit tried with its result.
+pub type Contradiction = (u8, u8, Vec<(u8, bool)>);
+
 /// The smallest hop limit in 1..=64 at which `works` holds, assuming it then holds at
 /// every larger one. A `seed` (the expected answer) is checked first: if `seed - 1`
 /// fails and `seed` works, two probes suffice. The answer is always confirmed at its
@@ -110,7 +114,7 @@ pub fn search<E>(
     strategy: Strategy,
     seed: Option<u8>,
     mut works: impl FnMut(u8) -> Result<bool, E>,
-) -> Result<Result<Search, (u8, u8, Vec<(u8, bool)>)>, E> {
+) -> Result<Result<Search, Contradiction>, E> {
     let (min, max) = (HopLimit::MIN.get(), HopLimit::MAX.get());
     let mut tried: Vec<(u8, bool)> = Vec::new();
     let mut known: BTreeMap<u8, bool> = BTreeMap::new();
