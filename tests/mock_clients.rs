@@ -12,7 +12,7 @@ use aws_credential_types::Credentials;
 use aws_sdk_ec2::types::{HttpTokensState, InstanceMetadataEndpointState};
 use aws_smithy_http_client::Builder as HttpClientBuilder;
 use http::StatusCode;
-use imds_e2e::aws_env::{isolated, with_env, AWS_CLI};
+use imds_e2e::aws_env::{isolated, AWS_CLI};
 use imds_e2e::raw_http::{send, RawResponse};
 use imds_e2e::require::{require, Need};
 use imds_harness::mock::{
@@ -603,7 +603,8 @@ fn cli(mock: &MockAws, home: &std::path::Path, args: &[&str]) -> std::process::O
         .stdout_capture()
         .stderr_capture()
         .unchecked();
-    with_env(expr, &isolated(home, &mock.endpoints().imds))
+    isolated(home, &mock.endpoints().imds)
+        .apply(expr)
         .run()
         .expect("the AWS CLI runs")
 }

@@ -4,8 +4,9 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use imds_e2e::aws_env::{isolated, with_env, AWS_CLI};
+use imds_e2e::aws_env::{isolated, AWS_CLI};
 use imds_e2e::bins;
+use imds_e2e::raw_http::send;
 use imds_e2e::require::{require, Need};
 
 #[test]
@@ -38,21 +39,20 @@ fn mock_prints_its_endpoints_serves_the_cli_and_stops_on_sigterm_without_leaking
 
     let home = tempfile::tempdir().unwrap();
     let imds = endpoints["imds"].as_str().unwrap();
-    let out = with_env(
-        duct::cmd!(
+    let env = isolated(home.path(), imds);
+    let out = env
+        .apply(duct::cmd!(
             AWS_CLI,
             "sts",
             "get-caller-identity",
             "--endpoint-url",
             endpoints["sts"].as_str().unwrap()
-        ),
-        &isolated(home.path(), imds),
-    )
-    .stdout_capture()
-    .stderr_capture()
-    .unchecked()
-    .run()
-    .unwrap();
+        ))
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -62,12 +62,24 @@ fn mock_prints_its_endpoints_serves_the_cli_and_stops_on_sigterm_without_leaking
     assert_eq!(identity["Account"], "210987654321");
 
     // The secret the CLI just used, fetched the same way.
-    let creds = with_env(
-        duct::cmd!("python3", "-c", "import json,urllib.request as u,os;e=os.environ['AWS_EC2_METADATA_SERVICE_ENDPOINT'];t=u.urlopen(u.Request(e+'latest/api/token',method='PUT',headers={'X-aws-ec2-metadata-token-ttl-seconds':'60'})).read().decode();print(u.urlopen(u.Request(e+'latest/meta-data/iam/security-credentials/ci-role',headers={'X-aws-ec2-metadata-token':t})).read().decode())"),
-        &isolated(home.path(), imds),
-    )
-    .read()
-    .unwrap();
+    let creds = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let token = send(
+            "PUT",
+            &format!("{imds}latest/api/token"),
+            &[("x-aws-ec2-metadata-token-ttl-seconds", "60")],
+            "",
+        )
+        .await
+        .body;
+        send(
+            "GET",
+            &format!("{imds}latest/meta-data/iam/security-credentials/ci-role"),
+            &[("x-aws-ec2-metadata-token", &token)],
+            "",
+        )
+        .await
+        .body
+    });
     let creds: serde_json::Value = serde_json::from_str(&creds).unwrap();
 
     nix_kill(child.id(), "TERM");
