@@ -1,5 +1,6 @@
 //! `imds-harness measure` and `cleanup` as a user and a CI gate run them.
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -62,61 +63,25 @@ fn a_baseline_that_records_less_than_needed_fails_the_gate_and_names_the_topolog
 
     // Recording, then comparing with the recording, passes.
     let recorded = dir.path().join("recorded.toml");
-    let record = Command::new(bins::harness())
-        .args([
-            "measure",
-            "--topology",
-            "earthly-run",
-            "--clients",
-            "ttl",
-            "--http-tokens",
-            "required",
-            "--record",
-        ])
-        .arg(&recorded)
-        .output()
-        .unwrap();
-    assert_eq!(record.status.code(), Some(0));
+    let earthly_ttl = |flag: &str, file: &Path| {
+        Command::new(bins::harness())
+            .args(["measure", "--topology", "earthly-run", "--clients", "ttl"])
+            .args(["--http-tokens", "required", flag])
+            .arg(file)
+            .output()
+            .unwrap()
+    };
+    assert_eq!(earthly_ttl("--record", &recorded).status.code(), Some(0));
     assert!(std::fs::read_to_string(&recorded)
         .unwrap()
         .contains("earthly-run = 3"));
-    let again = Command::new(bins::harness())
-        .args([
-            "measure",
-            "--topology",
-            "earthly-run",
-            "--clients",
-            "ttl",
-            "--http-tokens",
-            "required",
-            "--baseline",
-        ])
-        .arg(&recorded)
-        .output()
-        .unwrap();
-    assert_eq!(
-        again.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
-    );
+    let again = earthly_ttl("--baseline", &recorded);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(again.status.code(), Some(0), "{stderr}");
 
     // Needing fewer hops than recorded is reported and passes.
     std::fs::write(&baseline, "[hop-limits]\nearthly-run = 5\n").unwrap();
-    let fewer = Command::new(bins::harness())
-        .args([
-            "measure",
-            "--topology",
-            "earthly-run",
-            "--clients",
-            "ttl",
-            "--http-tokens",
-            "required",
-            "--baseline",
-        ])
-        .arg(&baseline)
-        .output()
-        .unwrap();
+    let fewer = earthly_ttl("--baseline", &baseline);
     assert_eq!(fewer.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&fewer.stdout).contains("less than the 5"));
 }

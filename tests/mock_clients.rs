@@ -598,15 +598,23 @@ async fn the_token_endpoint_serves_ipv6() {
 
 // ---------------------------------------------------------------- the AWS CLI
 
+/// Runs the AWS CLI against `mock` (from a blocking section of the test's runtime,
+/// which keeps serving the mock meanwhile).
 fn cli(mock: &MockAws, home: &std::path::Path, args: &[&str]) -> std::process::Output {
     let expr = duct::cmd(AWS_CLI, args)
         .stdout_capture()
         .stderr_capture()
         .unchecked();
-    isolated(home, &mock.endpoints().imds)
-        .apply(expr)
-        .run()
-        .expect("the AWS CLI runs")
+    let env = isolated(home, &mock.endpoints().imds);
+    tokio::task::block_in_place(|| env.apply(expr).run().expect("the AWS CLI runs"))
+}
+
+/// The CLI's JSON output; the call must succeed.
+fn cli_ok(mock: &MockAws, home: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let out = cli(mock, home, args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "aws {args:?}: {stderr}");
+    serde_json::from_slice(&out.stdout).expect("the CLI prints JSON")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -619,95 +627,64 @@ async fn aws_cli_gets_an_identity_and_changes_metadata_options() {
     }
     let mock = start(MockConfig::default());
     let home = tempfile::tempdir().unwrap();
-    let sts_url = mock.endpoints().sts.clone();
-    let ec2_url = mock.endpoints().ec2.clone();
-
-    let out = tokio::task::block_in_place(|| {
+    let (sts_url, ec2_url) = (&mock.endpoints().sts, &mock.endpoints().ec2);
+    let modify = |hop_limit: &str| {
         cli(
             &mock,
             home.path(),
-            &["sts", "get-caller-identity", "--endpoint-url", &sts_url],
+            &[
+                "ec2",
+                "modify-instance-metadata-options",
+                "--endpoint-url",
+                ec2_url,
+                "--instance-id",
+                INSTANCE_ID,
+                "--http-put-response-hop-limit",
+                hop_limit,
+                "--http-endpoint",
+                "enabled",
+            ],
         )
-    });
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    };
+
+    let identity = cli_ok(
+        &mock,
+        home.path(),
+        &["sts", "get-caller-identity", "--endpoint-url", sts_url],
     );
-    let identity: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         identity["Arn"],
         "arn:aws:sts::123456789012:assumed-role/imds-harness-build-role/i-0123456789abcdef0"
     );
     assert_eq!(mock.events().identity_v2, 1, "the CLI went through IMDSv2");
 
-    let out = tokio::task::block_in_place(|| {
-        cli(
-            &mock,
-            home.path(),
-            &[
-                "ec2",
-                "modify-instance-metadata-options",
-                "--endpoint-url",
-                &ec2_url,
-                "--instance-id",
-                INSTANCE_ID,
-                "--http-put-response-hop-limit",
-                "3",
-                "--http-endpoint",
-                "enabled",
-            ],
-        )
-    });
+    let modified = modify("3");
     assert!(
-        out.status.success(),
+        modified.status.success(),
         "{}",
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&modified.stderr)
     );
     assert_eq!(mock.options().hop_limit.get(), 3);
 
-    let out = tokio::task::block_in_place(|| {
-        cli(
-            &mock,
-            home.path(),
-            &[
-                "ec2",
-                "describe-instances",
-                "--endpoint-url",
-                &ec2_url,
-                "--instance-ids",
-                INSTANCE_ID,
-            ],
-        )
-    });
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let described = cli_ok(
+        &mock,
+        home.path(),
+        &[
+            "ec2",
+            "describe-instances",
+            "--endpoint-url",
+            ec2_url,
+            "--instance-ids",
+            INSTANCE_ID,
+        ],
     );
-    let described: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let options = &described["Reservations"][0]["Instances"][0]["MetadataOptions"];
     assert_eq!(options["HttpPutResponseHopLimit"], 3);
     assert_eq!(options["State"], "applied");
 
-    let out = tokio::task::block_in_place(|| {
-        cli(
-            &mock,
-            home.path(),
-            &[
-                "ec2",
-                "modify-instance-metadata-options",
-                "--endpoint-url",
-                &ec2_url,
-                "--instance-id",
-                INSTANCE_ID,
-                "--http-put-response-hop-limit",
-                "65",
-            ],
-        )
-    });
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("(InvalidParameterValue)"));
+    let refused = modify("65");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("(InvalidParameterValue)"));
     assert_eq!(mock.options().hop_limit.get(), 3);
 }
 
@@ -725,14 +702,16 @@ async fn aws_cli_without_imds_reports_unable_to_locate_credentials() {
         ..Default::default()
     });
     let home = tempfile::tempdir().unwrap();
-    let sts_url = mock.endpoints().sts.clone();
-    let out = tokio::task::block_in_place(|| {
-        cli(
-            &mock,
-            home.path(),
-            &["sts", "get-caller-identity", "--endpoint-url", &sts_url],
-        )
-    });
+    let out = cli(
+        &mock,
+        home.path(),
+        &[
+            "sts",
+            "get-caller-identity",
+            "--endpoint-url",
+            &mock.endpoints().sts,
+        ],
+    );
     // AWS CLI v2 (Debian's 2.9.19) exits 253 for "no credentials"; v1 exited 255.
     assert_eq!(out.status.code(), Some(253));
     assert!(String::from_utf8_lossy(&out.stderr).contains("Unable to locate credentials"));
