@@ -98,7 +98,10 @@ fn bad_arguments_and_bad_baselines_exit_2_with_a_message() {
             "earthly-run",
         ),
         (vec!["--clients".into(), "curl".into()], "sdk, cli and ttl"),
-        (vec!["--backend".into(), "vm".into()], "netns"),
+        (
+            vec!["--backend".into(), "vm".into()],
+            "netns, docker, earthly",
+        ),
         (
             vec!["--baseline".into(), broken.display().to_string()],
             "outside 1..=64",
@@ -118,6 +121,23 @@ fn bad_arguments_and_bad_baselines_exit_2_with_a_message() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(expect), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn the_earthly_backend_says_clearly_when_earthly_is_absent() {
+    let out = Command::new(bins::harness())
+        .args(["measure", "--backend", "earthly"])
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if std::path::Path::new("/usr/bin/earthly").exists() {
+        eprintln!("\n!!!!! SKIPPED the_earthly_backend_says_clearly_when_earthly_is_absent: earthly is installed !!!!!\n");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("earthly is not on PATH"), "{stderr}");
+    assert!(stderr.contains("--backend netns"), "{stderr}");
 }
 
 #[test]

@@ -4,12 +4,15 @@
 //!   `iptables` (needs root). Fast; the default.
 //! - Docker: real containers (`docker run`, BuildKit, docker-in-docker). Only the name
 //!   exists so far.
+//! - [`earthly`]: the real Earthly, running the top-level Earthfile's probe targets on
+//!   the machine it runs on (an EC2 build host), where `earthly` is installed.
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+pub mod earthly;
 pub mod netns;
 
 /// A way of realising topologies, as chosen on the command line (`--backend`).
@@ -21,17 +24,20 @@ pub enum Backend {
     Netns,
     /// Docker containers (not implemented yet).
     Docker,
+    /// The real Earthly on this machine ([`earthly`]).
+    Earthly,
 }
 
 impl Backend {
     /// All backends, in the order they are listed.
-    pub const ALL: [Backend; 2] = [Backend::Netns, Backend::Docker];
+    pub const ALL: [Backend; 3] = [Backend::Netns, Backend::Docker, Backend::Earthly];
 
     /// The name used on the command line.
     pub fn name(&self) -> &'static str {
         match self {
             Backend::Netns => "netns",
             Backend::Docker => "docker",
+            Backend::Earthly => "earthly",
         }
     }
 }
@@ -44,7 +50,7 @@ impl fmt::Display for Backend {
 
 /// A backend name that is not valid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown backend `{0}`; valid backends: netns, docker")]
+#[error("unknown backend `{0}`; valid backends: netns, docker, earthly")]
 pub struct BackendError(pub String);
 
 impl FromStr for Backend {
@@ -75,7 +81,7 @@ mod tests {
         let err = "podman".parse::<Backend>().unwrap_err();
         assert_eq!(
             err.to_string(),
-            "unknown backend `podman`; valid backends: netns, docker"
+            "unknown backend `podman`; valid backends: netns, docker, earthly"
         );
     }
 }

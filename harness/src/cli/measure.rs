@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use imds_harness::backend::{netns, Backend};
+use imds_harness::backend::{earthly, netns, Backend};
 use imds_harness::baseline::{self, Baseline};
 use imds_harness::mock::HttpTokens;
 use imds_harness::probe::Client;
@@ -74,6 +74,9 @@ fn parse_strategy(s: &str) -> Result<Strategy, String> {
 }
 
 pub fn run(args: MeasureArgs) -> anyhow::Result<u8> {
+    if args.backend == Backend::Earthly {
+        return run_earthly();
+    }
     if args.backend != Backend::Netns {
         eprintln!(
             "imds-harness measure: the {} backend is not available in this version; use --backend netns",
@@ -192,6 +195,40 @@ pub fn run(args: MeasureArgs) -> anyhow::Result<u8> {
         }
     }
     Ok(exit::OK)
+}
+
+/// The earthly backend: the Earthfile's probe targets with the real Earthly, on this
+/// machine's own instance. It measures nothing by search; it says what a RUN step gets.
+fn run_earthly() -> anyhow::Result<u8> {
+    let earthly = match earthly::locate() {
+        Ok(path) => path,
+        Err(err) => {
+            eprintln!("imds-harness measure: {err}");
+            return Ok(exit::USAGE);
+        }
+    };
+    let dir = std::env::current_dir()?;
+    let mut failed = false;
+    for target in earthly::TARGETS {
+        match earthly::run_target(&earthly, &dir, target) {
+            Ok(status) => {
+                println!(
+                    "earthly {target}: {}",
+                    if status.success() {
+                        "credentials reached the RUN step"
+                    } else {
+                        "FAILED"
+                    }
+                );
+                failed |= !status.success();
+            }
+            Err(err) => {
+                eprintln!("imds-harness measure: {err}");
+                return Ok(exit::USAGE);
+            }
+        }
+    }
+    Ok(if failed { exit::FAILURE } else { exit::OK })
 }
 
 /// Ctrl-C or SIGTERM: remove this run's namespaces before exiting.

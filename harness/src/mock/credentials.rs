@@ -9,6 +9,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use serde::Serialize;
 use time::macros::format_description;
 use time::OffsetDateTime;
@@ -32,6 +33,8 @@ pub struct SessionCredentials {
     pub last_updated: SystemTime,
     pub expiration: SystemTime,
     pub issued_to: ImdsVersion,
+    /// Rendered once: IMDS serves it on every credentials GET.
+    imds_json: Bytes,
 }
 
 impl fmt::Debug for SessionCredentials {
@@ -66,13 +69,29 @@ const BASE64ISH: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0
 
 impl SessionCredentials {
     fn issue(issued_to: ImdsVersion, now: SystemTime, lifetime: Duration) -> Self {
+        let access_key_id = format!("ASIA{}", random_from(UPPER_ALNUM, 16));
+        let secret_access_key = random_from(BASE64ISH, 40);
+        let session_token = format!("IQoJb3JpZ2luX2VjE{}", random_from(BASE64ISH, 300));
+        let expiration = now + lifetime;
+        let imds_json = serde_json::json!({
+            "Code": "Success",
+            "LastUpdated": iso8601(now),
+            "Type": "AWS-HMAC",
+            "AccessKeyId": access_key_id,
+            "SecretAccessKey": secret_access_key,
+            "Token": session_token,
+            "Expiration": iso8601(expiration),
+        })
+        .to_string()
+        .into();
         SessionCredentials {
-            access_key_id: format!("ASIA{}", random_from(UPPER_ALNUM, 16)),
-            secret_access_key: random_from(BASE64ISH, 40),
-            session_token: format!("IQoJb3JpZ2luX2VjE{}", random_from(BASE64ISH, 300)),
+            access_key_id,
+            secret_access_key,
+            session_token,
             last_updated: now,
-            expiration: now + lifetime,
+            expiration,
             issued_to,
+            imds_json,
         }
     }
 
@@ -81,17 +100,8 @@ impl SessionCredentials {
     }
 
     /// The JSON document of `/latest/meta-data/iam/security-credentials/<role>`.
-    pub fn to_imds_json(&self) -> String {
-        serde_json::json!({
-            "Code": "Success",
-            "LastUpdated": iso8601(self.last_updated),
-            "Type": "AWS-HMAC",
-            "AccessKeyId": self.access_key_id,
-            "SecretAccessKey": self.secret_access_key,
-            "Token": self.session_token,
-            "Expiration": iso8601(self.expiration),
-        })
-        .to_string()
+    pub fn imds_json(&self) -> Bytes {
+        self.imds_json.clone()
     }
 }
 
@@ -207,7 +217,7 @@ mod tests {
     fn imds_json_has_the_documented_fields() {
         let store = CredentialStore::new(Duration::from_secs(10));
         let creds = store.current(ImdsVersion::V2, SystemTime::now());
-        let doc: serde_json::Value = serde_json::from_str(&creds.to_imds_json()).unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&creds.imds_json()).unwrap();
         let mut keys: Vec<_> = doc.as_object().unwrap().keys().cloned().collect();
         keys.sort();
         assert_eq!(

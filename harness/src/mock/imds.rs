@@ -34,7 +34,7 @@ const SERVER_NAME: &str = "EC2ws";
 enum Answer {
     Token { token: String, ttl_seconds: u64 },
     Text(String),
-    Json(String),
+    Json(Bytes),
     Refused(StatusCode),
 }
 
@@ -132,20 +132,23 @@ impl Imds {
                         "InstanceProfileArn": id.instance_profile_arn(),
                         "InstanceProfileId": id.instance_profile_id,
                     }))
-                    .expect("JSON serialises"),
+                    .expect("JSON serialises")
+                    .into(),
                 )
             }
             "meta-data/iam/security-credentials" => text(&id.role),
             "dynamic" => text("instance-identity/"),
             "dynamic/instance-identity" => text("document"),
             "dynamic/instance-identity/document" => Answer::Json(
-                serde_json::to_string_pretty(&id.identity_document()).expect("JSON serialises"),
+                serde_json::to_string_pretty(&id.identity_document())
+                    .expect("JSON serialises")
+                    .into(),
             ),
             other => match other.strip_prefix("meta-data/iam/security-credentials/") {
                 Some(role) if role == id.role => {
                     let creds = self.state.credentials.current(caller, SystemTime::now());
                     self.state.events.credentials_served(caller);
-                    Answer::Json(creds.to_imds_json())
+                    Answer::Json(creds.imds_json())
                 }
                 _ => Answer::Refused(StatusCode::NOT_FOUND),
             },
@@ -200,19 +203,18 @@ fn token_ttl(headers: &HeaderMap) -> Option<u64> {
 
 fn respond(answer: Answer, head: bool) -> Response<Bytes> {
     let (status, content_type, body, ttl) = match answer {
-        Answer::Token { token, ttl_seconds } => {
-            (StatusCode::OK, "text/plain", token, Some(ttl_seconds))
-        }
-        Answer::Text(body) => (StatusCode::OK, "text/plain", body, None),
+        Answer::Token { token, ttl_seconds } => (
+            StatusCode::OK,
+            "text/plain",
+            token.into(),
+            Some(ttl_seconds),
+        ),
+        Answer::Text(body) => (StatusCode::OK, "text/plain", body.into(), None),
         Answer::Json(body) => (StatusCode::OK, "text/plain", body, None),
-        Answer::Refused(status) => (status, "text/html", error_page(status), None),
+        Answer::Refused(status) => (status, "text/html", error_page(status).into(), None),
     };
     let length = body.len();
-    let mut response = Response::new(if head {
-        Bytes::new()
-    } else {
-        Bytes::from(body)
-    });
+    let mut response = Response::new(if head { Bytes::new() } else { body });
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(header::SERVER, HeaderValue::from_static(SERVER_NAME));

@@ -30,7 +30,6 @@ pub const MAX_BODY: usize = 1 << 20;
 /// The accepted connection a request came in on.
 pub struct Connection {
     pub peer: SocketAddr,
-    pub local: SocketAddr,
     fd: RawFd,
 }
 
@@ -42,7 +41,8 @@ impl Connection {
         // descriptor is open for the whole borrow.
         let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
         let socket = SockRef::from(&fd);
-        match self.local {
+        // Both ends of a connection share its family: a v4-mapped peer means IPv4.
+        match self.peer {
             SocketAddr::V6(v6) if v6.ip().to_ipv4_mapped().is_none() => {
                 socket.set_unicast_hops_v6(hops.into())
             }
@@ -79,7 +79,7 @@ pub fn spawn(
     stats: Arc<ServerStats>,
     mut shutdown: watch::Receiver<bool>,
 ) -> io::Result<JoinHandle<()>> {
-    listener.set_nonblocking(true)?;
+    configure(&listener, keep_alive)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
     Ok(tokio::spawn(async move {
         loop {
@@ -108,20 +108,29 @@ pub fn spawn(
     }))
 }
 
+/// Sets the options of every connection once, on the listener: Linux copies them into
+/// each socket it accepts.
+fn configure(listener: &std::net::TcpListener, keep_alive: bool) -> io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let socket = SockRef::from(listener);
+    socket.set_tcp_nodelay(true)?;
+    socket.set_tcp_user_timeout(Some(UNACKED_DATA_TIMEOUT))?;
+    if !keep_alive {
+        // Holds a response until hyper shuts the connection down, which then sends it
+        // and the FIN in one segment instead of two.
+        socket.set_tcp_cork(true)?;
+    }
+    Ok(())
+}
+
 async fn serve_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     handler: Arc<dyn Handler>,
     keep_alive: bool,
 ) {
-    let _ = stream.set_nodelay(true);
-    let _ = SockRef::from(&stream).set_tcp_user_timeout(Some(UNACKED_DATA_TIMEOUT));
-    let Ok(local) = stream.local_addr() else {
-        return;
-    };
     let connection = Arc::new(Connection {
         peer,
-        local,
         fd: stream.as_raw_fd(),
     });
     let service = service_fn(move |request: Request<hyper::body::Incoming>| {
