@@ -79,7 +79,7 @@ pub fn spawn(
     stats: Arc<ServerStats>,
     mut shutdown: watch::Receiver<bool>,
 ) -> io::Result<JoinHandle<()>> {
-    configure(&listener, keep_alive)?;
+    configure(&listener)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
     Ok(tokio::spawn(async move {
         loop {
@@ -110,17 +110,11 @@ pub fn spawn(
 
 /// Sets the options of every connection once, on the listener: Linux copies them into
 /// each socket it accepts.
-fn configure(listener: &std::net::TcpListener, keep_alive: bool) -> io::Result<()> {
+fn configure(listener: &std::net::TcpListener) -> io::Result<()> {
     listener.set_nonblocking(true)?;
     let socket = SockRef::from(listener);
     socket.set_tcp_nodelay(true)?;
-    socket.set_tcp_user_timeout(Some(UNACKED_DATA_TIMEOUT))?;
-    if !keep_alive {
-        // Holds a response until hyper shuts the connection down, which then sends it
-        // and the FIN in one segment instead of two.
-        socket.set_tcp_cork(true)?;
-    }
-    Ok(())
+    socket.set_tcp_user_timeout(Some(UNACKED_DATA_TIMEOUT))
 }
 
 async fn serve_connection(
