@@ -5,8 +5,8 @@
 //! changes at run time between probes. Topologies run in parallel, each in namespaces
 //! of its own. A client working at hop limit H works at every larger one, so the search
 //! is a binary search over 1..=64, seeded where possible by a measurement already made
-//! (the TTL probe, or another client), and its answer H is confirmed at its neighbours:
-//! H works and H-1 fails.
+//! (the TTL probe, or another client). Its answer H always stands on two probes of
+//! its neighbours: H worked and H-1 failed (with a right seed, those two are all).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -80,17 +80,6 @@ pub enum SweepError {
         client: Client,
         source: ProbeError,
     },
-    #[error(
-        "topology {topology}, client {client}: not monotone: works at hop limit {works} but not \
-         at {fails} (tried {tried:?})"
-    )]
-    NotMonotone {
-        topology: String,
-        client: Client,
-        works: u8,
-        fails: u8,
-        tried: Vec<(u8, bool)>,
-    },
     #[error("a temporary folder for the clients' HOME: {0}")]
     Home(std::io::Error),
 }
@@ -102,19 +91,15 @@ pub struct Search {
     pub tried: Vec<(u8, bool)>,
 }
 
-/// A result that is not monotone in the hop limit: it works at the first, fails at the
-/// second (which is larger), and every hop limit tried with its result.
-pub type Contradiction = (u8, u8, Vec<(u8, bool)>);
-
 /// The smallest hop limit in 1..=64 at which `works` holds, assuming it then holds at
 /// every larger one. A `seed` (the expected answer) is checked first: if `seed - 1`
-/// fails and `seed` works, two probes suffice. The answer is always confirmed at its
-/// neighbours; a contradiction is an error (`Err((works, fails))`).
+/// fails and `seed` works, two probes suffice. Whatever the path, the answer H was
+/// probed and worked, and H-1 (if any) was probed and failed.
 pub fn search<E>(
     strategy: Strategy,
     seed: Option<u8>,
     mut works: impl FnMut(u8) -> Result<bool, E>,
-) -> Result<Result<Search, Contradiction>, E> {
+) -> Result<Search, E> {
     let (min, max) = (HopLimit::MIN.get(), HopLimit::MAX.get());
     let mut tried: Vec<(u8, bool)> = Vec::new();
     let mut known: BTreeMap<u8, bool> = BTreeMap::new();
@@ -171,17 +156,7 @@ pub fn search<E>(
         }
     };
 
-    if let Some(h) = minimal {
-        if !probe(h, &mut tried)? {
-            return Ok(Err((h, h, tried)));
-        }
-        if h > min && probe(h - 1, &mut tried)? {
-            return Ok(Err((h - 1, h, tried)));
-        }
-    } else if probe(max, &mut tried)? {
-        return Ok(Err((max, max, tried)));
-    }
-    Ok(Ok(Search { minimal, tried }))
+    Ok(Search { minimal, tried })
 }
 
 /// Where the clients' programs are.
@@ -307,7 +282,7 @@ fn measure_topology(
                     tried,
                 }
             } else {
-                let outcome = search(
+                search(
                     plan.strategy,
                     seed.filter(|_| plan.strategy == Strategy::Bisect),
                     |h| {
@@ -329,14 +304,7 @@ fn measure_topology(
                         Ok(outcome.ok)
                     },
                 )
-                .map_err(|e| probe_error(client, e))?;
-                outcome.map_err(|(works, fails, tried)| SweepError::NotMonotone {
-                    topology: topology.name.clone(),
-                    client,
-                    works,
-                    fails,
-                    tried,
-                })?
+                .map_err(|e| probe_error(client, e))?
             };
             if seed.is_none() {
                 seed = searched.minimal;
@@ -417,7 +385,7 @@ mod tests {
     #[test]
     fn bisect_finds_every_threshold_and_confirms_its_neighbours() {
         for n in 1..=64 {
-            let s = search(Strategy::Bisect, None, needs(n)).unwrap().unwrap();
+            let s = search(Strategy::Bisect, None, needs(n)).unwrap();
             assert_eq!(s.minimal, Some(n));
             assert!(s.tried.contains(&(n, true)));
             if n > 1 {
@@ -429,40 +397,23 @@ mod tests {
 
     #[test]
     fn a_right_seed_takes_two_probes_and_a_wrong_one_still_finds_the_answer() {
-        let s = search(Strategy::Bisect, Some(3), needs(3))
-            .unwrap()
-            .unwrap();
+        let s = search(Strategy::Bisect, Some(3), needs(3)).unwrap();
         assert_eq!((s.minimal, s.tried.len()), (Some(3), 2));
         for seed in [1, 2, 5, 64] {
-            let s = search(Strategy::Bisect, Some(seed), needs(3))
-                .unwrap()
-                .unwrap();
+            let s = search(Strategy::Bisect, Some(seed), needs(3)).unwrap();
             assert_eq!(s.minimal, Some(3), "seed {seed}");
         }
-        let always = search(Strategy::Bisect, Some(4), needs(1))
-            .unwrap()
-            .unwrap();
+        let always = search(Strategy::Bisect, Some(4), needs(1)).unwrap();
         assert_eq!(always.minimal, Some(1));
     }
 
     #[test]
     fn never_working_is_none_and_linear_agrees() {
-        let never = search(Strategy::Bisect, Some(3), |_| Ok::<_, ()>(false))
-            .unwrap()
-            .unwrap();
+        let never = search(Strategy::Bisect, Some(3), |_| Ok::<_, ()>(false)).unwrap();
         assert_eq!(never.minimal, None);
         for n in [1, 2, 7] {
-            let s = search(Strategy::Linear, None, needs(n)).unwrap().unwrap();
+            let s = search(Strategy::Linear, None, needs(n)).unwrap();
             assert_eq!((s.minimal, s.tried.len()), (Some(n), n as usize));
         }
-    }
-
-    #[test]
-    fn a_contradiction_is_reported() {
-        // Works only at exactly 3: not monotone.
-        let odd = search(Strategy::Bisect, Some(3), |h| Ok::<_, ()>(h == 3)).unwrap();
-        assert!(odd.is_ok(), "seeded: 2 fails, 3 works, looks consistent");
-        let odd = search(Strategy::Bisect, None, |h| Ok::<_, ()>(h == 64 || h == 1)).unwrap();
-        assert!(odd.is_err());
     }
 }
