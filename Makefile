@@ -23,7 +23,7 @@ build: deps
 test: build
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	cargo test --workspace
+	cargo test --workspace --lib --bins --tests
 	tests/check-leftovers
 
 measure: build
