@@ -113,7 +113,14 @@ struct NeedArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=64))]
     need: Option<u8>,
 
-    /// IMDS connect and read timeout in milliseconds
+    #[command(flatten)]
+    timeout: ImdsTimeout,
+}
+
+/// `--timeout-ms`, shared by every subcommand that talks to IMDS.
+#[derive(Debug, Args)]
+struct ImdsTimeout {
+    /// IMDS connect and read timeout in milliseconds (the AWS SDK's default is 1000); also bounds each TTL attempt
     #[arg(
         long,
         value_name = "MS",
@@ -121,6 +128,12 @@ struct NeedArgs {
         value_parser = clap::value_parser!(u64).range(1..=600_000)
     )]
     timeout_ms: u64,
+}
+
+impl ImdsTimeout {
+    fn get(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
 }
 
 impl NeedArgs {
@@ -133,7 +146,7 @@ impl NeedArgs {
     }
 
     fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms)
+        self.timeout.get()
     }
 }
 
@@ -177,14 +190,8 @@ struct ProbeArgs {
     #[arg(long)]
     json: bool,
 
-    /// IMDS connect and read timeout in milliseconds (the AWS SDK's default is 1000); also bounds each TTL attempt
-    #[arg(
-        long,
-        value_name = "MS",
-        default_value_t = 1000,
-        value_parser = clap::value_parser!(u64).range(1..=600_000)
-    )]
-    timeout_ms: u64,
+    #[command(flatten)]
+    timeout: ImdsTimeout,
 
     /// Largest IP TTL (hop limit) to try when measuring the hop limit this place needs
     #[arg(
@@ -339,7 +346,7 @@ fn probe_command(args: &ProbeArgs) -> anyhow::Result<ExitCode> {
     let place = Place::from_env(|name| std::env::var(name).ok())?;
     let opts = ProbeOptions {
         steps: args.only.into(),
-        timeout: Duration::from_millis(args.timeout_ms),
+        timeout: args.timeout.get(),
         ttl_max: args.ttl_max,
     };
     let report = runtime()?.block_on(probe::run(&opts, &place));
@@ -372,7 +379,7 @@ mod tests {
             panic!("not probe")
         };
         assert!(!args.json);
-        assert_eq!(args.timeout_ms, 1000);
+        assert_eq!(args.timeout.timeout_ms, 1000);
         assert_eq!(args.ttl_max, 64);
         assert_eq!(args.only, Only::All);
     }
@@ -395,7 +402,7 @@ mod tests {
             panic!("not probe")
         };
         assert!(args.json);
-        assert_eq!(args.timeout_ms, 250);
+        assert_eq!(args.timeout.timeout_ms, 250);
         assert_eq!(args.ttl_max, 8);
         assert_eq!(Steps::from(args.only), Steps::Sdk);
     }

@@ -12,6 +12,8 @@ pub enum Need {
     NetTools,
     /// Debian's AWS CLI at [`crate::aws_env::AWS_CLI`].
     AwsCli,
+    /// A Docker Engine that answers `docker info`.
+    Docker,
 }
 
 impl Need {
@@ -28,7 +30,25 @@ impl Need {
                     crate::aws_env::AWS_CLI
                 )
             }),
+            Need::Docker => docker_missing(),
         }
+    }
+}
+
+fn docker_missing() -> Option<String> {
+    let out = std::process::Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .stdin(std::process::Stdio::null())
+        .output();
+    match out {
+        Err(err) => Some(format!(
+            "the docker CLI cannot run ({err}): apt-get install docker.io"
+        )),
+        Ok(out) if !out.status.success() => Some(format!(
+            "the Docker Engine is not reachable (`docker info`: {}): start the Docker Engine",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Ok(_) => None,
     }
 }
 

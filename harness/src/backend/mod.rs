@@ -2,8 +2,8 @@
 //!
 //! - [`netns`]: Linux network namespaces, bridges and veths, built with `ip` and
 //!   `iptables` (needs root). Fast; the default.
-//! - Docker: real containers (`docker run`, BuildKit, docker-in-docker). Only the name
-//!   exists so far.
+//! - [`docker`]: real containers (`docker run`, BuildKit, docker-in-docker). So far only
+//!   its images (`imds-harness images`).
 //! - [`earthly`]: the real Earthly, running the top-level Earthfile's probe targets on
 //!   the machine it runs on (an EC2 build host), where `earthly` is installed.
 
@@ -12,6 +12,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+pub mod docker;
 pub mod earthly;
 pub mod netns;
 

@@ -1,6 +1,7 @@
 //! The `imds-harness` subcommands.
 
 mod cleanup;
+mod images;
 mod measure;
 mod mock;
 
@@ -24,6 +25,8 @@ enum Command {
     Mock(mock::MockArgs),
     /// Remove the network namespaces that killed runs left behind.
     Cleanup(cleanup::CleanupArgs),
+    /// Build the docker backend's images from Debian packages (cached; nothing is pulled).
+    Images(images::ImagesArgs),
 }
 
 /// Exit codes shared by the subcommands.
@@ -41,6 +44,7 @@ pub fn main() -> ExitCode {
         Command::Measure(args) => measure::run(args),
         Command::Mock(args) => mock::run(args),
         Command::Cleanup(args) => cleanup::run(args),
+        Command::Images(args) => images::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
