@@ -18,10 +18,10 @@ pub struct ImagesArgs {
 }
 
 pub fn run(args: ImagesArgs) -> anyhow::Result<u8> {
+    let started = Instant::now();
     let shim = shim::locate()?;
     let plan = images::plan(&shim)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the Tokio runtime")?;
-    let started = Instant::now();
     let outcomes = runtime.block_on(async {
         let docker = docker::connect().await?;
         let workdir = images::Workdir::new()?;

@@ -253,7 +253,7 @@ pub struct Outcome {
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     #[error(
-        "the Docker Engine is not reachable ({source}): start the Docker Engine \
+        "the Docker Engine is not reachable: start the Docker Engine \
          (e.g. `systemctl start docker` or `dockerd &`), or point DOCKER_HOST at its socket"
     )]
     DockerUnreachable {
@@ -271,19 +271,19 @@ pub enum ImageError {
         status: String,
         log_tail: String,
     },
-    #[error("the Docker Engine refused to import {tag}: {source}; check `docker info` and the disk space of /var/lib/docker")]
+    #[error("the Docker Engine refused to import {tag} (check `docker info` and the disk space of /var/lib/docker)")]
     Import {
         tag: String,
         #[source]
         source: Box<DockerError>,
     },
-    #[error("asking the Docker Engine about {what}: {source}")]
+    #[error("asking the Docker Engine about {what}")]
     Docker {
         what: String,
         #[source]
         source: Box<DockerError>,
     },
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         what: String,
         #[source]
@@ -333,7 +333,7 @@ async fn existing(docker: &Docker, tag: &str) -> Result<Option<(String, u64)>, I
 /// Makes sure every planned image is in the engine: images whose tag exists are
 /// `Cached` (unless `force`); the others are bootstrapped concurrently under `workdir`
 /// and imported. `on_done` sees each image as it is ready. When `cancel` fires, running
-/// `mmdebstrap`s are stopped (SIGTERM, so they unmount and clean up) and awaited before
+/// `mmdebstrap`s are stopped (SIGINT to their process groups, so they clean up) and awaited before
 /// this returns [`ImageError::Interrupted`].
 pub async fn ensure(
     docker: &Docker,
@@ -504,8 +504,8 @@ async fn bootstrap(
         .stdin(Stdio::null())
         .stdout(log_file)
         .stderr(log_err)
-        // Its own process group: a Ctrl-C reaches the harness only, which stops it
-        // with SIGTERM and waits, so it unmounts what it mounted in its chroot.
+        // Its own process group: a Ctrl-C reaches the harness only, which sends the
+        // group SIGINT and waits, so mmdebstrap unmounts what it mounted.
         .process_group(0)
         .kill_on_drop(true)
         .spawn()
@@ -513,14 +513,25 @@ async fn bootstrap(
     let status = tokio::select! {
         status = child.wait() => status.map_err(io("waiting for mmdebstrap".into()))?,
         () = cancel.cancelled() => {
-            if let Some(pid) = child.id() {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGTERM,
-                );
-            }
+            // mmdebstrap forks; its whole group gets what a terminal's Ctrl-C would send.
+            let group = child.id().map(|pid| nix::unistd::Pid::from_raw(-(pid as i32)));
+            let signal_group = |signal| {
+                if let Some(group) = group {
+                    let _ = nix::sys::signal::kill(group, signal);
+                }
+            };
+            signal_group(nix::sys::signal::Signal::SIGINT);
             if tokio::time::timeout(Duration::from_secs(30), child.wait()).await.is_err() {
-                let _ = child.kill().await;
+                signal_group(nix::sys::signal::Signal::SIGKILL);
+                let _ = child.wait().await;
+            }
+            // Give the group's other processes a moment to finish their cleanup.
+            for _ in 0..50 {
+                let alive = group.is_some_and(|g| nix::sys::signal::kill(g, None).is_ok());
+                if !alive {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
             return Err(ImageError::Interrupted);
         }
