@@ -8,7 +8,7 @@ export CARGO_TARGET_DIR ?= /var/cache/imds-harness/target
 DEB_PACKAGES := awscli iproute2 iptables containernetworking-plugins mmdebstrap
 BIN := $(CARGO_TARGET_DIR)/debug
 
-.PHONY: deps build test measure bench cleanup
+.PHONY: deps build test measure bench cleanup dist images
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
@@ -34,3 +34,11 @@ bench: deps
 
 cleanup: build
 	$(BIN)/imds-harness cleanup
+
+# imds-shim as shipped: static (glibc, static-pie), size-optimised, stripped.
+dist:
+	RUSTFLAGS="-C target-feature=+crt-static" cargo build --profile dist -p imds-shim --target x86_64-unknown-linux-gnu
+	@ls -l $(CARGO_TARGET_DIR)/x86_64-unknown-linux-gnu/dist/imds-shim
+
+images: build
+	$(BIN)/imds-harness images
