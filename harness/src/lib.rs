@@ -17,3 +17,4 @@ pub mod report;
 pub mod site;
 pub mod sweep;
 pub mod topology;
+pub mod which;

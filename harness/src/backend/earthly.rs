@@ -27,13 +27,7 @@ pub enum EarthlyError {
 
 /// `earthly` on PATH.
 pub fn locate() -> Result<PathBuf, EarthlyError> {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|dir| dir.join("earthly"))
-        .find(|candidate| candidate.is_file())
-        .ok_or(EarthlyError::NotInstalled)
+    crate::which::on_path("earthly").ok_or(EarthlyError::NotInstalled)
 }
 
 /// Runs `earthly <target>` in `dir` (which holds the Earthfile), output streamed.

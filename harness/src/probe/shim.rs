@@ -43,12 +43,9 @@ pub fn locate() -> Result<PathBuf, ProbeError> {
     }
     let exe = std::env::current_exe().ok();
     let beside = exe.iter().flat_map(|e| e.ancestors().skip(1).take(2));
-    let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default();
     beside
         .map(Path::to_path_buf)
-        .chain(on_path)
+        .chain(crate::which::path_dirs())
         .map(|dir| dir.join("imds-shim"))
         .find(|candidate| candidate.is_file())
         .ok_or(ProbeError::MissingBinary(

@@ -295,13 +295,7 @@ pub enum ImageError {
 
 /// Finds `mmdebstrap` on `PATH`.
 pub fn find_mmdebstrap() -> Result<PathBuf, ImageError> {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|dir| dir.join("mmdebstrap"))
-        .find(|candidate| candidate.is_file())
-        .ok_or(ImageError::MmdebstrapMissing)
+    crate::which::on_path("mmdebstrap").ok_or(ImageError::MmdebstrapMissing)
 }
 
 /// The image behind `tag`, if the engine has it with the project's label.
