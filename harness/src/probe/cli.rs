@@ -2,10 +2,9 @@
 //! and its own words on stderr.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use super::env::ClientEnv;
-use super::{ProbeError, ProbeOutcome};
+use super::{run_in_leaf, ProbeError, ProbeOutcome};
 use crate::backend::netns::Namespace;
 
 /// Debian's `awscli` (v2). Another `aws` on PATH, such as a pip-installed v1, behaves
@@ -32,29 +31,19 @@ pub fn run(
     env: &ClientEnv,
     sts_endpoint: &str,
 ) -> Result<ProbeOutcome, ProbeError> {
-    let started = Instant::now();
-    let output = env
-        .apply(leaf.exec(
-            aws,
-            [
-                "sts",
-                "get-caller-identity",
-                "--endpoint-url",
-                sts_endpoint,
-                "--output",
-                "json",
-            ],
-        ))
-        .stdout_capture()
-        .stderr_capture()
-        .unchecked()
-        .run()
-        .map_err(|source| ProbeError::Spawn {
-            program: aws.display().to_string(),
-            namespace: leaf.name().to_string(),
-            source,
-        })?;
-    let elapsed = started.elapsed();
+    let (output, elapsed) = run_in_leaf(
+        leaf,
+        env,
+        aws,
+        [
+            "sts",
+            "get-caller-identity",
+            "--endpoint-url",
+            sts_endpoint,
+            "--output",
+            "json",
+        ],
+    )?;
     let arn = serde_json::from_slice::<serde_json::Value>(&output.stdout)
         .ok()
         .and_then(|v| v["Arn"].as_str().map(str::to_string));

@@ -13,10 +13,15 @@ pub mod env;
 pub mod shim;
 
 use std::fmt;
+use std::path::Path;
+use std::process::Output;
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+
+use crate::backend::netns::Namespace;
+use env::ClientEnv;
 
 /// A client run at a leaf.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -53,6 +58,33 @@ impl FromStr for Client {
             .find(|c| c.name() == s)
             .ok_or_else(|| ProbeError::UnknownClient(s.to_string()))
     }
+}
+
+/// Runs `program args` in `leaf` with `env`, output captured whatever the exit status,
+/// and how long it took.
+fn run_in_leaf<I, S>(
+    leaf: &Namespace,
+    env: &ClientEnv,
+    program: &Path,
+    args: I,
+) -> Result<(Output, Duration), ProbeError>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<std::ffi::OsString>,
+{
+    let started = Instant::now();
+    let output = env
+        .apply(leaf.exec(program, args))
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .map_err(|source| ProbeError::Spawn {
+            program: program.display().to_string(),
+            namespace: leaf.name().to_string(),
+            source,
+        })?;
+    Ok((output, started.elapsed()))
 }
 
 /// What one run of a client at a leaf found.

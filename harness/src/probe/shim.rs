@@ -1,12 +1,12 @@
 //! `imds-shim probe --json` at a leaf: the `sdk` and `ttl` clients.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::env::ClientEnv;
-use super::{ProbeError, ProbeOutcome};
+use super::{run_in_leaf, ProbeError, ProbeOutcome};
 use crate::backend::netns::Namespace;
 
 /// The part of the probe's JSON report the harness reads.
@@ -74,19 +74,7 @@ pub fn run(
         "--timeout-ms",
         timeout_ms.as_str(),
     ];
-    let started = Instant::now();
-    let output = env
-        .apply(leaf.exec(shim, args))
-        .stdout_capture()
-        .stderr_capture()
-        .unchecked()
-        .run()
-        .map_err(|source| ProbeError::Spawn {
-            program: shim.display().to_string(),
-            namespace: leaf.name().to_string(),
-            source,
-        })?;
-    let elapsed = started.elapsed();
+    let (output, elapsed) = run_in_leaf(leaf, env, shim, args)?;
     let report: Report =
         serde_json::from_slice(&output.stdout).map_err(|_| ProbeError::NoReport {
             status: output.status.to_string(),
