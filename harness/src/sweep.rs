@@ -183,12 +183,10 @@ impl Tools {
 /// The order in which a topology's clients run: the cheap TTL probe first, to seed the
 /// others, then the SDK, then the slow CLI.
 fn ordered(clients: &[Client]) -> Vec<Client> {
-    let mut ordered: Vec<Client> = [Client::Ttl, Client::Sdk, Client::Cli]
+    [Client::Ttl, Client::Sdk, Client::Cli]
         .into_iter()
         .filter(|c| clients.contains(c))
-        .collect();
-    ordered.dedup();
-    ordered
+        .collect()
 }
 
 struct Leaf<'a> {
@@ -200,32 +198,21 @@ struct Leaf<'a> {
 
 impl Leaf<'_> {
     fn run(&self, client: Client) -> Result<ProbeOutcome, ProbeError> {
-        let shim = || self.tools.shim.as_deref().expect("located with the plan");
-        match client {
-            Client::Ttl => shim::run(
-                shim(),
-                self.site.leaf(),
-                self.env,
-                shim::Steps::Ttl,
-                self.timeout,
-            ),
-            Client::Sdk => shim::run(
-                shim(),
-                self.site.leaf(),
-                self.env,
-                shim::Steps::Sdk,
-                self.timeout,
-            ),
-            Client::Cli => cli::run(
-                self.tools
-                    .aws_cli
-                    .as_deref()
-                    .expect("located with the plan"),
-                self.site.leaf(),
-                self.env,
-                STS_URL,
-            ),
-        }
+        let steps = match client {
+            Client::Ttl => shim::Steps::Ttl,
+            Client::Sdk => shim::Steps::Sdk,
+            Client::Cli => {
+                let aws = self.tools.aws_cli.as_deref();
+                return cli::run(
+                    aws.expect("located with the plan"),
+                    self.site.leaf(),
+                    self.env,
+                    STS_URL,
+                );
+            }
+        };
+        let shim = self.tools.shim.as_deref().expect("located with the plan");
+        shim::run(shim, self.site.leaf(), self.env, steps, self.timeout)
     }
 }
 
