@@ -40,7 +40,7 @@ fn matrix(clients: &[Client], strategy: Strategy, timeout_ms: u64) -> f64 {
     let tools = Tools::locate(clients).unwrap();
     let started = Instant::now();
     let cells = sweep::run(&plan, &tools, &|_| {}).unwrap();
-    assert_eq!(cells.len(), 5 * 2 * clients.len());
+    assert_eq!(cells.len(), Topology::presets().len() * 2 * clients.len());
     started.elapsed().as_secs_f64()
 }
 

@@ -9,16 +9,17 @@
 //! its neighbours: H worked and H-1 failed (with a right seed, those two are all).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::mock::{HopLimit, HttpTokens, ImdsVersion, MetadataOptionsChange, MockConfig};
+use crate::mock::{HopLimit, HttpTokens, ImdsVersion, MetadataOptionsChange};
+pub use crate::probe::Tools;
+use crate::backend::{Lab, Site};
 use crate::probe::env::ClientEnv;
 use crate::probe::{cli, shim, Client, ProbeError, ProbeOutcome};
-use crate::site::{NetnsSite, SiteError, IMDS_URL, STS_URL};
+use crate::site::{SiteError, IMDS_URL, STS_URL};
 use crate::topology::Topology;
 
 /// How the minimal hop limit is searched for.
@@ -159,27 +160,6 @@ pub fn search<E>(
     Ok(Search { minimal, tried })
 }
 
-/// Where the clients' programs are.
-#[derive(Clone, Debug)]
-pub struct Tools {
-    pub shim: Option<PathBuf>,
-    pub aws_cli: Option<PathBuf>,
-}
-
-impl Tools {
-    /// Finds what `clients` need; a missing one is an error naming the fix.
-    pub fn locate(clients: &[Client]) -> Result<Tools, ProbeError> {
-        let needs_shim = clients
-            .iter()
-            .any(|c| matches!(c, Client::Sdk | Client::Ttl));
-        let needs_cli = clients.contains(&Client::Cli);
-        Ok(Tools {
-            shim: needs_shim.then(shim::locate).transpose()?,
-            aws_cli: needs_cli.then(cli::locate).transpose()?,
-        })
-    }
-}
-
 /// The order in which a topology's clients run: the cheap TTL probe first, to seed the
 /// others, then the SDK, then the slow CLI.
 fn ordered(clients: &[Client]) -> Vec<Client> {
@@ -189,55 +169,32 @@ fn ordered(clients: &[Client]) -> Vec<Client> {
         .collect()
 }
 
-struct Leaf<'a> {
-    site: &'a NetnsSite,
-    tools: &'a Tools,
-    env: &'a ClientEnv,
+/// Runs one client at a site's leaf.
+fn run_client(
+    site: &dyn Site,
+    env: &ClientEnv,
     timeout: Duration,
-}
-
-impl Leaf<'_> {
-    fn run(&self, client: Client) -> Result<ProbeOutcome, ProbeError> {
-        let steps = match client {
-            Client::Ttl => shim::Steps::Ttl,
-            Client::Sdk => shim::Steps::Sdk,
-            Client::Cli => {
-                let aws = self.tools.aws_cli.as_deref();
-                return cli::run(
-                    aws.expect("located with the plan"),
-                    self.site.leaf(),
-                    self.env,
-                    STS_URL,
-                );
-            }
-        };
-        let shim = self.tools.shim.as_deref().expect("located with the plan");
-        shim::run(shim, self.site.leaf(), self.env, steps, self.timeout)
+    client: Client,
+) -> Result<ProbeOutcome, ProbeError> {
+    match client {
+        Client::Ttl => shim::run(site.leaf(), env, shim::Steps::Ttl, timeout),
+        Client::Sdk => shim::run(site.leaf(), env, shim::Steps::Sdk, timeout),
+        Client::Cli => cli::run(site.leaf(), env, STS_URL),
     }
 }
 
 fn measure_topology(
+    site: &dyn Site,
     topology: &Topology,
     plan: &SweepPlan,
-    tools: &Tools,
     on_cell: &(dyn Fn(&Cell) + Sync),
 ) -> Result<Vec<Cell>, SweepError> {
-    let site =
-        NetnsSite::start(topology, MockConfig::default()).map_err(|source| SweepError::Site {
-            topology: topology.name.clone(),
-            source,
-        })?;
     let home = tempfile::Builder::new()
         .prefix("imdsh-home-")
         .tempdir()
         .map_err(SweepError::Home)?;
     let env = ClientEnv::new(home.path(), IMDS_URL).with("AWS_ENDPOINT_URL_STS", STS_URL);
-    let leaf = Leaf {
-        site: &site,
-        tools,
-        env: &env,
-        timeout: plan.probe_timeout,
-    };
+    let run = |client| run_client(site, &env, plan.probe_timeout, client);
     let probe_error = |client, source| SweepError::Probe {
         topology: topology.name.clone(),
         client,
@@ -256,7 +213,7 @@ fn measure_topology(
             let mut via_at: BTreeMap<u8, ImdsVersion> = BTreeMap::new();
             let mut reasons: BTreeMap<u8, String> = BTreeMap::new();
             let searched = if client == Client::Ttl {
-                let outcome = leaf.run(client).map_err(|e| probe_error(client, e))?;
+                let outcome = run(client).map_err(|e| probe_error(client, e))?;
                 let tried = outcome
                     .hop_limit_needed
                     .map(|h| vec![(h, true)])
@@ -276,7 +233,7 @@ fn measure_topology(
                         site.mock()
                             .set_hop_limit(HopLimit::new(h.into()).expect("1..=64"));
                         let before = site.mock().events();
-                        let outcome = leaf.run(client)?;
+                        let outcome = run(client)?;
                         let after = site.mock().events();
                         if outcome.ok {
                             let via = if after.identity_v1 > before.identity_v1 {
@@ -318,25 +275,38 @@ fn measure_topology(
     Ok(cells)
 }
 
-/// Runs the plan; `on_cell` is called as each cell is settled (from worker threads).
+/// Runs the plan on `lab`; `on_cell` is called as each cell is settled (from worker
+/// threads). Each worker keeps one bench of the lab for the topologies it measures.
 /// Must be called inside a Tokio runtime (the mocks run on it).
-pub fn run(
+pub fn run<L: Lab>(
+    lab: &L,
     plan: &SweepPlan,
-    tools: &Tools,
     on_cell: &(dyn Fn(&Cell) + Sync),
 ) -> Result<Vec<Cell>, SweepError> {
     let runtime = tokio::runtime::Handle::current();
     let queue = Mutex::new(plan.topologies.iter().collect::<VecDeque<_>>());
     let results = Mutex::new(Vec::new());
+    let workers = plan.parallel.max(1).min(plan.topologies.len().max(1));
     std::thread::scope(|scope| {
-        for _ in 0..plan.parallel.max(1).min(plan.topologies.len().max(1)) {
+        for _ in 0..workers {
             scope.spawn(|| {
                 let _runtime = runtime.enter();
+                let mut bench: Option<L::Bench> = None;
                 loop {
                     let Some(topology) = queue.lock().expect("queue").pop_front() else {
                         return;
                     };
-                    let measured = measure_topology(topology, plan, tools, on_cell);
+                    let site_error = |source| SweepError::Site {
+                        topology: topology.name.clone(),
+                        source,
+                    };
+                    let measured = match &mut bench {
+                        Some(bench) => Ok(bench),
+                        None => lab.bench().map(|b| bench.insert(b)),
+                    }
+                    .and_then(|bench| lab.realise(bench, topology))
+                    .map_err(site_error)
+                    .and_then(|site| measure_topology(&*site, topology, plan, on_cell));
                     let failed = measured.is_err();
                     results.lock().expect("results").push(measured);
                     if failed {

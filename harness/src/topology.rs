@@ -175,6 +175,13 @@ pub const PRESETS: &[Preset] = &[
                      its CNI bridge cni0 (172.30.0.0/16, ipMasq)",
     },
     Preset {
+        name: "earthly-cni",
+        layers: &[Layer::DockerBridge, Layer::CniBridge],
+        stands_for: "the network of an Earthly RUN step made exactly: the CNI bridge \
+                     plugin with earthly-buildkitd's config (cni0, 172.30.0.0/16, \
+                     ipMasq) inside a BuildKit container on docker0",
+    },
+    Preset {
         name: "earthly-with-docker",
         layers: &[
             Layer::DockerBridge,
@@ -274,7 +281,7 @@ impl Topology {
         }
     }
 
-    /// The five named presets, in the BRIEF's order (by depth).
+    /// The named presets, in the BRIEF's order (by depth).
     pub fn presets() -> Vec<Topology> {
         PRESETS.iter().map(Topology::from_preset).collect()
     }

@@ -2,8 +2,9 @@
 //!
 //! - [`netns`]: Linux network namespaces, bridges and veths, built with `ip` and
 //!   `iptables` (needs root). Fast; the default.
-//! - [`docker`]: real containers (`docker run`, BuildKit, docker-in-docker). So far only
-//!   its images (`imds-harness images`).
+//! - [`docker`]: real containers on the Docker Engine: a simulated EC2 instance with an
+//!   engine of its own, `docker run`, `docker build`, an Earthly-shaped BuildKit
+//!   container, CNI, docker-in-docker.
 //! - [`earthly`]: the real Earthly, running the top-level Earthfile's probe targets on
 //!   the machine it runs on (an EC2 build host), where `earthly` is installed.
 
@@ -16,6 +17,36 @@ pub mod docker;
 pub mod earthly;
 pub mod netns;
 
+use crate::mock::MockAws;
+use crate::probe::Leaf;
+use crate::site::SiteError;
+use crate::topology::Topology;
+
+/// A realised topology with its mock, as the sweep uses it.
+pub trait Site {
+    /// The mock AWS side the topology's instance talks to.
+    fn mock(&self) -> &MockAws;
+    /// Where the clients run.
+    fn leaf(&self) -> &dyn Leaf;
+}
+
+/// A backend as the sweep uses it: it realises topologies on benches.
+pub trait Lab: Sync {
+    /// What one sweep worker keeps between the topologies it measures (for the docker
+    /// backend, a simulated instance with its engine and images).
+    type Bench;
+
+    /// A new bench, in the calling worker's thread.
+    fn bench(&self) -> Result<Self::Bench, SiteError>;
+
+    /// Realises `topology` on `bench`; dropping the site takes it down.
+    fn realise<'b>(
+        &self,
+        bench: &'b mut Self::Bench,
+        topology: &Topology,
+    ) -> Result<Box<dyn Site + 'b>, SiteError>;
+}
+
 /// A way of realising topologies, as chosen on the command line (`--backend`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -23,7 +54,7 @@ pub enum Backend {
     /// Linux network namespaces ([`netns`]).
     #[default]
     Netns,
-    /// Docker containers (not implemented yet).
+    /// Docker containers ([`docker`]).
     Docker,
     /// The real Earthly on this machine ([`earthly`]).
     Earthly,

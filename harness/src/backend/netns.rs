@@ -300,13 +300,14 @@ fn bind_run_token(run: &str) -> io::Result<UnixListener> {
     UnixListener::bind_addr(&addr)
 }
 
-fn run_is_alive(run: &str) -> bool {
+pub fn run_is_alive(run: &str) -> bool {
     // If the name can be bound, nobody holds it; the probe socket is closed at once.
     bind_run_token(run).is_err()
 }
 
-/// This process's run id, taken (and its liveness socket bound) on first use.
-fn run_id() -> Result<String, NetnsError> {
+/// This process's run id, taken (and its liveness socket bound) on first use. Every
+/// namespace, container and volume of the run carries it.
+pub fn run_id() -> Result<String, NetnsError> {
     let mut run = lock(&RUN);
     if let Some((id, _)) = run.as_ref() {
         return Ok(id.clone());
@@ -498,6 +499,56 @@ impl NetnsInstance {
             elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
             "realised topology"
         );
+        Ok(instance)
+    }
+
+    /// A depth-0 instance around a running process `pid` (a simulated instance's
+    /// container): its network namespace plays the EC2 host and is attached as
+    /// `<prefix>-h`; the mock namespace is one link away, as in [`Self::create`]. Only
+    /// the name of the host namespace is removed with the instance: the namespace lives
+    /// as long as its process. The host forwards for whatever engine runs in it, so it
+    /// gets `icmp_ratelimit=0` like the routers here.
+    pub fn attach(pid: u32) -> Result<NetnsInstance, NetnsError> {
+        check_prerequisites()?;
+        let run_name = run_id()?;
+        let index = NEXT_INDEX.fetch_add(1, Ordering::Relaxed);
+        let prefix = format!("{NAME_PREFIX}{run_name}-{index}");
+        let instance = NetnsInstance {
+            topology: Topology::chain(0).expect("depth 0 is valid"),
+            mock: Namespace {
+                name: format!("{prefix}-m"),
+            },
+            host: Namespace {
+                name: format!("{prefix}-h"),
+            },
+            layers: Vec::new(),
+            prefix,
+            removed: false,
+        };
+        let mut live = lock(&LIVE);
+        if SHUTTING_DOWN.load(Ordering::SeqCst) {
+            drop(live);
+            return Err(NetnsError::ShuttingDown);
+        }
+        live.insert(instance.prefix.clone());
+        let script = format!(
+            "netns add {}
+netns attach {} {pid}
+",
+            instance.mock.name, instance.host.name
+        );
+        let added = run(&["ip", "-batch", "-"], Some(&script));
+        drop(live);
+        added?;
+        instance.configure()?;
+        instance
+            .host
+            .run_in(|| fs::write("/proc/sys/net/ipv4/icmp_ratelimit", "0"))
+            .and_then(|written| written)
+            .map_err(io_error(format!(
+                "setting net.ipv4.icmp_ratelimit=0 in {}",
+                instance.host.name
+            )))?;
         Ok(instance)
     }
 

@@ -6,11 +6,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
+use imds_harness::backend::docker::leaf::{self, DockerLab};
+use imds_harness::backend::docker::{self, DockerError};
 use imds_harness::backend::{earthly, netns, Backend};
 use imds_harness::baseline::{self, Baseline};
 use imds_harness::mock::HttpTokens;
-use imds_harness::probe::Client;
+use imds_harness::probe::{shim, Client};
 use imds_harness::report::{self, MeasureReport};
+use imds_harness::site::NetnsLab;
 use imds_harness::sweep::{self, Strategy, SweepPlan, Tools};
 use imds_harness::topology::Topology;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -23,7 +26,7 @@ pub struct MeasureArgs {
     #[arg(long, default_value = "netns")]
     backend: Backend,
     /// Topologies, comma-separated: presets (host, docker-run, buildkit-run, earthly-run,
-    /// earthly-with-docker) or chain:N. Default: the five presets.
+    /// earthly-cni, earthly-with-docker) or chain:N. Default: every preset.
     #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
     topology: Vec<Topology>,
     /// Clients run at each leaf: sdk (Rust SDK via imds-shim), cli (Debian's AWS CLI),
@@ -51,9 +54,10 @@ pub struct MeasureArgs {
     /// 1000 for linear). The AWS CLI keeps its own 1 s.
     #[arg(long, value_name = "MS")]
     probe_timeout_ms: Option<u64>,
-    /// Topologies measured at once.
-    #[arg(long, default_value = "4", value_parser = clap::value_parser!(u16).range(1..=32))]
-    parallel: u16,
+    /// Topologies measured at once (default: 4 on netns; 2 on docker, each with a
+    /// simulated instance of its own).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=32))]
+    parallel: Option<u16>,
     /// Also write the full result as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -76,13 +80,6 @@ fn parse_strategy(s: &str) -> Result<Strategy, String> {
 pub fn run(args: MeasureArgs) -> anyhow::Result<u8> {
     if args.backend == Backend::Earthly {
         return run_earthly();
-    }
-    if args.backend != Backend::Netns {
-        eprintln!(
-            "imds-harness measure: the {} backend is not available in this version; use --backend netns",
-            args.backend
-        );
-        return Ok(exit::USAGE);
     }
     if let Err(err) = netns::check_prerequisites() {
         eprintln!("imds-harness measure: {err}");
@@ -120,11 +117,47 @@ pub fn run(args: MeasureArgs) -> anyhow::Result<u8> {
                 Strategy::Linear => 1000,
             },
         )),
-        parallel: args.parallel.into(),
+        parallel: args
+            .parallel
+            .unwrap_or(match args.backend {
+                Backend::Docker => 2,
+                _ => 4,
+            })
+            .into(),
     };
 
     let runtime = tokio::runtime::Runtime::new().context("starting the Tokio runtime")?;
     runtime.spawn(remove_namespaces_on_signal());
+    let docker_lab = if args.backend == Backend::Docker {
+        if let Some(bad) = plan
+            .topologies
+            .iter()
+            .find(|t| !leaf::PRESETS.contains(&t.name.as_str()))
+        {
+            let err = DockerError::UnsupportedTopology {
+                name: bad.name.clone(),
+            };
+            eprintln!("imds-harness measure: {err}");
+            return Ok(exit::USAGE);
+        }
+        eprintln!("imds-harness measure: checking the images (building what is missing)...");
+        let shim = match tools.shim.clone().map(Ok).unwrap_or_else(shim::locate) {
+            Ok(shim) => shim,
+            Err(err) => {
+                eprintln!("imds-harness measure: {err}");
+                return Ok(exit::USAGE);
+            }
+        };
+        match runtime.block_on(DockerLab::prepare(tools.clone(), &shim)) {
+            Ok(lab) => Some(lab),
+            Err(err) => {
+                eprintln!("imds-harness measure: {err}");
+                return Ok(exit::USAGE);
+            }
+        }
+    } else {
+        None
+    };
     let cells_total = plan.topologies.len() * plan.clients.len() * plan.modes.len();
     let progress = ProgressBar::new(cells_total as u64).with_style(
         ProgressStyle::with_template("{spinner} {elapsed:>4} [{bar:30}] {pos}/{len} {msg}")
@@ -143,8 +176,12 @@ pub fn run(args: MeasureArgs) -> anyhow::Result<u8> {
             report::verdict(cell)
         ));
     };
-    let result = runtime
-        .block_on(async { tokio::task::block_in_place(|| sweep::run(&plan, &tools, &on_cell)) });
+    let result = runtime.block_on(async {
+        tokio::task::block_in_place(|| match &docker_lab {
+            Some(lab) => sweep::run(lab, &plan, &on_cell),
+            None => sweep::run(&NetnsLab { tools }, &plan, &on_cell),
+        })
+    });
     progress.finish_and_clear();
     let cells = match result {
         Ok(cells) => cells,
@@ -245,9 +282,11 @@ async fn remove_namespaces_on_signal() {
         _ = terminate.recv() => {}
     }
     let removed = netns::remove_all_live();
+    let containers = docker::remove_all_live().await;
     eprintln!(
-        "\nimds-harness: interrupted; removed {} namespace set(s)",
-        removed.len()
+        "\nimds-harness: interrupted; removed {} namespace(s) and {} container(s)",
+        removed.len(),
+        containers.len()
     );
     std::process::exit(130);
 }

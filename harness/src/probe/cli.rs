@@ -1,11 +1,10 @@
 //! Debian's AWS CLI at a leaf: `aws sts get-caller-identity`, judged by its exit code
 //! and its own words on stderr.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::env::ClientEnv;
-use super::{run_in_leaf, ProbeError, ProbeOutcome};
-use crate::backend::netns::Namespace;
+use super::{timed, Leaf, ProbeError, ProbeOutcome, Program};
 
 /// Debian's `awscli` (v2). Another `aws` on PATH, such as a pip-installed v1, behaves
 /// differently and is not used unless `$IMDS_AWS_CLI` names it.
@@ -26,16 +25,14 @@ pub fn locate() -> Result<PathBuf, ProbeError> {
 }
 
 pub fn run(
-    aws: &Path,
-    leaf: &Namespace,
+    leaf: &dyn Leaf,
     env: &ClientEnv,
     sts_endpoint: &str,
 ) -> Result<ProbeOutcome, ProbeError> {
-    let (output, elapsed) = run_in_leaf(
+    let (output, elapsed) = timed(
         leaf,
-        env,
-        aws,
-        [
+        Program::AwsCli,
+        &[
             "sts",
             "get-caller-identity",
             "--endpoint-url",
@@ -43,6 +40,7 @@ pub fn run(
             "--output",
             "json",
         ],
+        env,
     )?;
     let arn = serde_json::from_slice::<serde_json::Value>(&output.stdout)
         .ok()

@@ -13,7 +13,7 @@ pub mod env;
 pub mod shim;
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -60,30 +60,92 @@ impl FromStr for Client {
     }
 }
 
-/// Runs `program args` in `leaf` with `env`, output captured whatever the exit status,
-/// and how long it took.
-fn run_in_leaf<I, S>(
-    leaf: &Namespace,
+/// A program a client runs at a leaf.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Program {
+    /// `imds-shim` (the `sdk` and `ttl` clients).
+    Shim,
+    /// Debian's AWS CLI (the `cli` client).
+    AwsCli,
+}
+
+/// A place where clients run: behind the routing layers of a realised topology.
+pub trait Leaf: Sync {
+    /// Runs `program args` here with `env` (given whole), output captured whatever the
+    /// exit status.
+    fn run(&self, program: Program, args: &[&str], env: &ClientEnv) -> Result<Output, ProbeError>;
+
+    /// Where this is, for messages.
+    fn place(&self) -> String;
+}
+
+/// A leaf namespace of the netns backend, running this machine's programs.
+#[derive(Clone, Debug)]
+pub struct NamespaceLeaf {
+    pub namespace: Namespace,
+    pub tools: Tools,
+}
+
+impl Leaf for NamespaceLeaf {
+    fn run(&self, program: Program, args: &[&str], env: &ClientEnv) -> Result<Output, ProbeError> {
+        let path = self.tools.path(program)?;
+        env.apply(self.namespace.exec(path, args))
+            .stdout_capture()
+            .stderr_capture()
+            .unchecked()
+            .run()
+            .map_err(|source| ProbeError::Spawn {
+                program: path.display().to_string(),
+                place: self.place(),
+                source,
+            })
+    }
+
+    fn place(&self) -> String {
+        format!("namespace {}", self.namespace.name())
+    }
+}
+
+/// Where the clients' programs are on this machine.
+#[derive(Clone, Debug, Default)]
+pub struct Tools {
+    pub shim: Option<PathBuf>,
+    pub aws_cli: Option<PathBuf>,
+}
+
+impl Tools {
+    /// Finds what `clients` need; a missing one is an error naming the fix.
+    pub fn locate(clients: &[Client]) -> Result<Tools, ProbeError> {
+        let needs_shim = clients
+            .iter()
+            .any(|c| matches!(c, Client::Sdk | Client::Ttl));
+        let needs_cli = clients.contains(&Client::Cli);
+        Ok(Tools {
+            shim: needs_shim.then(shim::locate).transpose()?,
+            aws_cli: needs_cli.then(cli::locate).transpose()?,
+        })
+    }
+
+    /// The path of `program`, if it was located.
+    pub fn path(&self, program: Program) -> Result<&Path, ProbeError> {
+        let (path, name) = match program {
+            Program::Shim => (&self.shim, "imds-shim"),
+            Program::AwsCli => (&self.aws_cli, "the AWS CLI"),
+        };
+        path.as_deref()
+            .ok_or(ProbeError::MissingBinary(name, "it was not located for this run".into()))
+    }
+}
+
+/// Runs `program args` at `leaf` and times it.
+fn timed(
+    leaf: &dyn Leaf,
+    program: Program,
+    args: &[&str],
     env: &ClientEnv,
-    program: &Path,
-    args: I,
-) -> Result<(Output, Duration), ProbeError>
-where
-    I: IntoIterator<Item = S>,
-    S: Into<std::ffi::OsString>,
-{
+) -> Result<(Output, Duration), ProbeError> {
     let started = Instant::now();
-    let output = env
-        .apply(leaf.exec(program, args))
-        .stdout_capture()
-        .stderr_capture()
-        .unchecked()
-        .run()
-        .map_err(|source| ProbeError::Spawn {
-            program: program.display().to_string(),
-            namespace: leaf.name().to_string(),
-            source,
-        })?;
+    let output = leaf.run(program, args, env)?;
     Ok((output, started.elapsed()))
 }
 
@@ -107,11 +169,17 @@ pub enum ProbeError {
     UnknownClient(String),
     #[error("{0} was not found: {1}")]
     MissingBinary(&'static str, String),
-    #[error("running {program} in namespace {namespace}: {source}")]
+    #[error("running {program} in {place}: {source}")]
     Spawn {
         program: String,
-        namespace: String,
+        place: String,
         source: std::io::Error,
+    },
+    #[error("running {program} in {place}: {message}")]
+    Container {
+        program: &'static str,
+        place: String,
+        message: String,
     },
     #[error("imds-shim printed no report ({status}): {stderr}")]
     NoReport { status: String, stderr: String },

@@ -6,8 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::env::ClientEnv;
-use super::{run_in_leaf, ProbeError, ProbeOutcome};
-use crate::backend::netns::Namespace;
+use super::{timed, Leaf, ProbeError, ProbeOutcome, Program};
 
 /// The part of the probe's JSON report the harness reads.
 #[derive(Debug, Deserialize)]
@@ -55,8 +54,7 @@ pub fn locate() -> Result<PathBuf, ProbeError> {
 }
 
 pub fn run(
-    shim: &Path,
-    leaf: &Namespace,
+    leaf: &dyn Leaf,
     env: &ClientEnv,
     steps: Steps,
     timeout: Duration,
@@ -74,7 +72,7 @@ pub fn run(
         "--timeout-ms",
         timeout_ms.as_str(),
     ];
-    let (output, elapsed) = run_in_leaf(leaf, env, shim, args)?;
+    let (output, elapsed) = timed(leaf, Program::Shim, &args, env)?;
     let report: Report =
         serde_json::from_slice(&output.stdout).map_err(|_| ProbeError::NoReport {
             status: output.status.to_string(),

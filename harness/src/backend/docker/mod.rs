@@ -1,15 +1,64 @@
-//! The Docker backend: real containers on the local Docker Engine, driven through its
-//! API with `bollard`.
+//! The Docker backend: real containers on the machine's Docker Engine, driven through
+//! its API with `bollard`.
 //!
 //! - [`images`]: the images the backend runs, built from Debian packages without a
 //!   registry (`imds-harness images`). Nothing is ever pulled.
+//! - [`instance`]: a simulated EC2 instance, a container with an engine of its own and
+//!   the mock one link away.
+//! - [`engine`]: engines nested in containers, and commands run in them.
+//! - [`leaf`]: how each preset is realised in an instance, and clients run there.
+//!
+//! Every container of the machine's engine is named `imdsh-<run>-i<n>` and labelled
+//! [`LABEL`] and [`RUN_LABEL`]; everything else lives inside it and goes with it.
 
+pub mod engine;
 pub mod images;
+pub mod instance;
+pub mod leaf;
 
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
 use bollard::Docker;
 
 /// The label every image, container, volume and network of the project carries.
 pub const LABEL: &str = "imds-harness";
+/// The label naming the run that made a container (see [`crate::backend::netns::run_id`]).
+pub const RUN_LABEL: &str = "imds-harness.run";
+
+/// Errors of the docker backend; each says what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error(transparent)]
+    Images(#[from] images::ImageError),
+    #[error("the Docker Engine failed at {what}: {source}")]
+    Api {
+        what: String,
+        #[source]
+        source: Box<bollard::errors::Error>,
+    },
+    #[error("`{command}` failed in the simulated instance (exit {status}): {stderr}")]
+    Command {
+        command: String,
+        status: i32,
+        stderr: String,
+    },
+    #[error("{what} did not finish within {after:?}")]
+    Timeout { what: String, after: Duration },
+    #[error("{engine} did not answer within {after:?}: {stderr}")]
+    EngineNotReady {
+        engine: String,
+        after: Duration,
+        stderr: String,
+    },
+    #[error(
+        "the docker backend realises the presets {presets}; `{name}` is for the netns backend",
+        presets = leaf::PRESETS.join(", ")
+    )]
+    UnsupportedTopology { name: String },
+}
 
 /// Connects to the local engine (`DOCKER_HOST` or `/var/run/docker.sock`), checks that
 /// it answers, and settles on an API version both sides speak.
@@ -20,4 +69,97 @@ pub async fn connect() -> Result<Docker, images::ImageError> {
     let docker = Docker::connect_with_unix_defaults().map_err(unreachable)?;
     docker.ping().await.map_err(unreachable)?;
     docker.negotiate_version().await.map_err(unreachable)
+}
+
+/// Runs `future` to completion from synchronous code (the sweep's worker threads, a
+/// `Drop`), on a thread of its own so that it never blocks inside the runtime.
+pub fn block_on<F>(future: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    let handle = tokio::runtime::Handle::current();
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || handle.block_on(future))
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// The containers of this process that are up, for the Ctrl-C handler.
+static LIVE: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+fn register(container: &str) {
+    LIVE.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(container.to_string());
+}
+
+fn unregister(container: &str) {
+    LIVE.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(container);
+}
+
+async fn remove(docker: &Docker, names: &[String]) -> Vec<String> {
+    let mut removed = Vec::new();
+    for name in names {
+        let options = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        match docker.remove_container(name, Some(options)).await {
+            Ok(()) => removed.push(name.clone()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(err) => tracing::warn!(container = %name, "removing: {err}"),
+        }
+    }
+    removed
+}
+
+/// Removes this process's containers (for Ctrl-C); returns their names.
+pub async fn remove_all_live() -> Vec<String> {
+    let names: Vec<String> = std::mem::take(&mut *LIVE.lock().unwrap_or_else(|p| p.into_inner()))
+        .into_iter()
+        .collect();
+    if names.is_empty() {
+        return names;
+    }
+    match connect().await {
+        Ok(docker) => remove(&docker, &names).await,
+        Err(err) => {
+            tracing::warn!("removing containers {names:?}: {err}");
+            Vec::new()
+        }
+    }
+}
+
+/// Removes every container labelled [`LABEL`] whose run is no longer alive (left by a
+/// killed run), for `imds-harness cleanup`; returns their names.
+pub async fn cleanup_stale(docker: &Docker) -> Result<Vec<String>, DockerError> {
+    let options = ListContainersOptions {
+        all: true,
+        filters: Some([("label".to_string(), vec![LABEL.to_string()])].into_iter().collect()),
+        ..Default::default()
+    };
+    let containers = docker
+        .list_containers(Some(options))
+        .await
+        .map_err(|source| DockerError::Api {
+            what: "listing containers".into(),
+            source: Box::new(source),
+        })?;
+    let stale: Vec<String> = containers
+        .into_iter()
+        .filter(|c| {
+            let run = c.labels.as_ref().and_then(|l| l.get(RUN_LABEL));
+            !run.is_some_and(|run| crate::backend::netns::run_is_alive(run))
+        })
+        .filter_map(|c| c.names.and_then(|n| n.first().map(|n| n.trim_start_matches('/').to_string())))
+        .collect();
+    Ok(remove(docker, &stale).await)
 }

@@ -1,0 +1,380 @@
+//! A simulated EC2 instance: a container with no network to the outside whose network
+//! namespace plays the EC2 host, the mock AWS side one link away at 169.254.169.254
+//! (as in the netns backend), and a Docker Engine of its own with the probe image.
+//!
+//! ```text
+//!  root ns (untouched)   <prefix>-m (mock)        instance container (--network none)
+//!                        eth0 169.254.169.254/16 = eth0 169.254.0.1/16   (<prefix>-h)
+//!                                                 dockerd: docker0 172.17.0.1/16
+//!                                                   `- earthly-buildkitd (dockerd, docker0 172.18.0.1/16,
+//!                                                        cni0 172.30.0.1/16 made by the CNI bridge plugin)
+//!                                                        `- with-docker on cni0 (dockerd, docker0 172.20.0.1/16)
+//! ```
+//!
+//! Nothing in the instance has a route beyond 169.254.0.0/16: the container starts with
+//! only `lo`, and its one link ends in the mock's namespace.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
+use bollard::Docker;
+
+use super::engine::{self, Engine, DIND_OPTIONS};
+use super::images::ImageSet;
+use super::{block_on, register, unregister, DockerError, LABEL, RUN_LABEL};
+use crate::backend::netns::{self, Namespace, NetnsInstance};
+use crate::mock::{MockAws, MockConfig};
+use crate::site::{start_mock, SiteError};
+
+/// Where the image tars are mounted in every container that loads images.
+pub const IMAGES_MOUNT: &str = "/images";
+/// The name of the BuildKit container on the instance's engine, as Earthly names it.
+pub const BUILDKITD: &str = "earthly-buildkitd";
+/// The container of Earthly `WITH DOCKER` on earthly-buildkitd's engine.
+pub const WITH_DOCKER: &str = "with-docker";
+/// The container a CNI-attached RUN step's processes run in.
+pub const CNI_STEP: &str = "cni-run-step";
+
+/// The bridges of the nested engines (the instance's own keeps Docker's default).
+const BUILDKITD_BIP: &str = "172.18.0.1/16";
+const WITH_DOCKER_BIP: &str = "172.20.0.1/16";
+const INSTANCE_BIP: &str = "172.17.0.1/16";
+
+/// earthly-buildkitd's CNI config for RUN steps (`buildkitd/cni-conf.json.template`).
+pub const EARTHLY_CNI_CONF: &str = r#"{"cniVersion":"0.4.0","name":"buildkitd","type":"bridge","bridge":"cni0","isGateway":true,"ipMasq":true,"ipam":{"type":"host-local","subnet":"172.30.0.0/16","routes":[{"dst":"0.0.0.0/0"}]}}"#;
+
+/// Generous bounds for setting-up commands (image loads, container starts).
+const SETUP_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// How long each phase of an instance's start took.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StartupTimes {
+    /// Container created and started, its engine answering.
+    pub engine: Duration,
+    /// Mock link and namespace.
+    pub link: Duration,
+    /// The probe image loaded into the instance's engine.
+    pub load: Duration,
+}
+
+impl StartupTimes {
+    pub fn total(&self) -> Duration {
+        self.engine + self.link + self.load
+    }
+}
+
+/// A running simulated instance. Dropping it stops the mock and removes the container
+/// (with everything inside it) and its namespace names.
+pub struct DockerInstance {
+    docker: Docker,
+    container: String,
+    images: ImageSet,
+    netns: Option<NetnsInstance>,
+    mock: Option<MockAws>,
+    /// Images loaded per engine (by engine name).
+    loaded: Mutex<BTreeSet<(String, String)>>,
+    /// What has been set up inside: "buildkitd", "cni", "with-docker", "cni-step".
+    made: Mutex<BTreeSet<&'static str>>,
+    pub startup: StartupTimes,
+}
+
+impl DockerInstance {
+    /// Starts an instance with the mock in `config` and the probe image loaded.
+    pub fn start(docker: &Docker, images: &ImageSet, config: MockConfig) -> Result<DockerInstance, SiteError> {
+        let run = netns::run_id()?;
+        let index = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let container = format!("{}{run}-i{index}", netns::NAME_PREFIX);
+        let mut instance = DockerInstance {
+            docker: docker.clone(),
+            container,
+            images: images.clone(),
+            netns: None,
+            mock: None,
+            loaded: Mutex::new(BTreeSet::new()),
+            made: Mutex::new(BTreeSet::new()),
+            startup: StartupTimes::default(),
+        };
+        let started = Instant::now();
+        let pid = block_on(instance.create_container(&run))?;
+        block_on(engine::wait_ready(&instance.docker, &instance.container, &instance.engine()))?;
+        instance.startup.engine = started.elapsed();
+
+        let started = Instant::now();
+        let netns = NetnsInstance::attach(pid)?;
+        instance.mock = Some(start_mock(netns.mock_ns(), config)?);
+        instance.netns = Some(netns);
+        instance.startup.link = started.elapsed();
+
+        let started = Instant::now();
+        instance.load(&instance.engine(), &instance.images.probe.clone())?;
+        instance.startup.load = started.elapsed();
+        Ok(instance)
+    }
+
+    async fn create_container(&self, run: &str) -> Result<u32, DockerError> {
+        let api = |what: &str| {
+            let what = format!("{what} {}", self.container);
+            move |source| DockerError::Api {
+                what,
+                source: Box::new(source),
+            }
+        };
+        let labels = [(LABEL, "1"), (RUN_LABEL, run), ("imds-harness.role", "instance")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let tars = self.images.tars.display().to_string();
+        let body = ContainerCreateBody {
+            image: Some(self.images.instance.clone()),
+            cmd: Some(engine::dockerd_command(INSTANCE_BIP)),
+            labels: Some(labels),
+            host_config: Some(host_config(&format!("{tars}:{IMAGES_MOUNT}:ro"))),
+            ..Default::default()
+        };
+        register(&self.container);
+        self.docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(self.container.clone()),
+                    ..Default::default()
+                }),
+                body,
+            )
+            .await
+            .map_err(api("creating"))?;
+        self.docker
+            .start_container(&self.container, None)
+            .await
+            .map_err(api("starting"))?;
+        let inspected = self
+            .docker
+            .inspect_container(&self.container, None)
+            .await
+            .map_err(api("inspecting"))?;
+        inspected
+            .state
+            .and_then(|s| s.pid)
+            .filter(|pid| *pid > 0)
+            .map(|pid| pid as u32)
+            .ok_or_else(|| DockerError::Command {
+                command: format!("starting {}", self.container),
+                status: -1,
+                stderr: "the container is not running".into(),
+            })
+    }
+
+    /// The name of the instance container.
+    pub fn container(&self) -> &str {
+        &self.container
+    }
+
+    pub fn mock(&self) -> &MockAws {
+        self.mock.as_ref().expect("started")
+    }
+
+    /// The instance's network namespace (the EC2 host), attached by name.
+    pub fn host_ns(&self) -> &Namespace {
+        self.netns.as_ref().expect("started").host_ns()
+    }
+
+    /// The images this instance runs.
+    pub fn images(&self) -> &ImageSet {
+        &self.images
+    }
+
+    /// The instance's own engine.
+    pub fn engine(&self) -> Engine {
+        Engine {
+            name: format!("the engine of instance {}", self.container),
+            via: Vec::new(),
+        }
+    }
+
+    /// Runs `argv` in the instance container.
+    pub fn exec(&self, argv: Vec<String>, timeout: Duration) -> Result<std::process::Output, DockerError> {
+        block_on(engine::exec(&self.docker, &self.container, argv, timeout))
+    }
+
+    fn exec_ok(&self, argv: Vec<String>) -> Result<String, DockerError> {
+        block_on(engine::exec_ok(&self.docker, &self.container, argv, SETUP_TIMEOUT))
+    }
+
+    /// Loads `tag` into `engine` from the mounted tars, once.
+    pub fn load(&self, engine: &Engine, tag: &str) -> Result<(), DockerError> {
+        let key = (engine.name.clone(), tag.to_string());
+        if self.loaded.lock().expect("loaded").contains(&key) {
+            return Ok(());
+        }
+        let tar = format!("{IMAGES_MOUNT}/{}", ImageSet::tar_name(tag));
+        self.exec_ok(engine.command(["docker", "load", "--quiet", "--input", &tar].map(String::from)))?;
+        self.loaded.lock().expect("loaded").insert(key);
+        Ok(())
+    }
+
+    /// Runs `make` once per instance for `what`.
+    fn once(&self, what: &'static str, make: impl FnOnce() -> Result<(), DockerError>) -> Result<(), DockerError> {
+        if self.made.lock().expect("made").contains(what) {
+            return Ok(());
+        }
+        make()?;
+        self.made.lock().expect("made").insert(what);
+        Ok(())
+    }
+
+    /// Starts a dockerd container `name` on `parent` (which must have the instance
+    /// image) with bridge `bip`, on `parent`'s default bridge, or on cni0 when `cni`
+    /// (attached before its engine is asked for anything), and waits for its engine.
+    fn start_engine_container(
+        &self,
+        parent: &Engine,
+        name: &str,
+        bip: &str,
+        cni: bool,
+    ) -> Result<Engine, DockerError> {
+        let network = if cni { "none" } else { "bridge" };
+        let mut run: Vec<String> = ["docker", "run", "--detach", "--name", name, "--network", network]
+            .map(String::from)
+            .into();
+        run.extend(DIND_OPTIONS.iter().map(|o| o.to_string()));
+        run.push(format!("--volume={IMAGES_MOUNT}:{IMAGES_MOUNT}:ro"));
+        run.push(self.images.instance.clone());
+        run.extend(engine::dockerd_command(bip));
+        self.exec_ok(parent.command(run))?;
+        if cni {
+            self.cni_attach(parent, name)?;
+        }
+        let nested = parent.nested(name, &format!("{name}'s engine"));
+        block_on(engine::wait_ready(&self.docker, &self.container, &nested))?;
+        Ok(nested)
+    }
+
+    /// earthly-buildkitd: a BuildKit container on the instance's default bridge (an
+    /// engine with BuildKit embedded), with the probe image.
+    pub fn buildkitd(&self) -> Result<Engine, DockerError> {
+        let outer = self.engine();
+        let engine = outer.nested(BUILDKITD, &format!("{BUILDKITD}'s engine"));
+        self.once("buildkitd", || {
+            self.load(&outer, &self.images.instance.clone())?;
+            self.start_engine_container(&outer, BUILDKITD, BUILDKITD_BIP, false)?;
+            self.load(&engine, &self.images.probe.clone())
+        })?;
+        Ok(engine)
+    }
+
+    /// Earthly's CNI network for RUN steps inside earthly-buildkitd: its config, and
+    /// forwarding allowed for cni0 (the BuildKit container's engine set the FORWARD
+    /// policy to DROP; real earthly-buildkitd runs no dockerd).
+    fn cni(&self) -> Result<Engine, DockerError> {
+        let bk = self.buildkitd()?;
+        self.once("cni", || {
+            let script = format!(
+                "mkdir -p /etc/cni/net.d && printf '%s' {conf} > /etc/cni/net.d/10-earthly.conf && \
+                 iptables -w -I DOCKER-USER -i cni0 -j ACCEPT && \
+                 iptables -w -I DOCKER-USER -o cni0 -j ACCEPT",
+                conf = engine::sh_quote(EARTHLY_CNI_CONF)
+            );
+            self.exec_ok(bk.command(["sh".into(), "-c".into(), script]))
+                .map(drop)
+        })?;
+        Ok(bk)
+    }
+
+    /// Attaches container `name` (started with `--network none` on earthly-buildkitd's
+    /// engine) to cni0 with the CNI bridge plugin, as buildkitd does for a RUN step.
+    fn cni_attach(&self, bk: &Engine, name: &str) -> Result<(), DockerError> {
+        let script = format!(
+            "pid=$(docker inspect --format '{{{{.State.Pid}}}}' {name}) && \
+             CNI_COMMAND=ADD CNI_CONTAINERID={name} CNI_NETNS=/proc/$pid/ns/net CNI_IFNAME=eth0 \
+             CNI_PATH=/usr/lib/cni /usr/lib/cni/bridge < /etc/cni/net.d/10-earthly.conf"
+        );
+        self.exec_ok(bk.command(["sh".into(), "-c".into(), script]))
+            .map(drop)
+    }
+
+    /// A long-lived container on cni0 in which an Earthly RUN step's processes run.
+    pub fn cni_step(&self) -> Result<(Engine, String), DockerError> {
+        let bk = self.cni()?;
+        self.once("cni-step", || {
+            let run = [
+                "docker", "run", "--detach", "--name", CNI_STEP, "--network", "none",
+                &self.images.probe, "sleep", "infinity",
+            ]
+            .map(String::from);
+            self.exec_ok(bk.command(run))?;
+            self.cni_attach(&bk, CNI_STEP)
+        })?;
+        Ok((bk, CNI_STEP.to_string()))
+    }
+
+    /// Earthly `WITH DOCKER`: a dockerd in a RUN step (on cni0) inside
+    /// earthly-buildkitd, with the probe image.
+    pub fn with_docker(&self) -> Result<Engine, DockerError> {
+        let bk = self.cni()?;
+        let engine = bk.nested(WITH_DOCKER, &format!("{WITH_DOCKER}'s engine"));
+        self.once("with-docker", || {
+            self.load(&bk, &self.images.instance.clone())?;
+            let started = self.start_engine_container(&bk, WITH_DOCKER, WITH_DOCKER_BIP, true)?;
+            self.load(&started, &self.images.probe.clone())
+        })?;
+        Ok(engine)
+    }
+
+    /// Stops the mock, removes the container (and so everything inside it) and the
+    /// namespace names; errors are logged.
+    fn remove(&mut self) {
+        drop(self.mock.take());
+        drop(self.netns.take());
+        let docker = self.docker.clone();
+        let name = self.container.clone();
+        let removed = block_on(async move {
+            docker
+                .remove_container(
+                    &name,
+                    Some(RemoveContainerOptions {
+                        force: true,
+                        v: true,
+                        ..Default::default()
+                    }),
+                )
+                .await
+        });
+        match removed {
+            Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+            Err(err) => tracing::warn!(container = %self.container, "removing the instance: {err}"),
+        }
+        unregister(&self.container);
+    }
+}
+
+impl Drop for DockerInstance {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// The instance container's host settings: no network, the dockerd options of
+/// [`DIND_OPTIONS`], the image tars mounted read-only.
+fn host_config(bind: &str) -> HostConfig {
+    HostConfig {
+        network_mode: Some("none".into()),
+        cap_add: Some(vec!["ALL".into()]),
+        cap_drop: Some(vec!["SYS_RESOURCE".into()]),
+        security_opt: Some(vec![
+            "seccomp=unconfined".into(),
+            "apparmor=unconfined".into(),
+        ]),
+        // `--security-opt systempaths=unconfined` is the CLI's name for these.
+        masked_paths: Some(Vec::new()),
+        readonly_paths: Some(Vec::new()),
+        device_cgroup_rules: Some(vec!["a *:* rwm".into()]),
+        tmpfs: Some([("/var/lib/docker".to_string(), String::new())].into_iter().collect()),
+        binds: Some(vec![bind.to_string()]),
+        init: Some(true),
+        ..Default::default()
+    }
+}

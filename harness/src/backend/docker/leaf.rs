@@ -1,0 +1,315 @@
+//! How each preset is realised in a simulated instance, and clients run at its leaf.
+//!
+//! | preset | where the client runs |
+//! |---|---|
+//! | `host` | a process in the instance's network namespace (this machine's programs) |
+//! | `docker-run` | `docker run` of the probe image on the instance's engine |
+//! | `buildkit-run` | the RUN step of `DOCKER_BUILDKIT=1 docker build` on the instance's engine |
+//! | `earthly-run` | the RUN step of a build on earthly-buildkitd's engine (a BuildKit container on docker0) |
+//! | `earthly-cni` | a RUN step's netns made by the CNI bridge plugin with Earthly's config, inside earthly-buildkitd |
+//! | `earthly-with-docker` | `docker run` on the engine of a `WITH DOCKER` step (on cni0) inside earthly-buildkitd |
+
+use std::process::Output;
+use std::time::Duration;
+
+use super::engine::{sh_quote, Engine};
+use super::instance::DockerInstance;
+use super::images::{ImageSet, SHIM_IN_IMAGE};
+use super::{connect, DockerError};
+use crate::backend::{Lab, Site};
+use crate::mock::{MetadataOptionsChange, MockAws, MockConfig};
+use crate::probe::env::ClientEnv;
+use crate::probe::{Leaf, NamespaceLeaf, ProbeError, Program, Tools};
+use crate::site::SiteError;
+use crate::topology::Topology;
+
+/// The presets this backend realises.
+pub const PRESETS: &[&str] = &[
+    "host",
+    "docker-run",
+    "buildkit-run",
+    "earthly-run",
+    "earthly-cni",
+    "earthly-with-docker",
+];
+
+/// Where Debian's AWS CLI is in the probe image.
+const AWS_IN_IMAGE: &str = "/usr/bin/aws";
+
+/// The longest a client may take at a leaf, container start or build included.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Exit codes of `docker run`/`docker exec` (and of our build script) that mean the
+/// container could not run the command at all, not that the client failed.
+const DOCKER_FAILURES: [i32; 3] = [125, 126, 127];
+
+/// How a client is started on an engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Launch {
+    /// `docker run --rm` of the probe image on the default bridge.
+    Run,
+    /// `docker build` whose RUN step runs the client.
+    Build,
+    /// `docker exec` in a running container.
+    Exec(String),
+}
+
+/// A leaf in a simulated instance.
+pub enum DockerLeaf<'a> {
+    /// `host`: the instance's own namespace.
+    Host(NamespaceLeaf),
+    /// The other presets: a client started on one of the instance's engines.
+    Container {
+        instance: &'a DockerInstance,
+        engine: Engine,
+        launch: Launch,
+        preset: &'static str,
+    },
+}
+
+impl<'a> DockerLeaf<'a> {
+    /// Sets up what `topology` needs in `instance` (the BuildKit container, CNI, ...);
+    /// `tools` are this machine's programs, for `host`.
+    pub fn realise(
+        instance: &'a DockerInstance,
+        topology: &Topology,
+        tools: &Tools,
+    ) -> Result<DockerLeaf<'a>, DockerError> {
+        let preset = PRESETS
+            .iter()
+            .copied()
+            .find(|p| *p == topology.name)
+            .ok_or_else(|| DockerError::UnsupportedTopology {
+                name: topology.name.clone(),
+            })?;
+        let (engine, launch) = match preset {
+            "host" => {
+                return Ok(DockerLeaf::Host(NamespaceLeaf {
+                    namespace: instance.host_ns().clone(),
+                    tools: tools.clone(),
+                }))
+            }
+            "docker-run" => (instance.engine(), Launch::Run),
+            "buildkit-run" => (instance.engine(), Launch::Build),
+            "earthly-run" => (instance.buildkitd()?, Launch::Build),
+            "earthly-cni" => {
+                let (engine, container) = instance.cni_step()?;
+                (engine, Launch::Exec(container))
+            }
+            "earthly-with-docker" => (instance.with_docker()?, Launch::Run),
+            _ => unreachable!("every preset is matched"),
+        };
+        Ok(DockerLeaf::Container {
+            instance,
+            engine,
+            launch,
+            preset,
+        })
+    }
+}
+
+/// The client's environment in a container: `HOME` is the image's empty `/root`; the
+/// other paths name files that do not exist there, as they should.
+fn env_args(env: &ClientEnv, flag: &str) -> Vec<String> {
+    env.clone().with("HOME", "/root")
+        .vars()
+        .iter()
+        .flat_map(|(k, v)| [flag.to_string(), format!("{k}={v}")])
+        .collect()
+}
+
+/// A build whose RUN step runs `argv` with `env` and exports its output, status
+/// included, with `-o type=local`; the script replays them, or exits 125 with the
+/// build's log if the build itself failed.
+fn build_script(probe_image: &str, env: &ClientEnv, argv: &[String]) -> String {
+    let assignments: Vec<String> = env
+        .clone()
+        .with("HOME", "/root")
+        .vars()
+        .iter()
+        .map(|(k, v)| sh_quote(&format!("{k}={v}")))
+        .collect();
+    let command: Vec<String> = argv.iter().map(|a| sh_quote(a)).collect();
+    format!(
+        r#"set -u
+d=$(mktemp -d)
+cat > "$d/Dockerfile" <<'IMDSH_DOCKERFILE'
+FROM {probe_image} AS probe
+RUN mkdir /imdsh && (env {env} {command} > /imdsh/stdout 2> /imdsh/stderr; echo $? > /imdsh/status)
+FROM scratch
+COPY --from=probe /imdsh /
+IMDSH_DOCKERFILE
+if ! DOCKER_BUILDKIT=1 docker build --no-cache --progress=plain --output "type=local,dest=$d/out" "$d" > "$d/log" 2>&1; then
+  cat "$d/log" >&2; rm -rf "$d"; exit 125
+fi
+cat "$d/out/stdout"; cat "$d/out/stderr" >&2
+status=$(cat "$d/out/status"); rm -rf "$d"; exit "$status"
+"#,
+        env = assignments.join(" "),
+        command = command.join(" "),
+    )
+}
+
+impl Leaf for DockerLeaf<'_> {
+    fn run(&self, program: Program, args: &[&str], env: &ClientEnv) -> Result<Output, ProbeError> {
+        let DockerLeaf::Container {
+            instance,
+            engine,
+            launch,
+            ..
+        } = self
+        else {
+            let DockerLeaf::Host(leaf) = self else { unreachable!() };
+            return leaf.run(program, args, env);
+        };
+        let path = match program {
+            Program::Shim => SHIM_IN_IMAGE,
+            Program::AwsCli => AWS_IN_IMAGE,
+        };
+        let mut argv = vec![path.to_string()];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        let image = &instance.images().probe;
+        let command: Vec<String> = match launch {
+            Launch::Run => ["docker", "run", "--rm", "--network", "bridge"]
+                .map(String::from)
+                .into_iter()
+                .chain(env_args(env, "--env"))
+                .chain([image.clone()])
+                .chain(argv)
+                .collect(),
+            Launch::Exec(container) => ["docker", "exec"]
+                .map(String::from)
+                .into_iter()
+                .chain(env_args(env, "--env"))
+                .chain([container.clone()])
+                .chain(argv)
+                .collect(),
+            Launch::Build => vec!["sh".into(), "-c".into(), build_script(image, env, &argv)],
+        };
+        let failed = |message: String| ProbeError::Container {
+            program: match program {
+                Program::Shim => "imds-shim",
+                Program::AwsCli => "the AWS CLI",
+            },
+            place: self.place(),
+            message,
+        };
+        let output = instance
+            .exec(engine.command(command), CLIENT_TIMEOUT)
+            .map_err(|e| failed(e.to_string()))?;
+        match output.status.code() {
+            Some(code) if DOCKER_FAILURES.contains(&code) => Err(failed(format!(
+                "exit {code}: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ))),
+            _ => Ok(output),
+        }
+    }
+
+    fn place(&self) -> String {
+        match self {
+            DockerLeaf::Host(leaf) => leaf.place(),
+            DockerLeaf::Container {
+                instance, preset, ..
+            } => format!("{preset} in instance {}", instance.container()),
+        }
+    }
+}
+
+/// The docker backend for the sweep: each worker has one simulated instance, in which
+/// it realises its topologies one after another (the mock's options are reset between
+/// them).
+pub struct DockerLab {
+    pub docker: bollard::Docker,
+    pub images: ImageSet,
+    /// This machine's programs, for `host`.
+    pub tools: Tools,
+}
+
+impl DockerLab {
+    /// Connects to the engine and makes sure the images and their tars are there
+    /// (building what is missing: minutes on a cold machine).
+    pub async fn prepare(tools: Tools, shim: &std::path::Path) -> Result<DockerLab, DockerError> {
+        let docker = connect().await?;
+        let images = ImageSet::prepare(
+            &docker,
+            shim,
+            std::path::Path::new(super::images::TARS_DIR),
+            &|_| {},
+        )
+        .await?;
+        Ok(DockerLab {
+            docker,
+            images,
+            tools,
+        })
+    }
+}
+
+struct DockerSite<'b> {
+    instance: &'b DockerInstance,
+    leaf: DockerLeaf<'b>,
+}
+
+impl Site for DockerSite<'_> {
+    fn mock(&self) -> &MockAws {
+        self.instance.mock()
+    }
+
+    fn leaf(&self) -> &dyn Leaf {
+        &self.leaf
+    }
+}
+
+impl Lab for DockerLab {
+    type Bench = DockerInstance;
+
+    fn bench(&self) -> Result<DockerInstance, SiteError> {
+        DockerInstance::start(&self.docker, &self.images, MockConfig::default())
+    }
+
+    fn realise<'b>(
+        &self,
+        bench: &'b mut DockerInstance,
+        topology: &Topology,
+    ) -> Result<Box<dyn Site + 'b>, SiteError> {
+        let instance: &'b DockerInstance = bench;
+        let defaults = MockConfig::default().options;
+        instance.mock().modify(&MetadataOptionsChange {
+            hop_limit: Some(defaults.hop_limit),
+            http_tokens: Some(defaults.http_tokens),
+            http_endpoint: Some(defaults.http_endpoint),
+            http_protocol_ipv6: Some(defaults.http_protocol_ipv6),
+            instance_metadata_tags: Some(defaults.instance_metadata_tags),
+        });
+        let leaf = DockerLeaf::realise(instance, topology, &self.tools)?;
+        Ok(Box::new(DockerSite { instance, leaf }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn the_build_runs_the_client_with_its_environment_only() {
+        let env = ClientEnv::new(Path::new("/tmp/h"), "http://169.254.169.254/");
+        let script = build_script(
+            "imds-harness/probe:abc",
+            &env,
+            &["/usr/bin/aws".into(), "sts".into(), "get-caller-identity".into()],
+        );
+        assert!(script.contains("FROM imds-harness/probe:abc AS probe"));
+        assert!(script.contains("(env HOME=/root "));
+        assert!(script.contains("AWS_EC2_METADATA_SERVICE_ENDPOINT=http://169.254.169.254/"));
+        assert!(script.contains(" /usr/bin/aws sts get-caller-identity > /imdsh/stdout"));
+        assert!(script.contains("--no-cache"));
+    }
+
+    #[test]
+    fn every_preset_of_the_topologies_is_realised() {
+        let names: Vec<String> = Topology::presets().into_iter().map(|t| t.name).collect();
+        assert_eq!(names, PRESETS);
+    }
+}
