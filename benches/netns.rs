@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use imds_harness::mock::{HopLimit, HttpTokens, MockConfig};
 use imds_harness::probe::env::ClientEnv;
 use imds_harness::probe::{shim, Client};
-use imds_harness::site::{NetnsSite, IMDS_URL};
+use imds_harness::site::{NetnsLab, NetnsSite, IMDS_URL};
 use imds_harness::sweep::{self, Strategy, SweepPlan, Tools};
 use imds_harness::topology::Topology;
 
@@ -37,9 +37,11 @@ fn matrix(clients: &[Client], strategy: Strategy, timeout_ms: u64) -> f64 {
         probe_timeout: Duration::from_millis(timeout_ms),
         parallel: 4,
     };
-    let tools = Tools::locate(clients).unwrap();
+    let lab = NetnsLab {
+        tools: Tools::locate(clients).unwrap(),
+    };
     let started = Instant::now();
-    let cells = sweep::run(&plan, &tools, &|_| {}).unwrap();
+    let cells = sweep::run(&lab, &plan, &|_| {}).unwrap();
     assert_eq!(cells.len(), Topology::presets().len() * 2 * clients.len());
     started.elapsed().as_secs_f64()
 }

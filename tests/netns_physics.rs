@@ -8,9 +8,9 @@ use std::time::Duration;
 use imds_e2e::require::{require, Need};
 use imds_harness::mock::{HopLimit, HttpTokens, MetadataOptionsChange, MockConfig};
 use imds_harness::probe::env::ClientEnv;
-use imds_harness::probe::{cli, Client};
+use imds_harness::probe::{cli, Client, NamespaceLeaf};
 use imds_harness::report;
-use imds_harness::site::{NetnsSite, IMDS_PORT, STS_URL};
+use imds_harness::site::{NetnsLab, NetnsSite, IMDS_PORT, STS_URL};
 use imds_harness::sweep::{self, Strategy, SweepPlan, Tools};
 use imds_harness::topology::Topology;
 
@@ -104,7 +104,7 @@ async fn hop_limit_2_serves_docker_but_not_earthly_and_3_serves_all() {
     if !require("seed_story", NEEDS) {
         return;
     }
-    let aws = cli::locate().unwrap();
+    let tools = Tools::locate(&[Client::Cli]).unwrap();
     let home = tempfile::tempdir().unwrap();
     let env = ClientEnv::new(home.path(), imds_harness::site::IMDS_URL);
     let sites: Vec<NetnsSite> = ["host", "docker-run", "buildkit-run", "earthly-run"]
@@ -117,7 +117,11 @@ async fn hop_limit_2_serves_docker_but_not_earthly_and_3_serves_all() {
                 .iter()
                 .map(|site| {
                     site.mock().set_hop_limit(HopLimit::new(hop_limit).unwrap());
-                    let outcome = cli::run(&aws, site.leaf(), &env, STS_URL).unwrap();
+                    let leaf = NamespaceLeaf {
+                        namespace: site.leaf().clone(),
+                        tools: tools.clone(),
+                    };
+                    let outcome = cli::run(&leaf, &env, STS_URL).unwrap();
                     (site.topology().name.clone(), outcome.ok, outcome.reason)
                 })
                 .collect()
@@ -160,9 +164,11 @@ async fn the_minimal_hop_limit_is_depth_plus_one_for_every_topology_and_client()
         probe_timeout: Duration::from_millis(300),
         parallel: 4,
     };
-    let tools = Tools::locate(&plan.clients).unwrap();
-    let cells = tokio::task::block_in_place(|| sweep::run(&plan, &tools, &|_| {})).unwrap();
-    assert_eq!(cells.len(), 12 * 3 * 2);
+    let lab = NetnsLab {
+        tools: Tools::locate(&plan.clients).unwrap(),
+    };
+    let cells = tokio::task::block_in_place(|| sweep::run(&lab, &plan, &|_| {})).unwrap();
+    assert_eq!(cells.len(), plan.topologies.len() * 3 * 2);
 
     for cell in &cells {
         let need = cell.depth as u8 + 1;

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::mock::{HopLimit, HttpTokens, ImdsVersion, MetadataOptionsChange};
-pub use crate::probe::Tools;
 use crate::backend::{Lab, Site};
+use crate::mock::{HopLimit, HttpTokens, ImdsVersion, MetadataOptionsChange};
 use crate::probe::env::ClientEnv;
+pub use crate::probe::Tools;
 use crate::probe::{cli, shim, Client, ProbeError, ProbeOutcome};
 use crate::site::{SiteError, IMDS_URL, STS_URL};
 use crate::topology::Topology;

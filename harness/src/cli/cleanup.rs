@@ -1,7 +1,9 @@
-//! `imds-harness cleanup`: reaps what a killed run left behind.
+//! `imds-harness cleanup`: reaps what a killed run left behind: network namespaces and
+//! containers of runs that are no longer alive.
 
+use anyhow::Context;
 use clap::Args;
-use imds_harness::backend::netns;
+use imds_harness::backend::{docker, netns};
 
 use super::exit;
 
@@ -13,15 +15,32 @@ pub fn run(_args: CleanupArgs) -> anyhow::Result<u8> {
         eprintln!("imds-harness cleanup: {err}");
         return Ok(exit::USAGE);
     }
-    let removed = netns::cleanup_stale()?;
-    if removed.is_empty() {
+    let runtime = tokio::runtime::Runtime::new().context("starting the Tokio runtime")?;
+    // Containers first: their namespaces' names go with the namespaces below.
+    let containers = runtime.block_on(async {
+        match docker::connect().await {
+            Ok(engine) => docker::cleanup_stale(&engine).await.map(Some),
+            // No engine: nothing of ours can be running in it.
+            Err(_) => Ok(None),
+        }
+    })?;
+    let namespaces = netns::cleanup_stale()?;
+    let containers = containers.unwrap_or_default();
+    if namespaces.is_empty() && containers.is_empty() {
         println!("nothing to clean up");
-    } else {
+    }
+    if !containers.is_empty() {
+        println!("removed {} container(s) of dead runs:", containers.len());
+        for name in containers {
+            println!("  {name}");
+        }
+    }
+    if !namespaces.is_empty() {
         println!(
             "removed {} network namespace(s) of dead runs:",
-            removed.len()
+            namespaces.len()
         );
-        for name in removed {
+        for name in namespaces {
             println!("  {name}");
         }
     }

@@ -2,6 +2,7 @@
 //! as a table (and JSON), recorded as or compared with a baseline.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -183,6 +184,13 @@ pub fn run(args: MeasureArgs) -> anyhow::Result<u8> {
         })
     });
     progress.finish_and_clear();
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        // The signal handler is taking the run down and exits with 130; whatever
+        // failed here failed because of that.
+        loop {
+            std::thread::park();
+        }
+    }
     let cells = match result {
         Ok(cells) => cells,
         Err(err) => {
@@ -268,7 +276,10 @@ fn run_earthly() -> anyhow::Result<u8> {
     Ok(if failed { exit::FAILURE } else { exit::OK })
 }
 
-/// Ctrl-C or SIGTERM: remove this run's namespaces before exiting.
+/// Set when Ctrl-C or SIGTERM arrived.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Ctrl-C or SIGTERM: remove this run's namespaces and containers before exiting.
 async fn remove_namespaces_on_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut interrupt), Ok(mut terminate)) = (
@@ -281,6 +292,7 @@ async fn remove_namespaces_on_signal() {
         _ = interrupt.recv() => {}
         _ = terminate.recv() => {}
     }
+    INTERRUPTED.store(true, Ordering::SeqCst);
     let removed = netns::remove_all_live();
     let containers = docker::remove_all_live().await;
     eprintln!(

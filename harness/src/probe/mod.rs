@@ -132,8 +132,10 @@ impl Tools {
             Program::Shim => (&self.shim, "imds-shim"),
             Program::AwsCli => (&self.aws_cli, "the AWS CLI"),
         };
-        path.as_deref()
-            .ok_or(ProbeError::MissingBinary(name, "it was not located for this run".into()))
+        path.as_deref().ok_or(ProbeError::MissingBinary(
+            name,
+            "it was not located for this run".into(),
+        ))
     }
 }
 

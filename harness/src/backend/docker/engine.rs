@@ -108,8 +108,9 @@ pub async fn exec(
             stdout: Vec::new(),
             stderr: Vec::new(),
         };
-        if let StartExecResults::Attached { output: mut stream, .. } =
-            docker.start_exec(&created.id, None).await?
+        if let StartExecResults::Attached {
+            output: mut stream, ..
+        } = docker.start_exec(&created.id, None).await?
         {
             while let Some(chunk) = stream.next().await {
                 match chunk? {
@@ -158,9 +159,14 @@ pub async fn exec_ok(
 }
 
 /// Waits until `engine` answers `docker version`.
-pub async fn wait_ready(docker: &Docker, container: &str, engine: &Engine) -> Result<(), DockerError> {
+pub async fn wait_ready(
+    docker: &Docker,
+    container: &str,
+    engine: &Engine,
+) -> Result<(), DockerError> {
     let started = Instant::now();
-    let probe = engine.command(["docker", "version", "--format", "{{.Server.Version}}"].map(String::from));
+    let probe =
+        engine.command(["docker", "version", "--format", "{{.Server.Version}}"].map(String::from));
     loop {
         let output = exec(docker, container, probe.clone(), Duration::from_secs(10)).await?;
         if output.status.success() {
@@ -202,14 +208,18 @@ mod tests {
         let bk = instance.nested("earthly-buildkitd", "bk");
         let wd = bk.nested("with-docker", "wd");
         assert_eq!(
-            wd.command(["docker".to_string(), "ps".to_string()]).join(" "),
+            wd.command(["docker".to_string(), "ps".to_string()])
+                .join(" "),
             "docker exec earthly-buildkitd docker exec with-docker docker ps"
         );
     }
 
     #[test]
     fn quoting_survives_sh() {
-        assert_eq!(sh_quote("http://169.254.169.254/"), "http://169.254.169.254/");
+        assert_eq!(
+            sh_quote("http://169.254.169.254/"),
+            "http://169.254.169.254/"
+        );
         assert_eq!(sh_quote("it's"), r"'it'\''s'");
         assert_eq!(sh_quote(""), "''");
         let out = std::process::Command::new("sh")

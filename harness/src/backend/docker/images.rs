@@ -659,10 +659,15 @@ impl ImageSet {
                 .await
                 .map_err(io(format!("creating {}", partial.display())))?;
             let mut stream = docker.export_image(tag);
-            while let Some(chunk) = stream.try_next().await.map_err(|source| ImageError::Docker {
-                what: format!("exporting {tag}"),
-                source: Box::new(source),
-            })? {
+            while let Some(chunk) =
+                stream
+                    .try_next()
+                    .await
+                    .map_err(|source| ImageError::Docker {
+                        what: format!("exporting {tag}"),
+                        source: Box::new(source),
+                    })?
+            {
                 tokio::io::AsyncWriteExt::write_all(&mut file, &chunk)
                     .await
                     .map_err(io(format!("writing {}", partial.display())))?;

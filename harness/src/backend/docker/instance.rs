@@ -83,7 +83,11 @@ pub struct DockerInstance {
 
 impl DockerInstance {
     /// Starts an instance with the mock in `config` and the probe image loaded.
-    pub fn start(docker: &Docker, images: &ImageSet, config: MockConfig) -> Result<DockerInstance, SiteError> {
+    pub fn start(
+        docker: &Docker,
+        images: &ImageSet,
+        config: MockConfig,
+    ) -> Result<DockerInstance, SiteError> {
         let run = netns::run_id()?;
         let index = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let container = format!("{}{run}-i{index}", netns::NAME_PREFIX);
@@ -99,7 +103,11 @@ impl DockerInstance {
         };
         let started = Instant::now();
         let pid = block_on(instance.create_container(&run))?;
-        block_on(engine::wait_ready(&instance.docker, &instance.container, &instance.engine()))?;
+        block_on(engine::wait_ready(
+            &instance.docker,
+            &instance.container,
+            &instance.engine(),
+        ))?;
         instance.startup.engine = started.elapsed();
 
         let started = Instant::now();
@@ -122,10 +130,14 @@ impl DockerInstance {
                 source: Box::new(source),
             }
         };
-        let labels = [(LABEL, "1"), (RUN_LABEL, run), ("imds-harness.role", "instance")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let labels = [
+            (LABEL, "1"),
+            (RUN_LABEL, run),
+            ("imds-harness.role", "instance"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
         let tars = self.images.tars.display().to_string();
         let body = ContainerCreateBody {
             image: Some(self.images.instance.clone()),
@@ -194,12 +206,21 @@ impl DockerInstance {
     }
 
     /// Runs `argv` in the instance container.
-    pub fn exec(&self, argv: Vec<String>, timeout: Duration) -> Result<std::process::Output, DockerError> {
+    pub fn exec(
+        &self,
+        argv: Vec<String>,
+        timeout: Duration,
+    ) -> Result<std::process::Output, DockerError> {
         block_on(engine::exec(&self.docker, &self.container, argv, timeout))
     }
 
     fn exec_ok(&self, argv: Vec<String>) -> Result<String, DockerError> {
-        block_on(engine::exec_ok(&self.docker, &self.container, argv, SETUP_TIMEOUT))
+        block_on(engine::exec_ok(
+            &self.docker,
+            &self.container,
+            argv,
+            SETUP_TIMEOUT,
+        ))
     }
 
     /// Loads `tag` into `engine` from the mounted tars, once.
@@ -209,13 +230,19 @@ impl DockerInstance {
             return Ok(());
         }
         let tar = format!("{IMAGES_MOUNT}/{}", ImageSet::tar_name(tag));
-        self.exec_ok(engine.command(["docker", "load", "--quiet", "--input", &tar].map(String::from)))?;
+        self.exec_ok(
+            engine.command(["docker", "load", "--quiet", "--input", &tar].map(String::from)),
+        )?;
         self.loaded.lock().expect("loaded").insert(key);
         Ok(())
     }
 
     /// Runs `make` once per instance for `what`.
-    fn once(&self, what: &'static str, make: impl FnOnce() -> Result<(), DockerError>) -> Result<(), DockerError> {
+    fn once(
+        &self,
+        what: &'static str,
+        make: impl FnOnce() -> Result<(), DockerError>,
+    ) -> Result<(), DockerError> {
         if self.made.lock().expect("made").contains(what) {
             return Ok(());
         }
@@ -235,9 +262,17 @@ impl DockerInstance {
         cni: bool,
     ) -> Result<Engine, DockerError> {
         let network = if cni { "none" } else { "bridge" };
-        let mut run: Vec<String> = ["docker", "run", "--detach", "--name", name, "--network", network]
-            .map(String::from)
-            .into();
+        let mut run: Vec<String> = [
+            "docker",
+            "run",
+            "--detach",
+            "--name",
+            name,
+            "--network",
+            network,
+        ]
+        .map(String::from)
+        .into();
         run.extend(DIND_OPTIONS.iter().map(|o| o.to_string()));
         run.push(format!("--volume={IMAGES_MOUNT}:{IMAGES_MOUNT}:ro"));
         run.push(self.images.instance.clone());
@@ -299,8 +334,16 @@ impl DockerInstance {
         let bk = self.cni()?;
         self.once("cni-step", || {
             let run = [
-                "docker", "run", "--detach", "--name", CNI_STEP, "--network", "none",
-                &self.images.probe, "sleep", "infinity",
+                "docker",
+                "run",
+                "--detach",
+                "--name",
+                CNI_STEP,
+                "--network",
+                "none",
+                &self.images.probe,
+                "sleep",
+                "infinity",
             ]
             .map(String::from);
             self.exec_ok(bk.command(run))?;
@@ -342,7 +385,10 @@ impl DockerInstance {
                 .await
         });
         match removed {
-            Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
             Err(err) => tracing::warn!(container = %self.container, "removing the instance: {err}"),
         }
         unregister(&self.container);
@@ -372,7 +418,11 @@ fn host_config(bind: &str) -> HostConfig {
         masked_paths: Some(Vec::new()),
         readonly_paths: Some(Vec::new()),
         device_cgroup_rules: Some(vec!["a *:* rwm".into()]),
-        tmpfs: Some([("/var/lib/docker".to_string(), String::new())].into_iter().collect()),
+        tmpfs: Some(
+            [("/var/lib/docker".to_string(), String::new())]
+                .into_iter()
+                .collect(),
+        ),
         binds: Some(vec![bind.to_string()]),
         init: Some(true),
         ..Default::default()

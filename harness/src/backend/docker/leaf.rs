@@ -13,8 +13,8 @@ use std::process::Output;
 use std::time::Duration;
 
 use super::engine::{sh_quote, Engine};
-use super::instance::DockerInstance;
 use super::images::{ImageSet, SHIM_IN_IMAGE};
+use super::instance::DockerInstance;
 use super::{connect, DockerError};
 use crate::backend::{Lab, Site};
 use crate::mock::{MetadataOptionsChange, MockAws, MockConfig};
@@ -111,7 +111,8 @@ impl<'a> DockerLeaf<'a> {
 /// The client's environment in a container: `HOME` is the image's empty `/root`; the
 /// other paths name files that do not exist there, as they should.
 fn env_args(env: &ClientEnv, flag: &str) -> Vec<String> {
-    env.clone().with("HOME", "/root")
+    env.clone()
+        .with("HOME", "/root")
         .vars()
         .iter()
         .flat_map(|(k, v)| [flag.to_string(), format!("{k}={v}")])
@@ -159,7 +160,9 @@ impl Leaf for DockerLeaf<'_> {
             ..
         } = self
         else {
-            let DockerLeaf::Host(leaf) = self else { unreachable!() };
+            let DockerLeaf::Host(leaf) = self else {
+                unreachable!()
+            };
             return leaf.run(program, args, env);
         };
         let path = match program {
@@ -298,7 +301,11 @@ mod tests {
         let script = build_script(
             "imds-harness/probe:abc",
             &env,
-            &["/usr/bin/aws".into(), "sts".into(), "get-caller-identity".into()],
+            &[
+                "/usr/bin/aws".into(),
+                "sts".into(),
+                "get-caller-identity".into(),
+            ],
         );
         assert!(script.contains("FROM imds-harness/probe:abc AS probe"));
         assert!(script.contains("(env HOME=/root "));

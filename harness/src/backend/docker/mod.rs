@@ -143,7 +143,11 @@ pub async fn remove_all_live() -> Vec<String> {
 pub async fn cleanup_stale(docker: &Docker) -> Result<Vec<String>, DockerError> {
     let options = ListContainersOptions {
         all: true,
-        filters: Some([("label".to_string(), vec![LABEL.to_string()])].into_iter().collect()),
+        filters: Some(
+            [("label".to_string(), vec![LABEL.to_string()])]
+                .into_iter()
+                .collect(),
+        ),
         ..Default::default()
     };
     let containers = docker
@@ -159,7 +163,10 @@ pub async fn cleanup_stale(docker: &Docker) -> Result<Vec<String>, DockerError> 
             let run = c.labels.as_ref().and_then(|l| l.get(RUN_LABEL));
             !run.is_some_and(|run| crate::backend::netns::run_is_alive(run))
         })
-        .filter_map(|c| c.names.and_then(|n| n.first().map(|n| n.trim_start_matches('/').to_string())))
+        .filter_map(|c| {
+            c.names
+                .and_then(|n| n.first().map(|n| n.trim_start_matches('/').to_string()))
+        })
         .collect();
     Ok(remove(docker, &stale).await)
 }

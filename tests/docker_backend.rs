@@ -1,0 +1,233 @@
+//! The docker backend with the real engine, real BuildKit and the real clients: a
+//! simulated instance (a container with an engine of its own and no route out), the
+//! seed's story told in it, and its matrix agreeing with the netns backend's.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use imds_e2e::bins;
+use imds_e2e::require::{require, Need};
+use imds_harness::backend::docker::instance::DockerInstance;
+use imds_harness::backend::docker::leaf::{DockerLab, DockerLeaf};
+use imds_harness::backend::docker::{LABEL, RUN_LABEL};
+use imds_harness::backend::netns;
+use imds_harness::mock::{HopLimit, HttpTokens, MockConfig};
+use imds_harness::probe::env::ClientEnv;
+use imds_harness::probe::{cli, shim, Client, Leaf, Program};
+use imds_harness::report;
+use imds_harness::site::{NetnsLab, EC2_URL, IMDS_URL, STS_URL};
+use imds_harness::sweep::{self, Strategy, SweepPlan, Tools};
+use imds_harness::topology::Topology;
+
+const NEEDS: &[Need] = &[Need::Root, Need::NetTools, Need::AwsCli, Need::Docker];
+
+fn lab(runtime: &tokio::runtime::Runtime) -> DockerLab {
+    let tools = Tools::locate(&Client::ALL).unwrap();
+    let shim = shim::locate().unwrap();
+    runtime.block_on(DockerLab::prepare(tools, &shim)).unwrap()
+}
+
+fn leaf<'a>(instance: &'a DockerInstance, lab: &DockerLab, name: &str) -> DockerLeaf<'a> {
+    DockerLeaf::realise(instance, &Topology::parse(name).unwrap(), &lab.tools).unwrap()
+}
+
+/// The seed's story in containers: at hop limit 2 with tokens required, the real CLI
+/// gets an identity on the host, in `docker run` and in a `docker build` RUN step, and
+/// not in an Earthly-shaped RUN step; after ModifyInstanceMetadataOptions to 3 through
+/// the mock EC2 API (the real CLI, on the instance), it does there too.
+#[test]
+fn hop_limit_2_serves_docker_but_not_earthly_until_modified_to_3() {
+    if !require("docker_seed_story", NEEDS) {
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _guard = runtime.enter();
+    let lab = lab(&runtime);
+    let mut config = MockConfig::default();
+    config.options.hop_limit = HopLimit::new(2).unwrap();
+    config.options.http_tokens = HttpTokens::Required;
+    let instance = DockerInstance::start(&lab.docker, &lab.images, config).unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let env = ClientEnv::new(home.path(), IMDS_URL);
+
+    for name in ["host", "docker-run", "buildkit-run"] {
+        let outcome = cli::run(&leaf(&instance, &lab, name), &env, STS_URL).unwrap();
+        assert!(outcome.ok, "{name} at hop limit 2: {:?}", outcome.reason);
+        assert!(outcome.arn.unwrap().contains(":assumed-role/"), "{name}");
+    }
+    let earthly = leaf(&instance, &lab, "earthly-run");
+    let outcome = cli::run(&earthly, &env, STS_URL).unwrap();
+    assert!(!outcome.ok, "earthly-run at hop limit 2 worked");
+    let reason = outcome.reason.unwrap_or_default();
+    assert!(
+        reason.contains("Unable to locate credentials"),
+        "earthly-run: {reason}"
+    );
+
+    // As a user on the instance would: the AWS CLI with the instance's own role.
+    let instance_id = MockConfig::default().identity.instance_id;
+    let host = leaf(&instance, &lab, "host");
+    let modified = host
+        .run(
+            Program::AwsCli,
+            &[
+                "ec2",
+                "modify-instance-metadata-options",
+                "--instance-id",
+                &instance_id,
+                "--http-put-response-hop-limit",
+                "3",
+                "--http-tokens",
+                "required",
+                "--endpoint-url",
+                EC2_URL,
+                "--output",
+                "json",
+            ],
+            &env,
+        )
+        .unwrap();
+    assert!(
+        modified.status.success(),
+        "modify-instance-metadata-options: {}",
+        String::from_utf8_lossy(&modified.stderr)
+    );
+    assert_eq!(instance.mock().options().hop_limit.get(), 3);
+
+    let outcome = cli::run(&earthly, &env, STS_URL).unwrap();
+    assert!(
+        outcome.ok,
+        "earthly-run at hop limit 3: {:?}",
+        outcome.reason
+    );
+}
+
+/// Every preset with every client in both tokens modes, on both backends: the same
+/// minimal hop limits, preset by preset. The docker matrix is kept as a snapshot.
+#[test]
+fn docker_and_netns_agree_preset_by_preset() {
+    if !require("docker_matrix", NEEDS) {
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _guard = runtime.enter();
+    let lab = lab(&runtime);
+    let plan = SweepPlan {
+        topologies: Topology::presets(),
+        clients: Client::ALL.to_vec(),
+        modes: vec![HttpTokens::Required, HttpTokens::Optional],
+        strategy: Strategy::Bisect,
+        probe_timeout: Duration::from_millis(300),
+        parallel: 2,
+    };
+    let started = Instant::now();
+    let docker = sweep::run(&lab, &plan, &|_| {}).unwrap();
+    eprintln!("docker matrix: {:.1} s", started.elapsed().as_secs_f64());
+    let netns = sweep::run(
+        &NetnsLab {
+            tools: lab.tools.clone(),
+        },
+        &plan,
+        &|_| {},
+    )
+    .unwrap();
+    assert_eq!(docker.len(), plan.topologies.len() * 3 * 2);
+    assert_eq!(docker.len(), netns.len());
+    for (d, n) in docker.iter().zip(&netns) {
+        let what = format!("{} {} {}", d.topology, d.client, d.http_tokens);
+        assert_eq!(
+            (&d.topology, d.client, d.http_tokens),
+            (&n.topology, n.client, n.http_tokens)
+        );
+        assert_eq!(
+            (d.minimal_hop_limit, d.works_at_any_hop_limit),
+            (n.minimal_hop_limit, n.works_at_any_hop_limit),
+            "{what}: docker {d:?} netns {n:?}"
+        );
+        if !(d.client == Client::Cli && d.http_tokens == HttpTokens::Optional) {
+            assert_eq!(d.minimal_hop_limit, Some(d.depth as u8 + 1), "{what}");
+        }
+    }
+    insta::assert_snapshot!(
+        "docker_matrix",
+        report::table(&docker, &plan.clients, false)
+    );
+}
+
+/// The project's containers made by other processes than this one (whose other tests
+/// may be running instances right now).
+fn project_containers() -> Vec<String> {
+    let mine = netns::run_id().unwrap();
+    let out = Command::new("docker")
+        .args(["ps", "-a", "--filter", &format!("label={LABEL}")])
+        .args([
+            "--format",
+            &format!("{{{{.Label \"{RUN_LABEL}\"}}}} {{{{.Names}}}}"),
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| line.split_once(' '))
+        .filter(|(run, _)| *run != mine)
+        .map(|(_, name)| name.to_string())
+        .collect()
+}
+
+/// A run killed with SIGKILL leaves its instance container behind; `imds-harness
+/// cleanup` removes it. A run stopped with Ctrl-C removes its own.
+#[test]
+fn interrupted_runs_leave_nothing_after_cleanup() {
+    if !require("docker_cleanup", NEEDS) {
+        return;
+    }
+    let before = project_containers();
+    for (signal, exit) in [("INT", Some(130)), ("KILL", None)] {
+        let mut child = Command::new(bins::harness())
+            .args([
+                "measure",
+                "--backend",
+                "docker",
+                "--topology",
+                "earthly-with-docker",
+                "--clients",
+                "ttl",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while project_containers().len() <= before.len() {
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "no container appeared"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        Command::new("kill")
+            .args([format!("-{signal}"), child.id().to_string()])
+            .status()
+            .unwrap();
+        let status = child.wait().unwrap();
+        drop(child.stderr.take());
+        assert_eq!(status.code(), exit, "signal {signal}");
+        if exit.is_some() {
+            assert_eq!(project_containers(), before, "Ctrl-C left a container");
+        }
+    }
+    assert!(
+        project_containers().len() > before.len(),
+        "SIGKILL left nothing to reap"
+    );
+    let out = Command::new(bins::harness())
+        .arg("cleanup")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("container(s) of dead runs"), "{stdout}");
+    assert_eq!(project_containers(), before);
+}
