@@ -47,7 +47,10 @@ fn main() {
             .status()
             .unwrap();
         assert!(status.success());
-        println!("cold image build (images --force): {:.1} s", secs(started.elapsed()));
+        println!(
+            "cold image build (images --force): {:.1} s",
+            secs(started.elapsed())
+        );
     }
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
