@@ -8,7 +8,7 @@ export CARGO_TARGET_DIR ?= /var/cache/imds-harness/target
 DEB_PACKAGES := awscli iproute2 iptables containernetworking-plugins mmdebstrap
 BIN := $(CARGO_TARGET_DIR)/debug
 
-.PHONY: deps build test measure bench cleanup dist images
+.PHONY: deps build test measure bench bench-backends cleanup dist images
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
@@ -31,6 +31,12 @@ measure: build
 
 bench: deps
 	cargo bench -p imds-harness --bench mock
+
+# The backends' benchmarks (root; the docker one needs the engine): medians of RUNS.
+RUNS ?= 3
+bench-backends: build
+	cargo bench --profile dev --bench netns -- $(RUNS)
+	cargo bench --profile dev --bench docker -- $(RUNS)
 
 cleanup: build
 	$(BIN)/imds-harness cleanup

@@ -181,6 +181,9 @@ fn interrupted_runs_leave_nothing_after_cleanup() {
     if !require("docker_cleanup", NEEDS) {
         return;
     }
+    // The images are made (once, by this process) before the runs below look for them.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    lab(&runtime);
     let before = project_containers();
     for (signal, exit) in [("INT", Some(130)), ("KILL", None)] {
         let mut child = Command::new(bins::harness())

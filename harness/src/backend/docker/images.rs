@@ -628,6 +628,10 @@ impl ImageSet {
         tars: &Path,
         on_image: &(dyn Fn(&Outcome) + Sync),
     ) -> Result<ImageSet, ImageError> {
+        // One preparation at a time in a process: concurrent ones would build and
+        // export the same images twice.
+        static PREPARING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _one_at_a_time = PREPARING.lock().await;
         let plan = plan(shim)?;
         let workdir = Workdir::new()?;
         let cancel = CancellationToken::new();
@@ -654,7 +658,7 @@ impl ImageSet {
             if tokio::fs::try_exists(&path).await.unwrap_or(false) {
                 continue;
             }
-            let partial = path.with_extension("partial");
+            let partial = path.with_extension(format!("{}.partial", std::process::id()));
             let mut file = tokio::fs::File::create(&partial)
                 .await
                 .map_err(io(format!("creating {}", partial.display())))?;
@@ -682,7 +686,8 @@ impl ImageSet {
         if let Ok(entries) = std::fs::read_dir(tars) {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if name.starts_with("imds-harness_") && !wanted.contains(&name) {
+                let old_tar = name.starts_with("imds-harness_") && name.ends_with(".tar");
+                if old_tar && !wanted.contains(&name) {
                     let _ = std::fs::remove_file(entry.path());
                 }
             }
