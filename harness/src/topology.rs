@@ -351,6 +351,7 @@ mod tests {
             ("docker-run", 1, 2),
             ("buildkit-run", 1, 2),
             ("earthly-run", 2, 3),
+            ("earthly-cni", 2, 3),
             ("earthly-with-docker", 3, 4),
         ];
         assert_eq!(depths.len(), expected.len());

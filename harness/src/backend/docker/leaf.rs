@@ -308,7 +308,8 @@ mod tests {
             ],
         );
         assert!(script.contains("FROM imds-harness/probe:abc AS probe"));
-        assert!(script.contains("(env HOME=/root "));
+        assert!(script.contains(" HOME=/root /usr/bin/aws sts"), "{script}");
+        assert!(!script.contains("HOME=/tmp/h"), "{script}");
         assert!(script.contains("AWS_EC2_METADATA_SERVICE_ENDPOINT=http://169.254.169.254/"));
         assert!(script.contains(" /usr/bin/aws sts get-caller-identity > /imdsh/stdout"));
         assert!(script.contains("--no-cache"));
