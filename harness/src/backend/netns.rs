@@ -455,18 +455,16 @@ pub struct NetnsInstance {
 }
 
 impl NetnsInstance {
-    /// Realises `topology` under a fresh prefix. On error, whatever was already made is
-    /// removed.
-    pub fn create(topology: &Topology) -> Result<NetnsInstance, NetnsError> {
+    /// The names of a realisation of `topology` under a fresh prefix; nothing made yet.
+    fn named(topology: &Topology) -> Result<NetnsInstance, NetnsError> {
         check_prerequisites()?;
-        let started = Instant::now();
         let run_name = run_id()?;
         let index = NEXT_INDEX.fetch_add(1, Ordering::Relaxed);
         let prefix = format!("{NAME_PREFIX}{run_name}-{index}");
         let namespace = |suffix: &str| Namespace {
             name: format!("{prefix}-{suffix}"),
         };
-        let instance = NetnsInstance {
+        Ok(NetnsInstance {
             topology: topology.clone(),
             mock: namespace("m"),
             host: namespace("h"),
@@ -475,23 +473,31 @@ impl NetnsInstance {
                 .collect(),
             prefix,
             removed: false,
-        };
-        // Registered and made under the lock, so that `remove_all_live` either sees
-        // all of them or makes this fail. From here on, dropping `instance` (after the
-        // guard) removes whatever exists.
+        })
+    }
+
+    /// Registers this realisation and runs `ip -batch` with `script` (which makes its
+    /// namespaces) under the lock, so that `remove_all_live` either sees all of them or
+    /// makes this fail. From here on, dropping `self` removes whatever exists.
+    fn make_registered(&self, script: &str) -> Result<(), NetnsError> {
         let mut live = lock(&LIVE);
         if SHUTTING_DOWN.load(Ordering::SeqCst) {
-            drop(live);
             return Err(NetnsError::ShuttingDown);
         }
-        live.insert(instance.prefix.clone());
+        live.insert(self.prefix.clone());
+        run(&["ip", "-batch", "-"], Some(script)).map(drop)
+    }
+
+    /// Realises `topology` under a fresh prefix. On error, whatever was already made is
+    /// removed.
+    pub fn create(topology: &Topology) -> Result<NetnsInstance, NetnsError> {
+        let started = Instant::now();
+        let instance = NetnsInstance::named(topology)?;
         let script: String = instance
             .namespaces()
             .map(|ns| format!("netns add {}\n", ns.name))
             .collect();
-        let added = run(&["ip", "-batch", "-"], Some(&script));
-        drop(live);
-        added?;
+        instance.make_registered(&script)?;
         instance.configure()?;
         tracing::debug!(
             prefix = %instance.prefix,
@@ -509,37 +515,11 @@ impl NetnsInstance {
     /// as long as its process. The host forwards for whatever engine runs in it, so it
     /// gets `icmp_ratelimit=0` like the routers here.
     pub fn attach(pid: u32) -> Result<NetnsInstance, NetnsError> {
-        check_prerequisites()?;
-        let run_name = run_id()?;
-        let index = NEXT_INDEX.fetch_add(1, Ordering::Relaxed);
-        let prefix = format!("{NAME_PREFIX}{run_name}-{index}");
-        let instance = NetnsInstance {
-            topology: Topology::chain(0).expect("depth 0 is valid"),
-            mock: Namespace {
-                name: format!("{prefix}-m"),
-            },
-            host: Namespace {
-                name: format!("{prefix}-h"),
-            },
-            layers: Vec::new(),
-            prefix,
-            removed: false,
-        };
-        let mut live = lock(&LIVE);
-        if SHUTTING_DOWN.load(Ordering::SeqCst) {
-            drop(live);
-            return Err(NetnsError::ShuttingDown);
-        }
-        live.insert(instance.prefix.clone());
-        let script = format!(
-            "netns add {}
-netns attach {} {pid}
-",
+        let instance = NetnsInstance::named(&Topology::chain(0).expect("depth 0 is valid"))?;
+        instance.make_registered(&format!(
+            "netns add {}\nnetns attach {} {pid}\n",
             instance.mock.name, instance.host.name
-        );
-        let added = run(&["ip", "-batch", "-"], Some(&script));
-        drop(live);
-        added?;
+        ))?;
         instance.configure()?;
         instance
             .host
