@@ -110,10 +110,13 @@ impl<'a> DockerLeaf<'a> {
 
 /// The client's environment in a container: `HOME` is the image's empty `/root`; the
 /// other paths name files that do not exist there, as they should.
+fn in_container(env: &ClientEnv) -> ClientEnv {
+    env.clone().with("HOME", "/root")
+}
+
+/// `env` as `docker run`/`docker exec` options.
 fn env_args(env: &ClientEnv, flag: &str) -> Vec<String> {
-    env.clone()
-        .with("HOME", "/root")
-        .vars()
+    env.vars()
         .iter()
         .flat_map(|(k, v)| [flag.to_string(), format!("{k}={v}")])
         .collect()
@@ -124,8 +127,6 @@ fn env_args(env: &ClientEnv, flag: &str) -> Vec<String> {
 /// build's log if the build itself failed.
 fn build_script(probe_image: &str, env: &ClientEnv, argv: &[String]) -> String {
     let assignments: Vec<String> = env
-        .clone()
-        .with("HOME", "/root")
         .vars()
         .iter()
         .map(|(k, v)| sh_quote(&format!("{k}={v}")))
@@ -165,6 +166,7 @@ impl Leaf for DockerLeaf<'_> {
             };
             return leaf.run(program, args, env);
         };
+        let env = &in_container(env);
         let path = match program {
             Program::Shim => SHIM_IN_IMAGE,
             Program::AwsCli => AWS_IN_IMAGE,
@@ -300,7 +302,7 @@ mod tests {
         let env = ClientEnv::new(Path::new("/tmp/h"), "http://169.254.169.254/");
         let script = build_script(
             "imds-harness/probe:abc",
-            &env,
+            &in_container(&env),
             &[
                 "/usr/bin/aws".into(),
                 "sts".into(),
