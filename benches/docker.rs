@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use imds_e2e::bins;
 use imds_harness::backend::docker::instance::DockerInstance;
-use imds_harness::backend::docker::leaf::DockerLab;
+use imds_harness::backend::docker::lab::DockerLab;
 use imds_harness::mock::{HttpTokens, MockConfig};
 use imds_harness::probe::{shim, Client, Tools};
 use imds_harness::sweep::{self, Strategy, SweepPlan};

@@ -9,10 +9,11 @@
 
 use std::time::{Duration, Instant};
 
+use imds_harness::backend::endpoints::IMDS_URL;
+use imds_harness::backend::netns::{NetnsLab, NetnsSite};
 use imds_harness::mock::{HopLimit, HttpTokens, MockConfig};
 use imds_harness::probe::env::ClientEnv;
 use imds_harness::probe::{shim, Client};
-use imds_harness::site::{NetnsLab, NetnsSite, IMDS_URL};
 use imds_harness::sweep::{self, Strategy, SweepPlan, Tools};
 use imds_harness::topology::Topology;
 

@@ -8,14 +8,15 @@ use std::time::{Duration, Instant};
 use imds_e2e::bins;
 use imds_e2e::require::{require, Need};
 use imds_harness::backend::docker::instance::DockerInstance;
-use imds_harness::backend::docker::leaf::{DockerLab, DockerLeaf};
+use imds_harness::backend::docker::lab::DockerLab;
+use imds_harness::backend::docker::leaf::DockerLeaf;
 use imds_harness::backend::docker::{LABEL, RUN_LABEL};
-use imds_harness::backend::netns;
+use imds_harness::backend::endpoints::{EC2_URL, IMDS_URL, STS_URL};
+use imds_harness::backend::netns::NetnsLab;
 use imds_harness::mock::{HopLimit, HttpTokens, MockConfig};
 use imds_harness::probe::env::ClientEnv;
 use imds_harness::probe::{cli, shim, Client, Leaf, Program};
 use imds_harness::report;
-use imds_harness::site::{NetnsLab, EC2_URL, IMDS_URL, STS_URL};
 use imds_harness::sweep::{self, Strategy, SweepPlan, Tools};
 use imds_harness::topology::Topology;
 
@@ -145,7 +146,11 @@ fn docker_and_netns_agree_preset_by_preset() {
             "{what}: docker {d:?} netns {n:?}"
         );
         if !(d.client == Client::Cli && d.http_tokens == HttpTokens::Optional) {
-            assert_eq!(d.minimal_hop_limit, Some(d.depth as u8 + 1), "{what}");
+            assert_eq!(
+                d.minimal_hop_limit,
+                HopLimit::for_routing_hops(d.depth).ok(),
+                "{what}"
+            );
         }
     }
     insta::assert_snapshot!(
@@ -157,7 +162,7 @@ fn docker_and_netns_agree_preset_by_preset() {
 /// The project's containers made by other processes than this one (whose other tests
 /// may be running instances right now).
 fn project_containers() -> Vec<String> {
-    let mine = netns::run_id().unwrap();
+    let mine = imds_harness::lifecycle::run_id().unwrap();
     let out = Command::new("docker")
         .args(["ps", "-a", "--filter", &format!("label={LABEL}")])
         .args([

@@ -6,11 +6,13 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use imds_e2e::require::{require, Need};
+use imds_harness::backend::endpoints::{IMDS_PORT, STS_URL};
+use imds_harness::backend::netns::NamespaceLeaf;
+use imds_harness::backend::netns::{NetnsLab, NetnsSite};
 use imds_harness::mock::{HopLimit, HttpTokens, MetadataOptionsChange, MockConfig};
 use imds_harness::probe::env::ClientEnv;
-use imds_harness::probe::{cli, Client, NamespaceLeaf};
+use imds_harness::probe::{cli, Client};
 use imds_harness::report;
-use imds_harness::site::{NetnsLab, NetnsSite, IMDS_PORT, STS_URL};
 use imds_harness::sweep::{self, Strategy, SweepPlan, Tools};
 use imds_harness::topology::Topology;
 
@@ -106,7 +108,7 @@ async fn hop_limit_2_serves_docker_but_not_earthly_and_3_serves_all() {
     }
     let tools = Tools::locate(&[Client::Cli]).unwrap();
     let home = tempfile::tempdir().unwrap();
-    let env = ClientEnv::new(home.path(), imds_harness::site::IMDS_URL);
+    let env = ClientEnv::new(home.path(), imds_harness::backend::endpoints::IMDS_URL);
     let sites: Vec<NetnsSite> = ["host", "docker-run", "buildkit-run", "earthly-run"]
         .iter()
         .map(|name| NetnsSite::start(&topology(name), MockConfig::default()).unwrap())
@@ -122,7 +124,7 @@ async fn hop_limit_2_serves_docker_but_not_earthly_and_3_serves_all() {
                         tools: tools.clone(),
                     };
                     let outcome = cli::run(&leaf, &env, STS_URL).unwrap();
-                    (site.topology().name.clone(), outcome.ok, outcome.reason)
+                    (site.topology().to_string(), outcome.ok, outcome.reason)
                 })
                 .collect()
         })
@@ -171,11 +173,15 @@ async fn the_minimal_hop_limit_is_depth_plus_one_for_every_topology_and_client()
     assert_eq!(cells.len(), plan.topologies.len() * 3 * 2);
 
     for cell in &cells {
-        let need = cell.depth as u8 + 1;
+        let need = HopLimit::for_routing_hops(cell.depth).unwrap();
         let what = format!("{} {} {}", cell.topology, cell.client, cell.http_tokens);
         match (cell.http_tokens, cell.client) {
             (HttpTokens::Optional, Client::Cli) => {
-                assert_eq!(cell.minimal_hop_limit, Some(1), "{what}: {cell:?}");
+                assert_eq!(
+                    cell.minimal_hop_limit,
+                    Some(HopLimit::MIN),
+                    "{what}: {cell:?}"
+                );
                 if cell.depth > 0 {
                     assert!(cell.works_at_any_hop_limit, "{what}");
                     assert_eq!(report::verdict(cell), "any (IMDSv1)", "{what}");
@@ -186,7 +192,10 @@ async fn the_minimal_hop_limit_is_depth_plus_one_for_every_topology_and_client()
                 assert!(!cell.works_at_any_hop_limit, "{what}");
             }
         }
-        if cell.client == Client::Cli && cell.http_tokens == HttpTokens::Required && need > 1 {
+        if cell.client == Client::Cli
+            && cell.http_tokens == HttpTokens::Required
+            && need > HopLimit::MIN
+        {
             let below = cell.failure_below.as_deref().unwrap_or_default();
             assert!(
                 below.contains("Unable to locate credentials"),

@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use imds_e2e::bins;
 use imds_e2e::require::{require, Need};
+use imds_harness::backend::endpoints::{EC2_URL, IMDS_URL, STS_URL};
 use imds_harness::backend::netns::Namespace;
+use imds_harness::backend::netns::NetnsSite;
 use imds_harness::mock::{HopLimit, MockConfig};
 use imds_harness::probe::env::ClientEnv;
-use imds_harness::site::{NetnsSite, EC2_URL, IMDS_URL, STS_URL};
 use imds_harness::topology::Topology;
 
 const NETNS: &[Need] = &[Need::Root, Need::NetTools];

@@ -1,20 +1,22 @@
 //! `imds-harness`: reproduces the IMDSv2 hop-limit failure of nested builds on EC2.
 //!
-//! - [`topology`]: what a nesting chain looks like, as data (presets and `chain:N`).
+//! - [`topology`]: what a nesting chain looks like, as data (presets and `chain:N`);
+//!   shared with `imds-shim` through the `imds-vocab` crate.
 //! - [`backend`]: how a topology is realised (network namespaces, containers).
 //! - [`mock`]: the mock AWS side: IMDS whose token response carries the hop limit as
 //!   its IP TTL, STS and the EC2 metadata-options API.
 //! - [`probe`]: what is measured at a leaf.
-//! - [`site`]: a realised topology with the mock serving inside it.
+//! - [`lifecycle`]: a run's id, its registries and their shutdown, for every backend.
 //! - [`sweep`], [`report`] and [`baseline`]: the minimal-hop-limit search, its output,
 //!   and the recorded baseline a CI gate compares against.
 
 pub mod backend;
 pub mod baseline;
+pub mod lifecycle;
 pub mod mock;
 pub mod probe;
 pub mod report;
-pub mod site;
 pub mod sweep;
-pub mod topology;
 pub mod which;
+
+pub use imds_vocab::topology;

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::mock::{HttpTokens, ImdsVersion};
 use crate::probe::Client;
 use crate::sweep::{Cell, Strategy};
+use crate::topology::Topology;
 
 /// Everything `measure --json` writes.
 #[derive(Clone, Debug, Serialize)]
@@ -43,9 +44,9 @@ pub fn table(cells: &[Cell], clients: &[Client], timings: bool) -> String {
     }
     table.set_header(header);
 
-    let mut rows: Vec<(&str, usize, HttpTokens)> = Vec::new();
+    let mut rows: Vec<(Topology, usize, HttpTokens)> = Vec::new();
     for cell in cells {
-        let key = (cell.topology.as_str(), cell.depth, cell.http_tokens);
+        let key = (cell.topology, cell.depth, cell.http_tokens);
         if !rows.contains(&key) {
             rows.push(key);
         }
@@ -56,7 +57,7 @@ pub fn table(cells: &[Cell], clients: &[Client], timings: bool) -> String {
             .filter(|c| c.topology == topology && c.http_tokens == mode)
             .collect();
         let mut row = vec![
-            TableCell::new(topology),
+            TableCell::new(topology.to_string()),
             TableCell::new(depth).set_alignment(CellAlignment::Right),
             TableCell::new(mode),
         ];

@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::backend::endpoints::{IMDS_URL, STS_URL};
 use crate::backend::{Lab, Site};
 use crate::mock::{HopLimit, HttpTokens, ImdsVersion, MetadataOptionsChange};
 use crate::probe::env::ClientEnv;
 pub use crate::probe::Tools;
 use crate::probe::{cli, shim, Client, ProbeError, ProbeOutcome};
-use crate::site::{SiteError, IMDS_URL, STS_URL};
 use crate::topology::Topology;
 
 /// How the minimal hop limit is searched for.
@@ -48,19 +48,19 @@ pub struct SweepPlan {
 /// The outcome of the search for one (topology, client, tokens mode).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Cell {
-    pub topology: String,
+    pub topology: Topology,
     pub depth: usize,
     pub client: Client,
     pub http_tokens: HttpTokens,
     /// The smallest hop limit that works; `None`: none up to 64 does.
-    pub minimal_hop_limit: Option<u8>,
+    pub minimal_hop_limit: Option<HopLimit>,
     /// The client works at hop limit 1 although the leaf is behind routers: through
     /// IMDSv1, which the hop limit does not limit.
     pub works_at_any_hop_limit: bool,
     /// Which IMDS version the credentials came from at the minimal hop limit.
     pub via: Option<ImdsVersion>,
     /// Every hop limit tried, in order, and whether the client worked there.
-    pub tried: Vec<(u8, bool)>,
+    pub tried: Vec<(HopLimit, bool)>,
     /// Why the client failed just below its minimal hop limit.
     pub failure_below: Option<String>,
     #[serde(serialize_with = "as_millis")]
@@ -74,10 +74,13 @@ fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error
 #[derive(Debug, thiserror::Error)]
 pub enum SweepError {
     #[error("topology {topology}: {source}")]
-    Site { topology: String, source: SiteError },
+    Site {
+        topology: Topology,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("topology {topology}, client {client}: {source}")]
     Probe {
-        topology: String,
+        topology: Topology,
         client: Client,
         source: ProbeError,
     },
@@ -88,38 +91,40 @@ pub enum SweepError {
 /// The result of a search over hop limits.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Search {
-    pub minimal: Option<u8>,
-    pub tried: Vec<(u8, bool)>,
+    pub minimal: Option<HopLimit>,
+    pub tried: Vec<(HopLimit, bool)>,
 }
 
 /// The smallest hop limit in 1..=64 at which `works` holds, assuming it then holds at
-/// every larger one. A `seed` (the expected answer) is checked first: if `seed - 1`
-/// fails and `seed` works, two probes suffice. Whatever the path, the answer H was
+/// every larger one. A `seed` (the expected answer) is checked first: if the one below
+/// it fails and `seed` works, two probes suffice. Whatever the path, the answer H was
 /// probed and worked, and H-1 (if any) was probed and failed.
 pub fn search<E>(
     strategy: Strategy,
-    seed: Option<u8>,
-    mut works: impl FnMut(u8) -> Result<bool, E>,
+    seed: Option<HopLimit>,
+    mut works: impl FnMut(HopLimit) -> Result<bool, E>,
 ) -> Result<Search, E> {
-    let (min, max) = (HopLimit::MIN.get(), HopLimit::MAX.get());
-    let mut tried: Vec<(u8, bool)> = Vec::new();
-    let mut known: BTreeMap<u8, bool> = BTreeMap::new();
-    let mut probe = |h: u8, tried: &mut Vec<(u8, bool)>| -> Result<bool, E> {
-        if let Some(&ok) = known.get(&h) {
+    // The search runs on indices into every hop limit, in order.
+    let all: Vec<HopLimit> = HopLimit::all().collect();
+    let (min, max) = (0, all.len() - 1);
+    let mut tried: Vec<(HopLimit, bool)> = Vec::new();
+    let mut known: BTreeMap<usize, bool> = BTreeMap::new();
+    let mut probe = |i: usize, tried: &mut Vec<(HopLimit, bool)>| -> Result<bool, E> {
+        if let Some(&ok) = known.get(&i) {
             return Ok(ok);
         }
-        let ok = works(h)?;
-        known.insert(h, ok);
-        tried.push((h, ok));
+        let ok = works(all[i])?;
+        known.insert(i, ok);
+        tried.push((all[i], ok));
         Ok(ok)
     };
 
     let minimal = match strategy {
         Strategy::Linear => {
             let mut found = None;
-            for h in min..=max {
-                if probe(h, &mut tried)? {
-                    found = Some(h);
+            for i in min..=max {
+                if probe(i, &mut tried)? {
+                    found = Some(i);
                     break;
                 }
             }
@@ -128,7 +133,7 @@ pub fn search<E>(
         Strategy::Bisect => {
             let (mut lo, mut hi) = (min, max);
             let mut settled = None;
-            if let Some(seed) = seed.map(|s| s.clamp(min, max)) {
+            if let Some(seed) = seed.and_then(|s| all.iter().position(|h| *h == s)) {
                 if probe(seed, &mut tried)? {
                     if seed == min || !probe(seed - 1, &mut tried)? {
                         settled = Some(Some(seed));
@@ -157,7 +162,10 @@ pub fn search<E>(
         }
     };
 
-    Ok(Search { minimal, tried })
+    Ok(Search {
+        minimal: minimal.map(|i| all[i]),
+        tried,
+    })
 }
 
 /// The order in which a topology's clients run: the cheap TTL probe first, to seed the
@@ -196,7 +204,7 @@ fn measure_topology(
     let env = ClientEnv::new(home.path(), IMDS_URL).with("AWS_ENDPOINT_URL_STS", STS_URL);
     let run = |client| run_client(site, &env, plan.probe_timeout, client);
     let probe_error = |client, source| SweepError::Probe {
-        topology: topology.name.clone(),
+        topology: *topology,
         client,
         source,
     };
@@ -207,31 +215,29 @@ fn measure_topology(
             http_tokens: Some(mode),
             ..Default::default()
         });
-        let mut seed: Option<u8> = None;
+        let mut seed: Option<HopLimit> = None;
         for client in ordered(&plan.clients) {
             let started = Instant::now();
-            let mut via_at: BTreeMap<u8, ImdsVersion> = BTreeMap::new();
-            let mut reasons: BTreeMap<u8, String> = BTreeMap::new();
+            let mut via_at: BTreeMap<HopLimit, ImdsVersion> = BTreeMap::new();
+            let mut reasons: BTreeMap<HopLimit, String> = BTreeMap::new();
+            let mut ttl_reason = None;
             let searched = if client == Client::Ttl {
                 let outcome = run(client).map_err(|e| probe_error(client, e))?;
-                let tried = outcome
+                // A place that needs a TTL above 64 gets no token at any hop limit.
+                let needed = outcome
                     .hop_limit_needed
-                    .map(|h| vec![(h, true)])
-                    .unwrap_or_default();
-                if let Some(reason) = outcome.reason {
-                    reasons.insert(0, reason);
-                }
+                    .and_then(|h| HopLimit::new(h.into()).ok());
+                ttl_reason = outcome.reason;
                 Search {
-                    minimal: outcome.hop_limit_needed,
-                    tried,
+                    minimal: needed,
+                    tried: needed.map(|h| vec![(h, true)]).unwrap_or_default(),
                 }
             } else {
                 search(
                     plan.strategy,
                     seed.filter(|_| plan.strategy == Strategy::Bisect),
                     |h| {
-                        site.mock()
-                            .set_hop_limit(HopLimit::new(h.into()).expect("1..=64"));
+                        site.mock().set_hop_limit(h);
                         let before = site.mock().events();
                         let outcome = run(client)?;
                         let after = site.mock().events();
@@ -255,16 +261,17 @@ fn measure_topology(
             }
             let minimal = searched.minimal;
             let cell = Cell {
-                topology: topology.name.clone(),
+                topology: *topology,
                 depth: topology.depth(),
                 client,
                 http_tokens: mode,
                 minimal_hop_limit: minimal,
-                works_at_any_hop_limit: minimal == Some(1) && topology.depth() > 0,
+                works_at_any_hop_limit: minimal == Some(HopLimit::MIN) && topology.depth() > 0,
                 via: minimal.and_then(|h| via_at.get(&h).copied()),
                 failure_below: minimal
-                    .and_then(|h| reasons.get(&(h - 1)).cloned())
-                    .or_else(|| reasons.get(&0).cloned()),
+                    .and_then(HopLimit::below)
+                    .and_then(|h| reasons.get(&h).cloned())
+                    .or(ttl_reason),
                 tried: searched.tried,
                 elapsed: started.elapsed(),
             };
@@ -296,9 +303,9 @@ pub fn run<L: Lab>(
                     let Some(topology) = queue.lock().expect("queue").pop_front() else {
                         return;
                     };
-                    let site_error = |source| SweepError::Site {
-                        topology: topology.name.clone(),
-                        source,
+                    let site_error = |source: L::Error| SweepError::Site {
+                        topology: *topology,
+                        source: Box::new(source),
                     };
                     let measured = match &mut bench {
                         Some(bench) => Ok(bench),
@@ -322,7 +329,7 @@ pub fn run<L: Lab>(
     }
     let order = |c: &Cell| {
         (
-            plan.topologies.iter().position(|t| t.name == c.topology),
+            plan.topologies.iter().position(|t| *t == c.topology),
             plan.modes.iter().position(|m| *m == c.http_tokens),
             plan.clients.iter().position(|k| *k == c.client),
         )
@@ -335,18 +342,22 @@ pub fn run<L: Lab>(
 mod tests {
     use super::*;
 
-    fn needs(n: u8) -> impl FnMut(u8) -> Result<bool, ()> {
-        move |h| Ok(h >= n)
+    fn hop(n: u32) -> HopLimit {
+        HopLimit::new(n).unwrap()
+    }
+
+    fn needs(n: u32) -> impl FnMut(HopLimit) -> Result<bool, ()> {
+        move |h| Ok(h >= hop(n))
     }
 
     #[test]
     fn bisect_finds_every_threshold_and_confirms_its_neighbours() {
         for n in 1..=64 {
             let s = search(Strategy::Bisect, None, needs(n)).unwrap();
-            assert_eq!(s.minimal, Some(n));
-            assert!(s.tried.contains(&(n, true)));
+            assert_eq!(s.minimal, Some(hop(n)));
+            assert!(s.tried.contains(&(hop(n), true)));
             if n > 1 {
-                assert!(s.tried.contains(&(n - 1, false)), "{n}: {:?}", s.tried);
+                assert!(s.tried.contains(&(hop(n - 1), false)), "{n}: {:?}", s.tried);
             }
             assert!(s.tried.len() <= 9, "{n}: {} probes", s.tried.len());
         }
@@ -354,23 +365,23 @@ mod tests {
 
     #[test]
     fn a_right_seed_takes_two_probes_and_a_wrong_one_still_finds_the_answer() {
-        let s = search(Strategy::Bisect, Some(3), needs(3)).unwrap();
-        assert_eq!((s.minimal, s.tried.len()), (Some(3), 2));
+        let s = search(Strategy::Bisect, Some(hop(3)), needs(3)).unwrap();
+        assert_eq!((s.minimal, s.tried.len()), (Some(hop(3)), 2));
         for seed in [1, 2, 5, 64] {
-            let s = search(Strategy::Bisect, Some(seed), needs(3)).unwrap();
-            assert_eq!(s.minimal, Some(3), "seed {seed}");
+            let s = search(Strategy::Bisect, Some(hop(seed)), needs(3)).unwrap();
+            assert_eq!(s.minimal, Some(hop(3)), "seed {seed}");
         }
-        let always = search(Strategy::Bisect, Some(4), needs(1)).unwrap();
-        assert_eq!(always.minimal, Some(1));
+        let always = search(Strategy::Bisect, Some(hop(4)), needs(1)).unwrap();
+        assert_eq!(always.minimal, Some(HopLimit::MIN));
     }
 
     #[test]
     fn never_working_is_none_and_linear_agrees() {
-        let never = search(Strategy::Bisect, Some(3), |_| Ok::<_, ()>(false)).unwrap();
+        let never = search(Strategy::Bisect, Some(hop(3)), |_| Ok::<_, ()>(false)).unwrap();
         assert_eq!(never.minimal, None);
         for n in [1, 2, 7] {
             let s = search(Strategy::Linear, None, needs(n)).unwrap();
-            assert_eq!((s.minimal, s.tried.len()), (Some(n), n as usize));
+            assert_eq!((s.minimal, s.tried.len()), (Some(hop(n)), n as usize));
         }
     }
 }

@@ -1,58 +1,32 @@
-//! The hop limit a topology needs: from the recorded baseline (`fixtures/hop-limits.toml`, written
-//! by `imds-harness measure --record`) or given with `--need`.
+//! The hop limit a topology needs: from the recorded baseline (`fixtures/hop-limits.toml`,
+//! written by `imds-harness measure --record`) or given with `--need`.
 //!
-//! The file is a `[hop-limits]` table of `topology = hop limit`. The shim reads it with the `toml`
-//! crate on its own (it does not link the harness). When no file is named and the default path
-//! does not exist (the usual case on a build host, where only the binary was copied), the copy
-//! compiled into the binary is used.
+//! When no file is named and the default path does not exist (the usual case on a build
+//! host, where only the binary was copied), the copy compiled into the binary is used.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use imds_vocab::baseline::{Baseline, DEFAULT_PATH};
+use imds_vocab::{HopLimit, Preset, Topology};
 use thiserror::Error;
 
-/// Where the repository keeps the baseline.
-pub const DEFAULT_PATH: &str = "fixtures/hop-limits.toml";
 /// The topology an Earthly `RUN` step builds in: the default.
-pub const DEFAULT_TOPOLOGY: &str = "earthly-run";
+pub const DEFAULT_TOPOLOGY: Preset = Preset::EarthlyRun;
 /// The baseline as recorded when this binary was built.
 const EMBEDDED: &str = include_str!("../../fixtures/hop-limits.toml");
 
-/// The largest hop limit EC2 accepts.
-pub const MAX_HOP_LIMIT: u8 = 64;
-
-#[derive(Debug, Deserialize)]
-struct File {
-    #[serde(rename = "hop-limits")]
-    hop_limits: BTreeMap<String, i64>,
-}
-
 /// Why the need could not be found.
 #[derive(Debug, Error)]
-pub enum BaselineError {
-    /// The file could not be read.
-    #[error("cannot read the baseline {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// The file is not a `[hop-limits]` table of topology = 1..=64.
-    #[error("the baseline {path} is not valid: {message}; expected a [hop-limits] table of topology = 1..64")]
-    Parse {
-        /// The file.
-        path: String,
-        /// What is wrong.
-        message: String,
-    },
+pub enum NeedError {
+    /// The baseline could not be read.
+    #[error(transparent)]
+    Baseline(#[from] imds_vocab::baseline::BaselineError),
     /// The topology has no entry.
-    #[error("the baseline {path} has no entry for topology {topology:?} (it has: {known}); record it with `imds-harness measure --record`, or give the hop limit with --need")]
+    #[error("the baseline {origin} has no entry for topology {topology:?} (it has: {known}); record it with `imds-harness measure --record`, or give the hop limit with --need")]
     UnknownTopology {
         /// The file.
-        path: String,
+        origin: String,
         /// The topology asked for.
         topology: String,
         /// The topologies it has.
@@ -85,99 +59,95 @@ impl fmt::Display for NeedSource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Need {
     /// Where the builds run, e.g. `earthly-run`.
-    pub topology: String,
+    pub topology: Topology,
     /// The smallest hop limit with which they get credentials.
-    pub hop_limit: u8,
+    pub hop_limit: HopLimit,
     /// Where the number came from.
     pub source: NeedSource,
 }
 
-/// Parses a baseline's text into its table; `path` names it in errors.
-pub fn parse(text: &str, path: &str) -> Result<BTreeMap<String, u8>, BaselineError> {
-    let parse_error = |message: String| BaselineError::Parse {
-        path: path.to_owned(),
-        message,
-    };
-    let file: File = toml::from_str(text).map_err(|e| parse_error(e.message().to_owned()))?;
-    file.hop_limits
-        .into_iter()
-        .map(|(name, value)| match u8::try_from(value) {
-            Ok(v) if (1..=MAX_HOP_LIMIT).contains(&v) => Ok((name, v)),
-            _ => Err(parse_error(format!("{name} = {value} is outside 1..=64"))),
-        })
-        .collect()
-}
-
-/// The need for `topology`: `need` if given, else the entry in `baseline` (or, when no baseline
-/// is named and [`DEFAULT_PATH`] does not exist here, in the embedded copy).
+/// The need for `topology`: `need` if given, else the entry in `baseline` (or, when no
+/// baseline is named and [`DEFAULT_PATH`] does not exist here, in the embedded copy).
 pub fn resolve(
-    topology: &str,
+    topology: Topology,
     baseline: Option<&Path>,
-    need: Option<u8>,
-) -> Result<Need, BaselineError> {
+    need: Option<HopLimit>,
+) -> Result<Need, NeedError> {
     if let Some(hop_limit) = need {
         return Ok(Need {
-            topology: topology.to_owned(),
+            topology,
             hop_limit,
             source: NeedSource::Flag,
         });
     }
     let default = Path::new(DEFAULT_PATH);
-    let (text, source) = match baseline {
-        Some(path) => (read(path)?, NeedSource::File(path.to_owned())),
-        None if default.exists() => (read(default)?, NeedSource::File(default.to_owned())),
-        None => (EMBEDDED.to_owned(), NeedSource::Embedded),
+    let (recorded, source) = match baseline {
+        Some(path) => (Baseline::load(path)?, NeedSource::File(path.to_owned())),
+        None if default.exists() => (Baseline::load(default)?, NeedSource::File(default.into())),
+        None => {
+            let source = NeedSource::Embedded;
+            (Baseline::parse(EMBEDDED, &source.to_string())?, source)
+        }
     };
-    let label = source.to_string();
-    let table = parse(&text, &label)?;
-    match table.get(topology) {
-        Some(&hop_limit) => Ok(Need {
-            topology: topology.to_owned(),
+    match recorded.get(&topology) {
+        Some(hop_limit) => Ok(Need {
+            topology,
             hop_limit,
             source,
         }),
-        None => Err(BaselineError::UnknownTopology {
-            path: label,
-            topology: topology.to_owned(),
-            known: table.keys().cloned().collect::<Vec<_>>().join(", "),
+        None => Err(NeedError::UnknownTopology {
+            origin: source.to_string(),
+            topology: topology.to_string(),
+            known: recorded
+                .hop_limits
+                .keys()
+                .map(Topology::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
         }),
     }
-}
-
-fn read(path: &Path) -> Result<String, BaselineError> {
-    std::fs::read_to_string(path).map_err(|source| BaselineError::Read {
-        path: path.to_owned(),
-        source,
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn earthly_run() -> Topology {
+        DEFAULT_TOPOLOGY.into()
+    }
+
     #[test]
-    fn embedded_baseline_parses_and_has_earthly_run() {
-        let table = parse(EMBEDDED, "embedded").unwrap();
-        assert!(table.contains_key(DEFAULT_TOPOLOGY));
-        assert!(table.contains_key("host"));
+    fn embedded_baseline_has_every_preset() {
+        let recorded = Baseline::parse(EMBEDDED, "embedded").unwrap();
+        for preset in Preset::ALL {
+            assert!(recorded.get(&preset.into()).is_some(), "{preset}");
+        }
     }
 
     #[test]
     fn need_flag_wins_over_any_file() {
-        let n = resolve("anything", Some(Path::new("/nonexistent/b.toml")), Some(7)).unwrap();
-        assert_eq!(n.hop_limit, 7);
+        let seven = HopLimit::new(7).unwrap();
+        let n = resolve(
+            Topology::chain(6).unwrap(),
+            Some(Path::new("/nonexistent/b.toml")),
+            Some(seven),
+        )
+        .unwrap();
+        assert_eq!(n.hop_limit, seven);
         assert_eq!(n.source, NeedSource::Flag);
     }
 
     #[test]
     fn file_entries_and_errors() {
-        let dir = std::env::temp_dir().join(format!("imds-shim-baseline-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = tempfile_dir();
         let path = dir.join("b.toml");
         std::fs::write(&path, "# c\n[hop-limits]\nearthly-run = 3\nhost = 1\n").unwrap();
-        let n = resolve("earthly-run", Some(&path), None).unwrap();
-        assert_eq!((n.hop_limit, n.source), (3, NeedSource::File(path.clone())));
-        let err = resolve("docker-run", Some(&path), None)
+        let n = resolve(earthly_run(), Some(&path), None).unwrap();
+        assert_eq!(
+            (n.hop_limit.get(), n.source),
+            (3, NeedSource::File(path.clone()))
+        );
+        let err = resolve(Preset::DockerRun.into(), Some(&path), None)
             .unwrap_err()
             .to_string();
         assert!(
@@ -185,17 +155,27 @@ mod tests {
             "{err}"
         );
         std::fs::write(&path, "[hop-limits]\nhost = 65\n").unwrap();
-        let err = resolve("host", Some(&path), None).unwrap_err().to_string();
+        let err = resolve(Preset::Host.into(), Some(&path), None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("host = 65 is outside 1..=64"), "{err}");
         std::fs::write(&path, "[hop-limits]\nhost = -1\n").unwrap();
-        assert!(resolve("host", Some(&path), None).is_err());
+        assert!(resolve(Preset::Host.into(), Some(&path), None).is_err());
         std::fs::write(&path, "hop = [").unwrap();
-        let err = resolve("host", Some(&path), None).unwrap_err().to_string();
+        let err = resolve(Preset::Host.into(), Some(&path), None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("is not valid"), "{err}");
-        let err = resolve("host", Some(&dir.join("missing.toml")), None)
+        let err = resolve(Preset::Host.into(), Some(&dir.join("missing.toml")), None)
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("cannot read the baseline"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("imds-shim-baseline-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 }

@@ -5,8 +5,11 @@
 
 use std::time::Duration;
 
+use imds_vocab::fix::FixCommand;
+use imds_vocab::{HopLimit, HttpTokens};
+
 use crate::baseline::Need;
-use crate::instance::{fix_command, Instance, InstanceError, MetadataOptions};
+use crate::instance::{Instance, InstanceError, MetadataOptions};
 use crate::probe::Place;
 
 /// How the instance's hop limit compares with the need.
@@ -22,7 +25,7 @@ pub enum Verdict {
 
 impl Verdict {
     /// Compares `current` with `need`.
-    pub fn of(current: u8, need: u8) -> Self {
+    pub fn of(current: HopLimit, need: HopLimit) -> Self {
         match current.cmp(&need) {
             std::cmp::Ordering::Equal => Self::Matches,
             std::cmp::Ordering::Less => Self::TooLow,
@@ -78,17 +81,17 @@ impl CheckOutcome {
                 "too low: instance {instance_id} has hop limit {current}, {topology} needs {wanted} (from {source}): \
                  builds there get no IMDSv2 token and fail with `Unable to locate credentials`\n\
                  fix: {}\n",
-                fix_command(instance_id, wanted)
+                FixCommand::hop_limit(instance_id, wanted)
             ),
             Verdict::TooHigh => format!(
                 "higher than needed: instance {instance_id} has hop limit {current}, {topology} needs only {wanted} (from {source}): \
                  builds work, but containers up to {} routing hops away can take the instance role's credentials\n\
                  fix: {}\n",
-                current - 1,
-                fix_command(instance_id, wanted)
+                current.routing_hops_reached(),
+                FixCommand::hop_limit(instance_id, wanted)
             ),
         };
-        if options.http_tokens != "required" {
+        if options.http_tokens != HttpTokens::Required {
             out.push_str(&format!(
                 "note: HttpTokens is {}: IMDSv1 answers at any depth whatever the hop limit; \
                  `imds-shim enforce --apply` also sets it to required\n",
@@ -120,20 +123,25 @@ pub async fn check(
 mod tests {
     use super::*;
     use crate::baseline::NeedSource;
+    use imds_vocab::{HttpEndpoint, MetadataState, Preset};
 
-    fn outcome(current: u8, tokens: &str) -> CheckOutcome {
+    fn hop(n: u32) -> HopLimit {
+        HopLimit::new(n).unwrap()
+    }
+
+    fn outcome(current: u32, tokens: HttpTokens) -> CheckOutcome {
         CheckOutcome {
             instance_id: "i-0123456789abcdef0".into(),
             region: "us-east-1".into(),
             options: MetadataOptions {
-                hop_limit: current,
-                http_tokens: tokens.into(),
-                http_endpoint: "enabled".into(),
-                state: "applied".into(),
+                hop_limit: hop(current),
+                http_tokens: tokens,
+                http_endpoint: HttpEndpoint::Enabled,
+                state: MetadataState::Applied,
             },
             need: Need {
-                topology: "earthly-run".into(),
-                hop_limit: 3,
+                topology: Preset::EarthlyRun.into(),
+                hop_limit: hop(3),
                 source: NeedSource::File("fixtures/hop-limits.toml".into()),
             },
         }
@@ -141,25 +149,25 @@ mod tests {
 
     #[test]
     fn verdicts_and_exit_codes() {
-        assert_eq!(Verdict::of(3, 3).exit_code(), 0);
-        assert_eq!(Verdict::of(2, 3).exit_code(), 1);
-        assert_eq!(Verdict::of(5, 3).exit_code(), 3);
+        assert_eq!(Verdict::of(hop(3), hop(3)).exit_code(), 0);
+        assert_eq!(Verdict::of(hop(2), hop(3)).exit_code(), 1);
+        assert_eq!(Verdict::of(hop(5), hop(3)).exit_code(), 3);
     }
 
     #[test]
     fn rendered_verdicts() {
         assert_eq!(
-            outcome(3, "required").render(),
+            outcome(3, HttpTokens::Required).render(),
             "ok: instance i-0123456789abcdef0 has hop limit 3, exactly what earthly-run needs (from fixtures/hop-limits.toml)\n\
              no change needed\n"
         );
         assert_eq!(
-            outcome(2, "required").render(),
+            outcome(2, HttpTokens::Required).render(),
             "too low: instance i-0123456789abcdef0 has hop limit 2, earthly-run needs 3 (from fixtures/hop-limits.toml): \
              builds there get no IMDSv2 token and fail with `Unable to locate credentials`\n\
              fix: aws ec2 modify-instance-metadata-options --instance-id i-0123456789abcdef0 --http-put-response-hop-limit 3 --http-endpoint enabled\n"
         );
-        let high = outcome(5, "optional").render();
+        let high = outcome(5, HttpTokens::Optional).render();
         assert!(high.starts_with("higher than needed: instance i-0123456789abcdef0 has hop limit 5, earthly-run needs only 3"), "{high}");
         assert!(high.contains("up to 4 routing hops away"), "{high}");
         assert!(high.contains("--http-put-response-hop-limit 3 --http-endpoint enabled\n"));

@@ -6,6 +6,9 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use imds_vocab::fix::FixCommand;
+use imds_vocab::{HopLimit, HttpEndpoint, HttpTokens, MetadataState};
+
 use crate::baseline::Need;
 use crate::instance::{Instance, InstanceError, MetadataOptions};
 use crate::probe::{self, render, Place, ProbeOptions};
@@ -27,18 +30,22 @@ pub struct Change {
 }
 
 /// The changes that bring `current` to the need; empty when none is needed.
-pub fn plan(current: &MetadataOptions, need: u8) -> Vec<Change> {
+pub fn plan(current: &MetadataOptions, need: HopLimit) -> Vec<Change> {
     let wanted = [
         (
             "HttpPutResponseHopLimit",
             current.hop_limit.to_string(),
             need.to_string(),
         ),
-        ("HttpTokens", current.http_tokens.clone(), "required".into()),
+        (
+            "HttpTokens",
+            current.http_tokens.to_string(),
+            HttpTokens::Required.to_string(),
+        ),
         (
             "HttpEndpoint",
-            current.http_endpoint.clone(),
-            "enabled".into(),
+            current.http_endpoint.to_string(),
+            HttpEndpoint::Enabled.to_string(),
         ),
     ];
     wanted
@@ -65,9 +72,8 @@ pub fn render_plan(instance_id: &str, need: &Need, changes: &[Change]) -> String
     }
     let _ = writeln!(
         out,
-        "the same with the AWS CLI:\n  aws ec2 modify-instance-metadata-options --instance-id {instance_id} \
-         --http-put-response-hop-limit {} --http-tokens required --http-endpoint enabled",
-        need.hop_limit
+        "the same with the AWS CLI:\n  {}",
+        FixCommand::hop_limit(instance_id, need.hop_limit).with_http_tokens(HttpTokens::Required)
     );
     out
 }
@@ -109,15 +115,11 @@ pub async fn enforce(
     let started = Instant::now();
     loop {
         let now = instance.describe(&ec2).await?;
-        if now.state == "applied" {
+        if now.state == MetadataState::Applied {
             if now.hop_limit != need.hop_limit {
-                return Err(InstanceError::Api {
-                    action: "DescribeInstances",
-                    code: "Unexpected".into(),
-                    message: format!(
-                        "the change is applied but the hop limit is {}, not {}",
-                        now.hop_limit, need.hop_limit
-                    ),
+                return Err(InstanceError::AppliedOtherwise {
+                    now: now.hop_limit,
+                    wanted: need.hop_limit,
                 });
             }
             println!(
@@ -130,14 +132,9 @@ pub async fn enforce(
             break;
         }
         if started.elapsed() >= APPLY_TIMEOUT {
-            return Err(InstanceError::Api {
-                action: "DescribeInstances",
-                code: "Timeout".into(),
-                message: format!(
-                    "the change was still {} after {} s; check again later with `imds-shim check`",
-                    now.state,
-                    APPLY_TIMEOUT.as_secs()
-                ),
+            return Err(InstanceError::NotApplied {
+                state: now.state,
+                after: APPLY_TIMEOUT,
             });
         }
         tokio::time::sleep(POLL_INTERVAL).await;
@@ -159,24 +156,35 @@ pub async fn enforce(
 mod tests {
     use super::*;
     use crate::baseline::NeedSource;
+    use imds_vocab::Preset;
 
-    fn options(hop_limit: u8, tokens: &str, endpoint: &str) -> MetadataOptions {
+    fn hop(n: u32) -> HopLimit {
+        HopLimit::new(n).unwrap()
+    }
+
+    fn options(hop_limit: u32, tokens: HttpTokens, endpoint: HttpEndpoint) -> MetadataOptions {
         MetadataOptions {
-            hop_limit,
-            http_tokens: tokens.into(),
-            http_endpoint: endpoint.into(),
-            state: "applied".into(),
+            hop_limit: hop(hop_limit),
+            http_tokens: tokens,
+            http_endpoint: endpoint,
+            state: MetadataState::Applied,
         }
     }
 
     #[test]
     fn plan_is_empty_when_everything_matches() {
-        assert!(plan(&options(3, "required", "enabled"), 3).is_empty());
+        let current = options(3, HttpTokens::Required, HttpEndpoint::Enabled);
+        assert!(plan(&current, hop(3)).is_empty());
+        let disabled = options(3, HttpTokens::Required, HttpEndpoint::Disabled);
+        assert_eq!(plan(&disabled, hop(3)).len(), 1);
     }
 
     #[test]
     fn plan_names_every_field_that_differs() {
-        let changes = plan(&options(5, "optional", "enabled"), 3);
+        let changes = plan(
+            &options(5, HttpTokens::Optional, HttpEndpoint::Enabled),
+            hop(3),
+        );
         assert_eq!(
             changes,
             [
@@ -193,8 +201,8 @@ mod tests {
             ]
         );
         let need = Need {
-            topology: "earthly-run".into(),
-            hop_limit: 3,
+            topology: Preset::EarthlyRun.into(),
+            hop_limit: hop(3),
             source: NeedSource::Flag,
         };
         let text = render_plan("i-0123456789abcdef0", &need, &changes);

@@ -10,6 +10,7 @@ use aws_config::BehaviorVersion;
 use aws_sdk_ec2::config::Region;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{HttpTokensState, InstanceMetadataEndpointState};
+use imds_vocab::{HopLimit, HttpEndpoint, HttpTokens, MetadataState, OptionError};
 use thiserror::Error;
 
 use crate::probe::clients;
@@ -39,13 +40,13 @@ pub struct Instance {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetadataOptions {
     /// `HttpPutResponseHopLimit`.
-    pub hop_limit: u8,
-    /// `HttpTokens`: `required` or `optional`.
-    pub http_tokens: String,
-    /// `HttpEndpoint`: `enabled` or `disabled`.
-    pub http_endpoint: String,
-    /// `State`: `pending` or `applied`.
-    pub state: String,
+    pub hop_limit: HopLimit,
+    /// `HttpTokens`.
+    pub http_tokens: HttpTokens,
+    /// `HttpEndpoint`.
+    pub http_endpoint: HttpEndpoint,
+    /// `State`: whether the last change is in force.
+    pub state: MetadataState,
 }
 
 /// Why the instance or its options could not be read or changed.
@@ -59,10 +60,13 @@ pub enum InstanceError {
     ImdsForbidden,
     /// No IMDS reachable: not on EC2, or blocked.
     #[error("cannot check: no instance metadata service here ({0}); run this on the EC2 host itself, not in a container")]
-    NoImds(String),
+    NoImds(#[source] ImdsFailure),
+    /// IMDS answered without what the check needs.
+    #[error("cannot check: IMDS gave no {0}")]
+    Incomplete(&'static str),
     /// The instance has no role.
     #[error("cannot check: the instance has no IAM role to call EC2 with ({0})")]
-    NoRole(String),
+    NoRole(#[source] ImdsFailure),
     /// Neither IMDS nor the environment named a region.
     #[error("cannot check: no region (IMDS did not give one; set AWS_REGION)")]
     NoRegion,
@@ -93,6 +97,31 @@ pub enum InstanceError {
     /// DescribeInstances did not list the instance's metadata options.
     #[error("DescribeInstances did not return the metadata options of {0}")]
     NotListed(String),
+    /// The change was not applied in time.
+    #[error("the change was still {state} after {} s; check again later with `imds-shim check`", after.as_secs())]
+    NotApplied {
+        /// The options' state at the last look.
+        state: MetadataState,
+        /// How long it was given.
+        after: Duration,
+    },
+    /// The change was applied, but the hop limit is not the one asked for (someone
+    /// else changed it meanwhile).
+    #[error("the change is applied but the hop limit is {now}, not {wanted}: something else changed it meanwhile")]
+    AppliedOtherwise {
+        /// The hop limit now.
+        now: HopLimit,
+        /// The hop limit asked for.
+        wanted: HopLimit,
+    },
+    /// DescribeInstances listed a metadata option this tool does not know.
+    #[error("DescribeInstances returned metadata options of {instance_id} that EC2 does not document: {source}")]
+    Unexpected {
+        /// The instance.
+        instance_id: String,
+        /// What was wrong.
+        source: OptionError,
+    },
 }
 
 impl InstanceError {
@@ -100,8 +129,8 @@ impl InstanceError {
         match failure {
             ImdsFailure::Disabled => Self::ImdsDisabled,
             ImdsFailure::TokenForbidden => Self::ImdsForbidden,
-            ImdsFailure::NoRole => Self::NoRole(failure.to_string()),
-            other => Self::NoImds(other.to_string()),
+            ImdsFailure::NoRole => Self::NoRole(failure),
+            other => Self::NoImds(other),
         }
     }
 
@@ -145,7 +174,7 @@ impl Instance {
             .map_err(InstanceError::from_imds)?;
         let instance_id = detail
             .instance_id
-            .ok_or_else(|| InstanceError::NoImds("IMDS gave no instance id".into()))?;
+            .ok_or(InstanceError::Incomplete("instance id"))?;
         let region = detail
             .region
             .or_else(|| place.region.clone())
@@ -198,21 +227,26 @@ impl Instance {
             .find(|i| i.instance_id() == Some(self.instance_id.as_str()))
             .and_then(|i| i.metadata_options())
             .ok_or_else(|| InstanceError::NotListed(self.instance_id.clone()))?;
+        let not_listed = || InstanceError::NotListed(self.instance_id.clone());
+        let unexpected = |source| InstanceError::Unexpected {
+            instance_id: self.instance_id.clone(),
+            source,
+        };
         let hop_limit = options
             .http_put_response_hop_limit()
-            .and_then(|h| u8::try_from(h).ok())
-            .ok_or_else(|| InstanceError::NotListed(self.instance_id.clone()))?;
+            .ok_or_else(not_listed)?;
+        let hop_limit = u32::try_from(hop_limit)
+            .map_err(|_| OptionError::HopLimitOutOfRange(hop_limit.to_string()))
+            .and_then(HopLimit::new)
+            .map_err(unexpected)?;
+        let http_tokens = options.http_tokens().ok_or_else(not_listed)?.as_str();
+        let http_endpoint = options.http_endpoint().ok_or_else(not_listed)?.as_str();
+        let state = options.state().ok_or_else(not_listed)?.as_str();
         Ok(MetadataOptions {
             hop_limit,
-            http_tokens: options
-                .http_tokens()
-                .map_or("unknown", |t| t.as_str())
-                .to_owned(),
-            http_endpoint: options
-                .http_endpoint()
-                .map_or("unknown", |t| t.as_str())
-                .to_owned(),
-            state: options.state().map_or("unknown", |s| s.as_str()).to_owned(),
+            http_tokens: http_tokens.parse().map_err(unexpected)?,
+            http_endpoint: http_endpoint.parse().map_err(unexpected)?,
+            state: state.parse().map_err(unexpected)?,
         })
     }
 
@@ -220,12 +254,12 @@ impl Instance {
     pub async fn modify(
         &self,
         ec2: &aws_sdk_ec2::Client,
-        hop_limit: u8,
+        hop_limit: HopLimit,
     ) -> Result<(), InstanceError> {
         const ACTION: &str = "ModifyInstanceMetadataOptions";
         ec2.modify_instance_metadata_options()
             .instance_id(&self.instance_id)
-            .http_put_response_hop_limit(i32::from(hop_limit))
+            .http_put_response_hop_limit(hop_limit.into())
             .http_tokens(HttpTokensState::Required)
             .http_endpoint(InstanceMetadataEndpointState::Enabled)
             .send()
@@ -235,26 +269,9 @@ impl Instance {
     }
 }
 
-/// The AWS CLI command that sets the hop limit to `hop_limit`.
-pub fn fix_command(instance_id: &str, hop_limit: u8) -> String {
-    format!(
-        "aws ec2 modify-instance-metadata-options --instance-id {instance_id} \
-         --http-put-response-hop-limit {hop_limit} --http-endpoint enabled"
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fix_command_is_the_documented_one() {
-        assert_eq!(
-            fix_command("i-0123456789abcdef0", 3),
-            "aws ec2 modify-instance-metadata-options --instance-id i-0123456789abcdef0 \
-             --http-put-response-hop-limit 3 --http-endpoint enabled"
-        );
-    }
 
     #[test]
     fn imds_failures_become_clear_check_errors() {

@@ -13,6 +13,7 @@ use imds_shim::check::{self, Verdict};
 use imds_shim::enforce::{self, Outcome};
 use imds_shim::probe::{self, render, Place, ProbeOptions, Steps};
 use imds_shim::run::{self, classify, diagnosis};
+use imds_vocab::{HopLimit, Topology};
 
 /// Exit code when a requested step failed.
 const EXIT_FAILED: u8 = 1;
@@ -101,17 +102,17 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct NeedArgs {
-    /// Where the builds run: a topology of the baseline (host, docker-run, buildkit-run, earthly-run, earthly-with-docker, ...)
-    #[arg(long, value_name = "NAME", default_value = baseline::DEFAULT_TOPOLOGY)]
-    topology: String,
+    /// Where the builds run: a topology of the baseline (host, docker-run, buildkit-run, earthly-run, earthly-cni, earthly-with-docker, or chain:N)
+    #[arg(long, value_name = "NAME", default_value_t = baseline::DEFAULT_TOPOLOGY.into())]
+    topology: Topology,
 
     /// The baseline to read the need from [default: fixtures/hop-limits.toml if it exists here, else the copy built into imds-shim]
     #[arg(long, value_name = "FILE", conflicts_with = "need")]
     baseline: Option<PathBuf>,
 
     /// The hop limit the builds need (1..=64), instead of the baseline's entry
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=64))]
-    need: Option<u8>,
+    #[arg(long, value_name = "N")]
+    need: Option<HopLimit>,
 
     #[command(flatten)]
     timeout: ImdsTimeout,
@@ -139,7 +140,7 @@ impl ImdsTimeout {
 impl NeedArgs {
     fn resolve(&self) -> anyhow::Result<Need> {
         Ok(baseline::resolve(
-            &self.topology,
+            self.topology,
             self.baseline.as_deref(),
             self.need,
         )?)
@@ -276,18 +277,15 @@ fn enforce_command(args: &EnforceArgs) -> anyhow::Result<ExitCode> {
 
 fn run_command(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let earthly = run::is_earthly(&args.command);
-    let mut ctx = diagnosis::Context {
-        topology: args.need.topology.clone(),
-        earthly: earthly || args.need.topology.starts_with("earthly"),
-        ..Default::default()
-    };
+    let mut ctx = diagnosis::Context::new(args.need.topology);
+    ctx.earthly |= earthly;
     let say = |text: &str| {
         for line in text.lines() {
             eprintln!("imds-shim: {line}");
         }
     };
     match args.need.resolve() {
-        Ok(need) => ctx.need = Some((need.hop_limit, need.source.to_string())),
+        Ok(need) => ctx.need = Some((need.hop_limit, need.source)),
         Err(e) if args.strict => return Err(e),
         Err(e) => say(&format!("warning: {e:#}")),
     }
@@ -434,13 +432,13 @@ mod tests {
         let Command::Check(args) = cli.command else {
             panic!("not check")
         };
-        assert_eq!(args.need.topology, "earthly-run");
+        assert_eq!(args.need.topology.to_string(), "earthly-run");
         assert_eq!((args.need.need, args.need.baseline), (None, None));
         let cli = Cli::try_parse_from(["imds-shim", "enforce", "--need", "64", "--apply"]).unwrap();
         let Command::Enforce(args) = cli.command else {
             panic!("not enforce")
         };
-        assert_eq!(args.need.need, Some(64));
+        assert_eq!(args.need.need, Some(HopLimit::MAX));
         assert!(args.apply);
     }
 
@@ -462,7 +460,7 @@ mod tests {
             panic!("not run")
         };
         assert!(args.strict && !args.no_check);
-        assert_eq!(args.need.topology, "docker-run");
+        assert_eq!(args.need.topology.to_string(), "docker-run");
         assert_eq!(args.command, ["earthly", "--ci", "+probe"]);
     }
 }

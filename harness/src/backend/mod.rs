@@ -15,11 +15,11 @@ use serde::{Deserialize, Serialize};
 
 pub mod docker;
 pub mod earthly;
+pub mod endpoints;
 pub mod netns;
 
 use crate::mock::MockAws;
 use crate::probe::Leaf;
-use crate::site::SiteError;
 use crate::topology::Topology;
 
 /// A realised topology with its mock, as the sweep uses it.
@@ -35,16 +35,18 @@ pub trait Lab: Sync {
     /// What one sweep worker keeps between the topologies it measures (for the docker
     /// backend, a simulated instance with its engine and images).
     type Bench;
+    /// Why a bench or a topology could not be made.
+    type Error: std::error::Error + Send + Sync + 'static;
 
     /// A new bench, in the calling worker's thread.
-    fn bench(&self) -> Result<Self::Bench, SiteError>;
+    fn bench(&self) -> Result<Self::Bench, Self::Error>;
 
     /// Realises `topology` on `bench`; dropping the site takes it down.
     fn realise<'b>(
         &self,
         bench: &'b mut Self::Bench,
         topology: &Topology,
-    ) -> Result<Box<dyn Site + 'b>, SiteError>;
+    ) -> Result<Box<dyn Site + 'b>, Self::Error>;
 }
 
 /// A way of realising topologies, as chosen on the command line (`--backend`).

@@ -7,14 +7,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use imds_harness::backend::docker::leaf::{self, DockerLab};
+use imds_harness::backend::docker::lab::DockerLab;
 use imds_harness::backend::docker::{self, DockerError};
-use imds_harness::backend::{earthly, netns, Backend};
+use imds_harness::backend::netns::{self, NetnsLab};
+use imds_harness::backend::{earthly, Backend};
 use imds_harness::baseline::{self, Baseline};
+use imds_harness::lifecycle;
 use imds_harness::mock::HttpTokens;
 use imds_harness::probe::{shim, Client};
 use imds_harness::report::{self, MeasureReport};
-use imds_harness::site::NetnsLab;
 use imds_harness::sweep::{self, Strategy, SweepPlan, Tools};
 use imds_harness::topology::Topology;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -130,14 +131,8 @@ pub fn run(args: MeasureArgs) -> anyhow::Result<u8> {
     let runtime = tokio::runtime::Runtime::new().context("starting the Tokio runtime")?;
     runtime.spawn(remove_namespaces_on_signal());
     let docker_lab = if args.backend == Backend::Docker {
-        if let Some(bad) = plan
-            .topologies
-            .iter()
-            .find(|t| !leaf::PRESETS.contains(&t.name.as_str()))
-        {
-            let err = DockerError::UnsupportedTopology {
-                name: bad.name.clone(),
-            };
+        if let Some(&bad) = plan.topologies.iter().find(|t| t.preset().is_none()) {
+            let err = DockerError::UnsupportedTopology { topology: bad };
             eprintln!("imds-harness measure: {err}");
             return Ok(exit::USAGE);
         }
@@ -221,7 +216,7 @@ pub fn run(args: MeasureArgs) -> anyhow::Result<u8> {
         std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    let measured = Baseline::from_cells(&cells);
+    let measured = baseline::from_cells(&cells);
     if let Some(path) = &args.record {
         measured.save(path)?;
         println!("recorded the baseline in {}", path.display());
@@ -293,6 +288,7 @@ async fn remove_namespaces_on_signal() {
         _ = terminate.recv() => {}
     }
     INTERRUPTED.store(true, Ordering::SeqCst);
+    lifecycle::shut_down();
     let removed = netns::remove_all_live();
     let containers = docker::remove_all_live().await;
     eprintln!(

@@ -1,130 +1,9 @@
 //! The instance's metadata options: what `ModifyInstanceMetadataOptions` changes and
 //! what the IMDS obeys on its next request.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 
-/// `HttpPutResponseHopLimit`: the IP TTL of the token response, 1..=64.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "u32", into = "u32")]
-pub struct HopLimit(u8);
-
-impl HopLimit {
-    pub const MIN: HopLimit = HopLimit(1);
-    pub const MAX: HopLimit = HopLimit(64);
-
-    pub fn new(value: u32) -> Result<Self, OptionError> {
-        if (1..=64).contains(&value) {
-            Ok(HopLimit(value as u8))
-        } else {
-            Err(OptionError::HopLimitOutOfRange(value.to_string()))
-        }
-    }
-
-    pub fn get(self) -> u8 {
-        self.0
-    }
-
-    /// Every hop limit from 1 to 64, in order.
-    pub fn all() -> impl DoubleEndedIterator<Item = HopLimit> {
-        (1..=64).map(HopLimit)
-    }
-}
-
-impl TryFrom<u32> for HopLimit {
-    type Error = OptionError;
-    fn try_from(value: u32) -> Result<Self, Self::Error> {
-        HopLimit::new(value)
-    }
-}
-
-impl From<HopLimit> for u32 {
-    fn from(value: HopLimit) -> u32 {
-        value.0.into()
-    }
-}
-
-impl FromStr for HopLimit {
-    type Err = OptionError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let value: u32 = s
-            .trim()
-            .parse()
-            .map_err(|_| OptionError::HopLimitOutOfRange(s.to_string()))?;
-        HopLimit::new(value)
-    }
-}
-
-impl fmt::Display for HopLimit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-macro_rules! wire_enum {
-    ($(#[$meta:meta])* $name:ident, $field:literal, { $($variant:ident => $wire:literal),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        #[serde(rename_all = "lowercase")]
-        pub enum $name { $($variant),+ }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            /// The value as the EC2 API and the AWS CLI spell it.
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $wire),+ }
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = OptionError;
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                match s {
-                    $($wire => Ok($name::$variant),)+
-                    other => Err(OptionError::InvalidValue {
-                        field: $field,
-                        value: other.to_string(),
-                        expected: &[$($wire),+],
-                    }),
-                }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-
-wire_enum!(
-    /// `HttpTokens`: whether a GET without a session token (IMDSv1) is served.
-    HttpTokens, "HttpTokens", { Required => "required", Optional => "optional" }
-);
-wire_enum!(
-    /// `HttpEndpoint`: with `disabled`, every request gets 403.
-    HttpEndpoint, "HttpEndpoint", { Enabled => "enabled", Disabled => "disabled" }
-);
-wire_enum!(
-    /// `HttpProtocolIpv6` and `InstanceMetadataTags` take these values.
-    Toggle, "value", { Enabled => "enabled", Disabled => "disabled" }
-);
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum OptionError {
-    #[error("hop limit {0:?} is out of range: the hop limit is an integer from 1 to 64")]
-    HopLimitOutOfRange(String),
-    #[error("invalid {field} {value:?}: expected one of {}", expected.join(", "))]
-    InvalidValue {
-        field: &'static str,
-        value: String,
-        expected: &'static [&'static str],
-    },
-}
+pub use imds_vocab::{HopLimit, HttpEndpoint, HttpTokens, OptionError, Toggle};
 
 /// What `DescribeInstances` reports as `MetadataOptions` (minus `State`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,28 +61,6 @@ impl MetadataOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hop_limit_range_is_one_to_sixty_four() {
-        assert!(HopLimit::new(0).is_err());
-        assert_eq!(HopLimit::new(1).unwrap().get(), 1);
-        assert_eq!(HopLimit::new(64).unwrap().get(), 64);
-        assert!(HopLimit::new(65).is_err());
-        assert!("x".parse::<HopLimit>().is_err());
-        assert_eq!(HopLimit::all().count(), 64);
-    }
-
-    #[test]
-    fn wire_values_round_trip_and_refuse_others() {
-        for t in HttpTokens::ALL {
-            assert_eq!(t.as_str().parse::<HttpTokens>().unwrap(), *t);
-        }
-        let err = "Required".parse::<HttpTokens>().unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "invalid HttpTokens \"Required\": expected one of required, optional"
-        );
-    }
 
     #[test]
     fn a_change_touches_only_what_it_names() {

@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::netns::Namespace;
 use env::ClientEnv;
 
 /// A client run at a leaf.
@@ -77,33 +76,6 @@ pub trait Leaf: Sync {
 
     /// Where this is, for messages.
     fn place(&self) -> String;
-}
-
-/// A leaf namespace of the netns backend, running this machine's programs.
-#[derive(Clone, Debug)]
-pub struct NamespaceLeaf {
-    pub namespace: Namespace,
-    pub tools: Tools,
-}
-
-impl Leaf for NamespaceLeaf {
-    fn run(&self, program: Program, args: &[&str], env: &ClientEnv) -> Result<Output, ProbeError> {
-        let path = self.tools.path(program)?;
-        env.apply(self.namespace.exec(path, args))
-            .stdout_capture()
-            .stderr_capture()
-            .unchecked()
-            .run()
-            .map_err(|source| ProbeError::Spawn {
-                program: path.display().to_string(),
-                place: self.place(),
-                source,
-            })
-    }
-
-    fn place(&self) -> String {
-        format!("namespace {}", self.namespace.name())
-    }
 }
 
 /// Where the clients' programs are on this machine.
@@ -177,11 +149,11 @@ pub enum ProbeError {
         place: String,
         source: std::io::Error,
     },
-    #[error("running {program} in {place}: {message}")]
+    #[error("running {program} in {place}: {source}")]
     Container {
         program: &'static str,
         place: String,
-        message: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("imds-shim printed no report ({status}): {stderr}")]
     NoReport { status: String, stderr: String },

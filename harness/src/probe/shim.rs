@@ -3,27 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use imds_vocab::report::ProbeReport;
 
 use super::env::ClientEnv;
 use super::{timed, Leaf, ProbeError, ProbeOutcome, Program};
-
-/// The part of the probe's JSON report the harness reads.
-#[derive(Debug, Deserialize)]
-struct Report {
-    ok: bool,
-    ttl: Option<Step>,
-    credentials: Option<Step>,
-    identity: Option<Step>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Step {
-    ok: bool,
-    hop_limit_needed: Option<u8>,
-    arn: Option<String>,
-    error: Option<String>,
-}
 
 /// Which steps of the probe to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,21 +56,16 @@ pub fn run(
         timeout_ms.as_str(),
     ];
     let (output, elapsed) = timed(leaf, Program::Shim, &args, env)?;
-    let report: Report =
+    let report: ProbeReport =
         serde_json::from_slice(&output.stdout).map_err(|_| ProbeError::NoReport {
             status: output.status.to_string(),
             stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
         })?;
-    let reason = [&report.ttl, &report.credentials, &report.identity]
-        .into_iter()
-        .flatten()
-        .find(|s| !s.ok)
-        .and_then(|s| s.error.clone());
     Ok(ProbeOutcome {
         ok: report.ok,
-        hop_limit_needed: report.ttl.as_ref().and_then(|t| t.hop_limit_needed),
-        arn: report.identity.and_then(|i| i.arn),
-        reason,
+        hop_limit_needed: report.hop_limit_needed(),
+        arn: report.arn().map(str::to_owned),
+        reason: report.first_error().map(str::to_owned),
         elapsed,
     })
 }

@@ -12,20 +12,9 @@ use aws_config::provider_config::ProviderConfig;
 use aws_credential_types::provider::ProvideCredentials;
 use aws_credential_types::Credentials;
 use aws_smithy_types::date_time::{DateTime, Format};
-use serde::{Deserialize, Serialize};
+use imds_vocab::report::CredentialsDetail;
 
 use super::diagnosis::ImdsFailure;
-
-/// What the credentials step reports: nothing secret.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CredentialsDetail {
-    /// The access key id (`ASIA...`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub access_key_id: Option<String>,
-    /// When the credentials expire, RFC 3339.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expiration: Option<String>,
-}
 
 /// Credentials from IMDS, kept for the identity step. Never printed: `Debug` redacts the secrets.
 #[derive(Clone)]

@@ -10,7 +10,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::BehaviorVersion;
 use aws_sdk_sts::config::Region;
 use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
-use serde::{Deserialize, Serialize};
+use imds_vocab::report::IdentityDetail;
 use thiserror::Error;
 
 use super::clients::http_client;
@@ -21,20 +21,6 @@ use super::diagnosis::chain;
 const STS_CONNECT_TIMEOUT: Duration = Duration::from_millis(3100);
 /// An upper bound for the whole call, retries included, so that the probe always ends.
 const STS_OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// Who STS says the credentials belong to.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IdentityDetail {
-    /// The caller's ARN, `arn:aws:sts::<account>:assumed-role/<role>/<instance-id>` for a role.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub arn: Option<String>,
-    /// The account id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub account: Option<String>,
-    /// The caller's unique id, `<role id>:<instance-id>` for a role.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user_id: Option<String>,
-}
 
 /// Why GetCallerIdentity did not say who the credentials are.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

@@ -12,18 +12,17 @@ pub mod credentials;
 pub mod diagnosis;
 pub mod identity;
 pub mod render;
-pub mod report;
 pub mod token;
 pub mod ttl;
 
 use std::time::{Duration, Instant};
 
 use crate::endpoint::{region_from_env, EndpointError, ImdsConfig};
-use credentials::{CredentialsDetail, RoleCredentials};
+use credentials::RoleCredentials;
 use diagnosis::ImdsFailure;
-use identity::{IdentityDetail, IdentityError};
-pub use report::{ProbeReport, Step, TtlDetail};
-use token::TokenDetail;
+use identity::IdentityError;
+use imds_vocab::report::{CredentialsDetail, IdentityDetail, TokenDetail};
+pub use imds_vocab::report::{ProbeReport, Step, TtlDetail};
 
 /// Which steps to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

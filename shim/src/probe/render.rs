@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::report::ProbeReport;
+use super::ProbeReport;
 
 const OK: &str = "✓";
 const FAILED: &str = "✗";
@@ -102,10 +102,7 @@ pub fn verdict(r: &ProbeReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::credentials::CredentialsDetail;
-    use crate::probe::identity::IdentityDetail;
-    use crate::probe::report::{Step, TtlDetail};
-    use crate::probe::token::TokenDetail;
+    use imds_vocab::report::{CredentialsDetail, IdentityDetail, Step, TokenDetail, TtlDetail};
     use std::time::Duration;
 
     fn ok<T>(ms: u64, detail: T) -> Option<Step<T>> {

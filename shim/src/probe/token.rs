@@ -7,20 +7,9 @@
 use std::time::Duration;
 
 use aws_config::imds;
-use serde::{Deserialize, Serialize};
+use imds_vocab::report::TokenDetail;
 
 use super::diagnosis::ImdsFailure;
-
-/// What the token step learnt about the instance.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TokenDetail {
-    /// The instance id (`/latest/meta-data/instance-id`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub instance_id: Option<String>,
-    /// The instance's region (`/latest/meta-data/placement/region`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub region: Option<String>,
-}
 
 /// Gets a token and, with it, the instance id and (if IMDS serves it) the region.
 pub async fn fetch(client: &imds::Client, timeout: Duration) -> Result<TokenDetail, ImdsFailure> {

@@ -4,18 +4,21 @@
 
 use std::fmt::Write as _;
 
-use super::classify::{Client, CredentialFailure};
-use crate::instance::fix_command;
+use imds_vocab::fix::FixCommand;
+use imds_vocab::{HopLimit, Topology};
 
-/// What the check before the command learnt; every field may be unknown.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+use super::classify::{Client, CredentialFailure};
+use crate::baseline::NeedSource;
+
+/// What the check before the command learnt; every field but the topology may be unknown.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Context {
     /// Where the build ran, e.g. `earthly-run`.
-    pub topology: String,
+    pub topology: Topology,
     /// The hop limit that topology needs, and where that came from.
-    pub need: Option<(u8, String)>,
+    pub need: Option<(HopLimit, NeedSource)>,
     /// The instance's hop limit now.
-    pub current: Option<u8>,
+    pub current: Option<HopLimit>,
     /// The instance id.
     pub instance_id: Option<String>,
     /// Why the check could not run, if it could not.
@@ -24,19 +27,17 @@ pub struct Context {
     pub earthly: bool,
 }
 
-/// Where a topology's builds run, in words.
-pub fn describe_topology(topology: &str) -> String {
-    match topology {
-        "host" => "on the EC2 host itself (no routing hop)".into(),
-        "docker-run" => "in a `docker run` container on the default bridge (1 routing hop)".into(),
-        "buildkit-run" => "in a `docker build` RUN step (1 routing hop)".into(),
-        "earthly-run" => {
-            "in an Earthly RUN step: earthly-buildkitd's CNI bridge inside a container on docker0 (2 routing hops)".into()
+impl Context {
+    /// Nothing known yet but where the build runs.
+    pub fn new(topology: Topology) -> Self {
+        Context {
+            topology,
+            need: None,
+            current: None,
+            instance_id: None,
+            check_error: None,
+            earthly: topology.is_earthly(),
         }
-        "earthly-with-docker" => {
-            "in a container started inside Earthly WITH DOCKER (3 routing hops)".into()
-        }
-        other => format!("in topology {other}"),
     }
 }
 
@@ -71,7 +72,7 @@ pub fn render(failure: &CredentialFailure, ctx: &Context) -> String {
         failure.client.name(),
         failure.evidence
     );
-    let _ = writeln!(w, "  where:        {}", describe_topology(&ctx.topology));
+    let _ = writeln!(w, "  where:        {}", ctx.topology.where_it_runs());
     match &ctx.need {
         Some((need, source)) => {
             let _ = writeln!(w, "  needs:        hop limit {need} (from {source})");
@@ -123,9 +124,9 @@ pub fn render(failure: &CredentialFailure, ctx: &Context) -> String {
                         w,
                         "Fix, on the instance (the smallest value that works; every extra hop exposes the role further):"
                     );
-                    let _ = writeln!(w, "  {}", fix_command(instance, need));
+                    let _ = writeln!(w, "  {}", FixCommand::hop_limit(instance, need));
                     let how = match &ctx.need {
-                        Some((n, source)) if source == "--need" => format!("--need {n}"),
+                        Some((n, NeedSource::Flag)) => format!("--need {n}"),
                         _ => format!("--topology {}", ctx.topology),
                     };
                     let _ = writeln!(w, "  or: imds-shim enforce {how} --apply");
@@ -157,11 +158,17 @@ pub fn render(failure: &CredentialFailure, ctx: &Context) -> String {
 mod tests {
     use super::*;
 
+    use imds_vocab::Preset;
+
+    fn hop(n: u32) -> HopLimit {
+        HopLimit::new(n).unwrap()
+    }
+
     fn earthly_ctx() -> Context {
         Context {
-            topology: "earthly-run".into(),
-            need: Some((3, "fixtures/hop-limits.toml".into())),
-            current: Some(2),
+            topology: Preset::EarthlyRun.into(),
+            need: Some((hop(3), NeedSource::File("fixtures/hop-limits.toml".into()))),
+            current: Some(hop(2)),
             instance_id: Some("i-0123456789abcdef0".into()),
             check_error: None,
             earthly: true,
@@ -200,8 +207,8 @@ mod tests {
             "failed to refresh cached credentials, no EC2 IMDS role found",
         );
         let ctx = Context {
-            topology: "docker-run".into(),
-            need: Some((2, "--need".into())),
+            topology: Preset::DockerRun.into(),
+            need: Some((hop(2), NeedSource::Flag)),
             current: None,
             instance_id: None,
             check_error: Some("cannot check: IMDS is turned off here (AWS_EC2_METADATA_DISABLED=true); run this on the EC2 host itself".into()),
@@ -214,7 +221,7 @@ mod tests {
     fn enough_hop_limit_points_elsewhere() {
         let f = failure(Client::Cli, "Unable to locate credentials.");
         let ctx = Context {
-            current: Some(3),
+            current: Some(hop(3)),
             ..earthly_ctx()
         };
         let text = render(&f, &ctx);

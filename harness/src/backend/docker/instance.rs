@@ -24,10 +24,10 @@ use bollard::Docker;
 
 use super::engine::{self, Engine, DIND_OPTIONS};
 use super::images::ImageSet;
-use super::{block_on, register, unregister, DockerError, LABEL, RUN_LABEL};
-use crate::backend::netns::{self, Namespace, NetnsInstance};
+use super::{block_on, DockerError, LABEL, LIVE, RUN_LABEL};
+use crate::backend::netns::{start_mock, Namespace, NetnsInstance};
+use crate::lifecycle::{self, NAME_PREFIX};
 use crate::mock::{MockAws, MockConfig};
-use crate::site::{start_mock, SiteError};
 
 /// Where the image tars are mounted in every container that loads images.
 pub const IMAGES_MOUNT: &str = "/images";
@@ -66,14 +66,14 @@ impl StartupTimes {
     }
 }
 
-/// A running simulated instance. Dropping it stops the mock and removes the container
-/// (with everything inside it) and its namespace names.
+/// A running simulated instance. Dropping it stops the mock, removes the namespace
+/// names, then the container (with everything inside it).
 pub struct DockerInstance {
-    docker: Docker,
-    container: String,
+    // Dropped in this order: the mock, its namespaces, then the container.
+    mock: MockAws,
+    netns: NetnsInstance,
+    container: InstanceContainer,
     images: ImageSet,
-    netns: Option<NetnsInstance>,
-    mock: Option<MockAws>,
     /// Images loaded per engine (by engine name).
     loaded: Mutex<BTreeSet<(String, String)>>,
     /// What has been set up inside: "buildkitd", "cni", "with-docker", "cni-step".
@@ -81,50 +81,34 @@ pub struct DockerInstance {
     pub startup: StartupTimes,
 }
 
-impl DockerInstance {
-    /// Starts an instance with the mock in `config` and the probe image loaded.
-    pub fn start(
+/// The instance container on the machine's engine, removed on drop.
+struct InstanceContainer {
+    docker: Docker,
+    name: String,
+}
+
+impl InstanceContainer {
+    /// Creates and starts the container, registered for Ctrl-C before it exists.
+    async fn start(
         docker: &Docker,
         images: &ImageSet,
-        config: MockConfig,
-    ) -> Result<DockerInstance, SiteError> {
-        let run = netns::run_id()?;
-        let index = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let container = format!("{}{run}-i{index}", netns::NAME_PREFIX);
-        let mut instance = DockerInstance {
-            docker: docker.clone(),
-            container,
-            images: images.clone(),
-            netns: None,
-            mock: None,
-            loaded: Mutex::new(BTreeSet::new()),
-            made: Mutex::new(BTreeSet::new()),
-            startup: StartupTimes::default(),
-        };
-        let started = Instant::now();
-        let pid = block_on(instance.create_container(&run))?;
-        block_on(engine::wait_ready(
-            &instance.docker,
-            &instance.container,
-            &instance.engine(),
-        ))?;
-        instance.startup.engine = started.elapsed();
-
-        let started = Instant::now();
-        let netns = NetnsInstance::attach(pid)?;
-        instance.mock = Some(start_mock(netns.mock_ns(), config)?);
-        instance.netns = Some(netns);
-        instance.startup.link = started.elapsed();
-
-        let started = Instant::now();
-        instance.load(&instance.engine(), &instance.images.probe.clone())?;
-        instance.startup.load = started.elapsed();
-        Ok(instance)
+        run: &str,
+        index: u32,
+    ) -> Result<(InstanceContainer, u32), DockerError> {
+        let name = format!("{NAME_PREFIX}{run}-i{index}");
+        let container = LIVE.create(&name, || {
+            Ok::<_, DockerError>(InstanceContainer {
+                docker: docker.clone(),
+                name: name.clone(),
+            })
+        })?;
+        let pid = container.create(images, run).await?;
+        Ok((container, pid))
     }
 
-    async fn create_container(&self, run: &str) -> Result<u32, DockerError> {
+    async fn create(&self, images: &ImageSet, run: &str) -> Result<u32, DockerError> {
         let api = |what: &str| {
-            let what = format!("{what} {}", self.container);
+            let what = format!("{what} {}", self.name);
             move |source| DockerError::Api {
                 what,
                 source: Box::new(source),
@@ -138,19 +122,18 @@ impl DockerInstance {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        let tars = self.images.tars.display().to_string();
+        let tars = images.tars.display().to_string();
         let body = ContainerCreateBody {
-            image: Some(self.images.instance.clone()),
+            image: Some(images.instance.clone()),
             cmd: Some(engine::dockerd_command(INSTANCE_BIP)),
             labels: Some(labels),
             host_config: Some(host_config(&format!("{tars}:{IMAGES_MOUNT}:ro"))),
             ..Default::default()
         };
-        register(&self.container);
         self.docker
             .create_container(
                 Some(CreateContainerOptions {
-                    name: Some(self.container.clone()),
+                    name: Some(self.name.clone()),
                     ..Default::default()
                 }),
                 body,
@@ -158,12 +141,12 @@ impl DockerInstance {
             .await
             .map_err(api("creating"))?;
         self.docker
-            .start_container(&self.container, None)
+            .start_container(&self.name, None)
             .await
             .map_err(api("starting"))?;
         let inspected = self
             .docker
-            .inspect_container(&self.container, None)
+            .inspect_container(&self.name, None)
             .await
             .map_err(api("inspecting"))?;
         inspected
@@ -172,24 +155,96 @@ impl DockerInstance {
             .filter(|pid| *pid > 0)
             .map(|pid| pid as u32)
             .ok_or_else(|| DockerError::Command {
-                command: format!("starting {}", self.container),
+                command: format!("starting {}", self.name),
                 status: -1,
                 stderr: "the container is not running".into(),
             })
     }
+}
+
+impl Drop for InstanceContainer {
+    fn drop(&mut self) {
+        let docker = self.docker.clone();
+        let name = self.name.clone();
+        // Nothing to do when the Ctrl-C handler took it first.
+        let removed = LIVE.release(&self.name, || {
+            block_on(async move {
+                docker
+                    .remove_container(
+                        &name,
+                        Some(RemoveContainerOptions {
+                            force: true,
+                            v: true,
+                            ..Default::default()
+                        }),
+                    )
+                    .await
+            })
+        });
+        match removed {
+            None
+            | Some(Ok(()))
+            | Some(Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404,
+                ..
+            })) => {}
+            Some(Err(err)) => {
+                tracing::warn!(container = %self.name, "removing the instance: {err}")
+            }
+        }
+    }
+}
+
+impl DockerInstance {
+    /// Starts an instance with the mock in `config` and the probe image loaded. On
+    /// error, whatever was made is removed.
+    pub fn start(
+        docker: &Docker,
+        images: &ImageSet,
+        config: MockConfig,
+    ) -> Result<DockerInstance, DockerError> {
+        let run = lifecycle::run_id()?;
+        let index = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut startup = StartupTimes::default();
+
+        let started = Instant::now();
+        let (container, pid) = block_on(InstanceContainer::start(docker, images, &run, index))?;
+        let own_engine = instance_engine(&container.name);
+        block_on(engine::wait_ready(docker, &container.name, &own_engine))?;
+        startup.engine = started.elapsed();
+
+        let started = Instant::now();
+        let netns = NetnsInstance::attach(pid)?;
+        let mock = start_mock(netns.mock_ns(), config)?;
+        startup.link = started.elapsed();
+
+        let mut instance = DockerInstance {
+            mock,
+            netns,
+            container,
+            images: images.clone(),
+            loaded: Mutex::new(BTreeSet::new()),
+            made: Mutex::new(BTreeSet::new()),
+            startup,
+        };
+        let started = Instant::now();
+        instance.load(&own_engine, &instance.images.probe.clone())?;
+        instance.startup.load = started.elapsed();
+        Ok(instance)
+    }
 
     /// The name of the instance container.
     pub fn container(&self) -> &str {
-        &self.container
+        &self.container.name
     }
 
     pub fn mock(&self) -> &MockAws {
-        self.mock.as_ref().expect("started")
+        &self.mock
     }
 
     /// The instance's network namespace (the EC2 host), attached by name.
     pub fn host_ns(&self) -> &Namespace {
-        self.netns.as_ref().expect("started").host_ns()
+        self.netns.host_ns()
     }
 
     /// The images this instance runs.
@@ -199,10 +254,7 @@ impl DockerInstance {
 
     /// The instance's own engine.
     pub fn engine(&self) -> Engine {
-        Engine {
-            name: format!("the engine of instance {}", self.container),
-            via: Vec::new(),
-        }
+        instance_engine(self.container())
     }
 
     /// Runs `argv` in the instance container.
@@ -211,13 +263,18 @@ impl DockerInstance {
         argv: Vec<String>,
         timeout: Duration,
     ) -> Result<std::process::Output, DockerError> {
-        block_on(engine::exec(&self.docker, &self.container, argv, timeout))
+        block_on(engine::exec(
+            &self.container.docker,
+            self.container(),
+            argv,
+            timeout,
+        ))
     }
 
     fn exec_ok(&self, argv: Vec<String>) -> Result<String, DockerError> {
         block_on(engine::exec_ok(
-            &self.docker,
-            &self.container,
+            &self.container.docker,
+            self.container(),
             argv,
             SETUP_TIMEOUT,
         ))
@@ -282,7 +339,11 @@ impl DockerInstance {
             self.cni_attach(parent, name)?;
         }
         let nested = parent.nested(name, &format!("{name}'s engine"));
-        block_on(engine::wait_ready(&self.docker, &self.container, &nested))?;
+        block_on(engine::wait_ready(
+            &self.container.docker,
+            self.container(),
+            &nested,
+        ))?;
         Ok(nested)
     }
 
@@ -364,40 +425,13 @@ impl DockerInstance {
         })?;
         Ok(engine)
     }
-
-    /// Stops the mock, removes the container (and so everything inside it) and the
-    /// namespace names; errors are logged.
-    fn remove(&mut self) {
-        drop(self.mock.take());
-        drop(self.netns.take());
-        let docker = self.docker.clone();
-        let name = self.container.clone();
-        let removed = block_on(async move {
-            docker
-                .remove_container(
-                    &name,
-                    Some(RemoveContainerOptions {
-                        force: true,
-                        v: true,
-                        ..Default::default()
-                    }),
-                )
-                .await
-        });
-        match removed {
-            Ok(())
-            | Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => {}
-            Err(err) => tracing::warn!(container = %self.container, "removing the instance: {err}"),
-        }
-        unregister(&self.container);
-    }
 }
 
-impl Drop for DockerInstance {
-    fn drop(&mut self) {
-        self.remove();
+/// The engine of the instance container `name`.
+fn instance_engine(name: &str) -> Engine {
+    Engine {
+        name: format!("the engine of instance {name}"),
+        via: Vec::new(),
     }
 }
 

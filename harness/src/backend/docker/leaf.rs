@@ -13,25 +13,13 @@ use std::process::Output;
 use std::time::Duration;
 
 use super::engine::{sh_quote, Engine};
-use super::images::{ImageSet, SHIM_IN_IMAGE};
+use super::images::SHIM_IN_IMAGE;
 use super::instance::DockerInstance;
-use super::{connect, DockerError};
-use crate::backend::{Lab, Site};
-use crate::mock::{MetadataOptionsChange, MockAws, MockConfig};
+use super::DockerError;
+use crate::backend::netns::NamespaceLeaf;
 use crate::probe::env::ClientEnv;
-use crate::probe::{Leaf, NamespaceLeaf, ProbeError, Program, Tools};
-use crate::site::SiteError;
-use crate::topology::Topology;
-
-/// The presets this backend realises.
-pub const PRESETS: &[&str] = &[
-    "host",
-    "docker-run",
-    "buildkit-run",
-    "earthly-run",
-    "earthly-cni",
-    "earthly-with-docker",
-];
+use crate::probe::{Leaf, ProbeError, Program, Tools};
+use crate::topology::{Preset, Topology};
 
 /// Where Debian's AWS CLI is in the probe image.
 const AWS_IN_IMAGE: &str = "/usr/bin/aws";
@@ -63,7 +51,7 @@ pub enum DockerLeaf<'a> {
         instance: &'a DockerInstance,
         engine: Engine,
         launch: Launch,
-        preset: &'static str,
+        preset: Preset,
     },
 }
 
@@ -75,29 +63,29 @@ impl<'a> DockerLeaf<'a> {
         topology: &Topology,
         tools: &Tools,
     ) -> Result<DockerLeaf<'a>, DockerError> {
-        let preset = PRESETS
-            .iter()
-            .copied()
-            .find(|p| *p == topology.name)
-            .ok_or_else(|| DockerError::UnsupportedTopology {
-                name: topology.name.clone(),
-            })?;
+        let preset = match *topology {
+            Topology::Preset(preset) => preset,
+            Topology::Chain(_) => {
+                return Err(DockerError::UnsupportedTopology {
+                    topology: *topology,
+                })
+            }
+        };
         let (engine, launch) = match preset {
-            "host" => {
+            Preset::Host => {
                 return Ok(DockerLeaf::Host(NamespaceLeaf {
                     namespace: instance.host_ns().clone(),
                     tools: tools.clone(),
                 }))
             }
-            "docker-run" => (instance.engine(), Launch::Run),
-            "buildkit-run" => (instance.engine(), Launch::Build),
-            "earthly-run" => (instance.buildkitd()?, Launch::Build),
-            "earthly-cni" => {
+            Preset::DockerRun => (instance.engine(), Launch::Run),
+            Preset::BuildkitRun => (instance.engine(), Launch::Build),
+            Preset::EarthlyRun => (instance.buildkitd()?, Launch::Build),
+            Preset::EarthlyCni => {
                 let (engine, container) = instance.cni_step()?;
                 (engine, Launch::Exec(container))
             }
-            "earthly-with-docker" => (instance.with_docker()?, Launch::Run),
-            _ => unreachable!("every preset is matched"),
+            Preset::EarthlyWithDocker => (instance.with_docker()?, Launch::Run),
         };
         Ok(DockerLeaf::Container {
             instance,
@@ -191,22 +179,23 @@ impl Leaf for DockerLeaf<'_> {
                 .collect(),
             Launch::Build => vec!["sh".into(), "-c".into(), build_script(image, env, &argv)],
         };
-        let failed = |message: String| ProbeError::Container {
+        let failed = |source: DockerError| ProbeError::Container {
             program: match program {
                 Program::Shim => "imds-shim",
                 Program::AwsCli => "the AWS CLI",
             },
             place: self.place(),
-            message,
+            source: Box::new(source),
         };
-        let output = instance
-            .exec(engine.command(command), CLIENT_TIMEOUT)
-            .map_err(|e| failed(e.to_string()))?;
+        let command = engine.command(command);
+        let shown = command.join(" ");
+        let output = instance.exec(command, CLIENT_TIMEOUT).map_err(failed)?;
         match output.status.code() {
-            Some(code) if DOCKER_FAILURES.contains(&code) => Err(failed(format!(
-                "exit {code}: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            ))),
+            Some(code) if DOCKER_FAILURES.contains(&code) => Err(failed(DockerError::Command {
+                command: shown,
+                status: code,
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            })),
             _ => Ok(output),
         }
     }
@@ -218,77 +207,6 @@ impl Leaf for DockerLeaf<'_> {
                 instance, preset, ..
             } => format!("{preset} in instance {}", instance.container()),
         }
-    }
-}
-
-/// The docker backend for the sweep: each worker has one simulated instance, in which
-/// it realises its topologies one after another (the mock's options are reset between
-/// them).
-pub struct DockerLab {
-    pub docker: bollard::Docker,
-    pub images: ImageSet,
-    /// This machine's programs, for `host`.
-    pub tools: Tools,
-}
-
-impl DockerLab {
-    /// Connects to the engine and makes sure the images and their tars are there
-    /// (building what is missing: minutes on a cold machine).
-    pub async fn prepare(tools: Tools, shim: &std::path::Path) -> Result<DockerLab, DockerError> {
-        let docker = connect().await?;
-        let images = ImageSet::prepare(
-            &docker,
-            shim,
-            std::path::Path::new(super::images::TARS_DIR),
-            &|_| {},
-        )
-        .await?;
-        Ok(DockerLab {
-            docker,
-            images,
-            tools,
-        })
-    }
-}
-
-struct DockerSite<'b> {
-    instance: &'b DockerInstance,
-    leaf: DockerLeaf<'b>,
-}
-
-impl Site for DockerSite<'_> {
-    fn mock(&self) -> &MockAws {
-        self.instance.mock()
-    }
-
-    fn leaf(&self) -> &dyn Leaf {
-        &self.leaf
-    }
-}
-
-impl Lab for DockerLab {
-    type Bench = DockerInstance;
-
-    fn bench(&self) -> Result<DockerInstance, SiteError> {
-        DockerInstance::start(&self.docker, &self.images, MockConfig::default())
-    }
-
-    fn realise<'b>(
-        &self,
-        bench: &'b mut DockerInstance,
-        topology: &Topology,
-    ) -> Result<Box<dyn Site + 'b>, SiteError> {
-        let instance: &'b DockerInstance = bench;
-        let defaults = MockConfig::default().options;
-        instance.mock().modify(&MetadataOptionsChange {
-            hop_limit: Some(defaults.hop_limit),
-            http_tokens: Some(defaults.http_tokens),
-            http_endpoint: Some(defaults.http_endpoint),
-            http_protocol_ipv6: Some(defaults.http_protocol_ipv6),
-            instance_metadata_tags: Some(defaults.instance_metadata_tags),
-        });
-        let leaf = DockerLeaf::realise(instance, topology, &self.tools)?;
-        Ok(Box::new(DockerSite { instance, leaf }))
     }
 }
 
@@ -315,11 +233,5 @@ mod tests {
         assert!(script.contains("AWS_EC2_METADATA_SERVICE_ENDPOINT=http://169.254.169.254/"));
         assert!(script.contains(" /usr/bin/aws sts get-caller-identity > /imdsh/stdout"));
         assert!(script.contains("--no-cache"));
-    }
-
-    #[test]
-    fn every_preset_of_the_topologies_is_realised() {
-        let names: Vec<String> = Topology::presets().into_iter().map(|t| t.name).collect();
-        assert_eq!(names, PRESETS);
     }
 }

@@ -7,6 +7,7 @@
 //!   the mock one link away.
 //! - [`engine`]: engines nested in containers, and commands run in them.
 //! - [`leaf`]: how each preset is realised in an instance, and clients run there.
+//! - [`lab`]: the backend as the sweep uses it: a simulated instance per worker.
 //!
 //! Every container of the machine's engine is named `imdsh-<run>-i<n>` and labelled
 //! [`LABEL`] and [`RUN_LABEL`]; everything else lives inside it and goes with it.
@@ -14,18 +15,21 @@
 pub mod engine;
 pub mod images;
 pub mod instance;
+pub mod lab;
 pub mod leaf;
 
-use std::collections::BTreeSet;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
 use bollard::Docker;
 
+use crate::backend::netns::NetnsError;
+use crate::lifecycle::{self, Registry, RunIdError, ShuttingDown};
+use crate::topology::Topology;
+
 /// The label every image, container, volume and network of the project carries.
 pub const LABEL: &str = "imds-harness";
-/// The label naming the run that made a container (see [`crate::backend::netns::run_id`]).
+/// The label naming the run that made a container (see [`crate::lifecycle::run_id`]).
 pub const RUN_LABEL: &str = "imds-harness.run";
 
 /// Errors of the docker backend; each says what failed.
@@ -54,10 +58,16 @@ pub enum DockerError {
         stderr: String,
     },
     #[error(
-        "the docker backend realises the presets {presets}; `{name}` is for the netns backend",
-        presets = leaf::PRESETS.join(", ")
+        "the docker backend realises the presets {presets}; `{topology}` is for the netns backend",
+        presets = crate::topology::preset_names()
     )]
-    UnsupportedTopology { name: String },
+    UnsupportedTopology { topology: Topology },
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error(transparent)]
+    ShuttingDown(#[from] ShuttingDown),
+    #[error(transparent)]
+    RunId(#[from] RunIdError),
 }
 
 /// Connects to the local engine (`DOCKER_HOST` or `/var/run/docker.sock`), checks that
@@ -88,19 +98,7 @@ where
 }
 
 /// The containers of this process that are up, for the Ctrl-C handler.
-static LIVE: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
-
-fn register(container: &str) {
-    LIVE.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(container.to_string());
-}
-
-fn unregister(container: &str) {
-    LIVE.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(container);
-}
+static LIVE: Registry = Registry::new();
 
 async fn remove(docker: &Docker, names: &[String]) -> Vec<String> {
     let mut removed = Vec::new();
@@ -121,11 +119,10 @@ async fn remove(docker: &Docker, names: &[String]) -> Vec<String> {
     removed
 }
 
-/// Removes this process's containers (for Ctrl-C); returns their names.
+/// Removes this process's containers (for Ctrl-C, after [`lifecycle::shut_down`]);
+/// returns their names.
 pub async fn remove_all_live() -> Vec<String> {
-    let names: Vec<String> = std::mem::take(&mut *LIVE.lock().unwrap_or_else(|p| p.into_inner()))
-        .into_iter()
-        .collect();
+    let names = LIVE.drain();
     if names.is_empty() {
         return names;
     }
@@ -161,7 +158,7 @@ pub async fn cleanup_stale(docker: &Docker) -> Result<Vec<String>, DockerError> 
         .into_iter()
         .filter(|c| {
             let run = c.labels.as_ref().and_then(|l| l.get(RUN_LABEL));
-            !run.is_some_and(|run| crate::backend::netns::run_is_alive(run))
+            !run.is_some_and(|run| lifecycle::run_is_alive(run))
         })
         .filter_map(|c| {
             c.names

@@ -6,9 +6,16 @@ use std::net::TcpStream;
 use std::thread;
 use std::time::Duration;
 
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Instant;
+
 use socket2::SockRef;
 
+use super::command::run;
 use super::*;
+use crate::lifecycle::{lock, NAME_PREFIX};
+use crate::topology::Topology;
 
 /// Whether the namespace tests can run here; see the module documentation.
 fn privileged() -> bool {
@@ -259,11 +266,11 @@ fn drop_removes_every_namespace() {
         names.iter().all(|n| listed.contains(n.as_str())),
         "{listed}"
     );
-    assert!(live_prefixes().contains(&prefix));
+    assert!(LIVE.names().contains(&prefix));
     drop(instance);
     let listed = netns_list();
     assert!(!listed.contains(&format!("{prefix}-")), "{listed}");
-    assert!(!live_prefixes().contains(&prefix));
+    assert!(!LIVE.names().contains(&prefix));
 
     // And explicitly, reporting errors.
     let instance = NetnsInstance::create(&Topology::chain(1).unwrap()).unwrap();

@@ -1,16 +1,14 @@
-//! The probe's report: one entry per step, serialised as the JSON object `--json` prints.
+//! The probe's report: one entry per step, serialised as the JSON object
+//! `imds-shim probe --json` prints and the harness reads.
 //!
-//! Field names are a contract with the harness: snake_case, absent fields omitted, steps that were
-//! not run `null`.
+//! Field names are the contract: snake_case, absent fields omitted, steps that were not
+//! run `null`. Nothing secret is in it: the credentials step reports the access key id
+//! and the expiry only.
 
 use std::fmt::Display;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-
-use super::credentials::CredentialsDetail;
-use super::identity::IdentityDetail;
-use super::token::TokenDetail;
 
 /// What the TTL step measured.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,6 +16,42 @@ pub struct TtlDetail {
     /// The smallest IP TTL whose TCP connect reached IMDS: the hop limit this place needs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hop_limit_needed: Option<u8>,
+}
+
+/// What the token step learnt about the instance.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenDetail {
+    /// The instance id (`/latest/meta-data/instance-id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    /// The instance's region (`/latest/meta-data/placement/region`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+}
+
+/// What the credentials step reports: nothing secret.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialsDetail {
+    /// The access key id (`ASIA...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    /// When the credentials expire, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiration: Option<String>,
+}
+
+/// Who STS says the credentials belong to.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityDetail {
+    /// The caller's ARN, `arn:aws:sts::<account>:assumed-role/<role>/<instance-id>` for a role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arn: Option<String>,
+    /// The account id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// The caller's unique id, `<role id>:<instance-id>` for a role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
 }
 
 /// One step's outcome: ok or the reason, how long it took, and what it found.
@@ -125,6 +159,19 @@ impl ProbeReport {
     /// The hop limit the TTL step measured, if it ran and succeeded.
     pub fn hop_limit_needed(&self) -> Option<u8> {
         self.ttl.as_ref().and_then(|t| t.detail.hop_limit_needed)
+    }
+
+    /// The ARN STS returned, if the identity step ran and succeeded.
+    pub fn arn(&self) -> Option<&str> {
+        self.identity.as_ref().and_then(|i| i.detail.arn.as_deref())
+    }
+
+    /// Why the first step that failed failed.
+    pub fn first_error(&self) -> Option<&str> {
+        self.steps()
+            .into_iter()
+            .find(|s| !s.ok)
+            .and_then(|s| s.error)
     }
 }
 

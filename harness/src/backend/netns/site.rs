@@ -1,48 +1,26 @@
-//! A simulated EC2 instance on the netns backend: a realised topology with the mock
-//! AWS side serving inside its mock namespace, at 169.254.169.254 as on EC2.
+//! A simulated EC2 instance on the netns backend: a realised topology with the mock AWS
+//! side serving inside its mock namespace, at 169.254.169.254 as on EC2; and the lab
+//! the sweep uses.
 
 use std::net::{SocketAddr, SocketAddrV4};
 
-use crate::backend::docker::DockerError;
-use crate::backend::netns::{Namespace, NetnsError, NetnsInstance, IMDS_ADDR};
+use super::{io_error, Namespace, NamespaceLeaf, NetnsError, NetnsInstance, IMDS_ADDR};
+use crate::backend::endpoints::{EC2_PORT, IMDS_PORT, STS_PORT};
 use crate::backend::{Lab, Site};
 use crate::mock::{Listeners, MockAws, MockConfig};
-use crate::probe::{Leaf, NamespaceLeaf, Tools};
+use crate::probe::{Leaf, Tools};
 use crate::topology::Topology;
-
-/// Ports of the mock's services in the mock namespace. STS and EC2 are reached through
-/// the same routing chain as IMDS, but their responses are not TTL-limited.
-pub const IMDS_PORT: u16 = 80;
-pub const STS_PORT: u16 = 8080;
-pub const EC2_PORT: u16 = 8081;
-
-/// The endpoints as a client inside the topology names them.
-pub const IMDS_URL: &str = "http://169.254.169.254/";
-pub const STS_URL: &str = "http://169.254.169.254:8080/";
-pub const EC2_URL: &str = "http://169.254.169.254:8081/";
-
-#[derive(Debug, thiserror::Error)]
-pub enum SiteError {
-    #[error(transparent)]
-    Netns(#[from] NetnsError),
-    #[error(transparent)]
-    Docker(#[from] DockerError),
-    #[error("binding the mock in namespace {namespace}: {source}")]
-    Bind {
-        namespace: String,
-        source: std::io::Error,
-    },
-}
 
 /// A topology with its mock. Dropping it stops the mock, then removes the namespaces.
 pub struct NetnsSite {
+    // Dropped in this order: the mock before its namespace.
     mock: MockAws,
     instance: NetnsInstance,
 }
 
 impl NetnsSite {
     /// Realises `topology` and starts the mock in it. Must be called in a Tokio runtime.
-    pub fn start(topology: &Topology, config: MockConfig) -> Result<NetnsSite, SiteError> {
+    pub fn start(topology: &Topology, config: MockConfig) -> Result<NetnsSite, NetnsError> {
         let instance = NetnsInstance::create(topology)?;
         let mock = start_mock(instance.mock_ns(), config)?;
         Ok(NetnsSite { mock, instance })
@@ -67,19 +45,17 @@ impl NetnsSite {
     }
 }
 
-/// Starts the mock in `ns`, at [`IMDS_ADDR`] on the ports above.
-pub fn start_mock(ns: &Namespace, config: MockConfig) -> Result<MockAws, SiteError> {
-    let bind_error = |source| SiteError::Bind {
-        namespace: ns.name().to_string(),
-        source,
-    };
+/// Starts the mock in `ns`, at [`IMDS_ADDR`] on the ports of
+/// [`endpoints`](crate::backend::endpoints).
+pub fn start_mock(ns: &Namespace, config: MockConfig) -> Result<MockAws, NetnsError> {
+    let bind_error = || io_error(format!("binding the mock in namespace {}", ns.name()));
     let at = |port| SocketAddr::V4(SocketAddrV4::new(IMDS_ADDR, port));
     let listeners = Listeners {
-        imds: ns.bind_tcp(at(IMDS_PORT)).map_err(bind_error)?,
-        sts: ns.bind_tcp(at(STS_PORT)).map_err(bind_error)?,
-        ec2: ns.bind_tcp(at(EC2_PORT)).map_err(bind_error)?,
+        imds: ns.bind_tcp(at(IMDS_PORT)).map_err(bind_error())?,
+        sts: ns.bind_tcp(at(STS_PORT)).map_err(bind_error())?,
+        ec2: ns.bind_tcp(at(EC2_PORT)).map_err(bind_error())?,
     };
-    MockAws::start(config, listeners).map_err(bind_error)
+    MockAws::start(config, listeners).map_err(bind_error())
 }
 
 /// The netns backend for the sweep: every topology gets namespaces and a mock of its
@@ -105,8 +81,9 @@ impl Site for NetnsSweepSite {
 
 impl Lab for NetnsLab {
     type Bench = ();
+    type Error = NetnsError;
 
-    fn bench(&self) -> Result<(), SiteError> {
+    fn bench(&self) -> Result<(), NetnsError> {
         Ok(())
     }
 
@@ -114,7 +91,7 @@ impl Lab for NetnsLab {
         &self,
         _bench: &'b mut (),
         topology: &Topology,
-    ) -> Result<Box<dyn Site + 'b>, SiteError> {
+    ) -> Result<Box<dyn Site + 'b>, NetnsError> {
         let site = NetnsSite::start(topology, MockConfig::default())?;
         let leaf = NamespaceLeaf {
             namespace: site.leaf().clone(),

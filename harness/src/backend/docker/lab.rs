@@ -1,0 +1,79 @@
+//! The docker backend as the sweep uses it: each worker has one simulated instance, in
+//! which it realises its topologies one after another.
+
+use std::path::Path;
+
+use super::images::{ImageSet, TARS_DIR};
+use super::instance::DockerInstance;
+use super::leaf::DockerLeaf;
+use super::{connect, DockerError};
+use crate::backend::{Lab, Site};
+use crate::mock::{MetadataOptionsChange, MockAws, MockConfig};
+use crate::probe::{Leaf, Tools};
+use crate::topology::Topology;
+
+/// The docker backend for the sweep: each worker has one simulated instance, in which
+/// it realises its topologies one after another (the mock's options are reset between
+/// them).
+pub struct DockerLab {
+    pub docker: bollard::Docker,
+    pub images: ImageSet,
+    /// This machine's programs, for `host`.
+    pub tools: Tools,
+}
+
+impl DockerLab {
+    /// Connects to the engine and makes sure the images and their tars are there
+    /// (building what is missing: minutes on a cold machine).
+    pub async fn prepare(tools: Tools, shim: &Path) -> Result<DockerLab, DockerError> {
+        let docker = connect().await?;
+        let images = ImageSet::prepare(&docker, shim, Path::new(TARS_DIR), &|_| {}).await?;
+        Ok(DockerLab {
+            docker,
+            images,
+            tools,
+        })
+    }
+}
+
+struct DockerSite<'b> {
+    instance: &'b DockerInstance,
+    leaf: DockerLeaf<'b>,
+}
+
+impl Site for DockerSite<'_> {
+    fn mock(&self) -> &MockAws {
+        self.instance.mock()
+    }
+
+    fn leaf(&self) -> &dyn Leaf {
+        &self.leaf
+    }
+}
+
+impl Lab for DockerLab {
+    type Bench = DockerInstance;
+    type Error = DockerError;
+
+    fn bench(&self) -> Result<DockerInstance, DockerError> {
+        DockerInstance::start(&self.docker, &self.images, MockConfig::default())
+    }
+
+    fn realise<'b>(
+        &self,
+        bench: &'b mut DockerInstance,
+        topology: &Topology,
+    ) -> Result<Box<dyn Site + 'b>, DockerError> {
+        let instance: &'b DockerInstance = bench;
+        let defaults = MockConfig::default().options;
+        instance.mock().modify(&MetadataOptionsChange {
+            hop_limit: Some(defaults.hop_limit),
+            http_tokens: Some(defaults.http_tokens),
+            http_endpoint: Some(defaults.http_endpoint),
+            http_protocol_ipv6: Some(defaults.http_protocol_ipv6),
+            instance_metadata_tags: Some(defaults.instance_metadata_tags),
+        });
+        let leaf = DockerLeaf::realise(instance, topology, &self.tools)?;
+        Ok(Box::new(DockerSite { instance, leaf }))
+    }
+}

@@ -1,0 +1,175 @@
+//! Realises a [`Topology`](crate::topology::Topology) with Linux network namespaces.
+//!
+//! # Layout
+//!
+//! One realisation ([`NetnsInstance`]) of a topology of depth N owns N + 2 namespaces,
+//! all named `<prefix>-<suffix>` with a prefix `imdsh-<run>-<index>` unique per run
+//! (`<run>`: 6 random hex digits per process) and per realisation (`<index>`):
+//!
+//! ```text
+//!  <prefix>-m (mock IMDS)    <prefix>-h (EC2 host, depth 0)  <prefix>-1 (depth 1)       <prefix>-2 ...
+//!  eth0 169.254.169.254/16 = eth0 169.254.0.1/16
+//!  default via 169.254.0.1   docker0 172.17.0.1/16 (bridge)
+//!                              `- veth1 =================== eth0 172.17.0.2/16
+//!                            ip_forward=1                    default via 172.17.0.1
+//!                            MASQUERADE -s 172.17.0.0/16     cni0 172.30.0.1/16 (bridge)
+//!                                       ! -o docker0           `- veth2 ============== eth0 172.30.0.2/16
+//!                                                            ip_forward=1, MASQUERADE  default via 172.30.0.1
+//! ```
+//!
+//! - The mock namespace is exactly one link away from the host, as IMDS is on EC2: the
+//!   host reaches [`IMDS_ADDR`] on-link over its `eth0` (169.254.0.0/16), with no
+//!   routing hop between them. The mock has a default route back via the host; as the
+//!   host masquerades, replies go to 169.254.0.1 anyway.
+//! - Routing layer i (1..=N, [`Topology::layers`]`[i-1]`): in the parent namespace (the
+//!   host for i = 1, else `<prefix>-<i-1>`) a bridge named like the real one (`docker0`,
+//!   `cni0`, `br<i>`) holding the gateway address, a veth `veth<i>` from the bridge to
+//!   the child `<prefix>-<i>`, whose end is `eth0` with the layer's member address and
+//!   a default route via the gateway. The parent forwards (`net.ipv4.ip_forward=1` in
+//!   that namespace) and runs `iptables -t nat -A POSTROUTING -s <subnet> ! -o <bridge>
+//!   -j MASQUERADE`, as Docker and CNI's `ipMasq` do.
+//! - The leaf (where a probe runs) is `<prefix>-N`, or the host for depth 0. Bridges
+//!   switch at layer 2 and NAT does not touch the TTL; only the N forwarding
+//!   namespaces do, so a process in the leaf needs a hop limit >= N + 1.
+//! - Every namespace has `lo` up. Nothing is created in, and no setting is changed in,
+//!   the root network namespace: veths are created from inside the parent namespace
+//!   (`ip -n <parent> link add ... peer name eth0 netns <child>`), and commands that
+//!   need a namespace run in a thread that entered it and verified that it did.
+//!
+//! # Cleanup
+//!
+//! An instance removes its namespaces on `Drop` (including panic unwinding). For
+//! Ctrl-C, the live prefixes of the process are kept in a [`Registry`]; the CLI's signal
+//! handler calls [`remove_all_live`]. For runs that were killed, [`cleanup_stale`]
+//! removes every `imdsh-` namespace whose run is gone (see [`crate::lifecycle`]).
+//!
+//! - [`namespace`]: one namespace: running commands and binding sockets in it.
+//! - [`command`]: running `ip` and `iptables`, errors naming the command.
+//! - [`instance`]: a realised topology ([`NetnsInstance`]).
+//! - [`reap`]: removing namespaces: this run's on Ctrl-C, killed runs' on `cleanup`.
+//! - [`site`] and [`leaf`]: what the sweep uses: the mock inside an instance, and the
+//!   leaf namespace running this machine's programs.
+//!
+//! [`Registry`]: crate::lifecycle::Registry
+
+mod command;
+mod instance;
+mod leaf;
+mod namespace;
+mod reap;
+mod site;
+
+use std::fs;
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::unix::fs::MetadataExt;
+
+pub use instance::NetnsInstance;
+pub use leaf::NamespaceLeaf;
+pub use namespace::Namespace;
+pub use reap::{cleanup_stale, remove_all_live};
+pub use site::{start_mock, NetnsLab, NetnsSite};
+
+use crate::lifecycle::{Registry, RunIdError, ShuttingDown};
+
+/// The address of the instance metadata service, held by the mock namespace.
+pub const IMDS_ADDR: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+
+/// The host namespace's address on the link to the mock (the link is 169.254.0.0/16).
+pub const HOST_LINK_ADDR: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 1);
+
+/// The prefix length of the host–mock link.
+const LINK_PREFIX_LEN: u8 = 16;
+
+/// Where `ip netns` keeps its namespaces.
+pub const NETNS_DIR: &str = "/run/netns";
+
+/// The name of every namespace's uplink (towards the host, or the mock's towards the
+/// host).
+const UPLINK: &str = "eth0";
+
+/// The programs this backend runs.
+const TOOLS: [&str; 3] = ["ip", "iptables", "iptables-restore"];
+
+/// The prefixes of this process's live realisations.
+static LIVE: Registry = Registry::new();
+
+/// An error of the netns backend.
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    /// Not running as root.
+    #[error(
+        "run as root (sudo imds-harness ...): the netns backend creates network \
+         namespaces, bridges and iptables rules (effective uid is {euid})"
+    )]
+    NotRoot {
+        /// The effective uid.
+        euid: u32,
+    },
+    /// A program is missing.
+    #[error(
+        "`{program}` was not found in PATH; install iproute2 and iptables: \
+         apt-get install iproute2 iptables"
+    )]
+    MissingTool {
+        /// The program.
+        program: String,
+    },
+    /// A command failed.
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Command {
+        /// The command line, with its standard input if it had one.
+        command: String,
+        /// How it exited.
+        status: String,
+        /// Its standard error.
+        stderr: String,
+    },
+    /// An I/O error other than a failed command.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// The run is shutting down: nothing new is made.
+    #[error(transparent)]
+    ShuttingDown(#[from] ShuttingDown),
+    /// This run has no id.
+    #[error(transparent)]
+    RunId(#[from] RunIdError),
+}
+
+fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> NetnsError {
+    let context = context.into();
+    move |source| NetnsError::Io { context, source }
+}
+
+/// Checks that this process can use the netns backend: root, with `ip` and
+/// `iptables` installed.
+pub fn check_prerequisites() -> Result<(), NetnsError> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        return Err(NetnsError::NotRoot { euid });
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for program in TOOLS {
+        let found = std::env::split_paths(&path).any(|dir| {
+            fs::metadata(dir.join(program))
+                .map(|m| m.is_file() && m.mode() & 0o111 != 0)
+                .unwrap_or(false)
+        });
+        if !found {
+            return Err(NetnsError::MissingTool {
+                program: program.to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

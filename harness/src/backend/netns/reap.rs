@@ -1,0 +1,88 @@
+//! Removing namespaces: this run's on Ctrl-C, those of killed runs on `cleanup`.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use super::command::run;
+use super::{io_error, NetnsError, LIVE, NETNS_DIR};
+use crate::lifecycle::{self, NAME_PREFIX};
+
+/// The names in [`NETNS_DIR`] that start with `prefix`.
+fn list_namespaces(prefix: &str) -> Result<Vec<String>, NetnsError> {
+    let entries = match fs::read_dir(NETNS_DIR) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_error(format!("listing {NETNS_DIR}"))(e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_error(format!("listing {NETNS_DIR}")))?;
+        if let Some(name) = entry.file_name().to_str() {
+            if name.starts_with(prefix) {
+                names.push(name.to_owned());
+            }
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Deletes those of `names` that exist, in one `ip` process; returns them.
+pub(super) fn delete_namespaces(names: &[String]) -> Result<Vec<String>, NetnsError> {
+    let existing: Vec<String> = names
+        .iter()
+        .filter(|name| name.starts_with(NAME_PREFIX) && Path::new(NETNS_DIR).join(name).exists())
+        .cloned()
+        .collect();
+    if existing.is_empty() {
+        return Ok(existing);
+    }
+    let script: String = existing
+        .iter()
+        .map(|name| format!("netns del {name}\n"))
+        .collect();
+    run(&["ip", "-force", "-batch", "-"], Some(&script))?;
+    Ok(existing)
+}
+
+/// Deletes every namespace of the realisation with this prefix (`<prefix>-*`).
+fn delete_prefix(prefix: &str) -> Result<Vec<String>, NetnsError> {
+    delete_namespaces(&list_namespaces(&format!("{prefix}-"))?)
+}
+
+/// Removes the namespaces of every live realisation of this process, for the CLI's
+/// Ctrl-C handler, after [`lifecycle::shut_down`] (so that nothing new is made).
+/// Returns the names removed; errors are logged.
+pub fn remove_all_live() -> Vec<String> {
+    let mut removed = Vec::new();
+    for prefix in LIVE.drain() {
+        match delete_prefix(&prefix) {
+            Ok(names) => removed.extend(names),
+            Err(e) => tracing::warn!(%prefix, "removing namespaces: {e}"),
+        }
+    }
+    removed
+}
+
+/// Deletes every namespace named `imdsh-*` whose run is no longer alive (left by a
+/// killed run), for `imds-harness cleanup`; returns their names. Namespaces of runs
+/// that are still going (in this or another process) are left alone.
+pub fn cleanup_stale() -> Result<Vec<String>, NetnsError> {
+    let mut alive: HashMap<String, bool> = HashMap::new();
+    let stale: Vec<String> = list_namespaces(NAME_PREFIX)?
+        .into_iter()
+        .filter(|name| match lifecycle::run_of(name) {
+            None => true,
+            Some(run) => !*alive
+                .entry(run.to_owned())
+                .or_insert_with(|| lifecycle::run_is_alive(run)),
+        })
+        .collect();
+    let removed = delete_namespaces(&stale)?;
+    if !removed.is_empty() {
+        tracing::info!(count = removed.len(), "removed stale namespaces");
+    }
+    Ok(removed)
+}
