@@ -117,7 +117,7 @@ mod tests {
         assert_eq!(HopLimit::all().count(), 64);
         assert_eq!(
             HopLimit::new(65).unwrap_err().to_string(),
-            "hop limit \"65\" is out of range: the hop limit is an integer from 1 to 64"
+            "hop limit \"65\" is not in 1..=64: HttpPutResponseHopLimit is an integer from 1 to 64"
         );
     }
 

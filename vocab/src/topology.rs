@@ -101,6 +101,12 @@ impl Layer {
         self.subnet().host(1)
     }
 
+    /// The gateway with the subnet's prefix length, as dockerd's `--bip` takes it:
+    /// `172.17.0.1/16`.
+    pub fn gateway_cidr(&self) -> String {
+        format!("{}/{}", self.gateway(), self.subnet().prefix_len)
+    }
+
     /// The address of the namespace behind the bridge (`.2`: Docker's first container
     /// address, host-local's first lease).
     pub fn member(&self) -> Ipv4Addr {
@@ -513,6 +519,7 @@ mod tests {
         assert_eq!(Layer::DockerBridge.subnet().to_string(), "172.17.0.0/16");
         assert_eq!(Layer::DockerBridge.gateway(), Ipv4Addr::new(172, 17, 0, 1));
         assert_eq!(Layer::DockerBridge.member(), Ipv4Addr::new(172, 17, 0, 2));
+        assert_eq!(Layer::InnerDockerBridge.gateway_cidr(), "172.20.0.1/16");
         assert_eq!(Layer::CniBridge.subnet().to_string(), "172.30.0.0/16");
         assert_eq!(Layer::CniBridge.bridge(), "cni0");
         assert_eq!(

@@ -28,6 +28,7 @@ use super::{block_on, DockerError, LABEL, LIVE, RUN_LABEL};
 use crate::backend::netns::{start_mock, Namespace, NetnsInstance};
 use crate::lifecycle::{self, NAME_PREFIX};
 use crate::mock::{MockAws, MockConfig};
+use crate::topology::Layer;
 
 /// Where the image tars are mounted in every container that loads images.
 pub const IMAGES_MOUNT: &str = "/images";
@@ -39,12 +40,22 @@ pub const WITH_DOCKER: &str = "with-docker";
 pub const CNI_STEP: &str = "cni-run-step";
 
 /// The bridges of the nested engines (the instance's own keeps Docker's default).
+// The bridges that stand for a topology's layers come from the same data the netns
+// backend builds its bridges from (`Layer`). earthly-buildkitd's own engine bridge is
+// not a layer of any preset: `earthly-run` runs its RUN step there, one routing hop
+// like the real step's cni0 (`earthly-cni` makes cni0 itself).
 const BUILDKITD_BIP: &str = "172.18.0.1/16";
-const WITH_DOCKER_BIP: &str = "172.20.0.1/16";
-const INSTANCE_BIP: &str = "172.17.0.1/16";
 
-/// earthly-buildkitd's CNI config for RUN steps (`buildkitd/cni-conf.json.template`).
-pub const EARTHLY_CNI_CONF: &str = r#"{"cniVersion":"0.4.0","name":"buildkitd","type":"bridge","bridge":"cni0","isGateway":true,"ipMasq":true,"ipam":{"type":"host-local","subnet":"172.30.0.0/16","routes":[{"dst":"0.0.0.0/0"}]}}"#;
+/// earthly-buildkitd's CNI config for RUN steps (`buildkitd/cni-conf.json.template`),
+/// with the bridge and subnet of [`Layer::CniBridge`].
+pub fn earthly_cni_conf() -> String {
+    let layer = Layer::CniBridge;
+    format!(
+        r#"{{"cniVersion":"0.4.0","name":"buildkitd","type":"bridge","bridge":"{bridge}","isGateway":true,"ipMasq":true,"ipam":{{"type":"host-local","subnet":"{subnet}","routes":[{{"dst":"0.0.0.0/0"}}]}}}}"#,
+        bridge = layer.bridge(),
+        subnet = layer.subnet(),
+    )
+}
 
 /// Generous bounds for setting-up commands (image loads, container starts).
 const SETUP_TIMEOUT: Duration = Duration::from_secs(180);
@@ -125,7 +136,7 @@ impl InstanceContainer {
         let tars = images.tars.display().to_string();
         let body = ContainerCreateBody {
             image: Some(images.instance.clone()),
-            cmd: Some(engine::dockerd_command(INSTANCE_BIP)),
+            cmd: Some(engine::dockerd_command(&Layer::DockerBridge.gateway_cidr())),
             labels: Some(labels),
             host_config: Some(host_config(&format!("{tars}:{IMAGES_MOUNT}:ro"))),
             ..Default::default()
@@ -370,7 +381,7 @@ impl DockerInstance {
                 "mkdir -p /etc/cni/net.d && printf '%s' {conf} > /etc/cni/net.d/10-earthly.conf && \
                  iptables -w -I DOCKER-USER -i cni0 -j ACCEPT && \
                  iptables -w -I DOCKER-USER -o cni0 -j ACCEPT",
-                conf = engine::sh_quote(EARTHLY_CNI_CONF)
+                conf = engine::sh_quote(&earthly_cni_conf())
             );
             self.exec_ok(bk.command(["sh".into(), "-c".into(), script]))
                 .map(drop)
@@ -420,7 +431,12 @@ impl DockerInstance {
         let engine = bk.nested(WITH_DOCKER, &format!("{WITH_DOCKER}'s engine"));
         self.once("with-docker", || {
             self.load(&bk, &self.images.instance.clone())?;
-            let started = self.start_engine_container(&bk, WITH_DOCKER, WITH_DOCKER_BIP, true)?;
+            let started = self.start_engine_container(
+                &bk,
+                WITH_DOCKER,
+                &Layer::InnerDockerBridge.gateway_cidr(),
+                true,
+            )?;
             self.load(&started, &self.images.probe.clone())
         })?;
         Ok(engine)
@@ -460,5 +476,18 @@ fn host_config(bind: &str) -> HostConfig {
         binds: Some(vec![bind.to_string()]),
         init: Some(true),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn earthly_cni_conf_is_earthlys_template_on_the_cni_layer() {
+        assert_eq!(
+            earthly_cni_conf(),
+            r#"{"cniVersion":"0.4.0","name":"buildkitd","type":"bridge","bridge":"cni0","isGateway":true,"ipMasq":true,"ipam":{"type":"host-local","subnet":"172.30.0.0/16","routes":[{"dst":"0.0.0.0/0"}]}}"#
+        );
     }
 }
