@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 /// The common prefix of every namespace and container name the harness makes.
-pub const NAME_PREFIX: &str = "imdsh-";
+pub(crate) const NAME_PREFIX: &str = "imdsh-";
 
 /// This run's id and the socket that shows the run is alive.
 static RUN: Mutex<Option<(String, UnixListener)>> = Mutex::new(None);
@@ -48,7 +48,7 @@ fn bind_run_token(run: &str) -> io::Result<UnixListener> {
 }
 
 /// Whether the run `run` is still going (in this or another process).
-pub fn run_is_alive(run: &str) -> bool {
+pub(crate) fn run_is_alive(run: &str) -> bool {
     // If the name can be bound, nobody holds it; the probe socket is closed at once.
     bind_run_token(run).is_err()
 }
@@ -76,7 +76,7 @@ pub fn run_id() -> Result<String, RunIdError> {
 }
 
 /// The run id in a name made by this module's convention (`imdsh-<run>-...`).
-pub fn run_of(name: &str) -> Option<&str> {
+pub(crate) fn run_of(name: &str) -> Option<&str> {
     name.strip_prefix(NAME_PREFIX)?
         .split('-')
         .next()
@@ -121,13 +121,13 @@ impl Registry {
 
     /// Takes `name` out, and runs `remove` under the lock if it was still there (it is
     /// not when the shutdown took it first, and is removing it).
-    pub fn release<R>(&self, name: &str, remove: impl FnOnce() -> R) -> Option<R> {
+    pub(crate) fn release<R>(&self, name: &str, remove: impl FnOnce() -> R) -> Option<R> {
         let mut live = lock(&self.live);
         live.remove(name).then(remove)
     }
 
     /// Everything still registered, taken out for removal after [`shut_down`].
-    pub fn drain(&self) -> Vec<String> {
+    pub(crate) fn drain(&self) -> Vec<String> {
         std::mem::take(&mut *lock(&self.live)).into_iter().collect()
     }
 

@@ -12,16 +12,16 @@ use std::net::{IpAddr, SocketAddr};
 use thiserror::Error;
 
 /// Environment variable naming the IMDS endpoint URL.
-pub const ENV_ENDPOINT: &str = "AWS_EC2_METADATA_SERVICE_ENDPOINT";
+pub(crate) const ENV_ENDPOINT: &str = "AWS_EC2_METADATA_SERVICE_ENDPOINT";
 /// Environment variable choosing the IPv4 or IPv6 default endpoint.
-pub const ENV_ENDPOINT_MODE: &str = "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE";
+pub(crate) const ENV_ENDPOINT_MODE: &str = "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE";
 /// Environment variable that turns IMDS off when it is `true`.
-pub const ENV_DISABLED: &str = "AWS_EC2_METADATA_DISABLED";
+pub(crate) const ENV_DISABLED: &str = "AWS_EC2_METADATA_DISABLED";
 
 /// The IPv4 IMDS endpoint, the default.
-pub const DEFAULT_IPV4: &str = "http://169.254.169.254";
+pub(crate) const DEFAULT_IPV4: &str = "http://169.254.169.254";
 /// The IPv6 IMDS endpoint (Nitro instances, off unless enabled on the instance).
-pub const DEFAULT_IPV6: &str = "http://[fd00:ec2::254]";
+pub(crate) const DEFAULT_IPV6: &str = "http://[fd00:ec2::254]";
 
 /// An endpoint value that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -106,7 +106,7 @@ impl ImdsEndpoint {
     }
 
     /// The socket address, when the host is an IP literal (no name lookup needed).
-    pub fn literal_addr(&self) -> Option<SocketAddr> {
+    pub(crate) fn literal_addr(&self) -> Option<SocketAddr> {
         self.host
             .parse::<IpAddr>()
             .ok()
@@ -159,7 +159,7 @@ impl ImdsConfig {
 }
 
 /// The region the AWS SDKs take from the environment: `AWS_REGION`, else `AWS_DEFAULT_REGION`.
-pub fn region_from_env(lookup: impl Fn(&str) -> Option<String>) -> Option<String> {
+pub(crate) fn region_from_env(lookup: impl Fn(&str) -> Option<String>) -> Option<String> {
     ["AWS_REGION", "AWS_DEFAULT_REGION"]
         .into_iter()
         .filter_map(lookup)

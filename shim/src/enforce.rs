@@ -14,9 +14,9 @@ use crate::instance::{Instance, InstanceError, MetadataOptions};
 use crate::probe::{self, render, Place, ProbeOptions};
 
 /// How often to ask whether the change is applied.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// How long to wait for `applied`.
-pub const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One field to change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +56,7 @@ pub fn plan(current: &MetadataOptions, need: HopLimit) -> Vec<Change> {
 }
 
 /// The plan as text, with the AWS CLI command that makes it.
-pub fn render_plan(instance_id: &str, need: &Need, changes: &[Change]) -> String {
+pub(crate) fn render_plan(instance_id: &str, need: &Need, changes: &[Change]) -> String {
     let mut out = format!(
         "instance {instance_id}: {} needs hop limit {} (from {})\n",
         need.topology, need.hop_limit, need.source

@@ -162,7 +162,7 @@ impl InstanceError {
 
 impl Instance {
     /// Learns the instance id and region from IMDS and gets the role's credentials.
-    pub async fn discover(place: &Place, timeout: Duration) -> Result<Self, InstanceError> {
+    pub(crate) async fn discover(place: &Place, timeout: Duration) -> Result<Self, InstanceError> {
         if place.imds.disabled {
             return Err(InstanceError::ImdsDisabled);
         }

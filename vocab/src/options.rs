@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OptionError {
     /// Not an integer in 1..=64.
-    #[error("hop limit {0:?} is not in 1..=64: HttpPutResponseHopLimit is an integer from 1 to 64")]
+    #[error(
+        "hop limit {0:?} is not in 1..=64: HttpPutResponseHopLimit is an integer from 1 to 64"
+    )]
     HopLimitOutOfRange(String),
     /// Not one of the field's values.
     #[error("invalid {field} {value:?}: expected one of {}", expected.join(", "))]

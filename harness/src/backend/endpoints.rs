@@ -4,8 +4,8 @@
 
 /// Ports of the mock's services in the mock namespace.
 pub const IMDS_PORT: u16 = 80;
-pub const STS_PORT: u16 = 8080;
-pub const EC2_PORT: u16 = 8081;
+pub(crate) const STS_PORT: u16 = 8080;
+pub(crate) const EC2_PORT: u16 = 8081;
 
 /// The endpoints as a client inside the topology names them.
 pub const IMDS_URL: &str = "http://169.254.169.254/";

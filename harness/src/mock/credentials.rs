@@ -50,7 +50,7 @@ impl fmt::Debug for SessionCredentials {
 }
 
 /// `2026-11-29T12:00:00Z`, the form IMDS and STS use.
-pub fn iso8601(t: SystemTime) -> String {
+pub(crate) fn iso8601(t: SystemTime) -> String {
     OffsetDateTime::from(t)
         .format(format_description!(
             "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
@@ -95,7 +95,7 @@ impl SessionCredentials {
         }
     }
 
-    pub fn is_expired(&self, now: SystemTime) -> bool {
+    pub(crate) fn is_expired(&self, now: SystemTime) -> bool {
         now >= self.expiration
     }
 
@@ -130,10 +130,6 @@ impl CredentialStore {
         }
     }
 
-    pub fn lifetime(&self) -> Duration {
-        self.lifetime
-    }
-
     /// The set IMDS hands out now to a caller of `version`. A set is replaced once half
     /// its lifetime has passed, so a caller always gets at least half a lifetime.
     pub fn current(&self, version: ImdsVersion, now: SystemTime) -> Arc<SessionCredentials> {
@@ -162,7 +158,7 @@ impl CredentialStore {
     }
 
     /// A set this store issued (expired or not), by its access key id.
-    pub fn lookup(&self, access_key_id: &str) -> Option<Arc<SessionCredentials>> {
+    pub(crate) fn lookup(&self, access_key_id: &str) -> Option<Arc<SessionCredentials>> {
         self.inner
             .lock()
             .expect("credential store lock")

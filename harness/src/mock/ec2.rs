@@ -17,8 +17,8 @@ use super::MockState;
 const XMLNS: &str = "http://ec2.amazonaws.com/doc/2016-11-15/";
 
 /// The EC2 actions the mock serves, as IAM names them after `ec2:`.
-pub const DESCRIBE_INSTANCES: &str = "DescribeInstances";
-pub const MODIFY_INSTANCE_METADATA_OPTIONS: &str = "ModifyInstanceMetadataOptions";
+pub(crate) const DESCRIBE_INSTANCES: &str = "DescribeInstances";
+pub(crate) const MODIFY_INSTANCE_METADATA_OPTIONS: &str = "ModifyInstanceMetadataOptions";
 
 /// An EC2 error as the service reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +39,7 @@ impl Ec2Error {
 }
 
 /// How EC2 reports each authentication failure.
-pub fn auth_error(failure: &AuthFailure) -> Ec2Error {
+pub(crate) fn auth_error(failure: &AuthFailure) -> Ec2Error {
     let (status, code, message) = match failure {
         AuthFailure::Missing => (
             StatusCode::UNAUTHORIZED,
@@ -268,7 +268,7 @@ fn dry_run() -> Ec2Error {
 }
 
 /// The change a `ModifyInstanceMetadataOptions` asks for, or `InvalidParameterValue`.
-pub fn parse_change(params: &QueryParams) -> Result<MetadataOptionsChange, Ec2Error> {
+pub(crate) fn parse_change(params: &QueryParams) -> Result<MetadataOptionsChange, Ec2Error> {
     fn field<T: std::str::FromStr>(
         params: &QueryParams,
         name: &str,
@@ -311,7 +311,7 @@ impl Handler for Ec2 {
     }
 }
 
-pub fn error_body(error: &Ec2Error, request_id: &str) -> String {
+pub(crate) fn error_body(error: &Ec2Error, request_id: &str) -> String {
     format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{}</Code>\
          <Message>{}</Message></Error></Errors><RequestID>{request_id}</RequestID></Response>\n",

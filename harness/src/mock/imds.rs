@@ -23,9 +23,8 @@ use super::server::{Connection, Handler};
 use super::tokens::{TokenRejection, TTL_RANGE};
 use super::MockState;
 
-pub const TOKEN_PATH: &str = "/latest/api/token";
-pub const TOKEN_HEADER: &str = "x-aws-ec2-metadata-token";
-pub const TOKEN_TTL_HEADER: &str = "x-aws-ec2-metadata-token-ttl-seconds";
+pub(crate) const TOKEN_HEADER: &str = "x-aws-ec2-metadata-token";
+pub(crate) const TOKEN_TTL_HEADER: &str = "x-aws-ec2-metadata-token-ttl-seconds";
 const FORWARDED_FOR_HEADER: &str = "x-forwarded-for";
 const SERVER_NAME: &str = "EC2ws";
 
@@ -229,7 +228,7 @@ fn respond(answer: Answer, head: bool) -> Response<Bytes> {
 }
 
 /// The XHTML page real IMDS answers its refusals with.
-pub fn error_page(status: StatusCode) -> String {
+pub(crate) fn error_page(status: StatusCode) -> String {
     let title = format!(
         "{} - {}",
         status.as_u16(),

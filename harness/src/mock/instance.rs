@@ -37,18 +37,18 @@ impl Default for InstanceIdentity {
 
 impl InstanceIdentity {
     /// The identity STS reports for the role's credentials on this instance.
-    pub fn assumed_role_arn(&self) -> String {
+    pub(crate) fn assumed_role_arn(&self) -> String {
         format!(
             "arn:aws:sts::{}:assumed-role/{}/{}",
             self.account, self.role, self.instance_id
         )
     }
 
-    pub fn assumed_role_user_id(&self) -> String {
+    pub(crate) fn assumed_role_user_id(&self) -> String {
         format!("{}:{}", self.role_id, self.instance_id)
     }
 
-    pub fn instance_profile_arn(&self) -> String {
+    pub(crate) fn instance_profile_arn(&self) -> String {
         format!(
             "arn:aws:iam::{}:instance-profile/{}",
             self.account, self.role
@@ -56,7 +56,7 @@ impl InstanceIdentity {
     }
 
     /// `/latest/dynamic/instance-identity/document`.
-    pub fn identity_document(&self) -> serde_json::Value {
+    pub(crate) fn identity_document(&self) -> serde_json::Value {
         serde_json::json!({
             "accountId": self.account,
             "architecture": "x86_64",

@@ -39,7 +39,7 @@ use server::{Handler, ServerStats};
 use tokens::TokenMint;
 
 /// EC2's default lifetime of instance-role credentials.
-pub const DEFAULT_CREDENTIAL_LIFETIME: Duration = Duration::from_secs(6 * 3600);
+pub(crate) const DEFAULT_CREDENTIAL_LIFETIME: Duration = Duration::from_secs(6 * 3600);
 
 /// Everything about the simulated instance that a mock starts with.
 #[derive(Clone, Debug)]
@@ -158,7 +158,7 @@ impl MockState {
     }
 
     /// Applies `change` (effective on the next IMDS request) and returns the result.
-    pub fn modify_options(&self, change: &MetadataOptionsChange) -> MetadataOptions {
+    pub(crate) fn modify_options(&self, change: &MetadataOptionsChange) -> MetadataOptions {
         let mut cell = self.options.write().expect("options lock");
         cell.options.apply(change);
         cell.changed_at = SystemTime::now();
@@ -166,7 +166,7 @@ impl MockState {
     }
 
     /// `pending` for [`MockConfig::apply_delay`] after a change, then `applied`.
-    pub fn options_state(&self, now: SystemTime) -> &'static str {
+    pub(crate) fn options_state(&self, now: SystemTime) -> &'static str {
         let changed_at = self.options.read().expect("options lock").changed_at;
         if now < changed_at + self.apply_delay {
             "pending"
@@ -175,7 +175,7 @@ impl MockState {
         }
     }
 
-    pub fn is_denied(&self, action: &str) -> bool {
+    pub(crate) fn is_denied(&self, action: &str) -> bool {
         self.denied.read().expect("denied lock").contains(action)
     }
 }

@@ -11,7 +11,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 pub struct QueryParams(BTreeMap<String, String>);
 
 impl QueryParams {
-    pub fn from_request(request: &Request<Bytes>) -> Self {
+    pub(crate) fn from_request(request: &Request<Bytes>) -> Self {
         let encoded: &[u8] = if request.method() == Method::POST {
             request.body()
         } else {
@@ -44,7 +44,7 @@ impl QueryParams {
 }
 
 /// Escapes text for an XML element.
-pub fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -60,7 +60,7 @@ pub fn escape(text: &str) -> String {
 }
 
 /// A request id in the form AWS services use.
-pub fn request_id() -> String {
+pub(crate) fn request_id() -> String {
     let b: [u8; 16] = rand::random();
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
     format!(
@@ -73,7 +73,7 @@ pub fn request_id() -> String {
     )
 }
 
-pub fn xml_response(status: StatusCode, body: String, request_id: &str) -> Response<Bytes> {
+pub(crate) fn xml_response(status: StatusCode, body: String, request_id: &str) -> Response<Bytes> {
     let mut response = Response::new(Bytes::from(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();

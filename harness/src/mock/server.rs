@@ -20,12 +20,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// How long one connection may live, whatever happens to it.
-pub const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
+pub(crate) const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
 /// How long the kernel keeps retransmitting unacknowledged data (a response the hop
 /// limit dropped) before it gives the socket up.
-pub const UNACKED_DATA_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const UNACKED_DATA_TIMEOUT: Duration = Duration::from_secs(3);
 /// Larger request bodies get 413.
-pub const MAX_BODY: usize = 1 << 20;
+pub(crate) const MAX_BODY: usize = 1 << 20;
 
 /// The accepted connection a request came in on.
 pub struct Connection {
@@ -36,7 +36,7 @@ pub struct Connection {
 impl Connection {
     /// Sets the IP TTL (IPv6: unicast hop limit) of everything this connection sends
     /// from now on, which is the response being answered and its FIN.
-    pub fn set_response_hop_limit(&self, hops: u8) -> io::Result<()> {
+    pub(crate) fn set_response_hop_limit(&self, hops: u8) -> io::Result<()> {
         // SAFETY: a handler runs while hyper still owns the connection's stream, so the
         // descriptor is open for the whole borrow.
         let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };

@@ -101,7 +101,7 @@ impl Authorization {
 }
 
 /// The credential set that signed `request` for `service`, if the signature holds.
-pub fn verify(
+pub(crate) fn verify(
     request: &Request<Bytes>,
     service: &str,
     store: &CredentialStore,

@@ -13,7 +13,7 @@ use super::sigv4::{self, AuthFailure};
 use super::MockState;
 
 const XMLNS: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
-pub const API_VERSION: &str = "2011-06-15";
+pub(crate) const API_VERSION: &str = "2011-06-15";
 
 /// An STS error as the service reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +24,7 @@ pub struct StsError {
 }
 
 /// How STS reports each authentication failure.
-pub fn auth_error(failure: &AuthFailure) -> StsError {
+pub(crate) fn auth_error(failure: &AuthFailure) -> StsError {
     let (status, code, message) = match failure {
         AuthFailure::Missing => (
             StatusCode::FORBIDDEN,
@@ -136,7 +136,7 @@ impl Handler for Sts {
     }
 }
 
-pub fn error_body(error: &StsError, request_id: &str) -> String {
+pub(crate) fn error_body(error: &StsError, request_id: &str) -> String {
     let kind = if error.status.is_server_error() {
         "Receiver"
     } else {

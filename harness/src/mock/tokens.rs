@@ -19,7 +19,7 @@ const BODY_LEN: usize = 1 + EXPIRY_LEN + NONCE_LEN;
 const TOKEN_LEN: usize = BODY_LEN + MAC_LEN;
 
 /// The token TTL a PUT may ask for, in seconds (`X-aws-ec2-metadata-token-ttl-seconds`).
-pub const TTL_RANGE: std::ops::RangeInclusive<u64> = 1..=21_600;
+pub(crate) const TTL_RANGE: std::ops::RangeInclusive<u64> = 1..=21_600;
 
 /// Why a presented token is not accepted. Both map to 401.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +90,7 @@ impl TokenMint {
     }
 
     /// Accepts a token this mint issued that has not expired at `now`.
-    pub fn verify(&self, presented: &str, now: SystemTime) -> Result<(), TokenRejection> {
+    pub(crate) fn verify(&self, presented: &str, now: SystemTime) -> Result<(), TokenRejection> {
         let raw = base64::engine::general_purpose::STANDARD
             .decode(presented.trim())
             .map_err(|_| TokenRejection::Invalid)?;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 /// Variables that could lead a client to other credentials or endpoints.
-pub const CLEARED: &[&str] = &[
+pub(crate) const CLEARED: &[&str] = &[
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
@@ -61,7 +61,7 @@ impl ClientEnv {
         self
     }
 
-    pub fn vars(&self) -> &[(String, String)] {
+    pub(crate) fn vars(&self) -> &[(String, String)] {
         &self.vars
     }
 

@@ -32,7 +32,7 @@ impl RoleCredentials {
     }
 
     /// The part that may be shown.
-    pub fn detail(&self) -> CredentialsDetail {
+    pub(crate) fn detail(&self) -> CredentialsDetail {
         CredentialsDetail {
             access_key_id: Some(self.0.access_key_id().to_owned()),
             expiration: self

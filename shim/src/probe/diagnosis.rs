@@ -85,7 +85,7 @@ pub enum ImdsFailure {
 
 impl ImdsFailure {
     /// Names the cause of an error from the aws-config IMDS client or credentials provider.
-    pub fn diagnose(err: &(dyn StdError + 'static), timeout: Duration) -> Self {
+    pub(crate) fn diagnose(err: &(dyn StdError + 'static), timeout: Duration) -> Self {
         let timeout = Secs(timeout);
         let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
         while let Some(e) = cur {

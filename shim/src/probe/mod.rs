@@ -99,7 +99,7 @@ pub async fn run(opts: &ProbeOptions, place: &Place) -> ProbeReport {
 
 /// Steps 1 and 2 only: the hop limit this place needs and an IMDSv2 token, as `enforce` checks
 /// after a change.
-pub async fn reachability(opts: &ProbeOptions, place: &Place) -> ProbeReport {
+pub(crate) async fn reachability(opts: &ProbeOptions, place: &Place) -> ProbeReport {
     let mut report = ProbeReport::new(place.imds.endpoint.url());
     report.ttl = Some(ttl_step(opts, place).await);
     report.token = Some(token_step(opts, place).await);

@@ -56,7 +56,7 @@ pub enum Decision {
 ///
 /// `k` is the answer as soon as `k` connected and `k - 1` failed (or `k` is 1): by monotonicity
 /// every smaller TTL fails too, so the attempts still running need not be waited for.
-pub fn decide(results: &[Option<bool>]) -> Decision {
+pub(crate) fn decide(results: &[Option<bool>]) -> Decision {
     for (i, r) in results.iter().enumerate() {
         if *r == Some(true) && (i == 0 || results[i - 1] == Some(false)) {
             return Decision::Needed(u8::try_from(i + 1).unwrap_or(u8::MAX));

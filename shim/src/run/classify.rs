@@ -32,7 +32,7 @@ pub struct CredentialFailure {
 }
 
 /// The longest evidence line kept.
-pub const MAX_EVIDENCE: usize = 300;
+pub(crate) const MAX_EVIDENCE: usize = 300;
 
 /// Messages that mean "no credentials", lower-cased, with the client that prints them.
 const SIGNATURES: &[(&str, Client)] = &[

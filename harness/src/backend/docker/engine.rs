@@ -22,7 +22,7 @@ use super::DockerError;
 /// seccomp or AppArmor confinement, /proc and /sys unmasked, every device, and
 /// `/var/lib/docker` on tmpfs (overlay2 cannot sit on overlayfs). The network is what
 /// is measured, and it is the same as a privileged container's.
-pub const DIND_OPTIONS: &[&str] = &[
+pub(crate) const DIND_OPTIONS: &[&str] = &[
     "--cap-add=ALL",
     "--cap-drop=SYS_RESOURCE",
     "--security-opt=seccomp=unconfined",
@@ -37,7 +37,7 @@ pub const DIND_OPTIONS: &[&str] = &[
 /// The shell command a dockerd container starts with: /sys and the cgroup hierarchies
 /// are mounted read-only in a container that is not `--privileged`; rebinding them
 /// read-write lets the inner runc make its cgroups (below the container's own).
-pub fn dockerd_command(bip: &str) -> Vec<String> {
+pub(crate) fn dockerd_command(bip: &str) -> Vec<String> {
     let script = format!(
         "mount -o remount,bind,rw /sys && \
          for d in /sys/fs/cgroup/*; do mount -o remount,bind,rw \"$d\"; done; \
@@ -139,7 +139,7 @@ pub async fn exec(
 }
 
 /// Runs `argv` and fails unless it exits 0; returns its standard output.
-pub async fn exec_ok(
+pub(crate) async fn exec_ok(
     docker: &Docker,
     container: &str,
     argv: Vec<String>,
@@ -159,7 +159,7 @@ pub async fn exec_ok(
 }
 
 /// Waits until `engine` answers `docker version`.
-pub async fn wait_ready(
+pub(crate) async fn wait_ready(
     docker: &Docker,
     container: &str,
     engine: &Engine,
@@ -184,7 +184,7 @@ pub async fn wait_ready(
 }
 
 /// Quotes `word` for `sh`.
-pub fn sh_quote(word: &str) -> String {
+pub(crate) fn sh_quote(word: &str) -> String {
     if !word.is_empty()
         && word
             .bytes()

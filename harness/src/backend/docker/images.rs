@@ -26,15 +26,15 @@ use tokio_util::sync::CancellationToken;
 use super::LABEL;
 
 /// The Debian release every image is made from.
-pub const SUITE: &str = "bookworm";
+pub(crate) const SUITE: &str = "bookworm";
 /// The mirror `mmdebstrap` downloads from (bookworm main; `awscli` is 2.9.19 there).
-pub const MIRROR: &str = "http://deb.debian.org/debian";
+pub(crate) const MIRROR: &str = "http://deb.debian.org/debian";
 /// Bumped when the way images are made changes in a way the recipe does not show.
 const RECIPE_VERSION: u32 = 1;
 /// Hex digits of the recipe hash in a tag.
 const TAG_HASH_LEN: usize = 16;
 /// Where the shim lands in the probe image.
-pub const SHIM_IN_IMAGE: &str = "/usr/local/bin/imds-shim";
+pub(crate) const SHIM_IN_IMAGE: &str = "/usr/local/bin/imds-shim";
 
 /// The images of the docker backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,7 +60,7 @@ impl ImageKind {
     }
 
     /// The repository part of the tag.
-    pub fn repository(self) -> String {
+    pub(crate) fn repository(self) -> String {
         format!("imds-harness/{}", self.name())
     }
 
@@ -294,7 +294,7 @@ pub enum ImageError {
 }
 
 /// Finds `mmdebstrap` on `PATH`.
-pub fn find_mmdebstrap() -> Result<PathBuf, ImageError> {
+pub(crate) fn find_mmdebstrap() -> Result<PathBuf, ImageError> {
     crate::which::on_path("mmdebstrap").ok_or(ImageError::MmdebstrapMissing)
 }
 
@@ -600,7 +600,7 @@ impl Drop for Workdir {
 }
 
 /// Where the image tars that nested engines load are kept: one per tag, exported once.
-pub const TARS_DIR: &str = "/var/cache/imds-harness/image-tars";
+pub(crate) const TARS_DIR: &str = "/var/cache/imds-harness/image-tars";
 
 /// The images a simulated instance runs, present in the machine's engine and exported
 /// as tars for the engines inside it (which have no registry either).
@@ -616,7 +616,7 @@ pub struct ImageSet {
 
 impl ImageSet {
     /// The tar of `tag` in [`ImageSet::tars`].
-    pub fn tar_name(tag: &str) -> String {
+    pub(crate) fn tar_name(tag: &str) -> String {
         format!("{}.tar", tag.replace(['/', ':'], "_"))
     }
 

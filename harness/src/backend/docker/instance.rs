@@ -31,13 +31,13 @@ use crate::mock::{MockAws, MockConfig};
 use crate::topology::Layer;
 
 /// Where the image tars are mounted in every container that loads images.
-pub const IMAGES_MOUNT: &str = "/images";
+pub(crate) const IMAGES_MOUNT: &str = "/images";
 /// The name of the BuildKit container on the instance's engine, as Earthly names it.
-pub const BUILDKITD: &str = "earthly-buildkitd";
+pub(crate) const BUILDKITD: &str = "earthly-buildkitd";
 /// The container of Earthly `WITH DOCKER` on earthly-buildkitd's engine.
-pub const WITH_DOCKER: &str = "with-docker";
+pub(crate) const WITH_DOCKER: &str = "with-docker";
 /// The container a CNI-attached RUN step's processes run in.
-pub const CNI_STEP: &str = "cni-run-step";
+pub(crate) const CNI_STEP: &str = "cni-run-step";
 
 /// The bridges of the nested engines (the instance's own keeps Docker's default).
 // The bridges that stand for a topology's layers come from the same data the netns
@@ -48,7 +48,7 @@ const BUILDKITD_BIP: &str = "172.18.0.1/16";
 
 /// earthly-buildkitd's CNI config for RUN steps (`buildkitd/cni-conf.json.template`),
 /// with the bridge and subnet of [`Layer::CniBridge`].
-pub fn earthly_cni_conf() -> String {
+pub(crate) fn earthly_cni_conf() -> String {
     let layer = Layer::CniBridge;
     format!(
         r#"{{"cniVersion":"0.4.0","name":"buildkitd","type":"bridge","bridge":"{bridge}","isGateway":true,"ipMasq":true,"ipam":{{"type":"host-local","subnet":"{subnet}","routes":[{{"dst":"0.0.0.0/0"}}]}}}}"#,
@@ -254,7 +254,7 @@ impl DockerInstance {
     }
 
     /// The instance's network namespace (the EC2 host), attached by name.
-    pub fn host_ns(&self) -> &Namespace {
+    pub(crate) fn host_ns(&self) -> &Namespace {
         self.netns.host_ns()
     }
 
@@ -402,7 +402,7 @@ impl DockerInstance {
     }
 
     /// A long-lived container on cni0 in which an Earthly RUN step's processes run.
-    pub fn cni_step(&self) -> Result<(Engine, String), DockerError> {
+    pub(crate) fn cni_step(&self) -> Result<(Engine, String), DockerError> {
         let bk = self.cni()?;
         self.once("cni-step", || {
             let run = [

@@ -1,7 +1,6 @@
 //! One realisation of a topology: its namespaces, links, routers; removed on drop.
 
 use std::fs;
-use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
@@ -91,7 +90,7 @@ impl NetnsInstance {
     /// the name of the host namespace is removed with the instance: the namespace lives
     /// as long as its process. The host forwards for whatever engine runs in it, so it
     /// gets `icmp_ratelimit=0` like the routers here.
-    pub fn attach(pid: u32) -> Result<NetnsInstance, NetnsError> {
+    pub(crate) fn attach(pid: u32) -> Result<NetnsInstance, NetnsError> {
         let instance = NetnsInstance::named(&Preset::Host.into())?;
         instance.make_registered(&format!(
             "netns add {}\nnetns attach {} {pid}\n",
@@ -187,22 +186,23 @@ impl NetnsInstance {
     }
 
     /// The mock IMDS's namespace (holds [`IMDS_ADDR`]).
-    pub fn mock_ns(&self) -> &Namespace {
+    pub(crate) fn mock_ns(&self) -> &Namespace {
         &self.mock
     }
 
     /// The EC2 host's namespace (depth 0).
-    pub fn host_ns(&self) -> &Namespace {
+    pub(crate) fn host_ns(&self) -> &Namespace {
         &self.host
     }
 
     /// Where a probe runs: the last routing layer's namespace, or the host's.
-    pub fn leaf_ns(&self) -> &Namespace {
+    pub(crate) fn leaf_ns(&self) -> &Namespace {
         self.layers.last().unwrap_or(&self.host)
     }
 
     /// The namespace at `depth` (0 = host, `topology().depth()` = leaf).
-    pub fn ns_at_depth(&self, depth: usize) -> Option<&Namespace> {
+    #[cfg(test)]
+    pub(crate) fn ns_at_depth(&self, depth: usize) -> Option<&Namespace> {
         match depth {
             0 => Some(&self.host),
             d => self.layers.get(d - 1),
@@ -210,7 +210,8 @@ impl NetnsInstance {
     }
 
     /// The leaf's address: its layer's member address, or the host's link address.
-    pub fn leaf_addr(&self) -> Ipv4Addr {
+    #[cfg(test)]
+    pub(crate) fn leaf_addr(&self) -> std::net::Ipv4Addr {
         self.routing.last().map_or(HOST_LINK_ADDR, Layer::member)
     }
 
@@ -220,7 +221,8 @@ impl NetnsInstance {
     }
 
     /// Removes its namespaces now, reporting an error.
-    pub fn try_remove(mut self) -> Result<(), NetnsError> {
+    #[cfg(test)]
+    pub(crate) fn try_remove(mut self) -> Result<(), NetnsError> {
         self.remove_namespaces()
     }
 

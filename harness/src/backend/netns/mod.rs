@@ -68,21 +68,22 @@ pub use instance::NetnsInstance;
 pub use leaf::NamespaceLeaf;
 pub use namespace::Namespace;
 pub use reap::{cleanup_stale, remove_all_live};
-pub use site::{start_mock, NetnsLab, NetnsSite};
+pub(crate) use site::start_mock;
+pub use site::{NetnsLab, NetnsSite};
 
 use crate::lifecycle::{Registry, RunIdError, ShuttingDown};
 
 /// The address of the instance metadata service, held by the mock namespace.
-pub const IMDS_ADDR: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+pub(crate) const IMDS_ADDR: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 
 /// The host namespace's address on the link to the mock (the link is 169.254.0.0/16).
-pub const HOST_LINK_ADDR: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 1);
+pub(crate) const HOST_LINK_ADDR: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 1);
 
 /// The prefix length of the host–mock link.
 const LINK_PREFIX_LEN: u8 = 16;
 
 /// Where `ip netns` keeps its namespaces.
-pub const NETNS_DIR: &str = "/run/netns";
+pub(crate) const NETNS_DIR: &str = "/run/netns";
 
 /// The name of every namespace's uplink (towards the host, or the mock's towards the
 /// host).

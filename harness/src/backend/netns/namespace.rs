@@ -71,7 +71,7 @@ impl Namespace {
     /// namespace. It stays in this namespace, so it can be served from any thread
     /// (e.g. `tokio::net::TcpListener::from_std` after `set_nonblocking(true)`; it is
     /// returned in blocking mode).
-    pub fn bind_tcp(&self, addr: SocketAddr) -> io::Result<TcpListener> {
+    pub(crate) fn bind_tcp(&self, addr: SocketAddr) -> io::Result<TcpListener> {
         self.run_in(move || -> io::Result<TcpListener> {
             let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
             socket.set_reuse_address(true)?;

@@ -47,7 +47,7 @@ impl NetnsSite {
 
 /// Starts the mock in `ns`, at [`IMDS_ADDR`] on the ports of
 /// [`endpoints`](crate::backend::endpoints).
-pub fn start_mock(ns: &Namespace, config: MockConfig) -> Result<MockAws, NetnsError> {
+pub(crate) fn start_mock(ns: &Namespace, config: MockConfig) -> Result<MockAws, NetnsError> {
     let bind_error = || io_error(format!("binding the mock in namespace {}", ns.name()));
     let at = |port| SocketAddr::V4(SocketAddrV4::new(IMDS_ADDR, port));
     let listeners = Listeners {
