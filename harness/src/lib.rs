@@ -7,11 +7,11 @@
 //!   its IP TTL, STS and the EC2 metadata-options API.
 //! - [`probe`]: what is measured at a leaf.
 //! - [`lifecycle`]: a run's id, its registries and their shutdown, for every backend.
-//! - [`sweep`], [`report`] and [`baseline`]: the minimal-hop-limit search, its output,
+//! - [`sweep`], [`report`] and [`gate`]: the minimal-hop-limit search, its output,
 //!   and the recorded baseline a CI gate compares against.
 
 pub mod backend;
-pub mod baseline;
+pub mod gate;
 pub mod lifecycle;
 pub mod mock;
 pub mod probe;

@@ -1,11 +1,15 @@
-//! The sweep's output: a table for people, JSON for machines.
+//! The sweep's output: a table for people, JSON and JUnit XML for machines.
 
+use std::path::Path;
 use std::time::Duration;
 
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{Cell as TableCell, CellAlignment, Table};
 use serde::Serialize;
 
+use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+
+use crate::gate::{Comparison, Exit, NeverCell};
 use crate::mock::{HttpTokens, ImdsVersion};
 use crate::probe::Client;
 use crate::sweep::{Cell, Strategy};
@@ -17,6 +21,13 @@ pub struct MeasureReport {
     pub backend: String,
     pub strategy: Strategy,
     pub cells: Vec<Cell>,
+    /// The cells whose client got no identity at any hop limit.
+    pub never: Vec<NeverCell>,
+    /// The comparison with the baseline, when one was given.
+    pub comparisons: Vec<Comparison>,
+    /// What the run exits with, and its code.
+    pub exit: Exit,
+    pub exit_code: u8,
     pub elapsed_ms: u64,
 }
 
@@ -79,4 +90,77 @@ pub fn table(cells: &[Cell], clients: &[Client], timings: bool) -> String {
         table.add_row(row);
     }
     table.to_string()
+}
+
+/// The name of a cell's JUnit test case: `earthly-run / tokens required / cli`.
+fn case_name(cell: &Cell) -> String {
+    format!(
+        "{} / tokens {} / {}",
+        cell.topology, cell.http_tokens, cell.client
+    )
+}
+
+/// The run as JUnit XML, as GitLab's and GitHub's test reporters read it: a suite of one
+/// test case per topology, tokens mode and client (failed where the client got no
+/// identity at any hop limit), and, with a baseline, a suite of one test case per
+/// topology compared (failed on a regression).
+pub fn junit(
+    backend: &str,
+    cells: &[Cell],
+    comparisons: &[Comparison],
+    baseline: Option<&Path>,
+) -> Report {
+    let mut report = Report::new("imds-harness measure");
+    let mut measured = TestSuite::new(format!("minimal hop limits ({backend} backend)"));
+    for cell in cells {
+        let status = match cell.minimal_hop_limit {
+            Some(_) => TestCaseStatus::success(),
+            None => {
+                let mut failed = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                failed
+                    .set_type("never")
+                    .set_message(format!(
+                        "{}: no identity at any hop limit (1..=64)",
+                        case_name(cell)
+                    ))
+                    .set_description(cell.failure_below.clone().unwrap_or_default());
+                failed
+            }
+        };
+        let mut case = TestCase::new(case_name(cell), status);
+        let tried: Vec<String> = cell
+            .tried
+            .iter()
+            .map(|(h, ok)| format!("{h}: {}", if *ok { "ok" } else { "failed" }))
+            .collect();
+        case.set_classname(format!("imds-harness.{}", cell.topology))
+            .set_time(cell.elapsed)
+            .set_system_out(format!(
+                "minimal hop limit: {}\ndepth: {}\ntried: {}\n",
+                verdict(cell),
+                cell.depth,
+                tried.join(", ")
+            ));
+        measured.add_test_case(case);
+    }
+    report.add_test_suite(measured);
+    if let Some(path) = baseline {
+        let mut gate = TestSuite::new(format!("baseline {}", path.display()));
+        for comparison in comparisons {
+            let message = comparison.message(path);
+            let status = if comparison.is_regression() {
+                let mut failed = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                failed.set_type("regression").set_message(message.clone());
+                failed
+            } else {
+                TestCaseStatus::success()
+            };
+            let mut case = TestCase::new(comparison.topology().to_string(), status);
+            case.set_classname("imds-harness.baseline")
+                .set_system_out(message);
+            gate.add_test_case(case);
+        }
+        report.add_test_suite(gate);
+    }
+    report
 }

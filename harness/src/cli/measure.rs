@@ -11,7 +11,7 @@ use imds_harness::backend::docker::lab::DockerLab;
 use imds_harness::backend::docker::{self, DockerError};
 use imds_harness::backend::netns::{self, NetnsLab};
 use imds_harness::backend::{earthly, Backend};
-use imds_harness::baseline::{self, Baseline};
+use imds_harness::gate::{self, Baseline, Exit};
 use imds_harness::lifecycle;
 use imds_harness::mock::HttpTokens;
 use imds_harness::probe::{shim, Client};
@@ -63,13 +63,31 @@ pub struct MeasureArgs {
     /// Also write the full result as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
-    /// Compare with a recorded baseline: exit 1 if any topology needs more than recorded.
-    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = baseline::DEFAULT_PATH)]
+    /// Compare with a recorded baseline: exit 1 if any topology needs more than recorded,
+    /// or gets no identity at any hop limit. Every topology the baseline records must be
+    /// measured, unless --topology restricts the run.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = gate::DEFAULT_PATH)]
     baseline: Option<PathBuf>,
     /// Record the result (tokens required) as the baseline.
-    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = baseline::DEFAULT_PATH)]
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = gate::DEFAULT_PATH)]
     record: Option<PathBuf>,
+    /// Also write the result as JUnit XML to FILE (for GitLab's and GitHub's test
+    /// reporters): a test case per topology, tokens mode and client, and one per
+    /// baseline comparison.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
 }
+
+/// The exit codes, for `--help`.
+pub const EXIT_CODES: &str = "Exit status:
+    0    every topology needs what the baseline records, or less (or no baseline given)
+    1    a regression: a topology needs more than recorded, or a client gets no identity
+         at any hop limit (\"never\"), named on stderr and in --json/--junit
+    2    usage or environment: bad arguments, not root, a tool missing, the Docker Engine
+         unreachable, a baseline topology this run did not measure
+    3    the measurement failed: a probe broke (a client crashed, a container did not
+         start) or the mock died; the cell is named
+    130  interrupted (SIGINT or SIGTERM); the run's namespaces and containers are removed";
 
 fn parse_strategy(s: &str) -> Result<Strategy, String> {
     match s {
@@ -206,23 +224,27 @@ pub fn run(args: MeasureArgs) -> anyhow::Result<u8> {
         elapsed.as_secs_f64()
     );
 
-    if let Some(path) = &args.json {
-        let report = MeasureReport {
-            backend: args.backend.to_string(),
-            strategy: plan.strategy,
-            cells: cells.clone(),
-            elapsed_ms: elapsed.as_millis() as u64,
-        };
-        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
-            .with_context(|| format!("writing {}", path.display()))?;
+    let never = gate::never_cells(&cells);
+    for cell in &never {
+        eprintln!("imds-harness measure: FAILED: {}", cell.message());
     }
-    let measured = baseline::from_cells(&cells);
-    if let Some(path) = &args.record {
-        measured.save(path)?;
-        println!("recorded the baseline in {}", path.display());
-    }
-    if let (Some(recorded), Some(path)) = (recorded, &args.baseline) {
-        let comparisons = baseline::compare(&recorded, &measured);
+    let needs = gate::needs(&cells);
+    let mut verdict = Exit::Ok;
+    let comparisons = match (&recorded, &args.baseline) {
+        (Some(recorded), Some(path)) => {
+            let restricted = !args.topology.is_empty();
+            match gate::compare(recorded, &needs, restricted, path) {
+                Ok(comparisons) => comparisons,
+                Err(err) => {
+                    eprintln!("imds-harness measure: {err}");
+                    verdict = Exit::Usage;
+                    Vec::new()
+                }
+            }
+        }
+        _ => Vec::new(),
+    };
+    if let (Some(path), true) = (&args.baseline, verdict == Exit::Ok) {
         for comparison in &comparisons {
             if comparison.is_regression() {
                 eprintln!("{}", comparison.message(path));
@@ -230,11 +252,48 @@ pub fn run(args: MeasureArgs) -> anyhow::Result<u8> {
                 println!("{}", comparison.message(path));
             }
         }
-        if comparisons.iter().any(|c| c.is_regression()) {
-            return Ok(exit::FAILURE);
+        verdict = gate::exit(&never, &comparisons);
+    } else if verdict == Exit::Ok {
+        verdict = gate::exit(&never, &[]);
+    }
+    if let Some(path) = &args.record {
+        match gate::to_record(&needs) {
+            Ok(baseline) => {
+                baseline.save(path)?;
+                println!("recorded the baseline in {}", path.display());
+            }
+            Err(err) => {
+                eprintln!("imds-harness measure: {err}");
+                verdict = Exit::Regression;
+            }
         }
     }
-    Ok(exit::OK)
+    if let Some(path) = &args.json {
+        let report = MeasureReport {
+            backend: args.backend.to_string(),
+            strategy: plan.strategy,
+            cells: cells.clone(),
+            never: never.clone(),
+            comparisons: comparisons.clone(),
+            exit: verdict,
+            exit_code: verdict.code(),
+            elapsed_ms: elapsed.as_millis() as u64,
+        };
+        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.junit {
+        let xml = report::junit(
+            args.backend.name(),
+            &cells,
+            &comparisons,
+            args.baseline.as_deref(),
+        )
+        .to_string()
+        .context("rendering the JUnit report")?;
+        std::fs::write(path, xml).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(verdict.code())
 }
 
 /// The earthly backend: the Earthfile's probe targets with the real Earthly, on this

@@ -20,6 +20,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Measure the minimal hop limit per topology, client and tokens mode.
+    #[command(after_help = measure::EXIT_CODES)]
     Measure(measure::MeasureArgs),
     /// Serve the mock IMDS, STS and EC2 API on local ports until SIGINT or SIGTERM.
     Mock(mock::MockArgs),
@@ -29,12 +30,15 @@ enum Command {
     Images(images::ImagesArgs),
 }
 
-/// Exit codes shared by the subcommands.
+/// Exit codes shared by the subcommands: `measure`'s gate codes (see
+/// [`imds_harness::gate`]).
 pub mod exit {
-    pub const OK: u8 = 0;
-    pub const FAILURE: u8 = 1;
-    pub const USAGE: u8 = 2;
-    pub const MEASUREMENT: u8 = 3;
+    use imds_harness::gate::Exit;
+
+    pub const OK: u8 = Exit::Ok.code();
+    pub const FAILURE: u8 = Exit::Regression.code();
+    pub const USAGE: u8 = Exit::Usage.code();
+    pub const MEASUREMENT: u8 = Exit::Measurement.code();
 }
 
 pub fn main() -> ExitCode {
