@@ -6,6 +6,8 @@
 //! - [`instance`]: a simulated EC2 instance, a container with an engine of its own and
 //!   the mock one link away.
 //! - [`engine`]: engines nested in containers, and commands run in them.
+//! - [`settings`]: what a container that runs an engine is given, as `docker run`
+//!   flags or as the Engine API's host configuration.
 //! - [`leaf`]: how each preset is realised in an instance, and clients run there.
 //!
 //! Every container of the machine's engine is named `imdsh-<run>-i<n>` and labelled
@@ -15,6 +17,7 @@ pub mod engine;
 pub mod images;
 pub mod instance;
 pub mod leaf;
+pub(crate) mod settings;
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
