@@ -6,22 +6,27 @@
 //! An image is tagged `imds-harness/<name>:<hash>`, where the hash covers its whole
 //! recipe (suite, variant, packages, options, image config and, for the probe image,
 //! the bytes of the `imds-shim` binary copied in). A tag that exists is up to date; a
-//! changed recipe gives a new tag. Old tags stay as a cache until removed by hand.
+//! changed recipe gives a new tag. Old tags are a bounded cache: after a build, the
+//! images of the kinds built beyond the current tags and the [`KEEP`] most recent others
+//! are removed, unless a container uses them.
 //!
 //! - `recipe.rs`: what goes into each image, its hash and its tag ([`plan`]);
 //! - `mmdebstrap.rs`: the root file systems, made by `mmdebstrap` in a [`Workdir`];
 //! - `import.rs`: importing them into the engine, or finding them there ([`ensure`]);
+//! - `prune.rs`: the bounded cache ([`prune()`]);
 //! - `tars.rs`: the tars that nested engines load ([`ImageSet`], [`TARS_DIR`]).
 
 mod import;
 mod mmdebstrap;
+mod prune;
 mod recipe;
 mod tars;
 
 pub use import::{ensure, Outcome, Status};
 pub use mmdebstrap::Workdir;
+pub use prune::{prune, Fate, PruneReport, Pruned, KEEP};
 pub use recipe::{plan, ImageKind, Planned, Recipe, SHIM_IN_IMAGE};
-pub use tars::{ImageSet, TARS_DIR};
+pub use tars::{prune_tars, ImageSet, TarsReport, TARS_DIR};
 
 use bollard::errors::Error as DockerError;
 

@@ -1,16 +1,20 @@
 //! The image tars that the engines inside a simulated instance load (they have no
-//! registry either): exported once per tag into [`TARS_DIR`]; older ones are removed.
+//! registry either): exported once per tag into [`TARS_DIR`], and kept exactly as long
+//! as their image is in the machine's engine.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use bollard::query_parameters::ListImagesOptions;
 use bollard::Docker;
 use futures_util::TryStreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::import::{ensure, Outcome};
+use super::import::{ensure, Outcome, Status};
 use super::mmdebstrap::Workdir;
-use super::recipe::{plan, ImageKind};
-use super::ImageError;
+use super::prune::{prune, KEEP};
+use super::recipe::{plan, ImageKind, NAMESPACE};
+use super::{ImageError, LABEL};
 
 /// Where the image tars that nested engines load are kept: one per tag, exported once.
 pub const TARS_DIR: &str = "/var/cache/imds-harness/image-tars";
@@ -33,8 +37,10 @@ impl ImageSet {
         format!("{}.tar", tag.replace(['/', ':'], "_"))
     }
 
-    /// Builds what is missing (see [`ensure`]) and exports the tars that are not there
-    /// yet into `tars`; older tars there are removed. `on_image` sees each image.
+    /// Builds what is missing (see [`ensure`]); after a build, prunes the older images
+    /// of the kinds built beyond [`KEEP`] (see [`prune`]); exports the tars that are not
+    /// there yet into `tars`, and removes the tars whose image is gone (see
+    /// [`prune_tars`]). `on_image` sees each image.
     pub async fn prepare(
         docker: &Docker,
         shim: &Path,
@@ -49,6 +55,28 @@ impl ImageSet {
         let workdir = Workdir::new()?;
         let cancel = CancellationToken::new();
         let outcomes = ensure(docker, &plan, false, workdir.path(), &cancel, on_image).await?;
+        let built: Vec<&str> = outcomes
+            .iter()
+            .filter(|o| o.status == Status::Built)
+            .map(|o| o.kind.name())
+            .collect();
+        if !built.is_empty() {
+            let current: Vec<String> = plan.iter().map(|p| p.tag.clone()).collect();
+            // The images are ready: a prune that fails is worth a warning, not the run.
+            match prune(docker, &built, &current, KEEP).await {
+                Ok(report) => {
+                    for image in report.images.iter().filter(|i| !i.fate.kept()) {
+                        tracing::info!(
+                            "old image {}: {} ({:.0} MB)",
+                            image.name(),
+                            image.fate,
+                            image.size as f64 / 1e6
+                        );
+                    }
+                }
+                Err(err) => tracing::warn!("pruning old images: {err}"),
+            }
+        }
         let tag = |kind| {
             outcomes
                 .iter()
@@ -65,7 +93,6 @@ impl ImageSet {
         tokio::fs::create_dir_all(tars)
             .await
             .map_err(io(format!("creating {}", tars.display())))?;
-        let wanted = [Self::tar_name(&set.probe), Self::tar_name(&set.instance)];
         for tag in [&set.probe, &set.instance] {
             let path = tars.join(Self::tar_name(tag));
             if tokio::fs::try_exists(&path).await.unwrap_or(false) {
@@ -96,15 +123,131 @@ impl ImageSet {
                 .await
                 .map_err(io(format!("renaming {}", partial.display())))?;
         }
-        if let Ok(entries) = std::fs::read_dir(tars) {
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let old_tar = name.starts_with("imds-harness_") && name.ends_with(".tar");
-                if old_tar && !wanted.contains(&name) {
-                    let _ = std::fs::remove_file(entry.path());
-                }
-            }
+        if let Err(err) = prune_tars(docker, tars).await {
+            tracing::warn!("pruning old image tars in {}: {err}", tars.display());
         }
         Ok(set)
+    }
+}
+
+/// The tars in a folder after [`prune_tars`]: names and sizes in bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TarsReport {
+    pub kept: Vec<(String, u64)>,
+    pub removed: Vec<(String, u64)>,
+}
+
+impl TarsReport {
+    pub fn kept_bytes(&self) -> u64 {
+        self.kept.iter().map(|(_, size)| size).sum()
+    }
+
+    pub fn removed_bytes(&self) -> u64 {
+        self.removed.iter().map(|(_, size)| size).sum()
+    }
+}
+
+/// Whether a file of the tars folder is ours, and which tar it is or will be: a tar
+/// (`imds-harness_<kind>_<hash>.tar`) or one being written by process `pid`
+/// (`imds-harness_<kind>_<hash>.<pid>.partial`).
+#[derive(Debug, PartialEq, Eq)]
+enum TarFile {
+    Tar,
+    Partial { pid: u32 },
+}
+
+fn tar_file(name: &str) -> Option<TarFile> {
+    if !name.starts_with(&format!("{NAMESPACE}_")) {
+        return None;
+    }
+    if name.ends_with(".tar") {
+        return Some(TarFile::Tar);
+    }
+    let (_, pid) = name.strip_suffix(".partial")?.rsplit_once('.')?;
+    pid.parse().ok().map(|pid| TarFile::Partial { pid })
+}
+
+/// Removes the tars in `dir` whose image is no longer in the engine (pruned, or
+/// removed by hand), and partial tars of processes that are gone; tars of every image
+/// still there stay, so that a run of another checkout keeps the tars it loads.
+pub async fn prune_tars(docker: &Docker, dir: &Path) -> Result<TarsReport, ImageError> {
+    let mut report = TarsReport::default();
+    // The folder first, the engine second: a tar is written after its image is
+    // imported, so every tar listed here belongs to an image listed below unless that
+    // image is gone.
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(report),
+        Err(source) => {
+            return Err(ImageError::Io {
+                what: format!("reading {}", dir.display()),
+                source,
+            })
+        }
+    };
+    let files: Vec<(String, PathBuf, u64)> = entries
+        .flatten()
+        .map(|entry| {
+            let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            (
+                entry.file_name().to_string_lossy().into_owned(),
+                entry.path(),
+                size,
+            )
+        })
+        .collect();
+    let options = ListImagesOptions {
+        filters: Some(
+            [("label".to_string(), vec![format!("{LABEL}=1")])]
+                .into_iter()
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    let images = docker
+        .list_images(Some(options))
+        .await
+        .map_err(|source| ImageError::Docker {
+            what: "the images labelled imds-harness=1".into(),
+            source: Box::new(source),
+        })?;
+    let present: BTreeSet<String> = images
+        .iter()
+        .flat_map(|image| image.repo_tags.iter())
+        .map(|tag| ImageSet::tar_name(tag))
+        .collect();
+    for (name, path, size) in files {
+        let stale = match tar_file(&name) {
+            None => continue,
+            Some(TarFile::Tar) => !present.contains(&name),
+            Some(TarFile::Partial { pid }) => !Path::new(&format!("/proc/{pid}")).exists(),
+        };
+        if stale && std::fs::remove_file(&path).is_ok() {
+            report.removed.push((name, size));
+        } else if !stale {
+            report.kept.push((name, size));
+        }
+    }
+    report.kept.sort();
+    report.removed.sort();
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tar_names_are_recognised() {
+        let name = ImageSet::tar_name("imds-harness/probe:0123456789abcdef");
+        assert_eq!(name, "imds-harness_probe_0123456789abcdef.tar");
+        assert_eq!(tar_file(&name), Some(TarFile::Tar));
+        let partial = Path::new(&name).with_extension("4242.partial");
+        assert_eq!(
+            tar_file(partial.to_str().unwrap()),
+            Some(TarFile::Partial { pid: 4242 })
+        );
+        assert_eq!(tar_file("other.tar"), None);
+        assert_eq!(tar_file("imds-harness_probe_x.partial"), None);
     }
 }
