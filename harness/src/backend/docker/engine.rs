@@ -15,25 +15,6 @@ use futures_util::StreamExt;
 
 use super::DockerError;
 
-/// What makes a container able to run dockerd. `--privileged` is what Earthly and every
-/// docker-in-docker guide use; it grants every capability the engine knows, and fails
-/// where the engine's own bounding set lacks one (on this kind of machine
-/// `CAP_SYS_RESOURCE`: "unable to apply caps"). So: every capability but that one, no
-/// seccomp or AppArmor confinement, /proc and /sys unmasked, every device, and
-/// `/var/lib/docker` on tmpfs (overlay2 cannot sit on overlayfs). The network is what
-/// is measured, and it is the same as a privileged container's.
-pub(crate) const DIND_OPTIONS: &[&str] = &[
-    "--cap-add=ALL",
-    "--cap-drop=SYS_RESOURCE",
-    "--security-opt=seccomp=unconfined",
-    "--security-opt=apparmor=unconfined",
-    "--security-opt=systempaths=unconfined",
-    "--device-cgroup-rule=a *:* rwm",
-    "--tmpfs=/var/lib/docker",
-    // Routers answer TTL probes at once (see the netns backend's routers).
-    "--sysctl=net.ipv4.icmp_ratelimit=0",
-];
-
 /// The shell command a dockerd container starts with: /sys and the cgroup hierarchies
 /// are mounted read-only in a container that is not `--privileged`; rebinding them
 /// read-write lets the inner runc make its cgroups (below the container's own).

@@ -18,12 +18,13 @@ use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
 use bollard::Docker;
 
-use super::engine::{self, Engine, DIND_OPTIONS};
+use super::engine::{self, Engine};
 use super::images::ImageSet;
+use super::settings::EngineContainer;
 use super::{block_on, DockerError, LABEL, LIVE, RUN_LABEL};
 use crate::backend::netns::{start_mock, Namespace, NetnsInstance};
 use crate::lifecycle::{self, NAME_PREFIX};
@@ -138,7 +139,9 @@ impl InstanceContainer {
             image: Some(images.instance.clone()),
             cmd: Some(engine::dockerd_command(&Layer::DockerBridge.gateway_cidr())),
             labels: Some(labels),
-            host_config: Some(host_config(&format!("{tars}:{IMAGES_MOUNT}:ro"))),
+            host_config: Some(
+                EngineContainer::instance(format!("{tars}:{IMAGES_MOUNT}:ro")).to_host_config(),
+            ),
             ..Default::default()
         };
         self.docker
@@ -330,19 +333,11 @@ impl DockerInstance {
         cni: bool,
     ) -> Result<Engine, DockerError> {
         let network = if cni { "none" } else { "bridge" };
-        let mut run: Vec<String> = [
-            "docker",
-            "run",
-            "--detach",
-            "--name",
-            name,
-            "--network",
-            network,
-        ]
-        .map(String::from)
-        .into();
-        run.extend(DIND_OPTIONS.iter().map(|o| o.to_string()));
-        run.push(format!("--volume={IMAGES_MOUNT}:{IMAGES_MOUNT}:ro"));
+        let mut run: Vec<String> = ["docker", "run", "--detach", "--name", name]
+            .map(String::from)
+            .into();
+        let images = format!("{IMAGES_MOUNT}:{IMAGES_MOUNT}:ro");
+        run.extend(EngineContainer::nested(network, images).to_cli_flags());
         run.push(self.images.instance.clone());
         run.extend(engine::dockerd_command(bip));
         self.exec_ok(parent.command(run))?;
@@ -452,33 +447,6 @@ fn instance_engine(name: &str) -> Engine {
 }
 
 static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-
-/// The instance container's host settings: no network, the dockerd options of
-/// [`DIND_OPTIONS`], the image tars mounted read-only.
-fn host_config(bind: &str) -> HostConfig {
-    HostConfig {
-        network_mode: Some("none".into()),
-        cap_add: Some(vec!["ALL".into()]),
-        cap_drop: Some(vec!["SYS_RESOURCE".into()]),
-        security_opt: Some(vec![
-            "seccomp=unconfined".into(),
-            "apparmor=unconfined".into(),
-        ]),
-        // `--security-opt systempaths=unconfined` is the CLI's name for these.
-        masked_paths: Some(Vec::new()),
-        readonly_paths: Some(Vec::new()),
-        device_cgroup_rules: Some(vec!["a *:* rwm".into()]),
-        tmpfs: Some(
-            [("/var/lib/docker".to_string(), String::new())]
-                .into_iter()
-                .collect(),
-        ),
-        binds: Some(vec![bind.to_string()]),
-        init: Some(true),
-        ..Default::default()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,8 @@
 //! - [`instance`]: a simulated EC2 instance, a container with an engine of its own and
 //!   the mock one link away.
 //! - [`engine`]: engines nested in containers, and commands run in them.
+//! - [`settings`]: what a container that runs an engine is given, as `docker run`
+//!   flags or as the Engine API's host configuration.
 //! - [`leaf`]: how each preset is realised in an instance, and clients run there.
 //! - [`lab`]: the backend as the sweep uses it: a simulated instance per worker.
 //!
@@ -17,6 +19,7 @@ pub mod images;
 pub mod instance;
 pub mod lab;
 pub mod leaf;
+pub(crate) mod settings;
 
 use std::time::Duration;
 

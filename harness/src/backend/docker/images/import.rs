@@ -1,0 +1,250 @@
+//! Importing the root file systems into the machine's engine through its API
+//! (`POST /images/create?fromSrc=-`), labelled and tagged by recipe; finding the images
+//! that are there already.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bollard::errors::Error as DockerError;
+use bollard::query_parameters::{CreateImageOptions, RemoveImageOptions};
+use bollard::{body_try_stream, Docker};
+use futures_util::future::join_all;
+use futures_util::TryStreamExt;
+use tokio_util::io::ReaderStream;
+use tokio_util::sync::CancellationToken;
+
+use super::mmdebstrap::{bootstrap, find_mmdebstrap};
+use super::recipe::{ImageKind, Planned, Recipe, IMAGE_CHANGES};
+use super::{ImageError, LABEL};
+
+/// Whether an image was made by this run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Built,
+    Cached,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Built => "built",
+            Status::Cached => "cached",
+        })
+    }
+}
+
+/// One image, present in the engine.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub kind: ImageKind,
+    pub tag: String,
+    pub id: String,
+    pub status: Status,
+    /// Size in the engine, bytes.
+    pub size: u64,
+    /// Time to bootstrap the root file system (zero when cached).
+    pub bootstrap: Duration,
+    /// Time to import it into the engine (zero when cached).
+    pub import: Duration,
+}
+
+/// The Dockerfile instructions applied at import: the recipe's image configuration and
+/// the project's labels (the image's kind and full recipe hash among them).
+fn changes(recipe: &Recipe, hash: &str) -> Vec<String> {
+    let mut changes: Vec<String> = IMAGE_CHANGES.iter().map(|c| c.to_string()).collect();
+    changes.push(format!("LABEL {LABEL}=1"));
+    changes.push(format!("LABEL {LABEL}.image={}", recipe.kind.name()));
+    changes.push(format!("LABEL {LABEL}.recipe={hash}"));
+    changes
+}
+
+/// The image behind `tag`, if the engine has it with the project's label.
+async fn existing(docker: &Docker, tag: &str) -> Result<Option<(String, u64)>, ImageError> {
+    match docker.inspect_image(tag).await {
+        Ok(image) => {
+            let labelled = image
+                .config
+                .as_ref()
+                .and_then(|c| c.labels.as_ref())
+                .is_some_and(|labels| labels.get(LABEL).map(String::as_str) == Some("1"));
+            if !labelled {
+                return Ok(None);
+            }
+            let id = image.id.unwrap_or_default();
+            let size = image.size.unwrap_or(0).max(0) as u64;
+            Ok(Some((id, size)))
+        }
+        Err(DockerError::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(None),
+        Err(source) => Err(ImageError::Docker {
+            what: format!("image {tag}"),
+            source: Box::new(source),
+        }),
+    }
+}
+
+/// Makes sure every planned image is in the engine: images whose tag exists are
+/// `Cached` (unless `force`); the others are bootstrapped concurrently under `workdir`
+/// and imported. `on_done` sees each image as it is ready. When `cancel` fires, running
+/// `mmdebstrap`s are stopped (SIGINT to their process groups, so they clean up) and awaited before
+/// this returns [`ImageError::Interrupted`].
+pub async fn ensure(
+    docker: &Docker,
+    plan: &[Planned],
+    force: bool,
+    workdir: &Path,
+    cancel: &CancellationToken,
+    on_done: &(dyn Fn(&Outcome) + Sync),
+) -> Result<Vec<Outcome>, ImageError> {
+    let mut previous = Vec::with_capacity(plan.len());
+    for planned in plan {
+        previous.push(existing(docker, &planned.tag).await?);
+    }
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; plan.len()];
+    let mut to_build = Vec::new();
+    for (index, (planned, found)) in plan.iter().zip(&previous).enumerate() {
+        match found {
+            Some((id, size)) if !force => {
+                let outcome = Outcome {
+                    kind: planned.recipe.kind,
+                    tag: planned.tag.clone(),
+                    id: id.clone(),
+                    status: Status::Cached,
+                    size: *size,
+                    bootstrap: Duration::ZERO,
+                    import: Duration::ZERO,
+                };
+                on_done(&outcome);
+                outcomes[index] = Some(outcome);
+            }
+            _ => to_build.push(index),
+        }
+    }
+    if !to_build.is_empty() {
+        let mmdebstrap = find_mmdebstrap()?;
+        let builds = to_build.iter().map(|&index| {
+            let planned = &plan[index];
+            let mmdebstrap = &mmdebstrap;
+            async move {
+                let outcome = build(docker, mmdebstrap, planned, workdir, cancel).await;
+                if let Err(err) = &outcome {
+                    if !matches!(err, ImageError::Interrupted) {
+                        // One failure stops the others: their work would be redone anyway.
+                        cancel.cancel();
+                    }
+                } else if let Ok(outcome) = &outcome {
+                    on_done(outcome);
+                }
+                (index, outcome)
+            }
+        });
+        let results = join_all(builds).await;
+        // Report the first real failure, not the interruptions it caused.
+        let mut first_error = None;
+        for (index, result) in results {
+            match result {
+                Ok(outcome) => outcomes[index] = Some(outcome),
+                Err(err) => match (&first_error, &err) {
+                    (None, _) | (Some(ImageError::Interrupted), _) => first_error = Some(err),
+                    _ => {}
+                },
+            }
+        }
+        if let Some(err) = first_error {
+            return Err(err);
+        }
+    }
+    // A forced rebuild leaves the old image untagged: remove it if nothing uses it.
+    for ((found, outcome), _) in previous.iter().zip(&outcomes).zip(plan) {
+        if let (Some((old_id, _)), Some(outcome)) = (found, outcome) {
+            if outcome.status == Status::Built && *old_id != outcome.id {
+                let _ = docker
+                    .remove_image(old_id, None::<RemoveImageOptions>, None)
+                    .await;
+            }
+        }
+    }
+    Ok(outcomes.into_iter().flatten().collect())
+}
+
+async fn build(
+    docker: &Docker,
+    mmdebstrap: &Path,
+    planned: &Planned,
+    workdir: &Path,
+    cancel: &CancellationToken,
+) -> Result<Outcome, ImageError> {
+    let kind = planned.recipe.kind;
+    let tar = workdir.join(format!("{}.tar", kind.name()));
+    let log = workdir.join(format!("{}.mmdebstrap.log", kind.name()));
+    let started = Instant::now();
+    bootstrap(mmdebstrap, planned, &tar, &log, workdir, cancel).await?;
+    let bootstrap_time = started.elapsed();
+
+    let started = Instant::now();
+    let (repository, tag) = planned
+        .tag
+        .split_once(':')
+        .expect("a tag is repository:hash");
+    let options = CreateImageOptions {
+        from_src: Some("-".to_string()),
+        repo: Some(repository.to_string()),
+        tag: Some(tag.to_string()),
+        message: Some(format!("imds-harness images: {}", kind.name())),
+        changes: changes(&planned.recipe, &planned.hash),
+        ..Default::default()
+    };
+    let file = tokio::fs::File::open(&tar)
+        .await
+        .map_err(|source| ImageError::Io {
+            what: format!("opening {}", tar.display()),
+            source,
+        })?;
+    let body = body_try_stream(ReaderStream::with_capacity(file, 1 << 20));
+    let import_error = |source| ImageError::Import {
+        tag: planned.tag.clone(),
+        source: Box::new(source),
+    };
+    let import = docker
+        .create_image(Some(options), Some(body), None)
+        .try_for_each(|_| async { Ok(()) });
+    tokio::select! {
+        result = import => result.map_err(import_error)?,
+        () = cancel.cancelled() => return Err(ImageError::Interrupted),
+    }
+    let import_time = started.elapsed();
+    let _ = tokio::fs::remove_file(&tar).await;
+
+    let (id, size) = existing(docker, &planned.tag)
+        .await?
+        .ok_or_else(|| ImageError::Docker {
+            what: format!("image {} right after importing it", planned.tag),
+            source: Box::new(DockerError::DockerResponseServerError {
+                status_code: 404,
+                message: "the imported image is missing or unlabelled".into(),
+            }),
+        })?;
+    Ok(Outcome {
+        kind,
+        tag: planned.tag.clone(),
+        id,
+        status: Status::Built,
+        size,
+        bootstrap: bootstrap_time,
+        import: import_time,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_applied_at_import() {
+        let changes = changes(&ImageKind::Base.recipe(), "abc");
+        assert!(changes.contains(&"LABEL imds-harness=1".to_string()));
+        assert!(changes.contains(&"LABEL imds-harness.image=base".to_string()));
+        assert!(changes.contains(&"LABEL imds-harness.recipe=abc".to_string()));
+    }
+}

@@ -1,0 +1,186 @@
+//! Root file systems made by `mmdebstrap`: one tar per image, in a temporary directory
+//! that is never removed while something is still mounted under it.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::recipe::{Planned, Recipe, MIRROR, MMDEBSTRAP_OPTIONS, SHIM_IN_IMAGE, SUITE};
+use super::ImageError;
+
+/// Finds `mmdebstrap` on `PATH`.
+pub(super) fn find_mmdebstrap() -> Result<PathBuf, ImageError> {
+    crate::which::on_path("mmdebstrap").ok_or(ImageError::MmdebstrapMissing)
+}
+
+/// `mmdebstrap`'s arguments for writing `recipe`'s tar to `out`, the shim copied in from
+/// `shim`.
+fn mmdebstrap_args(recipe: &Recipe, shim: Option<&Path>, out: &Path) -> Vec<OsString> {
+    let mut args: Vec<OsString> = MMDEBSTRAP_OPTIONS.iter().map(OsString::from).collect();
+    args.push("--quiet".into());
+    if !recipe.packages.is_empty() {
+        args.push(format!("--include={}", recipe.packages.join(",")).into());
+    }
+    if let Some(shim) = shim {
+        let mut hook = OsString::from("--customize-hook=copy-in '");
+        hook.push(shim.as_os_str());
+        hook.push("' /usr/local/bin");
+        args.push(hook);
+        args.push(format!("--customize-hook=chmod 0755 \"$1{SHIM_IN_IMAGE}\"").into());
+    }
+    args.push(SUITE.into());
+    args.push(out.as_os_str().to_owned());
+    args.push(MIRROR.into());
+    args
+}
+
+/// Runs `mmdebstrap` for one image, its output in `log`, its own temporary files
+/// under `workdir`.
+pub(super) async fn bootstrap(
+    mmdebstrap: &Path,
+    planned: &Planned,
+    tar: &Path,
+    log: &Path,
+    workdir: &Path,
+    cancel: &CancellationToken,
+) -> Result<(), ImageError> {
+    let kind = planned.recipe.kind;
+    let io = |what: String| move |source| ImageError::Io { what, source };
+    let log_file = std::fs::File::create(log).map_err(io(format!("creating {}", log.display())))?;
+    let log_err = log_file
+        .try_clone()
+        .map_err(io(format!("opening {}", log.display())))?;
+    let mut child = tokio::process::Command::new(mmdebstrap)
+        .args(mmdebstrap_args(
+            &planned.recipe,
+            planned.shim.as_deref(),
+            tar,
+        ))
+        .env("TMPDIR", workdir)
+        .stdin(Stdio::null())
+        .stdout(log_file)
+        .stderr(log_err)
+        // Its own process group: a Ctrl-C reaches the harness only, which sends the
+        // group SIGINT and waits, so mmdebstrap unmounts what it mounted.
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(io(format!("starting {}", mmdebstrap.display())))?;
+    let status = tokio::select! {
+        status = child.wait() => status.map_err(io("waiting for mmdebstrap".into()))?,
+        () = cancel.cancelled() => {
+            // mmdebstrap forks; its whole group gets what a terminal's Ctrl-C would send.
+            let group = child.id().map(|pid| nix::unistd::Pid::from_raw(-(pid as i32)));
+            let signal_group = |signal| {
+                if let Some(group) = group {
+                    let _ = nix::sys::signal::kill(group, signal);
+                }
+            };
+            signal_group(nix::sys::signal::Signal::SIGINT);
+            if tokio::time::timeout(Duration::from_secs(30), child.wait()).await.is_err() {
+                signal_group(nix::sys::signal::Signal::SIGKILL);
+                let _ = child.wait().await;
+            }
+            // Give the group's other processes a moment to finish their cleanup.
+            for _ in 0..50 {
+                let alive = group.is_some_and(|g| nix::sys::signal::kill(g, None).is_ok());
+                if !alive {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            return Err(ImageError::Interrupted);
+        }
+    };
+    if status.success() {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let log_tail = lines[lines.len().saturating_sub(20)..].join("\n");
+    Err(ImageError::Mmdebstrap {
+        image: kind,
+        status: status.to_string(),
+        log_tail,
+    })
+}
+
+/// A temporary directory for the tars, removed when dropped — unless something is
+/// still mounted under it (a killed `mmdebstrap`'s chroot), in which case it is kept
+/// and named, since removing it would reach into the mounts.
+pub struct Workdir {
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Workdir {
+    pub fn new() -> Result<Workdir, ImageError> {
+        let dir = tempfile::Builder::new()
+            .prefix("imds-harness-images-")
+            .tempdir()
+            .map_err(|source| ImageError::Io {
+                what: "creating a temporary directory".into(),
+                source,
+            })?;
+        Ok(Workdir { dir: Some(dir) })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.as_ref().expect("present until dropped").path()
+    }
+}
+
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let prefix = dir.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .filter(|mount_point| {
+            mount_point == &prefix || mount_point.starts_with(&format!("{prefix}/"))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+impl Drop for Workdir {
+    fn drop(&mut self) {
+        let Some(dir) = self.dir.take() else { return };
+        let mounts = mounts_under(dir.path());
+        if mounts.is_empty() {
+            if let Err(err) = dir.close() {
+                tracing::warn!("could not remove the temporary directory: {err}");
+            }
+        } else {
+            let path = dir.keep();
+            tracing::warn!(
+                "kept {} because something is still mounted under it ({}); unmount and remove it by hand",
+                path.display(),
+                mounts.join(", ")
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::ImageKind;
+    use super::*;
+
+    #[test]
+    fn probe_recipe_copies_the_shim() {
+        let args = mmdebstrap_args(
+            &ImageKind::Probe.recipe(),
+            Some(Path::new("/x/imds-shim")),
+            Path::new("/t/p.tar"),
+        );
+        let args: Vec<String> = args.into_iter().map(|a| a.into_string().unwrap()).collect();
+        assert!(args.contains(&"--include=awscli,ca-certificates".to_string()));
+        assert!(
+            args.contains(&"--customize-hook=copy-in '/x/imds-shim' /usr/local/bin".to_string())
+        );
+        assert_eq!(&args[args.len() - 3..], [SUITE, "/t/p.tar", MIRROR]);
+    }
+}
