@@ -184,35 +184,91 @@ fn classify(e: &io::Error) -> AttemptError {
 /// network does.
 const WINDOW: u8 = 8;
 
+/// How much longer the attempts below a found TTL get when one of them timed out.
+const RECHECK_FACTOR: u32 = 4;
+
 /// The smallest TTL in `1..=max` whose connect to `addr` succeeds.
 ///
 /// TTLs are tried [`WINDOW`] at a time, all of a window at once; the function returns as
 /// soon as [`decide`] knows the answer and drops (closes) the attempts still running. A
 /// window whose attempts all fail moves the search to the next one. When none connects,
 /// the reason is that of the attempt with the largest TTL, the one that went farthest.
+///
+/// Only an ICMP error proves that a TTL falls short; silence does not (a busy machine
+/// can miss a window's timeout). So when the answer `k` stands on a TTL `k - 1` that
+/// timed out, TTLs `1..k` are tried again with [`RECHECK_FACTOR`] times the timeout, and
+/// a smaller TTL that connects then is the answer. Where ICMP is filtered, that second
+/// look times out too and `k` stands.
 pub async fn hop_limit_needed(
     addr: SocketAddr,
     max: u8,
     timeout: Duration,
 ) -> Result<u8, TtlError> {
+    search(max, timeout, |k, timeout| attempt(addr, k, timeout))
+        .await
+        .map_err(|err| TtlError::from_attempt(addr, max.max(1), timeout, &err))
+}
+
+/// [`hop_limit_needed`] with the attempt given, so that its decisions can be tested
+/// without a network.
+async fn search<F, Fut>(max: u8, timeout: Duration, attempt: F) -> Result<u8, AttemptError>
+where
+    F: Fn(u8, Duration) -> Fut,
+    Fut: std::future::Future<Output = Attempt>,
+{
+    let found = windows(max, timeout, &attempt).await?;
+    match found {
+        Found {
+            needed,
+            below_timed_out: true,
+        } if needed > 1 => {
+            let longer = timeout.saturating_mul(RECHECK_FACTOR);
+            match windows(needed - 1, longer, &attempt).await {
+                Ok(Found { needed: lower, .. }) => Ok(lower),
+                Err(_) => Ok(needed),
+            }
+        }
+        Found { needed, .. } => Ok(needed),
+    }
+}
+
+/// A TTL that connected, and whether the one below it timed out (rather than failing
+/// with an ICMP error).
+struct Found {
+    needed: u8,
+    below_timed_out: bool,
+}
+
+async fn windows<F, Fut>(max: u8, timeout: Duration, attempt: &F) -> Result<Found, AttemptError>
+where
+    F: Fn(u8, Duration) -> Fut,
+    Fut: std::future::Future<Output = Attempt>,
+{
     let max = max.max(1);
     let mut results: Vec<Option<bool>> = vec![None; usize::from(max)];
+    let mut timed_out = vec![false; usize::from(max)];
     let mut last_error = None;
     let mut first = 1u8;
     while first <= max {
         let last = first.saturating_add(WINDOW - 1).min(max);
         let mut running: FuturesUnordered<_> = (first..=last)
-            .map(|k| async move { (k, attempt(addr, k, timeout).await) })
+            .map(|k| async move { (k, attempt(k, timeout).await) })
             .collect();
         while let Some((k, outcome)) = running.next().await {
-            results[usize::from(k) - 1] = Some(outcome.is_ok());
+            let i = usize::from(k) - 1;
+            results[i] = Some(outcome.is_ok());
             if let Err(e) = outcome {
+                timed_out[i] = e == AttemptError::TimedOut;
                 if k == last {
                     last_error = Some(e);
                 }
             }
             if let Decision::Needed(k) = decide(&results[..usize::from(last)]) {
-                return Ok(k);
+                let below = usize::from(k).checked_sub(2);
+                return Ok(Found {
+                    needed: k,
+                    below_timed_out: below.is_some_and(|b| timed_out[b]),
+                });
             }
         }
         first = last.saturating_add(1);
@@ -220,8 +276,7 @@ pub async fn hop_limit_needed(
             break;
         }
     }
-    let err = last_error.unwrap_or(AttemptError::TimedOut);
-    Err(TtlError::from_attempt(addr, max, timeout, &err))
+    Err(last_error.unwrap_or(AttemptError::TimedOut))
 }
 
 #[cfg(test)]
@@ -254,6 +309,58 @@ mod tests {
     fn all_failed_is_none_connected() {
         assert_eq!(decide(&[F, F, F]), Decision::NoneConnected);
         assert_eq!(decide(&[]), Decision::NoneConnected);
+    }
+
+    /// A fake network `needs` routers deep: below it, an attempt gets ICMP at once, or,
+    /// when `busy`, no answer within anything shorter than `slow`.
+    fn network(
+        needs: u8,
+        busy: bool,
+        slow: Duration,
+    ) -> impl Fn(u8, Duration) -> std::future::Ready<Attempt> {
+        move |k, timeout| {
+            std::future::ready(if busy && timeout < slow {
+                Err(AttemptError::TimedOut)
+            } else if k >= needs {
+                Ok(())
+            } else {
+                Err(AttemptError::Unreachable("time exceeded".into()))
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_busy_machine_that_misses_a_timeout_does_not_raise_the_answer() {
+        let t = Duration::from_millis(300);
+        // Everything times out at first, as on a machine too busy for 300 ms; the
+        // attempts at TTL 25 and up "connect" (a late answer). The second look, with a
+        // longer timeout, finds the real boundary.
+        let late = |k: u8, timeout: Duration| {
+            std::future::ready(if k >= 25 || (timeout > t && k >= 3) {
+                Ok(())
+            } else if timeout > t {
+                Err(AttemptError::Unreachable("time exceeded".into()))
+            } else {
+                Err(AttemptError::TimedOut)
+            })
+        };
+        assert_eq!(search(64, t, late).await, Ok(3));
+        // A quiet network answers at once, and the boundary needs no second look.
+        assert_eq!(search(64, t, network(3, false, t)).await, Ok(3));
+        // ICMP filtered: below the boundary is silence even with the longer timeout.
+        let filtered = |k: u8, _: Duration| {
+            std::future::ready(if k >= 4 {
+                Ok(())
+            } else {
+                Err(AttemptError::TimedOut)
+            })
+        };
+        assert_eq!(search(64, t, filtered).await, Ok(4));
+        // Nothing ever answers: the timeout is the reason.
+        assert_eq!(
+            search(16, t, network(99, true, Duration::MAX)).await,
+            Err(AttemptError::TimedOut)
+        );
     }
 
     #[test]
