@@ -20,11 +20,24 @@ deps:
 build: deps
 	cargo build --workspace --bins
 
+# A test that cannot run here (no root, no Docker, no AWS CLI) appends itself to SKIPPED
+# (tests/support/require.rs; under CI=true it fails instead). The list is cleared before
+# the suite and printed after it, pass or fail; check-leftovers runs either way.
+SKIPPED := $(BIN)/skipped-tests.txt
+
 test: build
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	cargo test --workspace --lib --bins --tests
-	tests/check-leftovers
+	@rm -f $(SKIPPED)
+	status=0; \
+	IMDS_SKIPPED_FILE=$(SKIPPED) cargo test --workspace --lib --bins --tests || status=$$?; \
+	n=$$(cat $(SKIPPED) 2>/dev/null | wc -l); \
+	if [ "$$n" -gt 0 ]; then \
+		echo; echo "!!!!! skipped: $$n test(s) did not run here (they fail under CI=true) !!!!!"; \
+		sed 's/^/!!!!!   /' $(SKIPPED); echo; \
+	else echo "skipped: 0"; fi; \
+	tests/check-leftovers || status=1; \
+	exit $$status
 
 measure: build
 	$(BIN)/imds-harness measure $(ARGS)

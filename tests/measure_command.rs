@@ -123,21 +123,43 @@ fn bad_arguments_and_bad_baselines_exit_2_with_a_message() {
     }
 }
 
+/// `earthly` in one of the folders of `path`.
+fn earthly_on(path: &std::ffi::OsStr) -> Option<std::path::PathBuf> {
+    std::env::split_paths(path)
+        .map(|dir| dir.join("earthly"))
+        .find(|candidate| candidate.exists())
+}
+
 #[test]
 fn the_earthly_backend_says_clearly_when_earthly_is_absent() {
+    // `measure --backend earthly` runs the real Earthly, whose RUN steps talk to this
+    // machine's own IMDS and STS: it must never start here. Its PATH is an empty folder
+    // of our own (the harness needs nothing from PATH before it looks for earthly), its
+    // environment is cleared, and that PATH is checked before anything runs. It runs in
+    // that folder too, where there is no Earthfile for an earthly to build.
+    let empty = tempfile::tempdir().unwrap();
+    let path = empty.path().as_os_str();
+    if let Some(earthly) = earthly_on(path) {
+        panic!(
+            "refusing to run `measure --backend earthly`: {} is on the test's PATH, and it \
+             would run against this machine's own IMDS",
+            earthly.display()
+        );
+    }
     let out = Command::new(bins::harness())
         .args(["measure", "--backend", "earthly"])
-        .env("PATH", "/usr/bin:/bin")
+        .env_clear()
+        .env("PATH", path)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .current_dir(empty.path())
+        .stdin(Stdio::null())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    if std::path::Path::new("/usr/bin/earthly").exists() {
-        eprintln!("\n!!!!! SKIPPED the_earthly_backend_says_clearly_when_earthly_is_absent: earthly is installed !!!!!\n");
-        return;
-    }
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("earthly is not on PATH"), "{stderr}");
     assert!(stderr.contains("--backend netns"), "{stderr}");
+    assert!(out.stdout.is_empty(), "nothing ran: {:?}", out.stdout);
 }
 
 #[test]

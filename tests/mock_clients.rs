@@ -14,7 +14,7 @@ use aws_smithy_http_client::Builder as HttpClientBuilder;
 use http::StatusCode;
 use imds_e2e::aws_env::{isolated, AWS_CLI};
 use imds_e2e::raw_http::{send, RawResponse};
-use imds_e2e::require::{require, Need};
+use imds_e2e::require::{require, skip, Need};
 use imds_harness::mock::{
     HopLimit, HttpEndpoint, HttpTokens, Listeners, MetadataOptions, MetadataOptionsChange, MockAws,
     MockConfig,
@@ -587,7 +587,7 @@ async fn metadata_paths_serve_what_brief_lists() {
 async fn the_token_endpoint_serves_ipv6() {
     let v6 = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0));
     let Ok(listeners) = Listeners::bind(v6, v6, v6) else {
-        eprintln!("\n!!!!! SKIPPED the_token_endpoint_serves_ipv6: no IPv6 loopback !!!!!\n");
+        skip("the_token_endpoint_serves_ipv6", "no IPv6 loopback (::1)");
         return;
     };
     let mock = MockAws::start(MockConfig::default(), listeners).unwrap();

@@ -83,11 +83,20 @@ async fn a_dropped_token_response_does_not_pin_a_connection() {
     if !require("dropped_response_bound", &[Need::Root, Need::NetTools]) {
         return;
     }
+    // Hop limit 1 (the default) behind one router: every token response is dropped.
     let site = NetnsSite::start(&topology("chain:1"), MockConfig::default()).unwrap();
+    assert_eq!(site.mock().events().tokens_issued, 0);
     for _ in 0..5 {
         let dropped = tokio::task::block_in_place(|| exchange_from_leaf(&site, TOKEN_PUT));
         assert!(dropped.is_none());
     }
+    // Nothing came back, but each request did reach the mock, which answered it: an
+    // exchange that never connected (no route, nothing listening) also gives `None`.
+    assert_eq!(
+        site.mock().events().tokens_issued,
+        5,
+        "every token request reached the IMDS and was answered"
+    );
     // The server wrote its responses and closed; nothing waits on the lost packets.
     let mut open = site.mock().imds_open_connections();
     for _ in 0..50 {

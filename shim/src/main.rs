@@ -93,6 +93,14 @@ enum Command {
                       it needs and the instance's, the fix, and for Earthly the RUN --aws \
                       alternative. The check's messages and the diagnosis go to stderr.",
         after_help = "Example:\n  imds-shim run -- earthly +probe\n\n\
+                      Signals: while the command runs, SIGINT and SIGTERM do not end imds-shim; they are\n\
+                      passed on to the command's pid and imds-shim waits for it. The command stays in\n\
+                      imds-shim's process group, so a Ctrl-C at the terminal reaches it (and what it\n\
+                      started) directly and is not sent a second time; a SIGTERM or SIGINT sent to\n\
+                      imds-shim's pid alone (`kill PID`, a supervisor signalling the process it started)\n\
+                      is passed on, to the command's pid only. One sent to the whole group (`timeout`,\n\
+                      `kill -- -PGID`) reaches the command directly and once more through imds-shim. A\n\
+                      signal ignored when imds-shim starts stays ignored, for the command too.\n\n\
                       Exit status: the command's (128 + N when killed by signal N); 127 when it cannot\n\
                       be started; with --strict, the check's status (1 or 2) when it fails, and the\n\
                       command is not run."

@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-fn target_profile_dir() -> PathBuf {
+/// `$CARGO_TARGET_DIR/<profile>`, where the workspace's binaries are.
+pub fn target_profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test knows its own path");
     let deps = exe.parent().expect("tests live in target/<profile>/deps");
     deps.parent()

@@ -1,7 +1,9 @@
 //! What a test needs from the machine. Missing: under `CI=true` the test fails; elsewhere
-//! it is skipped, loudly.
+//! it is skipped, loudly: a SKIPPED line on the terminal and an entry in the list that
+//! `make test` prints at the end ([`skipped_file`]).
 
-use std::path::Path;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 
 /// Something a test needs that may be absent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,17 +64,71 @@ extern "C" {
     fn libc_geteuid() -> u32;
 }
 
-/// True when every need is met. Otherwise panics under `CI=true`, or prints a loud
-/// SKIPPED line and returns false so the test can return early.
+/// True when every need is met. Otherwise panics under `CI=true`, or skips loudly (see
+/// [`skip`]) and returns false so the test can return early.
 pub fn require(test: &str, needs: &[Need]) -> bool {
     let missing: Vec<String> = needs.iter().filter_map(|n| n.missing()).collect();
     if missing.is_empty() {
         return true;
     }
-    let why = missing.join("; ");
+    skip(test, &missing.join("; "));
+    false
+}
+
+/// The list of skipped tests: `IMDS_SKIPPED_FILE`, or `skipped-tests.txt` beside the
+/// workspace's binaries (`$CARGO_TARGET_DIR/debug/`), where `make test` clears it before
+/// the suite and prints it after.
+pub fn skipped_file() -> PathBuf {
+    match std::env::var_os("IMDS_SKIPPED_FILE") {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => crate::bins::target_profile_dir().join("skipped-tests.txt"),
+    }
+}
+
+/// `test` cannot run here, for `why`. Under `CI=true` that is a failure (nothing may be
+/// skipped in CI): this panics. Elsewhere it writes a SKIPPED line to the real standard
+/// error (file descriptor 2, past libtest's capture, which takes only what `print!` and
+/// `eprint!` write, so the line shows for a passing test too) and appends
+/// `<test>: <why>` to [`skipped_file`].
+pub fn skip(test: &str, why: &str) {
+    let test = qualified(test);
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("{test}: cannot run under CI=true: {why}");
     }
-    eprintln!("\n!!!!! SKIPPED {test}: {why} !!!!!\n");
-    false
+    let line = format!("\n!!!!! SKIPPED {test}: {why} !!!!!\n\n");
+    // Not eprintln!: libtest captures that and shows it only for failing tests.
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    let list = skipped_file();
+    let recorded = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&list)
+        // One write of one line: lines from tests running in parallel do not mix.
+        .and_then(|mut f| f.write_all(format!("{test}: {why}\n").as_bytes()));
+    if let Err(err) = recorded {
+        let _ = std::io::stderr().lock().write_all(
+            format!(
+                "!!!!! cannot add {test} to {}: {err} !!!!!\n",
+                list.display()
+            )
+            .as_bytes(),
+        );
+    }
+}
+
+/// `test` as `<test binary>::<test function> (<test>)`, so the list says what to run:
+/// libtest names each test's thread after the test.
+fn qualified(test: &str) -> String {
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .map(|stem| match stem.rsplit_once('-') {
+            Some((name, _hash)) => name.to_string(),
+            None => stem,
+        })
+        .unwrap_or_default();
+    match std::thread::current().name() {
+        Some(name) if name != "main" && name != test => format!("{binary}::{name} ({test})"),
+        _ => format!("{binary}::{test}"),
+    }
 }

@@ -3,9 +3,11 @@
 //!
 //! - [`classify`]: does the output show a credentials failure, from which client?
 //! - [`diagnosis`]: the text shown then.
+//! - [`signals`]: SIGINT and SIGTERM passed on to the command while it runs.
 
 pub mod classify;
 pub mod diagnosis;
+pub mod signals;
 
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
@@ -33,7 +35,9 @@ pub fn is_earthly(argv: &[OsString]) -> bool {
 }
 
 /// Runs `argv` through duct, stdin inherited, stdout and stderr copied to ours as they come
-/// and kept.
+/// and kept. SIGINT and SIGTERM do not end the shim while the command runs: they are
+/// passed on to it (see [`signals`] for which and why), and the command's status is
+/// returned.
 pub fn execute(argv: &[OsString]) -> io::Result<Finished> {
     let (program, args) = argv
         .split_first()
@@ -41,6 +45,9 @@ pub fn execute(argv: &[OsString]) -> io::Result<Finished> {
     let kept = Arc::new(Mutex::new(Vec::<u8>::new()));
     let (out_r, out_w) = io::pipe()?;
     let (err_r, err_w) = io::pipe()?;
+    // Before the start: a signal between the start and the handlers would kill the shim
+    // and leave the command running.
+    let forwarding = signals::Forwarding::install()?;
     let handle = {
         // The expression owns the write ends; it is dropped right after the start, so the
         // readers see end-of-file when the command (and its children) close theirs.
@@ -50,9 +57,14 @@ pub fn execute(argv: &[OsString]) -> io::Result<Finished> {
             .unchecked();
         expr.start()?
     };
+    if let Some(&pid) = handle.pids().first() {
+        forwarding.started(pid);
+    }
     let copy_out = spawn_copy(out_r, kept.clone(), || Box::new(io::stdout()));
     let copy_err = spawn_copy(err_r, kept.clone(), || Box::new(io::stderr()));
+    forwarding.wait_exited();
     let output = handle.wait()?;
+    drop(forwarding);
     for t in [copy_out, copy_err] {
         t.join()
             .map_err(|_| io::Error::other("an output thread panicked"))??;
