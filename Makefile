@@ -8,7 +8,7 @@ export CARGO_TARGET_DIR ?= /var/cache/imds-harness/target
 DEB_PACKAGES := awscli iproute2 iptables containernetworking-plugins mmdebstrap
 BIN := $(CARGO_TARGET_DIR)/debug
 
-.PHONY: deps build test measure bench bench-backends cleanup dist images
+.PHONY: deps pydeps build test measure bench bench-backends cleanup dist images
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
@@ -16,6 +16,10 @@ deps:
 		echo "installing Debian packages:" $$missing; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+
+# Python's junitparser, the JUnit reader the --junit test checks the report with.
+pydeps:
+	@python3 -c 'import junitparser' 2>/dev/null || python3 -m pip install --quiet --root-user-action=ignore junitparser
 
 build: deps
 	cargo build --workspace --bins
@@ -25,7 +29,7 @@ build: deps
 # the suite and printed after it, pass or fail; check-leftovers runs either way.
 SKIPPED := $(BIN)/skipped-tests.txt
 
-test: build
+test: build pydeps
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	@rm -f $(SKIPPED)

@@ -84,6 +84,15 @@ pub enum SweepError {
         client: Client,
         source: ProbeError,
     },
+    #[error(
+        "topology {topology}, client {client}, tokens {http_tokens}: the mock stopped \
+         serving during the measurement, so nothing after it can be trusted"
+    )]
+    MockDied {
+        topology: Topology,
+        client: Client,
+        http_tokens: HttpTokens,
+    },
     #[error("a temporary folder for the clients' HOME: {0}")]
     Home(std::io::Error),
 }
@@ -202,11 +211,23 @@ fn measure_topology(
         .tempdir()
         .map_err(SweepError::Home)?;
     let env = ClientEnv::new(home.path(), IMDS_URL).with("AWS_ENDPOINT_URL_STS", STS_URL);
-    let run = |client| run_client(site, &env, plan.probe_timeout, client);
-    let probe_error = |client, source| SweepError::Probe {
-        topology: *topology,
-        client,
-        source,
+    // A client's failure counts only while the mock serves: checked after every run.
+    let run = |client, http_tokens| -> Result<ProbeOutcome, SweepError> {
+        let outcome = run_client(site, &env, plan.probe_timeout, client).map_err(|source| {
+            SweepError::Probe {
+                topology: *topology,
+                client,
+                source,
+            }
+        })?;
+        if !site.mock().is_serving() {
+            return Err(SweepError::MockDied {
+                topology: *topology,
+                client,
+                http_tokens,
+            });
+        }
+        Ok(outcome)
     };
 
     let mut cells = Vec::new();
@@ -222,7 +243,7 @@ fn measure_topology(
             let mut reasons: BTreeMap<HopLimit, String> = BTreeMap::new();
             let mut ttl_reason = None;
             let searched = if client == Client::Ttl {
-                let outcome = run(client).map_err(|e| probe_error(client, e))?;
+                let outcome = run(client, mode)?;
                 // A place that needs a TTL above 64 gets no token at any hop limit.
                 let needed = outcome
                     .hop_limit_needed
@@ -239,7 +260,7 @@ fn measure_topology(
                     |h| {
                         site.mock().set_hop_limit(h);
                         let before = site.mock().events();
-                        let outcome = run(client)?;
+                        let outcome = run(client, mode)?;
                         let after = site.mock().events();
                         if outcome.ok {
                             let via = if after.identity_v1 > before.identity_v1 {
@@ -253,8 +274,7 @@ fn measure_topology(
                         }
                         Ok(outcome.ok)
                     },
-                )
-                .map_err(|e| probe_error(client, e))?
+                )?
             };
             if seed.is_none() {
                 seed = searched.minimal;

@@ -16,6 +16,8 @@ pub enum Need {
     AwsCli,
     /// A Docker Engine that answers `docker info`.
     Docker,
+    /// Python's `junitparser` (PyPI), the JUnit reader the JUnit report is checked with.
+    JunitParser,
 }
 
 impl Need {
@@ -33,6 +35,18 @@ impl Need {
                 )
             }),
             Need::Docker => docker_missing(),
+            Need::JunitParser => {
+                let found = std::process::Command::new("python3")
+                    .args(["-c", "import junitparser"])
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .is_ok_and(|out| out.status.success());
+                (!found).then(|| {
+                    "python3 cannot import junitparser (python3 -m pip install junitparser; \
+                     make test installs it)"
+                        .to_string()
+                })
+            }
         }
     }
 }

@@ -309,6 +309,21 @@ impl MockAws {
         self.imds_stats.open_connections.load(Ordering::Relaxed)
     }
 
+    /// Whether every service still serves: false once one has stopped (it failed, or
+    /// [`Self::stop`] was called).
+    pub fn is_serving(&self) -> bool {
+        !*self.shutdown.borrow() && self.tasks.iter().all(|task| !task.is_finished())
+    }
+
+    /// Stops serving now, as a crash would: the listeners close and every later
+    /// connection is refused. The state stays readable.
+    pub fn stop(&self) {
+        let _ = self.shutdown.send(true);
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+
     /// Stops accepting and waits for the listeners to close.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
