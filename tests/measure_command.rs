@@ -167,7 +167,7 @@ fn ctrl_c_removes_the_runs_namespaces_and_cleanup_reaps_a_killed_run() {
     if !require("measure_cleanup", NEEDS) {
         return;
     }
-    for (signal, expect_left) in [("INT", false), ("KILL", true)] {
+    for (signal, expect_left) in [("INT", false), ("TERM", false), ("KILL", true)] {
         let before = namespaces_with("imdsh-");
         let mut child = Command::new(bins::harness())
             .args([
@@ -216,8 +216,181 @@ fn ctrl_c_removes_the_runs_namespaces_and_cleanup_reaps_a_killed_run() {
                 .collect();
             assert!(still.is_empty(), "cleanup left {still:?}");
         } else {
-            assert_eq!(status.code(), Some(130), "Ctrl-C exits 130");
-            assert!(left.is_empty(), "Ctrl-C left {left:?}");
+            assert_eq!(status.code(), Some(130), "SIG{signal} exits 130");
+            assert!(left.is_empty(), "SIG{signal} left {left:?}");
         }
     }
+}
+
+/// Runs `measure` with `args`; its exit code, stdout and stderr.
+fn measure(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(bins::harness())
+        .arg("measure")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn two_runs_at_once_both_measure_right_and_leave_nothing() {
+    if !require("measure_concurrent", NEEDS) {
+        return;
+    }
+    let before = namespaces_with("imdsh-");
+    let dir = tempfile::tempdir().unwrap();
+    let runs: Vec<_> = (0..2)
+        .map(|i| {
+            let json = dir.path().join(format!("run{i}.json"));
+            let child = Command::new(bins::harness())
+                .args(["measure", "--topology", "docker-run,earthly-with-docker"])
+                .args([
+                    "--clients",
+                    "ttl,sdk",
+                    "--http-tokens",
+                    "required",
+                    "--json",
+                ])
+                .arg(&json)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            (child, json)
+        })
+        .collect();
+    for (child, json) in runs {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        let needs: Vec<(String, u64)> = report["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["topology"].as_str().unwrap().to_owned(),
+                    c["minimal_hop_limit"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            needs,
+            [
+                ("docker-run".to_owned(), 2),
+                ("docker-run".to_owned(), 2),
+                ("earthly-with-docker".to_owned(), 4),
+                ("earthly-with-docker".to_owned(), 4)
+            ]
+        );
+        assert_eq!(report["exit_code"], 0);
+    }
+    let left: Vec<String> = namespaces_with("imdsh-")
+        .into_iter()
+        .filter(|n| !before.contains(n))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn a_full_run_that_does_not_cover_the_baseline_says_so_and_exits_2() {
+    if !require("measure_baseline_coverage", NEEDS) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let baseline = dir.path().join("hop-limits.toml");
+    std::fs::write(
+        &baseline,
+        "[hop-limits]
+host = 1
+\"chain:2\" = 3
+",
+    )
+    .unwrap();
+    let baseline = baseline.to_str().unwrap();
+    // Restricted to host: chain:2 is not asked for, and host is as recorded.
+    let (code, stdout, stderr) = measure(&[
+        "--topology",
+        "host",
+        "--clients",
+        "ttl",
+        "--baseline",
+        baseline,
+    ]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    // A full run (every preset) that cannot say anything about chain:2.
+    let (code, _, stderr) = measure(&["--clients", "ttl", "--baseline", baseline]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("records chain:2, which this run did not measure"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_unreachable_docker_engine_is_a_clear_error_and_exit_2() {
+    if !require("measure_no_engine", NEEDS) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("no-engine.sock");
+    let out = Command::new(bins::harness())
+        .args(["measure", "--backend", "docker", "--topology", "docker-run"])
+        .args(["--clients", "ttl"])
+        .env("DOCKER_HOST", format!("unix://{}", socket.display()))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("Docker Engine"), "{stderr}");
+    assert!(stderr.contains(&socket.display().to_string()), "{stderr}");
+}
+
+#[test]
+fn a_client_that_crashes_is_a_failed_measurement_with_its_stderr_redacted() {
+    if !require("measure_client_crash", NEEDS) {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+    let fake_cli = dir.path().join("aws");
+    std::fs::write(
+        &fake_cli,
+        format!(
+            "#!/bin/sh\n\
+             echo 'Traceback (most recent call last):' >&2\n\
+             echo '  aws_secret_access_key = {secret}' >&2\n\
+             echo \"KeyError: 'Arn'\" >&2\n\
+             exit 255\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake_cli, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new(bins::harness())
+        .args(["measure", "--topology", "host", "--clients", "cli"])
+        .args(["--http-tokens", "required"])
+        .env("IMDS_AWS_CLI", &fake_cli)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("topology host, client cli"), "{stderr}");
+    assert!(stderr.contains("the AWS CLI crashed"), "{stderr}");
+    assert!(stderr.contains("KeyError: 'Arn'"), "{stderr}");
+    assert!(
+        stderr.contains("aws_secret_access_key = <redacted>"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(secret), "{stderr}");
 }

@@ -24,6 +24,9 @@ pub fn locate() -> Result<PathBuf, ProbeError> {
     }
 }
 
+/// How a Python program's crash starts on stderr.
+const TRACEBACK: &str = "Traceback (most recent call last):";
+
 pub fn run(
     leaf: &dyn Leaf,
     env: &ClientEnv,
@@ -47,6 +50,16 @@ pub fn run(
         .and_then(|v| v["Arn"].as_str().map(str::to_string));
     let ok = output.status.success() && arn.is_some();
     let stderr = String::from_utf8_lossy(&output.stderr);
+    // A Python traceback or a signal is the CLI breaking, not the CLI finding no
+    // credentials: the measurement cannot go on.
+    if !ok && (stderr.contains(TRACEBACK) || output.status.code().is_none()) {
+        return Err(ProbeError::Crashed {
+            program: "the AWS CLI",
+            place: leaf.place(),
+            status: output.status.to_string(),
+            stderr_tail: super::stderr_tail(&output.stderr),
+        });
+    }
     Ok(ProbeOutcome {
         ok,
         hop_limit_needed: None,

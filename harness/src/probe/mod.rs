@@ -155,6 +155,69 @@ pub enum ProbeError {
         place: String,
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error("imds-shim printed no report ({status}): {stderr}")]
-    NoReport { status: String, stderr: String },
+    #[error("imds-shim printed no report ({status}); its stderr ends:\n{stderr_tail}")]
+    NoReport { status: String, stderr_tail: String },
+    #[error("{program} crashed in {place} ({status}); its stderr ends:\n{stderr_tail}")]
+    Crashed {
+        program: &'static str,
+        place: String,
+        status: String,
+        stderr_tail: String,
+    },
+}
+
+/// The last lines of a client's stderr, for a message, with anything that looks like a
+/// secret (a run of 40 or more base64 characters: secret keys, session tokens) masked.
+pub fn stderr_tail(stderr: &[u8]) -> String {
+    const LINES: usize = 12;
+    const SECRET_LEN: usize = 40;
+    let text = String::from_utf8_lossy(stderr);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = lines[lines.len().saturating_sub(LINES)..].join("\n");
+    let is_secret_char = |c: char| c.is_ascii_alphanumeric() || "+/=".contains(c);
+    let mut out = String::with_capacity(tail.len());
+    let mut run = String::new();
+    for c in tail.chars().chain(std::iter::once('\n')) {
+        if is_secret_char(c) {
+            run.push(c);
+            continue;
+        }
+        if run.len() >= SECRET_LEN {
+            out.push_str("<redacted>");
+        } else {
+            out.push_str(&run);
+        }
+        run.clear();
+        out.push(c);
+    }
+    out.pop();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stderr_tails_keep_the_end_and_mask_secrets() {
+        let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+        let token = "IQoJb3JpZ2luX2VjEPv//////////wEaCXVzLWVhc3QtMSJHMEUCIQD+EXAMPLE==";
+        let stderr = format!(
+            "{}Traceback (most recent call last):\n  aws_secret_access_key = {secret}\n\n  X-Amz-Security-Token: {token}\nKeyError: 'Arn'\n",
+            "noise\n".repeat(20)
+        );
+        let tail = stderr_tail(stderr.as_bytes());
+        assert!(!tail.contains(secret) && !tail.contains(token), "{tail}");
+        assert!(
+            tail.contains("aws_secret_access_key = <redacted>"),
+            "{tail}"
+        );
+        assert!(tail.contains("X-Amz-Security-Token: <redacted>"), "{tail}");
+        assert!(tail.ends_with("KeyError: 'Arn'"), "{tail}");
+        assert_eq!(tail.lines().count(), 12);
+        assert_eq!(
+            stderr_tail(b"exit 253: Unable to locate credentials"),
+            "exit 253: Unable to locate credentials"
+        );
+    }
 }

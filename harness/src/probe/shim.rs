@@ -59,7 +59,7 @@ pub fn run(
     let report: ProbeReport =
         serde_json::from_slice(&output.stdout).map_err(|_| ProbeError::NoReport {
             status: output.status.to_string(),
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            stderr_tail: super::stderr_tail(&output.stderr),
         })?;
     Ok(ProbeOutcome {
         ok: report.ok,

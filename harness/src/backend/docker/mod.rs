@@ -76,7 +76,9 @@ pub enum DockerError {
 /// Connects to the local engine (`DOCKER_HOST` or `/var/run/docker.sock`), checks that
 /// it answers, and settles on an API version both sides speak.
 pub async fn connect() -> Result<Docker, images::ImageError> {
+    let at = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
     let unreachable = |source: bollard::errors::Error| images::ImageError::DockerUnreachable {
+        at: at.clone(),
         source: Box::new(source),
     };
     let docker = Docker::connect_with_unix_defaults().map_err(unreachable)?;

@@ -37,10 +37,12 @@ use recipe::MIRROR;
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     #[error(
-        "the Docker Engine is not reachable: start the Docker Engine \
+        "the Docker Engine at {at} is not reachable ({source}): start the Docker Engine \
          (e.g. `systemctl start docker` or `dockerd &`), or point DOCKER_HOST at its socket"
     )]
     DockerUnreachable {
+        /// Where it was looked for: `DOCKER_HOST`, or the default socket.
+        at: String,
         #[source]
         source: Box<DockerError>,
     },
