@@ -100,22 +100,33 @@ struct InstanceContainer {
 }
 
 impl InstanceContainer {
-    /// Creates and starts the container, registered for Ctrl-C before it exists.
+    /// Creates and starts the container, registered for Ctrl-C before it exists. A
+    /// name some container has already (left by a killed run that had the same id) is
+    /// skipped, and that container left alone.
     async fn start(
         docker: &Docker,
         images: &ImageSet,
         run: &str,
-        index: u32,
     ) -> Result<(InstanceContainer, u32), DockerError> {
-        let name = format!("{NAME_PREFIX}{run}-i{index}");
-        let container = LIVE.create(&name, || {
-            Ok::<_, DockerError>(InstanceContainer {
-                docker: docker.clone(),
-                name: name.clone(),
-            })
-        })?;
-        let pid = container.create(images, run).await?;
-        Ok((container, pid))
+        loop {
+            let index = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let name = format!("{NAME_PREFIX}{run}-i{index}");
+            let container = LIVE.create(&name, || {
+                Ok::<_, DockerError>(InstanceContainer {
+                    docker: docker.clone(),
+                    name: name.clone(),
+                })
+            })?;
+            match container.create(images, run).await {
+                Ok(pid) => return Ok((container, pid)),
+                Err(DockerError::NameTaken { name }) => {
+                    // Not ours: unregistered, so that dropping the guard removes nothing.
+                    LIVE.release(&name, || ());
+                    tracing::warn!(container = %name, "the name is taken; skipping it");
+                }
+                Err(err) => return Err(err),
+            }
+        }
     }
 
     async fn create(&self, images: &ImageSet, run: &str) -> Result<u32, DockerError> {
@@ -153,7 +164,14 @@ impl InstanceContainer {
                 body,
             )
             .await
-            .map_err(api("creating"))?;
+            .map_err(|source| match source {
+                bollard::errors::Error::DockerResponseServerError {
+                    status_code: 409, ..
+                } => DockerError::NameTaken {
+                    name: self.name.clone(),
+                },
+                source => api("creating")(source),
+            })?;
         self.docker
             .start_container(&self.name, None)
             .await
@@ -218,11 +236,10 @@ impl DockerInstance {
         config: MockConfig,
     ) -> Result<DockerInstance, DockerError> {
         let run = lifecycle::run_id()?;
-        let index = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut startup = StartupTimes::default();
 
         let started = Instant::now();
-        let (container, pid) = block_on(InstanceContainer::start(docker, images, &run, index))?;
+        let (container, pid) = block_on(InstanceContainer::start(docker, images, &run))?;
         let own_engine = instance_engine(&container.name);
         block_on(engine::wait_ready(docker, &container.name, &own_engine))?;
         startup.engine = started.elapsed();

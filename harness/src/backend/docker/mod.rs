@@ -65,6 +65,8 @@ pub enum DockerError {
         presets = crate::topology::preset_names()
     )]
     UnsupportedTopology { topology: Topology },
+    #[error("a container named {name} exists already")]
+    NameTaken { name: String },
     #[error(transparent)]
     Netns(#[from] NetnsError),
     #[error(transparent)]

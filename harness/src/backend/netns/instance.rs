@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use super::command::run;
 use super::namespace::Namespace;
-use super::reap::delete_namespaces;
+use super::reap::{delete_namespaces, list_namespaces};
 use super::{
     check_prerequisites, io_error, NetnsError, HOST_LINK_ADDR, IMDS_ADDR, LINK_PREFIX_LEN, LIVE,
     UPLINK,
@@ -15,7 +15,7 @@ use crate::lifecycle::{self, NAME_PREFIX};
 use crate::topology::{Layer, Preset, Topology};
 
 /// The next realisation's index in this run.
-static NEXT_INDEX: AtomicU32 = AtomicU32::new(0);
+pub(super) static NEXT_INDEX: AtomicU32 = AtomicU32::new(0);
 
 /// One realisation of a [`Topology`]: owns its namespaces and removes them when
 /// dropped. See the [module documentation](self) for the layout.
@@ -37,8 +37,16 @@ impl NetnsInstance {
     fn named(topology: &Topology) -> Result<NetnsInstance, NetnsError> {
         check_prerequisites()?;
         let run_name = lifecycle::run_id()?;
-        let index = NEXT_INDEX.fetch_add(1, Ordering::Relaxed);
-        let prefix = format!("{NAME_PREFIX}{run_name}-{index}");
+        // A prefix some namespace already has (left by a killed run that had the same id)
+        // is skipped: what this instance removes on drop must be its own.
+        let prefix = loop {
+            let index = NEXT_INDEX.fetch_add(1, Ordering::Relaxed);
+            let prefix = format!("{NAME_PREFIX}{run_name}-{index}");
+            if list_namespaces(&format!("{prefix}-"))?.is_empty() {
+                break prefix;
+            }
+            tracing::warn!(%prefix, "namespaces with this prefix exist already; skipping it");
+        };
         let namespace = |suffix: &str| Namespace {
             name: format!("{prefix}-{suffix}"),
         };

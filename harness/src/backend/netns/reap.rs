@@ -10,7 +10,7 @@ use super::{io_error, NetnsError, LIVE, NETNS_DIR};
 use crate::lifecycle::{self, NAME_PREFIX};
 
 /// The names in [`NETNS_DIR`] that start with `prefix`.
-fn list_namespaces(prefix: &str) -> Result<Vec<String>, NetnsError> {
+pub(super) fn list_namespaces(prefix: &str) -> Result<Vec<String>, NetnsError> {
     let entries = match fs::read_dir(NETNS_DIR) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),

@@ -13,8 +13,9 @@ use std::time::Instant;
 use socket2::SockRef;
 
 use super::command::run;
+use super::instance::NEXT_INDEX;
 use super::*;
-use crate::lifecycle::{lock, NAME_PREFIX};
+use crate::lifecycle::{self, lock, NAME_PREFIX};
 use crate::topology::Topology;
 
 /// Whether the namespace tests can run here; see the module documentation.
@@ -449,4 +450,45 @@ fn error_messages_tell_what_to_do() {
         failed.starts_with("`ip -n imdsh-no-such-namespace -batch - <<< 'link show'` failed"),
         "{failed}"
     );
+}
+
+#[test]
+fn a_namespace_name_that_exists_already_is_skipped_and_left_alone() {
+    if !privileged() {
+        return;
+    }
+    let run = lifecycle::run_id().unwrap();
+    // The next few prefixes this process would use, taken by someone else.
+    let next = NEXT_INDEX.load(std::sync::atomic::Ordering::SeqCst);
+    let foreign: Vec<String> = (next..next + 4)
+        .map(|i| format!("{NAME_PREFIX}{run}-{i}-m"))
+        .collect();
+    for name in &foreign {
+        run_ok(&["ip", "netns", "add", name]);
+    }
+    let instance = NetnsInstance::create(&Topology::chain(1).unwrap()).unwrap();
+    assert!(
+        !foreign
+            .iter()
+            .any(|f| f.starts_with(&format!("{}-", instance.prefix()))),
+        "{} reused a taken prefix",
+        instance.prefix()
+    );
+    drop(instance);
+    let listed = netns_list();
+    for name in &foreign {
+        assert!(
+            listed.contains(name.as_str()),
+            "{name} was removed: {listed}"
+        );
+        run_ok(&["ip", "netns", "del", name]);
+    }
+}
+
+fn run_ok(argv: &[&str]) {
+    let status = std::process::Command::new(argv[0])
+        .args(&argv[1..])
+        .status()
+        .unwrap();
+    assert!(status.success(), "{argv:?}");
 }
