@@ -4,8 +4,8 @@
 //! - the full preset matrix with sdk and ttl, and with cli too (seeded bisect);
 //! - the same matrix found the naive way: linear sweep, the clients' default timeouts.
 //!
-//! `cargo bench --profile dev --bench netns [-- RUNS]` (default 5 runs; the linear sweep
-//! runs once). Prints medians.
+//! `cargo bench --profile dev --bench netns [-- RUNS]` (default 5 runs of each). Prints
+//! medians and every run.
 
 use std::time::{Duration, Instant};
 
@@ -120,7 +120,13 @@ fn main() {
         ),
         ("matrix sdk+cli+ttl (linear, 1 s)", Client::ALL.to_vec()),
     ] {
-        let wall = matrix(&clients, Strategy::Linear, 1000);
-        println!("{name:<29} once   {wall:>7.2} s");
+        let walls: Vec<f64> = (0..runs)
+            .map(|_| matrix(&clients, Strategy::Linear, 1000))
+            .collect();
+        println!(
+            "{name:<29} median {:>7.2} s  (runs: {})",
+            median(walls.clone()),
+            fmt_runs(&walls)
+        );
     }
 }

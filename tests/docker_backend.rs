@@ -6,27 +6,21 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use imds_e2e::bins;
+use imds_e2e::docker::{lab, project_containers};
 use imds_e2e::require::{require, Need};
 use imds_harness::backend::docker::instance::DockerInstance;
 use imds_harness::backend::docker::lab::DockerLab;
 use imds_harness::backend::docker::leaf::DockerLeaf;
-use imds_harness::backend::docker::{LABEL, RUN_LABEL};
 use imds_harness::backend::endpoints::{EC2_URL, IMDS_URL, STS_URL};
 use imds_harness::backend::netns::NetnsLab;
 use imds_harness::mock::{HopLimit, HttpTokens, MockConfig};
 use imds_harness::probe::env::ClientEnv;
-use imds_harness::probe::{cli, shim, Client, Leaf, Program};
+use imds_harness::probe::{cli, Client, Leaf, Program};
 use imds_harness::report;
-use imds_harness::sweep::{self, Strategy, SweepPlan, Tools};
+use imds_harness::sweep::{self, Strategy, SweepPlan};
 use imds_harness::topology::Topology;
 
 const NEEDS: &[Need] = &[Need::Root, Need::NetTools, Need::AwsCli, Need::Docker];
-
-fn lab(runtime: &tokio::runtime::Runtime) -> DockerLab {
-    let tools = Tools::locate(&Client::ALL).unwrap();
-    let shim = shim::locate().unwrap();
-    runtime.block_on(DockerLab::prepare(tools, &shim)).unwrap()
-}
 
 fn leaf<'a>(instance: &'a DockerInstance, lab: &DockerLab, name: &str) -> DockerLeaf<'a> {
     DockerLeaf::realise(instance, &Topology::parse(name).unwrap(), &lab.tools).unwrap()
@@ -157,26 +151,6 @@ fn docker_and_netns_agree_preset_by_preset() {
         "docker_matrix",
         report::table(&docker, &plan.clients, false)
     );
-}
-
-/// The project's containers made by other processes than this one (whose other tests
-/// may be running instances right now).
-fn project_containers() -> Vec<String> {
-    let mine = imds_harness::lifecycle::run_id().unwrap();
-    let out = Command::new("docker")
-        .args(["ps", "-a", "--filter", &format!("label={LABEL}")])
-        .args([
-            "--format",
-            &format!("{{{{.Label \"{RUN_LABEL}\"}}}} {{{{.Names}}}}"),
-        ])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|line| line.split_once(' '))
-        .filter(|(run, _)| *run != mine)
-        .map(|(_, name)| name.to_string())
-        .collect()
 }
 
 /// A run killed with SIGKILL leaves its instance container behind; `imds-harness

@@ -7,39 +7,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use imds_e2e::bins;
+use imds_e2e::docker::{lab, project_containers};
+use imds_e2e::measure;
 use imds_e2e::require::{require, Need};
 use imds_harness::backend::docker::instance::DockerInstance;
-use imds_harness::backend::docker::lab::DockerLab;
-use imds_harness::backend::docker::{LABEL, RUN_LABEL};
+use imds_harness::backend::docker::RUN_LABEL;
 use imds_harness::mock::MockConfig;
-use imds_harness::probe::{shim, Client, Tools};
 
 const NEEDS: &[Need] = &[Need::Root, Need::NetTools, Need::AwsCli, Need::Docker];
-
-fn lab(runtime: &tokio::runtime::Runtime) -> DockerLab {
-    let tools = Tools::locate(&Client::ALL).unwrap();
-    let shim = shim::locate().unwrap();
-    runtime.block_on(DockerLab::prepare(tools, &shim)).unwrap()
-}
-
-/// The project's containers (name, run) made by other processes than this one.
-fn project_containers() -> Vec<(String, String)> {
-    let mine = imds_harness::lifecycle::run_id().unwrap();
-    let out = Command::new("docker")
-        .args(["ps", "-a", "--filter", &format!("label={LABEL}")])
-        .args([
-            "--format",
-            &format!("{{{{.Label \"{RUN_LABEL}\"}}}} {{{{.Names}}}}"),
-        ])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|line| line.split_once(' '))
-        .filter(|(run, _)| *run != mine)
-        .map(|(run, name)| (name.to_string(), run.to_string()))
-        .collect()
-}
 
 fn docker(args: &[&str]) -> String {
     let out = Command::new("docker").args(args).output().unwrap();
@@ -105,37 +80,13 @@ fn two_docker_runs_at_once_both_measure_right_and_leave_nothing() {
     lab(&runtime);
     let before = project_containers();
     let dir = tempfile::tempdir().unwrap();
-    let runs: Vec<_> = (0..2)
-        .map(|i| {
-            let json = dir.path().join(format!("run{i}.json"));
-            let child = Command::new(bins::harness())
-                .args(["measure", "--backend", "docker", "--topology", "docker-run"])
-                .args([
-                    "--clients",
-                    "ttl,sdk",
-                    "--http-tokens",
-                    "required",
-                    "--json",
-                ])
-                .arg(&json)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            (child, json)
-        })
-        .collect();
-    for (child, json) in runs {
-        let out = child.wait_with_output().unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let report: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let args = ["--backend", "docker", "--topology", "docker-run"];
+    let reports = measure::at_once(
+        2,
+        &[&args[..], &["--clients", "ttl,sdk"]].concat(),
+        dir.path(),
+    );
+    for report in reports {
         for cell in report["cells"].as_array().unwrap() {
             assert_eq!(cell["minimal_hop_limit"], 2, "{cell}");
         }

@@ -5,6 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use imds_e2e::bins;
+use imds_e2e::measure;
 use imds_e2e::require::{require, Need};
 
 const NEEDS: &[Need] = &[Need::Root, Need::NetTools];
@@ -243,36 +244,18 @@ fn two_runs_at_once_both_measure_right_and_leave_nothing() {
     }
     let before = namespaces_with("imdsh-");
     let dir = tempfile::tempdir().unwrap();
-    let runs: Vec<_> = (0..2)
-        .map(|i| {
-            let json = dir.path().join(format!("run{i}.json"));
-            let child = Command::new(bins::harness())
-                .args(["measure", "--topology", "docker-run,earthly-with-docker"])
-                .args([
-                    "--clients",
-                    "ttl,sdk",
-                    "--http-tokens",
-                    "required",
-                    "--json",
-                ])
-                .arg(&json)
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            (child, json)
-        })
-        .collect();
-    for (child, json) in runs {
-        let out = child.wait_with_output().unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let report: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let args = [
+        "--topology",
+        "docker-run,earthly-with-docker",
+        "--clients",
+        "ttl,sdk",
+    ];
+    let reports = measure::at_once(
+        2,
+        &[&args[..], &["--http-tokens", "required"]].concat(),
+        dir.path(),
+    );
+    for report in reports {
         let needs: Vec<(String, u64)> = report["cells"]
             .as_array()
             .unwrap()

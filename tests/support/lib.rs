@@ -4,5 +4,7 @@
 
 pub mod aws_env;
 pub mod bins;
+pub mod docker;
+pub mod measure;
 pub mod raw_http;
 pub mod require;

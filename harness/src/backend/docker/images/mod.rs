@@ -78,3 +78,24 @@ pub enum ImageError {
     #[error("interrupted: the build was stopped and its temporary files removed; run `imds-harness images` again")]
     Interrupted,
 }
+
+/// Every image of the engine labelled `imds-harness=1`.
+async fn labelled_images(
+    docker: &bollard::Docker,
+) -> Result<Vec<bollard::models::ImageSummary>, ImageError> {
+    let options = bollard::query_parameters::ListImagesOptions {
+        filters: Some(
+            [("label".to_string(), vec![format!("{}=1", super::LABEL)])]
+                .into_iter()
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    docker
+        .list_images(Some(options))
+        .await
+        .map_err(|source| ImageError::Docker {
+            what: "the images labelled imds-harness=1".into(),
+            source: Box::new(source),
+        })
+}

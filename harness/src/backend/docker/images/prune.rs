@@ -9,7 +9,7 @@ use std::fmt;
 
 use bollard::errors::Error as DockerError;
 use bollard::models::ImageSummary;
-use bollard::query_parameters::{ListImagesOptions, RemoveImageOptions};
+use bollard::query_parameters::RemoveImageOptions;
 use bollard::Docker;
 
 use super::recipe::NAMESPACE;
@@ -179,24 +179,7 @@ fn decide(
 /// The images of `kinds` (names, as in `imds-harness/<kind>`) labelled
 /// `imds-harness=1`, one candidate per tag and one per untagged image.
 async fn candidates(docker: &Docker, kinds: &[&str]) -> Result<Vec<Candidate>, ImageError> {
-    let docker_error = |what: String| {
-        move |source| ImageError::Docker {
-            what,
-            source: Box::new(source),
-        }
-    };
-    let options = ListImagesOptions {
-        filters: Some(
-            [("label".to_string(), vec![format!("{LABEL}=1")])]
-                .into_iter()
-                .collect(),
-        ),
-        ..Default::default()
-    };
-    let images: Vec<ImageSummary> = docker
-        .list_images(Some(options))
-        .await
-        .map_err(docker_error("the images labelled imds-harness=1".into()))?;
+    let images: Vec<ImageSummary> = super::labelled_images(docker).await?;
     let mut found = Vec::new();
     for image in images {
         // The filter is the engine's; the label is checked here too, so that nothing
@@ -245,7 +228,10 @@ async fn candidates(docker: &Docker, kinds: &[&str]) -> Result<Vec<Candidate>, I
                 status_code: 404, ..
             }) => continue,
             Err(source) => {
-                return Err(docker_error(format!("image {}", image.id))(source));
+                return Err(ImageError::Docker {
+                    what: format!("image {}", image.id),
+                    source: Box::new(source),
+                });
             }
         }
         .unwrap_or(i128::from(image.created) * 1_000_000_000);

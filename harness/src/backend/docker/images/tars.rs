@@ -5,7 +5,6 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use bollard::query_parameters::ListImagesOptions;
 use bollard::Docker;
 use futures_util::TryStreamExt;
 use tokio_util::sync::CancellationToken;
@@ -14,7 +13,7 @@ use super::import::{ensure, Outcome, Status};
 use super::mmdebstrap::Workdir;
 use super::prune::{prune, KEEP};
 use super::recipe::{plan, ImageKind, NAMESPACE};
-use super::{ImageError, LABEL};
+use super::ImageError;
 
 /// Where the image tars that nested engines load are kept: one per tag, exported once.
 pub const TARS_DIR: &str = "/var/cache/imds-harness/image-tars";
@@ -196,21 +195,7 @@ pub async fn prune_tars(docker: &Docker, dir: &Path) -> Result<TarsReport, Image
             )
         })
         .collect();
-    let options = ListImagesOptions {
-        filters: Some(
-            [("label".to_string(), vec![format!("{LABEL}=1")])]
-                .into_iter()
-                .collect(),
-        ),
-        ..Default::default()
-    };
-    let images = docker
-        .list_images(Some(options))
-        .await
-        .map_err(|source| ImageError::Docker {
-            what: "the images labelled imds-harness=1".into(),
-            source: Box::new(source),
-        })?;
+    let images = super::labelled_images(docker).await?;
     let present: BTreeSet<String> = images
         .iter()
         .flat_map(|image| image.repo_tags.iter())
