@@ -558,6 +558,8 @@ struct Sample {
     p99: Duration,
     /// The server's CPU time (user + system) per request.
     cpu: Duration,
+    /// wrk's.
+    client_cpu: Duration,
     socket_errors: u64,
 }
 
@@ -588,6 +590,7 @@ fn run_wrk(seconds: u64, load: &Load, server_cpu: &dyn Fn() -> Duration) -> Resu
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let cpu_before = server_cpu();
+    let client_before = rusage_cpu_time(libc::RUSAGE_CHILDREN);
     let child = as_child(&mut command, Signal::SIGKILL)
         .spawn()
         .context("starting wrk")?;
@@ -596,6 +599,8 @@ fn run_wrk(seconds: u64, load: &Load, server_cpu: &dyn Fn() -> Duration) -> Resu
     leftovers().wrk = None;
     let output = output.context("waiting for wrk")?;
     let cpu = server_cpu() - cpu_before;
+    // wrk has been reaped: its time is in this process's children's.
+    let client_cpu = rusage_cpu_time(libc::RUSAGE_CHILDREN) - client_before;
     let stdout = String::from_utf8_lossy(&output.stdout);
     ensure!(
         output.status.success(),
@@ -644,16 +649,21 @@ fn run_wrk(seconds: u64, load: &Load, server_cpu: &dyn Fn() -> Duration) -> Resu
         p50: micros(number("p50_us")?),
         p99: micros(number("p99_us")?),
         cpu: cpu / requests as u32,
+        client_cpu: client_cpu / requests as u32,
         socket_errors: socket_errors as u64,
     })
 }
 
 /// This process's CPU time (user + system): the mock's, as wrk is a separate process.
 fn own_cpu_time() -> Duration {
+    rusage_cpu_time(libc::RUSAGE_SELF)
+}
+
+fn rusage_cpu_time(who: libc::c_int) -> Duration {
     // SAFETY: getrusage only writes the struct it is given; all-zero is a valid rusage.
     let usage = unsafe {
         let mut usage = std::mem::zeroed::<libc::rusage>();
-        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        libc::getrusage(who, &mut usage);
         usage
     };
     let time =
@@ -693,12 +703,13 @@ fn ms(d: Duration) -> String {
 fn print_sample(case: &str, pair: usize, server: Server, s: &Sample, ratio: Option<f64>) {
     let ratio = ratio.map_or(String::new(), |r| format!("  mock/nginx {r:.2}"));
     println!(
-        "{case:<22} {pair:>2} {:<5} {:>8}/s  p50 {:>8}  p99 {:>8}  server CPU {:>3} µs/request  socket errors {}{ratio}",
+        "{case:<22} {pair:>2} {:<5} {:>8}/s  p50 {:>8}  p99 {:>8}  CPU/request {:>3} µs + wrk {:>3} µs  socket errors {}{ratio}",
         server.name(),
         thousands(s.per_second),
         ms(s.p50),
         ms(s.p99),
         s.cpu.as_micros(),
+        s.client_cpu.as_micros(),
         s.socket_errors,
     );
 }
@@ -709,7 +720,7 @@ struct Summary {
 }
 
 impl Summary {
-    fn of(&self, server: Server) -> (f64, Duration, Duration, Duration) {
+    fn of(&self, server: Server) -> (f64, Duration, Duration, Duration, Duration) {
         let pick = |pair: &(Sample, Sample)| match server {
             Server::Mock => pair.0,
             Server::Nginx => pair.1,
@@ -721,6 +732,7 @@ impl Summary {
             Duration::from_secs_f64(med(&|s| s.p50.as_secs_f64())),
             Duration::from_secs_f64(med(&|s| s.p99.as_secs_f64())),
             Duration::from_secs_f64(med(&|s| s.cpu.as_secs_f64())),
+            Duration::from_secs_f64(med(&|s| s.client_cpu.as_secs_f64())),
         )
     }
 
@@ -734,13 +746,17 @@ impl Summary {
 
 fn print_summaries(summaries: &[Summary]) {
     println!();
-    println!("| case | server | requests/s (median) | p50 | p99 | server CPU per request | mock/nginx per run | median |");
+    println!(
+        "Medians of the {} runs of each server (ratio: requests/s of the mock over nginx's in the run after it):",
+        summaries.first().map_or(0, |s| s.runs.len())
+    );
+    println!("| case | server | requests/s | p50 | p99 | CPU per request: server + wrk | mock/nginx, each pair | median |");
     println!("|---|---|---|---|---|---|---|---|");
     for s in summaries {
         let ratios = s.ratios();
         let per_run: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
         for server in [Server::Mock, Server::Nginx] {
-            let (rps, p50, p99, cpu) = s.of(server);
+            let (rps, p50, p99, cpu, client_cpu) = s.of(server);
             let (per_run, med) = match server {
                 Server::Mock => (
                     per_run.join(", "),
@@ -749,13 +765,14 @@ fn print_summaries(summaries: &[Summary]) {
                 Server::Nginx => (String::new(), String::new()),
             };
             println!(
-                "| {} | {} | {}/s | {} | {} | {} µs | {per_run} | {med} |",
+                "| {} | {} | {}/s | {} | {} | {} + {} µs | {per_run} | {med} |",
                 s.case,
                 server.name(),
                 thousands(rps),
                 ms(p50),
                 ms(p99),
                 cpu.as_micros(),
+                client_cpu.as_micros(),
             );
         }
     }
@@ -1024,7 +1041,7 @@ fn run() -> Result<()> {
     }
     print_summaries(&summaries);
     println!(
-        "\n1-minute load average: {load_before} before the runs, {} after",
+        "\n1-minute load average: {load_before} before the runs, {} after (the runs themselves add up to 4: two wrk threads, two server workers)",
         load_average()
     );
 
