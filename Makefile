@@ -6,9 +6,11 @@
 
 export CARGO_TARGET_DIR ?= /var/cache/imds-harness/target
 DEB_PACKAGES := awscli iproute2 iptables containernetworking-plugins mmdebstrap
+# `make bench` only: the load generator and the reference server the mock is compared with.
+BENCH_PACKAGES := nginx wrk
 BIN := $(CARGO_TARGET_DIR)/debug
 
-.PHONY: deps pydeps build test measure bench bench-backends cleanup dist images
+.PHONY: deps pydeps bench-deps build test measure bench bench-backends cleanup dist images
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
@@ -20,6 +22,21 @@ deps:
 # Python's junitparser, the JUnit reader the --junit test checks the report with.
 pydeps:
 	@python3 -c 'import junitparser' 2>/dev/null || python3 -m pip install --quiet --root-user-action=ignore junitparser
+
+# Debian's nginx package starts a system-wide nginx on port 80 unless policy-rc.d
+# forbids it; the benchmark runs its own, so this install forbids it (and a systemd
+# host does not enable it either). A policy-rc.d already there is left as it is.
+bench-deps: deps
+	@missing=$$(for p in $(BENCH_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages for the benchmark:" $$missing; \
+		if [ ! -e /usr/sbin/policy-rc.d ]; then \
+			printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d; \
+			trap 'rm -f /usr/sbin/policy-rc.d' EXIT; \
+		fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing || exit 1; \
+		if echo " $$missing " | grep -q ' nginx ' && [ -d /run/systemd/system ]; then systemctl disable -q nginx; fi; \
+	fi
 
 build: deps
 	cargo build --workspace --bins
@@ -46,8 +63,9 @@ test: build pydeps
 measure: build
 	$(BIN)/imds-harness measure $(ARGS)
 
-bench: deps
-	cargo bench -p imds-harness --bench mock
+# The mock against nginx, driven by wrk (root): ARGS="SECONDS PAIRS", default "4 5".
+bench: bench-deps
+	cargo bench -p imds-harness --bench mock -- $(ARGS)
 
 # The backends' benchmarks (root; the docker one needs the engine): medians of RUNS.
 RUNS ?= 3
