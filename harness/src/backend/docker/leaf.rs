@@ -194,7 +194,7 @@ impl Leaf for DockerLeaf<'_> {
             Some(code) if DOCKER_FAILURES.contains(&code) => Err(failed(DockerError::Command {
                 command: shown,
                 status: code,
-                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+                stderr: crate::probe::stderr_tail(&output.stderr),
             })),
             _ => Ok(output),
         }
