@@ -16,6 +16,10 @@ use imds_harness::mock::MockConfig;
 
 const NEEDS: &[Need] = &[Need::Root, Need::NetTools, Need::AwsCli, Need::Docker];
 
+/// The tests that start `measure` processes compare the engine's containers before and
+/// after: one at a time.
+static SUBPROCESS_RUNS: Mutex<()> = Mutex::new(());
+
 fn docker(args: &[&str]) -> String {
     let out = Command::new("docker").args(args).output().unwrap();
     assert!(
@@ -76,6 +80,7 @@ fn two_docker_runs_at_once_both_measure_right_and_leave_nothing() {
     if !require("docker_concurrent", NEEDS) {
         return;
     }
+    let _one_at_a_time = SUBPROCESS_RUNS.lock().unwrap_or_else(|p| p.into_inner());
     let runtime = tokio::runtime::Runtime::new().unwrap();
     lab(&runtime);
     let before = project_containers();
@@ -140,6 +145,7 @@ fn an_engine_that_goes_away_mid_run_fails_the_measurement_and_cleanup_reaps_the_
     if !require("docker_engine_gone", NEEDS) {
         return;
     }
+    let _one_at_a_time = SUBPROCESS_RUNS.lock().unwrap_or_else(|p| p.into_inner());
     let runtime = tokio::runtime::Runtime::new().unwrap();
     lab(&runtime);
     let before = project_containers();

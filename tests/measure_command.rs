@@ -184,22 +184,30 @@ fn ctrl_c_removes_the_runs_namespaces_and_cleanup_reaps_a_killed_run() {
             .spawn()
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
-        let mine = loop {
+        // Only this run's: the other tests of this file run beside it.
+        let (run, mine) = loop {
+            let run = run_of(child.id());
             let now: Vec<String> = namespaces_with("imdsh-")
                 .into_iter()
                 .filter(|n| !before.contains(n))
+                .filter(|n| {
+                    run.as_ref()
+                        .is_some_and(|r| n.starts_with(&format!("imdsh-{r}-")))
+                })
                 .collect();
             if now.len() >= 10 || Instant::now() > deadline {
-                break now;
+                break (run, now);
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        assert!(!mine.is_empty(), "the run created namespaces");
+        assert!(!mine.is_empty(), "the run created namespaces ({run:?})");
         Command::new("kill")
             .args([format!("-{signal}"), child.id().to_string()])
             .status()
             .unwrap();
         let status = child.wait().unwrap();
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
         let left: Vec<String> = namespaces_with("imdsh-")
             .into_iter()
             .filter(|n| mine.contains(n))
@@ -215,12 +223,26 @@ fn ctrl_c_removes_the_runs_namespaces_and_cleanup_reaps_a_killed_run() {
                 .into_iter()
                 .filter(|n| mine.contains(n))
                 .collect();
-            assert!(still.is_empty(), "cleanup left {still:?}");
+            assert!(still.is_empty(), "cleanup left {still:?}\n{stderr}");
         } else {
             assert_eq!(status.code(), Some(130), "SIG{signal} exits 130");
-            assert!(left.is_empty(), "SIG{signal} left {left:?}");
+            assert!(left.is_empty(), "SIG{signal} left {left:?}\n{stderr}");
         }
     }
+}
+
+/// The run id of the harness process `pid`, once it has one: the name of the liveness
+/// socket it holds.
+fn run_of(pid: u32) -> Option<String> {
+    let out = Command::new("ss").args(["-xlpH"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|line| line.contains(&format!("pid={pid},")))
+        .find_map(|line| {
+            let at = line.find("@imdsh-run-")?;
+            let rest = &line[at + "@imdsh-run-".len()..];
+            Some(rest.split_whitespace().next()?.to_owned())
+        })
 }
 
 /// Runs `measure` with `args`; its exit code, stdout and stderr.

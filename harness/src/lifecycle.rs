@@ -75,6 +75,11 @@ pub fn run_id() -> Result<String, RunIdError> {
     ))
 }
 
+/// This process's run id, if it has taken one.
+pub fn current_run_id() -> Option<String> {
+    lock(&RUN).as_ref().map(|(id, _)| id.clone())
+}
+
 /// The run id in a name made by this module's convention (`imdsh-<run>-...`).
 pub(crate) fn run_of(name: &str) -> Option<&str> {
     name.strip_prefix(NAME_PREFIX)?

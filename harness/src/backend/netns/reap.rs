@@ -63,6 +63,19 @@ pub fn remove_all_live() -> Vec<String> {
             Err(e) => tracing::warn!(%prefix, "removing namespaces: {e}"),
         }
     }
+    // Then whatever else carries this run's id (a realisation's `ip` still finishing
+    // when the signal came), until none is left or a few tries have passed.
+    if let Some(run) = lifecycle::current_run_id() {
+        let mine = format!("{NAME_PREFIX}{run}-");
+        for attempt in 0..5 {
+            match list_namespaces(&mine).and_then(|left| delete_namespaces(&left)) {
+                Ok(names) if names.is_empty() => break,
+                Ok(names) => removed.extend(names),
+                Err(e) => tracing::warn!(run, "removing namespaces: {e}"),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50 << attempt));
+        }
+    }
     removed
 }
 
