@@ -15,7 +15,7 @@ use crate::lifecycle::{self, NAME_PREFIX};
 use crate::topology::{Layer, Preset, Topology};
 
 /// The next realisation's index in this run.
-pub(super) static NEXT_INDEX: AtomicU32 = AtomicU32::new(0);
+static NEXT_INDEX: AtomicU32 = AtomicU32::new(0);
 
 /// One realisation of a [`Topology`]: owns its namespaces and removes them when
 /// dropped. See the [module documentation](self) for the layout.
@@ -34,13 +34,13 @@ pub struct NetnsInstance {
 
 impl NetnsInstance {
     /// The names of a realisation of `topology` under a fresh prefix; nothing made yet.
-    fn named(topology: &Topology) -> Result<NetnsInstance, NetnsError> {
+    fn named(topology: &Topology, indices: &AtomicU32) -> Result<NetnsInstance, NetnsError> {
         check_prerequisites()?;
         let run_name = lifecycle::run_id()?;
         // A prefix some namespace already has (left by a killed run that had the same id)
         // is skipped: what this instance removes on drop must be its own.
         let prefix = loop {
-            let index = NEXT_INDEX.fetch_add(1, Ordering::Relaxed);
+            let index = indices.fetch_add(1, Ordering::Relaxed);
             let prefix = format!("{NAME_PREFIX}{run_name}-{index}");
             if list_namespaces(&format!("{prefix}-"))?.is_empty() {
                 break prefix;
@@ -75,8 +75,16 @@ impl NetnsInstance {
     /// Realises `topology` under a fresh prefix. On error, whatever was already made is
     /// removed.
     pub fn create(topology: &Topology) -> Result<NetnsInstance, NetnsError> {
+        Self::create_indexed(topology, &NEXT_INDEX)
+    }
+
+    /// [`Self::create`], its index taken from `indices`.
+    pub(super) fn create_indexed(
+        topology: &Topology,
+        indices: &AtomicU32,
+    ) -> Result<NetnsInstance, NetnsError> {
         let started = Instant::now();
-        let instance = NetnsInstance::named(topology)?;
+        let instance = NetnsInstance::named(topology, indices)?;
         let script: String = instance
             .namespaces()
             .map(|ns| format!("netns add {}\n", ns.name))
@@ -99,7 +107,7 @@ impl NetnsInstance {
     /// as long as its process. The host forwards for whatever engine runs in it, so it
     /// gets `icmp_ratelimit=0` like the routers here.
     pub(crate) fn attach(pid: u32) -> Result<NetnsInstance, NetnsError> {
-        let instance = NetnsInstance::named(&Preset::Host.into())?;
+        let instance = NetnsInstance::named(&Preset::Host.into(), &NEXT_INDEX)?;
         instance.make_registered(&format!(
             "netns add {}\nnetns attach {} {pid}\n",
             instance.mock.name, instance.host.name

@@ -13,7 +13,6 @@ use std::time::Instant;
 use socket2::SockRef;
 
 use super::command::run;
-use super::instance::NEXT_INDEX;
 use super::*;
 use crate::lifecycle::{self, lock, NAME_PREFIX};
 use crate::topology::Topology;
@@ -458,15 +457,21 @@ fn a_namespace_name_that_exists_already_is_skipped_and_left_alone() {
         return;
     }
     let run = lifecycle::run_id().unwrap();
-    // The next few prefixes this process would use, taken by someone else.
-    let next = NEXT_INDEX.load(std::sync::atomic::Ordering::SeqCst);
-    let foreign: Vec<String> = (next..next + 4)
+    // The next few prefixes an index source far from this process's own would give,
+    // taken by someone else.
+    let first = 1_000_000;
+    let indices = std::sync::atomic::AtomicU32::new(first);
+    let foreign: Vec<String> = (first..first + 4)
         .map(|i| format!("{NAME_PREFIX}{run}-{i}-m"))
         .collect();
     for name in &foreign {
         run_ok(&["ip", "netns", "add", name]);
     }
-    let instance = NetnsInstance::create(&Topology::chain(1).unwrap()).unwrap();
+    let instance = NetnsInstance::create_indexed(&Topology::chain(1).unwrap(), &indices).unwrap();
+    assert_eq!(
+        instance.prefix(),
+        format!("{NAME_PREFIX}{run}-{}", first + 4)
+    );
     assert!(
         !foreign
             .iter()
