@@ -716,3 +716,142 @@ async fn aws_cli_without_imds_reports_unable_to_locate_credentials() {
     assert_eq!(out.status.code(), Some(253));
     assert!(String::from_utf8_lossy(&out.stderr).contains("Unable to locate credentials"));
 }
+
+// ---------------------------------------------------------------- the library API
+
+/// The mock as a user's tests would use it: configured with the builder, asked by the
+/// Rust SDK and the real AWS CLI, changed at run time, and its request log telling
+/// which credential set signed each STS call.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_library_api_configures_serves_changes_and_tells_what_happened() {
+    use imds_harness::mock::{ImdsVersion, Service};
+    if !require("mock_library_api", &[Need::AwsCli]) {
+        return;
+    }
+    let mock = MockAws::builder()
+        .hop_limit(HopLimit::new(2).unwrap())
+        .http_tokens(HttpTokens::Optional)
+        .role("ci-runner")
+        .account("210987654321")
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(mock.options().hop_limit.get(), 2);
+    let arn = "arn:aws:sts::210987654321:assumed-role/ci-runner/i-0123456789abcdef0";
+
+    // The Rust SDK: IMDSv2 only.
+    let creds = sdk_credentials(&mock).await.unwrap();
+    let identity = sts(&mock, creds)
+        .await
+        .get_caller_identity()
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(identity.arn(), Some(arn));
+
+    // The AWS CLI (it asks for a token too: IMDSv2 where it is reachable).
+    let home = tempfile::tempdir().unwrap();
+    let sts_url = mock.endpoints().sts.clone();
+    let args = [
+        "sts",
+        "get-caller-identity",
+        "--output",
+        "json",
+        "--endpoint-url",
+        sts_url.as_str(),
+    ];
+    let cli_identity = cli_ok(&mock, home.path(), &args);
+    assert_eq!(cli_identity["Arn"], arn);
+
+    // A tokenless GET (IMDSv1, which tokens optional allows) gets the other set; a call
+    // signed with it is told apart in the log.
+    let v1 = send(
+        "GET",
+        &url(
+            &mock.endpoints().imds,
+            "/latest/meta-data/iam/security-credentials/ci-runner",
+        ),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(v1.status, StatusCode::OK);
+    let v1: serde_json::Value = serde_json::from_str(&v1.body).unwrap();
+    let v1 = Credentials::new(
+        v1["AccessKeyId"].as_str().unwrap(),
+        v1["SecretAccessKey"].as_str().unwrap(),
+        Some(v1["Token"].as_str().unwrap().to_string()),
+        None,
+        "imdsv1",
+    );
+    sts(&mock, v1)
+        .await
+        .get_caller_identity()
+        .send()
+        .await
+        .unwrap();
+
+    // Changed at run time, as ModifyInstanceMetadataOptions would.
+    mock.set_hop_limit(HopLimit::new(3).unwrap());
+    assert_eq!(mock.options().hop_limit.get(), 3);
+
+    let requests = mock.requests();
+    let sts_calls: Vec<_> = requests
+        .iter()
+        .filter(|r| r.service == Service::Sts)
+        .collect();
+    let signed: Vec<Option<ImdsVersion>> = sts_calls.iter().map(|r| r.signed_with).collect();
+    assert_eq!(
+        signed,
+        [
+            Some(ImdsVersion::V2),
+            Some(ImdsVersion::V2),
+            Some(ImdsVersion::V1)
+        ],
+        "the SDK, the CLI, the IMDSv1 set: {requests:?}"
+    );
+    assert!(sts_calls
+        .iter()
+        .all(|r| r.status == 200 && r.method == "POST"));
+    assert!(requests.iter().any(|r| r.service == Service::Imds
+        && r.method == "PUT"
+        && r.path == "/latest/api/token"
+        && r.status == 200));
+    assert!(requests.iter().any(|r| r.service == Service::Imds
+        && r.path == "/latest/meta-data/iam/security-credentials/ci-runner"));
+    // Nothing secret in the log.
+    let log = serde_json::to_string(&requests).unwrap();
+    assert!(!log.contains("ASIA"), "{log}");
+    mock.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_library_api_refuses_a_bad_configuration_and_a_taken_port() {
+    use imds_harness::mock::MockError;
+    let err = MockAws::builder()
+        .account("12")
+        .start()
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, MockError::Account(_)), "{err}");
+    let taken = MockAws::builder().start().await.unwrap();
+    let addr: std::net::SocketAddr = taken
+        .endpoints()
+        .imds
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let err = MockAws::builder()
+        .imds_addr(addr)
+        .start()
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, MockError::Bind(_)), "{err}");
+    assert!(
+        err.to_string().contains("pick another address or port 0"),
+        "{err}"
+    );
+}

@@ -1,15 +1,11 @@
 //! `imds-harness mock`: the mock AWS side on its own, for any client to test against.
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use imds_harness::mock::{
-    HopLimit, HttpEndpoint, HttpTokens, InstanceIdentity, Listeners, MetadataOptions, MockAws,
-    MockConfig,
-};
+use imds_harness::mock::{HopLimit, HttpEndpoint, HttpTokens, MockAws, MockBuilder, MockError};
 
 use super::exit;
 
@@ -57,73 +53,53 @@ pub struct MockArgs {
 }
 
 impl MockArgs {
-    fn config(&self) -> anyhow::Result<MockConfig> {
-        let mut identity = InstanceIdentity::default();
-        if let Some(role) = &self.role {
-            anyhow::ensure!(
-                !role.is_empty() && !role.contains('/'),
-                "--role {role:?}: a role name is non-empty and has no '/'"
-            );
-            identity.role = role.clone();
+    /// The mock these flags describe.
+    fn builder(&self) -> MockBuilder {
+        let mut builder = MockAws::builder()
+            .imds_addr(self.imds)
+            .sts_addr(self.sts)
+            .ec2_addr(self.ec2)
+            .hop_limit(self.hop_limit)
+            .http_tokens(self.http_tokens)
+            .http_endpoint(self.http_endpoint)
+            .credential_lifetime(Duration::from_secs(self.credential_lifetime))
+            .apply_delay(Duration::from_millis(self.apply_delay_ms));
+        let named = [
+            (
+                &self.role,
+                MockBuilder::role as fn(MockBuilder, String) -> MockBuilder,
+            ),
+            (&self.account, MockBuilder::account),
+            (&self.instance_id, MockBuilder::instance_id),
+            (&self.region, MockBuilder::region),
+        ];
+        for (value, set) in named {
+            if let Some(value) = value {
+                builder = set(builder, value.clone());
+            }
         }
-        if let Some(account) = &self.account {
-            anyhow::ensure!(
-                account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()),
-                "--account {account:?}: an account id is 12 digits"
-            );
-            identity.account = account.clone();
-        }
-        if let Some(id) = &self.instance_id {
-            anyhow::ensure!(
-                InstanceIdentity::is_well_formed_instance_id(id),
-                "--instance-id {id:?}: an instance id is i- followed by 8 or 17 hex digits"
-            );
-            identity.instance_id = id.clone();
-        }
-        if let Some(region) = &self.region {
-            anyhow::ensure!(
-                !region.is_empty()
-                    && region
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-'),
-                "--region {region:?}: a region looks like us-east-1"
-            );
-            identity.region = region.clone();
-            identity.availability_zone = format!("{region}a");
-        }
-        Ok(MockConfig {
-            identity,
-            options: MetadataOptions {
-                hop_limit: self.hop_limit,
-                http_tokens: self.http_tokens,
-                http_endpoint: self.http_endpoint,
-                ..MetadataOptions::default()
-            },
-            credential_lifetime: Duration::from_secs(self.credential_lifetime),
-            apply_delay: Duration::from_millis(self.apply_delay_ms),
-            denied_actions: self.deny.iter().cloned().collect::<BTreeSet<_>>(),
-        })
+        self.deny
+            .iter()
+            .fold(builder, |builder, action| builder.deny(action.clone()))
     }
 }
 
 pub fn run(args: MockArgs) -> anyhow::Result<u8> {
-    let config = match args.config() {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("imds-harness mock: {err}");
-            return Ok(exit::USAGE);
-        }
-    };
+    let builder = args.builder();
+    if let Err(err) = builder.config() {
+        eprintln!("imds-harness mock: {err}");
+        return Ok(exit::USAGE);
+    }
     let runtime = tokio::runtime::Runtime::new().context("starting the Tokio runtime")?;
     runtime.block_on(async move {
-        let listeners = match Listeners::bind(args.imds, args.sts, args.ec2) {
-            Ok(listeners) => listeners,
-            Err(err) => {
-                eprintln!("imds-harness mock: {err}; pick another address or port 0");
+        let mock = match builder.start().await {
+            Ok(mock) => mock,
+            Err(err @ MockError::Bind(_)) => {
+                eprintln!("imds-harness mock: {err}");
                 return Ok(exit::USAGE);
             }
+            Err(err) => return Err(err).context("starting the mock services"),
         };
-        let mock = MockAws::start(config, listeners).context("starting the mock services")?;
         println!("{}", serde_json::to_string(mock.endpoints())?);
         let options = mock.options();
         tracing::info!(

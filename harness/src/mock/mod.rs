@@ -8,6 +8,7 @@
 //! [`MockAws::modify`] or the EC2 API, without restarting any listener: a listener
 //! restarted right after dropped responses may fail to bind while their sockets drain.
 
+pub mod builder;
 pub mod credentials;
 pub mod ec2;
 pub mod imds;
@@ -30,12 +31,14 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use builder::{MockBuilder, MockError};
 pub use credentials::{CredentialStore, ImdsVersion, SessionCredentials};
 pub use instance::InstanceIdentity;
 pub use options::{
     HopLimit, HttpEndpoint, HttpTokens, MetadataOptions, MetadataOptionsChange, OptionError,
 };
 use server::{Handler, ServerStats};
+pub use server::{RequestLog, RequestRecord, Service};
 use tokens::TokenMint;
 
 /// EC2's default lifetime of instance-role credentials.
@@ -226,6 +229,7 @@ impl Listeners {
 pub struct MockAws {
     state: Arc<MockState>,
     endpoints: Endpoints,
+    log: Arc<RequestLog>,
     imds_stats: Arc<ServerStats>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -246,20 +250,37 @@ impl MockAws {
         let sts: Arc<dyn Handler> = Arc::new(sts::Sts::new(state.clone()));
         let ec2: Arc<dyn Handler> = Arc::new(ec2::Ec2::new(state.clone()));
         // IMDS closes every connection, as the real one does; the APIs keep them alive.
+        let log = Arc::new(RequestLog::default());
         let tasks = vec![
             server::spawn(
                 listeners.imds,
                 imds,
                 false,
                 imds_stats.clone(),
+                (Service::Imds, log.clone()),
                 watcher.clone(),
             )?,
-            server::spawn(listeners.sts, sts, true, Arc::default(), watcher.clone())?,
-            server::spawn(listeners.ec2, ec2, true, Arc::default(), watcher)?,
+            server::spawn(
+                listeners.sts,
+                sts,
+                true,
+                Arc::default(),
+                (Service::Sts, log.clone()),
+                watcher.clone(),
+            )?,
+            server::spawn(
+                listeners.ec2,
+                ec2,
+                true,
+                Arc::default(),
+                (Service::Ec2, log.clone()),
+                watcher,
+            )?,
         ];
         Ok(MockAws {
             state,
             endpoints,
+            log,
             imds_stats,
             shutdown,
             tasks,
@@ -302,6 +323,12 @@ impl MockAws {
 
     pub fn events(&self) -> EventCounts {
         self.state.events.snapshot()
+    }
+
+    /// The requests answered so far (the newest [`RequestLog::CAPACITY`]), oldest first:
+    /// service, method, path, status, peer, and for STS which credential set signed.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.log.snapshot()
     }
 
     /// Connections the IMDS holds open right now.

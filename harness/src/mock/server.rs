@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -15,9 +15,12 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use serde::Serialize;
 use socket2::SockRef;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+use super::credentials::ImdsVersion;
 
 /// How long one connection may live, whatever happens to it.
 pub(crate) const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
@@ -71,12 +74,14 @@ impl Drop for OpenGuard {
     }
 }
 
-/// Serves `listener` with `handler` until `shutdown` turns true.
+/// Serves `listener` with `handler` until `shutdown` turns true; every request goes
+/// into `log` as `service`'s.
 pub fn spawn(
     listener: std::net::TcpListener,
     handler: Arc<dyn Handler>,
     keep_alive: bool,
     stats: Arc<ServerStats>,
+    log: (Service, Arc<RequestLog>),
     mut shutdown: watch::Receiver<bool>,
 ) -> io::Result<JoinHandle<()>> {
     configure(&listener)?;
@@ -100,12 +105,61 @@ pub fn spawn(
             stats.open_connections.fetch_add(1, Ordering::Relaxed);
             let guard = OpenGuard(stats.clone());
             let handler = handler.clone();
+            let log = log.clone();
             tokio::spawn(async move {
                 let _guard = guard;
-                serve_connection(stream, peer, handler, keep_alive).await;
+                serve_connection(stream, peer, handler, keep_alive, log).await;
             });
         }
     }))
+}
+
+/// Which of the mock's services answered a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Service {
+    Imds,
+    Sts,
+    Ec2,
+}
+
+/// One request the mock answered: no header, body or query is kept, so nothing secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RequestRecord {
+    pub service: Service,
+    pub method: String,
+    /// The path, without the query.
+    pub path: String,
+    pub status: u16,
+    pub peer: IpAddr,
+    /// For a signed API call: which credential set signed it (the one IMDS handed to
+    /// IMDSv1 or to IMDSv2 callers).
+    pub signed_with: Option<ImdsVersion>,
+}
+
+/// The requests a mock answered, the newest [`RequestLog::CAPACITY`] of them.
+#[derive(Debug, Default)]
+pub struct RequestLog {
+    records: std::sync::Mutex<std::collections::VecDeque<RequestRecord>>,
+}
+
+impl RequestLog {
+    /// How many records are kept; older ones are dropped.
+    pub const CAPACITY: usize = 10_000;
+
+    fn record(&self, record: RequestRecord) {
+        let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        if records.len() == Self::CAPACITY {
+            records.pop_front();
+        }
+        records.push_back(record);
+    }
+
+    /// The records kept, oldest first.
+    pub fn snapshot(&self) -> Vec<RequestRecord> {
+        let records = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        records.iter().cloned().collect()
+    }
 }
 
 /// Sets the options of every connection once, on the listener: Linux copies them into
@@ -122,6 +176,7 @@ async fn serve_connection(
     peer: SocketAddr,
     handler: Arc<dyn Handler>,
     keep_alive: bool,
+    (service, log): (Service, Arc<RequestLog>),
 ) {
     let connection = Arc::new(Connection {
         peer,
@@ -130,14 +185,24 @@ async fn serve_connection(
     let service = service_fn(move |request: Request<hyper::body::Incoming>| {
         let handler = handler.clone();
         let connection = connection.clone();
+        let log = log.clone();
         async move {
             let (parts, body) = request.into_parts();
+            let (method, path) = (parts.method.to_string(), parts.uri.path().to_owned());
             let response = match Limited::new(body, MAX_BODY).collect().await {
                 Ok(body) => {
                     handler.handle(Request::from_parts(parts, body.to_bytes()), &connection)
                 }
                 Err(_) => plain_status(StatusCode::PAYLOAD_TOO_LARGE),
             };
+            log.record(RequestRecord {
+                service,
+                method,
+                path,
+                status: response.status().as_u16(),
+                peer: connection.peer.ip(),
+                signed_with: response.extensions().get::<ImdsVersion>().copied(),
+            });
             Ok::<_, Infallible>(response.map(Full::new))
         }
     });

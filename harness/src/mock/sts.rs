@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 
+use super::credentials::ImdsVersion;
 use super::query::{escape, request_id, xml_response, QueryParams};
 use super::server::{Connection, Handler};
 use super::sigv4::{self, AuthFailure};
@@ -85,7 +86,12 @@ impl Sts {
         Sts { state }
     }
 
-    fn answer(&self, request: &Request<Bytes>, request_id: &str) -> Result<String, StsError> {
+    /// The answer's body, and which credential set signed the call.
+    fn answer(
+        &self,
+        request: &Request<Bytes>,
+        request_id: &str,
+    ) -> Result<(String, ImdsVersion), StsError> {
         let creds = sigv4::verify(request, "sts", &self.state.credentials, SystemTime::now())
             .map_err(|failure| {
                 tracing::debug!(target: "sts", %failure, "refused");
@@ -96,7 +102,7 @@ impl Sts {
             Some("GetCallerIdentity") => {
                 self.state.events.caller_identity(creds.issued_to);
                 let id = &self.state.identity;
-                Ok(format!(
+                let body = format!(
                     "<GetCallerIdentityResponse xmlns=\"{XMLNS}\">\n  <GetCallerIdentityResult>\n    \
                      <Arn>{}</Arn>\n    <UserId>{}</UserId>\n    <Account>{}</Account>\n  \
                      </GetCallerIdentityResult>\n  <ResponseMetadata>\n    <RequestId>{request_id}</RequestId>\n  \
@@ -104,7 +110,8 @@ impl Sts {
                     escape(&id.assumed_role_arn()),
                     escape(&id.assumed_role_user_id()),
                     escape(&id.account),
-                ))
+                );
+                Ok((body, creds.issued_to))
             }
             Some(other) => Err(StsError {
                 status: StatusCode::BAD_REQUEST,
@@ -124,7 +131,11 @@ impl Handler for Sts {
     fn handle(&self, request: Request<Bytes>, connection: &Connection) -> Response<Bytes> {
         let request_id = request_id();
         let response = match self.answer(&request, &request_id) {
-            Ok(body) => xml_response(StatusCode::OK, body, &request_id),
+            Ok((body, signed_with)) => {
+                let mut response = xml_response(StatusCode::OK, body, &request_id);
+                response.extensions_mut().insert(signed_with);
+                response
+            }
             Err(error) => xml_response(error.status, error_body(&error, &request_id), &request_id),
         };
         tracing::debug!(

@@ -1,0 +1,242 @@
+//! The mock as a library: configured in code, started on the ports it is given.
+//!
+//! ```ignore
+//! use imds_harness::mock::{HopLimit, HttpTokens, MockAws};
+//!
+//! let mock = MockAws::builder()
+//!     .hop_limit(HopLimit::new(2)?)
+//!     .http_tokens(HttpTokens::Required)
+//!     .role("build-role")
+//!     .start()
+//!     .await?;
+//! // Point the clients under test at it: AWS_EC2_METADATA_SERVICE_ENDPOINT, STS, EC2.
+//! let endpoints = mock.endpoints();
+//! // ... run them, change the options at run time as EC2 would ...
+//! mock.set_hop_limit(HopLimit::new(3)?);
+//! // ... and read what happened: every request, which credential set signed each STS call.
+//! let requests = mock.requests();
+//! mock.shutdown().await;
+//! ```
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::instance::InstanceIdentity;
+use super::{HopLimit, HttpEndpoint, HttpTokens, Listeners, MockAws, MockConfig};
+
+/// What is wrong with a mock's configuration, or why it could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MockError {
+    #[error("role {0:?}: a role name is non-empty and has no '/'")]
+    Role(String),
+    #[error("account {0:?}: an account id is 12 digits")]
+    Account(String),
+    #[error("instance id {0:?}: an instance id is i- followed by 8 or 17 hex digits")]
+    InstanceId(String),
+    #[error("region {0:?}: a region looks like us-east-1")]
+    Region(String),
+    #[error("credential lifetime 0: credentials must live at least a second")]
+    CredentialLifetime,
+    #[error("{0}; pick another address or port 0")]
+    Bind(std::io::Error),
+    #[error("starting the mock's services: {0}")]
+    Start(std::io::Error),
+}
+
+/// A mock being configured; [`MockBuilder::start`] serves it. Every setting not given
+/// is EC2's default for a new instance (hop limit 1, tokens required), on 127.0.0.1
+/// with free ports.
+#[derive(Clone, Debug)]
+pub struct MockBuilder {
+    config: MockConfig,
+    imds: SocketAddr,
+    sts: SocketAddr,
+    ec2: SocketAddr,
+    role: Option<String>,
+    account: Option<String>,
+    instance_id: Option<String>,
+    region: Option<String>,
+}
+
+impl Default for MockBuilder {
+    fn default() -> Self {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        MockBuilder {
+            config: MockConfig::default(),
+            imds: any,
+            sts: any,
+            ec2: any,
+            role: None,
+            account: None,
+            instance_id: None,
+            region: None,
+        }
+    }
+}
+
+impl MockBuilder {
+    /// `HttpPutResponseHopLimit`: the IP TTL of the token response.
+    pub fn hop_limit(mut self, hop_limit: HopLimit) -> Self {
+        self.config.options.hop_limit = hop_limit;
+        self
+    }
+
+    /// `HttpTokens`: `Required` (IMDSv2 only) or `Optional` (IMDSv1 too).
+    pub fn http_tokens(mut self, http_tokens: HttpTokens) -> Self {
+        self.config.options.http_tokens = http_tokens;
+        self
+    }
+
+    /// `HttpEndpoint`: `Disabled` answers 403 to everything.
+    pub fn http_endpoint(mut self, http_endpoint: HttpEndpoint) -> Self {
+        self.config.options.http_endpoint = http_endpoint;
+        self
+    }
+
+    /// The instance role's name.
+    pub fn role(mut self, role: impl Into<String>) -> Self {
+        self.role = Some(role.into());
+        self
+    }
+
+    /// The account id (12 digits).
+    pub fn account(mut self, account: impl Into<String>) -> Self {
+        self.account = Some(account.into());
+        self
+    }
+
+    /// The instance id (`i-` and 8 or 17 hex digits).
+    pub fn instance_id(mut self, instance_id: impl Into<String>) -> Self {
+        self.instance_id = Some(instance_id.into());
+        self
+    }
+
+    /// The region; the availability zone is its `a` zone.
+    pub fn region(mut self, region: impl Into<String>) -> Self {
+        self.region = Some(region.into());
+        self
+    }
+
+    /// How long issued credentials live (they rotate after half of it).
+    pub fn credential_lifetime(mut self, lifetime: Duration) -> Self {
+        self.config.credential_lifetime = lifetime;
+        self
+    }
+
+    /// How long DescribeInstances reports a modification as `pending`.
+    pub fn apply_delay(mut self, delay: Duration) -> Self {
+        self.config.apply_delay = delay;
+        self
+    }
+
+    /// Refuses an EC2 action (e.g. `ModifyInstanceMetadataOptions`) with
+    /// `UnauthorizedOperation`.
+    pub fn deny(mut self, action: impl Into<String>) -> Self {
+        self.config.denied_actions.insert(action.into());
+        self
+    }
+
+    /// Where IMDS listens (port 0: a free one).
+    pub fn imds_addr(mut self, addr: SocketAddr) -> Self {
+        self.imds = addr;
+        self
+    }
+
+    /// Where STS listens.
+    pub fn sts_addr(mut self, addr: SocketAddr) -> Self {
+        self.sts = addr;
+        self
+    }
+
+    /// Where the EC2 API listens.
+    pub fn ec2_addr(mut self, addr: SocketAddr) -> Self {
+        self.ec2 = addr;
+        self
+    }
+
+    /// The configuration, checked.
+    pub fn config(&self) -> Result<MockConfig, MockError> {
+        let mut config = self.config.clone();
+        let identity: &mut InstanceIdentity = &mut config.identity;
+        if let Some(role) = &self.role {
+            if role.is_empty() || role.contains('/') {
+                return Err(MockError::Role(role.clone()));
+            }
+            identity.role = role.clone();
+        }
+        if let Some(account) = &self.account {
+            if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(MockError::Account(account.clone()));
+            }
+            identity.account = account.clone();
+        }
+        if let Some(id) = &self.instance_id {
+            if !InstanceIdentity::is_well_formed_instance_id(id) {
+                return Err(MockError::InstanceId(id.clone()));
+            }
+            identity.instance_id = id.clone();
+        }
+        if let Some(region) = &self.region {
+            let well_formed = !region.is_empty()
+                && region
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+            if !well_formed {
+                return Err(MockError::Region(region.clone()));
+            }
+            identity.region = region.clone();
+            identity.availability_zone = format!("{region}a");
+        }
+        if config.credential_lifetime.is_zero() {
+            return Err(MockError::CredentialLifetime);
+        }
+        Ok(config)
+    }
+
+    /// Binds the three listeners and serves. Must be called inside a Tokio runtime.
+    pub async fn start(self) -> Result<MockAws, MockError> {
+        let config = self.config()?;
+        let listeners = Listeners::bind(self.imds, self.sts, self.ec2).map_err(MockError::Bind)?;
+        MockAws::start(config, listeners).map_err(MockError::Start)
+    }
+}
+
+impl MockAws {
+    /// A mock to configure, then [`MockBuilder::start`].
+    pub fn builder() -> MockBuilder {
+        MockBuilder::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_reach_the_config_and_bad_ones_are_named() {
+        let config = MockAws::builder()
+            .hop_limit(HopLimit::new(3).unwrap())
+            .http_tokens(HttpTokens::Optional)
+            .role("build-role")
+            .account("210987654321")
+            .instance_id("i-0fedcba9876543210")
+            .region("eu-west-1")
+            .deny("ModifyInstanceMetadataOptions")
+            .config()
+            .unwrap();
+        assert_eq!(config.options.hop_limit.get(), 3);
+        assert_eq!(config.options.http_tokens, HttpTokens::Optional);
+        assert_eq!(config.identity.role, "build-role");
+        assert_eq!(config.identity.account, "210987654321");
+        assert_eq!(config.identity.availability_zone, "eu-west-1a");
+        assert!(config
+            .denied_actions
+            .contains("ModifyInstanceMetadataOptions"));
+        let err = |b: MockBuilder| b.config().unwrap_err().to_string();
+        assert!(err(MockAws::builder().role("a/b")).contains("no '/'"));
+        assert!(err(MockAws::builder().account("12")).contains("12 digits"));
+        assert!(err(MockAws::builder().instance_id("vm-1")).contains("instance id"));
+        assert!(err(MockAws::builder().region("us east")).contains("us-east-1"));
+        assert!(err(MockAws::builder().credential_lifetime(Duration::ZERO)).contains("lifetime"));
+    }
+}
