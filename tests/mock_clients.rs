@@ -855,3 +855,98 @@ async fn the_library_api_refuses_a_bad_configuration_and_a_taken_port() {
         "{err}"
     );
 }
+
+/// Tags, a Spot interruption notice and a rebalance recommendation: 404 until there is
+/// something to say, then in EC2's formats; tags only once `InstanceMetadataTags` is
+/// enabled (here by the real AWS CLI, as a user would).
+#[tokio::test(flavor = "multi_thread")]
+async fn tags_and_notices_are_404_until_there_is_something_to_say() {
+    use imds_harness::mock::SpotAction;
+    use std::time::UNIX_EPOCH;
+    if !require("mock_notices", &[Need::AwsCli]) {
+        return;
+    }
+    let mock = MockAws::builder()
+        .tag("team", "builds")
+        .tag("Name", "runner-1")
+        .start()
+        .await
+        .unwrap();
+    let token = token(&mock).await;
+    let get = |path: &'static str| {
+        let (imds, token) = (mock.endpoints().imds.clone(), token.clone());
+        async move {
+            send(
+                "GET",
+                &url(&imds, path),
+                &[("x-aws-ec2-metadata-token", token.as_str())],
+                "",
+            )
+            .await
+        }
+    };
+    for path in [
+        "/latest/meta-data/tags/instance",
+        "/latest/meta-data/tags/instance/team",
+        "/latest/meta-data/spot/instance-action",
+        "/latest/meta-data/events/recommendations/rebalance",
+    ] {
+        assert_refused(&get(path).await, StatusCode::NOT_FOUND);
+    }
+
+    let home = tempfile::tempdir().unwrap();
+    let ec2_url = mock.endpoints().ec2.clone();
+    cli_ok(
+        &mock,
+        home.path(),
+        &[
+            "ec2",
+            "modify-instance-metadata-options",
+            "--endpoint-url",
+            &ec2_url,
+            "--instance-id",
+            INSTANCE_ID,
+            "--instance-metadata-tags",
+            "enabled",
+        ],
+    );
+    let keys = get("/latest/meta-data/tags/instance").await;
+    assert_eq!(
+        (keys.status, keys.body.as_str()),
+        (StatusCode::OK, "Name\nteam")
+    );
+    let team = get("/latest/meta-data/tags/instance/team").await;
+    assert_eq!(team.body, "builds");
+    assert_refused(
+        &get("/latest/meta-data/tags/instance/owner").await,
+        StatusCode::NOT_FOUND,
+    );
+
+    let at = UNIX_EPOCH + Duration::from_secs(1_505_722_920);
+    mock.interrupt_spot(SpotAction::Terminate, at);
+    mock.recommend_rebalance(at);
+    // Read by the Rust SDK's IMDS client, as a termination handler built on it would.
+    let action = imds_client(&mock)
+        .get("/latest/meta-data/spot/instance-action")
+        .await
+        .unwrap();
+    let action: serde_json::Value = serde_json::from_str(action.as_ref()).unwrap();
+    assert_eq!(
+        action,
+        serde_json::json!({"action": "terminate", "time": "2017-09-18T08:22:00Z"})
+    );
+    let rebalance = get("/latest/meta-data/events/recommendations/rebalance").await;
+    assert_eq!(rebalance.status, StatusCode::OK);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&rebalance.body).unwrap(),
+        serde_json::json!({"noticeTime": "2017-09-18T08:22:00Z"})
+    );
+    assert_eq!(get("/latest/meta-data/spot").await.body, "instance-action");
+
+    mock.clear_notices();
+    assert_refused(
+        &get("/latest/meta-data/spot/instance-action").await,
+        StatusCode::NOT_FOUND,
+    );
+    mock.shutdown().await;
+}

@@ -123,3 +123,71 @@ fn bad_flags_get_a_clear_message_and_exit_2() {
         assert!(stderr.contains(expect), "{args:?}: {stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mock_flags_post_tags_and_notices() {
+    let mut child = Command::new(bins::harness())
+        .args(["mock", "--instance-metadata-tags", "enabled"])
+        .args([
+            "--tag",
+            "team=builds",
+            "--spot-action",
+            "stop",
+            "--rebalance",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("imds-harness runs");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let endpoints: serde_json::Value = serde_json::from_str(&line).expect("one JSON line");
+    let imds = endpoints["imds"].as_str().unwrap().trim_end_matches('/');
+    let token = send(
+        "PUT",
+        &format!("{imds}/latest/api/token"),
+        &[("x-aws-ec2-metadata-token-ttl-seconds", "60")],
+        "",
+    )
+    .await
+    .body;
+    let get = |path: &str| {
+        let url = format!("{imds}{path}");
+        let token = token.clone();
+        async move {
+            send(
+                "GET",
+                &url,
+                &[("x-aws-ec2-metadata-token", token.as_str())],
+                "",
+            )
+            .await
+            .body
+        }
+    };
+    assert_eq!(get("/latest/meta-data/tags/instance/team").await, "builds");
+    let action: serde_json::Value =
+        serde_json::from_str(&get("/latest/meta-data/spot/instance-action").await).unwrap();
+    assert_eq!(action["action"], "stop");
+    let rebalance: serde_json::Value =
+        serde_json::from_str(&get("/latest/meta-data/events/recommendations/rebalance").await)
+            .unwrap();
+    assert!(rebalance["noticeTime"].as_str().unwrap().ends_with('Z'));
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+
+    for (flag, value) in [("--tag", "no-value"), ("--spot-action", "reboot")] {
+        let out = Command::new(bins::harness())
+            .args(["mock", flag, value])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(value), "{stderr}");
+    }
+}

@@ -1,11 +1,13 @@
 //! `imds-harness mock`: the mock AWS side on its own, for any client to test against.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use clap::Args;
-use imds_harness::mock::{HopLimit, HttpEndpoint, HttpTokens, MockAws, MockBuilder, MockError};
+use imds_harness::mock::{
+    HopLimit, HttpEndpoint, HttpTokens, MockAws, MockBuilder, MockError, SpotAction, Toggle,
+};
 
 use super::exit;
 
@@ -50,6 +52,25 @@ pub struct MockArgs {
     /// Refuse an EC2 action with UnauthorizedOperation (repeatable), e.g. ModifyInstanceMetadataOptions.
     #[arg(long, value_name = "ACTION")]
     deny: Vec<String>,
+    /// InstanceMetadataTags: `enabled` serves the instance's tags under tags/instance/.
+    #[arg(long, value_name = "STATE", default_value = "disabled")]
+    instance_metadata_tags: Toggle,
+    /// An instance tag, KEY=VALUE (repeatable).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_tag)]
+    tag: Vec<(String, String)>,
+    /// Post a Spot interruption notice from the start (spot/instance-action), two
+    /// minutes from now: terminate, stop or hibernate.
+    #[arg(long, value_name = "ACTION")]
+    spot_action: Option<SpotAction>,
+    /// Post a rebalance recommendation from the start (events/recommendations/rebalance).
+    #[arg(long)]
+    rebalance: bool,
+}
+
+fn parse_tag(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s:?}: a tag is KEY=VALUE"))
 }
 
 impl MockArgs {
@@ -77,6 +98,17 @@ impl MockArgs {
             if let Some(value) = value {
                 builder = set(builder, value.clone());
             }
+        }
+        builder = builder.instance_metadata_tags(self.instance_metadata_tags);
+        for (key, value) in &self.tag {
+            builder = builder.tag(key.clone(), value.clone());
+        }
+        let now = SystemTime::now();
+        if let Some(action) = self.spot_action {
+            builder = builder.spot_action(action, now + Duration::from_secs(120));
+        }
+        if self.rebalance {
+            builder = builder.rebalance(now);
         }
         self.deny
             .iter()

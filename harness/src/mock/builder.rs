@@ -19,9 +19,11 @@
 //! ```
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use super::instance::InstanceIdentity;
+use super::notices::SpotAction;
+use super::options::Toggle;
 use super::{HopLimit, HttpEndpoint, HttpTokens, Listeners, MockAws, MockConfig};
 
 /// What is wrong with a mock's configuration, or why it could not start.
@@ -35,6 +37,8 @@ pub enum MockError {
     InstanceId(String),
     #[error("region {0:?}: a region looks like us-east-1")]
     Region(String),
+    #[error("tag key {0:?}: a tag key is 1 to 128 characters, none of them '/'")]
+    TagKey(String),
     #[error("credential lifetime 0: credentials must live at least a second")]
     CredentialLifetime,
     #[error("{0}; pick another address or port 0")]
@@ -90,6 +94,31 @@ impl MockBuilder {
     /// `HttpEndpoint`: `Disabled` answers 403 to everything.
     pub fn http_endpoint(mut self, http_endpoint: HttpEndpoint) -> Self {
         self.config.options.http_endpoint = http_endpoint;
+        self
+    }
+
+    /// `InstanceMetadataTags`: whether IMDS serves the instance's tags.
+    pub fn instance_metadata_tags(mut self, toggle: Toggle) -> Self {
+        self.config.options.instance_metadata_tags = toggle;
+        self
+    }
+
+    /// An instance tag (served under `tags/instance/` with `InstanceMetadataTags`
+    /// enabled).
+    pub fn tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.config.notices.tags.insert(key.into(), value.into());
+        self
+    }
+
+    /// A Spot interruption notice from the start: `action` at `time`.
+    pub fn spot_action(mut self, action: SpotAction, time: SystemTime) -> Self {
+        self.config.notices.spot_action = Some((action, time));
+        self
+    }
+
+    /// A rebalance recommendation from the start, made at `time`.
+    pub fn rebalance(mut self, time: SystemTime) -> Self {
+        self.config.notices.rebalance = Some(time);
         self
     }
 
@@ -187,6 +216,14 @@ impl MockBuilder {
             identity.region = region.clone();
             identity.availability_zone = format!("{region}a");
         }
+        if let Some(key) = config
+            .notices
+            .tags
+            .keys()
+            .find(|k| k.is_empty() || k.len() > 128 || k.contains('/'))
+        {
+            return Err(MockError::TagKey(key.clone()));
+        }
         if config.credential_lifetime.is_zero() {
             return Err(MockError::CredentialLifetime);
         }
@@ -238,5 +275,6 @@ mod tests {
         assert!(err(MockAws::builder().instance_id("vm-1")).contains("instance id"));
         assert!(err(MockAws::builder().region("us east")).contains("us-east-1"));
         assert!(err(MockAws::builder().credential_lifetime(Duration::ZERO)).contains("lifetime"));
+        assert!(err(MockAws::builder().tag("a/b", "c")).contains("tag key"));
     }
 }

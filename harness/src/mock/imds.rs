@@ -18,7 +18,8 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 
 use super::credentials::ImdsVersion;
-use super::options::{HttpEndpoint, HttpTokens};
+use super::notices::Notices;
+use super::options::{HttpEndpoint, HttpTokens, Toggle};
 use super::server::{Connection, Handler};
 use super::tokens::{TokenRejection, TTL_RANGE};
 use super::MockState;
@@ -136,6 +137,12 @@ impl Imds {
                 )
             }
             "meta-data/iam/security-credentials" => text(&id.role),
+            "meta-data/tags" | "meta-data/tags/instance" | "meta-data/spot" | "meta-data/events"
+            | "meta-data/events/recommendations" => self.notice_listing(rest.trim_end_matches('/')),
+            "meta-data/spot/instance-action" => self.notice_json(|n| n.spot_json()),
+            "meta-data/events/recommendations/rebalance" => {
+                self.notice_json(|n| n.rebalance_json())
+            }
             "dynamic" => text("instance-identity/"),
             "dynamic/instance-identity" => text("document"),
             "dynamic/instance-identity/document" => Answer::Json(
@@ -143,14 +150,57 @@ impl Imds {
                     .expect("JSON serialises")
                     .into(),
             ),
-            other => match other.strip_prefix("meta-data/iam/security-credentials/") {
-                Some(role) if role == id.role => {
-                    let creds = self.state.credentials.current(caller, SystemTime::now());
-                    self.state.events.credentials_served(caller);
-                    Answer::Json(creds.imds_json())
+            other => {
+                if let Some(key) = other.strip_prefix("meta-data/tags/instance/") {
+                    return match self.tags().and_then(|tags| tags.get(key).cloned()) {
+                        Some(value) => Answer::Text(value),
+                        None => Answer::Refused(StatusCode::NOT_FOUND),
+                    };
                 }
-                _ => Answer::Refused(StatusCode::NOT_FOUND),
-            },
+                match other.strip_prefix("meta-data/iam/security-credentials/") {
+                    Some(role) if role == id.role => {
+                        let creds = self.state.credentials.current(caller, SystemTime::now());
+                        self.state.events.credentials_served(caller);
+                        Answer::Json(creds.imds_json())
+                    }
+                    _ => Answer::Refused(StatusCode::NOT_FOUND),
+                }
+            }
+        }
+    }
+}
+
+impl Imds {
+    /// The instance's tags, when `InstanceMetadataTags` lets IMDS serve them.
+    fn tags(&self) -> Option<std::collections::BTreeMap<String, String>> {
+        (self.state.options().instance_metadata_tags == Toggle::Enabled)
+            .then(|| self.state.notices().tags)
+    }
+
+    /// The directory listings under `tags/`, `spot/` and `events/`: 404 while there is
+    /// nothing in them.
+    fn notice_listing(&self, path: &str) -> Answer {
+        let notices = self.state.notices();
+        let entries: &[&str] = match path {
+            "meta-data/tags" if self.tags().is_some() => &["instance"],
+            "meta-data/tags/instance" => {
+                return match self.tags() {
+                    Some(tags) => Answer::Text(tags.keys().cloned().collect::<Vec<_>>().join("\n")),
+                    None => Answer::Refused(StatusCode::NOT_FOUND),
+                }
+            }
+            "meta-data/spot" if notices.spot_action.is_some() => &["instance-action"],
+            "meta-data/events" if notices.rebalance.is_some() => &["recommendations/"],
+            "meta-data/events/recommendations" if notices.rebalance.is_some() => &["rebalance"],
+            _ => return Answer::Refused(StatusCode::NOT_FOUND),
+        };
+        Answer::Text(entries.join("\n"))
+    }
+
+    fn notice_json(&self, render: impl FnOnce(&Notices) -> Option<String>) -> Answer {
+        match render(&self.state.notices()) {
+            Some(json) => Answer::Json(json.into()),
+            None => Answer::Refused(StatusCode::NOT_FOUND),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod credentials;
 pub mod ec2;
 pub mod imds;
 pub mod instance;
+pub mod notices;
 pub mod options;
 pub mod query;
 pub mod server;
@@ -34,8 +35,9 @@ use tokio::task::JoinHandle;
 pub use builder::{MockBuilder, MockError};
 pub use credentials::{CredentialStore, ImdsVersion, SessionCredentials};
 pub use instance::InstanceIdentity;
+pub use notices::{Notices, SpotAction};
 pub use options::{
-    HopLimit, HttpEndpoint, HttpTokens, MetadataOptions, MetadataOptionsChange, OptionError,
+    HopLimit, HttpEndpoint, HttpTokens, MetadataOptions, MetadataOptionsChange, OptionError, Toggle,
 };
 use server::{Handler, ServerStats};
 pub use server::{RequestLog, RequestRecord, Service};
@@ -49,6 +51,7 @@ pub(crate) const DEFAULT_CREDENTIAL_LIFETIME: Duration = Duration::from_secs(6 *
 pub struct MockConfig {
     pub identity: InstanceIdentity,
     pub options: MetadataOptions,
+    pub notices: Notices,
     pub credential_lifetime: Duration,
     /// How long `DescribeInstances` reports a modification as `pending`.
     pub apply_delay: Duration,
@@ -61,6 +64,7 @@ impl Default for MockConfig {
         MockConfig {
             identity: InstanceIdentity::default(),
             options: MetadataOptions::default(),
+            notices: Notices::default(),
             credential_lifetime: DEFAULT_CREDENTIAL_LIFETIME,
             apply_delay: Duration::ZERO,
             denied_actions: BTreeSet::new(),
@@ -133,6 +137,7 @@ struct OptionsCell {
 pub struct MockState {
     pub identity: InstanceIdentity,
     options: RwLock<OptionsCell>,
+    notices: RwLock<Notices>,
     apply_delay: Duration,
     pub mint: TokenMint,
     pub credentials: CredentialStore,
@@ -148,6 +153,7 @@ impl MockState {
                 options: config.options,
                 changed_at: SystemTime::UNIX_EPOCH,
             }),
+            notices: RwLock::new(config.notices),
             apply_delay: config.apply_delay,
             mint: TokenMint::new(),
             credentials: CredentialStore::new(config.credential_lifetime),
@@ -158,6 +164,15 @@ impl MockState {
 
     pub fn options(&self) -> MetadataOptions {
         self.options.read().expect("options lock").options
+    }
+
+    /// The tags and notices the instance's metadata serves now.
+    pub fn notices(&self) -> Notices {
+        self.notices.read().expect("notices lock").clone()
+    }
+
+    pub(crate) fn change_notices(&self, change: impl FnOnce(&mut Notices)) {
+        change(&mut self.notices.write().expect("notices lock"));
     }
 
     /// Applies `change` (effective on the next IMDS request) and returns the result.
@@ -309,6 +324,29 @@ impl MockAws {
             hop_limit: Some(hop_limit),
             ..Default::default()
         });
+    }
+
+    /// Posts a Spot interruption notice (`spot/instance-action`): `action` at `time`.
+    pub fn interrupt_spot(&self, action: SpotAction, time: SystemTime) {
+        self.state
+            .change_notices(|n| n.spot_action = Some((action, time)));
+    }
+
+    /// Posts a rebalance recommendation (`events/recommendations/rebalance`) made at
+    /// `time`.
+    pub fn recommend_rebalance(&self, time: SystemTime) {
+        self.state.change_notices(|n| n.rebalance = Some(time));
+    }
+
+    /// Sets the instance's tag `key` (served with `InstanceMetadataTags=enabled`).
+    pub fn set_tag(&self, key: &str, value: &str) {
+        self.state
+            .change_notices(|n| drop(n.tags.insert(key.to_owned(), value.to_owned())));
+    }
+
+    /// Withdraws every notice and tag.
+    pub fn clear_notices(&self) {
+        self.state.change_notices(|n| *n = Notices::default());
     }
 
     /// Refuses (`true`) or allows an EC2 action from now on.
