@@ -104,6 +104,19 @@ async fn sts(mock: &MockAws, credentials: Credentials) -> aws_sdk_sts::Client {
     aws_sdk_sts::Client::new(&sdk_config(&mock.endpoints().sts, credentials).await)
 }
 
+/// GetCallerIdentity with `credentials`, which must succeed.
+async fn caller_identity(
+    mock: &MockAws,
+    credentials: Credentials,
+) -> aws_sdk_sts::operation::get_caller_identity::GetCallerIdentityOutput {
+    sts(mock, credentials)
+        .await
+        .get_caller_identity()
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn ec2(mock: &MockAws, credentials: Credentials) -> aws_sdk_ec2::Client {
     aws_sdk_ec2::Client::new(&sdk_config(&mock.endpoints().ec2, credentials).await)
 }
@@ -115,12 +128,7 @@ async fn rust_sdk_gets_credentials_from_imds_and_an_identity_from_sts() {
     assert!(creds.access_key_id().starts_with("ASIA"));
     assert!(creds.session_token().is_some());
 
-    let identity = sts(&mock, creds)
-        .await
-        .get_caller_identity()
-        .send()
-        .await
-        .unwrap();
+    let identity = caller_identity(&mock, creds).await;
     assert_eq!(
         identity.arn(),
         Some("arn:aws:sts::123456789012:assumed-role/imds-harness-build-role/i-0123456789abcdef0")
@@ -251,42 +259,30 @@ async fn rust_sdk_sees_ec2_refusals_with_their_codes() {
     assert_eq!(mock.options().hop_limit.get(), 1);
 }
 
+/// The credentials IMDS hands a tokenless (IMDSv1) caller of `role`: the set tokens
+/// optional allows, apart from the IMDSv2 set.
+async fn imdsv1_credentials(mock: &MockAws, role: &str) -> Credentials {
+    let path = format!("/latest/meta-data/iam/security-credentials/{role}");
+    let doc = send("GET", &url(&mock.endpoints().imds, &path), &[], "").await;
+    assert_eq!(doc.status, StatusCode::OK, "{}", doc.body);
+    let doc: serde_json::Value = serde_json::from_str(&doc.body).unwrap();
+    Credentials::new(
+        doc["AccessKeyId"].as_str().unwrap(),
+        doc["SecretAccessKey"].as_str().unwrap(),
+        Some(doc["Token"].as_str().unwrap().to_string()),
+        None,
+        "imdsv1",
+    )
+}
+
 #[tokio::test]
 async fn rust_sdk_never_falls_back_to_imdsv1_but_v1_and_v2_sets_differ() {
     let mock = start(optional_tokens());
     let v2 = sdk_credentials(&mock).await.unwrap();
-    let v1_doc = send(
-        "GET",
-        &url(
-            &mock.endpoints().imds,
-            "/latest/meta-data/iam/security-credentials/imds-harness-build-role",
-        ),
-        &[],
-        "",
-    )
-    .await;
-    assert_eq!(v1_doc.status, StatusCode::OK);
-    let v1: serde_json::Value = serde_json::from_str(&v1_doc.body).unwrap();
-    assert_ne!(v1["AccessKeyId"].as_str().unwrap(), v2.access_key_id());
-    let v1 = Credentials::new(
-        v1["AccessKeyId"].as_str().unwrap(),
-        v1["SecretAccessKey"].as_str().unwrap(),
-        Some(v1["Token"].as_str().unwrap().to_string()),
-        None,
-        "imdsv1",
-    );
-    sts(&mock, v1)
-        .await
-        .get_caller_identity()
-        .send()
-        .await
-        .unwrap();
-    sts(&mock, v2)
-        .await
-        .get_caller_identity()
-        .send()
-        .await
-        .unwrap();
+    let v1 = imdsv1_credentials(&mock, "imds-harness-build-role").await;
+    assert_ne!(v1.access_key_id(), v2.access_key_id());
+    caller_identity(&mock, v1).await;
+    caller_identity(&mock, v2).await;
     let events = mock.events();
     assert_eq!((events.identity_v1, events.identity_v2), (1, 1));
 }
@@ -387,12 +383,7 @@ async fn sts_refuses_expired_credentials_and_imds_rotates_them() {
     );
     let second = sdk_credentials(&mock).await.unwrap();
     assert_ne!(first.access_key_id(), second.access_key_id());
-    sts(&mock, second)
-        .await
-        .get_caller_identity()
-        .send()
-        .await
-        .unwrap();
+    caller_identity(&mock, second).await;
 }
 
 // ---------------------------------------------------------------- IMDS refusals
@@ -741,12 +732,7 @@ async fn the_library_api_configures_serves_changes_and_tells_what_happened() {
 
     // The Rust SDK: IMDSv2 only.
     let creds = sdk_credentials(&mock).await.unwrap();
-    let identity = sts(&mock, creds)
-        .await
-        .get_caller_identity()
-        .send()
-        .await
-        .unwrap();
+    let identity = caller_identity(&mock, creds).await;
     assert_eq!(identity.arn(), Some(arn));
 
     // The AWS CLI (it asks for a token too: IMDSv2 where it is reachable).
@@ -765,31 +751,8 @@ async fn the_library_api_configures_serves_changes_and_tells_what_happened() {
 
     // A tokenless GET (IMDSv1, which tokens optional allows) gets the other set; a call
     // signed with it is told apart in the log.
-    let v1 = send(
-        "GET",
-        &url(
-            &mock.endpoints().imds,
-            "/latest/meta-data/iam/security-credentials/ci-runner",
-        ),
-        &[],
-        "",
-    )
-    .await;
-    assert_eq!(v1.status, StatusCode::OK);
-    let v1: serde_json::Value = serde_json::from_str(&v1.body).unwrap();
-    let v1 = Credentials::new(
-        v1["AccessKeyId"].as_str().unwrap(),
-        v1["SecretAccessKey"].as_str().unwrap(),
-        Some(v1["Token"].as_str().unwrap().to_string()),
-        None,
-        "imdsv1",
-    );
-    sts(&mock, v1)
-        .await
-        .get_caller_identity()
-        .send()
-        .await
-        .unwrap();
+    let v1 = imdsv1_credentials(&mock, "ci-runner").await;
+    caller_identity(&mock, v1).await;
 
     // Changed at run time, as ModifyInstanceMetadataOptions would.
     mock.set_hop_limit(HopLimit::new(3).unwrap());

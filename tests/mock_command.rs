@@ -9,6 +9,15 @@ use imds_e2e::bins;
 use imds_e2e::raw_http::send;
 use imds_e2e::require::{require, Need};
 
+/// The one JSON line a started `imds-harness mock` prints: its endpoints.
+fn endpoints_line(child: &mut std::process::Child) -> serde_json::Value {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    serde_json::from_str(&line).expect("one JSON line")
+}
+
 #[test]
 fn mock_prints_its_endpoints_serves_the_cli_and_stops_on_sigterm_without_leaking_secrets() {
     if !require("mock_command", &[Need::AwsCli]) {
@@ -29,11 +38,7 @@ fn mock_prints_its_endpoints_serves_the_cli_and_stops_on_sigterm_without_leaking
         .stderr(Stdio::piped())
         .spawn()
         .expect("imds-harness runs");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let endpoints: serde_json::Value = serde_json::from_str(&line).expect("one JSON line");
+    let endpoints = endpoints_line(&mut child);
     let keys: Vec<_> = endpoints.as_object().unwrap().keys().cloned().collect();
     assert_eq!(keys, ["ec2", "imds", "sts"]);
 
@@ -139,11 +144,7 @@ async fn mock_flags_post_tags_and_notices() {
         .stderr(Stdio::null())
         .spawn()
         .expect("imds-harness runs");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let endpoints: serde_json::Value = serde_json::from_str(&line).expect("one JSON line");
+    let endpoints = endpoints_line(&mut child);
     let imds = endpoints["imds"].as_str().unwrap().trim_end_matches('/');
     let token = send(
         "PUT",
