@@ -574,17 +574,72 @@ async fn metadata_paths_serve_what_brief_lists() {
     assert!(creds["Expiration"].as_str().unwrap().ends_with('Z'));
 }
 
-#[tokio::test]
-async fn the_token_endpoint_serves_ipv6() {
+/// The IPv6 endpoint answers only with `HttpProtocolIpv6=enabled`, as on EC2; once
+/// enabled, the Rust SDK and the CLI in its IPv6 endpoint mode get credentials there.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ipv6_endpoint_answers_only_with_http_protocol_ipv6_enabled() {
+    let name = "the_ipv6_endpoint_answers_only_with_http_protocol_ipv6_enabled";
+    if !require(name, &[Need::AwsCli]) {
+        return;
+    }
     let v6 = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0));
-    let Ok(listeners) = Listeners::bind(v6, v6, v6) else {
-        skip("the_token_endpoint_serves_ipv6", "no IPv6 loopback (::1)");
+    // The APIs on IPv4: the CLI 2.9.19 refuses an `--endpoint-url` with an IPv6 literal.
+    let v4 = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
+    let Ok(listeners) = Listeners::bind(v6, v4, v4) else {
+        skip(name, "no IPv6 loopback (::1)");
         return;
     };
     let mock = MockAws::start(MockConfig::default(), listeners).unwrap();
     assert!(mock.endpoints().imds.starts_with("http://[::1]:"));
+    assert_eq!(
+        unanswered_token_request(&mock).await,
+        0,
+        "disabled: closed unanswered"
+    );
+    // Enabled through the library (the instance has no IPv4 IMDS here to get the
+    // credentials an EC2 API call would be signed with).
+    mock.modify(&imds_harness::mock::MetadataOptionsChange {
+        http_protocol_ipv6: Some(imds_harness::mock::Toggle::Enabled),
+        ..Default::default()
+    });
+    let home = tempfile::tempdir().unwrap();
     assert_eq!(token(&mock).await.len(), 56);
     assert!(sdk_credentials(&mock).await.is_ok());
+    let sts_url = mock.endpoints().sts.clone();
+    let expr = duct::cmd!(
+        AWS_CLI,
+        "sts",
+        "get-caller-identity",
+        "--endpoint-url",
+        &sts_url
+    )
+    .stdout_capture()
+    .stderr_capture()
+    .unchecked();
+    let env = isolated(home.path(), &mock.endpoints().imds)
+        .with("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE", "IPv6");
+    let out = tokio::task::block_in_place(|| env.apply(expr).run().unwrap());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(":assumed-role/"));
+}
+
+/// Sends a token request to the mock's IMDS and returns how many bytes came back
+/// before the connection closed.
+async fn unanswered_token_request(mock: &MockAws) -> usize {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = mock
+        .endpoints()
+        .imds
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = "PUT /latest/api/token HTTP/1.1\r\nHost: x\r\n\
+                   X-aws-ec2-metadata-token-ttl-seconds: 60\r\n\r\n";
+    let _ = stream.write_all(request.as_bytes()).await;
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply).await;
+    reply.len()
 }
 
 // ---------------------------------------------------------------- the AWS CLI
@@ -912,4 +967,78 @@ async fn tags_and_notices_are_404_until_there_is_something_to_say() {
         StatusCode::NOT_FOUND,
     );
     mock.shutdown().await;
+}
+
+/// What the popular metadata mock serves besides credentials, read by the Rust SDK's
+/// IMDS client: the primary network interface, user data, the Auto Scaling lifecycle
+/// state and scheduled maintenance, each 404 (maintenance: `[]`) until there is one.
+#[tokio::test(flavor = "multi_thread")]
+async fn network_user_data_lifecycle_and_maintenance_in_ec2s_formats() {
+    use imds_harness::mock::{LifecycleState, MaintenanceCode, MaintenanceEvent};
+    use std::time::UNIX_EPOCH;
+    let bare = MockAws::builder().start().await.unwrap();
+    let client = imds_client(&bare);
+    for path in [
+        "/latest/user-data",
+        "/latest/meta-data/autoscaling/target-lifecycle-state",
+    ] {
+        let err = client.get(path).await.unwrap_err();
+        assert!(format!("{err:?}").contains("404"), "{path}: {err:?}");
+    }
+    let listing = client.get("/latest/meta-data/").await.unwrap();
+    assert!(!listing.as_ref().contains("autoscaling/"), "{listing:?}");
+    let none = client
+        .get("/latest/meta-data/events/maintenance/scheduled")
+        .await
+        .unwrap();
+    assert_eq!(none.as_ref(), "[]");
+
+    let mac = client.get("/latest/meta-data/mac").await.unwrap();
+    let macs = client
+        .get("/latest/meta-data/network/interfaces/macs/")
+        .await
+        .unwrap();
+    assert_eq!(macs.as_ref(), format!("{}/", mac.as_ref()));
+    let base = format!("/latest/meta-data/network/interfaces/macs/{}", mac.as_ref());
+    let keys = client.get(&format!("{base}/")).await.unwrap();
+    for key in keys.as_ref().lines() {
+        let value = client.get(&format!("{base}/{key}")).await.unwrap();
+        assert!(!value.as_ref().is_empty(), "{key}");
+    }
+    let owner = client.get(&format!("{base}/owner-id")).await.unwrap();
+    assert_eq!(owner.as_ref(), "123456789012");
+    let ipv4 = client.get(&format!("{base}/local-ipv4s")).await.unwrap();
+    let local = client.get("/latest/meta-data/local-ipv4").await.unwrap();
+    assert_eq!(ipv4.as_ref(), local.as_ref());
+
+    let at = UNIX_EPOCH + Duration::from_secs(1_548_061_243);
+    let mock = MockAws::builder()
+        .user_data("#cloud-config\npackages: [awscli]\n")
+        .lifecycle_state(LifecycleState::InService)
+        .start()
+        .await
+        .unwrap();
+    let client = imds_client(&mock);
+    let user_data = client.get("/latest/user-data").await.unwrap();
+    assert_eq!(user_data.as_ref(), "#cloud-config\npackages: [awscli]\n");
+    let root = client.get("/latest/").await.unwrap();
+    assert_eq!(root.as_ref(), "dynamic\nmeta-data\nuser-data");
+    let state = || client.get("/latest/meta-data/autoscaling/target-lifecycle-state");
+    assert_eq!(state().await.unwrap().as_ref(), "InService");
+    mock.set_lifecycle_state(Some(LifecycleState::Terminated));
+    assert_eq!(state().await.unwrap().as_ref(), "Terminated");
+    mock.schedule_maintenance(MaintenanceEvent::new(
+        MaintenanceCode::SystemReboot,
+        at,
+        at + Duration::from_secs(1000),
+    ));
+    let events = client
+        .get("/latest/meta-data/events/maintenance/scheduled")
+        .await
+        .unwrap();
+    let events: serde_json::Value = serde_json::from_str(events.as_ref()).unwrap();
+    assert_eq!(events[0]["Code"], "system-reboot");
+    assert_eq!(events[0]["NotBefore"], "21 Jan 2019 09:00:43 GMT");
+    assert_eq!(events[0]["NotAfter"], "21 Jan 2019 09:17:23 GMT");
+    assert_eq!(events[0]["State"], "active");
 }

@@ -130,7 +130,10 @@ fn bad_flags_get_a_clear_message_and_exit_2() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn mock_flags_post_tags_and_notices() {
+async fn mock_flags_post_tags_notices_lifecycle_maintenance_and_user_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let user_data = dir.path().join("user-data");
+    std::fs::write(&user_data, "#!/bin/sh\necho hello\n").unwrap();
     let mut child = Command::new(bins::harness())
         .args(["mock", "--instance-metadata-tags", "enabled"])
         .args([
@@ -139,7 +142,13 @@ async fn mock_flags_post_tags_and_notices() {
             "--spot-action",
             "stop",
             "--rebalance",
+            "--lifecycle-state",
+            "Warmed:Stopped",
+            "--maintenance",
+            "instance-retirement",
+            "--user-data-file",
         ])
+        .arg(&user_data)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -176,13 +185,29 @@ async fn mock_flags_post_tags_and_notices() {
         serde_json::from_str(&get("/latest/meta-data/events/recommendations/rebalance").await)
             .unwrap();
     assert!(rebalance["noticeTime"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(
+        get("/latest/meta-data/autoscaling/target-lifecycle-state").await,
+        "Warmed:Stopped"
+    );
+    let events: serde_json::Value =
+        serde_json::from_str(&get("/latest/meta-data/events/maintenance/scheduled").await).unwrap();
+    assert_eq!(events[0]["Code"], "instance-retirement");
+    assert!(events[0]["NotBefore"].as_str().unwrap().ends_with(" GMT"));
+    assert_eq!(get("/latest/user-data").await, "#!/bin/sh\necho hello\n");
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(0));
 
-    for (flag, value) in [("--tag", "no-value"), ("--spot-action", "reboot")] {
+    let missing = dir.path().join("missing");
+    for (flag, value) in [
+        ("--tag", "no-value"),
+        ("--spot-action", "reboot"),
+        ("--lifecycle-state", "Running"),
+        ("--maintenance", "reboot-now"),
+        ("--user-data-file", missing.to_str().unwrap()),
+    ] {
         let out = Command::new(bins::harness())
             .args(["mock", flag, value])
             .output()

@@ -31,7 +31,7 @@ pub struct ImagesArgs {
 pub fn run(args: ImagesArgs) -> anyhow::Result<u8> {
     let started = Instant::now();
     let shim = shim::locate()?;
-    let plan = images::plan(&shim)?;
+    let plan = images::plan(&shim, &images::locate_harness()?)?;
     let current: Vec<String> = plan.iter().map(|p| p.tag.clone()).collect();
     let kinds: Vec<&str> = plan.iter().map(|p| p.recipe.kind.name()).collect();
     let runtime = tokio::runtime::Runtime::new().context("starting the Tokio runtime")?;

@@ -6,7 +6,8 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use clap::Args;
 use imds_harness::mock::{
-    HopLimit, HttpEndpoint, HttpTokens, MockAws, MockBuilder, MockError, SpotAction, Toggle,
+    HopLimit, HttpEndpoint, HttpTokens, LifecycleState, MaintenanceCode, MaintenanceEvent, MockAws,
+    MockBuilder, MockError, SpotAction, Toggle,
 };
 
 use super::exit;
@@ -14,13 +15,28 @@ use super::exit;
 #[derive(Args, Debug)]
 pub struct MockArgs {
     /// Where the IMDS listens (host:port; port 0 picks a free one).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:0",
+        env = "IMDS_HARNESS_MOCK_IMDS"
+    )]
     imds: SocketAddr,
     /// Where STS listens.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:0",
+        env = "IMDS_HARNESS_MOCK_STS"
+    )]
     sts: SocketAddr,
     /// Where the EC2 API listens.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:0",
+        env = "IMDS_HARNESS_MOCK_EC2"
+    )]
     ec2: SocketAddr,
     /// HttpPutResponseHopLimit: the IP TTL of the token response (1..=64).
     #[arg(long, value_name = "N", default_value = "1")]
@@ -52,6 +68,10 @@ pub struct MockArgs {
     /// Refuse an EC2 action with UnauthorizedOperation (repeatable), e.g. ModifyInstanceMetadataOptions.
     #[arg(long, value_name = "ACTION")]
     deny: Vec<String>,
+    /// HttpProtocolIpv6: `enabled` lets the IMDS answer on an IPv6 --imds address
+    /// (EC2's is [fd00:ec2::254]:80); while disabled such connections are closed unanswered.
+    #[arg(long, value_name = "STATE", default_value = "disabled")]
+    http_protocol_ipv6: Toggle,
     /// InstanceMetadataTags: `enabled` serves the instance's tags under tags/instance/.
     #[arg(long, value_name = "STATE", default_value = "disabled")]
     instance_metadata_tags: Toggle,
@@ -65,6 +85,18 @@ pub struct MockArgs {
     /// Post a rebalance recommendation from the start (events/recommendations/rebalance).
     #[arg(long)]
     rebalance: bool,
+    /// Put the instance in an Auto Scaling group moving it to STATE
+    /// (autoscaling/target-lifecycle-state): InService, Terminated, Warmed:Stopped, ...
+    #[arg(long, value_name = "STATE")]
+    lifecycle_state: Option<LifecycleState>,
+    /// Schedule a maintenance event (events/maintenance/scheduled) a week from now, two
+    /// hours long: instance-reboot, system-reboot, system-maintenance,
+    /// instance-retirement or instance-stop (repeatable).
+    #[arg(long, value_name = "CODE")]
+    maintenance: Vec<MaintenanceCode>,
+    /// Serve this file's content as /latest/user-data (at most 16 KB).
+    #[arg(long, value_name = "PATH")]
+    user_data_file: Option<std::path::PathBuf>,
 }
 
 fn parse_tag(s: &str) -> Result<(String, String), String> {
@@ -74,8 +106,8 @@ fn parse_tag(s: &str) -> Result<(String, String), String> {
 }
 
 impl MockArgs {
-    /// The mock these flags describe.
-    fn builder(&self) -> MockBuilder {
+    /// The mock these flags describe (`user_data`: the content of `--user-data-file`).
+    fn builder(&self, user_data: Option<Vec<u8>>) -> MockBuilder {
         let mut builder = MockAws::builder()
             .imds_addr(self.imds)
             .sts_addr(self.sts)
@@ -99,7 +131,9 @@ impl MockArgs {
                 builder = set(builder, value.clone());
             }
         }
-        builder = builder.instance_metadata_tags(self.instance_metadata_tags);
+        builder = builder
+            .instance_metadata_tags(self.instance_metadata_tags)
+            .http_protocol_ipv6(self.http_protocol_ipv6);
         for (key, value) in &self.tag {
             builder = builder.tag(key.clone(), value.clone());
         }
@@ -110,6 +144,19 @@ impl MockArgs {
         if self.rebalance {
             builder = builder.rebalance(now);
         }
+        if let Some(state) = self.lifecycle_state {
+            builder = builder.lifecycle_state(state);
+        }
+        const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
+        for &code in &self.maintenance {
+            let not_before = now + WEEK;
+            let event =
+                MaintenanceEvent::new(code, not_before, not_before + Duration::from_secs(7200));
+            builder = builder.maintenance(event);
+        }
+        if let Some(data) = user_data {
+            builder = builder.user_data(data);
+        }
         self.deny
             .iter()
             .fold(builder, |builder, action| builder.deny(action.clone()))
@@ -117,7 +164,20 @@ impl MockArgs {
 }
 
 pub fn run(args: MockArgs) -> anyhow::Result<u8> {
-    let builder = args.builder();
+    let user_data = match &args.user_data_file {
+        Some(path) => match std::fs::read(path) {
+            Ok(data) => Some(data),
+            Err(err) => {
+                eprintln!(
+                    "imds-harness mock: --user-data-file {}: {err}; give a readable file",
+                    path.display()
+                );
+                return Ok(exit::USAGE);
+            }
+        },
+        None => None,
+    };
+    let builder = args.builder(user_data);
     if let Err(err) = builder.config() {
         eprintln!("imds-harness mock: {err}");
         return Ok(exit::USAGE);

@@ -22,9 +22,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use super::instance::InstanceIdentity;
-use super::notices::SpotAction;
+use super::notices::{LifecycleState, MaintenanceEvent, SpotAction};
 use super::options::Toggle;
 use super::{HopLimit, HttpEndpoint, HttpTokens, Listeners, MockAws, MockConfig};
+
+/// EC2's limit on user data, before base64 encoding.
+const MAX_USER_DATA: usize = 16 * 1024;
 
 /// What is wrong with a mock's configuration, or why it could not start.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +42,8 @@ pub enum MockError {
     Region(String),
     #[error("tag key {0:?}: a tag key is 1 to 128 characters, none of them '/'")]
     TagKey(String),
+    #[error("user data of {0} bytes: EC2 takes at most 16 KB (16384 bytes) of user data")]
+    UserData(usize),
     #[error("credential lifetime 0: credentials must live at least a second")]
     CredentialLifetime,
     #[error("{0}; pick another address or port 0")]
@@ -97,6 +102,13 @@ impl MockBuilder {
         self
     }
 
+    /// `HttpProtocolIpv6`: whether the IMDS answers on an IPv6 address (bind it to one
+    /// with [`MockBuilder::imds_addr`], e.g. `[fd00:ec2::254]:80` or `[::1]:0`).
+    pub fn http_protocol_ipv6(mut self, toggle: Toggle) -> Self {
+        self.config.options.http_protocol_ipv6 = toggle;
+        self
+    }
+
     /// `InstanceMetadataTags`: whether IMDS serves the instance's tags.
     pub fn instance_metadata_tags(mut self, toggle: Toggle) -> Self {
         self.config.options.instance_metadata_tags = toggle;
@@ -119,6 +131,25 @@ impl MockBuilder {
     /// A rebalance recommendation from the start, made at `time`.
     pub fn rebalance(mut self, time: SystemTime) -> Self {
         self.config.notices.rebalance = Some(time);
+        self
+    }
+
+    /// Puts the instance in an Auto Scaling group, Auto Scaling moving it to `state`
+    /// (`autoscaling/target-lifecycle-state`).
+    pub fn lifecycle_state(mut self, state: LifecycleState) -> Self {
+        self.config.notices.lifecycle = Some(state);
+        self
+    }
+
+    /// A scheduled maintenance event (`events/maintenance/scheduled`; repeatable).
+    pub fn maintenance(mut self, event: MaintenanceEvent) -> Self {
+        self.config.notices.maintenance.push(event);
+        self
+    }
+
+    /// What `/latest/user-data` serves (without it: 404).
+    pub fn user_data(mut self, data: impl Into<bytes::Bytes>) -> Self {
+        self.config.user_data = Some(data.into());
         self
     }
 
@@ -224,6 +255,13 @@ impl MockBuilder {
         {
             return Err(MockError::TagKey(key.clone()));
         }
+        if let Some(data) = config
+            .user_data
+            .as_ref()
+            .filter(|d| d.len() > MAX_USER_DATA)
+        {
+            return Err(MockError::UserData(data.len()));
+        }
         if config.credential_lifetime.is_zero() {
             return Err(MockError::CredentialLifetime);
         }
@@ -276,5 +314,10 @@ mod tests {
         assert!(err(MockAws::builder().region("us east")).contains("us-east-1"));
         assert!(err(MockAws::builder().credential_lifetime(Duration::ZERO)).contains("lifetime"));
         assert!(err(MockAws::builder().tag("a/b", "c")).contains("tag key"));
+        assert!(err(MockAws::builder().user_data(vec![b'x'; 16385])).contains("16 KB"));
+        assert!(MockAws::builder()
+            .user_data(vec![b'x'; 16384])
+            .config()
+            .is_ok());
     }
 }

@@ -10,6 +10,9 @@
 //! PUT on a versioned path (403), other methods on the token path (405), a missing,
 //! invalid or expired token when one is needed (401), anything while the endpoint is
 //! disabled (403). Every response closes the connection and says `Server: EC2ws`.
+//! Bound to an IPv6 address, the IMDS is EC2's IPv6 endpoint (`[fd00:ec2::254]`),
+//! served only with `HttpProtocolIpv6=enabled`; the token response then leaves with the
+//! hop limit as its IPv6 hop limit.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -18,6 +21,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 
 use super::credentials::ImdsVersion;
+use super::network::NetworkInterface;
 use super::notices::Notices;
 use super::options::{HttpEndpoint, HttpTokens, Toggle};
 use super::server::{Connection, Handler};
@@ -32,9 +36,14 @@ const SERVER_NAME: &str = "EC2ws";
 /// What the IMDS decided about one request, before it becomes a response.
 #[derive(Debug, PartialEq, Eq)]
 enum Answer {
-    Token { token: String, ttl_seconds: u64 },
+    Token {
+        token: String,
+        ttl_seconds: u64,
+    },
     Text(String),
     Json(Bytes),
+    /// User data: the bytes as given.
+    Raw(Bytes),
     Refused(StatusCode),
 }
 
@@ -107,15 +116,19 @@ impl Imds {
         let id = &self.state.identity;
         let text = |s: &str| Answer::Text(s.to_string());
         match rest.trim_end_matches('/') {
-            "" => text("dynamic\nmeta-data"),
-            "meta-data" => text(
-                "ami-id\nhostname\niam/\ninstance-id\ninstance-type\nlocal-hostname\nlocal-ipv4\nplacement/",
-            ),
+            "" => {
+                let user_data = self.state.user_data.is_some();
+                Answer::Text(
+                    ["dynamic", "meta-data", "user-data"][..2 + user_data as usize].join("\n"),
+                )
+            }
+            "user-data" => match &self.state.user_data {
+                Some(data) => Answer::Raw(data.clone()),
+                None => Answer::Refused(StatusCode::NOT_FOUND),
+            },
+            "meta-data" => Answer::Text(self.meta_data_listing()),
             "meta-data/ami-id" => text(&id.image_id),
-            "meta-data/hostname" | "meta-data/local-hostname" => Answer::Text(format!(
-                "ip-{}.ec2.internal",
-                id.private_ip.replace('.', "-")
-            )),
+            "meta-data/hostname" | "meta-data/local-hostname" => Answer::Text(id.hostname()),
             "meta-data/instance-id" => text(&id.instance_id),
             "meta-data/instance-type" => text(&id.instance_type),
             "meta-data/local-ipv4" => text(&id.private_ip),
@@ -137,8 +150,26 @@ impl Imds {
                 )
             }
             "meta-data/iam/security-credentials" => text(&id.role),
-            "meta-data/tags" | "meta-data/tags/instance" | "meta-data/spot" | "meta-data/events"
-            | "meta-data/events/recommendations" => self.notice_listing(rest.trim_end_matches('/')),
+            "meta-data/mac" => Answer::Text(NetworkInterface::of(id).mac),
+            "meta-data/network" => text("interfaces/"),
+            "meta-data/network/interfaces" => text("macs/"),
+            "meta-data/tags"
+            | "meta-data/tags/instance"
+            | "meta-data/spot"
+            | "meta-data/events"
+            | "meta-data/events/recommendations"
+            | "meta-data/autoscaling" => self.notice_listing(rest.trim_end_matches('/')),
+            "meta-data/events/maintenance" => text("history\nscheduled"),
+            "meta-data/events/maintenance/scheduled" => {
+                Answer::Json(self.state.notices().maintenance_json().into())
+            }
+            "meta-data/events/maintenance/history" => Answer::Json("[]".into()),
+            "meta-data/autoscaling/target-lifecycle-state" => {
+                match self.state.notices().lifecycle {
+                    Some(state) => text(state.as_str()),
+                    None => Answer::Refused(StatusCode::NOT_FOUND),
+                }
+            }
             "meta-data/spot/instance-action" => self.notice_json(|n| n.spot_json()),
             "meta-data/events/recommendations/rebalance" => {
                 self.notice_json(|n| n.rebalance_json())
@@ -151,6 +182,13 @@ impl Imds {
                     .into(),
             ),
             other => {
+                if let Some(macs) = other.strip_prefix("meta-data/network/interfaces/macs") {
+                    let below = macs.strip_prefix('/').unwrap_or(macs);
+                    return match NetworkInterface::of(id).answer(below) {
+                        Some(value) => Answer::Text(value),
+                        None => Answer::Refused(StatusCode::NOT_FOUND),
+                    };
+                }
                 if let Some(key) = other.strip_prefix("meta-data/tags/instance/") {
                     return match self.tags().and_then(|tags| tags.get(key).cloned()) {
                         Some(value) => Answer::Text(value),
@@ -177,8 +215,38 @@ impl Imds {
             .then(|| self.state.notices().tags)
     }
 
-    /// The directory listings under `tags/`, `spot/` and `events/`: 404 while there is
-    /// nothing in them.
+    /// `meta-data/`: what there is now, in EC2's (alphabetical) order; `autoscaling/`,
+    /// `spot/` and `tags/` only while they have something in them.
+    fn meta_data_listing(&self) -> String {
+        let notices = self.state.notices();
+        let mut entries = vec![
+            "ami-id",
+            "events/",
+            "hostname",
+            "iam/",
+            "instance-id",
+            "instance-type",
+            "local-hostname",
+            "local-ipv4",
+            "mac",
+            "network/",
+            "placement/",
+        ];
+        if notices.lifecycle.is_some() {
+            entries.push("autoscaling/");
+        }
+        if notices.spot_action.is_some() {
+            entries.push("spot/");
+        }
+        if self.tags().is_some() {
+            entries.push("tags/");
+        }
+        entries.sort_unstable();
+        entries.join("\n")
+    }
+
+    /// The directory listings under `tags/`, `spot/`, `events/` and `autoscaling/`: 404
+    /// while there is nothing in them.
     fn notice_listing(&self, path: &str) -> Answer {
         let notices = self.state.notices();
         let entries: &[&str] = match path {
@@ -190,7 +258,11 @@ impl Imds {
                 }
             }
             "meta-data/spot" if notices.spot_action.is_some() => &["instance-action"],
-            "meta-data/events" if notices.rebalance.is_some() => &["recommendations/"],
+            "meta-data/events" if notices.rebalance.is_some() => {
+                &["maintenance/", "recommendations/"]
+            }
+            "meta-data/events" => &["maintenance/"],
+            "meta-data/autoscaling" if notices.lifecycle.is_some() => &["target-lifecycle-state"],
             "meta-data/events/recommendations" if notices.rebalance.is_some() => &["rebalance"],
             _ => return Answer::Refused(StatusCode::NOT_FOUND),
         };
@@ -206,6 +278,15 @@ impl Imds {
 }
 
 impl Handler for Imds {
+    /// The IPv6 endpoint (`[fd00:ec2::254]` on EC2) is there only with
+    /// `HttpProtocolIpv6=enabled`; while it is disabled a connection to it is closed
+    /// unanswered (on EC2 nothing answers at all).
+    fn admits(&self, local: std::net::SocketAddr) -> bool {
+        let ipv6 =
+            matches!(local, std::net::SocketAddr::V6(v6) if v6.ip().to_ipv4_mapped().is_none());
+        !ipv6 || self.state.options().http_protocol_ipv6 == Toggle::Enabled
+    }
+
     fn handle(&self, request: Request<Bytes>, connection: &Connection) -> Response<Bytes> {
         let answer = self.answer(&request);
         if let Answer::Token { .. } = answer {
@@ -260,6 +341,7 @@ fn respond(answer: Answer, head: bool) -> Response<Bytes> {
         ),
         Answer::Text(body) => (StatusCode::OK, "text/plain", body.into(), None),
         Answer::Json(body) => (StatusCode::OK, "text/plain", body, None),
+        Answer::Raw(body) => (StatusCode::OK, "application/octet-stream", body, None),
         Answer::Refused(status) => (status, "text/html", error_page(status).into(), None),
     };
     let length = body.len();

@@ -55,6 +55,11 @@ impl InstanceIdentity {
         )
     }
 
+    /// The private DNS name EC2 gives the instance (`hostname`, `local-hostname`).
+    pub(crate) fn hostname(&self) -> String {
+        format!("ip-{}.ec2.internal", self.private_ip.replace('.', "-"))
+    }
+
     /// `/latest/dynamic/instance-identity/document`.
     pub(crate) fn identity_document(&self) -> serde_json::Value {
         serde_json::json!({

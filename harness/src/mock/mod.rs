@@ -13,12 +13,14 @@ pub mod credentials;
 pub mod ec2;
 pub mod imds;
 pub mod instance;
+pub mod network;
 pub mod notices;
 pub mod options;
 pub mod query;
 pub mod server;
 pub mod sigv4;
 pub mod sts;
+pub mod testcontainer;
 pub mod tokens;
 
 use std::collections::BTreeSet;
@@ -35,12 +37,14 @@ use tokio::task::JoinHandle;
 pub use builder::{MockBuilder, MockError};
 pub use credentials::{CredentialStore, ImdsVersion, SessionCredentials};
 pub use instance::InstanceIdentity;
-pub use notices::{Notices, SpotAction};
+pub use network::NetworkInterface;
+pub use notices::{LifecycleState, MaintenanceCode, MaintenanceEvent, Notices, SpotAction};
 pub use options::{
     HopLimit, HttpEndpoint, HttpTokens, MetadataOptions, MetadataOptionsChange, OptionError, Toggle,
 };
 use server::{Handler, ServerStats};
 pub use server::{RequestLog, RequestRecord, Service};
+pub use testcontainer::{ImdsMock, ImdsMockContainer};
 use tokens::TokenMint;
 
 /// EC2's default lifetime of instance-role credentials.
@@ -52,6 +56,8 @@ pub struct MockConfig {
     pub identity: InstanceIdentity,
     pub options: MetadataOptions,
     pub notices: Notices,
+    /// What `/latest/user-data` serves; `None`: 404, as for an instance launched without.
+    pub user_data: Option<bytes::Bytes>,
     pub credential_lifetime: Duration,
     /// How long `DescribeInstances` reports a modification as `pending`.
     pub apply_delay: Duration,
@@ -65,6 +71,7 @@ impl Default for MockConfig {
             identity: InstanceIdentity::default(),
             options: MetadataOptions::default(),
             notices: Notices::default(),
+            user_data: None,
             credential_lifetime: DEFAULT_CREDENTIAL_LIFETIME,
             apply_delay: Duration::ZERO,
             denied_actions: BTreeSet::new(),
@@ -138,6 +145,7 @@ pub struct MockState {
     pub identity: InstanceIdentity,
     options: RwLock<OptionsCell>,
     notices: RwLock<Notices>,
+    pub user_data: Option<bytes::Bytes>,
     apply_delay: Duration,
     pub mint: TokenMint,
     pub credentials: CredentialStore,
@@ -154,6 +162,7 @@ impl MockState {
                 changed_at: SystemTime::UNIX_EPOCH,
             }),
             notices: RwLock::new(config.notices),
+            user_data: config.user_data,
             apply_delay: config.apply_delay,
             mint: TokenMint::new(),
             credentials: CredentialStore::new(config.credential_lifetime),
@@ -342,6 +351,16 @@ impl MockAws {
     pub fn set_tag(&self, key: &str, value: &str) {
         self.state
             .change_notices(|n| drop(n.tags.insert(key.to_owned(), value.to_owned())));
+    }
+
+    /// Sets the Auto Scaling target lifecycle state (`None`: not in a group).
+    pub fn set_lifecycle_state(&self, state: Option<LifecycleState>) {
+        self.state.change_notices(|n| n.lifecycle = state);
+    }
+
+    /// Schedules a maintenance event (`events/maintenance/scheduled`).
+    pub fn schedule_maintenance(&self, event: MaintenanceEvent) {
+        self.state.change_notices(|n| n.maintenance.push(event));
     }
 
     /// Withdraws every notice and tag.

@@ -57,6 +57,12 @@ impl Connection {
 /// Answers one request. Bodies arrive whole (at most [`MAX_BODY`]).
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, request: Request<Bytes>, connection: &Connection) -> Response<Bytes>;
+
+    /// Whether a connection accepted on `local` is served at all; one that is not is
+    /// closed before a byte is read.
+    fn admits(&self, _local: SocketAddr) -> bool {
+        true
+    }
 }
 
 /// Counters a test or benchmark can read.
@@ -101,6 +107,9 @@ pub fn spawn(
                     continue;
                 }
             };
+            if !stream.local_addr().is_ok_and(|local| handler.admits(local)) {
+                continue;
+            }
             stats.accepted.fetch_add(1, Ordering::Relaxed);
             stats.open_connections.fetch_add(1, Ordering::Relaxed);
             let guard = OpenGuard(stats.clone());

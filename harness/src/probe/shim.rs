@@ -1,6 +1,6 @@
 //! `imds-shim probe --json` at a leaf: the `sdk` and `ttl` clients.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use imds_vocab::report::ProbeReport;
@@ -20,20 +20,10 @@ pub enum Steps {
 /// Finds `imds-shim`: `$IMDS_SHIM`, beside this executable (or one folder up, for
 /// test executables in `deps/`), then `PATH`.
 pub fn locate() -> Result<PathBuf, ProbeError> {
-    if let Some(path) = std::env::var_os("IMDS_SHIM") {
-        return Ok(path.into());
-    }
-    let exe = std::env::current_exe().ok();
-    let beside = exe.iter().flat_map(|e| e.ancestors().skip(1).take(2));
-    beside
-        .map(Path::to_path_buf)
-        .chain(crate::which::path_dirs())
-        .map(|dir| dir.join("imds-shim"))
-        .find(|candidate| candidate.is_file())
-        .ok_or(ProbeError::MissingBinary(
-            "imds-shim",
-            "build it with `cargo build --workspace --bins`, or set IMDS_SHIM".into(),
-        ))
+    crate::which::project_binary("imds-shim", "IMDS_SHIM").ok_or(ProbeError::MissingBinary(
+        "imds-shim",
+        "build it with `cargo build --workspace --bins`, or set IMDS_SHIM".into(),
+    ))
 }
 
 pub fn run(

@@ -14,7 +14,7 @@ use tokio_util::io::ReaderStream;
 use tokio_util::sync::CancellationToken;
 
 use super::mmdebstrap::{bootstrap, find_mmdebstrap};
-use super::recipe::{ImageKind, Planned, Recipe, IMAGE_CHANGES};
+use super::recipe::{ImageKind, Planned, Recipe, Source, HARNESS_IN_IMAGE};
 use super::{ImageError, LABEL};
 
 /// Whether an image was made by this run.
@@ -51,7 +51,11 @@ pub struct Outcome {
 /// The Dockerfile instructions applied at import: the recipe's image configuration and
 /// the project's labels (the image's kind and full recipe hash among them).
 fn changes(recipe: &Recipe, hash: &str) -> Vec<String> {
-    let mut changes: Vec<String> = IMAGE_CHANGES.iter().map(|c| c.to_string()).collect();
+    let mut changes: Vec<String> = recipe
+        .image_changes()
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
     changes.push(format!("LABEL {LABEL}=1"));
     changes.push(format!("LABEL {LABEL}.image={}", recipe.kind.name()));
     changes.push(format!("LABEL {LABEL}.recipe={hash}"));
@@ -122,7 +126,15 @@ pub async fn ensure(
         }
     }
     if !to_build.is_empty() {
-        let mmdebstrap = find_mmdebstrap()?;
+        // Only Debian images need mmdebstrap.
+        let debian = to_build
+            .iter()
+            .any(|&i| plan[i].recipe.source == Source::Debian);
+        let mmdebstrap = if debian {
+            Some(find_mmdebstrap()?)
+        } else {
+            None
+        };
         let builds = to_build.iter().map(|&index| {
             let planned = &plan[index];
             let mmdebstrap = &mmdebstrap;
@@ -165,12 +177,36 @@ pub async fn ensure(
             }
         }
     }
-    Ok(outcomes.into_iter().flatten().collect())
+    let outcomes: Vec<Outcome> = outcomes.into_iter().flatten().collect();
+    for outcome in &outcomes {
+        if let Some(stable) = outcome.kind.stable_tag() {
+            tag_as(docker, &outcome.tag, stable).await?;
+        }
+    }
+    Ok(outcomes)
+}
+
+/// Gives the image `tag` the name `stable` (`repository:tag`) as well.
+async fn tag_as(docker: &Docker, tag: &str, stable: &str) -> Result<(), ImageError> {
+    let (repo, name) = stable
+        .split_once(':')
+        .expect("a stable tag is repository:tag");
+    let options = bollard::query_parameters::TagImageOptions {
+        repo: Some(repo.to_string()),
+        tag: Some(name.to_string()),
+    };
+    docker
+        .tag_image(tag, Some(options))
+        .await
+        .map_err(|source| ImageError::Docker {
+            what: format!("tagging {tag} as {stable}"),
+            source: Box::new(source),
+        })
 }
 
 async fn build(
     docker: &Docker,
-    mmdebstrap: &Path,
+    mmdebstrap: &Option<std::path::PathBuf>,
     planned: &Planned,
     workdir: &Path,
     cancel: &CancellationToken,
@@ -179,7 +215,15 @@ async fn build(
     let tar = workdir.join(format!("{}.tar", kind.name()));
     let log = workdir.join(format!("{}.mmdebstrap.log", kind.name()));
     let started = Instant::now();
-    bootstrap(mmdebstrap, planned, &tar, &log, workdir, cancel).await?;
+    match (&planned.recipe.source, &planned.executable) {
+        (Source::Executable, Some(executable)) => {
+            executable.assemble(std::path::Path::new(HARNESS_IN_IMAGE), &tar)?
+        }
+        _ => {
+            let mmdebstrap = mmdebstrap.as_deref().ok_or(ImageError::MmdebstrapMissing)?;
+            bootstrap(mmdebstrap, planned, &tar, &log, workdir, cancel).await?
+        }
+    }
     let bootstrap_time = started.elapsed();
 
     let started = Instant::now();

@@ -1,7 +1,8 @@
 //! Images without a registry: each image is a Debian bookworm root file system made by
-//! `mmdebstrap` (packages included at bootstrap, so no container ever needs a network)
-//! and imported into the engine through its API (`POST /images/create?fromSrc=-`).
-//! Nothing is ever pulled.
+//! `mmdebstrap` (packages included at bootstrap, so no container ever needs a network),
+//! or for the mock's image `imds-harness` alone, imported into the engine through its
+//! API (`POST /images/create?fromSrc=-`). Nothing is ever pulled. The mock's image is
+//! also tagged [`MOCK_IMAGE`] (`imds-harness/mock:latest`), the name other projects use.
 //!
 //! An image is tagged `imds-harness/<name>:<hash>`, where the hash covers its whole
 //! recipe (suite, variant, packages, options, image config and, for the probe image,
@@ -11,21 +12,27 @@
 //! are removed, unless a container uses them.
 //!
 //! - `recipe.rs`: what goes into each image, its hash and its tag ([`plan`]);
-//! - `mmdebstrap.rs`: the root file systems, made by `mmdebstrap` in a [`Workdir`];
+//! - `mmdebstrap.rs`: the Debian root file systems, made by `mmdebstrap` in a [`Workdir`];
+//! - `executable.rs`: the mock's root file system, `imds-harness` and its shared objects;
 //! - `import.rs`: importing them into the engine, or finding them there ([`ensure`]);
 //! - `prune.rs`: the bounded cache ([`prune()`]);
 //! - `tars.rs`: the tars that nested engines load ([`ImageSet`], [`TARS_DIR`]).
 
+mod executable;
 mod import;
 mod mmdebstrap;
 mod prune;
 mod recipe;
 mod tars;
 
+pub use executable::Executable;
 pub use import::{ensure, Outcome, Status};
 pub use mmdebstrap::Workdir;
 pub use prune::{prune, Fate, PruneReport, Pruned, KEEP};
-pub use recipe::{plan, ImageKind, Planned, Recipe, SHIM_IN_IMAGE};
+pub use recipe::{
+    locate_harness, plan, ImageKind, Planned, Recipe, Source, HARNESS_IN_IMAGE, MOCK_IMAGE,
+    SHIM_IN_IMAGE,
+};
 pub use tars::{prune_tars, ImageSet, TarsReport, TARS_DIR};
 
 use bollard::errors::Error as DockerError;

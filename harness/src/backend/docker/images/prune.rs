@@ -194,9 +194,13 @@ async fn candidates(docker: &Docker, kinds: &[&str]) -> Result<Vec<Candidate>, I
             .collect();
         let mut mine: Vec<(String, Option<String>)> = Vec::new();
         for tag in &tags {
-            let Some((repository, _)) = tag.rsplit_once(':') else {
+            let Some((repository, name)) = tag.rsplit_once(':') else {
                 continue;
             };
+            // A stable name (the mock's `latest`) moves with the current image.
+            if name == "latest" {
+                continue;
+            }
             let Some((namespace, kind)) = repository.split_once('/') else {
                 continue;
             };
@@ -216,14 +220,7 @@ async fn candidates(docker: &Docker, kinds: &[&str]) -> Result<Vec<Candidate>, I
         // The list has seconds; images made within one second are told apart by the
         // nanoseconds of their inspected creation time.
         let created = match docker.inspect_image(&image.id).await {
-            Ok(inspected) => inspected
-                .created
-                .as_deref()
-                .and_then(|c| {
-                    time::OffsetDateTime::parse(c, &time::format_description::well_known::Rfc3339)
-                        .ok()
-                })
-                .map(|t| t.unix_timestamp_nanos()),
+            Ok(inspected) => inspected.created.map(|t| t.unix_timestamp_nanos()),
             Err(DockerError::DockerResponseServerError {
                 status_code: 404, ..
             }) => continue,

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use super::executable::Executable;
 use super::ImageError;
 
 /// The Debian release every image is made from.
@@ -17,6 +18,10 @@ const RECIPE_VERSION: u32 = 1;
 const TAG_HASH_LEN: usize = 16;
 /// Where the shim lands in the probe image.
 pub const SHIM_IN_IMAGE: &str = "/usr/local/bin/imds-shim";
+/// The mock's image as other projects name it: always the current one.
+pub const MOCK_IMAGE: &str = "imds-harness/mock:latest";
+/// Where `imds-harness` lands in the mock's image.
+pub const HARNESS_IN_IMAGE: &str = "/usr/local/bin/imds-harness";
 /// The first part of every image's repository: `imds-harness/<name>`.
 pub(super) const NAMESPACE: &str = "imds-harness";
 
@@ -30,17 +35,40 @@ pub enum ImageKind {
     /// Base + Debian's `docker.io` (dockerd with BuildKit embedded), `iptables`,
     /// `iproute2` and the CNI plugins: a simulated EC2 instance, or a BuildKit container.
     Instance,
+    /// `imds-harness mock` alone (no distribution): the mock for other projects' tests.
+    Mock,
+}
+
+/// Where an image's root file system comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Debian, made by `mmdebstrap`.
+    Debian,
+    /// One executable and the shared objects it loads ([`Executable`]).
+    Executable,
 }
 
 impl ImageKind {
-    pub(super) const ALL: [ImageKind; 3] = [ImageKind::Base, ImageKind::Probe, ImageKind::Instance];
+    pub const ALL: [ImageKind; 4] = [
+        ImageKind::Base,
+        ImageKind::Probe,
+        ImageKind::Instance,
+        ImageKind::Mock,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             ImageKind::Base => "base",
             ImageKind::Probe => "probe",
             ImageKind::Instance => "instance",
+            ImageKind::Mock => "mock",
         }
+    }
+
+    /// The name other projects use for the current image of this kind, besides its
+    /// recipe tag: only the mock's has one (`imds-harness/mock:latest`).
+    pub fn stable_tag(self) -> Option<&'static str> {
+        (self == ImageKind::Mock).then_some(MOCK_IMAGE)
     }
 
     /// The repository part of the tag.
@@ -53,16 +81,25 @@ impl ImageKind {
         match self {
             ImageKind::Base => Recipe {
                 kind: self,
+                source: Source::Debian,
                 packages: &[],
                 shim: false,
             },
             ImageKind::Probe => Recipe {
                 kind: self,
+                source: Source::Debian,
                 packages: &["awscli", "ca-certificates"],
                 shim: true,
             },
+            ImageKind::Mock => Recipe {
+                kind: self,
+                source: Source::Executable,
+                packages: &[],
+                shim: false,
+            },
             ImageKind::Instance => Recipe {
                 kind: self,
+                source: Source::Debian,
                 packages: &[
                     "docker.io",
                     "iptables",
@@ -86,6 +123,7 @@ impl fmt::Display for ImageKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recipe {
     pub kind: ImageKind,
+    pub source: Source,
     /// Debian packages installed at bootstrap, on top of `minbase`.
     pub(super) packages: &'static [&'static str],
     /// Whether `imds-shim` is copied to [`SHIM_IN_IMAGE`].
@@ -102,15 +140,45 @@ pub(super) const MMDEBSTRAP_OPTIONS: &[&str] = &[
 ];
 
 /// Image configuration applied at import (Dockerfile instructions), besides the labels.
-pub(super) const IMAGE_CHANGES: &[&str] = &[
+const DEBIAN_CHANGES: &[&str] = &[
     "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "ENV LANG=C.UTF-8",
 ];
 
+/// The mock's image runs `imds-harness mock`, its services on every address of the
+/// container at the ports a simulated instance uses; flags given to `docker run` (or
+/// testcontainers' command) are the mock's own.
+const MOCK_CHANGES: &[&str] = &[
+    "ENTRYPOINT [\"/usr/local/bin/imds-harness\", \"mock\"]",
+    "ENV IMDS_HARNESS_MOCK_IMDS=0.0.0.0:80",
+    "ENV IMDS_HARNESS_MOCK_STS=0.0.0.0:8080",
+    "ENV IMDS_HARNESS_MOCK_EC2=0.0.0.0:8081",
+    "EXPOSE 80/tcp 8080/tcp 8081/tcp",
+];
+
 impl Recipe {
+    /// The image configuration applied at import, besides the labels.
+    pub(super) fn image_changes(&self) -> &'static [&'static str] {
+        match self.source {
+            Source::Debian => DEBIAN_CHANGES,
+            Source::Executable => MOCK_CHANGES,
+        }
+    }
+
     /// The canonical text the tag's hash is taken over. `shim_sha256` is the hex digest
     /// of the shim binary, for recipes that copy it in.
     fn describe(&self, shim_sha256: Option<&str>) -> String {
+        if self.source == Source::Executable {
+            // The files' digests follow, from `Executable::describe`.
+            let mut text = format!(
+                "imds-harness image recipe v{RECIPE_VERSION}\nname={}\nsource=executable\n",
+                self.kind.name()
+            );
+            for change in self.image_changes() {
+                text.push_str(&format!("change={change}\n"));
+            }
+            return text;
+        }
         let mut text = format!(
             "imds-harness image recipe v{RECIPE_VERSION}\nname={}\nsuite={SUITE}\nmirror={MIRROR}\n",
             self.kind.name()
@@ -119,7 +187,7 @@ impl Recipe {
             text.push_str(&format!("mmdebstrap-option={option}\n"));
         }
         text.push_str(&format!("packages={}\n", self.packages.join(",")));
-        for change in IMAGE_CHANGES {
+        for change in self.image_changes() {
             text.push_str(&format!("change={change}\n"));
         }
         if self.shim {
@@ -147,31 +215,53 @@ pub struct Planned {
     pub tag: String,
     /// The shim binary copied in, for recipes that want it.
     pub(super) shim: Option<PathBuf>,
+    /// The executable (and its libraries) an executable-only image is made of.
+    pub(super) executable: Option<Executable>,
 }
 
 /// Resolves the recipes of all images: hashes the shim binary at `shim` (see
-/// [`crate::probe::shim::locate`]) and computes every tag.
-pub fn plan(shim: &Path) -> Result<Vec<Planned>, ImageError> {
+/// [`crate::probe::shim::locate`]) and the `imds-harness` executable at `harness` with
+/// its shared objects (see [`locate_harness`]), and computes every tag.
+pub fn plan(shim: &Path, harness: &Path) -> Result<Vec<Planned>, ImageError> {
     let bytes = std::fs::read(shim).map_err(|source| ImageError::Io {
         what: format!("reading the imds-shim binary {}", shim.display()),
         source,
     })?;
     let shim_sha256 = hex::encode(Sha256::digest(&bytes));
+    let executable = Executable::inspect(harness)?;
+    let files = executable.describe(Path::new(HARNESS_IN_IMAGE))?;
     Ok(ImageKind::ALL
         .iter()
         .map(|kind| {
             let recipe = kind.recipe();
             let digest = recipe.shim.then_some(shim_sha256.as_str());
-            let hash = recipe.hash(digest);
+            let hash = match recipe.source {
+                Source::Debian => recipe.hash(digest),
+                Source::Executable => hex::encode(Sha256::digest(
+                    format!("{}{files}", recipe.describe(None)).as_bytes(),
+                )),
+            };
             let tag = format!("{}:{}", kind.repository(), &hash[..TAG_HASH_LEN]);
             Planned {
                 shim: recipe.shim.then(|| shim.to_path_buf()),
+                executable: (recipe.source == Source::Executable).then(|| executable.clone()),
                 recipe,
                 hash,
                 tag,
             }
         })
         .collect())
+}
+
+/// Finds `imds-harness`: `$IMDS_HARNESS`, this executable when it is `imds-harness`,
+/// beside it (or one folder up, for test executables in `deps/`), then `PATH`.
+pub fn locate_harness() -> Result<PathBuf, ImageError> {
+    crate::which::project_binary("imds-harness", "IMDS_HARNESS").ok_or_else(|| ImageError::Io {
+        what: "finding the imds-harness executable for the mock's image: build it with \
+               `cargo build --workspace --bins`, or set IMDS_HARNESS"
+            .into(),
+        source: std::io::ErrorKind::NotFound.into(),
+    })
 }
 
 #[cfg(test)]
@@ -192,7 +282,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let shim = dir.path().join("imds-shim");
         std::fs::write(&shim, b"a shim").unwrap();
-        let planned = plan(&shim).unwrap();
+        let planned = plan(&shim, &shim).unwrap();
         let kinds: Vec<ImageKind> = planned.iter().map(|p| p.recipe.kind).collect();
         assert_eq!(kinds, ImageKind::ALL);
         for p in &planned {
@@ -201,14 +291,15 @@ mod tests {
                 format!("imds-harness/{}:{}", p.recipe.kind, &p.hash[..TAG_HASH_LEN])
             );
             assert_eq!(p.shim.is_some(), p.recipe.kind == ImageKind::Probe);
+            assert_eq!(p.executable.is_some(), p.recipe.kind == ImageKind::Mock);
         }
         std::fs::write(&shim, b"another shim").unwrap();
-        let again = plan(&shim).unwrap();
+        let again = plan(&shim, &shim).unwrap();
         for (before, after) in planned.iter().zip(&again) {
             let changed = before.tag != after.tag;
             assert_eq!(
                 changed,
-                before.recipe.kind == ImageKind::Probe,
+                matches!(before.recipe.kind, ImageKind::Probe | ImageKind::Mock),
                 "{}",
                 before.tag
             );

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::import::{ensure, Outcome, Status};
 use super::mmdebstrap::Workdir;
 use super::prune::{prune, KEEP};
-use super::recipe::{plan, ImageKind, NAMESPACE};
+use super::recipe::{locate_harness, plan, ImageKind, NAMESPACE};
 use super::ImageError;
 
 /// Where the image tars that nested engines load are kept: one per tag, exported once.
@@ -50,7 +50,7 @@ impl ImageSet {
         // export the same images twice.
         static PREPARING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
         let _one_at_a_time = PREPARING.lock().await;
-        let plan = plan(shim)?;
+        let plan = plan(shim, &locate_harness()?)?;
         let workdir = Workdir::new()?;
         let cancel = CancellationToken::new();
         let outcomes = ensure(docker, &plan, false, workdir.path(), &cancel, on_image).await?;
