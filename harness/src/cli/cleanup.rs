@@ -1,5 +1,5 @@
-//! `imds-harness cleanup`: reaps what a killed run left behind: network namespaces and
-//! containers of runs that are no longer alive.
+//! `imds-harness cleanup`: reaps what a killed run left behind: network namespaces,
+//! containers and Docker networks of runs that are no longer alive.
 
 use anyhow::Context;
 use clap::Args;
@@ -19,19 +19,29 @@ pub fn run(_args: CleanupArgs) -> anyhow::Result<u8> {
     // Containers first: their namespaces' names go with the namespaces below.
     let containers = runtime.block_on(async {
         match docker::connect().await {
-            Ok(engine) => docker::cleanup_stale(&engine).await.map(Some),
+            Ok(engine) => {
+                let containers = docker::cleanup_stale(&engine).await?;
+                let networks = docker::cleanup_stale_networks(&engine).await?;
+                Ok::<_, docker::DockerError>(Some((containers, networks)))
+            }
             // No engine: nothing of ours can be running in it.
             Err(_) => Ok(None),
         }
     })?;
     let namespaces = netns::cleanup_stale()?;
-    let containers = containers.unwrap_or_default();
-    if namespaces.is_empty() && containers.is_empty() {
+    let (containers, networks) = containers.unwrap_or_default();
+    if namespaces.is_empty() && containers.is_empty() && networks.is_empty() {
         println!("nothing to clean up");
     }
     if !containers.is_empty() {
         println!("removed {} container(s) of dead runs:", containers.len());
         for name in containers {
+            println!("  {name}");
+        }
+    }
+    if !networks.is_empty() {
+        println!("removed {} Docker network(s) of dead runs:", networks.len());
+        for name in networks {
             println!("  {name}");
         }
     }

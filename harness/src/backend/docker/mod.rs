@@ -174,3 +174,35 @@ pub async fn cleanup_stale(docker: &Docker) -> Result<Vec<String>, DockerError> 
         .collect();
     Ok(remove(docker, &stale).await)
 }
+
+/// Removes every network labelled [`LABEL`] whose run is no longer alive (left by a
+/// killed run's tests), once its containers are gone; returns their names.
+pub async fn cleanup_stale_networks(docker: &Docker) -> Result<Vec<String>, DockerError> {
+    let options = bollard::query_parameters::ListNetworksOptions {
+        filters: Some(
+            [("label".to_string(), vec![LABEL.to_string()])]
+                .into_iter()
+                .collect(),
+        ),
+    };
+    let networks = docker
+        .list_networks(Some(options))
+        .await
+        .map_err(|source| DockerError::Api {
+            what: "listing networks".into(),
+            source: Box::new(source),
+        })?;
+    let mut removed = Vec::new();
+    for network in networks {
+        let run = network.labels.as_ref().and_then(|l| l.get(RUN_LABEL));
+        if run.is_some_and(|run| lifecycle::run_is_alive(run)) {
+            continue;
+        }
+        let Some(name) = network.name else { continue };
+        match docker.remove_network(&name).await {
+            Ok(()) => removed.push(name),
+            Err(err) => tracing::warn!(network = %name, "removing: {err}"),
+        }
+    }
+    Ok(removed)
+}
