@@ -10,7 +10,7 @@ DEB_PACKAGES := awscli iproute2 iptables containernetworking-plugins mmdebstrap
 BENCH_PACKAGES := nginx wrk
 BIN := $(CARGO_TARGET_DIR)/debug
 
-.PHONY: deps pydeps bench-deps build test measure bench bench-backends cleanup dist images
+.PHONY: deps pydeps bench-deps build test measure bench bench-backends cleanup dist images mock-image
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
@@ -83,3 +83,10 @@ dist:
 
 images: build
 	$(BIN)/imds-harness images
+
+# The mock's image from a static, size-optimised imds-harness (`imds-harness images`
+# makes it from the debug build otherwise); tagged imds-harness/mock:latest.
+STATIC_HARNESS := $(CARGO_TARGET_DIR)/x86_64-unknown-linux-gnu/dist/imds-harness
+mock-image: build
+	RUSTFLAGS="-C target-feature=+crt-static" cargo build --profile dist -p imds-harness --bin imds-harness --target x86_64-unknown-linux-gnu
+	IMDS_HARNESS=$(STATIC_HARNESS) $(BIN)/imds-harness images

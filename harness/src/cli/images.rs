@@ -93,10 +93,14 @@ fn print_outcome(outcome: &images::Outcome) {
             println!("{:<9} {}  cached  {size}", outcome.kind.name(), outcome.tag)
         }
         images::Status::Built => println!(
-            "{:<9} {}  built in {:.1} s (mmdebstrap {:.1} s, import {:.1} s)  {size}",
+            "{:<9} {}  built in {:.1} s ({} {:.1} s, import {:.1} s)  {size}",
             outcome.kind.name(),
             outcome.tag,
             (outcome.bootstrap + outcome.import).as_secs_f64(),
+            match outcome.kind.source() {
+                images::Source::Debian => "mmdebstrap",
+                images::Source::Executable => "tar",
+            },
             outcome.bootstrap.as_secs_f64(),
             outcome.import.as_secs_f64()
         ),

@@ -76,6 +76,11 @@ impl ImageKind {
         format!("{NAMESPACE}/{}", self.name())
     }
 
+    /// Where the image's root file system comes from.
+    pub fn source(self) -> Source {
+        self.recipe().source
+    }
+
     /// What goes into the image, as data.
     pub(super) fn recipe(self) -> Recipe {
         match self {
