@@ -11,6 +11,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use imds_e2e::docker::{docker, images_command};
 use imds_harness::backend::docker::images::MOCK_IMAGE;
 use imds_harness::mock::ImdsMock;
 use testcontainers::runners::AsyncRunner;
@@ -19,16 +20,6 @@ use testcontainers::ImageExt;
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs[xs.len() / 2]
-}
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// `docker run -d` of `image` with `args`, then polls its log for `ready` (empty: waits
@@ -72,11 +63,7 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(5);
-    let status = Command::new(imds_e2e::bins::harness())
-        .arg("images")
-        .status()
-        .unwrap();
-    assert!(status.success());
+    images_command(&[]);
     let size: f64 = docker(&["image", "inspect", "-f", "{{.Size}}", MOCK_IMAGE])
         .parse()
         .unwrap();

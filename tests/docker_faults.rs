@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use imds_e2e::bins;
-use imds_e2e::docker::{lab, project_containers};
+use imds_e2e::docker::{docker, lab, project_containers};
 use imds_e2e::measure;
 use imds_e2e::require::{require, Need};
 use imds_harness::backend::docker::instance::DockerInstance;
@@ -19,16 +19,6 @@ const NEEDS: &[Need] = &[Need::Root, Need::NetTools, Need::AwsCli, Need::Docker]
 /// The tests that start `measure` processes compare the engine's containers before and
 /// after: one at a time.
 static SUBPROCESS_RUNS: Mutex<()> = Mutex::new(());
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 #[test]
 fn a_container_name_that_exists_already_is_skipped_and_left_alone() {

@@ -5,33 +5,15 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use imds_e2e::bins;
+use imds_e2e::docker::{docker, images_command};
 use imds_e2e::require::{require, Need};
 use imds_harness::backend::docker::images::{self, Fate, ImageKind, ImageSet, PruneReport};
 use imds_harness::backend::docker::{self as docker_backend, LABEL, RUN_LABEL};
 
 const NEEDS: &[Need] = &[Need::Root, Need::Docker];
-
-fn images_command(args: &[&str]) -> (String, Duration) {
-    let started = Instant::now();
-    let out = Command::new(bins::harness())
-        .arg("images")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let elapsed = started.elapsed();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    eprintln!(
-        "imds-harness images ({:.1} s):\n{stdout}{}",
-        elapsed.as_secs_f64(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "imds-harness images failed");
-    (stdout, elapsed)
-}
 
 /// `docker run --rm --network none` of `image`, labelled; its stdout and stderr.
 fn run_in(image: &str, command: &[&str]) -> String {
@@ -148,21 +130,6 @@ fn images_are_built_labelled_working_and_then_cached() {
         );
         assert_eq!(label_of(&planned.tag), "1");
     }
-}
-
-/// `docker` with `args`; its standard output, trimmed. Panics when it fails.
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 fn image_exists(name: &str) -> bool {

@@ -21,6 +21,7 @@ use aws_config::BehaviorVersion;
 use aws_credential_types::provider::ProvideCredentials;
 use aws_smithy_http_client::Builder as HttpClientBuilder;
 use bollard::models::{NetworkConnectRequest, NetworkCreateRequest};
+use imds_e2e::docker::images_command;
 use imds_e2e::require::{require, Need};
 use imds_harness::backend::docker::images::ImageKind;
 use imds_harness::backend::docker::{LABEL, RUN_LABEL};
@@ -31,21 +32,6 @@ use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
 const NEEDS: &[Need] = &[Need::Root, Need::Docker];
 const INSTANCE_ID: &str = "i-0123456789abcdef0";
-
-/// Runs `imds-harness images`, so the mock's image (and the others used here) exist.
-fn images() -> String {
-    let out = Command::new(imds_e2e::bins::harness())
-        .arg("images")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "imds-harness images: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
 
 /// The recipe tag `imds-harness images` printed for `kind`.
 fn tag_of(images: &str, kind: ImageKind) -> (String, String) {
@@ -144,7 +130,7 @@ async fn a_project_tests_against_the_mock_container_one_routed_hop_away() {
     if !require("mock_container", NEEDS) {
         return;
     }
-    let images = images();
+    let (images, _) = images_command(&[]);
     let docker = bollard::Docker::connect_with_local_defaults().unwrap();
     let run = imds_harness::lifecycle::run_id().unwrap();
     let net_a = Network::create(&docker, format!("imdsh-{run}-tc-a")).await;

@@ -3,10 +3,8 @@
 
 use std::process::Command;
 
-use aws_config::imds;
-use aws_config::provider_config::ProviderConfig;
-use aws_credential_types::provider::ProvideCredentials;
-use aws_smithy_http_client::Builder as HttpClientBuilder;
+use imds_e2e::docker::images_command;
+use imds_e2e::raw_http::send;
 use imds_e2e::require::{require, Need};
 use imds_harness::mock::{HopLimit, HttpTokens, ImdsMock, ImdsMockContainer, MockAws};
 use testcontainers::runners::AsyncRunner;
@@ -53,23 +51,16 @@ fn every_rust_block_is_in_a_test_that_runs() {
     }
 }
 
-/// The Rust SDK gets the role's credentials at `imds`.
-async fn sdk_gets_credentials(imds: &str) {
-    let provider =
-        ProviderConfig::without_region().with_http_client(HttpClientBuilder::new().build_http());
-    let client = imds::Client::builder()
-        .configure(&provider)
-        .endpoint(imds)
-        .unwrap()
-        .build();
-    let credentials = imds::credentials::ImdsCredentialsProvider::builder()
-        .configure(&provider)
-        .imds_client(client)
-        .build()
-        .provide_credentials()
-        .await
-        .unwrap();
-    assert!(credentials.access_key_id().starts_with("ASIA"));
+/// The IMDS at `imds` hands out a session token (what a client asks first).
+async fn serves_tokens(imds: &str) {
+    let reply = send(
+        "PUT",
+        &format!("{imds}latest/api/token"),
+        &[("x-aws-ec2-metadata-token-ttl-seconds", "60")],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, http::StatusCode::OK, "{}", reply.body);
 }
 
 #[tokio::test]
@@ -81,22 +72,9 @@ async fn the_library_example() -> TestResult {
         .start()
         .await?;
     let imds = &mock.endpoints().imds; // AWS_EC2_METADATA_SERVICE_ENDPOINT for your client
-    sdk_gets_credentials(imds).await;
+    serves_tokens(imds).await;
     assert_eq!(mock.options().hop_limit.get(), 2);
     Ok(())
-}
-
-/// Runs `imds-harness images`, so that `imds-harness/mock:latest` is the current mock.
-fn images() {
-    let out = Command::new(imds_e2e::bins::harness())
-        .arg("images")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -104,7 +82,7 @@ async fn the_testcontainers_example() -> TestResult {
     if !require("readme_testcontainers_example", &[Need::Docker]) {
         return Ok(());
     }
-    images();
+    images_command(&[]);
     let mock = ImdsMock::default()
         .with_hop_limit(HopLimit::new(2)?)
         .with_role("ci-role")
@@ -112,7 +90,7 @@ async fn the_testcontainers_example() -> TestResult {
         .start()
         .await?;
     let endpoints = mock.endpoints().await?; // IMDS, STS and EC2 URLs as this host reaches them
-    sdk_gets_credentials(&endpoints.imds).await;
+    serves_tokens(&endpoints.imds).await;
     Ok(())
 }
 
@@ -121,7 +99,7 @@ fn the_shell_example() {
     if !require("readme_shell_example", &[Need::Docker, Need::AwsCli]) {
         return;
     }
-    images();
+    images_command(&[]);
     let sh = blocks("sh");
     assert_eq!(sh.len(), 1);
     let home = tempfile::tempdir().unwrap();
