@@ -1,6 +1,7 @@
 //! The mock's image used the way another project's tests would use it: started by
 //! testcontainers, read by the Rust SDK from this host, and probed with the real AWS CLI
-//! from a second container one routed hop away, at hop limit 1 (no credentials) and 2.
+//! from a container beside it (zero hops: its bridge, or its published port) and from a
+//! container one routed hop away, at hop limit 1 (no credentials) and 2.
 //!
 //! The topology (README, "Using the mock in your own tests"):
 //!
@@ -98,11 +99,11 @@ async fn address_on(docker: &bollard::Docker, container: &str, network: &str) ->
 /// Runs `cmd` in `container` to its end: (exit code, stdout, stderr).
 async fn exec<I: testcontainers::Image>(
     container: &ContainerAsync<I>,
-    cmd: &[&str],
-    env: &[(&str, &str)],
+    cmd: &[String],
+    env: &[(String, String)],
 ) -> (i64, String, String) {
-    let command = ExecCommand::new(cmd.iter().copied())
-        .with_env_vars(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    let command = ExecCommand::new(cmd.iter().cloned())
+        .with_env_vars(env.iter().cloned())
         .with_cmd_ready_condition(CmdWaitFor::exit());
     let mut result = container.exec(command).await.unwrap();
     let stdout = String::from_utf8_lossy(&result.stdout_to_vec().await.unwrap()).into_owned();
@@ -123,6 +124,62 @@ fn ours<I: testcontainers::Image>(
         .with_container_name(format!("imdsh-{run}-tc-{role}"))
         .with_label(LABEL, "1")
         .with_label(RUN_LABEL, run)
+}
+
+/// `aws sts get-caller-identity` with the IMDS at `imds_url` and STS at `sts_url`, and
+/// nothing else of a configuration: the command and its environment.
+fn whoami(imds_url: &str, sts_url: &str) -> (Vec<String>, Vec<(String, String)>) {
+    let env = [
+        ("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds_url),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+        ("AWS_CONFIG_FILE", "/dev/null"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
+        ("AWS_METADATA_SERVICE_NUM_ATTEMPTS", "1"),
+    ];
+    let cmd = [
+        "aws",
+        "sts",
+        "get-caller-identity",
+        "--endpoint-url",
+        sts_url,
+    ];
+    (
+        cmd.map(String::from).to_vec(),
+        env.map(|(k, v)| (k.to_string(), v.to_string())).to_vec(),
+    )
+}
+
+/// A client container of `image` on `network`, its default route removed (from this
+/// host, in its network namespace) and `via` = (subnet, router) added.
+async fn client(
+    docker: &bollard::Docker,
+    image: GenericImage,
+    role: &str,
+    network: &str,
+    via: Option<(&str, &str)>,
+) -> ContainerAsync<GenericImage> {
+    let container = ours(image, role, network)
+        .with_cmd(["sleep", "infinity"])
+        .start()
+        .await
+        .unwrap();
+    let state = docker
+        .inspect_container(container.id(), None)
+        .await
+        .unwrap()
+        .state;
+    let pid = state.unwrap().pid.unwrap().to_string();
+    let mut routes = vec![vec!["del", "default"]];
+    routes.extend(via.map(|(subnet, router)| vec!["add", subnet, "via", router]));
+    for route in routes {
+        let status = Command::new("nsenter")
+            .args(["-t", &pid, "-n", "ip", "route"])
+            .args(route)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    container
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -209,20 +266,13 @@ async fn a_project_tests_against_the_mock_container_one_routed_hop_away() {
         .unwrap();
     let router_on_b = address_on(&docker, router.id(), &net_b.name).await;
 
-    // The client: the probe image (Debian's AWS CLI) on network B, its only route the
-    // one to network A through the router, set from this host (Docker's internal
-    // networks would drop the routed traffic, so B is a plain one without its default
-    // route).
+    // The clients: the probe image (Debian's AWS CLI), without a default route (no way
+    // off this machine). One on network A, beside the mock; one on network B whose only
+    // other route goes through the router to network A (Docker's internal networks
+    // would drop the routed traffic, so B is a plain one without its default route).
     let (probe, probe_tag) = tag_of(&images, ImageKind::Probe);
-    let client = ours(
-        GenericImage::new(probe, probe_tag).with_wait_for(WaitFor::Nothing),
-        "client",
-        &net_b.name,
-    )
-    .with_cmd(["sleep", "infinity"])
-    .start()
-    .await
-    .unwrap();
+    let probe = GenericImage::new(probe, probe_tag).with_wait_for(WaitFor::Nothing);
+    let beside = client(&docker, probe.clone(), "beside", &net_a.name, None).await;
     let subnet_a = {
         let inspected = docker.inspect_network(&net_a.name, None).await.unwrap();
         inspected.ipam.unwrap().config.unwrap()[0]
@@ -230,47 +280,45 @@ async fn a_project_tests_against_the_mock_container_one_routed_hop_away() {
             .clone()
             .unwrap()
     };
-    let pid = docker
-        .inspect_container(client.id(), None)
-        .await
-        .unwrap()
-        .state
-        .unwrap()
-        .pid
-        .unwrap();
-    let pid = pid.to_string();
-    for route in [
-        vec!["del", "default"],
-        vec!["add", &subnet_a, "via", &router_on_b],
-    ] {
-        let status = Command::new("nsenter")
-            .args(["-t", &pid, "-n", "ip", "route"])
-            .args(route)
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
+    let routed = client(
+        &docker,
+        probe,
+        "routed",
+        &net_b.name,
+        Some((&subnet_a, &router_on_b)),
+    )
+    .await;
 
     let mock_ip = address_on(&docker, mock.id(), &net_a.name).await;
-    let imds_url = format!("http://{mock_ip}:80/");
     let sts_url = format!("http://{mock_ip}:8080/");
-    let env = [
-        ("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds_url.as_str()),
-        ("AWS_DEFAULT_REGION", "us-east-1"),
-        ("AWS_CONFIG_FILE", "/dev/null"),
-        ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
-        ("AWS_METADATA_SERVICE_NUM_ATTEMPTS", "1"),
-    ];
-    let whoami = [
-        "aws",
-        "sts",
-        "get-caller-identity",
-        "--endpoint-url",
-        &sts_url,
-    ];
+    let direct = format!("http://{mock_ip}:80/");
+
+    // Beside the mock, on its bridge: no routed hop, hop limit 1 is enough. Through the
+    // mock's published port on network A's gateway: Docker's proxy re-originates the
+    // connection, no routed hop either.
+    let gateway_a = {
+        let inspected = docker.inspect_network(&net_a.name, None).await.unwrap();
+        inspected.ipam.unwrap().config.unwrap()[0]
+            .gateway
+            .clone()
+            .unwrap()
+    };
+    let published = endpoints
+        .imds
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/');
+    for imds_url in [direct.clone(), format!("http://{gateway_a}:{published}/")] {
+        let (cmd, env) = whoami(&imds_url, &sts_url);
+        let (code, stdout, stderr) = exec(&beside, &cmd, &env).await;
+        assert_eq!(code, 0, "{imds_url}: {stderr}");
+        assert!(stdout.contains(":assumed-role/"), "{stdout}");
+    }
 
     // Hop limit 1: the router drops the token response; tokens required, so nothing.
-    let (code, _, stderr) = exec(&client, &whoami, &env).await;
+    let (cmd, env) = whoami(&direct, &sts_url);
+    let (code, _, stderr) = exec(&routed, &cmd, &env).await;
     assert_ne!(code, 0, "at hop limit 1, one hop away, no credentials");
     assert!(stderr.contains("Unable to locate credentials"), "{stderr}");
 
@@ -284,8 +332,8 @@ async fn a_project_tests_against_the_mock_container_one_routed_hop_away() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let (code, stdout, stderr) = exec(&client, &whoami, &env).await;
+    let (code, stdout, stderr) = exec(&routed, &cmd, &env).await;
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains(":assumed-role/"), "{stdout}");
-    drop((client, router, mock));
+    drop((routed, beside, router, mock));
 }
