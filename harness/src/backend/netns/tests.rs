@@ -497,3 +497,115 @@ fn run_ok(argv: &[&str]) {
         .unwrap();
     assert!(status.success(), "{argv:?}");
 }
+
+/// EC2's IPv6 endpoint with the real AWS CLI in its IPv6 endpoint mode, one routed hop
+/// away (chain:1, with IPv6 addresses added beside the IPv4 ones): the token response
+/// carries the hop limit as its IPv6 hop limit, so 1 gives no credentials and 2 does.
+#[test]
+fn ipv6_endpoint_carries_the_hop_limit_to_the_cli() {
+    use crate::mock::{HopLimit, Listeners, MetadataOptionsChange, MockAws, MockConfig, Toggle};
+    use crate::probe::env::ClientEnv;
+    const AWS_CLI: &str = "/usr/bin/aws";
+    if !privileged() {
+        return;
+    }
+    if !std::path::Path::new(AWS_CLI).exists() {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "{AWS_CLI} is missing (CI=true)"
+        );
+        let _ = writeln!(
+            io::stderr(),
+            "!!!!! SKIPPED ipv6 endpoint test: no {AWS_CLI} !!!!!"
+        );
+        return;
+    }
+    let instance = NetnsInstance::create(&Topology::parse("chain:1").unwrap()).unwrap();
+    let (mock_ns, host, leaf) = (instance.mock_ns(), instance.host_ns(), instance.leaf_ns());
+    let bridge = Topology::parse("chain:1").unwrap().layers()[0]
+        .bridge()
+        .to_string();
+    for (ns, argv) in [
+        (
+            mock_ns,
+            vec!["addr", "add", "fd00:ec2::254/64", "dev", "eth0", "nodad"],
+        ),
+        (
+            mock_ns,
+            vec!["route", "add", "default", "via", "fd00:ec2::1"],
+        ),
+        (
+            host,
+            vec!["addr", "add", "fd00:ec2::1/64", "dev", "eth0", "nodad"],
+        ),
+        (
+            host,
+            vec!["addr", "add", "fd00:17::1/64", "dev", &bridge, "nodad"],
+        ),
+        (
+            leaf,
+            vec!["addr", "add", "fd00:17::2/64", "dev", "eth0", "nodad"],
+        ),
+        (leaf, vec!["route", "add", "default", "via", "fd00:17::1"]),
+    ] {
+        let mut full = vec!["ip", "-n", ns.name(), "-6"];
+        full.extend(argv);
+        run_ok(&full);
+    }
+    run_ok(&[
+        "ip",
+        "netns",
+        "exec",
+        host.name(),
+        "sysctl",
+        "-qw",
+        "net.ipv6.conf.all.forwarding=1",
+    ]);
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _entered = runtime.enter();
+    let v6: SocketAddr = "[fd00:ec2::254]:80".parse().unwrap();
+    let listeners = Listeners {
+        imds: mock_ns.bind_tcp(v6).unwrap(),
+        sts: mock_ns.bind_tcp((IMDS_ADDR, 8080).into()).unwrap(),
+        ec2: mock_ns.bind_tcp((IMDS_ADDR, 8081).into()).unwrap(),
+    };
+    let mock = MockAws::start(MockConfig::default(), listeners).unwrap();
+    mock.modify(&MetadataOptionsChange {
+        http_protocol_ipv6: Some(Toggle::Enabled),
+        ..Default::default()
+    });
+    let home = tempfile::tempdir().unwrap();
+    let env = ClientEnv::new(home.path(), "http://[fd00:ec2::254]/")
+        .with("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE", "IPv6")
+        .with("AWS_METADATA_SERVICE_NUM_ATTEMPTS", "1");
+    let whoami = || {
+        let expr = leaf.exec(
+            AWS_CLI,
+            [
+                "sts",
+                "get-caller-identity",
+                "--endpoint-url",
+                "http://169.254.169.254:8080/",
+            ],
+        );
+        env.apply(expr)
+            .stdout_capture()
+            .stderr_capture()
+            .unchecked()
+            .run()
+            .unwrap()
+    };
+    let refused = whoami();
+    assert!(
+        !refused.status.success(),
+        "hop limit 1, one hop away over IPv6"
+    );
+    mock.set_hop_limit(HopLimit::new(2).unwrap());
+    let served = whoami();
+    let stderr = String::from_utf8_lossy(&served.stderr);
+    assert!(served.status.success(), "{stderr}");
+    assert!(String::from_utf8_lossy(&served.stdout).contains(":assumed-role/"));
+    assert!(mock.requests().iter().any(|r| r.peer.is_ipv6()));
+}
