@@ -92,7 +92,7 @@ fn main() {
 
     let plan = SweepPlan {
         topologies: Topology::presets(),
-        clients: Client::ALL.to_vec(),
+        clients: vec![Client::Sdk, Client::Cli, Client::Ttl],
         modes: vec![HttpTokens::Required, HttpTokens::Optional],
         strategy: Strategy::Bisect,
         probe_timeout: Duration::from_millis(300),

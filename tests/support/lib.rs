@@ -4,6 +4,7 @@
 
 pub mod aws_env;
 pub mod bins;
+pub mod clients;
 pub mod docker;
 pub mod measure;
 pub mod raw_http;
