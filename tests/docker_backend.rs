@@ -153,6 +153,46 @@ fn docker_and_netns_agree_preset_by_preset() {
     );
 }
 
+/// The SDK clients (`go`, `go-v1`, `ruby`, `boto3`) in real containers: with tokens
+/// required, each gets the role's identity at hop limit depth + 1 and not at depth, at
+/// every preset (the netns backend's counterpart is in `tests/clients.rs`).
+#[test]
+fn each_sdk_client_needs_depth_plus_one_in_containers() {
+    if !require("docker_sdk_clients", &[NEEDS, &[Need::SdkClients]].concat()) {
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _guard = runtime.enter();
+    let lab = lab(&runtime);
+    let plan = SweepPlan {
+        topologies: Topology::presets(),
+        clients: vec![
+            Client::Ttl,
+            Client::Go,
+            Client::GoV1,
+            Client::Ruby,
+            Client::Boto3,
+        ],
+        modes: vec![HttpTokens::Required],
+        strategy: Strategy::Bisect,
+        probe_timeout: Duration::from_millis(300),
+        parallel: 2,
+    };
+    let started = Instant::now();
+    let cells = sweep::run(&lab, &plan, &|_| {}).unwrap();
+    eprintln!("docker SDK clients: {:.1} s", started.elapsed().as_secs_f64());
+    assert_eq!(cells.len(), plan.topologies.len() * plan.clients.len());
+    for cell in cells.iter().filter(|c| c.client != Client::Ttl) {
+        let what = format!("{} {}", cell.topology, cell.client);
+        let need = HopLimit::for_routing_hops(cell.depth).unwrap();
+        assert_eq!(cell.minimal_hop_limit, Some(need), "{what}: {cell:?}");
+        assert!(cell.tried.contains(&(need, true)), "{what}: {:?}", cell.tried);
+        if let Some(below) = need.below() {
+            assert!(cell.tried.contains(&(below, false)), "{what}: {:?}", cell.tried);
+        }
+    }
+}
+
 /// A run killed with SIGKILL leaves its instance container behind; `imds-harness
 /// cleanup` removes it. A run stopped with Ctrl-C removes its own.
 #[test]
