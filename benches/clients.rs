@@ -28,11 +28,16 @@ fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string()))
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
         .unwrap_or_default();
     format!(
         "{} cores, {cpu}, kernel {}",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
         std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
             .trim()
@@ -46,7 +51,10 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let _guard = runtime.enter();
     let machine = machine();
-    println!("client benchmarks at {PRESET} (hop limit {}), {runs} runs, {machine}", Bench::too_low());
+    println!(
+        "client benchmarks at {PRESET} (hop limit {}), {runs} runs, {machine}",
+        Bench::too_low()
+    );
     let bench = tokio::task::block_in_place(Bench::start);
     let mut toml = format!(
         "# What each client does at {PRESET} (2 routing hops) at hop limit {}: written by\n\
@@ -60,7 +68,10 @@ fn main() {
             let run = tokio::task::block_in_place(|| {
                 bench.run(client, Bench::too_low(), HttpTokens::Required)
             });
-            assert!(!run.outcome.ok, "{client} got an identity at hop limit one too low");
+            assert!(
+                !run.outcome.ok,
+                "{client} got an identity at hop limit one too low"
+            );
             failed.push(run.elapsed);
             messages.push(run.outcome.message.unwrap_or_default());
         }

@@ -102,7 +102,10 @@ fn main() {
 
     for (name, clients) in [
         ("matrix sdk+ttl (bisect)", vec![Client::Sdk, Client::Ttl]),
-        ("matrix sdk+cli+ttl (bisect)", vec![Client::Sdk, Client::Cli, Client::Ttl]),
+        (
+            "matrix sdk+cli+ttl (bisect)",
+            vec![Client::Sdk, Client::Cli, Client::Ttl],
+        ),
     ] {
         let walls: Vec<f64> = (0..runs)
             .map(|_| matrix(&clients, Strategy::Bisect, 300))
@@ -118,7 +121,10 @@ fn main() {
             "matrix sdk+ttl (linear, 1 s)",
             vec![Client::Sdk, Client::Ttl],
         ),
-        ("matrix sdk+cli+ttl (linear, 1 s)", vec![Client::Sdk, Client::Cli, Client::Ttl]),
+        (
+            "matrix sdk+cli+ttl (linear, 1 s)",
+            vec![Client::Sdk, Client::Cli, Client::Ttl],
+        ),
     ] {
         let walls: Vec<f64> = (0..runs)
             .map(|_| matrix(&clients, Strategy::Linear, 1000))

@@ -60,9 +60,17 @@ pub fn assert_depth_plus_one(cell: &Cell) {
     let what = format!("{} {} {}", cell.topology, cell.client, cell.http_tokens);
     let need = HopLimit::for_routing_hops(cell.depth).unwrap();
     assert_eq!(cell.minimal_hop_limit, Some(need), "{what}: {cell:?}");
-    assert!(cell.tried.contains(&(need, true)), "{what}: {:?}", cell.tried);
+    assert!(
+        cell.tried.contains(&(need, true)),
+        "{what}: {:?}",
+        cell.tried
+    );
     if let Some(below) = need.below() {
-        assert!(cell.tried.contains(&(below, false)), "{what}: {:?}", cell.tried);
+        assert!(
+            cell.tried.contains(&(below, false)),
+            "{what}: {:?}",
+            cell.tried
+        );
         assert!(cell.failure_below.is_some(), "{what}");
     }
 }
@@ -92,7 +100,10 @@ async fn the_fallback_column_is_what_the_mock_recorded() {
             bench.run(client, Bench::too_low(), HttpTokens::Optional)
         });
         let recorded_v1 = run.outcome.ok && run.signed_with == Some(ImdsVersion::V1);
-        assert_eq!(cell.works_at_any_hop_limit, recorded_v1, "{client}: {cell:?} {run:?}");
+        assert_eq!(
+            cell.works_at_any_hop_limit, recorded_v1,
+            "{client}: {cell:?} {run:?}"
+        );
         if recorded_v1 {
             assert_eq!(cell.via, Some(ImdsVersion::V1), "{client}");
         } else {

@@ -180,15 +180,26 @@ fn each_sdk_client_needs_depth_plus_one_in_containers() {
     };
     let started = Instant::now();
     let cells = sweep::run(&lab, &plan, &|_| {}).unwrap();
-    eprintln!("docker SDK clients: {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "docker SDK clients: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     assert_eq!(cells.len(), plan.topologies.len() * plan.clients.len());
     for cell in cells.iter().filter(|c| c.client != Client::Ttl) {
         let what = format!("{} {}", cell.topology, cell.client);
         let need = HopLimit::for_routing_hops(cell.depth).unwrap();
         assert_eq!(cell.minimal_hop_limit, Some(need), "{what}: {cell:?}");
-        assert!(cell.tried.contains(&(need, true)), "{what}: {:?}", cell.tried);
+        assert!(
+            cell.tried.contains(&(need, true)),
+            "{what}: {:?}",
+            cell.tried
+        );
         if let Some(below) = need.below() {
-            assert!(cell.tried.contains(&(below, false)), "{what}: {:?}", cell.tried);
+            assert!(
+                cell.tried.contains(&(below, false)),
+                "{what}: {:?}",
+                cell.tried
+            );
         }
     }
 }

@@ -98,7 +98,10 @@ fn bad_arguments_and_bad_baselines_exit_2_with_a_message() {
             vec!["--topology".into(), "kubernetes".into()],
             "earthly-run",
         ),
-        (vec!["--clients".into(), "curl".into()], "sdk, cli and ttl"),
+        (
+            vec!["--clients".into(), "curl".into()],
+            "sdk, cli, go, go-v1, ruby, boto3 and ttl",
+        ),
         (
             vec!["--backend".into(), "vm".into()],
             "netns, docker, earthly",

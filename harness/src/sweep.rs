@@ -18,8 +18,8 @@ use crate::backend::endpoints::{IMDS_URL, STS_URL};
 use crate::backend::{Lab, Site};
 use crate::mock::{HopLimit, HttpTokens, ImdsVersion, MetadataOptionsChange};
 use crate::probe::env::ClientEnv;
-pub use crate::probe::Tools;
 use crate::probe::programs::SdkProgram;
+pub use crate::probe::Tools;
 use crate::probe::{cli, sdk, shim, Client, Leaf, ProbeError, ProbeOutcome};
 use crate::topology::Topology;
 
@@ -191,8 +191,8 @@ fn ordered(clients: &[Client]) -> Vec<Client> {
         Client::Cli,
     ]
     .into_iter()
-        .filter(|c| clients.contains(c))
-        .collect()
+    .filter(|c| clients.contains(c))
+    .collect()
 }
 
 /// Runs one client at `leaf`, STS at the leaf's [`STS_URL`]; `timeout` is the IMDS
@@ -227,13 +227,14 @@ fn measure_topology(
     let env = ClientEnv::new(home.path(), IMDS_URL).with("AWS_ENDPOINT_URL_STS", STS_URL);
     // A client's failure counts only while the mock serves: checked after every run.
     let run = |client, http_tokens| -> Result<ProbeOutcome, SweepError> {
-        let outcome = run_client(site.leaf(), &env, plan.probe_timeout, client).map_err(|source| {
-            SweepError::Probe {
-                topology: *topology,
-                client,
-                source,
-            }
-        })?;
+        let outcome =
+            run_client(site.leaf(), &env, plan.probe_timeout, client).map_err(|source| {
+                SweepError::Probe {
+                    topology: *topology,
+                    client,
+                    source,
+                }
+            })?;
         if !site.mock().is_serving() {
             return Err(SweepError::MockDied {
                 topology: *topology,

@@ -85,9 +85,7 @@ impl Client {
         match self {
             Client::Sdk | Client::Ttl => shim::locate().is_ok(),
             Client::Cli => cli::locate().is_ok(),
-            _ => self
-                .sdk_program()
-                .is_some_and(SdkProgram::is_installed),
+            _ => self.sdk_program().is_some_and(SdkProgram::is_installed),
         }
     }
 

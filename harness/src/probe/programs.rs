@@ -131,10 +131,12 @@ impl SdkProgram {
         if path.is_file() {
             return Ok(path);
         }
-        let failed = |what: String| move |source: std::io::Error| ProbeError::Prepare {
-            program: self.file_name(),
-            what,
-            source: Box::new(source),
+        let failed = |what: String| {
+            move |source: std::io::Error| ProbeError::Prepare {
+                program: self.file_name(),
+                what,
+                source: Box::new(source),
+            }
         };
         std::fs::create_dir_all(cache).map_err(failed(format!("creating {}", cache.display())))?;
         // Made in a folder of its own, then renamed into place: a concurrent run either
@@ -168,10 +170,12 @@ impl SdkProgram {
     fn go_build(self, work: &Path, cache: &Path, target: &Path) -> Result<(), ProbeError> {
         let package = format!("imdsh/{}", self.file_name());
         let src = work.join("src").join(&package);
-        let failed = |what: String| move |source: std::io::Error| ProbeError::Prepare {
-            program: self.file_name(),
-            what,
-            source: Box::new(source),
+        let failed = |what: String| {
+            move |source: std::io::Error| ProbeError::Prepare {
+                program: self.file_name(),
+                what,
+                source: Box::new(source),
+            }
         };
         std::fs::create_dir_all(&src).map_err(failed(format!("creating {}", src.display())))?;
         std::fs::write(src.join("main.go"), self.source())
@@ -191,7 +195,9 @@ impl SdkProgram {
             .env("CGO_ENABLED", "0")
             .env("GOCACHE", cache.join("gocache"))
             .output()
-            .map_err(failed("running `go build` (apt-get install golang-go)".into()))?;
+            .map_err(failed(
+                "running `go build` (apt-get install golang-go)".into(),
+            ))?;
         if output.status.success() {
             return Ok(());
         }
@@ -250,9 +256,7 @@ fn installed_versions(packages: &[&str]) -> Result<Vec<String>, Vec<String>> {
             Ok(out) if out.status.success() => {
                 let text = String::from_utf8_lossy(&out.stdout).into_owned();
                 match text.split_once('\t') {
-                    Some((status, version)) if status == "install ok installed" => {
-                        versions.push(version.to_string())
-                    }
+                    Some(("install ok installed", version)) => versions.push(version.to_string()),
                     _ => missing.push(package.to_string()),
                 }
             }
@@ -283,7 +287,9 @@ mod tests {
         assert!(SdkProgram::Go.source().contains("config.LoadDefaultConfig"));
         assert!(SdkProgram::GoV1.source().contains("session.NewSession"));
         assert!(SdkProgram::Ruby.source().starts_with("#!/usr/bin/ruby\n"));
-        assert!(SdkProgram::Boto3.source().starts_with("#!/usr/bin/python3\n"));
+        assert!(SdkProgram::Boto3
+            .source()
+            .starts_with("#!/usr/bin/python3\n"));
         let a = SdkProgram::Go.hash(&["1".into(), "2".into()]);
         assert_eq!(a, SdkProgram::Go.hash(&["1".into(), "2".into()]));
         assert_ne!(a, SdkProgram::Go.hash(&["1".into(), "3".into()]));

@@ -16,11 +16,7 @@ pub fn run(
     program: SdkProgram,
     sts_endpoint: &str,
 ) -> Result<ProbeOutcome, ProbeError> {
-    caller::run(
-        leaf,
-        env,
-        Program::Sdk(program),
-        &[sts_endpoint],
-        |code| code == SDK_FAILED,
-    )
+    caller::run(leaf, env, Program::Sdk(program), &[sts_endpoint], |code| {
+        code == SDK_FAILED
+    })
 }

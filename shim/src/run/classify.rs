@@ -70,12 +70,21 @@ const SIGNATURES: &[(&str, Client)] = &[
     ("no ec2 imds role found", Client::GoSdkV2),
     ("failed to refresh cached credentials", Client::GoSdkV2),
     // aws-sdk-go v1: the chain with nothing found, or ec2rolecreds' own error.
-    ("nocredentialproviders: no valid providers in chain", Client::GoSdkV1),
+    (
+        "nocredentialproviders: no valid providers in chain",
+        Client::GoSdkV1,
+    ),
     ("ec2rolerequesterror", Client::GoSdkV1),
     // aws-sdk-core for Ruby: the signer without credentials (Aws::Errors::
     // MissingCredentialsError, or Aws::Sigv4's when called directly).
-    ("unable to sign request without credentials set", Client::RubySdk),
-    ("aws::sigv4::errors::missingcredentialserror", Client::RubySdk),
+    (
+        "unable to sign request without credentials set",
+        Client::RubySdk,
+    ),
+    (
+        "aws::sigv4::errors::missingcredentialserror",
+        Client::RubySdk,
+    ),
 ];
 
 /// The first line of `output` that shows a credentials failure, if any.
@@ -110,12 +119,36 @@ mod tests {
     /// Each client's message at hop limit one too low, as captured from the real client
     /// at a real leaf (`make client-fixtures`).
     const CAPTURED: &[(&str, &str, Client)] = &[
-        ("sdk", include_str!("../../../fixtures/clients/sdk.txt"), Client::RustSdk),
-        ("cli", include_str!("../../../fixtures/clients/cli.txt"), Client::Cli),
-        ("go", include_str!("../../../fixtures/clients/go.txt"), Client::GoSdkV2),
-        ("go-v1", include_str!("../../../fixtures/clients/go-v1.txt"), Client::GoSdkV1),
-        ("ruby", include_str!("../../../fixtures/clients/ruby.txt"), Client::RubySdk),
-        ("boto3", include_str!("../../../fixtures/clients/boto3.txt"), Client::Boto3),
+        (
+            "sdk",
+            include_str!("../../../fixtures/clients/sdk.txt"),
+            Client::RustSdk,
+        ),
+        (
+            "cli",
+            include_str!("../../../fixtures/clients/cli.txt"),
+            Client::Cli,
+        ),
+        (
+            "go",
+            include_str!("../../../fixtures/clients/go.txt"),
+            Client::GoSdkV2,
+        ),
+        (
+            "go-v1",
+            include_str!("../../../fixtures/clients/go-v1.txt"),
+            Client::GoSdkV1,
+        ),
+        (
+            "ruby",
+            include_str!("../../../fixtures/clients/ruby.txt"),
+            Client::RubySdk,
+        ),
+        (
+            "boto3",
+            include_str!("../../../fixtures/clients/boto3.txt"),
+            Client::Boto3,
+        ),
     ];
 
     #[test]
@@ -157,15 +190,12 @@ mod tests {
 
     #[test]
     fn go_sdk() {
-        for line in [
-            "operation error STS: GetCallerIdentity, failed to resolve service endpoint, get identity: get credentials: failed to refresh cached credentials, no EC2 IMDS role found, operation error ec2imds: GetMetadata, request canceled, context deadline exceeded",
+        for (line, client) in [
+            ("operation error STS: GetCallerIdentity, failed to resolve service endpoint, get identity: get credentials: failed to refresh cached credentials, no EC2 IMDS role found, operation error ec2imds: GetMetadata, request canceled, context deadline exceeded", Client::GoSdkV2),
+            ("caused by: EC2RoleRequestError: no EC2 instance role found", Client::GoSdkV1),
         ] {
-            assert_eq!(client_of(line), Some(Client::GoSdkV2), "{line}");
+            assert_eq!(client_of(line), Some(client), "{line}");
         }
-        assert_eq!(
-            client_of("caused by: EC2RoleRequestError: no EC2 instance role found"),
-            Some(Client::GoSdkV1)
-        );
         let f =
             classify("x\nfailed to refresh cached credentials, no EC2 IMDS role found\n").unwrap();
         assert_eq!(

@@ -284,7 +284,11 @@ mod tests {
             };
             let text = render(&f, &ctx);
             assert_eq!(text.contains("RUN --aws"), offered, "{preset:?}: {text}");
-            assert_eq!(text.contains("docker run -e AWS_ACCESS_KEY_ID"), passed_on, "{preset:?}");
+            assert_eq!(
+                text.contains("docker run -e AWS_ACCESS_KEY_ID"),
+                passed_on,
+                "{preset:?}"
+            );
         }
         // Earthly, but the failure was not in a RUN step (LOCALLY, on the host).
         let ctx = Context {
@@ -293,20 +297,35 @@ mod tests {
         };
         let text = render(&f, &ctx);
         assert!(!text.contains("RUN --aws aws"), "{text}");
-        assert!(text.contains("--topology host is not an Earthly RUN step"), "{text}");
+        assert!(
+            text.contains("--topology host is not an Earthly RUN step"),
+            "{text}"
+        );
     }
 
     #[test]
     fn each_client_is_named_with_what_it_does() {
         for (client, says) in [
-            (Client::GoSdkV2, "The AWS SDK for Go v2 falls back to IMDSv1"),
-            (Client::GoSdkV1, "The AWS SDK for Go v1 falls back to IMDSv1"),
+            (
+                Client::GoSdkV2,
+                "The AWS SDK for Go v2 falls back to IMDSv1",
+            ),
+            (
+                Client::GoSdkV1,
+                "The AWS SDK for Go v1 falls back to IMDSv1",
+            ),
             (Client::RubySdk, "The AWS SDK for Ruby falls back to IMDSv1"),
-            (Client::Boto3, "boto3 (botocore, as the AWS CLI) falls back to IMDSv1"),
+            (
+                Client::Boto3,
+                "boto3 (botocore, as the AWS CLI) falls back to IMDSv1",
+            ),
             (Client::RustSdk, "never falls back to IMDSv1"),
         ] {
             let text = render(&failure(client, "x"), &earthly_ctx());
-            assert!(text.contains(&format!("said by:      {} (x)", client.name())), "{text}");
+            assert!(
+                text.contains(&format!("said by:      {} (x)", client.name())),
+                "{text}"
+            );
             assert!(text.contains(says), "{text}");
         }
     }

@@ -195,7 +195,9 @@ mod tests {
         assert!(args.contains(
             &"--include=awscli,ca-certificates,ruby-aws-sdk-core,python3-boto3".to_string()
         ));
-        assert!(args.contains(&"--customize-hook=copy-in '/c/imdsh-ruby' /usr/local/bin".to_string()));
+        assert!(
+            args.contains(&"--customize-hook=copy-in '/c/imdsh-ruby' /usr/local/bin".to_string())
+        );
         assert!(args
             .contains(&"--customize-hook=chmod 0755 \"$1/usr/local/bin/imdsh-ruby\"".to_string()));
         assert!(

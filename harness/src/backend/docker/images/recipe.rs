@@ -227,7 +227,10 @@ mod tests {
             probe.hash(Some("aa"), &[(SdkProgram::Go, "1".into())]),
             probe.hash(Some("aa"), &[(SdkProgram::Go, "2".into())])
         );
-        assert_ne!(base.hash(None, &[]), ImageKind::Instance.recipe().hash(None, &[]));
+        assert_ne!(
+            base.hash(None, &[]),
+            ImageKind::Instance.recipe().hash(None, &[])
+        );
     }
 
     #[test]
