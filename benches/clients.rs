@@ -12,7 +12,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use imds_e2e::clients::{self, Bench, CLIENTS, PRESET};
+use imds_e2e::clients::{self, identity_clients, Bench, PRESET};
 use imds_harness::mock::{HttpTokens, ImdsVersion};
 
 fn median(mut xs: Vec<Duration>) -> Duration {
@@ -24,33 +24,13 @@ fn ms(d: Duration) -> u128 {
     d.as_millis()
 }
 
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")
-                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
-        })
-        .unwrap_or_default();
-    format!(
-        "{} cores, {cpu}, kernel {}",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0),
-        std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim()
-    )
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let runs: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(3);
     let write = args.iter().any(|a| a == "--write");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let _guard = runtime.enter();
-    let machine = machine();
+    let machine = imds_e2e::machine::describe();
     println!(
         "client benchmarks at {PRESET} (hop limit {}), {runs} runs, {machine}",
         Bench::too_low()
@@ -62,7 +42,7 @@ fn main() {
          # Medians of {runs} runs, in ms. Machine: {machine}.\n",
         Bench::too_low()
     );
-    for client in CLIENTS {
+    for client in identity_clients() {
         let (mut failed, mut messages) = (Vec::new(), Vec::new());
         for _ in 0..runs {
             let run = tokio::task::block_in_place(|| {

@@ -55,13 +55,8 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let _guard = runtime.enter();
     println!(
-        "netns benchmarks, {runs} runs, {} cores, kernel {}",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0),
-        std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim()
+        "netns benchmarks, {runs} runs, {}",
+        imds_e2e::machine::describe()
     );
 
     let site = NetnsSite::start(

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use imds_e2e::clients::{kept_message, Bench, CLIENTS, PRESET};
+use imds_e2e::clients::{assert_depth_plus_one, identity_clients, kept_message, Bench, PRESET};
 use imds_e2e::require::{require, Need};
 use imds_harness::backend::netns::NetnsLab;
 use imds_harness::mock::{HopLimit, HttpTokens, ImdsVersion};
@@ -55,26 +55,6 @@ async fn each_sdk_client_needs_depth_plus_one_with_tokens_required_at_every_pres
     }
 }
 
-/// `cell` needs depth + 1: it worked there and failed at depth.
-pub fn assert_depth_plus_one(cell: &Cell) {
-    let what = format!("{} {} {}", cell.topology, cell.client, cell.http_tokens);
-    let need = HopLimit::for_routing_hops(cell.depth).unwrap();
-    assert_eq!(cell.minimal_hop_limit, Some(need), "{what}: {cell:?}");
-    assert!(
-        cell.tried.contains(&(need, true)),
-        "{what}: {:?}",
-        cell.tried
-    );
-    if let Some(below) = need.below() {
-        assert!(
-            cell.tried.contains(&(below, false)),
-            "{what}: {:?}",
-            cell.tried
-        );
-        assert!(cell.failure_below.is_some(), "{what}");
-    }
-}
-
 /// With tokens optional, the matrix's fallback column (`any (IMDSv1)`) for each client
 /// is what the mock recorded: the credential set that signed the client's
 /// GetCallerIdentity at a hop limit too low for a token, and what the fixtures keep.
@@ -84,7 +64,7 @@ async fn the_fallback_column_is_what_the_mock_recorded() {
         return;
     }
     let mut clients = vec![Client::Ttl];
-    clients.extend(CLIENTS);
+    clients.extend(identity_clients());
     let cells = sweep_netns(
         vec![Topology::Preset(PRESET)],
         &clients,
@@ -94,7 +74,7 @@ async fn the_fallback_column_is_what_the_mock_recorded() {
         toml::from_str(&std::fs::read_to_string(imds_e2e::clients::timings_fixture()).unwrap())
             .unwrap();
     let bench = tokio::task::block_in_place(Bench::start);
-    for client in CLIENTS {
+    for client in identity_clients() {
         let cell = cells.iter().find(|c| c.client == client).unwrap();
         let run = tokio::task::block_in_place(|| {
             bench.run(client, Bench::too_low(), HttpTokens::Optional)
@@ -129,7 +109,7 @@ async fn each_client_prints_what_the_fixture_keeps() {
         return;
     }
     let bench = tokio::task::block_in_place(Bench::start);
-    for client in CLIENTS {
+    for client in identity_clients() {
         let run = tokio::task::block_in_place(|| {
             bench.run(client, Bench::too_low(), HttpTokens::Required)
         });

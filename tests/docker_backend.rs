@@ -6,6 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use imds_e2e::bins;
+use imds_e2e::clients::assert_depth_plus_one;
 use imds_e2e::docker::{lab, project_containers};
 use imds_e2e::require::{require, Need};
 use imds_harness::backend::docker::instance::DockerInstance;
@@ -186,21 +187,7 @@ fn each_sdk_client_needs_depth_plus_one_in_containers() {
     );
     assert_eq!(cells.len(), plan.topologies.len() * plan.clients.len());
     for cell in cells.iter().filter(|c| c.client != Client::Ttl) {
-        let what = format!("{} {}", cell.topology, cell.client);
-        let need = HopLimit::for_routing_hops(cell.depth).unwrap();
-        assert_eq!(cell.minimal_hop_limit, Some(need), "{what}: {cell:?}");
-        assert!(
-            cell.tried.contains(&(need, true)),
-            "{what}: {:?}",
-            cell.tried
-        );
-        if let Some(below) = need.below() {
-            assert!(
-                cell.tried.contains(&(below, false)),
-                "{what}: {:?}",
-                cell.tried
-            );
-        }
+        assert_depth_plus_one(cell);
     }
 }
 

@@ -11,18 +11,37 @@ use imds_harness::backend::netns::{NamespaceLeaf, NetnsSite};
 use imds_harness::mock::{HopLimit, HttpTokens, ImdsVersion, MetadataOptionsChange, MockConfig};
 use imds_harness::probe::env::ClientEnv;
 use imds_harness::probe::{Client, ProbeOutcome, Tools};
-use imds_harness::sweep;
+use imds_harness::sweep::{self, Cell};
 use imds_harness::topology::{Preset, Topology};
 
-/// The clients whose failure is captured: every one that asks for an identity.
-pub const CLIENTS: [Client; 6] = [
-    Client::Sdk,
-    Client::Cli,
-    Client::Go,
-    Client::GoV1,
-    Client::Ruby,
-    Client::Boto3,
-];
+/// The clients whose failure is captured: every one that asks for an identity (all but
+/// the TTL probe).
+pub fn identity_clients() -> Vec<Client> {
+    Client::ALL
+        .into_iter()
+        .filter(|c| *c != Client::Ttl)
+        .collect()
+}
+
+/// `cell` needs the topology's depth + 1: the client worked there and failed at depth.
+pub fn assert_depth_plus_one(cell: &Cell) {
+    let what = format!("{} {} {}", cell.topology, cell.client, cell.http_tokens);
+    let need = HopLimit::for_routing_hops(cell.depth).unwrap();
+    assert_eq!(cell.minimal_hop_limit, Some(need), "{what}: {cell:?}");
+    assert!(
+        cell.tried.contains(&(need, true)),
+        "{what}: {:?}",
+        cell.tried
+    );
+    if let Some(below) = need.below() {
+        assert!(
+            cell.tried.contains(&(below, false)),
+            "{what}: {:?}",
+            cell.tried
+        );
+        assert!(cell.failure_below.is_some(), "{what}");
+    }
+}
 
 /// Where the leaf is: an Earthly RUN step, two routing hops from the instance.
 pub const PRESET: Preset = Preset::EarthlyRun;
@@ -73,7 +92,7 @@ impl Bench {
         let site = NetnsSite::start(&Topology::Preset(PRESET), MockConfig::default()).unwrap();
         let leaf = NamespaceLeaf {
             namespace: site.leaf().clone(),
-            tools: Tools::locate(&CLIENTS).unwrap(),
+            tools: Tools::locate(&identity_clients()).unwrap(),
         };
         let home = tempfile::tempdir().unwrap();
         let env = ClientEnv::new(home.path(), IMDS_URL);
