@@ -5,12 +5,13 @@
 # profile and one target directory outside the clone, so a second run is warm.
 
 export CARGO_TARGET_DIR ?= /var/cache/imds-harness/target
-DEB_PACKAGES := awscli iproute2 iptables containernetworking-plugins mmdebstrap
+DEB_PACKAGES := awscli iproute2 iptables containernetworking-plugins mmdebstrap \
+	golang-go golang-github-aws-aws-sdk-go-v2-dev golang-github-aws-aws-sdk-go-dev ruby-aws-sdk-core python3-boto3
 # `make bench` only: the load generator and the reference server the mock is compared with.
 BENCH_PACKAGES := nginx wrk
 BIN := $(CARGO_TARGET_DIR)/debug
 
-.PHONY: deps pydeps bench-deps build test measure bench bench-backends cleanup dist images mock-image
+.PHONY: deps pydeps bench-deps build test measure bench bench-backends client-fixtures cleanup dist images mock-image
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
@@ -72,6 +73,11 @@ RUNS ?= 3
 bench-backends: build
 	cargo bench --profile dev --bench netns -- $(RUNS)
 	cargo bench --profile dev --bench docker -- $(RUNS)
+
+# What each client prints and how long it takes at hop limit one too low (root): the
+# fixtures in fixtures/clients/, from the real clients at a real leaf; RUNS runs each.
+client-fixtures: build
+	cargo bench --profile dev --bench clients -- $(RUNS) --write
 
 cleanup: build
 	$(BIN)/imds-harness cleanup

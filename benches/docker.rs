@@ -32,13 +32,8 @@ fn main() {
     let runs: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(3);
     let cold = args.iter().any(|a| a == "--cold");
     println!(
-        "docker benchmarks, {runs} runs, {} cores, kernel {}",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0),
-        std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim()
+        "docker benchmarks, {runs} runs, {}",
+        imds_e2e::machine::describe()
     );
     if cold {
         let started = Instant::now();
@@ -92,7 +87,7 @@ fn main() {
 
     let plan = SweepPlan {
         topologies: Topology::presets(),
-        clients: Client::ALL.to_vec(),
+        clients: vec![Client::Sdk, Client::Cli, Client::Ttl],
         modes: vec![HttpTokens::Required, HttpTokens::Optional],
         strategy: Strategy::Bisect,
         probe_timeout: Duration::from_millis(300),

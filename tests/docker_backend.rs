@@ -6,6 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use imds_e2e::bins;
+use imds_e2e::clients::assert_depth_plus_one;
 use imds_e2e::docker::{lab, project_containers};
 use imds_e2e::require::{require, Need};
 use imds_harness::backend::docker::instance::DockerInstance;
@@ -109,7 +110,7 @@ fn docker_and_netns_agree_preset_by_preset() {
     let lab = lab(&runtime);
     let plan = SweepPlan {
         topologies: Topology::presets(),
-        clients: Client::ALL.to_vec(),
+        clients: vec![Client::Sdk, Client::Cli, Client::Ttl],
         modes: vec![HttpTokens::Required, HttpTokens::Optional],
         strategy: Strategy::Bisect,
         probe_timeout: Duration::from_millis(300),
@@ -151,6 +152,43 @@ fn docker_and_netns_agree_preset_by_preset() {
         "docker_matrix",
         report::table(&docker, &plan.clients, false)
     );
+}
+
+/// The SDK clients (`go`, `go-v1`, `ruby`, `boto3`) in real containers: with tokens
+/// required, each gets the role's identity at hop limit depth + 1 and not at depth, at
+/// every preset (the netns backend's counterpart is in `tests/clients.rs`).
+#[test]
+fn each_sdk_client_needs_depth_plus_one_in_containers() {
+    if !require("docker_sdk_clients", &[NEEDS, &[Need::SdkClients]].concat()) {
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _guard = runtime.enter();
+    let lab = lab(&runtime);
+    let plan = SweepPlan {
+        topologies: Topology::presets(),
+        clients: vec![
+            Client::Ttl,
+            Client::Go,
+            Client::GoV1,
+            Client::Ruby,
+            Client::Boto3,
+        ],
+        modes: vec![HttpTokens::Required],
+        strategy: Strategy::Bisect,
+        probe_timeout: Duration::from_millis(300),
+        parallel: 2,
+    };
+    let started = Instant::now();
+    let cells = sweep::run(&lab, &plan, &|_| {}).unwrap();
+    eprintln!(
+        "docker SDK clients: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(cells.len(), plan.topologies.len() * plan.clients.len());
+    for cell in cells.iter().filter(|c| c.client != Client::Ttl) {
+        assert_depth_plus_one(cell);
+    }
 }
 
 /// A run killed with SIGKILL leaves its instance container behind; `imds-harness

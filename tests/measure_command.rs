@@ -98,7 +98,10 @@ fn bad_arguments_and_bad_baselines_exit_2_with_a_message() {
             vec!["--topology".into(), "kubernetes".into()],
             "earthly-run",
         ),
-        (vec!["--clients".into(), "curl".into()], "sdk, cli and ttl"),
+        (
+            vec!["--clients".into(), "curl".into()],
+            "sdk, cli, go, go-v1, ruby, boto3 and ttl",
+        ),
         (
             vec!["--backend".into(), "vm".into()],
             "netns, docker, earthly",
@@ -398,4 +401,32 @@ fn a_client_that_crashes_is_a_failed_measurement_with_its_stderr_redacted() {
         "{stderr}"
     );
     assert!(!stderr.contains(secret), "{stderr}");
+}
+
+/// A client asked for whose Debian packages are not installed is exit 2, naming them and
+/// the install. Here the packages are installed, so the run gets a PATH on which
+/// `dpkg-query` is missing (nothing can confirm them), with the network tools the
+/// netns backend checks for first.
+#[test]
+fn a_requested_client_that_is_not_installed_is_exit_2_with_its_install() {
+    if !require("missing_client", NEEDS) {
+        return;
+    }
+    let path = tempfile::tempdir().unwrap();
+    for tool in ["ip", "iptables", "iptables-restore", "iptables-save"] {
+        std::os::unix::fs::symlink(Path::new("/usr/sbin").join(tool), path.path().join(tool))
+            .unwrap();
+    }
+    let out = Command::new(bins::harness())
+        .args(["measure", "--topology", "host", "--clients", "ruby,ttl"])
+        .env("PATH", path.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("the ruby client (aws-sdk-core) was not found")
+            && stderr.contains("apt-get install ruby-aws-sdk-core"),
+        "{stderr}"
+    );
 }

@@ -169,7 +169,7 @@ async fn the_minimal_hop_limit_is_depth_plus_one_for_every_topology_and_client()
     topologies.extend((0..=6).map(|n| Topology::chain(n).unwrap()));
     let plan = SweepPlan {
         topologies,
-        clients: Client::ALL.to_vec(),
+        clients: vec![Client::Sdk, Client::Cli, Client::Ttl],
         modes: vec![HttpTokens::Required, HttpTokens::Optional],
         strategy: Strategy::Bisect,
         probe_timeout: Duration::from_millis(300),

@@ -18,8 +18,9 @@ use crate::backend::endpoints::{IMDS_URL, STS_URL};
 use crate::backend::{Lab, Site};
 use crate::mock::{HopLimit, HttpTokens, ImdsVersion, MetadataOptionsChange};
 use crate::probe::env::ClientEnv;
+use crate::probe::programs::SdkProgram;
 pub use crate::probe::Tools;
-use crate::probe::{cli, shim, Client, ProbeError, ProbeOutcome};
+use crate::probe::{cli, sdk, shim, Client, Leaf, ProbeError, ProbeOutcome};
 use crate::topology::Topology;
 
 /// How the minimal hop limit is searched for.
@@ -178,25 +179,38 @@ pub fn search<E>(
 }
 
 /// The order in which a topology's clients run: the cheap TTL probe first, to seed the
-/// others, then the SDK, then the slow CLI.
+/// others, then the Rust SDK, the SDK programs, and the slow CLI.
 fn ordered(clients: &[Client]) -> Vec<Client> {
-    [Client::Ttl, Client::Sdk, Client::Cli]
-        .into_iter()
-        .filter(|c| clients.contains(c))
-        .collect()
+    [
+        Client::Ttl,
+        Client::Sdk,
+        Client::Go,
+        Client::GoV1,
+        Client::Ruby,
+        Client::Boto3,
+        Client::Cli,
+    ]
+    .into_iter()
+    .filter(|c| clients.contains(c))
+    .collect()
 }
 
-/// Runs one client at a site's leaf.
-fn run_client(
-    site: &dyn Site,
+/// Runs one client at `leaf`, STS at the leaf's [`STS_URL`]; `timeout` is the IMDS
+/// timeout of the `sdk` and `ttl` probes (the other clients keep their own).
+pub fn run_client(
+    leaf: &dyn Leaf,
     env: &ClientEnv,
     timeout: Duration,
     client: Client,
 ) -> Result<ProbeOutcome, ProbeError> {
     match client {
-        Client::Ttl => shim::run(site.leaf(), env, shim::Steps::Ttl, timeout),
-        Client::Sdk => shim::run(site.leaf(), env, shim::Steps::Sdk, timeout),
-        Client::Cli => cli::run(site.leaf(), env, STS_URL),
+        Client::Ttl => shim::run(leaf, env, shim::Steps::Ttl, timeout),
+        Client::Sdk => shim::run(leaf, env, shim::Steps::Sdk, timeout),
+        Client::Cli => cli::run(leaf, env, STS_URL),
+        Client::Go => sdk::run(leaf, env, SdkProgram::Go, STS_URL),
+        Client::GoV1 => sdk::run(leaf, env, SdkProgram::GoV1, STS_URL),
+        Client::Ruby => sdk::run(leaf, env, SdkProgram::Ruby, STS_URL),
+        Client::Boto3 => sdk::run(leaf, env, SdkProgram::Boto3, STS_URL),
     }
 }
 
@@ -213,13 +227,14 @@ fn measure_topology(
     let env = ClientEnv::new(home.path(), IMDS_URL).with("AWS_ENDPOINT_URL_STS", STS_URL);
     // A client's failure counts only while the mock serves: checked after every run.
     let run = |client, http_tokens| -> Result<ProbeOutcome, SweepError> {
-        let outcome = run_client(site, &env, plan.probe_timeout, client).map_err(|source| {
-            SweepError::Probe {
-                topology: *topology,
-                client,
-                source,
-            }
-        })?;
+        let outcome =
+            run_client(site.leaf(), &env, plan.probe_timeout, client).map_err(|source| {
+                SweepError::Probe {
+                    topology: *topology,
+                    client,
+                    source,
+                }
+            })?;
         if !site.mock().is_serving() {
             return Err(SweepError::MockDied {
                 topology: *topology,

@@ -286,7 +286,7 @@ fn enforce_command(args: &EnforceArgs) -> anyhow::Result<ExitCode> {
 fn run_command(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let earthly = run::is_earthly(&args.command);
     let mut ctx = diagnosis::Context::new(args.need.topology);
-    ctx.earthly |= earthly;
+    ctx.earthly_command = earthly;
     let say = |text: &str| {
         for line in text.lines() {
             eprintln!("imds-shim: {line}");

@@ -4,7 +4,9 @@
 
 pub mod aws_env;
 pub mod bins;
+pub mod clients;
 pub mod docker;
+pub mod machine;
 pub mod measure;
 pub mod raw_http;
 pub mod require;

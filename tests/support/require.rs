@@ -16,6 +16,8 @@ pub enum Need {
     AwsCli,
     /// A Docker Engine that answers `docker info`.
     Docker,
+    /// The Debian packages of the SDK clients (`go`, `go-v1`, `ruby`, `boto3`).
+    SdkClients,
     /// Python's `junitparser` (PyPI), the JUnit reader the JUnit report is checked with.
     JunitParser,
 }
@@ -35,6 +37,20 @@ impl Need {
                 )
             }),
             Need::Docker => docker_missing(),
+            Need::SdkClients => {
+                use imds_harness::probe::programs::SdkProgram;
+                let missing: Vec<&str> = SdkProgram::ALL
+                    .into_iter()
+                    .filter(|p| !p.is_installed())
+                    .flat_map(|p| p.packages().iter().copied())
+                    .collect();
+                (!missing.is_empty()).then(|| {
+                    format!(
+                        "the SDK clients' Debian packages are missing (apt-get install {}; make test installs them)",
+                        missing.join(" ")
+                    )
+                })
+            }
             Need::JunitParser => {
                 let found = std::process::Command::new("python3")
                     .args(["-c", "import junitparser"])

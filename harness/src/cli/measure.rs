@@ -32,13 +32,10 @@ pub struct MeasureArgs {
     #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
     topology: Vec<Topology>,
     /// Clients run at each leaf: sdk (Rust SDK via imds-shim), cli (Debian's AWS CLI),
-    /// ttl (imds-shim's TTL probe).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        value_name = "CLIENT,...",
-        default_value = "sdk,cli,ttl"
-    )]
+    /// go (aws-sdk-go-v2), go-v1 (aws-sdk-go), ruby (aws-sdk-core), boto3, ttl
+    /// (imds-shim's TTL probe). Default: every one that is installed here; one asked
+    /// for that is not installed is exit 2, with the Debian packages to install.
+    #[arg(long, value_delimiter = ',', value_name = "CLIENT,...")]
     clients: Vec<Client>,
     /// Tokens modes measured: required, optional.
     #[arg(
@@ -105,7 +102,12 @@ pub fn run(args: MeasureArgs) -> anyhow::Result<u8> {
         eprintln!("imds-harness measure: {err}");
         return Ok(exit::USAGE);
     }
-    let tools = match Tools::locate(&args.clients) {
+    let clients = if args.clients.is_empty() {
+        Client::installed()
+    } else {
+        args.clients.clone()
+    };
+    let tools = match Tools::locate(&clients) {
         Ok(tools) => tools,
         Err(err) => {
             eprintln!("imds-harness measure: {err}");
@@ -128,7 +130,7 @@ pub fn run(args: MeasureArgs) -> anyhow::Result<u8> {
         } else {
             args.topology.clone()
         },
-        clients: args.clients.clone(),
+        clients,
         modes: args.http_tokens.clone(),
         strategy: args.strategy,
         probe_timeout: Duration::from_millis(args.probe_timeout_ms.unwrap_or(

@@ -5,11 +5,18 @@
 //!   aws-sdk-sts (IMDSv2 only, like every Rust SDK user).
 //! - [`Client::Cli`]: Debian's AWS CLI, `aws sts get-caller-identity` (botocore, which
 //!   falls back to IMDSv1 when the token PUT times out).
+//! - [`Client::Go`], [`Client::GoV1`], [`Client::Ruby`], [`Client::Boto3`]: small
+//!   programs of ours on aws-sdk-go-v2, aws-sdk-go, aws-sdk-core for Ruby and boto3,
+//!   all from Debian's packages ([`programs`]), each asking STS with its SDK's default
+//!   chain.
 //! - [`Client::Ttl`]: `imds-shim probe --only ttl`, the hop limit this place needs,
 //!   measured from the client side without asking the instance for anything.
 
+pub mod caller;
 pub mod cli;
 pub mod env;
+pub mod programs;
+pub mod sdk;
 pub mod shim;
 
 use std::fmt;
@@ -21,6 +28,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use env::ClientEnv;
+use programs::SdkProgram;
 
 /// A client run at a leaf.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -28,18 +36,65 @@ use env::ClientEnv;
 pub enum Client {
     Sdk,
     Cli,
+    Go,
+    #[serde(rename = "go-v1")]
+    GoV1,
+    Ruby,
+    Boto3,
     Ttl,
 }
 
 impl Client {
-    pub const ALL: [Client; 3] = [Client::Sdk, Client::Cli, Client::Ttl];
+    /// Every client, in the order of the table's columns.
+    pub const ALL: [Client; 7] = [
+        Client::Sdk,
+        Client::Cli,
+        Client::Go,
+        Client::GoV1,
+        Client::Ruby,
+        Client::Boto3,
+        Client::Ttl,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Client::Sdk => "sdk",
             Client::Cli => "cli",
+            Client::Go => "go",
+            Client::GoV1 => "go-v1",
+            Client::Ruby => "ruby",
+            Client::Boto3 => "boto3",
             Client::Ttl => "ttl",
         }
+    }
+
+    /// The program of ours this client is, for the SDK clients.
+    pub fn sdk_program(self) -> Option<SdkProgram> {
+        match self {
+            Client::Go => Some(SdkProgram::Go),
+            Client::GoV1 => Some(SdkProgram::GoV1),
+            Client::Ruby => Some(SdkProgram::Ruby),
+            Client::Boto3 => Some(SdkProgram::Boto3),
+            Client::Sdk | Client::Cli | Client::Ttl => None,
+        }
+    }
+
+    /// Whether the client can run here: what it needs is installed (the SDK programs'
+    /// Debian packages, the AWS CLI, `imds-shim`). Nothing is built.
+    pub fn is_installed(self) -> bool {
+        match self {
+            Client::Sdk | Client::Ttl => shim::locate().is_ok(),
+            Client::Cli => cli::locate().is_ok(),
+            _ => self.sdk_program().is_some_and(SdkProgram::is_installed),
+        }
+    }
+
+    /// Every client that can run here.
+    pub fn installed() -> Vec<Client> {
+        Client::ALL
+            .into_iter()
+            .filter(|c| c.is_installed())
+            .collect()
     }
 }
 
@@ -66,6 +121,19 @@ pub enum Program {
     Shim,
     /// Debian's AWS CLI (the `cli` client).
     AwsCli,
+    /// A program of ours on an SDK (the `go`, `go-v1`, `ruby` and `boto3` clients).
+    Sdk(SdkProgram),
+}
+
+impl Program {
+    /// The program in a sentence.
+    pub fn description(self) -> &'static str {
+        match self {
+            Program::Shim => "imds-shim",
+            Program::AwsCli => "the AWS CLI",
+            Program::Sdk(program) => program.description(),
+        }
+    }
 }
 
 /// A place where clients run: behind the routing layers of a realised topology.
@@ -83,6 +151,8 @@ pub trait Leaf: Sync {
 pub struct Tools {
     pub shim: Option<PathBuf>,
     pub aws_cli: Option<PathBuf>,
+    /// The SDK clients' programs, made ready (see [`programs`]).
+    pub programs: Vec<(SdkProgram, PathBuf)>,
 }
 
 impl Tools {
@@ -92,20 +162,32 @@ impl Tools {
             .iter()
             .any(|c| matches!(c, Client::Sdk | Client::Ttl));
         let needs_cli = clients.contains(&Client::Cli);
+        let mut programs = Vec::new();
+        for program in clients.iter().filter_map(|c| c.sdk_program()) {
+            if !programs.iter().any(|(p, _)| *p == program) {
+                programs.push((program, program.prepare()?));
+            }
+        }
         Ok(Tools {
             shim: needs_shim.then(shim::locate).transpose()?,
             aws_cli: needs_cli.then(cli::locate).transpose()?,
+            programs,
         })
     }
 
     /// The path of `program`, if it was located.
     pub fn path(&self, program: Program) -> Result<&Path, ProbeError> {
-        let (path, name) = match program {
-            Program::Shim => (&self.shim, "imds-shim"),
-            Program::AwsCli => (&self.aws_cli, "the AWS CLI"),
+        let path = match program {
+            Program::Shim => self.shim.as_deref(),
+            Program::AwsCli => self.aws_cli.as_deref(),
+            Program::Sdk(sdk) => self
+                .programs
+                .iter()
+                .find(|(p, _)| *p == sdk)
+                .map(|(_, path)| path.as_path()),
         };
-        path.as_deref().ok_or(ProbeError::MissingBinary(
-            name,
+        path.ok_or(ProbeError::MissingBinary(
+            program.description(),
             "it was not located for this run".into(),
         ))
     }
@@ -134,15 +216,24 @@ pub struct ProbeOutcome {
     pub arn: Option<String>,
     /// Why not, in the client's own words.
     pub reason: Option<String>,
+    /// Everything the client printed on stderr when it failed (its last lines, secrets
+    /// masked): the message a user reads.
+    pub message: Option<String>,
     pub elapsed: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
-    #[error("unknown client {0:?}: the clients are sdk, cli and ttl")]
+    #[error("unknown client {0:?}: the clients are sdk, cli, go, go-v1, ruby, boto3 and ttl")]
     UnknownClient(String),
     #[error("{0} was not found: {1}")]
     MissingBinary(&'static str, String),
+    #[error("making {program} ready: {what}")]
+    Prepare {
+        program: &'static str,
+        what: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("running {program} in {place}: {source}")]
     Spawn {
         program: String,

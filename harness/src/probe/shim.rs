@@ -56,6 +56,7 @@ pub fn run(
         hop_limit_needed: report.hop_limit_needed(),
         arn: report.arn().map(str::to_owned),
         reason: report.first_error().map(str::to_owned),
+        message: (!report.ok).then(|| report.first_error().unwrap_or_default().to_owned()),
         elapsed,
     })
 }

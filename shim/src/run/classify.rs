@@ -5,10 +5,16 @@
 pub enum Client {
     /// The AWS CLI (botocore).
     Cli,
-    /// The AWS SDK for Rust (aws-config).
+    /// The AWS SDK for Rust (aws-config), or `imds-shim probe`, which uses it.
     RustSdk,
-    /// The AWS SDK for Go (v1 or v2), as Earthly itself and many tools use.
-    GoSdk,
+    /// The AWS SDK for Go v2, as Earthly itself, Terraform and most container tooling use.
+    GoSdkV2,
+    /// The AWS SDK for Go v1.
+    GoSdkV1,
+    /// The AWS SDK for Ruby (aws-sdk-core).
+    RubySdk,
+    /// boto3 (botocore) in a Python program.
+    Boto3,
 }
 
 impl Client {
@@ -17,7 +23,10 @@ impl Client {
         match self {
             Self::Cli => "the AWS CLI",
             Self::RustSdk => "the AWS SDK for Rust",
-            Self::GoSdk => "the AWS SDK for Go",
+            Self::GoSdkV2 => "the AWS SDK for Go v2",
+            Self::GoSdkV1 => "the AWS SDK for Go v1",
+            Self::RubySdk => "the AWS SDK for Ruby",
+            Self::Boto3 => "boto3 (the AWS SDK for Python)",
         }
     }
 }
@@ -34,11 +43,21 @@ pub struct CredentialFailure {
 /// The longest evidence line kept.
 pub(crate) const MAX_EVIDENCE: usize = 300;
 
-/// Messages that mean "no credentials", lower-cased, with the client that prints them.
+/// Messages that mean "no credentials", lower-cased, with the client that prints them;
+/// the first that a line contains decides. Each client's message at hop limit one too
+/// low, captured from the real client (`fixtures/clients/`, `make client-fixtures`), is
+/// recognised: see the tests.
 const SIGNATURES: &[(&str, Client)] = &[
-    // botocore's NoCredentialsError.
-    ("unable to locate credentials", Client::Cli),
-    // aws-config: the IMDS provider, the chain, and CredentialsError::not_loaded.
+    // botocore's NoCredentialsError: the AWS CLI adds its advice, a Python program
+    // shows the exception (`botocore.exceptions.NoCredentialsError: Unable to ...`).
+    (
+        "unable to locate credentials. you can configure credentials by running",
+        Client::Cli,
+    ),
+    ("nocredentialserror", Client::Boto3),
+    ("unable to locate credentials", Client::Boto3),
+    // aws-config: the IMDS provider, the chain, and CredentialsError::not_loaded; and
+    // `imds-shim probe`'s own words for a dropped token response.
     ("failed to load credentials from imds", Client::RustSdk),
     ("the credential provider was not enabled", Client::RustSdk),
     (
@@ -46,10 +65,26 @@ const SIGNATURES: &[(&str, Client)] = &[
         Client::RustSdk,
     ),
     ("failed to load imds session token", Client::RustSdk),
-    // aws-sdk-go(-v2): ec2rolecreds and the credentials cache.
-    ("no ec2 imds role found", Client::GoSdk),
-    ("failed to refresh cached credentials", Client::GoSdk),
-    ("ec2rolerequesterror", Client::GoSdk),
+    ("no token response within", Client::RustSdk),
+    // aws-sdk-go-v2: ec2rolecreds and the credentials cache.
+    ("no ec2 imds role found", Client::GoSdkV2),
+    ("failed to refresh cached credentials", Client::GoSdkV2),
+    // aws-sdk-go v1: the chain with nothing found, or ec2rolecreds' own error.
+    (
+        "nocredentialproviders: no valid providers in chain",
+        Client::GoSdkV1,
+    ),
+    ("ec2rolerequesterror", Client::GoSdkV1),
+    // aws-sdk-core for Ruby: the signer without credentials (Aws::Errors::
+    // MissingCredentialsError, or Aws::Sigv4's when called directly).
+    (
+        "unable to sign request without credentials set",
+        Client::RubySdk,
+    ),
+    (
+        "aws::sigv4::errors::missingcredentialserror",
+        Client::RubySdk,
+    ),
 ];
 
 /// The first line of `output` that shows a credentials failure, if any.
@@ -81,6 +116,53 @@ mod tests {
         classify(output).map(|f| f.client)
     }
 
+    /// Each client's message at hop limit one too low, as captured from the real client
+    /// at a real leaf (`make client-fixtures`).
+    const CAPTURED: &[(&str, &str, Client)] = &[
+        (
+            "sdk",
+            include_str!("../../../fixtures/clients/sdk.txt"),
+            Client::RustSdk,
+        ),
+        (
+            "cli",
+            include_str!("../../../fixtures/clients/cli.txt"),
+            Client::Cli,
+        ),
+        (
+            "go",
+            include_str!("../../../fixtures/clients/go.txt"),
+            Client::GoSdkV2,
+        ),
+        (
+            "go-v1",
+            include_str!("../../../fixtures/clients/go-v1.txt"),
+            Client::GoSdkV1,
+        ),
+        (
+            "ruby",
+            include_str!("../../../fixtures/clients/ruby.txt"),
+            Client::RubySdk,
+        ),
+        (
+            "boto3",
+            include_str!("../../../fixtures/clients/boto3.txt"),
+            Client::Boto3,
+        ),
+    ];
+
+    #[test]
+    fn every_captured_message_names_its_client() {
+        for (name, message, client) in CAPTURED {
+            assert!(!message.trim().is_empty(), "{name}: empty fixture");
+            let found = classify(message).unwrap_or_else(|| panic!("{name}: {message}"));
+            assert_eq!(found.client, *client, "{name}: {message}");
+            // As an Earthly log shows it: every line prefixed.
+            let logged: String = message.lines().map(|l| format!("+probe | {l}\n")).collect();
+            assert_eq!(classify(&logged).map(|f| f.client), Some(*client), "{name}");
+        }
+    }
+
     #[test]
     fn aws_cli() {
         let out = "+probe | --> RUN aws sts get-caller-identity\n\
@@ -108,11 +190,11 @@ mod tests {
 
     #[test]
     fn go_sdk() {
-        for line in [
-            "operation error STS: GetCallerIdentity, failed to resolve service endpoint, get identity: get credentials: failed to refresh cached credentials, no EC2 IMDS role found, operation error ec2imds: GetMetadata, request canceled, context deadline exceeded",
-            "NoCredentialProviders: no valid providers in chain\ncaused by: EC2RoleRequestError: no EC2 instance role found",
+        for (line, client) in [
+            ("operation error STS: GetCallerIdentity, failed to resolve service endpoint, get identity: get credentials: failed to refresh cached credentials, no EC2 IMDS role found, operation error ec2imds: GetMetadata, request canceled, context deadline exceeded", Client::GoSdkV2),
+            ("caused by: EC2RoleRequestError: no EC2 instance role found", Client::GoSdkV1),
         ] {
-            assert_eq!(client_of(line), Some(Client::GoSdk), "{line}");
+            assert_eq!(client_of(line), Some(client), "{line}");
         }
         let f =
             classify("x\nfailed to refresh cached credentials, no EC2 IMDS role found\n").unwrap();
@@ -139,7 +221,7 @@ mod tests {
     fn the_first_matching_line_wins_and_long_lines_are_cut() {
         let long = format!("Unable to locate credentials {}", "x".repeat(500));
         let f = classify(&format!("no EC2 IMDS role found\n{long}")).unwrap();
-        assert_eq!(f.client, Client::GoSdk);
+        assert_eq!(f.client, Client::GoSdkV2);
         let f = classify(&long).unwrap();
         assert_eq!(f.evidence.chars().count(), MAX_EVIDENCE + 3);
     }

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use imds_vocab::fix::FixCommand;
-use imds_vocab::{HopLimit, Topology};
+use imds_vocab::{HopLimit, Preset, Topology};
 
 use super::classify::{Client, CredentialFailure};
 use crate::baseline::NeedSource;
@@ -23,8 +23,8 @@ pub struct Context {
     pub instance_id: Option<String>,
     /// Why the check could not run, if it could not.
     pub check_error: Option<String>,
-    /// Whether the command is an Earthly build.
-    pub earthly: bool,
+    /// Whether the command is an Earthly build (`earthly ...`).
+    pub earthly_command: bool,
 }
 
 impl Context {
@@ -36,25 +36,47 @@ impl Context {
             current: None,
             instance_id: None,
             check_error: None,
-            earthly: topology.is_earthly(),
+            earthly_command: false,
         }
     }
 }
 
-fn client_note(client: Client) -> &'static str {
-    match client {
-        Client::Cli => {
-            "The AWS CLI falls back to IMDSv1 when the token does not come; it still found nothing, \
-             so the instance requires tokens (HttpTokens=required) and the token response did not reach the build."
-        }
+/// What the client does when the token response does not come, as measured with the
+/// real client at a real leaf (`fixtures/clients/timings.toml`: two routing hops, hop
+/// limit 2; medians of 3 runs on the project's test machine).
+fn client_note(client: Client) -> String {
+    let (who, gives_up) = match client {
         Client::RustSdk => {
-            "The AWS SDK for Rust uses IMDSv2 only and never falls back to IMDSv1: when the token \
-             response does not reach the build, it gives up after its 1 s read timeout."
+            return "The AWS SDK for Rust uses IMDSv2 only and never falls back to IMDSv1: when the token \
+                    response does not reach the build, it gives up after its 1 s read timeout."
+                .to_owned()
         }
-        Client::GoSdk => {
-            "The AWS SDK for Go falls back to IMDSv1 when the token does not come; it still found no role, \
-             so the instance requires tokens (HttpTokens=required) and the token response did not reach the build."
-        }
+        Client::Cli => ("The AWS CLI", "it gave up after about 2 s"),
+        Client::Boto3 => ("boto3 (botocore, as the AWS CLI)", "it gave up after about 2 s"),
+        Client::GoSdkV2 => ("The AWS SDK for Go v2", "it gave up after about 5 s"),
+        Client::GoSdkV1 => ("The AWS SDK for Go v1", "it gave up after about 3 s"),
+        Client::RubySdk => ("The AWS SDK for Ruby", "it gave up after about 7 s"),
+    };
+    format!(
+        "{who} falls back to IMDSv1 when the token does not come ({gives_up} two hops deep); it still \
+         found no credentials, so the instance requires tokens (HttpTokens=required) and the token \
+         response did not reach the build."
+    )
+}
+
+/// Where Earthly's `RUN --aws` helps: the Earthly CLI resolves the credentials on the
+/// host (aws-sdk-go-v2's default chain, at hop limit 1 with tokens required) and hands
+/// them to the RUN step as environment variables, which every SDK reads first. It helps
+/// in a RUN step, and, passed on, in the containers a `WITH DOCKER` step starts; not in
+/// `LOCALLY` (on the host it is not needed) nor outside Earthly.
+fn run_with_aws(topology: &Topology) -> Option<&'static str> {
+    match topology.preset()? {
+        Preset::EarthlyRun | Preset::EarthlyCni => Some(""),
+        Preset::EarthlyWithDocker => Some(
+            "The containers a WITH DOCKER step starts do not inherit them: pass them on with \
+             `docker run -e AWS_ACCESS_KEY_ID -e AWS_SECRET_ACCESS_KEY -e AWS_SESSION_TOKEN ...` (not tried here).",
+        ),
+        Preset::Host | Preset::DockerRun | Preset::BuildkitRun => None,
     }
 }
 
@@ -140,7 +162,7 @@ pub fn render(failure: &CredentialFailure, ctx: &Context) -> String {
             }
         }
     }
-    if ctx.earthly {
+    if let Some(caveat) = run_with_aws(&ctx.topology) {
         let _ = writeln!(w);
         let _ = writeln!(
             w,
@@ -150,6 +172,17 @@ pub fn render(failure: &CredentialFailure, ctx: &Context) -> String {
         let _ = writeln!(w, "  VERSION --run-with-aws 0.8");
         let _ = writeln!(w, "and give the step the flag:");
         let _ = writeln!(w, "  RUN --aws aws sts get-caller-identity");
+        if !caveat.is_empty() {
+            let _ = writeln!(w, "{caveat}");
+        }
+    } else if ctx.earthly_command {
+        let _ = writeln!(w);
+        let _ = writeln!(
+            w,
+            "The command is Earthly, but --topology {} is not an Earthly RUN step, where `RUN --aws` \
+             would help; if the failure was in a RUN step, run this with --topology earthly-run.",
+            ctx.topology
+        );
     }
     out
 }
@@ -171,7 +204,7 @@ mod tests {
             current: Some(hop(2)),
             instance_id: Some("i-0123456789abcdef0".into()),
             check_error: None,
-            earthly: true,
+            earthly_command: true,
         }
     }
 
@@ -203,7 +236,7 @@ mod tests {
     #[test]
     fn go_sdk_in_docker_run_with_the_check_failed() {
         let f = failure(
-            Client::GoSdk,
+            Client::GoSdkV2,
             "failed to refresh cached credentials, no EC2 IMDS role found",
         );
         let ctx = Context {
@@ -212,7 +245,7 @@ mod tests {
             current: None,
             instance_id: None,
             check_error: Some("cannot check: IMDS is turned off here (AWS_EC2_METADATA_DISABLED=true); run this on the EC2 host itself".into()),
-            earthly: false,
+            earthly_command: false,
         };
         insta::assert_snapshot!(render(&f, &ctx));
     }
@@ -231,5 +264,69 @@ mod tests {
         );
         assert!(!text.contains("modify-instance-metadata-options"), "{text}");
         assert!(text.contains("RUN --aws"), "{text}");
+    }
+
+    #[test]
+    fn run_aws_is_offered_exactly_in_earthly_run_steps() {
+        let f = failure(Client::GoSdkV2, "no EC2 IMDS role found");
+        for (preset, offered, passed_on) in [
+            (Preset::Host, false, false),
+            (Preset::DockerRun, false, false),
+            (Preset::BuildkitRun, false, false),
+            (Preset::EarthlyRun, true, false),
+            (Preset::EarthlyCni, true, false),
+            (Preset::EarthlyWithDocker, true, true),
+        ] {
+            let ctx = Context {
+                topology: preset.into(),
+                earthly_command: false,
+                ..earthly_ctx()
+            };
+            let text = render(&f, &ctx);
+            assert_eq!(text.contains("RUN --aws"), offered, "{preset:?}: {text}");
+            assert_eq!(
+                text.contains("docker run -e AWS_ACCESS_KEY_ID"),
+                passed_on,
+                "{preset:?}"
+            );
+        }
+        // Earthly, but the failure was not in a RUN step (LOCALLY, on the host).
+        let ctx = Context {
+            topology: Preset::Host.into(),
+            ..earthly_ctx()
+        };
+        let text = render(&f, &ctx);
+        assert!(!text.contains("RUN --aws aws"), "{text}");
+        assert!(
+            text.contains("--topology host is not an Earthly RUN step"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn each_client_is_named_with_what_it_does() {
+        for (client, says) in [
+            (
+                Client::GoSdkV2,
+                "The AWS SDK for Go v2 falls back to IMDSv1",
+            ),
+            (
+                Client::GoSdkV1,
+                "The AWS SDK for Go v1 falls back to IMDSv1",
+            ),
+            (Client::RubySdk, "The AWS SDK for Ruby falls back to IMDSv1"),
+            (
+                Client::Boto3,
+                "boto3 (botocore, as the AWS CLI) falls back to IMDSv1",
+            ),
+            (Client::RustSdk, "never falls back to IMDSv1"),
+        ] {
+            let text = render(&failure(client, "x"), &earthly_ctx());
+            assert!(
+                text.contains(&format!("said by:      {} (x)", client.name())),
+                "{text}"
+            );
+            assert!(text.contains(says), "{text}");
+        }
     }
 }

@@ -156,10 +156,11 @@ impl Leaf for DockerLeaf<'_> {
         };
         let env = &in_container(env);
         let path = match program {
-            Program::Shim => SHIM_IN_IMAGE,
-            Program::AwsCli => AWS_IN_IMAGE,
+            Program::Shim => SHIM_IN_IMAGE.to_string(),
+            Program::AwsCli => AWS_IN_IMAGE.to_string(),
+            Program::Sdk(sdk) => sdk.in_image(),
         };
-        let mut argv = vec![path.to_string()];
+        let mut argv = vec![path];
         argv.extend(args.iter().map(|a| a.to_string()));
         let image = &instance.images().probe;
         let command: Vec<String> = match launch {
@@ -180,10 +181,7 @@ impl Leaf for DockerLeaf<'_> {
             Launch::Build => vec!["sh".into(), "-c".into(), build_script(image, env, &argv)],
         };
         let failed = |source: DockerError| ProbeError::Container {
-            program: match program {
-                Program::Shim => "imds-shim",
-                Program::AwsCli => "the AWS CLI",
-            },
+            program: program.description(),
             place: self.place(),
             source: Box::new(source),
         };

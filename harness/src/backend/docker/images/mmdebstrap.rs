@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::recipe::{Planned, Recipe, MIRROR, MMDEBSTRAP_OPTIONS, SHIM_IN_IMAGE, SUITE};
 use super::ImageError;
+use crate::probe::programs::SdkProgram;
 
 /// Finds `mmdebstrap` on `PATH`.
 pub(super) fn find_mmdebstrap() -> Result<PathBuf, ImageError> {
@@ -18,18 +19,30 @@ pub(super) fn find_mmdebstrap() -> Result<PathBuf, ImageError> {
 
 /// `mmdebstrap`'s arguments for writing `recipe`'s tar to `out`, the shim copied in from
 /// `shim`.
-fn mmdebstrap_args(recipe: &Recipe, shim: Option<&Path>, out: &Path) -> Vec<OsString> {
+fn mmdebstrap_args(
+    recipe: &Recipe,
+    shim: Option<&Path>,
+    programs: &[(SdkProgram, PathBuf)],
+    out: &Path,
+) -> Vec<OsString> {
     let mut args: Vec<OsString> = MMDEBSTRAP_OPTIONS.iter().map(OsString::from).collect();
     args.push("--quiet".into());
     if !recipe.packages.is_empty() {
         args.push(format!("--include={}", recipe.packages.join(",")).into());
     }
-    if let Some(shim) = shim {
+    // Each copied file keeps its name and lands in /usr/local/bin, executable.
+    let mut copy_in = |path: &Path, in_image: &str| {
         let mut hook = OsString::from("--customize-hook=copy-in '");
-        hook.push(shim.as_os_str());
+        hook.push(path.as_os_str());
         hook.push("' /usr/local/bin");
         args.push(hook);
-        args.push(format!("--customize-hook=chmod 0755 \"$1{SHIM_IN_IMAGE}\"").into());
+        args.push(format!("--customize-hook=chmod 0755 \"$1{in_image}\"").into());
+    };
+    if let Some(shim) = shim {
+        copy_in(shim, SHIM_IN_IMAGE);
+    }
+    for (program, path) in programs {
+        copy_in(path, &program.in_image());
     }
     args.push(SUITE.into());
     args.push(out.as_os_str().to_owned());
@@ -57,6 +70,7 @@ pub(super) async fn bootstrap(
         .args(mmdebstrap_args(
             &planned.recipe,
             planned.shim.as_deref(),
+            &planned.programs,
             tar,
         ))
         .env("TMPDIR", workdir)
@@ -174,10 +188,18 @@ mod tests {
         let args = mmdebstrap_args(
             &ImageKind::Probe.recipe(),
             Some(Path::new("/x/imds-shim")),
+            &[(SdkProgram::Ruby, PathBuf::from("/c/imdsh-ruby"))],
             Path::new("/t/p.tar"),
         );
         let args: Vec<String> = args.into_iter().map(|a| a.into_string().unwrap()).collect();
-        assert!(args.contains(&"--include=awscli,ca-certificates".to_string()));
+        assert!(args.contains(
+            &"--include=awscli,ca-certificates,ruby-aws-sdk-core,python3-boto3".to_string()
+        ));
+        assert!(
+            args.contains(&"--customize-hook=copy-in '/c/imdsh-ruby' /usr/local/bin".to_string())
+        );
+        assert!(args
+            .contains(&"--customize-hook=chmod 0755 \"$1/usr/local/bin/imdsh-ruby\"".to_string()));
         assert!(
             args.contains(&"--customize-hook=copy-in '/x/imds-shim' /usr/local/bin".to_string())
         );

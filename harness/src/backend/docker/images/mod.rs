@@ -82,6 +82,8 @@ pub enum ImageError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the probe image's SDK clients: {0}")]
+    Programs(crate::probe::ProbeError),
     #[error("interrupted: the build was stopped and its temporary files removed; run `imds-harness images` again")]
     Interrupted,
 }

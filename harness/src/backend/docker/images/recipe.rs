@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 
 use super::executable::Executable;
 use super::ImageError;
+use crate::probe::programs::{self, SdkProgram};
 
 /// The Debian release every image is made from.
 pub(super) const SUITE: &str = "bookworm";
@@ -30,7 +31,8 @@ pub(super) const NAMESPACE: &str = "imds-harness";
 pub enum ImageKind {
     /// Debian bookworm, `minbase`.
     Base,
-    /// Base + Debian's `awscli` + `imds-shim`: what runs at a leaf.
+    /// Base + Debian's `awscli`, `ruby-aws-sdk-core` and `python3-boto3` + `imds-shim`
+    /// and the SDK clients' programs: what runs at a leaf.
     Probe,
     /// Base + Debian's `docker.io` (dockerd with BuildKit embedded), `iptables`,
     /// `iproute2` and the CNI plugins: a simulated EC2 instance, or a BuildKit container.
@@ -71,14 +73,14 @@ impl ImageKind {
         (self == ImageKind::Mock).then_some(MOCK_IMAGE)
     }
 
-    /// The repository part of the tag.
-    pub fn repository(self) -> String {
-        format!("{NAMESPACE}/{}", self.name())
-    }
-
     /// Where the image's root file system comes from.
     pub fn source(self) -> Source {
         self.recipe().source
+    }
+
+    /// The repository part of the tag.
+    pub fn repository(self) -> String {
+        format!("{NAMESPACE}/{}", self.name())
     }
 
     /// What goes into the image, as data.
@@ -93,7 +95,14 @@ impl ImageKind {
             ImageKind::Probe => Recipe {
                 kind: self,
                 source: Source::Debian,
-                packages: &["awscli", "ca-certificates"],
+                // The AWS CLI, and what the ruby and boto3 clients run on (the Go
+                // clients are static binaries).
+                packages: &[
+                    "awscli",
+                    "ca-certificates",
+                    "ruby-aws-sdk-core",
+                    "python3-boto3",
+                ],
                 shim: true,
             },
             ImageKind::Mock => Recipe {
@@ -131,7 +140,8 @@ pub struct Recipe {
     pub source: Source,
     /// Debian packages installed at bootstrap, on top of `minbase`.
     pub(super) packages: &'static [&'static str],
-    /// Whether `imds-shim` is copied to [`SHIM_IN_IMAGE`].
+    /// Whether `imds-shim` is copied to [`SHIM_IN_IMAGE`], and the SDK clients'
+    /// programs to [`SdkProgram::in_image`].
     pub(super) shim: bool,
 }
 
@@ -171,8 +181,9 @@ impl Recipe {
     }
 
     /// The canonical text the tag's hash is taken over. `shim_sha256` is the hex digest
-    /// of the shim binary, for recipes that copy it in.
-    fn describe(&self, shim_sha256: Option<&str>) -> String {
+    /// of the shim binary and `programs` those of the SDK clients' programs, for recipes
+    /// that copy them in.
+    fn describe(&self, shim_sha256: Option<&str>, programs: &[(SdkProgram, String)]) -> String {
         if self.source == Source::Executable {
             // The files' digests follow, from `Executable::describe`.
             let mut text = format!(
@@ -200,13 +211,18 @@ impl Recipe {
                 "shim={SHIM_IN_IMAGE} sha256={}\n",
                 shim_sha256.unwrap_or("missing")
             ));
+            for (program, sha256) in programs {
+                text.push_str(&format!("client={} sha256={sha256}\n", program.in_image()));
+            }
         }
         text
     }
 
     /// The recipe's content hash (hex SHA-256 of [`Recipe::describe`]).
-    fn hash(&self, shim_sha256: Option<&str>) -> String {
-        hex::encode(Sha256::digest(self.describe(shim_sha256).as_bytes()))
+    fn hash(&self, shim_sha256: Option<&str>, programs: &[(SdkProgram, String)]) -> String {
+        hex::encode(Sha256::digest(
+            self.describe(shim_sha256, programs).as_bytes(),
+        ))
     }
 }
 
@@ -220,42 +236,19 @@ pub struct Planned {
     pub tag: String,
     /// The shim binary copied in, for recipes that want it.
     pub(super) shim: Option<PathBuf>,
+    /// The SDK clients' programs copied in, for recipes that want them.
+    pub(super) programs: Vec<(SdkProgram, PathBuf)>,
     /// The executable (and its libraries) an executable-only image is made of.
     pub(super) executable: Option<Executable>,
 }
 
 /// Resolves the recipes of all images: hashes the shim binary at `shim` (see
-/// [`crate::probe::shim::locate`]) and the `imds-harness` executable at `harness` with
-/// its shared objects (see [`locate_harness`]), and computes every tag.
+/// [`crate::probe::shim::locate`]), the SDK clients' programs (made ready first, see
+/// [`programs::prepare_all`]) and the `imds-harness` executable at `harness` with its
+/// shared objects (see [`locate_harness`]), and computes every tag.
 pub fn plan(shim: &Path, harness: &Path) -> Result<Vec<Planned>, ImageError> {
-    let bytes = std::fs::read(shim).map_err(|source| ImageError::Io {
-        what: format!("reading the imds-shim binary {}", shim.display()),
-        source,
-    })?;
-    let shim_sha256 = hex::encode(Sha256::digest(&bytes));
-    let executable = Executable::inspect(harness)?;
-    let files = executable.describe(Path::new(HARNESS_IN_IMAGE))?;
-    Ok(ImageKind::ALL
-        .iter()
-        .map(|kind| {
-            let recipe = kind.recipe();
-            let digest = recipe.shim.then_some(shim_sha256.as_str());
-            let hash = match recipe.source {
-                Source::Debian => recipe.hash(digest),
-                Source::Executable => hex::encode(Sha256::digest(
-                    format!("{}{files}", recipe.describe(None)).as_bytes(),
-                )),
-            };
-            let tag = format!("{}:{}", kind.repository(), &hash[..TAG_HASH_LEN]);
-            Planned {
-                shim: recipe.shim.then(|| shim.to_path_buf()),
-                executable: (recipe.source == Source::Executable).then(|| executable.clone()),
-                recipe,
-                hash,
-                tag,
-            }
-        })
-        .collect())
+    let programs = programs::prepare_all().map_err(ImageError::Programs)?;
+    plan_with(shim, &programs, &Executable::inspect(harness)?)
 }
 
 /// Finds `imds-harness`: `$IMDS_HARNESS`, this executable when it is `imds-harness`,
@@ -269,6 +262,55 @@ pub fn locate_harness() -> Result<PathBuf, ImageError> {
     })
 }
 
+fn sha256_of(path: &Path, what: &str) -> Result<String, ImageError> {
+    let bytes = std::fs::read(path).map_err(|source| ImageError::Io {
+        what: format!("reading {what} {}", path.display()),
+        source,
+    })?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+/// [`plan`] with the programs and the mock's executable given.
+fn plan_with(
+    shim: &Path,
+    programs: &[(SdkProgram, PathBuf)],
+    executable: &Executable,
+) -> Result<Vec<Planned>, ImageError> {
+    let shim_sha256 = sha256_of(shim, "the imds-shim binary")?;
+    let files = executable.describe(Path::new(HARNESS_IN_IMAGE))?;
+    let digests = programs
+        .iter()
+        .map(|(program, path)| Ok((*program, sha256_of(path, program.description())?)))
+        .collect::<Result<Vec<_>, ImageError>>()?;
+    Ok(ImageKind::ALL
+        .iter()
+        .map(|kind| {
+            let recipe = kind.recipe();
+            let digest = recipe.shim.then_some(shim_sha256.as_str());
+            let copied: &[_] = if recipe.shim { &digests } else { &[] };
+            let hash = match recipe.source {
+                Source::Debian => recipe.hash(digest, copied),
+                Source::Executable => hex::encode(Sha256::digest(
+                    format!("{}{files}", recipe.describe(None, &[])).as_bytes(),
+                )),
+            };
+            let tag = format!("{}:{}", kind.repository(), &hash[..TAG_HASH_LEN]);
+            Planned {
+                shim: recipe.shim.then(|| shim.to_path_buf()),
+                programs: if recipe.shim {
+                    programs.to_vec()
+                } else {
+                    Vec::new()
+                },
+                executable: (recipe.source == Source::Executable).then(|| executable.clone()),
+                recipe,
+                hash,
+                tag,
+            }
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,10 +318,27 @@ mod tests {
     #[test]
     fn hashes_are_stable_and_distinct() {
         let base = ImageKind::Base.recipe();
-        assert_eq!(base.hash(None), base.hash(None));
+        assert_eq!(base.hash(None, &[]), base.hash(None, &[]));
         let probe = ImageKind::Probe.recipe();
-        assert_ne!(probe.hash(Some("aa")), probe.hash(Some("bb")));
-        assert_ne!(base.hash(None), ImageKind::Instance.recipe().hash(None));
+        assert_ne!(probe.hash(Some("aa"), &[]), probe.hash(Some("bb"), &[]));
+        assert_ne!(
+            probe.hash(Some("aa"), &[(SdkProgram::Go, "1".into())]),
+            probe.hash(Some("aa"), &[(SdkProgram::Go, "2".into())])
+        );
+        assert_ne!(
+            base.hash(None, &[]),
+            ImageKind::Instance.recipe().hash(None, &[])
+        );
+    }
+
+    #[test]
+    fn the_probe_image_has_what_every_client_runs_on() {
+        let probe = ImageKind::Probe.recipe();
+        for program in SdkProgram::ALL {
+            for package in program.image_packages() {
+                assert!(probe.packages.contains(package), "{program}: {package}");
+            }
+        }
     }
 
     #[test]
@@ -287,7 +346,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let shim = dir.path().join("imds-shim");
         std::fs::write(&shim, b"a shim").unwrap();
-        let planned = plan(&shim, &shim).unwrap();
+        let go = dir.path().join("imdsh-go");
+        std::fs::write(&go, b"a go program").unwrap();
+        let programs = vec![(SdkProgram::Go, go.clone())];
+        let harness = Executable {
+            path: shim.clone(),
+            libraries: Vec::new(),
+        };
+        let planned = plan_with(&shim, &programs, &harness).unwrap();
         let kinds: Vec<ImageKind> = planned.iter().map(|p| p.recipe.kind).collect();
         assert_eq!(kinds, ImageKind::ALL);
         for p in &planned {
@@ -296,12 +362,22 @@ mod tests {
                 format!("imds-harness/{}:{}", p.recipe.kind, &p.hash[..TAG_HASH_LEN])
             );
             assert_eq!(p.shim.is_some(), p.recipe.kind == ImageKind::Probe);
+            assert_eq!(!p.programs.is_empty(), p.recipe.kind == ImageKind::Probe);
             assert_eq!(p.executable.is_some(), p.recipe.kind == ImageKind::Mock);
         }
+        std::fs::write(&go, b"another go program").unwrap();
+        let rebuilt = plan_with(&shim, &programs, &harness).unwrap();
+        for (before, after) in planned.iter().zip(&rebuilt) {
+            assert_eq!(
+                before.tag != after.tag,
+                before.recipe.kind == ImageKind::Probe
+            );
+        }
         std::fs::write(&shim, b"another shim").unwrap();
-        let again = plan(&shim, &shim).unwrap();
+        let again = plan_with(&shim, &programs, &harness).unwrap();
         for (before, after) in planned.iter().zip(&again) {
             let changed = before.tag != after.tag;
+            // The mock's executable is the same file as the shim here.
             assert_eq!(
                 changed,
                 matches!(before.recipe.kind, ImageKind::Probe | ImageKind::Mock),

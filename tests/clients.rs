@@ -1,0 +1,149 @@
+//! The SDK clients (`go`, `go-v1`, `ruby`, `boto3`) on the netns backend: each needs the
+//! topology's depth + 1 with tokens required, at every preset; with tokens optional,
+//! what the matrix says about falling back agrees with the credential set the mock saw
+//! signing the STS call; what each client prints is what the fixtures keep; and the
+//! Earthly CLI's `RUN --aws` path (aws-sdk-go-v2's default chain on the host) works at
+//! hop limit 1 with tokens required.
+
+use std::time::{Duration, Instant};
+
+use imds_e2e::clients::{assert_depth_plus_one, identity_clients, kept_message, Bench, PRESET};
+use imds_e2e::require::{require, Need};
+use imds_harness::backend::netns::NetnsLab;
+use imds_harness::mock::{HopLimit, HttpTokens, ImdsVersion};
+use imds_harness::probe::{Client, Tools};
+use imds_harness::sweep::{self, Cell, Strategy, SweepPlan};
+use imds_harness::topology::{Preset, Topology};
+
+const NEEDS: &[Need] = &[Need::Root, Need::NetTools, Need::AwsCli, Need::SdkClients];
+
+/// The clients this file is about, and the TTL probe that seeds their search.
+pub const SDK_CLIENTS: [Client; 4] = [Client::Go, Client::GoV1, Client::Ruby, Client::Boto3];
+
+fn sweep_netns(topologies: Vec<Topology>, clients: &[Client], mode: HttpTokens) -> Vec<Cell> {
+    let plan = SweepPlan {
+        topologies,
+        clients: clients.to_vec(),
+        modes: vec![mode],
+        strategy: Strategy::Bisect,
+        probe_timeout: Duration::from_millis(300),
+        parallel: 4,
+    };
+    let lab = NetnsLab {
+        tools: Tools::locate(&plan.clients).unwrap(),
+    };
+    let started = Instant::now();
+    let cells = tokio::task::block_in_place(|| sweep::run(&lab, &plan, &|_| {})).unwrap();
+    eprintln!("sweep: {:.1} s", started.elapsed().as_secs_f64());
+    cells
+}
+
+/// With tokens required, each SDK client gets the role's identity at hop limit depth + 1
+/// and not at depth, at every preset (the seed from the TTL probe makes it exactly those
+/// two runs per cell).
+#[tokio::test(flavor = "multi_thread")]
+async fn each_sdk_client_needs_depth_plus_one_with_tokens_required_at_every_preset() {
+    if !require("sdk_clients_required", NEEDS) {
+        return;
+    }
+    let mut clients = vec![Client::Ttl];
+    clients.extend(SDK_CLIENTS);
+    let cells = sweep_netns(Topology::presets(), &clients, HttpTokens::Required);
+    assert_eq!(cells.len(), Topology::presets().len() * clients.len());
+    for cell in cells.iter().filter(|c| c.client != Client::Ttl) {
+        assert_depth_plus_one(cell);
+    }
+}
+
+/// With tokens optional, the matrix's fallback column (`any (IMDSv1)`) for each client
+/// is what the mock recorded: the credential set that signed the client's
+/// GetCallerIdentity at a hop limit too low for a token, and what the fixtures keep.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_fallback_column_is_what_the_mock_recorded() {
+    if !require("sdk_clients_fallback", NEEDS) {
+        return;
+    }
+    let mut clients = vec![Client::Ttl];
+    clients.extend(identity_clients());
+    let cells = sweep_netns(
+        vec![Topology::Preset(PRESET)],
+        &clients,
+        HttpTokens::Optional,
+    );
+    let timings: toml::Table =
+        toml::from_str(&std::fs::read_to_string(imds_e2e::clients::timings_fixture()).unwrap())
+            .unwrap();
+    let bench = tokio::task::block_in_place(Bench::start);
+    for client in identity_clients() {
+        let cell = cells.iter().find(|c| c.client == client).unwrap();
+        let run = tokio::task::block_in_place(|| {
+            bench.run(client, Bench::too_low(), HttpTokens::Optional)
+        });
+        let recorded_v1 = run.outcome.ok && run.signed_with == Some(ImdsVersion::V1);
+        assert_eq!(
+            cell.works_at_any_hop_limit, recorded_v1,
+            "{client}: {cell:?} {run:?}"
+        );
+        if recorded_v1 {
+            assert_eq!(cell.via, Some(ImdsVersion::V1), "{client}");
+        } else {
+            assert!(!run.outcome.ok, "{client}: {run:?}");
+            assert_eq!(
+                cell.minimal_hop_limit,
+                HopLimit::for_routing_hops(cell.depth).ok()
+            );
+        }
+        assert_eq!(
+            timings[client.name()]["falls_back_to_imdsv1"].as_bool(),
+            Some(recorded_v1),
+            "{client}: fixtures/clients/timings.toml"
+        );
+    }
+}
+
+/// What each client prints at hop limit one too low, tokens required, is the fixture
+/// (`make client-fixtures` regenerates them), which the shim's classifier is tested on.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_client_prints_what_the_fixture_keeps() {
+    if !require("sdk_clients_messages", NEEDS) {
+        return;
+    }
+    let bench = tokio::task::block_in_place(Bench::start);
+    for client in identity_clients() {
+        let run = tokio::task::block_in_place(|| {
+            bench.run(client, Bench::too_low(), HttpTokens::Required)
+        });
+        assert!(!run.outcome.ok, "{client}");
+        assert_eq!(
+            run.outcome.message.unwrap_or_default().trim_end(),
+            kept_message(client).trim_end(),
+            "{client}: the message changed; `make client-fixtures` and review"
+        );
+    }
+}
+
+/// Earthly's `RUN --aws`: the Earthly CLI on the host resolves credentials with
+/// aws-sdk-go-v2's default chain. The `go` client on the host (no routing hop) gets the
+/// role's identity through IMDSv2 at hop limit 1 with tokens required, while a RUN step
+/// two hops away does not.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_earthly_cli_path_works_at_hop_limit_1_with_tokens_required() {
+    if !require("sdk_clients_run_aws", NEEDS) {
+        return;
+    }
+    let cells = sweep_netns(
+        vec![
+            Topology::Preset(Preset::Host),
+            Topology::Preset(Preset::EarthlyRun),
+        ],
+        &[Client::Ttl, Client::Go],
+        HttpTokens::Required,
+    );
+    let go: Vec<&Cell> = cells.iter().filter(|c| c.client == Client::Go).collect();
+    let host = go[0];
+    assert_eq!(host.topology, Topology::Preset(Preset::Host));
+    assert_eq!(host.minimal_hop_limit, Some(HopLimit::MIN), "{host:?}");
+    assert_eq!(host.via, Some(ImdsVersion::V2), "{host:?}");
+    let step = go[1];
+    assert_eq!(step.minimal_hop_limit, HopLimit::new(3).ok(), "{step:?}");
+}
