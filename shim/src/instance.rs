@@ -2,6 +2,7 @@
 //! `MetadataOptions` from `DescribeInstances`, changed with `ModifyInstanceMetadataOptions`, all
 //! with the instance role's own credentials (aws-config's IMDS credentials provider).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
@@ -134,7 +135,7 @@ impl InstanceError {
         }
     }
 
-    fn from_sdk<E, R>(action: &'static str, err: SdkError<E, R>) -> Self
+    pub(crate) fn from_sdk<E, R>(action: &'static str, err: SdkError<E, R>) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
         R: std::fmt::Debug + 'static,
@@ -213,6 +214,14 @@ impl Instance {
         &self,
         ec2: &aws_sdk_ec2::Client,
     ) -> Result<MetadataOptions, InstanceError> {
+        Ok(self.describe_with_tags(ec2).await?.0)
+    }
+
+    /// `DescribeInstances` for this instance: its metadata options and its tags.
+    pub async fn describe_with_tags(
+        &self,
+        ec2: &aws_sdk_ec2::Client,
+    ) -> Result<(MetadataOptions, BTreeMap<String, String>), InstanceError> {
         const ACTION: &str = "DescribeInstances";
         let out = ec2
             .describe_instances()
@@ -220,12 +229,24 @@ impl Instance {
             .send()
             .await
             .map_err(|e| InstanceError::from_sdk(ACTION, e))?;
-        let options = out
+        let instance = out
             .reservations()
             .iter()
             .flat_map(|r| r.instances())
             .find(|i| i.instance_id() == Some(self.instance_id.as_str()))
-            .and_then(|i| i.metadata_options())
+            .ok_or_else(|| InstanceError::NotListed(self.instance_id.clone()))?;
+        let tags = instance
+            .tags()
+            .iter()
+            .filter_map(|t| {
+                Some((
+                    t.key()?.to_owned(),
+                    t.value().unwrap_or_default().to_owned(),
+                ))
+            })
+            .collect();
+        let options = instance
+            .metadata_options()
             .ok_or_else(|| InstanceError::NotListed(self.instance_id.clone()))?;
         let not_listed = || InstanceError::NotListed(self.instance_id.clone());
         let unexpected = |source| InstanceError::Unexpected {
@@ -242,12 +263,13 @@ impl Instance {
         let http_tokens = options.http_tokens().ok_or_else(not_listed)?.as_str();
         let http_endpoint = options.http_endpoint().ok_or_else(not_listed)?.as_str();
         let state = options.state().ok_or_else(not_listed)?.as_str();
-        Ok(MetadataOptions {
+        let options = MetadataOptions {
             hop_limit,
             http_tokens: http_tokens.parse().map_err(unexpected)?,
             http_endpoint: http_endpoint.parse().map_err(unexpected)?,
             state: state.parse().map_err(unexpected)?,
-        })
+        };
+        Ok((options, tags))
     }
 
     /// `ModifyInstanceMetadataOptions`: hop limit `hop_limit`, tokens required, endpoint enabled.

@@ -24,6 +24,11 @@ impl QueryParams {
         self.0.get(key).map(String::as_str)
     }
 
+    /// Every parameter, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     pub fn action(&self) -> Option<&str> {
         self.get("Action")
     }
