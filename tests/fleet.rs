@@ -234,8 +234,8 @@ async fn the_table_and_filters() {
         &[
             "--filter",
             "tag:aws:autoscaling:groupName=gha-runners",
-            "--need",
-            "2",
+            "--topology",
+            "docker-run",
         ],
         1,
     );
@@ -447,11 +447,11 @@ async fn account_defaults_are_set_and_read_back() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn enforce_on_one_instance_says_what_will_undo_it() {
-    let template = LaunchTemplateSpec::id_for("ci");
+    let template = LaunchTemplateSpec::id_for("ci-runners");
     let mock = start(
         MockAws::builder()
             .launch_template(
-                "ci",
+                "ci-runners",
                 LaunchTemplateData {
                     metadata_options: Some(TemplateMetadataOptions {
                         hop_limit: Some(HopLimit::MIN),
@@ -499,6 +499,10 @@ async fn ec2(mock: &MockAws) -> aws_sdk_ec2::Client {
         )
         .imds_client(
             aws_config::imds::Client::builder()
+                .configure(
+                    &aws_config::provider_config::ProviderConfig::without_region()
+                        .with_http_client(HttpClientBuilder::new().build_http()),
+                )
                 .endpoint(&mock.endpoints().imds)
                 .unwrap()
                 .build(),
@@ -658,7 +662,7 @@ async fn the_aws_cli_pages_the_fleet_and_changes_a_template() {
     let mock = start(
         MockAws::builder()
             .fleet(500, SEED)
-            .launch_template("ci", template_data()),
+            .launch_template("ci-runners", template_data()),
     )
     .await;
 
@@ -676,7 +680,7 @@ async fn the_aws_cli_pages_the_fleet_and_changes_a_template() {
             "ec2",
             "create-launch-template-version",
             "--launch-template-name",
-            "ci",
+            "ci-runners",
             "--source-version",
             "1",
             "--launch-template-data",
@@ -689,7 +693,7 @@ async fn the_aws_cli_pages_the_fleet_and_changes_a_template() {
             "ec2",
             "modify-launch-template",
             "--launch-template-name",
-            "ci",
+            "ci-runners",
             "--default-version",
             "2",
         ],
@@ -701,7 +705,7 @@ async fn the_aws_cli_pages_the_fleet_and_changes_a_template() {
             "ec2",
             "describe-launch-template-versions",
             "--launch-template-name",
-            "ci",
+            "ci-runners",
             "--versions",
             "$Default",
         ],
