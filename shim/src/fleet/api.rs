@@ -78,7 +78,7 @@ impl Intercept for CountCalls {
     ) -> Result<(), BoxError> {
         self.0.attempts.fetch_add(1, Ordering::Relaxed);
         if let Some(response) = context.response() {
-            let says_throttled = response.body().bytes().map_or(true, |body| {
+            let says_throttled = response.body().bytes().is_none_or(|body| {
                 body.windows(THROTTLED_CODE.len())
                     .any(|w| w == THROTTLED_CODE)
             });
