@@ -48,7 +48,11 @@ fn audit(mock: &MockAws) -> Run {
         .run()
         .unwrap();
     let seconds = started.elapsed().as_secs_f64();
-    assert_eq!(out.status.code(), Some(1), "the seed's fleet has hosts too low");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the seed's fleet has hosts too low"
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let api = &report["summary"]["api"];
     let get = |v: &serde_json::Value| v.as_u64().unwrap();

@@ -121,6 +121,13 @@ fn bad_flags_get_a_clear_message_and_exit_2() {
         (vec!["mock", "--imds", "not-an-address"], "--imds"),
         (vec!["mock", "--account", "12"], "12 digits"),
         (vec!["mock", "--instance-id", "vm-1"], "instance id"),
+        (vec!["mock", "--throttle", "1"], "throttle rate 1"),
+        (vec!["mock", "--throttle", "lots"], "--throttle"),
+        (vec!["mock", "--launch-template", "ci-runners:65"], "1..=64"),
+        (
+            vec!["mock", "--launch-template", "x"],
+            "launch template name",
+        ),
     ] {
         let out = Command::new(bins::harness()).args(&args).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -191,4 +198,84 @@ async fn mock_flags_post_tags_and_notices() {
         assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
         assert!(stderr.contains(value), "{stderr}");
     }
+}
+
+#[test]
+fn mock_flags_make_a_fleet_and_launch_templates_the_cli_reads() {
+    if !require("mock_fleet_flags", &[Need::AwsCli]) {
+        return;
+    }
+    let mut child = Command::new(bins::harness())
+        .args(["mock", "--fleet", "30", "--seed", "7"])
+        .args([
+            "--launch-template",
+            "ci-runners:2",
+            "--launch-template",
+            "pets",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("imds-harness runs");
+    let endpoints = endpoints_line(&mut child);
+    let home = tempfile::tempdir().unwrap();
+    let env = isolated(home.path(), endpoints["imds"].as_str().unwrap());
+    let ec2 = endpoints["ec2"].as_str().unwrap();
+    let aws = |args: &[&str]| -> serde_json::Value {
+        let out = env
+            .apply(duct::cmd(AWS_CLI, args))
+            .stdout_capture()
+            .stderr_capture()
+            .unchecked()
+            .run()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let instances = aws(&[
+        "ec2",
+        "describe-instances",
+        "--page-size",
+        "10",
+        "--endpoint-url",
+        ec2,
+    ]);
+    assert_eq!(instances["Reservations"].as_array().unwrap().len(), 31);
+    let templates = aws(&["ec2", "describe-launch-templates", "--endpoint-url", ec2]);
+    let names: Vec<_> = templates["LaunchTemplates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["LaunchTemplateName"].as_str().unwrap().to_owned())
+        .collect();
+    // The fleet's three, then the flags'.
+    assert_eq!(
+        names,
+        [
+            "gha-runners",
+            "earthly-builders",
+            "gitlab-dind",
+            "ci-runners",
+            "pets"
+        ]
+    );
+    let version = aws(&[
+        "ec2",
+        "describe-launch-template-versions",
+        "--launch-template-name",
+        "ci-runners",
+        "--endpoint-url",
+        ec2,
+    ]);
+    assert_eq!(
+        version["LaunchTemplateVersions"][0]["LaunchTemplateData"]["MetadataOptions"]
+            ["HttpPutResponseHopLimit"],
+        2
+    );
+    nix_kill(child.id(), "TERM");
+    assert!(child.wait().unwrap().success());
 }
