@@ -337,12 +337,25 @@ fn audit_command(args: &AuditArgs) -> anyhow::Result<ExitCode> {
         let api = FleetApi::connect().await?;
         audit::audit(&api, &request).await
     })?;
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+    let text = if args.json {
+        format!("{}\n", serde_json::to_string(&report)?)
     } else {
-        print!("{}", report.render());
-    }
+        report.render()
+    };
+    write_stdout(&text)?;
     Ok(ExitCode::from(report.summary.exit_code))
+}
+
+/// Writes `text` to stdout; a reader that stopped early (`audit | head`) is no error.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write the audit to stdout")
+        }
+        _ => Ok(()),
+    }
 }
 
 /// `enforce --launch-template`, `--account-defaults` or `--print`; `None` for the instance.
