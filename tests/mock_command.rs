@@ -18,6 +18,36 @@ fn endpoints_line(child: &mut std::process::Child) -> serde_json::Value {
     serde_json::from_str(&line).expect("one JSON line")
 }
 
+/// The AWS CLI's JSON answer to `args` in `env`; the call must succeed.
+fn aws_json(env: &imds_harness::probe::env::ClientEnv, args: &[&str]) -> serde_json::Value {
+    let out = env
+        .apply(duct::cmd(AWS_CLI, args))
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "aws {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `imds-harness mock ARGS`, its stderr dropped, and the endpoints it printed.
+fn spawn_mock(args: &[&str]) -> (std::process::Child, serde_json::Value) {
+    let mut child = Command::new(bins::harness())
+        .arg("mock")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("imds-harness runs");
+    let endpoints = endpoints_line(&mut child);
+    (child, endpoints)
+}
+
 #[test]
 fn mock_prints_its_endpoints_serves_the_cli_and_stops_on_sigterm_without_leaking_secrets() {
     if !require("mock_command", &[Need::AwsCli]) {
@@ -45,25 +75,15 @@ fn mock_prints_its_endpoints_serves_the_cli_and_stops_on_sigterm_without_leaking
     let home = tempfile::tempdir().unwrap();
     let imds = endpoints["imds"].as_str().unwrap();
     let env = isolated(home.path(), imds);
-    let out = env
-        .apply(duct::cmd!(
-            AWS_CLI,
+    let identity = aws_json(
+        &env,
+        &[
             "sts",
             "get-caller-identity",
             "--endpoint-url",
-            endpoints["sts"].as_str().unwrap()
-        ))
-        .stdout_capture()
-        .stderr_capture()
-        .unchecked()
-        .run()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+            endpoints["sts"].as_str().unwrap(),
+        ],
     );
-    let identity: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(identity["Account"], "210987654321");
 
     // The secret the CLI just used, fetched the same way.
@@ -138,20 +158,15 @@ fn bad_flags_get_a_clear_message_and_exit_2() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mock_flags_post_tags_and_notices() {
-    let mut child = Command::new(bins::harness())
-        .args(["mock", "--instance-metadata-tags", "enabled"])
-        .args([
-            "--tag",
-            "team=builds",
-            "--spot-action",
-            "stop",
-            "--rebalance",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("imds-harness runs");
-    let endpoints = endpoints_line(&mut child);
+    let (mut child, endpoints) = spawn_mock(&[
+        "--instance-metadata-tags",
+        "enabled",
+        "--tag",
+        "team=builds",
+        "--spot-action",
+        "stop",
+        "--rebalance",
+    ]);
     let imds = endpoints["imds"].as_str().unwrap().trim_end_matches('/');
     let token = send(
         "PUT",
@@ -205,37 +220,20 @@ fn mock_flags_make_a_fleet_and_launch_templates_the_cli_reads() {
     if !require("mock_fleet_flags", &[Need::AwsCli]) {
         return;
     }
-    let mut child = Command::new(bins::harness())
-        .args(["mock", "--fleet", "30", "--seed", "7"])
-        .args([
-            "--launch-template",
-            "ci-runners:2",
-            "--launch-template",
-            "pets",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("imds-harness runs");
-    let endpoints = endpoints_line(&mut child);
+    let (mut child, endpoints) = spawn_mock(&[
+        "--fleet",
+        "30",
+        "--seed",
+        "7",
+        "--launch-template",
+        "ci-runners:2",
+        "--launch-template",
+        "pets",
+    ]);
     let home = tempfile::tempdir().unwrap();
     let env = isolated(home.path(), endpoints["imds"].as_str().unwrap());
     let ec2 = endpoints["ec2"].as_str().unwrap();
-    let aws = |args: &[&str]| -> serde_json::Value {
-        let out = env
-            .apply(duct::cmd(AWS_CLI, args))
-            .stdout_capture()
-            .stderr_capture()
-            .unchecked()
-            .run()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
+    let aws = |args: &[&str]| aws_json(&env, args);
     let instances = aws(&[
         "ec2",
         "describe-instances",

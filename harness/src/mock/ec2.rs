@@ -135,10 +135,7 @@ impl Ec2 {
         params: &QueryParams,
         request_id: &str,
     ) -> Result<String, Ec2Error> {
-        self.authorize(action)?;
-        if params.get("DryRun") == Some("true") {
-            return Err(dry_run());
-        }
+        self.admit(action, params)?;
         let account = &self.state.identity.account;
         let lock = &self.state.launch_templates;
         let body = match action {
@@ -162,10 +159,7 @@ impl Ec2 {
         params: &QueryParams,
         request_id: &str,
     ) -> Result<String, Ec2Error> {
-        self.authorize(action)?;
-        if params.get("DryRun") == Some("true") {
-            return Err(dry_run());
-        }
+        self.admit(action, params)?;
         let mut defaults = self.state.metadata_defaults.write().expect("defaults lock");
         let body = if action == MODIFY_INSTANCE_METADATA_DEFAULTS {
             defaults.modify(params)?;
@@ -174,6 +168,15 @@ impl Ec2 {
             defaults.xml()
         };
         Ok(envelope(action, request_id, &body))
+    }
+
+    /// `UnauthorizedOperation` when `action` is denied, else `DryRunOperation` for a dry run.
+    fn admit(&self, action: &str, params: &QueryParams) -> Result<(), Ec2Error> {
+        self.authorize(action)?;
+        if params.get("DryRun") == Some("true") {
+            return Err(dry_run());
+        }
+        Ok(())
     }
 
     fn authorize(&self, action: &str) -> Result<(), Ec2Error> {
@@ -232,10 +235,7 @@ impl Ec2 {
         for id in query.ids() {
             self.check_instance_id(id)?;
         }
-        self.authorize(DESCRIBE_INSTANCES)?;
-        if params.get("DryRun") == Some("true") {
-            return Err(dry_run());
-        }
+        self.admit(DESCRIBE_INSTANCES, params)?;
         let id = &self.state.identity;
         let profile_arn = id.instance_profile_arn();
         let tags = self.state.notices().tags;
@@ -286,10 +286,7 @@ impl Ec2 {
         })?;
         let own = self.check_instance_id(instance_id)?;
         let change = parse_change(params)?;
-        self.authorize(MODIFY_INSTANCE_METADATA_OPTIONS)?;
-        if params.get("DryRun") == Some("true") {
-            return Err(dry_run());
-        }
+        self.admit(MODIFY_INSTANCE_METADATA_OPTIONS, params)?;
         let options = if own {
             self.state.modify_options(&change)
         } else {

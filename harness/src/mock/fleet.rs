@@ -11,13 +11,11 @@ use rand::{RngExt as _, SeedableRng};
 use super::launch_templates::{LaunchTemplateData, LaunchTemplateSpec, TemplateMetadataOptions};
 use super::options::{HopLimit, HttpEndpoint, HttpTokens, MetadataOptions, Toggle};
 
-/// The tag EC2 puts on instances an Auto Scaling group launched.
-pub const ASG_TAG: &str = "aws:autoscaling:groupName";
-/// The tags EC2 puts on instances launched from a launch template.
-pub const LAUNCH_TEMPLATE_ID_TAG: &str = "aws:ec2launchtemplate:id";
-pub const LAUNCH_TEMPLATE_VERSION_TAG: &str = "aws:ec2launchtemplate:version";
-/// The tag that says where an instance's builds run (a topology of the baseline).
-pub const TOPOLOGY_TAG: &str = "imds-shim:topology";
+pub use imds_vocab::tags::{
+    ASG as ASG_TAG, LAUNCH_TEMPLATE_ID as LAUNCH_TEMPLATE_ID_TAG,
+    LAUNCH_TEMPLATE_VERSION as LAUNCH_TEMPLATE_VERSION_TAG, NAME as NAME_TAG,
+    TOPOLOGY as TOPOLOGY_TAG,
+};
 
 /// One kind of build host in the generated fleet.
 struct Pool {
@@ -177,7 +175,7 @@ impl Fleet {
                 instance_metadata_tags: Toggle::Disabled,
             };
             let mut tags = BTreeMap::new();
-            tags.insert("Name".to_string(), format!("{}-{n:05}", pool.name));
+            tags.insert(NAME_TAG.to_string(), format!("{}-{n:05}", pool.name));
             tags.insert(
                 "team".to_string(),
                 ["build", "platform", "data"][n % 3].into(),

@@ -488,17 +488,6 @@ fn name_not_found(name: &str) -> Ec2Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
-    use http::Request;
-
-    fn params(body: &str) -> QueryParams {
-        QueryParams::from_request(
-            &Request::builder()
-                .method("POST")
-                .body(Bytes::from(body.to_owned()))
-                .unwrap(),
-        )
-    }
 
     fn store() -> LaunchTemplates {
         LaunchTemplates::new(&[LaunchTemplateSpec {
@@ -520,7 +509,7 @@ mod tests {
     fn a_version_from_a_source_inherits_all_but_what_it_gives() {
         let mut lts = store();
         lts.create_version(
-            &params(
+            &QueryParams::from_body(
                 "LaunchTemplateName=ci&SourceVersion=%24Default&\
                  LaunchTemplateData.MetadataOptions.HttpPutResponseHopLimit=3&\
                  LaunchTemplateData.MetadataOptions.HttpTokens=required",
@@ -536,15 +525,22 @@ mod tests {
         // MetadataOptions is replaced whole, as EC2 does.
         assert_eq!(m.instance_metadata_tags, None);
         assert_eq!(lts.versions("ci"), Some((1, 2)));
-        lts.modify(&params("LaunchTemplateName=ci&SetDefaultVersion=2"), "1")
-            .unwrap();
+        lts.modify(
+            &QueryParams::from_body("LaunchTemplateName=ci&SetDefaultVersion=2"),
+            "1",
+        )
+        .unwrap();
         assert_eq!(lts.versions("ci"), Some((2, 2)));
     }
 
     #[test]
     fn unknown_and_malformed_templates_have_ec2s_codes() {
         let lts = store();
-        let code = |body: &str| lts.describe_versions(&params(body), "1").unwrap_err().code;
+        let code = |body: &str| {
+            lts.describe_versions(&QueryParams::from_body(body), "1")
+                .unwrap_err()
+                .code
+        };
         assert_eq!(
             code("LaunchTemplateName=nope"),
             "InvalidLaunchTemplateName.NotFoundException"

@@ -113,30 +113,22 @@ impl MetadataDefaults {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
-    use http::Request;
-
-    fn params(body: &str) -> QueryParams {
-        QueryParams::from_request(
-            &Request::builder()
-                .method("POST")
-                .body(Bytes::from(body.to_owned()))
-                .unwrap(),
-        )
-    }
 
     #[test]
     fn set_read_back_and_reset() {
         let mut d = MetadataDefaults::default();
         assert_eq!(d.xml(), "<accountLevel></accountLevel>");
-        d.modify(&params("HttpTokens=required&HttpPutResponseHopLimit=3"))
-            .unwrap();
+        d.modify(&QueryParams::from_body(
+            "HttpTokens=required&HttpPutResponseHopLimit=3",
+        ))
+        .unwrap();
         assert_eq!(
             d.xml(),
             "<accountLevel><httpTokens>required</httpTokens>\
              <httpPutResponseHopLimit>3</httpPutResponseHopLimit></accountLevel>"
         );
-        d.modify(&params("HttpPutResponseHopLimit=-1")).unwrap();
+        d.modify(&QueryParams::from_body("HttpPutResponseHopLimit=-1"))
+            .unwrap();
         assert_eq!(d.hop_limit, None);
         assert_eq!(d.http_tokens, Some(HttpTokens::Required));
         for bad in [
@@ -145,7 +137,7 @@ mod tests {
             "HttpTokens=maybe",
         ] {
             assert_eq!(
-                d.modify(&params(bad)).unwrap_err().code,
+                d.modify(&QueryParams::from_body(bad)).unwrap_err().code,
                 "InvalidParameterValue"
             );
         }

@@ -10,6 +10,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::{Filter, Instance};
+use imds_vocab::tags::{
+    ASG as ASG_TAG, LAUNCH_TEMPLATE_ID as LAUNCH_TEMPLATE_ID_TAG,
+    LAUNCH_TEMPLATE_VERSION as LAUNCH_TEMPLATE_VERSION_TAG, NAME as NAME_TAG,
+    TOPOLOGY as TOPOLOGY_TAG,
+};
 use imds_vocab::{HopLimit, HttpEndpoint, HttpTokens, OptionError, Topology};
 use serde::Serialize;
 
@@ -17,14 +22,6 @@ use super::api::{CallCounts, FleetApi};
 use crate::baseline::{self, Need};
 use crate::instance::InstanceError;
 
-/// The tag that names where an instance's builds run.
-pub const TOPOLOGY_TAG: &str = "imds-shim:topology";
-/// The tag EC2 puts on instances an Auto Scaling group launched.
-pub const ASG_TAG: &str = "aws:autoscaling:groupName";
-/// The tags EC2 puts on instances launched from a launch template.
-pub const LAUNCH_TEMPLATE_ID_TAG: &str = "aws:ec2launchtemplate:id";
-/// The launch template's version the instance was launched from.
-pub const LAUNCH_TEMPLATE_VERSION_TAG: &str = "aws:ec2launchtemplate:version";
 /// `DescribeInstances` page size: EC2's largest.
 const PAGE_SIZE: i32 = 1000;
 
@@ -259,7 +256,7 @@ fn row(instance: &Instance, needs: &mut Needs<'_>) -> Result<Option<AuditRow>, I
         }
     });
     Ok(Some(AuditRow {
-        name: tag(instance, "Name").map(str::to_owned),
+        name: tag(instance, NAME_TAG).map(str::to_owned),
         hop_limit,
         http_tokens,
         http_endpoint,

@@ -8,10 +8,13 @@ use std::collections::BTreeMap;
 
 use imds_vocab::HttpTokens;
 
-use super::audit::{ASG_TAG, LAUNCH_TEMPLATE_ID_TAG, LAUNCH_TEMPLATE_VERSION_TAG};
 use super::launch_template::hop_limit_of;
 use crate::baseline::Need;
 use crate::instance::InstanceError;
+use imds_vocab::tags::{
+    ASG as ASG_TAG, LAUNCH_TEMPLATE_ID as LAUNCH_TEMPLATE_ID_TAG,
+    LAUNCH_TEMPLATE_VERSION as LAUNCH_TEMPLATE_VERSION_TAG,
+};
 
 /// What the instance's tags say about where it came from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
