@@ -740,3 +740,34 @@ async fn the_aws_cli_pages_the_fleet_and_changes_a_template() {
     assert_eq!(unknown.status.code(), Some(252), "{}", show(&unknown));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("Invalid choice"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_audit_read_only_in_part_is_no_error() {
+    let mock = start(MockAws::builder().fleet(2000, SEED)).await;
+    let home = tempfile::tempdir().unwrap();
+    let env = isolated(home.path(), &mock.endpoints().imds)
+        .with("AWS_ENDPOINT_URL_EC2", &mock.endpoints().ec2);
+    // `imds-shim audit | head -1`: the table (some 400 kB, more than a pipe holds) meets
+    // a closed pipe. The shim still exits with the audit's status, 1, not a panic's 101.
+    let script = r#""$0" audit --baseline "$1" | head -1; echo "status ${PIPESTATUS[0]}""#;
+    let shim = bins::shim();
+    let expr = duct::cmd("bash", ["-c", script, shim.to_str().unwrap(), BASELINE])
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked();
+    let out = tokio::task::block_in_place(|| env.apply(expr).run().unwrap());
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", show(&out));
+    assert!(
+        lines[0].starts_with("audited 2001 instances"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(lines[1], "status 1", "{}", show(&out));
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("panicked"),
+        "{}",
+        show(&out)
+    );
+}
