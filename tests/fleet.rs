@@ -771,3 +771,42 @@ async fn an_audit_read_only_in_part_is_no_error() {
         show(&out)
     );
 }
+
+#[test]
+fn without_credentials_the_fleet_commands_say_so_and_exit_2() {
+    let home = tempfile::tempdir().unwrap();
+    // IMDS off, and a closed loopback port for it and EC2 anyway: nothing is sent anywhere.
+    let closed = "http://127.0.0.1:9/";
+    let env = isolated(home.path(), closed)
+        .with("AWS_EC2_METADATA_DISABLED", "true")
+        .with("AWS_ENDPOINT_URL_EC2", closed);
+    let run = |args: &[&str]| {
+        env.apply(duct::cmd(bins::shim(), args))
+            .stdout_capture()
+            .stderr_capture()
+            .unchecked()
+            .run()
+            .unwrap()
+    };
+    for args in [
+        &["audit"][..],
+        &["enforce", "--launch-template", "ci-runners"],
+        &["enforce", "--account-defaults"],
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", show(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.starts_with("imds-shim: error: no AWS credentials: "),
+            "{stderr}"
+        );
+    }
+    let out = run(
+        &env.clone()
+            .with("AWS_REGION", "")
+            .with("AWS_DEFAULT_REGION", ""),
+        &["audit"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no AWS credentials"));
+}

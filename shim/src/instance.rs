@@ -71,6 +71,14 @@ pub enum InstanceError {
     /// Neither IMDS nor the environment named a region.
     #[error("cannot check: no region (IMDS did not give one; set AWS_REGION)")]
     NoRegion,
+    /// No credentials from any source of the SDK's default chain (fleet commands).
+    #[error("no AWS credentials: none in the environment (AWS_ACCESS_KEY_ID ...), no profile (AWS_PROFILE, ~/.aws), no instance role through IMDS; give one of them ({0})")]
+    NoCredentials(String),
+    /// The SDK's default chain found no region (fleet commands).
+    #[error(
+        "no region: set AWS_REGION (or a profile's region; on EC2 the instance's comes from IMDS)"
+    )]
+    NoFleetRegion,
     /// The role may not call this action.
     #[error("the instance role may not call ec2:{action} (UnauthorizedOperation): allow ec2:{action} on this instance in the role's IAM policy, or run the printed `aws ec2` command with other credentials")]
     Unauthorized {

@@ -334,7 +334,7 @@ fn audit_command(args: &AuditArgs) -> anyhow::Result<ExitCode> {
         baseline: args.need.baseline.clone(),
     };
     let report = runtime()?.block_on(async {
-        let api = FleetApi::connect().await?;
+        let api = FleetApi::connect(args.need.timeout()).await?;
         audit::audit(&api, &request).await
     })?;
     let text = if args.json {
@@ -367,14 +367,14 @@ fn enforce_at_source(args: &EnforceArgs, need: &Need) -> anyhow::Result<Option<E
     if let Some(template) = &args.launch_template {
         let template = TemplateRef::parse(template);
         runtime()?.block_on(async {
-            let api = FleetApi::connect().await?;
+            let api = FleetApi::connect(args.need.timeout()).await?;
             launch_template::enforce(&api, &template, need, args.set_default, args.apply).await
         })?;
         return Ok(Some(ExitCode::SUCCESS));
     }
     if args.account_defaults {
         runtime()?.block_on(async {
-            let api = FleetApi::connect().await?;
+            let api = FleetApi::connect(args.need.timeout()).await?;
             defaults::enforce(&api, need, args.apply).await
         })?;
         return Ok(Some(ExitCode::SUCCESS));

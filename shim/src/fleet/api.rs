@@ -8,9 +8,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_config::default_provider::credentials::DefaultCredentialsChain;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::BehaviorVersion;
+use aws_credential_types::provider::ProvideCredentials as _;
 use aws_sdk_ec2::config::Intercept;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::{
@@ -22,6 +24,7 @@ use serde::Serialize;
 
 use crate::instance::InstanceError;
 use crate::probe::clients;
+use crate::probe::diagnosis::chain;
 
 /// Attempts per call: at a 30 % throttling rate, ten in a row fail once in 170,000 calls.
 pub const MAX_ATTEMPTS: u32 = 10;
@@ -101,11 +104,29 @@ pub struct FleetApi {
 }
 
 impl FleetApi {
-    /// A client from the SDK's default chains; the endpoint from `AWS_ENDPOINT_URL_EC2` or
-    /// `AWS_ENDPOINT_URL` as the SDK reads them.
-    pub async fn connect() -> Result<Self, InstanceError> {
+    /// A client from the SDK's default chains, whose IMDS step (the instance role) has
+    /// `imds_timeout` as its connect and read timeout; the endpoint from
+    /// `AWS_ENDPOINT_URL_EC2` or `AWS_ENDPOINT_URL` as the SDK reads them.
+    pub async fn connect(imds_timeout: Duration) -> Result<Self, InstanceError> {
+        let conf = clients::provider_config();
+        let imds = aws_config::imds::Client::builder()
+            .configure(&conf)
+            .connect_timeout(imds_timeout)
+            .read_timeout(imds_timeout)
+            .build();
+        let credentials = DefaultCredentialsChain::builder()
+            .configure(conf)
+            .imds_client(imds)
+            .build()
+            .await;
+        // Asked once here, so that a missing credential is said as such (the SDK
+        // caches what it gets for the calls).
+        if let Err(e) = credentials.provide_credentials().await {
+            return Err(InstanceError::NoCredentials(chain(&e)));
+        }
         let sdk = aws_config::defaults(BehaviorVersion::latest())
             .http_client(clients::http_client())
+            .credentials_provider(credentials)
             .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
             .timeout_config(
                 TimeoutConfig::builder()
@@ -118,7 +139,7 @@ impl FleetApi {
         let region = sdk
             .region()
             .map(ToString::to_string)
-            .ok_or(InstanceError::NoRegion)?;
+            .ok_or(InstanceError::NoFleetRegion)?;
         let counters = Arc::new(Counters::default());
         let config = aws_sdk_ec2::config::Builder::from(&sdk)
             .interceptor(CountCalls(counters.clone()))
