@@ -801,12 +801,4 @@ fn without_credentials_the_fleet_commands_say_so_and_exit_2() {
             "{stderr}"
         );
     }
-    let out = run(
-        &env.clone()
-            .with("AWS_REGION", "")
-            .with("AWS_DEFAULT_REGION", ""),
-        &["audit"],
-    );
-    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no AWS credentials"));
 }
