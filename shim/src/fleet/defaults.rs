@@ -54,8 +54,8 @@ fn wanted_fields(wanted: &Wanted) -> [String; 3] {
     ]
 }
 
-/// The AWS CLI command that does the same (AWS CLI 2.13 or later: Debian's 2.9.19 does
-/// not know the operation).
+/// The AWS CLI command that does the same (a CLI released after the operation, late
+/// 2023: Debian's 2.9.19 does not know it).
 pub fn cli_command(wanted: &Wanted) -> String {
     format!(
         "aws ec2 modify-instance-metadata-defaults --http-put-response-hop-limit {} --http-tokens {} --http-endpoint {}",
@@ -110,7 +110,7 @@ pub async fn enforce(
         println!("  {field:<24} {from} -> {to}");
     }
     println!(
-        "the same with the AWS CLI (2.13 or later):\n  {}",
+        "the same with an AWS CLI from late 2023 or later:\n  {}",
         cli_command(&wanted)
     );
     println!(
