@@ -11,7 +11,7 @@ DEB_PACKAGES := awscli iproute2 iptables containernetworking-plugins mmdebstrap 
 BENCH_PACKAGES := nginx wrk
 BIN := $(CARGO_TARGET_DIR)/debug
 
-.PHONY: deps pydeps bench-deps build test measure bench bench-backends client-fixtures cleanup dist images mock-image
+.PHONY: deps pydeps bench-deps build test measure bench bench-backends bench-fleet client-fixtures cleanup dist images mock-image
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
@@ -78,6 +78,10 @@ bench-backends: build
 # fixtures in fixtures/clients/, from the real clients at a real leaf; RUNS runs each.
 client-fixtures: build
 	cargo bench --profile dev --bench clients -- $(RUNS) --write
+
+# imds-shim audit of 5,000 instances in the mock EC2, calm and 30 % throttled: medians of RUNS.
+bench-fleet: build
+	cargo bench --profile dev --bench fleet -- $(RUNS)
 
 cleanup: build
 	$(BIN)/imds-harness cleanup

@@ -18,6 +18,36 @@ fn endpoints_line(child: &mut std::process::Child) -> serde_json::Value {
     serde_json::from_str(&line).expect("one JSON line")
 }
 
+/// The AWS CLI's JSON answer to `args` in `env`; the call must succeed.
+fn aws_json(env: &imds_harness::probe::env::ClientEnv, args: &[&str]) -> serde_json::Value {
+    let out = env
+        .apply(duct::cmd(AWS_CLI, args))
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "aws {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `imds-harness mock ARGS`, its stderr dropped, and the endpoints it printed.
+fn spawn_mock(args: &[&str]) -> (std::process::Child, serde_json::Value) {
+    let mut child = Command::new(bins::harness())
+        .arg("mock")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("imds-harness runs");
+    let endpoints = endpoints_line(&mut child);
+    (child, endpoints)
+}
+
 #[test]
 fn mock_prints_its_endpoints_serves_the_cli_and_stops_on_sigterm_without_leaking_secrets() {
     if !require("mock_command", &[Need::AwsCli]) {
@@ -45,25 +75,15 @@ fn mock_prints_its_endpoints_serves_the_cli_and_stops_on_sigterm_without_leaking
     let home = tempfile::tempdir().unwrap();
     let imds = endpoints["imds"].as_str().unwrap();
     let env = isolated(home.path(), imds);
-    let out = env
-        .apply(duct::cmd!(
-            AWS_CLI,
+    let identity = aws_json(
+        &env,
+        &[
             "sts",
             "get-caller-identity",
             "--endpoint-url",
-            endpoints["sts"].as_str().unwrap()
-        ))
-        .stdout_capture()
-        .stderr_capture()
-        .unchecked()
-        .run()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+            endpoints["sts"].as_str().unwrap(),
+        ],
     );
-    let identity: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(identity["Account"], "210987654321");
 
     // The secret the CLI just used, fetched the same way.
@@ -121,6 +141,13 @@ fn bad_flags_get_a_clear_message_and_exit_2() {
         (vec!["mock", "--imds", "not-an-address"], "--imds"),
         (vec!["mock", "--account", "12"], "12 digits"),
         (vec!["mock", "--instance-id", "vm-1"], "instance id"),
+        (vec!["mock", "--throttle", "1"], "throttle rate 1"),
+        (vec!["mock", "--throttle", "lots"], "--throttle"),
+        (vec!["mock", "--launch-template", "ci-runners:65"], "1..=64"),
+        (
+            vec!["mock", "--launch-template", "x"],
+            "launch template name",
+        ),
     ] {
         let out = Command::new(bins::harness()).args(&args).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -134,26 +161,21 @@ async fn mock_flags_post_tags_notices_lifecycle_maintenance_and_user_data() {
     let dir = tempfile::tempdir().unwrap();
     let user_data = dir.path().join("user-data");
     std::fs::write(&user_data, "#!/bin/sh\necho hello\n").unwrap();
-    let mut child = Command::new(bins::harness())
-        .args(["mock", "--instance-metadata-tags", "enabled"])
-        .args([
-            "--tag",
-            "team=builds",
-            "--spot-action",
-            "stop",
-            "--rebalance",
-            "--lifecycle-state",
-            "Warmed:Stopped",
-            "--maintenance",
-            "instance-retirement",
-            "--user-data-file",
-        ])
-        .arg(&user_data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("imds-harness runs");
-    let endpoints = endpoints_line(&mut child);
+    let (mut child, endpoints) = spawn_mock(&[
+        "--instance-metadata-tags",
+        "enabled",
+        "--tag",
+        "team=builds",
+        "--spot-action",
+        "stop",
+        "--rebalance",
+        "--lifecycle-state",
+        "Warmed:Stopped",
+        "--maintenance",
+        "instance-retirement",
+        "--user-data-file",
+        user_data.to_str().unwrap(),
+    ]);
     let imds = endpoints["imds"].as_str().unwrap().trim_end_matches('/');
     let token = send(
         "PUT",
@@ -216,4 +238,67 @@ async fn mock_flags_post_tags_notices_lifecycle_maintenance_and_user_data() {
         assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
         assert!(stderr.contains(value), "{stderr}");
     }
+}
+
+#[test]
+fn mock_flags_make_a_fleet_and_launch_templates_the_cli_reads() {
+    if !require("mock_fleet_flags", &[Need::AwsCli]) {
+        return;
+    }
+    let (mut child, endpoints) = spawn_mock(&[
+        "--fleet",
+        "30",
+        "--seed",
+        "7",
+        "--launch-template",
+        "ci-runners:2",
+        "--launch-template",
+        "pets",
+    ]);
+    let home = tempfile::tempdir().unwrap();
+    let env = isolated(home.path(), endpoints["imds"].as_str().unwrap());
+    let ec2 = endpoints["ec2"].as_str().unwrap();
+    let aws = |args: &[&str]| aws_json(&env, args);
+    let instances = aws(&[
+        "ec2",
+        "describe-instances",
+        "--page-size",
+        "10",
+        "--endpoint-url",
+        ec2,
+    ]);
+    assert_eq!(instances["Reservations"].as_array().unwrap().len(), 31);
+    let templates = aws(&["ec2", "describe-launch-templates", "--endpoint-url", ec2]);
+    let names: Vec<_> = templates["LaunchTemplates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["LaunchTemplateName"].as_str().unwrap().to_owned())
+        .collect();
+    // The fleet's three, then the flags'.
+    assert_eq!(
+        names,
+        [
+            "gha-runners",
+            "earthly-builders",
+            "gitlab-dind",
+            "ci-runners",
+            "pets"
+        ]
+    );
+    let version = aws(&[
+        "ec2",
+        "describe-launch-template-versions",
+        "--launch-template-name",
+        "ci-runners",
+        "--endpoint-url",
+        ec2,
+    ]);
+    assert_eq!(
+        version["LaunchTemplateVersions"][0]["LaunchTemplateData"]["MetadataOptions"]
+            ["HttpPutResponseHopLimit"],
+        2
+    );
+    nix_kill(child.id(), "TERM");
+    assert!(child.wait().unwrap().success());
 }

@@ -10,6 +10,7 @@ use imds_vocab::fix::FixCommand;
 use imds_vocab::{HopLimit, HttpEndpoint, HttpTokens, MetadataState};
 
 use crate::baseline::Need;
+use crate::fleet::origin::{self, Origin};
 use crate::instance::{Instance, InstanceError, MetadataOptions};
 use crate::probe::{self, render, Place, ProbeOptions};
 
@@ -100,9 +101,12 @@ pub async fn enforce(
 ) -> Result<Outcome, InstanceError> {
     let instance = Instance::discover(place, timeout).await?;
     let ec2 = instance.ec2().await;
-    let current = instance.describe(&ec2).await?;
+    let (current, tags) = instance.describe_with_tags(&ec2).await?;
     let changes = plan(&current, need.hop_limit);
     print!("{}", render_plan(&instance.instance_id, need, &changes));
+    for note in origin::notes(&ec2, &Origin::from_tags(&tags), need).await {
+        println!("{note}");
+    }
     if changes.is_empty() {
         return Ok(Outcome::NoChange);
     }

@@ -2,6 +2,7 @@
 //! `MetadataOptions` from `DescribeInstances`, changed with `ModifyInstanceMetadataOptions`, all
 //! with the instance role's own credentials (aws-config's IMDS credentials provider).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
@@ -70,6 +71,14 @@ pub enum InstanceError {
     /// Neither IMDS nor the environment named a region.
     #[error("cannot check: no region (IMDS did not give one; set AWS_REGION)")]
     NoRegion,
+    /// No credentials from any source of the SDK's default chain (fleet commands).
+    #[error("no AWS credentials: none in the environment (AWS_ACCESS_KEY_ID ...), no profile (AWS_PROFILE, ~/.aws), no instance role through IMDS; give one of them ({0})")]
+    NoCredentials(String),
+    /// The SDK's default chain found no region (fleet commands).
+    #[error(
+        "no region: set AWS_REGION (or a profile's region; on EC2 the instance's comes from IMDS)"
+    )]
+    NoFleetRegion,
     /// The role may not call this action.
     #[error("the instance role may not call ec2:{action} (UnauthorizedOperation): allow ec2:{action} on this instance in the role's IAM policy, or run the printed `aws ec2` command with other credentials")]
     Unauthorized {
@@ -134,7 +143,7 @@ impl InstanceError {
         }
     }
 
-    fn from_sdk<E, R>(action: &'static str, err: SdkError<E, R>) -> Self
+    pub(crate) fn from_sdk<E, R>(action: &'static str, err: SdkError<E, R>) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
         R: std::fmt::Debug + 'static,
@@ -213,6 +222,14 @@ impl Instance {
         &self,
         ec2: &aws_sdk_ec2::Client,
     ) -> Result<MetadataOptions, InstanceError> {
+        Ok(self.describe_with_tags(ec2).await?.0)
+    }
+
+    /// `DescribeInstances` for this instance: its metadata options and its tags.
+    pub async fn describe_with_tags(
+        &self,
+        ec2: &aws_sdk_ec2::Client,
+    ) -> Result<(MetadataOptions, BTreeMap<String, String>), InstanceError> {
         const ACTION: &str = "DescribeInstances";
         let out = ec2
             .describe_instances()
@@ -220,12 +237,24 @@ impl Instance {
             .send()
             .await
             .map_err(|e| InstanceError::from_sdk(ACTION, e))?;
-        let options = out
+        let instance = out
             .reservations()
             .iter()
             .flat_map(|r| r.instances())
             .find(|i| i.instance_id() == Some(self.instance_id.as_str()))
-            .and_then(|i| i.metadata_options())
+            .ok_or_else(|| InstanceError::NotListed(self.instance_id.clone()))?;
+        let tags = instance
+            .tags()
+            .iter()
+            .filter_map(|t| {
+                Some((
+                    t.key()?.to_owned(),
+                    t.value().unwrap_or_default().to_owned(),
+                ))
+            })
+            .collect();
+        let options = instance
+            .metadata_options()
             .ok_or_else(|| InstanceError::NotListed(self.instance_id.clone()))?;
         let not_listed = || InstanceError::NotListed(self.instance_id.clone());
         let unexpected = |source| InstanceError::Unexpected {
@@ -242,12 +271,13 @@ impl Instance {
         let http_tokens = options.http_tokens().ok_or_else(not_listed)?.as_str();
         let http_endpoint = options.http_endpoint().ok_or_else(not_listed)?.as_str();
         let state = options.state().ok_or_else(not_listed)?.as_str();
-        Ok(MetadataOptions {
+        let options = MetadataOptions {
             hop_limit,
             http_tokens: http_tokens.parse().map_err(unexpected)?,
             http_endpoint: http_endpoint.parse().map_err(unexpected)?,
             state: state.parse().map_err(unexpected)?,
-        })
+        };
+        Ok((options, tags))
     }
 
     /// `ModifyInstanceMetadataOptions`: hop limit `hop_limit`, tokens required, endpoint enabled.

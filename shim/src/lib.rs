@@ -5,11 +5,14 @@
 //! - [`baseline`]: the hop limit a topology needs, from the recorded baseline or `--need`.
 //! - [`instance`]: the instance's metadata options through the EC2 API.
 //! - [`check`], [`enforce`], [`run`]: the subcommands of the same names.
+//! - [`fleet`]: `audit`, and `enforce` at the source (launch templates, account defaults,
+//!   infrastructure code).
 
 pub mod baseline;
 pub mod check;
 pub mod endpoint;
 pub mod enforce;
+pub mod fleet;
 pub mod instance;
 pub mod probe;
 pub mod run;

@@ -11,6 +11,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use imds_shim::baseline::{self, Need};
 use imds_shim::check::{self, Verdict};
 use imds_shim::enforce::{self, Outcome};
+use imds_shim::fleet::api::FleetApi;
+use imds_shim::fleet::audit::{self, AuditRequest};
+use imds_shim::fleet::defaults;
+use imds_shim::fleet::iac::{self, Dialect};
+use imds_shim::fleet::launch_template::{self, TemplateRef};
 use imds_shim::probe::{self, render, Place, ProbeOptions, Steps};
 use imds_shim::run::{self, classify, diagnosis};
 use imds_vocab::{HopLimit, Topology};
@@ -77,12 +82,37 @@ enum Command {
                       tokens required, endpoint enabled) and print the change. With --apply, call \
                       ec2:ModifyInstanceMetadataOptions, wait (up to 30 s) until DescribeInstances \
                       says the change is applied, then verify from here with the TTL probe and an \
-                      IMDSv2 token fetch. Running it again changes nothing.",
+                      IMDSv2 token fetch. Running it again changes nothing. The instance's tags say \
+                      whether an Auto Scaling group or a launch template will undo the change.\n\n\
+                      At the source instead (credentials and region from the AWS SDK's default \
+                      chains): --launch-template ID|NAME [--set-default] makes a new template \
+                      version from the default one with exactly these options; --account-defaults \
+                      sets the region's instance metadata defaults; --print terraform|cloudformation \
+                      prints the block for infrastructure code. Each prints the AWS CLI equivalent.",
         after_help = "Exit status: 0 done, nothing to do, or dry run; 1 applied but the verification\n\
                       failed; 2 could not read or change the options (no IMDS, no permission, bad\n\
                       arguments)."
     )]
     Enforce(EnforceArgs),
+
+    /// Audit every instance of the account and region: hop limit and tokens against what its builds need
+    #[command(
+        long_about = "Page through ec2:DescribeInstances (1000 at a time, as EC2 pages them) and, for \
+                      every instance, compare its hop limit and tokens mode with what its builds \
+                      need: the baseline's need for the topology in its imds-shim:topology tag \
+                      (e.g. imds-shim:topology=earthly-run), or for --topology/--need when it has \
+                      none. Credentials and region come from the AWS SDK's default chains \
+                      (environment, profile, the instance role). Throttling (RequestLimitExceeded) \
+                      is retried with the SDK's backoff, up to 10 attempts a call, and counted.",
+        after_help = "Verdicts: right; too low (builds fail); endpoint disabled (builds fail); tokens\n\
+                      optional (IMDSv1 open); too high (more exposure than needed); unknown topology\n\
+                      (the tag names nothing the baseline records).\n\n\
+                      Exit status: 0 every instance right, 1 some too low or endpoint disabled,\n\
+                      2 cannot audit (bad arguments, no credentials, EC2 refused, or an instance's\n\
+                      topology tag is unknown and none is too low), 3 none too low but some too\n\
+                      high or with tokens optional."
+    )]
+    Audit(AuditArgs),
 
     /// Run a build; if it fails for want of AWS credentials, say why and how to fix it
     #[command(
@@ -171,8 +201,39 @@ struct EnforceArgs {
     need: NeedArgs,
 
     /// Make the change (without it, only print it)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "print")]
     apply: bool,
+
+    /// Fix a launch template instead (an id lt-... or a name): a new version from its default
+    /// version with exactly the need, tokens required; every other parameter unchanged
+    #[arg(long, value_name = "ID|NAME", conflicts_with_all = ["account_defaults", "print"])]
+    launch_template: Option<String>,
+
+    /// With --launch-template: make the new version the template's default
+    #[arg(long, requires = "launch_template")]
+    set_default: bool,
+
+    /// Fix the account's instance metadata defaults for the region instead
+    #[arg(long, conflicts_with = "print")]
+    account_defaults: bool,
+
+    /// Print the metadata options block for infrastructure code instead: terraform or cloudformation
+    #[arg(long, value_name = "DIALECT")]
+    print: Option<Dialect>,
+}
+
+#[derive(Debug, Args)]
+struct AuditArgs {
+    #[command(flatten)]
+    need: NeedArgs,
+
+    /// Only instances matching this DescribeInstances filter, e.g. tag:team=build (repeatable; NAME=V1,V2 for any filter)
+    #[arg(long, value_name = "tag:KEY=VALUE", value_parser = audit::parse_filter)]
+    filter: Vec<(String, Vec<String>)>,
+
+    /// Print one JSON object on stdout instead of the summary and table
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -242,6 +303,7 @@ fn main() -> ExitCode {
         Command::Probe(args) => probe_command(&args),
         Command::Check(args) => check_command(&args),
         Command::Enforce(args) => enforce_command(&args),
+        Command::Audit(args) => audit_command(&args),
         Command::Run(args) => run_command(&args),
     };
     result.unwrap_or_else(|e| {
@@ -265,8 +327,66 @@ fn check_command(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(outcome.verdict().exit_code()))
 }
 
+fn audit_command(args: &AuditArgs) -> anyhow::Result<ExitCode> {
+    let request = AuditRequest {
+        filters: args.filter.clone(),
+        default_need: args.need.resolve()?,
+        baseline: args.need.baseline.clone(),
+    };
+    let report = runtime()?.block_on(async {
+        let api = FleetApi::connect(args.need.timeout()).await?;
+        audit::audit(&api, &request).await
+    })?;
+    let text = if args.json {
+        format!("{}\n", serde_json::to_string(&report)?)
+    } else {
+        report.render()
+    };
+    write_stdout(&text)?;
+    Ok(ExitCode::from(report.summary.exit_code))
+}
+
+/// Writes `text` to stdout; a reader that stopped early (`audit | head`) is no error.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write the audit to stdout")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `enforce --launch-template`, `--account-defaults` or `--print`; `None` for the instance.
+fn enforce_at_source(args: &EnforceArgs, need: &Need) -> anyhow::Result<Option<ExitCode>> {
+    if let Some(dialect) = args.print {
+        print!("{}", iac::render(dialect, need));
+        return Ok(Some(ExitCode::SUCCESS));
+    }
+    if let Some(template) = &args.launch_template {
+        let template = TemplateRef::parse(template);
+        runtime()?.block_on(async {
+            let api = FleetApi::connect(args.need.timeout()).await?;
+            launch_template::enforce(&api, &template, need, args.set_default, args.apply).await
+        })?;
+        return Ok(Some(ExitCode::SUCCESS));
+    }
+    if args.account_defaults {
+        runtime()?.block_on(async {
+            let api = FleetApi::connect(args.need.timeout()).await?;
+            defaults::enforce(&api, need, args.apply).await
+        })?;
+        return Ok(Some(ExitCode::SUCCESS));
+    }
+    Ok(None)
+}
+
 fn enforce_command(args: &EnforceArgs) -> anyhow::Result<ExitCode> {
     let need = args.need.resolve()?;
+    if let Some(code) = enforce_at_source(args, &need)? {
+        return Ok(code);
+    }
     let place = Place::from_env(|name| std::env::var(name).ok())?;
     let outcome = runtime()?.block_on(enforce::enforce(
         &place,

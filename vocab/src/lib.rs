@@ -11,6 +11,7 @@
 //! - [`report`]: the probe's JSON report, written by `imds-shim probe --json` and read
 //!   by the harness.
 //! - [`fix`]: the `aws ec2 modify-instance-metadata-options` command that sets a need.
+//! - [`tags`]: the instance tags that name an instance's origin and its builds' topology.
 //!
 //! Only serde, toml and thiserror: the shim links this and is copied into build images.
 
@@ -19,6 +20,7 @@ pub mod fix;
 mod hop_limit;
 pub mod options;
 pub mod report;
+pub mod tags;
 pub mod topology;
 
 pub use hop_limit::HopLimit;

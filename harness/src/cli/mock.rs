@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use clap::Args;
 use imds_harness::mock::{
-    HopLimit, HttpEndpoint, HttpTokens, LifecycleState, MaintenanceCode, MaintenanceEvent, MockAws,
-    MockBuilder, MockError, SpotAction, Toggle,
+    HopLimit, HttpEndpoint, HttpTokens, LaunchTemplateData, LifecycleState, MaintenanceCode,
+    MaintenanceEvent, MockAws, MockBuilder, MockError, SpotAction, TemplateMetadataOptions, Toggle,
 };
 
 use super::exit;
@@ -97,6 +97,30 @@ pub struct MockArgs {
     /// Serve this file's content as /latest/user-data (at most 16 KB).
     #[arg(long, value_name = "PATH")]
     user_data_file: Option<std::path::PathBuf>,
+    /// N more instances beside the mock's own: build hosts with tags and a spread of
+    /// metadata options, with their launch templates; DescribeInstances pages them.
+    #[arg(long, value_name = "N", default_value = "0")]
+    fleet: usize,
+    /// The seed the fleet is generated from (the same seed, the same fleet).
+    #[arg(long, value_name = "SEED", default_value = "1")]
+    seed: u64,
+    /// Answer RequestLimitExceeded (HTTP 503) to this share of EC2 calls (0 up to, not including, 1).
+    #[arg(long, value_name = "RATE", default_value = "0")]
+    throttle: f64,
+    /// A launch template, NAME or NAME:HOPS (its MetadataOptions: that hop limit, tokens
+    /// required); repeatable.
+    #[arg(long, value_name = "NAME[:HOPS]", value_parser = parse_template)]
+    launch_template: Vec<(String, Option<HopLimit>)>,
+}
+
+fn parse_template(s: &str) -> Result<(String, Option<HopLimit>), String> {
+    match s.split_once(':') {
+        None => Ok((s.to_owned(), None)),
+        Some((name, hops)) => {
+            let hops: HopLimit = hops.parse().map_err(|e| format!("{s:?}: {e}"))?;
+            Ok((name.to_owned(), Some(hops)))
+        }
+    }
 }
 
 fn parse_tag(s: &str) -> Result<(String, String), String> {
@@ -156,6 +180,23 @@ impl MockArgs {
         }
         if let Some(data) = user_data {
             builder = builder.user_data(data);
+        }
+        if self.fleet > 0 {
+            builder = builder.fleet(self.fleet, self.seed);
+        }
+        builder = builder.throttle(self.throttle);
+        for (name, hops) in &self.launch_template {
+            let data = LaunchTemplateData {
+                image_id: Some("ami-0abcdef1234567890".into()),
+                instance_type: Some("m5.large".into()),
+                metadata_options: hops.map(|hops| TemplateMetadataOptions {
+                    http_tokens: Some(HttpTokens::Required),
+                    hop_limit: Some(hops),
+                    ..TemplateMetadataOptions::default()
+                }),
+                ..LaunchTemplateData::default()
+            };
+            builder = builder.launch_template(name.clone(), data);
         }
         self.deny
             .iter()

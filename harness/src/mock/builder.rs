@@ -24,7 +24,10 @@ use std::time::{Duration, SystemTime};
 use super::instance::InstanceIdentity;
 use super::notices::{LifecycleState, MaintenanceEvent, SpotAction};
 use super::options::Toggle;
-use super::{HopLimit, HttpEndpoint, HttpTokens, Listeners, MockAws, MockConfig};
+use super::{
+    FleetSpec, HopLimit, HttpEndpoint, HttpTokens, LaunchTemplateData, LaunchTemplateSpec,
+    Listeners, MetadataDefaults, MockAws, MockConfig,
+};
 
 /// EC2's limit on user data, before base64 encoding.
 const MAX_USER_DATA: usize = 16 * 1024;
@@ -46,6 +49,10 @@ pub enum MockError {
     UserData(usize),
     #[error("credential lifetime 0: credentials must live at least a second")]
     CredentialLifetime,
+    #[error("throttle rate {0}: a share of calls from 0 up to, not including, 1")]
+    Throttle(f64),
+    #[error("launch template name {0:?}: 3 to 128 letters, digits and ( ) . / - _")]
+    LaunchTemplateName(String),
     #[error("{0}; pick another address or port 0")]
     Bind(std::io::Error),
     #[error("starting the mock's services: {0}")]
@@ -196,6 +203,34 @@ impl MockBuilder {
         self
     }
 
+    /// `size` more instances beside the mock's own, generated from `seed` (the same seed
+    /// gives the same fleet), with their launch templates; `DescribeInstances` pages them.
+    pub fn fleet(mut self, size: usize, seed: u64) -> Self {
+        self.config.fleet = Some(FleetSpec { size, seed });
+        self
+    }
+
+    /// Answers `RequestLimitExceeded` (HTTP 503) to `rate` (0.0..1.0) of the EC2 calls.
+    pub fn throttle(mut self, rate: f64) -> Self {
+        self.config.throttle_rate = rate;
+        self
+    }
+
+    /// A launch template whose version 1 (its default) holds `data`.
+    pub fn launch_template(mut self, name: impl Into<String>, data: LaunchTemplateData) -> Self {
+        self.config.launch_templates.push(LaunchTemplateSpec {
+            name: name.into(),
+            data,
+        });
+        self
+    }
+
+    /// The account's instance metadata defaults for the region.
+    pub fn metadata_defaults(mut self, defaults: MetadataDefaults) -> Self {
+        self.config.metadata_defaults = defaults;
+        self
+    }
+
     /// Where IMDS listens (port 0: a free one).
     pub fn imds_addr(mut self, addr: SocketAddr) -> Self {
         self.imds = addr;
@@ -265,6 +300,18 @@ impl MockBuilder {
         if config.credential_lifetime.is_zero() {
             return Err(MockError::CredentialLifetime);
         }
+        if !(0.0..1.0).contains(&config.throttle_rate) {
+            return Err(MockError::Throttle(config.throttle_rate));
+        }
+        if let Some(spec) = config.launch_templates.iter().find(|t| {
+            !(3..=128).contains(&t.name.len())
+                || !t
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"()./-_".contains(&b))
+        }) {
+            return Err(MockError::LaunchTemplateName(spec.name.clone()));
+        }
         Ok(config)
     }
 
@@ -319,5 +366,17 @@ mod tests {
             .user_data(vec![b'x'; 16384])
             .config()
             .is_ok());
+        assert!(err(MockAws::builder().throttle(1.0)).contains("throttle rate 1"));
+        assert!(err(MockAws::builder().throttle(-0.1)).contains("throttle rate"));
+        assert!(
+            err(MockAws::builder().launch_template("a b", LaunchTemplateData::default()))
+                .contains("launch template name")
+        );
+        let config = MockAws::builder()
+            .fleet(10, 3)
+            .throttle(0.3)
+            .config()
+            .unwrap();
+        assert_eq!(config.fleet, Some(FleetSpec { size: 10, seed: 3 }));
     }
 }

@@ -1,5 +1,6 @@
-//! The EC2 API for the one mock instance: `DescribeInstances` and
-//! `ModifyInstanceMetadataOptions`, EC2 Query protocol, SigV4-verified.
+//! The EC2 API of the mock's instance and its fleet: `DescribeInstances`,
+//! `ModifyInstanceMetadataOptions`, the launch templates and the account's metadata
+//! defaults; EC2 Query protocol, SigV4-verified, throttled on demand.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -7,7 +8,13 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 
+use super::describe_instances::{InstanceView, Query};
 use super::instance::InstanceIdentity;
+use super::launch_templates::{
+    CREATE_LAUNCH_TEMPLATE_VERSION, DESCRIBE_LAUNCH_TEMPLATES, DESCRIBE_LAUNCH_TEMPLATE_VERSIONS,
+    MODIFY_LAUNCH_TEMPLATE,
+};
+use super::metadata_defaults::{GET_INSTANCE_METADATA_DEFAULTS, MODIFY_INSTANCE_METADATA_DEFAULTS};
 use super::options::{HopLimit, MetadataOptionsChange};
 use super::query::{escape, request_id, xml_response, QueryParams};
 use super::server::{Connection, Handler};
@@ -29,7 +36,7 @@ pub struct Ec2Error {
 }
 
 impl Ec2Error {
-    fn bad_request(code: &'static str, message: String) -> Self {
+    pub(crate) fn bad_request(code: &'static str, message: String) -> Self {
         Ec2Error {
             status: StatusCode::BAD_REQUEST,
             code,
@@ -95,11 +102,21 @@ impl Ec2 {
                 auth_error(&failure)
             },
         )?;
+        self.state.throttle.check()?;
         let params = QueryParams::from_request(request);
         match params.action() {
             Some(DESCRIBE_INSTANCES) => self.describe_instances(&params, request_id),
             Some(MODIFY_INSTANCE_METADATA_OPTIONS) => {
                 self.modify_metadata_options(&params, request_id)
+            }
+            Some(
+                action @ (DESCRIBE_LAUNCH_TEMPLATES
+                | DESCRIBE_LAUNCH_TEMPLATE_VERSIONS
+                | CREATE_LAUNCH_TEMPLATE_VERSION
+                | MODIFY_LAUNCH_TEMPLATE),
+            ) => self.launch_templates(action, &params, request_id),
+            Some(action @ (GET_INSTANCE_METADATA_DEFAULTS | MODIFY_INSTANCE_METADATA_DEFAULTS)) => {
+                self.metadata_defaults(action, &params, request_id)
             }
             Some(other) => Err(Ec2Error::bad_request(
                 "InvalidAction",
@@ -110,6 +127,56 @@ impl Ec2 {
                 "The request must contain the parameter Action".to_string(),
             )),
         }
+    }
+
+    fn launch_templates(
+        &self,
+        action: &str,
+        params: &QueryParams,
+        request_id: &str,
+    ) -> Result<String, Ec2Error> {
+        self.admit(action, params)?;
+        let account = &self.state.identity.account;
+        let lock = &self.state.launch_templates;
+        let body = match action {
+            DESCRIBE_LAUNCH_TEMPLATES => lock.read().expect("lt lock").describe(params, account),
+            DESCRIBE_LAUNCH_TEMPLATE_VERSIONS => lock
+                .read()
+                .expect("lt lock")
+                .describe_versions(params, account),
+            CREATE_LAUNCH_TEMPLATE_VERSION => lock
+                .write()
+                .expect("lt lock")
+                .create_version(params, account),
+            _ => lock.write().expect("lt lock").modify(params, account),
+        }?;
+        Ok(envelope(action, request_id, &body))
+    }
+
+    fn metadata_defaults(
+        &self,
+        action: &str,
+        params: &QueryParams,
+        request_id: &str,
+    ) -> Result<String, Ec2Error> {
+        self.admit(action, params)?;
+        let mut defaults = self.state.metadata_defaults.write().expect("defaults lock");
+        let body = if action == MODIFY_INSTANCE_METADATA_DEFAULTS {
+            defaults.modify(params)?;
+            "<return>true</return>".to_string()
+        } else {
+            defaults.xml()
+        };
+        Ok(envelope(action, request_id, &body))
+    }
+
+    /// `UnauthorizedOperation` when `action` is denied, else `DryRunOperation` for a dry run.
+    fn admit(&self, action: &str, params: &QueryParams) -> Result<(), Ec2Error> {
+        self.authorize(action)?;
+        if params.get("DryRun") == Some("true") {
+            return Err(dry_run());
+        }
+        Ok(())
     }
 
     fn authorize(&self, action: &str) -> Result<(), Ec2Error> {
@@ -132,20 +199,31 @@ impl Ec2 {
         })
     }
 
-    fn check_instance_id(&self, instance_id: &str) -> Result<(), Ec2Error> {
+    /// Whether `instance_id` is the mock's own instance (`true`) or one of its fleet's.
+    fn check_instance_id(&self, instance_id: &str) -> Result<bool, Ec2Error> {
         if !InstanceIdentity::is_well_formed_instance_id(instance_id) {
             return Err(Ec2Error::bad_request(
                 "InvalidInstanceID.Malformed",
                 format!("Invalid id: \"{instance_id}\""),
             ));
         }
-        if instance_id != self.state.identity.instance_id {
-            return Err(Ec2Error::bad_request(
-                "InvalidInstanceID.NotFound",
-                format!("The instance ID '{instance_id}' does not exist"),
-            ));
+        if instance_id == self.state.identity.instance_id {
+            return Ok(true);
         }
-        Ok(())
+        if self
+            .state
+            .fleet
+            .read()
+            .expect("fleet lock")
+            .get(instance_id)
+            .is_some()
+        {
+            return Ok(false);
+        }
+        Err(Ec2Error::bad_request(
+            "InvalidInstanceID.NotFound",
+            format!("The instance ID '{instance_id}' does not exist"),
+        ))
     }
 
     fn describe_instances(
@@ -153,68 +231,46 @@ impl Ec2 {
         params: &QueryParams,
         request_id: &str,
     ) -> Result<String, Ec2Error> {
-        for id in params.list("InstanceId") {
+        let query = Query::parse(params)?;
+        for id in query.ids() {
             self.check_instance_id(id)?;
         }
-        self.authorize(DESCRIBE_INSTANCES)?;
-        if params.get("DryRun") == Some("true") {
-            return Err(dry_run());
-        }
-        let filtered_out = (1..)
-            .map_while(|n| {
-                let name = params.get(&format!("Filter.{n}.Name"))?;
-                Some((name, params.list(&format!("Filter.{n}.Value"))))
-            })
-            .any(|(name, values)| {
-                name == "instance-id" && !values.contains(&self.state.identity.instance_id.as_str())
-            });
-        let reservations = if filtered_out {
-            String::new()
-        } else {
-            self.reservation_xml()
+        self.admit(DESCRIBE_INSTANCES, params)?;
+        let id = &self.state.identity;
+        let profile_arn = id.instance_profile_arn();
+        let tags = self.state.notices().tags;
+        let own = InstanceView {
+            id: &id.instance_id,
+            account: &id.account,
+            image_id: &id.image_id,
+            instance_type: &id.instance_type,
+            availability_zone: &id.availability_zone,
+            private_ip: &id.private_ip,
+            instance_profile_arn: &profile_arn,
+            instance_profile_id: &id.instance_profile_id,
+            options: self.state.options(),
+            options_state: self.state.options_state(SystemTime::now()),
+            tags: &tags,
         };
+        let fleet = self.state.fleet.read().expect("fleet lock");
+        let others = fleet.instances().iter().map(|i| InstanceView {
+            id: &i.instance_id,
+            account: &id.account,
+            image_id: &id.image_id,
+            instance_type: i.instance_type,
+            availability_zone: &id.availability_zone,
+            private_ip: &i.private_ip,
+            instance_profile_arn: &profile_arn,
+            instance_profile_id: &id.instance_profile_id,
+            options: i.options,
+            options_state: "applied",
+            tags: &i.tags,
+        });
+        let page = query.page(std::iter::once(own).chain(others));
         Ok(format!(
             "<DescribeInstancesResponse xmlns=\"{XMLNS}\">\n  <requestId>{request_id}</requestId>\n  \
-             <reservationSet>{reservations}</reservationSet>\n</DescribeInstancesResponse>\n"
+             {page}\n</DescribeInstancesResponse>\n"
         ))
-    }
-
-    fn reservation_xml(&self) -> String {
-        let id = &self.state.identity;
-        let options = self.state.options();
-        let state = self.state.options_state(SystemTime::now());
-        format!(
-            "\n    <item>\n      <reservationId>r-0a1b2c3d4e5f60718</reservationId>\n      \
-             <ownerId>{account}</ownerId>\n      <groupSet/>\n      <instancesSet>\n        <item>\n          \
-             <instanceId>{instance}</instanceId>\n          <imageId>{image}</imageId>\n          \
-             <instanceState><code>16</code><name>running</name></instanceState>\n          \
-             <privateDnsName>ip-{dns}.ec2.internal</privateDnsName>\n          \
-             <instanceType>{itype}</instanceType>\n          \
-             <placement><availabilityZone>{az}</availabilityZone><tenancy>default</tenancy></placement>\n          \
-             <privateIpAddress>{ip}</privateIpAddress>\n          \
-             <iamInstanceProfile><arn>{profile_arn}</arn><id>{profile_id}</id></iamInstanceProfile>\n          \
-             <metadataOptions>\n            <state>{state}</state>\n            \
-             <httpTokens>{tokens}</httpTokens>\n            \
-             <httpPutResponseHopLimit>{hops}</httpPutResponseHopLimit>\n            \
-             <httpEndpoint>{endpoint}</httpEndpoint>\n            \
-             <httpProtocolIpv6>{ipv6}</httpProtocolIpv6>\n            \
-             <instanceMetadataTags>{tags}</instanceMetadataTags>\n          </metadataOptions>\n        \
-             </item>\n      </instancesSet>\n    </item>\n  ",
-            account = escape(&id.account),
-            instance = escape(&id.instance_id),
-            image = escape(&id.image_id),
-            dns = escape(&id.private_ip.replace('.', "-")),
-            itype = escape(&id.instance_type),
-            az = escape(&id.availability_zone),
-            ip = escape(&id.private_ip),
-            profile_arn = escape(&id.instance_profile_arn()),
-            profile_id = escape(&id.instance_profile_id),
-            tokens = options.http_tokens,
-            hops = options.hop_limit,
-            endpoint = options.http_endpoint,
-            ipv6 = options.http_protocol_ipv6,
-            tags = options.instance_metadata_tags,
-        )
     }
 
     fn modify_metadata_options(
@@ -228,13 +284,17 @@ impl Ec2 {
                 "The request must contain the parameter InstanceId".to_string(),
             )
         })?;
-        self.check_instance_id(instance_id)?;
+        let own = self.check_instance_id(instance_id)?;
         let change = parse_change(params)?;
-        self.authorize(MODIFY_INSTANCE_METADATA_OPTIONS)?;
-        if params.get("DryRun") == Some("true") {
-            return Err(dry_run());
-        }
-        let options = self.state.modify_options(&change);
+        self.admit(MODIFY_INSTANCE_METADATA_OPTIONS, params)?;
+        let options = if own {
+            self.state.modify_options(&change)
+        } else {
+            let mut fleet = self.state.fleet.write().expect("fleet lock");
+            let instance = fleet.get_mut(instance_id).expect("checked above");
+            instance.options.apply(&change);
+            instance.options
+        };
         tracing::info!(
             target: "ec2",
             hop_limit = %options.hop_limit,
@@ -257,6 +317,13 @@ impl Ec2 {
             options.instance_metadata_tags,
         ))
     }
+}
+
+/// `<{action}Response>` around `body`, with the request id.
+fn envelope(action: &str, request_id: &str, body: &str) -> String {
+    format!(
+        "<{action}Response xmlns=\"{XMLNS}\">\n  <requestId>{request_id}</requestId>\n  {body}\n</{action}Response>\n"
+    )
 }
 
 fn dry_run() -> Ec2Error {

@@ -10,10 +10,14 @@
 
 pub mod builder;
 pub mod credentials;
+pub mod describe_instances;
 pub mod ec2;
+pub mod fleet;
 pub mod imds;
 pub mod instance;
 pub mod network;
+pub mod launch_templates;
+pub mod metadata_defaults;
 pub mod notices;
 pub mod options;
 pub mod query;
@@ -21,6 +25,7 @@ pub mod server;
 pub mod sigv4;
 pub mod sts;
 pub mod testcontainer;
+pub mod throttle;
 pub mod tokens;
 
 use std::collections::BTreeSet;
@@ -36,8 +41,13 @@ use tokio::task::JoinHandle;
 
 pub use builder::{MockBuilder, MockError};
 pub use credentials::{CredentialStore, ImdsVersion, SessionCredentials};
+pub use fleet::{Fleet, FleetInstance};
 pub use instance::InstanceIdentity;
 pub use network::NetworkInterface;
+pub use launch_templates::{
+    LaunchTemplateData, LaunchTemplateSpec, LaunchTemplates, TemplateMetadataOptions,
+};
+pub use metadata_defaults::MetadataDefaults;
 pub use notices::{LifecycleState, MaintenanceCode, MaintenanceEvent, Notices, SpotAction};
 pub use options::{
     HopLimit, HttpEndpoint, HttpTokens, MetadataOptions, MetadataOptionsChange, OptionError, Toggle,
@@ -63,7 +73,25 @@ pub struct MockConfig {
     pub apply_delay: Duration,
     /// EC2 actions (`ModifyInstanceMetadataOptions`, ...) refused with `UnauthorizedOperation`.
     pub denied_actions: BTreeSet<String>,
+    /// Build hosts beside the mock's own instance, generated from a seed.
+    pub fleet: Option<FleetSpec>,
+    /// Launch templates besides the fleet's.
+    pub launch_templates: Vec<LaunchTemplateSpec>,
+    /// The account's instance metadata defaults for the region.
+    pub metadata_defaults: MetadataDefaults,
+    /// The share of EC2 calls answered with `RequestLimitExceeded` (0.0..1.0).
+    pub throttle_rate: f64,
 }
+
+/// How many fleet instances to generate, and from which seed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FleetSpec {
+    pub size: usize,
+    pub seed: u64,
+}
+
+/// The seed of the throttle's draws when there is no fleet seed to derive it from.
+const THROTTLE_SEED: u64 = 0x1d5_7a7e;
 
 impl Default for MockConfig {
     fn default() -> Self {
@@ -75,6 +103,10 @@ impl Default for MockConfig {
             credential_lifetime: DEFAULT_CREDENTIAL_LIFETIME,
             apply_delay: Duration::ZERO,
             denied_actions: BTreeSet::new(),
+            fleet: None,
+            launch_templates: Vec::new(),
+            metadata_defaults: MetadataDefaults::default(),
+            throttle_rate: 0.0,
         }
     }
 }
@@ -151,11 +183,30 @@ pub struct MockState {
     pub credentials: CredentialStore,
     pub events: MockEvents,
     denied: RwLock<BTreeSet<String>>,
+    pub(crate) fleet: RwLock<Fleet>,
+    pub(crate) launch_templates: RwLock<LaunchTemplates>,
+    pub(crate) metadata_defaults: RwLock<MetadataDefaults>,
+    pub throttle: throttle::Throttle,
 }
 
 impl MockState {
     pub fn new(config: MockConfig) -> Self {
+        let (fleet, mut templates) = match config.fleet {
+            Some(spec) => {
+                let generated = Fleet::generate(spec.size, spec.seed);
+                (generated.fleet, generated.templates)
+            }
+            None => (Fleet::default(), Vec::new()),
+        };
+        templates.extend(config.launch_templates.iter().cloned());
+        let throttle_seed = config
+            .fleet
+            .map_or(THROTTLE_SEED, |f| f.seed ^ THROTTLE_SEED);
         MockState {
+            fleet: RwLock::new(fleet),
+            launch_templates: RwLock::new(LaunchTemplates::new(&templates)),
+            metadata_defaults: RwLock::new(config.metadata_defaults),
+            throttle: throttle::Throttle::new(config.throttle_rate, throttle_seed),
             identity: config.identity,
             options: RwLock::new(OptionsCell {
                 options: config.options,
@@ -376,6 +427,34 @@ impl MockAws {
         } else {
             set.remove(action);
         }
+    }
+
+    /// The fleet beside the mock's own instance, as it is now.
+    pub fn fleet(&self) -> Fleet {
+        self.state.fleet.read().expect("fleet lock").clone()
+    }
+
+    /// The launch templates, as they are now.
+    pub fn launch_templates(&self) -> LaunchTemplates {
+        self.state
+            .launch_templates
+            .read()
+            .expect("launch templates lock")
+            .clone()
+    }
+
+    /// The account's instance metadata defaults, as they are now.
+    pub fn metadata_defaults(&self) -> MetadataDefaults {
+        *self
+            .state
+            .metadata_defaults
+            .read()
+            .expect("metadata defaults lock")
+    }
+
+    /// EC2 calls answered with `RequestLimitExceeded` so far.
+    pub fn throttled(&self) -> u64 {
+        self.state.throttle.refused()
     }
 
     pub fn events(&self) -> EventCounts {

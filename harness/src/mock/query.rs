@@ -20,8 +20,24 @@ impl QueryParams {
         QueryParams(form_urlencoded::parse(encoded).into_owned().collect())
     }
 
+    /// The parameters of a POST with this form body.
+    #[cfg(test)]
+    pub(crate) fn from_body(body: &str) -> Self {
+        Self::from_request(
+            &Request::builder()
+                .method(Method::POST)
+                .body(Bytes::from(body.to_owned()))
+                .expect("a POST builds"),
+        )
+    }
+
     pub fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).map(String::as_str)
+    }
+
+    /// Every parameter, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
     pub fn action(&self) -> Option<&str> {

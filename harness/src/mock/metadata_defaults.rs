@@ -1,0 +1,145 @@
+//! The account's instance metadata defaults for the region, as
+//! `GetInstanceMetadataDefaults` and `ModifyInstanceMetadataDefaults` see them: what a
+//! new instance gets when its launch template or request sets nothing.
+
+use std::fmt::Write as _;
+
+use super::ec2::Ec2Error;
+use super::options::{HopLimit, HttpEndpoint, HttpTokens, Toggle};
+use super::query::QueryParams;
+
+pub(crate) const GET_INSTANCE_METADATA_DEFAULTS: &str = "GetInstanceMetadataDefaults";
+pub(crate) const MODIFY_INSTANCE_METADATA_DEFAULTS: &str = "ModifyInstanceMetadataDefaults";
+
+/// `no-preference` (and hop limit `-1`): the field is unset again.
+const NO_PREFERENCE: &str = "no-preference";
+const HOP_LIMIT_NO_PREFERENCE: &str = "-1";
+
+/// The account-level defaults; `None` is "no preference".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MetadataDefaults {
+    pub http_tokens: Option<HttpTokens>,
+    pub hop_limit: Option<HopLimit>,
+    pub http_endpoint: Option<HttpEndpoint>,
+    pub instance_metadata_tags: Option<Toggle>,
+}
+
+impl MetadataDefaults {
+    /// `<accountLevel>` with the fields that have a preference.
+    pub(crate) fn xml(&self) -> String {
+        let mut out = String::from("<accountLevel>");
+        let fields: [(&str, Option<String>); 4] = [
+            ("httpTokens", self.http_tokens.map(|v| v.to_string())),
+            (
+                "httpPutResponseHopLimit",
+                self.hop_limit.map(|v| v.to_string()),
+            ),
+            ("httpEndpoint", self.http_endpoint.map(|v| v.to_string())),
+            (
+                "instanceMetadataTags",
+                self.instance_metadata_tags.map(|v| v.to_string()),
+            ),
+        ];
+        for (name, value) in fields {
+            if let Some(v) = value {
+                let _ = write!(out, "<{name}>{v}</{name}>");
+            }
+        }
+        out.push_str("</accountLevel>");
+        out
+    }
+
+    /// Applies a `ModifyInstanceMetadataDefaults`; a field not given stays as it is.
+    pub(crate) fn modify(&mut self, params: &QueryParams) -> Result<(), Ec2Error> {
+        fn field<T: std::str::FromStr>(
+            params: &QueryParams,
+            name: &str,
+            none: &str,
+            valid: &str,
+        ) -> Result<Option<Option<T>>, Ec2Error> {
+            let Some(value) = params.get(name) else {
+                return Ok(None);
+            };
+            if value == none {
+                return Ok(Some(None));
+            }
+            value.parse().map(|v| Some(Some(v))).map_err(|_| {
+                Ec2Error::bad_request(
+                    "InvalidParameterValue",
+                    format!("Invalid value '{value}' for {name}. Valid values: {valid}"),
+                )
+            })
+        }
+        let tokens = field(
+            params,
+            "HttpTokens",
+            NO_PREFERENCE,
+            "optional, required, no-preference",
+        )?;
+        let hops = field(
+            params,
+            "HttpPutResponseHopLimit",
+            HOP_LIMIT_NO_PREFERENCE,
+            "-1 or integers from 1 to 64",
+        )?;
+        let endpoint = field(
+            params,
+            "HttpEndpoint",
+            NO_PREFERENCE,
+            "enabled, disabled, no-preference",
+        )?;
+        let tags = field(
+            params,
+            "InstanceMetadataTags",
+            NO_PREFERENCE,
+            "enabled, disabled, no-preference",
+        )?;
+        if let Some(v) = tokens {
+            self.http_tokens = v;
+        }
+        if let Some(v) = hops {
+            self.hop_limit = v;
+        }
+        if let Some(v) = endpoint {
+            self.http_endpoint = v;
+        }
+        if let Some(v) = tags {
+            self.instance_metadata_tags = v;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_read_back_and_reset() {
+        let mut d = MetadataDefaults::default();
+        assert_eq!(d.xml(), "<accountLevel></accountLevel>");
+        d.modify(&QueryParams::from_body(
+            "HttpTokens=required&HttpPutResponseHopLimit=3",
+        ))
+        .unwrap();
+        assert_eq!(
+            d.xml(),
+            "<accountLevel><httpTokens>required</httpTokens>\
+             <httpPutResponseHopLimit>3</httpPutResponseHopLimit></accountLevel>"
+        );
+        d.modify(&QueryParams::from_body("HttpPutResponseHopLimit=-1"))
+            .unwrap();
+        assert_eq!(d.hop_limit, None);
+        assert_eq!(d.http_tokens, Some(HttpTokens::Required));
+        for bad in [
+            "HttpPutResponseHopLimit=0",
+            "HttpPutResponseHopLimit=65",
+            "HttpTokens=maybe",
+        ] {
+            assert_eq!(
+                d.modify(&QueryParams::from_body(bad)).unwrap_err().code,
+                "InvalidParameterValue"
+            );
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! Fixes at the source and the view of the whole fleet: the hop limit build hosts get
+//! from where they come from (launch templates, the account's metadata defaults,
+//! infrastructure code), and an audit of every instance against what its builds need.
+//!
+//! - [`api`]: the EC2 client these use: the SDK's default credentials and region, the
+//!   standard retry mode with enough attempts to ride out throttling, and a count of the
+//!   calls, attempts and throttled answers.
+//! - [`audit`]: `imds-shim audit`.
+//! - [`launch_template`], [`defaults`], [`iac`]: `imds-shim enforce --launch-template`,
+//!   `--account-defaults` and `--print`.
+//! - [`origin`]: where one instance came from (its Auto Scaling group, its launch
+//!   template's version), for the per-instance `enforce`.
+
+pub mod api;
+pub mod audit;
+pub mod defaults;
+pub mod iac;
+pub mod launch_template;
+pub mod origin;
+
+use imds_vocab::{HopLimit, HttpEndpoint, HttpTokens};
+
+/// The metadata options every fix at the source sets: the need, tokens required, the
+/// endpoint enabled. Fields it does not name (IPv6, instance tags) are kept as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wanted {
+    /// `HttpPutResponseHopLimit`: exactly the need.
+    pub hop_limit: HopLimit,
+    /// `HttpTokens`: required.
+    pub http_tokens: HttpTokens,
+    /// `HttpEndpoint`: enabled.
+    pub http_endpoint: HttpEndpoint,
+}
+
+impl Wanted {
+    /// The options for a need.
+    pub fn for_need(hop_limit: HopLimit) -> Self {
+        Wanted {
+            hop_limit,
+            http_tokens: HttpTokens::Required,
+            http_endpoint: HttpEndpoint::Enabled,
+        }
+    }
+}
