@@ -15,9 +15,9 @@ pub mod ec2;
 pub mod fleet;
 pub mod imds;
 pub mod instance;
-pub mod network;
 pub mod launch_templates;
 pub mod metadata_defaults;
+pub mod network;
 pub mod notices;
 pub mod options;
 pub mod query;
@@ -43,11 +43,11 @@ pub use builder::{MockBuilder, MockError};
 pub use credentials::{CredentialStore, ImdsVersion, SessionCredentials};
 pub use fleet::{Fleet, FleetInstance};
 pub use instance::InstanceIdentity;
-pub use network::NetworkInterface;
 pub use launch_templates::{
     LaunchTemplateData, LaunchTemplateSpec, LaunchTemplates, TemplateMetadataOptions,
 };
 pub use metadata_defaults::MetadataDefaults;
+pub use network::NetworkInterface;
 pub use notices::{LifecycleState, MaintenanceCode, MaintenanceEvent, Notices, SpotAction};
 pub use options::{
     HopLimit, HttpEndpoint, HttpTokens, MetadataOptions, MetadataOptionsChange, OptionError, Toggle,
