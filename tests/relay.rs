@@ -22,7 +22,8 @@ use imds_harness::probe::env::ClientEnv;
 use imds_harness::topology::Topology;
 
 const NEEDS: &[Need] = &[Need::Root, Need::NetTools, Need::AwsCli];
-const ARN: &str = "arn:aws:sts::123456789012:assumed-role/imds-harness-build-role/i-0123456789abcdef0";
+const ARN: &str =
+    "arn:aws:sts::123456789012:assumed-role/imds-harness-build-role/i-0123456789abcdef0";
 const LINK: &str = "imdsh-relay0";
 const RELAY_ADDR: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
     std::net::Ipv4Addr::new(169, 254, 170, 2),
@@ -156,7 +157,14 @@ impl Sim {
             env,
             self.site.leaf(),
             imds_e2e::aws_env::AWS_CLI.as_ref(),
-            &["sts", "get-caller-identity", "--output", "json", "--endpoint-url", STS_URL],
+            &[
+                "sts",
+                "get-caller-identity",
+                "--output",
+                "json",
+                "--endpoint-url",
+                STS_URL,
+            ],
         )
     }
 
@@ -176,7 +184,12 @@ impl Sim {
             env,
             self.site.leaf(),
             &exe,
-            &["--exact", "rust_sdk_child", "--nocapture", "--test-threads=1"],
+            &[
+                "--exact",
+                "rust_sdk_child",
+                "--nocapture",
+                "--test-threads=1",
+            ],
         );
         assert!(out.status.success(), "{}", show(&out));
         text(&out.stdout)
@@ -203,14 +216,22 @@ impl Sim {
     }
 
     fn link_exists(&self) -> bool {
-        duct::cmd!("ip", "-n", self.site.host().name(), "link", "show", "dev", LINK)
-            .stdout_null()
-            .stderr_null()
-            .unchecked()
-            .run()
-            .unwrap()
-            .status
-            .success()
+        duct::cmd!(
+            "ip",
+            "-n",
+            self.site.host().name(),
+            "link",
+            "show",
+            "dev",
+            LINK
+        )
+        .stdout_null()
+        .stderr_null()
+        .unchecked()
+        .run()
+        .unwrap()
+        .status
+        .success()
     }
 }
 
@@ -235,10 +256,13 @@ impl Grant {
     }
 
     fn full(&self) -> Vec<(&str, &str)> {
-        ["AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_AUTHORIZATION_TOKEN"]
-            .into_iter()
-            .map(|n| (n, self.var(n)))
-            .collect()
+        [
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+        ]
+        .into_iter()
+        .map(|n| (n, self.var(n)))
+        .collect()
     }
 
     /// The secrets: the part after the id of the capability and the token.
@@ -357,9 +381,19 @@ async fn every_preset_gets_the_role_through_a_grant_at_hop_limit_1() {
         let what = format!("{topology} (depth {})", topology.depth());
 
         let out = sim.cli(&grant.relative());
-        assert_eq!(cli_arn(&out).as_deref(), Some(ARN), "{what}: {}", show(&out));
+        assert_eq!(
+            cli_arn(&out).as_deref(),
+            Some(ARN),
+            "{what}: {}",
+            show(&out)
+        );
         let out = sim.cli(&grant.full());
-        assert_eq!(cli_arn(&out).as_deref(), Some(ARN), "{what}: {}", show(&out));
+        assert_eq!(
+            cli_arn(&out).as_deref(),
+            Some(ARN),
+            "{what}: {}",
+            show(&out)
+        );
         let sdk = sim.rust_sdk(&grant.relative(), 1, Duration::ZERO);
         assert_eq!(sdk, [format!("ARN {ARN}")], "{what}");
 
@@ -408,10 +442,16 @@ async fn without_a_valid_grant_builds_get_nothing_and_the_log_says_why() {
         "wrong secret for grant {} (\"the-good-one\")",
         good.id
     )));
-    let unknown = format!("/imds-shim/credentials/{}.{}", "ab".repeat(8), "0".repeat(64));
+    let unknown = format!(
+        "/imds-shim/credentials/{}.{}",
+        "ab".repeat(8),
+        "0".repeat(64)
+    );
     let out = sim.cli(&[("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", &unknown)]);
     assert!(cli_arn(&out).is_none(), "{}", show(&out));
-    assert!(relay.log().contains(&format!("unknown grant {}", "ab".repeat(8))));
+    assert!(relay
+        .log()
+        .contains(&format!("unknown grant {}", "ab".repeat(8))));
 
     // Revoked: the CLI and the SDK get nothing.
     let revoked = sim.grant(&["--label", "revoked-build"]);
@@ -422,10 +462,14 @@ async fn without_a_valid_grant_builds_get_nothing_and_the_log_says_why() {
     assert!(cli_arn(&out).is_none(), "{}", show(&out));
     let sdk = sim.rust_sdk(&revoked.full(), 1, Duration::ZERO);
     assert!(sdk[0].starts_with("ERROR "), "{sdk:?}");
-    assert!(relay.log().contains(&format!(
-        "403 from 172.17.0.2: grant {} (\"revoked-build\") was revoked",
-        revoked.id
-    )), "{}", relay.log());
+    assert!(
+        relay.log().contains(&format!(
+            "403 from 172.17.0.2: grant {} (\"revoked-build\") was revoked",
+            revoked.id
+        )),
+        "{}",
+        relay.log()
+    );
 
     // Expired.
     let expired = sim.grant(&["--ttl", "1s", "--label", "short"]);
@@ -450,7 +494,10 @@ async fn without_a_valid_grant_builds_get_nothing_and_the_log_says_why() {
         "GET /imds-shim/credentials HTTP/1.1\r\nHost: 169.254.170.2\r\nX-Padding: {}\r\n\r\n",
         "a".repeat(20_000)
     ));
-    assert!(huge.is_empty() || huge.starts_with("HTTP/1.1 431"), "{huge}");
+    assert!(
+        huge.is_empty() || huge.starts_with("HTTP/1.1 431"),
+        "{huge}"
+    );
 
     // The good grant still works; the JSON is the container credentials document.
     let ok = sim.raw(format!(
@@ -471,20 +518,34 @@ async fn without_a_valid_grant_builds_get_nothing_and_the_log_says_why() {
         ["relay", "--control", second.to_str().unwrap()],
     ));
     let out = tokio::task::block_in_place(|| {
-        out.stdout_capture().stderr_capture().unchecked().run().unwrap()
+        out.stdout_capture()
+            .stderr_capture()
+            .unchecked()
+            .run()
+            .unwrap()
     });
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
-    assert!(text(&out.stderr).contains("169.254.170.2:80 is already served"), "{}", show(&out));
+    assert!(
+        text(&out.stderr).contains("169.254.170.2:80 is already served"),
+        "{}",
+        show(&out)
+    );
 
     // No secret in the log: neither the grants' nor the role's.
     let log = relay.stop();
     for grant in [&good, &revoked, &expired] {
         for secret in grant.secrets() {
-            assert!(!log.contains(&secret), "a grant's secret in the log:\n{log}");
+            assert!(
+                !log.contains(&secret),
+                "a grant's secret in the log:\n{log}"
+            );
         }
     }
     for key in ["SecretAccessKey", "Token"] {
-        assert!(!log.contains(body[key].as_str().unwrap()), "{key} in the log");
+        assert!(
+            !log.contains(body[key].as_str().unwrap()),
+            "{key} in the log"
+        );
     }
     assert!(!sim.link_exists());
 }
@@ -509,7 +570,10 @@ async fn credentials_refresh_across_expiry_and_grants_survive_a_restart() {
     let revoked = sim.grant(&["--label", "revoked-before-restart"]);
     assert!(sim.relay_cmd(&["revoke", &revoked.id]).status.success());
     let mode = fs::metadata(&state).unwrap();
-    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o600);
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
 
     // The build: 6 calls 4 s apart (20 s, over two credential lifetimes), with one client.
     let build = std::thread::scope(|scope| {
@@ -521,7 +585,12 @@ async fn credentials_refresh_across_expiry_and_grants_survive_a_restart() {
         (build.join().unwrap(), first_log, second)
     });
     let (calls, first_log, second) = build;
-    assert_eq!(calls, vec![format!("ARN {ARN}"); 6], "{first_log}\n{}", second.log());
+    assert_eq!(
+        calls,
+        vec![format!("ARN {ARN}"); 6],
+        "{first_log}\n{}",
+        second.log()
+    );
     assert!(second.log().contains("2 grant(s) from the state file"));
 
     // The revoked grant stays revoked; the CLI gets the role with the kept one.
@@ -530,7 +599,11 @@ async fn credentials_refresh_across_expiry_and_grants_survive_a_restart() {
     let out = sim.cli(&grant.full());
     assert_eq!(cli_arn(&out).as_deref(), Some(ARN), "{}", show(&out));
     let list = sim.relay_cmd(&["list"]);
-    assert!(text(&list.stdout).contains(&format!("{}  revoked", revoked.id)), "{}", show(&list));
+    assert!(
+        text(&list.stdout).contains(&format!("{}  revoked", revoked.id)),
+        "{}",
+        show(&list)
+    );
 
     // Several credential sets were served, each fetched from IMDS on the host.
     let second_log = second.stop();
@@ -543,7 +616,10 @@ async fn credentials_refresh_across_expiry_and_grants_survive_a_restart() {
         .collect();
     keys.sort_unstable();
     keys.dedup();
-    assert!(keys.len() >= 2, "one credential set served throughout: {both}");
+    assert!(
+        keys.len() >= 2,
+        "one credential set served throughout: {both}"
+    );
 }
 
 /// With no credentials from IMDS the relay does not start, and says why.
@@ -583,7 +659,12 @@ fn no_credentials_from_imds_is_a_clear_error() {
     // Without a relay, the control commands say so.
     let out = duct::cmd(
         bins::shim(),
-        ["relay", "list", "--control", dir.path().join("c.sock").to_str().unwrap()],
+        [
+            "relay",
+            "list",
+            "--control",
+            dir.path().join("c.sock").to_str().unwrap(),
+        ],
     )
     .stdout_capture()
     .stderr_capture()

@@ -133,7 +133,9 @@ fn client(action: Action) -> anyhow::Result<ExitCode> {
                 label: label.clone(),
             },
         ),
-        Action::Revoke { id, control } => (&control.control, ControlRequest::Revoke { id: id.clone() }),
+        Action::Revoke { id, control } => {
+            (&control.control, ControlRequest::Revoke { id: id.clone() })
+        }
         Action::List { control, .. } => (&control.control, ControlRequest::List),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -161,7 +163,10 @@ fn client(action: Action) -> anyhow::Result<ExitCode> {
             } else {
                 println!("{:<16}  {:<7}  {:<20}  LABEL", "ID", "STATE", "EXPIRES");
                 for g in grants {
-                    println!("{:<16}  {:<7}  {:<20}  {}", g.id, g.state, g.expires, g.label);
+                    println!(
+                        "{:<16}  {:<7}  {:<20}  {}",
+                        g.id, g.state, g.expires, g.label
+                    );
                 }
             }
         }

@@ -105,7 +105,10 @@ pub fn claim(listen: SocketAddr, link: &str) -> Result<Option<OwnedAddress>, Add
     let cidr = format!("{addr}/{prefix}");
     if let Some(holder) = holder_of(&cidr)? {
         if holder != link {
-            return Err(AddressError::Assigned { ip: addr, link: holder });
+            return Err(AddressError::Assigned {
+                ip: addr,
+                link: holder,
+            });
         }
     }
     // A link of this name is a leftover of a relay that was killed: nothing serves it.
@@ -159,7 +162,9 @@ fn ip(args: &[&str]) -> Result<String, AddressError> {
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        Err(failed(String::from_utf8_lossy(&out.stderr).trim().to_owned()))
+        Err(failed(
+            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        ))
     }
 }
 

@@ -65,9 +65,7 @@ pub struct GrantInfo {
 
 impl GrantInfo {
     fn of(record: &GrantRecord, now: SystemTime) -> Self {
-        let time = |secs| {
-            super::role::rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
-        };
+        let time = |secs| super::role::rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
         Self {
             id: record.id.clone(),
             label: record.label.clone(),

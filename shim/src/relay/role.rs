@@ -238,7 +238,10 @@ mod tests {
         assert_eq!(v["Token"], "ToKeN");
         assert_eq!(v["Expiration"], "2021-09-21T04:16:53Z");
         let shown = format!("{s:?}");
-        assert!(!shown.contains("sEcReT") && !shown.contains("ToKeN"), "{shown}");
+        assert!(
+            !shown.contains("sEcReT") && !shown.contains("ToKeN"),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -247,7 +250,10 @@ mod tests {
             refresh_after(Duration::from_secs(6 * 3600)),
             Duration::from_secs(6 * 3600 - 15 * 60)
         );
-        assert_eq!(refresh_after(Duration::from_secs(20)), Duration::from_secs(10));
+        assert_eq!(
+            refresh_after(Duration::from_secs(20)),
+            Duration::from_secs(10)
+        );
         assert_eq!(refresh_after(Duration::from_millis(10)), MIN_REFRESH);
     }
 
@@ -258,8 +264,14 @@ mod tests {
         assert!(cache.current(now).is_ok());
         cache.failed("could not connect to IMDS".into());
         let err = cache.current(now + Duration::from_secs(11)).unwrap_err();
-        assert!(err.contains("expired") && err.contains("could not connect"), "{err}");
+        assert!(
+            err.contains("expired") && err.contains("could not connect"),
+            "{err}"
+        );
         let empty = RoleCache::default();
-        assert!(empty.current(now).unwrap_err().contains("gave no credentials"));
+        assert!(empty
+            .current(now)
+            .unwrap_err()
+            .contains("gave no credentials"));
     }
 }

@@ -132,13 +132,15 @@ fn answer(relay: &Relay, peer: SocketAddr, req: &Request<Incoming>) -> Response<
             );
         }
         // The path is not logged: it may hold a mistyped secret.
-        log(&format!("404 from {from}: not a credentials path ({} bytes)", path.len()));
+        log(&format!(
+            "404 from {from}: not a credentials path ({} bytes)",
+            path.len()
+        ));
         return reply(StatusCode::NOT_FOUND, "NotFound", "no such path");
     };
-    let authorized =
-        relay
-            .grants()
-            .authorize(how, capability, SystemTime::now(), Instant::now());
+    let authorized = relay
+        .grants()
+        .authorize(how, capability, SystemTime::now(), Instant::now());
     let grant = match authorized {
         Ok(grant) => grant,
         Err(refusal) => {
@@ -146,10 +148,7 @@ fn answer(relay: &Relay, peer: SocketAddr, req: &Request<Incoming>) -> Response<
                 Refusal::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
                 _ => StatusCode::FORBIDDEN,
             };
-            log(&format!(
-                "{} from {from}: {refusal}",
-                status.as_u16()
-            ));
+            log(&format!("{} from {from}: {refusal}", status.as_u16()));
             let code = match status {
                 StatusCode::TOO_MANY_REQUESTS => "TooManyRequests",
                 _ => "AccessDenied",

@@ -36,7 +36,9 @@ pub enum StateError {
         source: io::Error,
     },
     /// Not a state file of this version.
-    #[error("state file {path} is not an imds-shim relay state file (version {VERSION}): {reason}")]
+    #[error(
+        "state file {path} is not an imds-shim relay state file (version {VERSION}): {reason}"
+    )]
     Format {
         /// The file.
         path: PathBuf,
