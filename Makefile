@@ -10,7 +10,7 @@ DEB_PACKAGES := awscli iproute2 iptables containernetworking-plugins mmdebstrap
 BENCH_PACKAGES := nginx wrk
 BIN := $(CARGO_TARGET_DIR)/debug
 
-.PHONY: deps pydeps bench-deps build test measure bench bench-backends cleanup dist images mock-image
+.PHONY: deps pydeps bench-deps build test measure bench bench-backends bench-relay cleanup dist images mock-image
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
@@ -72,6 +72,10 @@ RUNS ?= 3
 bench-backends: build
 	cargo bench --profile dev --bench netns -- $(RUNS)
 	cargo bench --profile dev --bench docker -- $(RUNS)
+
+# imds-shim relay against a direct IMDS fetch, from the deepest preset (root, wrk): medians of RUNS.
+bench-relay: bench-deps build
+	cargo bench --profile dev --bench relay -- $(RUNS)
 
 cleanup: build
 	$(BIN)/imds-harness cleanup
