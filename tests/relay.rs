@@ -64,10 +64,6 @@ struct Relay {
 }
 
 impl Sim {
-    fn control(&self) -> PathBuf {
-        self.dir.path().join("relay.sock")
-    }
-
     fn state(&self) -> PathBuf {
         self.dir.path().join("grants.json")
     }
@@ -79,72 +75,15 @@ impl Sim {
 
     /// Starts the relay in the host namespace; waits until it serves.
     fn start_relay(&self, name: &str, extra: &[&str]) -> Relay {
-        let relay = self.spawn_relay(name, extra);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let log = fs::read_to_string(&relay.log).unwrap_or_default();
-            if log.contains("serving on") {
-                return relay;
-            }
-            if let Ok(Some(out)) = relay.handle.try_wait() {
-                panic!("the relay exited: {:?}\n{log}", out.status);
-            }
-            assert!(Instant::now() < deadline, "the relay did not start:\n{log}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        start_relay(self.site.host(), self.dir.path(), &self.env(), name, extra)
     }
 
-    fn spawn_relay(&self, name: &str, extra: &[&str]) -> Relay {
-        let log = self.dir.path().join(format!("{name}.log"));
-        let control = self.control();
-        let mut args = vec!["relay", "--control", control.to_str().unwrap()];
-        args.extend_from_slice(extra);
-        let handle = self
-            .env()
-            .apply(self.site.host().exec(bins::shim(), &args))
-            .stdout_null()
-            .stderr_path(&log)
-            .unchecked()
-            .start()
-            .unwrap();
-        Relay { handle, log }
-    }
-
-    /// `imds-shim relay <args>` (grant, revoke, list) from the root namespace: the control
-    /// socket is a file, and no packet is sent.
     fn relay_cmd(&self, args: &[&str]) -> Output {
-        let control = self.control();
-        let mut all = vec!["relay"];
-        all.extend_from_slice(args);
-        all.extend_from_slice(&["--control", control.to_str().unwrap()]);
-        duct::cmd(bins::shim(), &all)
-            .stdout_capture()
-            .stderr_capture()
-            .unchecked()
-            .run()
-            .unwrap()
+        relay_cmd(self.dir.path(), args)
     }
 
-    /// A new grant: its id and environment.
     fn grant(&self, extra: &[&str]) -> Grant {
-        let mut args = vec!["grant"];
-        args.extend_from_slice(extra);
-        let out = self.relay_cmd(&args);
-        assert!(out.status.success(), "{}", show(&out));
-        let env: Vec<(String, String)> = text(&out.stdout)
-            .lines()
-            .map(|l| {
-                let (k, v) = l.split_once('=').unwrap();
-                (k.to_owned(), v.to_owned())
-            })
-            .collect();
-        let stderr = text(&out.stderr);
-        let id = stderr
-            .split_whitespace()
-            .nth(2)
-            .unwrap_or_else(|| panic!("{stderr}"))
-            .to_owned();
-        Grant { id, env }
+        grant(self.dir.path(), extra)
     }
 
     /// `aws sts get-caller-identity` in the leaf with `vars` added.
@@ -233,6 +172,71 @@ impl Sim {
         .status
         .success()
     }
+}
+
+/// Starts `imds-shim relay` in `ns` (its control socket and log in `dir`); waits until it serves.
+fn start_relay(ns: &Namespace, dir: &Path, env: &ClientEnv, name: &str, extra: &[&str]) -> Relay {
+    let log = dir.join(format!("{name}.log"));
+    let control = dir.join("relay.sock");
+    let mut args = vec!["relay", "--control", control.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let handle = env
+        .apply(ns.exec(bins::shim(), &args))
+        .stdout_null()
+        .stderr_path(&log)
+        .unchecked()
+        .start()
+        .unwrap();
+    let relay = Relay { handle, log };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let log = relay.log();
+        if log.contains("serving on") {
+            return relay;
+        }
+        if let Ok(Some(out)) = relay.handle.try_wait() {
+            panic!("the relay exited: {:?}\n{log}", out.status);
+        }
+        assert!(Instant::now() < deadline, "the relay did not start:\n{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `imds-shim relay <args>` (grant, revoke, list) from the root namespace: the control
+/// socket is a file, and no packet is sent.
+fn relay_cmd(dir: &Path, args: &[&str]) -> Output {
+    let control = dir.join("relay.sock");
+    let mut all = vec!["relay"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--control", control.to_str().unwrap()]);
+    duct::cmd(bins::shim(), &all)
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .unwrap()
+}
+
+/// A new grant: its id and environment.
+fn grant(dir: &Path, extra: &[&str]) -> Grant {
+    let mut args = vec!["grant"];
+    args.extend_from_slice(extra);
+    let out = relay_cmd(dir, &args);
+    assert!(out.status.success(), "{}", show(&out));
+    let env: Vec<(String, String)> = text(&out.stdout)
+        .lines()
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap();
+            (k.to_owned(), v.to_owned())
+        })
+        .collect();
+    let stderr = text(&out.stderr);
+    let id = stderr
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or_else(|| panic!("{stderr}"))
+        .to_owned();
+    Grant { id, env }
 }
 
 struct Grant {
@@ -673,4 +677,66 @@ fn no_credentials_from_imds_is_a_clear_error() {
     .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     assert!(text(&out.stderr).contains("is `imds-shim relay` running"));
+}
+
+/// The docker backend: the simulated instance is a container with an engine of its own, at
+/// hop limit 1, tokens required; the relay runs in its network namespace (the EC2 host). At
+/// every preset the AWS CLI of the probe image gets the role through a grant in its environment
+/// (`docker run --env`, a `docker build` RUN step, earthly-buildkitd's steps, ...), and nothing
+/// without one.
+#[test]
+fn docker_backend_every_preset_gets_the_role_through_a_grant_at_hop_limit_1() {
+    use imds_harness::backend::docker::instance::DockerInstance;
+    use imds_harness::backend::docker::leaf::DockerLeaf;
+    use imds_harness::probe::cli;
+
+    if !require(
+        "relay_docker",
+        &[Need::Root, Need::NetTools, Need::AwsCli, Need::Docker],
+    ) {
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _guard = runtime.enter();
+    let lab = imds_e2e::docker::lab(&runtime);
+    let instance = DockerInstance::start(&lab.docker, &lab.images, MockConfig::default()).unwrap();
+    let options = instance.mock().options();
+    assert_eq!(options.hop_limit.get(), 1);
+    assert_eq!(options.http_tokens, HttpTokens::Required);
+    let dir = tempfile::Builder::new()
+        .prefix("imdsh-relay-test-")
+        .tempdir()
+        .unwrap();
+    let env = ClientEnv::new(dir.path(), IMDS_URL);
+    let relay = start_relay(instance.host_ns(), dir.path(), &env, "relay", &[]);
+    let granted = grant(dir.path(), &["--label", "docker-build"]);
+
+    for topology in Topology::presets() {
+        let leaf = DockerLeaf::realise(&instance, &topology, &lab.tools).unwrap();
+        let mut with_grant = env.clone();
+        for (k, v) in granted.relative() {
+            with_grant = with_grant.with(k, v);
+        }
+        let outcome = cli::run(&leaf, &with_grant, STS_URL).unwrap();
+        assert_eq!(
+            outcome.arn.as_deref(),
+            Some(ARN),
+            "{topology}: {:?}",
+            outcome.reason
+        );
+        if topology.depth() > 0 {
+            let outcome = cli::run(&leaf, &env, STS_URL).unwrap();
+            assert!(
+                !outcome.ok,
+                "{topology} without a grant got {:?}",
+                outcome.arn
+            );
+        }
+    }
+    let log = relay.stop();
+    assert_eq!(
+        log.matches("200 to ").count(),
+        Topology::presets().len(),
+        "{log}"
+    );
 }
