@@ -733,10 +733,53 @@ fn docker_backend_every_preset_gets_the_role_through_a_grant_at_hop_limit_1() {
             );
         }
     }
+
+    // The README's ways, on the instance's engine: `docker run --env-file` with the grant's
+    // env file, and a `docker build` whose RUN step reads it from a secret mount.
+    let env_file: String = granted
+        .env
+        .iter()
+        .map(|(k, v)| format!("{k}={v}\n"))
+        .collect();
+    let probe = &instance.images().probe;
+    let aws = "/usr/bin/aws sts get-caller-identity --output text --query Arn";
+    let script = format!(
+        r#"set -eu
+d=$(mktemp -d)
+cat > "$d/build.env" <<'IMDSH_EOF'
+{env_file}IMDSH_EOF
+docker run --rm --env-file "$d/build.env" --env AWS_REGION=us-east-1 {probe} {aws} --endpoint-url {STS_URL}
+cat > "$d/Dockerfile" <<'IMDSH_EOF'
+FROM {probe} AS build
+RUN --mount=type=secret,id=aws set -a && . /run/secrets/aws && set +a && AWS_REGION=us-east-1 {aws} --endpoint-url {STS_URL} > /arn
+FROM scratch
+COPY --from=build /arn /
+IMDSH_EOF
+DOCKER_BUILDKIT=1 docker build --no-cache --progress=plain --secret id=aws,src="$d/build.env" --output "type=local,dest=$d/out" "$d" >&2
+cat "$d/out/arn"
+rm -rf "$d"
+"#
+    );
+    let out = instance
+        .exec(
+            vec!["sh".into(), "-c".into(), script],
+            Duration::from_secs(300),
+        )
+        .unwrap();
+    assert_eq!(
+        text(&out.stdout),
+        format!("{ARN}\n{ARN}\n"),
+        "{}",
+        show(&out)
+    );
+
     let log = relay.stop();
     assert_eq!(
         log.matches("200 to ").count(),
-        Topology::presets().len(),
+        Topology::presets().len() + 2,
         "{log}"
     );
+    for secret in granted.secrets() {
+        assert!(!log.contains(&secret), "a grant's secret in the log");
+    }
 }
