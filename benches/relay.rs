@@ -20,6 +20,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use imds_e2e::bins;
+use imds_e2e::stats::{machine, median, runs as runs_of};
 use imds_harness::backend::endpoints::IMDS_URL;
 use imds_harness::backend::netns::{Namespace, NetnsSite};
 use imds_harness::mock::{HopLimit, MockConfig};
@@ -28,18 +29,6 @@ use imds_harness::topology::Topology;
 
 const DURATION: &str = "4s";
 const ROLE_PATH: &str = "/latest/meta-data/iam/security-credentials/imds-harness-build-role";
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
-
-fn runs_text(xs: &[f64]) -> String {
-    xs.iter()
-        .map(|x| format!("{x:.0}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
 
 /// wrk's figures: requests/s, p50 and p99 latency in µs.
 struct Wrk {
@@ -131,23 +120,7 @@ fn main() {
         .unwrap_or(5);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let _guard = runtime.enter();
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")
-                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
-        })
-        .unwrap_or_default();
-    println!(
-        "relay benchmark, {runs} runs, {} cores ({cpu}), kernel {}",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0),
-        std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim()
-    );
+    println!("relay benchmark, {runs} runs, {}", machine());
 
     let topology = Topology::parse("earthly-with-docker").unwrap();
     let site = NetnsSite::start(&topology, MockConfig::default()).unwrap();
@@ -228,17 +201,17 @@ fn main() {
     println!(
         "  relay, a connection per fetch  median {:>8.0}  (runs: {})",
         median(relay_close.clone()),
-        runs_text(&relay_close)
+        runs_of(&relay_close, 0)
     );
     println!(
         "  relay, kept alive              median {:>8.0}  (runs: {})",
         median(relay_alive.clone()),
-        runs_text(&relay_alive)
+        runs_of(&relay_alive, 0)
     );
     println!(
         "  direct IMDS (hop limit 4)      median {:>8.0}  (runs: {})",
         median(direct.clone()),
-        runs_text(&direct)
+        runs_of(&direct, 0)
     );
     println!("latency of one fetch at a time from depth 3 (wrk -t1 -c1 -d{DURATION}, µs, a connection per fetch):");
     for (name, xs) in [("relay", &relay_lat), ("direct IMDS", &direct_lat)] {
@@ -246,7 +219,7 @@ fn main() {
             "  {name:<12} p50 median {:>7.0}  p99 median {:>7.0}  (p99 runs: {})",
             median(p(xs, |w| w.p50)),
             median(p(xs, |w| w.p99)),
-            runs_text(&p(xs, |w| w.p99))
+            runs_of(&p(xs, |w| w.p99), 0)
         );
     }
     let added: Vec<f64> = relay_lat
@@ -257,7 +230,7 @@ fn main() {
     println!(
         "  p99 added by the relay (relay p99 - direct p99, same run): median {:.0} µs (runs: {})",
         median(added.clone()),
-        runs_text(&added)
+        runs_of(&added, 0)
     );
     let _ = relay.kill();
 }

@@ -14,6 +14,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use imds_e2e::bins;
+use imds_e2e::output::{show, text};
 use imds_e2e::require::{require, Need};
 use imds_harness::backend::endpoints::{IMDS_URL, STS_URL};
 use imds_harness::backend::netns::{Namespace, NetnsSite};
@@ -319,19 +320,6 @@ fn run_in(env: ClientEnv, ns: &Namespace, program: &Path, args: &[&str]) -> Outp
     })
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}--- stderr\n{}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    )
-}
-
 fn cli_arn(out: &Output) -> Option<String> {
     serde_json::from_slice::<serde_json::Value>(&out.stdout)
         .ok()
@@ -384,20 +372,15 @@ async fn every_preset_gets_the_role_through_a_grant_at_hop_limit_1() {
         let grant = sim.grant(&["--label", "preset-build"]);
         let what = format!("{topology} (depth {})", topology.depth());
 
-        let out = sim.cli(&grant.relative());
-        assert_eq!(
-            cli_arn(&out).as_deref(),
-            Some(ARN),
-            "{what}: {}",
-            show(&out)
-        );
-        let out = sim.cli(&grant.full());
-        assert_eq!(
-            cli_arn(&out).as_deref(),
-            Some(ARN),
-            "{what}: {}",
-            show(&out)
-        );
+        for vars in [grant.relative(), grant.full()] {
+            let out = sim.cli(&vars);
+            assert_eq!(
+                cli_arn(&out).as_deref(),
+                Some(ARN),
+                "{what}: {}",
+                show(&out)
+            );
+        }
         let sdk = sim.rust_sdk(&grant.relative(), 1, Duration::ZERO);
         assert_eq!(sdk, [format!("ARN {ARN}")], "{what}");
 
@@ -626,32 +609,34 @@ async fn credentials_refresh_across_expiry_and_grants_survive_a_restart() {
     );
 }
 
-/// With no credentials from IMDS the relay does not start, and says why.
-#[test]
-fn no_credentials_from_imds_is_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
-    for (var, value) in [
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-        ("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:9/"),
-    ] {
-        let out = duct::cmd(
-            bins::shim(),
-            [
-                "relay",
-                "--listen",
-                "127.0.0.1:9",
-                "--control",
-                dir.path().join("c.sock").to_str().unwrap(),
-            ],
-        )
+/// `imds-shim <args>` in this namespace, IMDS at a closed loopback port, with `env` added.
+fn shim_here(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = duct::cmd(bins::shim(), args)
         .env_remove("AWS_EC2_METADATA_DISABLED")
-        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:9/")
-        .env(var, value)
-        .stdout_capture()
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:9/");
+    for (k, v) in env {
+        cmd = cmd.env(k, v);
+    }
+    cmd.stdout_capture()
         .stderr_capture()
         .unchecked()
         .run()
-        .unwrap();
+        .unwrap()
+}
+
+/// With no credentials from IMDS the relay does not start, and says why (it stops before it
+/// binds or adds anything; it listens on loopback here anyway, which needs no link).
+#[test]
+fn no_credentials_from_imds_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = dir.path().join("c.sock");
+    let control = control.to_str().unwrap();
+    for env in [
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_REGION", "us-east-1"),
+    ] {
+        let relay = ["relay", "--listen", "127.0.0.1:9", "--control", control];
+        let out = shim_here(&relay, &[env]);
         assert_eq!(out.status.code(), Some(2), "{}", show(&out));
         assert!(
             text(&out.stderr).contains("IMDS on this host gave no credentials"),
@@ -661,20 +646,7 @@ fn no_credentials_from_imds_is_a_clear_error() {
         assert!(!dir.path().join("c.sock").exists());
     }
     // Without a relay, the control commands say so.
-    let out = duct::cmd(
-        bins::shim(),
-        [
-            "relay",
-            "list",
-            "--control",
-            dir.path().join("c.sock").to_str().unwrap(),
-        ],
-    )
-    .stdout_capture()
-    .stderr_capture()
-    .unchecked()
-    .run()
-    .unwrap();
+    let out = shim_here(&["relay", "list", "--control", control], &[]);
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     assert!(text(&out.stderr).contains("is `imds-shim relay` running"));
 }

@@ -6,5 +6,7 @@ pub mod aws_env;
 pub mod bins;
 pub mod docker;
 pub mod measure;
+pub mod output;
 pub mod raw_http;
 pub mod require;
+pub mod stats;
