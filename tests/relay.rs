@@ -381,14 +381,16 @@ async fn every_preset_gets_the_role_through_a_grant_at_hop_limit_1() {
                 show(&out)
             );
         }
-        let sdk = sim.rust_sdk(&grant.relative(), 1, Duration::ZERO);
-        assert_eq!(sdk, [format!("ARN {ARN}")], "{what}");
+        for vars in [grant.relative(), grant.full()] {
+            let sdk = sim.rust_sdk(&vars, 1, Duration::ZERO);
+            assert_eq!(sdk, [format!("ARN {ARN}")], "{what}");
+        }
 
         // The role's credentials came from IMDSv2 at depth 0, once; the hop limit is still 1.
         assert_eq!(sim.site.mock().options().hop_limit.get(), 1);
-        assert!(sim.site.mock().events().identity_v2 >= 3, "{what}");
+        assert!(sim.site.mock().events().identity_v2 >= 4, "{what}");
         let log = relay.stop();
-        assert_eq!(log.matches("200 to ").count(), 3, "{what}: {log}");
+        assert_eq!(log.matches("200 to ").count(), 4, "{what}: {log}");
         assert!(!sim.link_exists(), "{what}: the relay's link is left");
     }
 }

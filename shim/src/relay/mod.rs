@@ -156,3 +156,55 @@ pub enum RelayError {
     #[error("the grant is not kept: {0}")]
     State(#[from] state::StateError),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use limit::RateLimit;
+
+    fn relay(listen: &str) -> Relay {
+        Relay::new(
+            listen.parse().unwrap(),
+            Grants::new(RateLimit {
+                per_second: 1.0,
+                burst: 1,
+            }),
+            Arc::new(RoleCache::default()),
+            None,
+        )
+    }
+
+    fn names(env: &[(String, grants::Secret)]) -> Vec<&str> {
+        env.iter().map(|(k, _)| k.as_str()).collect()
+    }
+
+    #[test]
+    fn the_default_address_gets_both_forms_another_the_full_uri_only() {
+        let r = relay(DEFAULT_LISTEN);
+        let issued = r.grant(std::time::Duration::from_secs(60), "x").unwrap();
+        let env = r.environment(&issued);
+        assert_eq!(
+            names(&env),
+            [ENV_RELATIVE_URI, ENV_FULL_URI, ENV_AUTH_TOKEN]
+        );
+        let (id, _) = issued.token.expose().split_once('.').unwrap();
+        assert!(env[0]
+            .1
+            .expose()
+            .starts_with(&format!("/imds-shim/credentials/{id}.")));
+        assert_eq!(
+            env[1].1.expose(),
+            "http://169.254.170.2/imds-shim/credentials"
+        );
+        assert_eq!(env[2].1, issued.token);
+
+        let r = relay("127.0.0.1:8099");
+        let issued = r.grant(std::time::Duration::from_secs(60), "x").unwrap();
+        let env = r.environment(&issued);
+        assert_eq!(names(&env), [ENV_FULL_URI, ENV_AUTH_TOKEN]);
+        assert_eq!(
+            env[0].1.expose(),
+            "http://127.0.0.1:8099/imds-shim/credentials"
+        );
+    }
+}
