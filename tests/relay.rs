@@ -155,6 +155,25 @@ impl Sim {
             .unwrap()
     }
 
+    /// A GET of `path` from the leaf: the response, or `None` when none came within `wait`.
+    fn get_within(&self, path: &str, wait: Duration) -> Option<String> {
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: 169.254.170.2\r\nConnection: close\r\n\r\n");
+        self.site
+            .leaf()
+            .run_in(move || -> std::io::Result<String> {
+                let mut s = TcpStream::connect_timeout(&RELAY_ADDR, Duration::from_secs(2))?;
+                s.set_read_timeout(Some(wait))?;
+                s.write_all(request.as_bytes())?;
+                let mut out = String::new();
+                s.read_to_string(&mut out)?;
+                Ok(out)
+            })
+            .unwrap()
+            .ok()
+            .filter(|r| !r.is_empty())
+    }
+
     fn link_exists(&self) -> bool {
         duct::cmd!(
             "ip",
@@ -608,6 +627,58 @@ async fn credentials_refresh_across_expiry_and_grants_survive_a_restart() {
     assert!(
         keys.len() >= 2,
         "one credential set served throughout: {both}"
+    );
+}
+
+/// The limits: connections beyond `--max-connections` wait until one closes; a grant over its
+/// rate limit gets 429 and a log line, other grants are not affected.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_and_requests_per_grant_are_bounded() {
+    if !require("relay_limits", &[Need::Root, Need::NetTools]) {
+        return;
+    }
+    let sim = sim("docker-run", MockConfig::default());
+    let limits = ["--max-connections", "2", "--rate", "0.2", "--burst", "2"];
+    let relay = sim.start_relay("relay", &limits);
+    let a = sim.grant(&["--label", "a"]);
+    let b = sim.grant(&["--label", "b"]);
+    let a_path = a.var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI").to_owned();
+    let b_path = b.var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI").to_owned();
+    let status = |r: Option<String>| r.map(|r| r.lines().next().unwrap_or("").to_owned());
+
+    // Two idle connections take both places: a third is not served...
+    let connect = || {
+        sim.site
+            .leaf()
+            .run_in(|| TcpStream::connect_timeout(&RELAY_ADDR, Duration::from_secs(2)))
+            .unwrap()
+            .unwrap()
+    };
+    let idle = [connect(), connect()];
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(sim.get_within(&a_path, Duration::from_secs(1)), None);
+    // ... until one of them closes.
+    drop(idle);
+    let ok = status(sim.get_within(&a_path, Duration::from_secs(5)));
+    assert_eq!(ok.as_deref(), Some("HTTP/1.1 200 OK"));
+
+    // Grant a's burst of 2 is soon used up (the waiting request may have taken one); then
+    // 429, while grant b is served.
+    let statuses: Vec<Option<String>> = (0..3)
+        .map(|_| status(sim.get_within(&a_path, Duration::from_secs(5))))
+        .collect();
+    let too_many = Some("HTTP/1.1 429 Too Many Requests".to_owned());
+    assert!(statuses.contains(&too_many), "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&too_many), "{statuses:?}");
+    let other = status(sim.get_within(&b_path, Duration::from_secs(5)));
+    assert_eq!(other.as_deref(), Some("HTTP/1.1 200 OK"));
+    let log = relay.stop();
+    assert!(
+        log.contains(&format!(
+            "429 from 172.17.0.2: grant {} (\"a\") is over its rate limit",
+            a.id
+        )),
+        "{log}"
     );
 }
 
