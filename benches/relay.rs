@@ -182,6 +182,15 @@ fn main() {
     let direct_url = format!("http://169.254.169.254{ROLE_PATH}");
     let close = vec!["Connection: close".to_owned()];
     let leaf = site.leaf();
+    // A connection per fetch at thousands a second runs through the leaf's ephemeral ports
+    // within a run or two (TIME_WAIT lasts 60 s): reuse them, and use more of them. Only the
+    // leaf namespace, which this benchmark made, is changed.
+    leaf.run_in(|| {
+        std::fs::write("/proc/sys/net/ipv4/tcp_tw_reuse", "1")?;
+        std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "1024 65000")
+    })
+    .unwrap()
+    .unwrap();
 
     let (mut relay_close, mut relay_alive, mut direct) = (Vec::new(), Vec::new(), Vec::new());
     let (mut relay_lat, mut direct_lat) = (Vec::new(), Vec::new());
