@@ -538,6 +538,10 @@ async fn without_a_valid_grant_builds_get_nothing_and_the_log_says_why() {
         "{}",
         show(&out)
     );
+    assert!(
+        !second.exists(),
+        "the refused relay left its control socket"
+    );
 
     // No secret in the log: neither the grants' nor the role's.
     let log = relay.stop();
@@ -673,6 +677,18 @@ async fn connections_and_requests_per_grant_are_bounded() {
     let other = status(sim.get_within(&b_path, Duration::from_secs(5)));
     assert_eq!(other.as_deref(), Some("HTTP/1.1 200 OK"));
     let log = relay.stop();
+    assert!(!sim.link_exists());
+
+    // A relay killed with SIGKILL leaves its link; the next one replaces it.
+    let killed = sim.start_relay("killed", &[]);
+    killed.handle.kill().unwrap();
+    assert!(sim.link_exists());
+    let next = sim.start_relay("next", &[]);
+    let c = sim.grant(&[]);
+    let c_path = c.var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
+    let ok = status(sim.get_within(c_path, Duration::from_secs(5)));
+    assert_eq!(ok.as_deref(), Some("HTTP/1.1 200 OK"));
+    next.stop();
     assert!(
         log.contains(&format!(
             "429 from 172.17.0.2: grant {} (\"a\") is over its rate limit",

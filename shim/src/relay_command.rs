@@ -23,6 +23,15 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Worker threads of the relay's runtime.
 const WORKERS: usize = 2;
 
+/// A file removed when this is dropped: the control socket, on every way out of `serve`.
+struct RemovedOnDrop(PathBuf);
+
+impl Drop for RemovedOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct RelayArgs {
@@ -207,6 +216,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         };
         let restored = records.len();
         let control_listener = control::bind(&args.control.control)?;
+        let control_file = RemovedOnDrop(args.control.control.clone());
         let owned = address::claim(args.listen, &args.link)?;
         let listener = std::net::TcpListener::bind(args.listen)
             .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -258,7 +268,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             let _ = ctl.await;
         })
         .await;
-        let _ = std::fs::remove_file(&args.control.control);
+        drop(control_file);
         drop(owned);
         log("stopped; the address is released");
         Ok(ExitCode::SUCCESS)
