@@ -11,7 +11,7 @@ DEB_PACKAGES := awscli iproute2 iptables containernetworking-plugins mmdebstrap 
 BENCH_PACKAGES := nginx wrk
 BIN := $(CARGO_TARGET_DIR)/debug
 
-.PHONY: deps pydeps bench-deps build test measure bench bench-backends bench-fleet client-fixtures cleanup dist images mock-image
+.PHONY: deps pydeps bench-deps build test measure bench bench-backends bench-fleet bench-relay client-fixtures cleanup dist images mock-image
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
@@ -82,6 +82,10 @@ client-fixtures: build
 # imds-shim audit of 5,000 instances in the mock EC2, calm and 30 % throttled: medians of RUNS.
 bench-fleet: build
 	cargo bench --profile dev --bench fleet -- $(RUNS)
+
+# imds-shim relay against a direct IMDS fetch, from the deepest preset (root, wrk): medians of RUNS.
+bench-relay: bench-deps build
+	cargo bench --profile dev --bench relay -- $(RUNS)
 
 cleanup: build
 	$(BIN)/imds-harness cleanup

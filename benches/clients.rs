@@ -30,7 +30,7 @@ fn main() {
     let write = args.iter().any(|a| a == "--write");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let _guard = runtime.enter();
-    let machine = imds_e2e::machine::describe();
+    let machine = imds_e2e::stats::machine();
     println!(
         "client benchmarks at {PRESET} (hop limit {}), {runs} runs, {machine}",
         Bench::too_low()

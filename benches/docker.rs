@@ -18,11 +18,6 @@ use imds_harness::probe::{shim, Client, Tools};
 use imds_harness::sweep::{self, Strategy, SweepPlan};
 use imds_harness::topology::Topology;
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
-
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
@@ -33,7 +28,7 @@ fn main() {
     let cold = args.iter().any(|a| a == "--cold");
     println!(
         "docker benchmarks, {runs} runs, {}",
-        imds_e2e::machine::describe()
+        imds_e2e::stats::machine()
     );
     if cold {
         let started = Instant::now();
@@ -82,7 +77,7 @@ fn main() {
         "with-docker engine on cni0 (images loaded)",
     ];
     for (name, xs) in names.iter().zip(phases) {
-        println!("{name}: median {:.2} s", median(xs));
+        println!("{name}: median {:.2} s", imds_e2e::stats::median(xs));
     }
 
     let plan = SweepPlan {
@@ -102,6 +97,6 @@ fn main() {
     }
     println!(
         "full docker matrix with the CLI (warm, parallel 2): median {:.1} s of {matrix:.1?}",
-        median(matrix.clone())
+        imds_e2e::stats::median(matrix.clone())
     );
 }

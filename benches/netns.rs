@@ -9,6 +9,7 @@
 
 use std::time::{Duration, Instant};
 
+use imds_e2e::stats;
 use imds_harness::backend::endpoints::IMDS_URL;
 use imds_harness::backend::netns::{NetnsLab, NetnsSite};
 use imds_harness::mock::{HopLimit, HttpTokens, MockConfig};
@@ -16,18 +17,6 @@ use imds_harness::probe::env::ClientEnv;
 use imds_harness::probe::{shim, Client};
 use imds_harness::sweep::{self, Strategy, SweepPlan, Tools};
 use imds_harness::topology::Topology;
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
-
-fn fmt_runs(xs: &[f64]) -> String {
-    xs.iter()
-        .map(|x| format!("{x:.2}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
 
 fn matrix(clients: &[Client], strategy: Strategy, timeout_ms: u64) -> f64 {
     let plan = SweepPlan {
@@ -56,7 +45,7 @@ fn main() {
     let _guard = runtime.enter();
     println!(
         "netns benchmarks, {runs} runs, {}",
-        imds_e2e::machine::describe()
+        imds_e2e::stats::machine()
     );
 
     let site = NetnsSite::start(
@@ -86,12 +75,12 @@ fn main() {
     }
     println!(
         "TTL probe at depth 3          median {:>7.2} ms (the probe's own timing; runs: {})",
-        median(inside.clone()),
-        fmt_runs(&inside)
+        stats::median(inside.clone()),
+        stats::runs(&inside, 2)
     );
     println!(
         "  as a whole process          median {:>7.2} ms (ip netns exec + imds-shim start-up)",
-        median(whole)
+        stats::median(whole)
     );
     drop(site);
 
@@ -107,8 +96,8 @@ fn main() {
             .collect();
         println!(
             "{name:<29} median {:>7.2} s  (runs: {})",
-            median(walls.clone()),
-            fmt_runs(&walls)
+            stats::median(walls.clone()),
+            stats::runs(&walls, 2)
         );
     }
     for (name, clients) in [
@@ -126,8 +115,8 @@ fn main() {
             .collect();
         println!(
             "{name:<29} median {:>7.2} s  (runs: {})",
-            median(walls.clone()),
-            fmt_runs(&walls)
+            stats::median(walls.clone()),
+            stats::runs(&walls, 2)
         );
     }
 }

@@ -20,6 +20,8 @@ use imds_shim::probe::{self, render, Place, ProbeOptions, Steps};
 use imds_shim::run::{self, classify, diagnosis};
 use imds_vocab::{HopLimit, Topology};
 
+mod relay_command;
+
 /// Exit code when a requested step failed.
 const EXIT_FAILED: u8 = 1;
 /// Exit code for usage and configuration errors.
@@ -136,6 +138,17 @@ enum Command {
                       command is not run."
     )]
     Run(RunArgs),
+
+    /// Serve the instance role's credentials to granted builds at 169.254.170.2, at any depth, with hop limit 1
+    #[command(
+        long_about = "Serve the container credentials endpoint (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI, \
+                      or _FULL_URI with AWS_CONTAINER_AUTHORIZATION_TOKEN) on the EC2 host: the \
+                      instance role's credentials, fetched from IMDS here (depth 0) and refreshed \
+                      before expiry, to the builds given a grant (`relay grant`), however deep they \
+                      run, while the instance keeps hop limit 1. Run as root: it adds its address to \
+                      a dummy link of its own and removes it on exit."
+    )]
+    Relay(relay_command::RelayArgs),
 }
 
 #[derive(Debug, Args)]
@@ -305,6 +318,7 @@ fn main() -> ExitCode {
         Command::Enforce(args) => enforce_command(&args),
         Command::Audit(args) => audit_command(&args),
         Command::Run(args) => run_command(&args),
+        Command::Relay(args) => relay_command::relay_command(args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("imds-shim: error: {e:#}");

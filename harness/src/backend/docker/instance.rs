@@ -273,8 +273,9 @@ impl DockerInstance {
         &self.mock
     }
 
-    /// The instance's network namespace (the EC2 host), attached by name.
-    pub(crate) fn host_ns(&self) -> &Namespace {
+    /// The instance's network namespace (the EC2 host), attached by name: where a process
+    /// of the host runs, e.g. `imds-shim relay` in the relay's tests.
+    pub fn host_ns(&self) -> &Namespace {
         self.netns.host_ns()
     }
 

@@ -1,0 +1,245 @@
+//! The relay's cost (root only, needs Debian's `wrk`; `make bench-relay`):
+//! credential fetches per second through `imds-shim relay` and the latency it adds over a direct
+//! IMDS credentials GET, both from the deepest preset (earthly-with-docker, 3 routing hops).
+//!
+//! - relay: the relay in the host namespace (the instance at hop limit 1), wrk in the leaf
+//!   GETting the grant's relative URI. With `Connection: close` (each fetch a new connection,
+//!   as a fresh SDK client or `aws` process makes) and kept alive.
+//! - direct: the instance at hop limit 4 (depth + 1, so the leaf gets a token), a token PUT
+//!   from the leaf, then wrk GETting the role's credentials from IMDS with it. The mock closes
+//!   every connection, as IMDS does.
+//!
+//! Each case: wrk 2 threads, 32 connections, 4 s for the rate; 1 thread, 1 connection, 4 s for
+//! the latency (p50 and p99). The cases alternate, RUNS times (default 5); medians are printed
+//! with every run. The relay is the binary of the `dev` profile this is built with
+//! (`cargo bench --profile dev`): unoptimised, as is the mock.
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use imds_e2e::bins;
+use imds_e2e::stats::{machine, median, runs as runs_of};
+use imds_harness::backend::endpoints::IMDS_URL;
+use imds_harness::backend::netns::{Namespace, NetnsSite};
+use imds_harness::mock::{HopLimit, MockConfig};
+use imds_harness::probe::env::ClientEnv;
+use imds_harness::topology::Topology;
+
+const DURATION: &str = "4s";
+const ROLE_PATH: &str = "/latest/meta-data/iam/security-credentials/imds-harness-build-role";
+
+/// wrk's figures: requests/s, p50 and p99 latency in µs.
+struct Wrk {
+    rate: f64,
+    p50: f64,
+    p99: f64,
+}
+
+fn micros(text: &str) -> f64 {
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (n, unit) = text.split_at(split);
+    let n: f64 = n.parse().unwrap_or_else(|_| panic!("wrk latency {text:?}"));
+    n * match unit {
+        "us" => 1.0,
+        "ms" => 1e3,
+        "s" => 1e6,
+        other => panic!("wrk latency unit {other:?}"),
+    }
+}
+
+fn wrk(leaf: &Namespace, threads: u32, connections: u32, headers: &[String], url: &str) -> Wrk {
+    let mut args = vec![
+        "netns".to_owned(),
+        "exec".to_owned(),
+        leaf.name().to_owned(),
+        "wrk".to_owned(),
+        format!("-t{threads}"),
+        format!("-c{connections}"),
+        format!("-d{DURATION}"),
+        "--latency".to_owned(),
+    ];
+    for h in headers {
+        args.push("-H".to_owned());
+        args.push(h.clone());
+    }
+    args.push(url.to_owned());
+    let out = Command::new("ip").args(&args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !text.contains("Non-2xx") && !text.contains("Socket errors"),
+        "wrk saw errors:\n{text}"
+    );
+    let field = |prefix: &str| -> &str {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} in:\n{text}"))
+            .trim()
+    };
+    Wrk {
+        rate: field("Requests/sec:").parse().unwrap(),
+        p50: micros(field("50%")),
+        p99: micros(field("99%")),
+    }
+}
+
+/// An IMDSv2 token fetched from inside `leaf`.
+fn token(leaf: &Namespace) -> String {
+    leaf.run_in(|| -> std::io::Result<String> {
+        let imds = SocketAddr::from(([169, 254, 169, 254], 80));
+        let mut s = TcpStream::connect_timeout(&imds, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.write_all(
+            b"PUT /latest/api/token HTTP/1.1\r\nHost: 169.254.169.254\r\n\
+              X-aws-ec2-metadata-token-ttl-seconds: 600\r\nContent-Length: 0\r\n\r\n",
+        )?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })
+    .unwrap()
+    .unwrap()
+    .rsplit("\r\n\r\n")
+    .next()
+    .unwrap()
+    .to_owned()
+}
+
+fn main() {
+    let runs: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(5);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _guard = runtime.enter();
+    println!("relay benchmark, {runs} runs, {}", machine());
+
+    let topology = Topology::parse("earthly-with-docker").unwrap();
+    let site = NetnsSite::start(&topology, MockConfig::default()).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("imdsh-relay-bench-")
+        .tempdir()
+        .unwrap();
+    let control = dir.path().join("relay.sock");
+    let home = dir.path();
+    let env = ClientEnv::new(home, IMDS_URL);
+    let relay = env
+        .apply(site.host().exec(
+            bins::shim(),
+            [
+                "relay",
+                "--control",
+                control.to_str().unwrap(),
+                "--rate",
+                "1000000000",
+                "--burst",
+                "1000000000",
+                "--max-connections",
+                "1024",
+            ],
+        ))
+        .stdout_null()
+        .stderr_path(dir.path().join("relay.log"))
+        .unchecked()
+        .start()
+        .unwrap();
+    let started = Instant::now();
+    let grant = loop {
+        let out = Command::new(bins::shim())
+            .args([
+                "relay",
+                "grant",
+                "--label",
+                "bench",
+                "--control",
+                control.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            break String::from_utf8(out.stdout).unwrap();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the relay did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let relative = grant
+        .lines()
+        .find_map(|l| l.strip_prefix("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI="))
+        .unwrap()
+        .to_owned();
+    let relay_url = format!("http://169.254.170.2{relative}");
+    let direct_url = format!("http://169.254.169.254{ROLE_PATH}");
+    let close = vec!["Connection: close".to_owned()];
+    let leaf = site.leaf();
+    // A connection per fetch at thousands a second runs through the leaf's ephemeral ports
+    // within a run or two (TIME_WAIT lasts 60 s): reuse them, and use more of them. Only the
+    // leaf namespace, which this benchmark made, is changed.
+    leaf.run_in(|| {
+        std::fs::write("/proc/sys/net/ipv4/tcp_tw_reuse", "1")?;
+        std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "1024 65000")
+    })
+    .unwrap()
+    .unwrap();
+
+    let (mut relay_close, mut relay_alive, mut direct) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut relay_lat, mut direct_lat) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        site.mock().set_hop_limit(HopLimit::new(1).unwrap());
+        relay_close.push(wrk(leaf, 2, 32, &close, &relay_url).rate);
+        relay_alive.push(wrk(leaf, 2, 32, &[], &relay_url).rate);
+        relay_lat.push(wrk(leaf, 1, 1, &close, &relay_url));
+
+        site.mock().set_hop_limit(HopLimit::new(4).unwrap());
+        let token = vec![format!("X-aws-ec2-metadata-token: {}", token(leaf))];
+        direct.push(wrk(leaf, 2, 32, &token, &direct_url).rate);
+        direct_lat.push(wrk(leaf, 1, 1, &token, &direct_url));
+    }
+    let p = |xs: &[Wrk], f: fn(&Wrk) -> f64| xs.iter().map(f).collect::<Vec<f64>>();
+    println!("credential fetches/s from depth 3 (wrk -t2 -c32 -d{DURATION}):");
+    println!(
+        "  relay, a connection per fetch  median {:>8.0}  (runs: {})",
+        median(relay_close.clone()),
+        runs_of(&relay_close, 0)
+    );
+    println!(
+        "  relay, kept alive              median {:>8.0}  (runs: {})",
+        median(relay_alive.clone()),
+        runs_of(&relay_alive, 0)
+    );
+    println!(
+        "  direct IMDS (hop limit 4)      median {:>8.0}  (runs: {})",
+        median(direct.clone()),
+        runs_of(&direct, 0)
+    );
+    println!("latency of one fetch at a time from depth 3 (wrk -t1 -c1 -d{DURATION}, µs, a connection per fetch):");
+    for (name, xs) in [("relay", &relay_lat), ("direct IMDS", &direct_lat)] {
+        println!(
+            "  {name:<12} p50 median {:>7.0}  p99 median {:>7.0}  (p99 runs: {})",
+            median(p(xs, |w| w.p50)),
+            median(p(xs, |w| w.p99)),
+            runs_of(&p(xs, |w| w.p99), 0)
+        );
+    }
+    let added: Vec<f64> = relay_lat
+        .iter()
+        .zip(&direct_lat)
+        .map(|(r, d)| r.p99 - d.p99)
+        .collect();
+    println!(
+        "  p99 added by the relay (relay p99 - direct p99, same run): median {:.0} µs (runs: {})",
+        median(added.clone()),
+        runs_of(&added, 0)
+    );
+    let _ = relay.kill();
+}

@@ -1,0 +1,311 @@
+//! The control channel of a running relay: a unix socket (mode 0600, in a directory of mode
+//! 0700 when the relay creates it) on which `relay grant`, `revoke` and `list` send one JSON
+//! request line and read one JSON reply line.
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
+
+use super::grants::{GrantRecord, GrantState, Secret};
+use super::{log, Relay};
+
+/// The longest request line read.
+const MAX_LINE: u64 = 4096;
+/// How long a control client may take.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
+/// The socket's permissions.
+const SOCKET_MODE: u32 = 0o600;
+/// The permissions of a directory the relay creates for it.
+const DIR_MODE: u32 = 0o700;
+
+/// A control request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum ControlRequest {
+    /// A new grant.
+    Grant {
+        /// Its lifetime in seconds.
+        ttl_secs: u64,
+        /// Its label.
+        label: String,
+    },
+    /// Revoke a grant.
+    Revoke {
+        /// The grant's id.
+        id: String,
+    },
+    /// Every grant.
+    List,
+}
+
+/// A grant as `list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantInfo {
+    /// Public id.
+    pub id: String,
+    /// Label.
+    pub label: String,
+    /// State now.
+    pub state: GrantState,
+    /// RFC 3339.
+    pub created: String,
+    /// RFC 3339.
+    pub expires: String,
+}
+
+impl GrantInfo {
+    fn of(record: &GrantRecord, now: SystemTime) -> Self {
+        let time = |secs| super::role::rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
+        Self {
+            id: record.id.clone(),
+            label: record.label.clone(),
+            state: record.state(now),
+            created: time(record.created),
+            expires: time(record.expires),
+        }
+    }
+}
+
+/// The environment of a grant; `Debug` redacts the values.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantEnv(pub Vec<(String, Secret)>);
+
+impl fmt::Debug for GrantEnv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(k, _)| format!("{k}=** redacted **")))
+            .finish()
+    }
+}
+
+/// A control reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "lowercase")]
+pub enum ControlReply {
+    /// The new grant and the environment a build needs.
+    Granted {
+        /// The grant.
+        grant: GrantInfo,
+        /// `NAME=value` pairs.
+        env: GrantEnv,
+    },
+    /// The revoked grant.
+    Revoked {
+        /// The grant.
+        grant: GrantInfo,
+    },
+    /// Every grant.
+    Listed {
+        /// The grants.
+        grants: Vec<GrantInfo>,
+    },
+    /// The request failed.
+    Error {
+        /// Why.
+        message: String,
+    },
+}
+
+/// The control channel failed.
+#[derive(Debug, Error)]
+pub enum ControlError {
+    /// No relay at the socket.
+    #[error("no relay answers on {path} ({source}): is `imds-shim relay` running, with the same --control?")]
+    Connect {
+        /// The socket.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The socket is in use by a running relay.
+    #[error("another relay is running on control socket {0}")]
+    InUse(PathBuf),
+    /// Talking failed.
+    #[error("control socket {path}: {source}")]
+    Io {
+        /// The socket.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The reply made no sense.
+    #[error("control socket {path}: unexpected reply: {reason}")]
+    Protocol {
+        /// The socket.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Binds the control socket at `path` (mode 0600). A socket file no relay answers on is
+/// replaced; one a relay answers on is refused.
+pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
+    let io_err = |source| ControlError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            fs::create_dir_all(dir).map_err(io_err)?;
+            fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE)).map_err(io_err)?;
+        }
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(ControlError::InUse(path.to_owned()));
+        }
+        fs::remove_file(path).map_err(io_err)?;
+    }
+    let listener = UnixListener::bind(path).map_err(io_err)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(SOCKET_MODE)).map_err(io_err)?;
+    Ok(listener)
+}
+
+/// Answers control requests until `shutdown` turns true.
+pub async fn serve(listener: UnixListener, relay: Arc<Relay>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    log(&format!("control: accept failed: {e}"));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let relay = relay.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(CONTROL_TIMEOUT, answer(stream, &relay)).await;
+        });
+    }
+}
+
+async fn answer(stream: UnixStream, relay: &Relay) -> io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    BufReader::new(read.take(MAX_LINE))
+        .read_line(&mut line)
+        .await?;
+    let reply = match serde_json::from_str::<ControlRequest>(&line) {
+        Ok(request) => execute(relay, request),
+        Err(e) => ControlReply::Error {
+            message: format!("not a control request: {e}"),
+        },
+    };
+    let mut out = serde_json::to_vec(&reply).map_err(io::Error::other)?;
+    out.push(b'\n');
+    write.write_all(&out).await?;
+    write.shutdown().await
+}
+
+fn execute(relay: &Relay, request: ControlRequest) -> ControlReply {
+    let now = SystemTime::now();
+    let failed = |e: &dyn std::fmt::Display| ControlReply::Error {
+        message: e.to_string(),
+    };
+    match request {
+        ControlRequest::Grant { ttl_secs, label } => {
+            match relay.grant(Duration::from_secs(ttl_secs), &label) {
+                Ok(issued) => {
+                    let grant = GrantInfo::of(&issued.record, now);
+                    log(&format!(
+                        "granted {} ({:?}) until {}",
+                        grant.id, grant.label, grant.expires
+                    ));
+                    ControlReply::Granted {
+                        env: GrantEnv(relay.environment(&issued)),
+                        grant,
+                    }
+                }
+                Err(e) => failed(&e),
+            }
+        }
+        ControlRequest::Revoke { id } => match relay.revoke(&id) {
+            Ok(record) => {
+                log(&format!("revoked {} ({:?})", record.id, record.label));
+                ControlReply::Revoked {
+                    grant: GrantInfo::of(&record, now),
+                }
+            }
+            Err(e) => failed(&e),
+        },
+        ControlRequest::List => ControlReply::Listed {
+            grants: relay
+                .grants()
+                .records()
+                .iter()
+                .map(|r| GrantInfo::of(r, now))
+                .collect(),
+        },
+    }
+}
+
+/// Sends `request` to the relay at `path` and reads its reply.
+pub async fn call(path: &Path, request: &ControlRequest) -> Result<ControlReply, ControlError> {
+    let io_err = |source| ControlError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let stream = UnixStream::connect(path)
+        .await
+        .map_err(|source| ControlError::Connect {
+            path: path.to_owned(),
+            source,
+        })?;
+    let (read, mut write) = stream.into_split();
+    let mut out = serde_json::to_vec(request).map_err(|e| io_err(io::Error::other(e)))?;
+    out.push(b'\n');
+    write.write_all(&out).await.map_err(io_err)?;
+    let mut line = String::new();
+    let exchange = async {
+        BufReader::new(read.take(1 << 20))
+            .read_line(&mut line)
+            .await
+    };
+    tokio::time::timeout(CONTROL_TIMEOUT, exchange)
+        .await
+        .map_err(|_| io_err(io::Error::new(io::ErrorKind::TimedOut, "no reply")))?
+        .map_err(io_err)?;
+    serde_json::from_str(&line).map_err(|e| ControlError::Protocol {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_replies_round_trip_and_debug_hides_the_environment() {
+        let req = ControlRequest::Grant {
+            ttl_secs: 60,
+            label: "ci".into(),
+        };
+        let line = serde_json::to_string(&req).unwrap();
+        assert_eq!(line, r#"{"op":"grant","ttl_secs":60,"label":"ci"}"#);
+        assert_eq!(serde_json::from_str::<ControlRequest>(&line).unwrap(), req);
+        let env = GrantEnv(vec![(
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN".into(),
+            Secret::new("abc.sEcReT".into()),
+        )]);
+        let shown = format!("{env:?}");
+        assert!(!shown.contains("sEcReT"), "{shown}");
+        assert!(shown.contains("AWS_CONTAINER_AUTHORIZATION_TOKEN"));
+    }
+}

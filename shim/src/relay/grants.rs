@@ -1,0 +1,599 @@
+//! Grants: which builds may fetch the role's credentials from the relay.
+//!
+//! A grant has a public id (16 hex digits, shown by `relay list`, named in log lines) and two
+//! secrets of 256 random bits each: one in the relative URI
+//! (`AWS_CONTAINER_CREDENTIALS_RELATIVE_URI=/imds-shim/credentials/<id>.<secret>`), one in the
+//! authorization token (`AWS_CONTAINER_AUTHORIZATION_TOKEN=<id>.<secret>`). The relay keeps only
+//! their SHA-256 digests, compared in constant time ([`subtle`]); the secrets are printed once,
+//! by `relay grant`, and never logged.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use thiserror::Error;
+
+use super::limit::{RateLimit, TokenBucket};
+
+/// Bytes of randomness in a grant id.
+const ID_BYTES: usize = 8;
+/// Bytes of randomness in each secret.
+const SECRET_BYTES: usize = 32;
+/// The longest label accepted.
+pub const MAX_LABEL_CHARS: usize = 64;
+/// The most grants a relay holds (live, expired and revoked ones alike).
+pub const MAX_GRANTS: usize = 10_000;
+/// How long an expired or revoked grant is remembered (so a late request is logged as such).
+const REMEMBER_ENDED: Duration = Duration::from_secs(24 * 3600);
+/// The longest grant.
+pub const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A secret string: shown only where it is handed over; `Debug` redacts it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    /// The value, to hand to the build.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(** redacted **)")
+    }
+}
+
+/// Which of a grant's two secrets a request presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presented {
+    /// The capability in the relative URI's path.
+    Path,
+    /// The `Authorization` header of the full-URI form.
+    Token,
+}
+
+/// What the relay keeps of a grant (and what the state file holds): no secret, only digests.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantRecord {
+    /// Public id, 16 hex digits.
+    pub id: String,
+    /// Free text to tell grants apart in `relay list` and the log.
+    pub label: String,
+    /// Seconds since the epoch.
+    pub created: u64,
+    /// Seconds since the epoch.
+    pub expires: u64,
+    /// Seconds since the epoch, when revoked.
+    pub revoked: Option<u64>,
+    /// SHA-256 of the path secret, hex.
+    path_digest: String,
+    /// SHA-256 of the token secret, hex.
+    token_digest: String,
+}
+
+impl fmt::Debug for GrantRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrantRecord")
+            .field("id", &self.id)
+            .field("label", &self.label)
+            .field("created", &self.created)
+            .field("expires", &self.expires)
+            .field("revoked", &self.revoked)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A grant's state at some time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GrantState {
+    /// Usable.
+    Active,
+    /// Past its expiry.
+    Expired,
+    /// Revoked.
+    Revoked,
+}
+
+impl fmt::Display for GrantState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            GrantState::Active => "active",
+            GrantState::Expired => "expired",
+            GrantState::Revoked => "revoked",
+        })
+    }
+}
+
+impl GrantRecord {
+    /// Its state at `now`.
+    pub fn state(&self, now: SystemTime) -> GrantState {
+        if self.revoked.is_some() {
+            GrantState::Revoked
+        } else if epoch_secs(now) >= self.expires {
+            GrantState::Expired
+        } else {
+            GrantState::Active
+        }
+    }
+
+    fn digest(&self, presented: Presented) -> &str {
+        match presented {
+            Presented::Path => &self.path_digest,
+            Presented::Token => &self.token_digest,
+        }
+    }
+
+    /// When it stopped being usable, if it has.
+    fn ended(&self) -> Option<u64> {
+        self.revoked.or(Some(self.expires))
+    }
+}
+
+/// A new grant as handed to the user: the record and the two secrets.
+#[derive(Debug, Clone)]
+pub struct IssuedGrant {
+    /// The record the relay keeps.
+    pub record: GrantRecord,
+    /// `<id>.<path secret>`, the last part of the relative URI.
+    pub path_capability: Secret,
+    /// `<id>.<token secret>`, the authorization token.
+    pub token: Secret,
+}
+
+/// Why a request gets no credentials. Names ids and labels, never secrets.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum Refusal {
+    /// No capability, or not of the form `<id>.<secret>`.
+    #[error("no grant presented or not a grant ({what})")]
+    Malformed {
+        /// What was wrong.
+        what: &'static str,
+    },
+    /// No grant has this id.
+    #[error("unknown grant {id}")]
+    Unknown {
+        /// The id presented.
+        id: String,
+    },
+    /// The id exists but the secret is wrong: a guess.
+    #[error("wrong secret for grant {id} ({label:?}): a guessed or corrupted capability")]
+    WrongSecret {
+        /// The grant's id.
+        id: String,
+        /// Its label.
+        label: String,
+    },
+    /// The grant has expired.
+    #[error("grant {id} ({label:?}) expired")]
+    Expired {
+        /// The grant's id.
+        id: String,
+        /// Its label.
+        label: String,
+    },
+    /// The grant was revoked.
+    #[error("grant {id} ({label:?}) was revoked")]
+    Revoked {
+        /// The grant's id.
+        id: String,
+        /// Its label.
+        label: String,
+    },
+    /// Too many requests with this grant.
+    #[error("grant {id} ({label:?}) is over its rate limit")]
+    RateLimited {
+        /// The grant's id.
+        id: String,
+        /// Its label.
+        label: String,
+    },
+}
+
+impl Refusal {
+    /// What the client is told: the state of its grant only when it proved it holds it.
+    pub fn public_message(&self) -> &'static str {
+        match self {
+            Refusal::Malformed { .. } | Refusal::Unknown { .. } | Refusal::WrongSecret { .. } => {
+                "no valid grant: ask for one with `imds-shim relay grant`"
+            }
+            Refusal::Expired { .. } => "this grant has expired",
+            Refusal::Revoked { .. } => "this grant was revoked",
+            Refusal::RateLimited { .. } => "too many requests with this grant",
+        }
+    }
+}
+
+/// A grant request that cannot be met.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum GrantError {
+    /// The label is too long or has control characters.
+    #[error("the label must be at most {MAX_LABEL_CHARS} printable characters")]
+    BadLabel,
+    /// The TTL is zero or too long.
+    #[error("the TTL must be between 1 s and 7 days")]
+    BadTtl,
+    /// Too many grants.
+    #[error("the relay holds {MAX_GRANTS} grants already; revoke some")]
+    Full,
+    /// No such grant.
+    #[error("no grant with id {0}")]
+    NoSuchGrant(String),
+}
+
+/// A live grant: its record and its rate limiter.
+#[derive(Debug)]
+struct Entry {
+    record: GrantRecord,
+    bucket: TokenBucket,
+}
+
+/// Every grant the relay knows.
+#[derive(Debug)]
+pub struct Grants {
+    entries: HashMap<String, Entry>,
+    rate: RateLimit,
+}
+
+impl Grants {
+    /// No grants yet; each new one is limited to `rate`.
+    pub fn new(rate: RateLimit) -> Self {
+        Self {
+            entries: HashMap::new(),
+            rate,
+        }
+    }
+
+    /// Grants read back from a state file.
+    pub fn restore(records: Vec<GrantRecord>, rate: RateLimit) -> Self {
+        let mut grants = Self::new(rate);
+        for record in records {
+            grants.entries.insert(
+                record.id.clone(),
+                Entry {
+                    bucket: TokenBucket::new(rate, Instant::now()),
+                    record,
+                },
+            );
+        }
+        grants
+    }
+
+    /// A new grant valid for `ttl` from `now`.
+    pub fn issue(
+        &mut self,
+        ttl: Duration,
+        label: &str,
+        now: SystemTime,
+    ) -> Result<IssuedGrant, GrantError> {
+        if label.chars().count() > MAX_LABEL_CHARS || label.chars().any(char::is_control) {
+            return Err(GrantError::BadLabel);
+        }
+        if ttl.is_zero() || ttl > MAX_TTL {
+            return Err(GrantError::BadTtl);
+        }
+        self.prune(now);
+        if self.entries.len() >= MAX_GRANTS {
+            return Err(GrantError::Full);
+        }
+        let id = loop {
+            let id = random_hex::<ID_BYTES>();
+            if !self.entries.contains_key(&id) {
+                break id;
+            }
+        };
+        let path_secret = random_hex::<SECRET_BYTES>();
+        let token_secret = random_hex::<SECRET_BYTES>();
+        let created = epoch_secs(now);
+        let record = GrantRecord {
+            id: id.clone(),
+            label: label.to_owned(),
+            created,
+            expires: created.saturating_add(ttl.as_secs().max(1)),
+            revoked: None,
+            path_digest: digest(&path_secret),
+            token_digest: digest(&token_secret),
+        };
+        self.entries.insert(
+            id.clone(),
+            Entry {
+                record: record.clone(),
+                bucket: TokenBucket::new(self.rate, Instant::now()),
+            },
+        );
+        Ok(IssuedGrant {
+            record,
+            path_capability: Secret(format!("{id}.{path_secret}")),
+            token: Secret(format!("{id}.{token_secret}")),
+        })
+    }
+
+    /// Revokes grant `id` (again: no change).
+    pub fn revoke(&mut self, id: &str, now: SystemTime) -> Result<GrantRecord, GrantError> {
+        let entry = self
+            .entries
+            .get_mut(id)
+            .ok_or_else(|| GrantError::NoSuchGrant(id.to_owned()))?;
+        entry.record.revoked.get_or_insert(epoch_secs(now));
+        Ok(entry.record.clone())
+    }
+
+    /// Every grant, oldest first.
+    pub fn records(&self) -> Vec<GrantRecord> {
+        let mut all: Vec<GrantRecord> = self.entries.values().map(|e| e.record.clone()).collect();
+        all.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
+        all
+    }
+
+    /// Forgets grants that ended more than a day before `now`.
+    fn prune(&mut self, now: SystemTime) {
+        let now = epoch_secs(now);
+        self.entries.retain(|_, e| {
+            e.record
+                .ended()
+                .is_none_or(|ended| now < ended.saturating_add(REMEMBER_ENDED.as_secs()))
+        });
+    }
+
+    /// Checks `capability` (`<id>.<secret>`, as presented in the way `presented` says) at
+    /// `now`, and takes one request from the grant's rate limit.
+    pub fn authorize(
+        &mut self,
+        presented: Presented,
+        capability: &str,
+        now: SystemTime,
+        instant: Instant,
+    ) -> Result<GrantRecord, Refusal> {
+        let (id, secret) = capability.split_once('.').ok_or(Refusal::Malformed {
+            what: "no `<id>.<secret>`",
+        })?;
+        if id.len() != ID_BYTES * 2 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Refusal::Malformed {
+                what: "not a grant id",
+            });
+        }
+        let entry = self
+            .entries
+            .get_mut(id)
+            .ok_or_else(|| Refusal::Unknown { id: id.to_owned() })?;
+        let record = &entry.record;
+        let named = || (record.id.clone(), record.label.clone());
+        let want = hex::decode(record.digest(presented)).unwrap_or_default();
+        let got = Sha256::digest(secret.as_bytes());
+        if !bool::from(want.as_slice().ct_eq(got.as_slice())) {
+            let (id, label) = named();
+            return Err(Refusal::WrongSecret { id, label });
+        }
+        match record.state(now) {
+            GrantState::Active => {}
+            GrantState::Expired => {
+                let (id, label) = named();
+                return Err(Refusal::Expired { id, label });
+            }
+            GrantState::Revoked => {
+                let (id, label) = named();
+                return Err(Refusal::Revoked { id, label });
+            }
+        }
+        if !entry.bucket.try_take(instant) {
+            let (id, label) = named();
+            return Err(Refusal::RateLimited { id, label });
+        }
+        Ok(entry.record.clone())
+    }
+}
+
+/// Seconds since the epoch (0 before it).
+pub fn epoch_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn random_hex<const N: usize>() -> String {
+    let mut bytes = [0u8; N];
+    // rand's thread RNG: a CSPRNG seeded from the operating system (getrandom).
+    rand::fill(&mut bytes);
+    hex::encode(bytes)
+}
+
+fn digest(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Parses a TTL such as `90s`, `30m`, `2h`, `1d` or `3600` (seconds).
+pub fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 90s, 30m, 2h, 1d)"))?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use s, m, h or d)"
+            ))
+        }
+    };
+    let ttl = Duration::from_secs(n.saturating_mul(scale));
+    if ttl.is_zero() || ttl > MAX_TTL {
+        return Err(format!("{text:?}: the TTL must be between 1 s and 7 days"));
+    }
+    Ok(ttl)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grants() -> Grants {
+        Grants::new(RateLimit {
+            per_second: 1000.0,
+            burst: 1000,
+        })
+    }
+
+    fn path_secret(issued: &IssuedGrant) -> &str {
+        issued.path_capability.expose()
+    }
+
+    #[test]
+    fn a_grant_authorizes_its_own_secrets_only_and_only_in_their_place() {
+        let mut g = grants();
+        let now = SystemTime::now();
+        let a = g.issue(Duration::from_secs(60), "build-a", now).unwrap();
+        let b = g.issue(Duration::from_secs(60), "build-b", now).unwrap();
+        let t = Instant::now();
+        let ok = g
+            .authorize(Presented::Path, path_secret(&a), now, t)
+            .unwrap();
+        assert_eq!(ok.label, "build-a");
+        let ok = g
+            .authorize(Presented::Token, b.token.expose(), now, t)
+            .unwrap();
+        assert_eq!(ok.label, "build-b");
+        // The token is not a path capability, and a's id with b's secret is a guess.
+        let swapped = g.authorize(Presented::Path, a.token.expose(), now, t);
+        assert!(
+            matches!(swapped, Err(Refusal::WrongSecret { .. })),
+            "{swapped:?}"
+        );
+        let (_, b_secret) = path_secret(&b).split_once('.').unwrap();
+        let mixed = format!("{}.{b_secret}", a.record.id);
+        assert!(matches!(
+            g.authorize(Presented::Path, &mixed, now, t),
+            Err(Refusal::WrongSecret { .. })
+        ));
+    }
+
+    #[test]
+    fn unknown_malformed_expired_and_revoked_are_told_apart() {
+        let mut g = grants();
+        let now = SystemTime::now();
+        let t = Instant::now();
+        let a = g.issue(Duration::from_secs(60), "x", now).unwrap();
+        let unknown = format!("{}.{}", "0".repeat(16), "1".repeat(64));
+        assert!(matches!(
+            g.authorize(Presented::Path, &unknown, now, t),
+            Err(Refusal::Unknown { .. })
+        ));
+        for bad in ["", "nodot", "zz.zz", "/etc/passwd"] {
+            assert!(matches!(
+                g.authorize(Presented::Path, bad, now, t),
+                Err(Refusal::Malformed { .. })
+            ));
+        }
+        let later = now + Duration::from_secs(61);
+        assert!(matches!(
+            g.authorize(Presented::Path, path_secret(&a), later, t),
+            Err(Refusal::Expired { .. })
+        ));
+        g.revoke(&a.record.id, now).unwrap();
+        assert!(matches!(
+            g.authorize(Presented::Path, path_secret(&a), now, t),
+            Err(Refusal::Revoked { .. })
+        ));
+        assert_eq!(g.records()[0].state(now), GrantState::Revoked);
+        assert!(matches!(
+            g.revoke("0000", now),
+            Err(GrantError::NoSuchGrant(_))
+        ));
+    }
+
+    #[test]
+    fn the_rate_limit_is_per_grant() {
+        let mut g = Grants::new(RateLimit {
+            per_second: 1.0,
+            burst: 2,
+        });
+        let now = SystemTime::now();
+        let t = Instant::now();
+        let a = g.issue(Duration::from_secs(60), "a", now).unwrap();
+        let b = g.issue(Duration::from_secs(60), "b", now).unwrap();
+        assert!(g
+            .authorize(Presented::Path, path_secret(&a), now, t)
+            .is_ok());
+        assert!(g
+            .authorize(Presented::Path, path_secret(&a), now, t)
+            .is_ok());
+        assert!(matches!(
+            g.authorize(Presented::Path, path_secret(&a), now, t),
+            Err(Refusal::RateLimited { .. })
+        ));
+        assert!(g
+            .authorize(Presented::Path, path_secret(&b), now, t)
+            .is_ok());
+        let t2 = t + Duration::from_secs(2);
+        assert!(g
+            .authorize(Presented::Path, path_secret(&a), now, t2)
+            .is_ok());
+    }
+
+    #[test]
+    fn secrets_are_random_long_and_never_in_debug_or_records() {
+        let mut g = grants();
+        let now = SystemTime::now();
+        let a = g.issue(Duration::from_secs(60), "x", now).unwrap();
+        let b = g.issue(Duration::from_secs(60), "x", now).unwrap();
+        assert_ne!(a.path_capability, b.path_capability);
+        let (_, secret) = path_secret(&a).split_once('.').unwrap();
+        assert_eq!(secret.len(), 64);
+        let shown = format!("{a:?} {:?}", g.records());
+        let json = serde_json::to_string(&g.records()).unwrap();
+        for s in [path_secret(&a), a.token.expose()] {
+            let (_, secret) = s.split_once('.').unwrap();
+            assert!(!shown.contains(secret), "{shown}");
+            assert!(!json.contains(secret), "{json}");
+        }
+    }
+
+    #[test]
+    fn labels_and_ttls_are_checked() {
+        let mut g = grants();
+        let now = SystemTime::now();
+        assert_eq!(
+            g.issue(Duration::from_secs(60), "a\nb", now).unwrap_err(),
+            GrantError::BadLabel
+        );
+        assert_eq!(
+            g.issue(Duration::ZERO, "a", now).unwrap_err(),
+            GrantError::BadTtl
+        );
+        assert_eq!(parse_ttl("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_ttl("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_ttl("1d"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_ttl("45"), Ok(Duration::from_secs(45)));
+        for bad in ["", "0", "8d", "1w", "h", "-1"] {
+            assert!(parse_ttl(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn restored_grants_keep_working_with_the_same_secrets() {
+        let mut g = grants();
+        let now = SystemTime::now();
+        let a = g.issue(Duration::from_secs(60), "x", now).unwrap();
+        let json = serde_json::to_string(&g.records()).unwrap();
+        let records: Vec<GrantRecord> = serde_json::from_str(&json).unwrap();
+        let mut back = Grants::restore(records, g.rate);
+        assert!(back
+            .authorize(Presented::Token, a.token.expose(), now, Instant::now())
+            .is_ok());
+    }
+}

@@ -1,0 +1,210 @@
+//! `imds-shim relay`: the container credentials endpoint for builds, on the EC2 host.
+//!
+//! Every AWS SDK and the AWS CLI read `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` (a GET to
+//! `http://169.254.170.2<uri>`) or `AWS_CONTAINER_CREDENTIALS_FULL_URI` with
+//! `AWS_CONTAINER_AUTHORIZATION_TOKEN`. The relay answers there, on the host, with the instance
+//! role's credentials, which it fetches from IMDS at depth 0: a build any number of routing hops
+//! deep gets them while the instance keeps hop limit 1, and only a build that was given a grant.
+//!
+//! - [`address`]: owning 169.254.170.2 on a dummy link of the relay's own.
+//! - [`grants`]: grants, their capabilities and the checks of a request.
+//! - [`limit`]: the per-grant rate limit.
+//! - [`role`]: the role's credentials from IMDS, refreshed before expiry.
+//! - [`server`]: the HTTP endpoint.
+//! - [`control`]: `relay grant`, `revoke` and `list`, over a unix socket (mode 0600).
+//! - [`state`]: the grants kept across restarts (`--state FILE`).
+
+pub mod address;
+pub mod control;
+pub mod grants;
+pub mod limit;
+pub mod role;
+pub mod server;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use grants::{GrantError, GrantRecord, Grants, IssuedGrant};
+use role::RoleCache;
+
+/// Where the relay listens by default: the ECS container credentials address.
+pub const DEFAULT_LISTEN: &str = "169.254.170.2:80";
+/// The dummy link that holds the address (the project's `imdsh-` prefix).
+pub const DEFAULT_LINK: &str = "imdsh-relay0";
+/// The control socket.
+pub const DEFAULT_CONTROL: &str = "/run/imds-shim/relay.sock";
+/// The path of the full-URI form; the relative form appends `/<id>.<secret>`.
+pub const CREDENTIALS_PATH: &str = "/imds-shim/credentials";
+
+/// The variables a build gets.
+pub const ENV_RELATIVE_URI: &str = "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI";
+/// The full URI variable.
+pub const ENV_FULL_URI: &str = "AWS_CONTAINER_CREDENTIALS_FULL_URI";
+/// The authorization token variable.
+pub const ENV_AUTH_TOKEN: &str = "AWS_CONTAINER_AUTHORIZATION_TOKEN";
+
+/// One log line on stderr, with the time. Never given a secret.
+pub fn log(line: &str) {
+    eprintln!(
+        "{} imds-shim relay: {line}",
+        role::rfc3339(SystemTime::now())
+    );
+}
+
+/// What the relay's tasks share.
+#[derive(Debug)]
+pub struct Relay {
+    /// The address served.
+    pub listen: SocketAddr,
+    /// The grants.
+    grants: Mutex<Grants>,
+    /// The role's credentials.
+    pub role: Arc<RoleCache>,
+    /// Where grants are kept across restarts.
+    state: Option<PathBuf>,
+}
+
+impl Relay {
+    /// A relay serving `listen` with `grants` and `role`, saving grants to `state`.
+    pub fn new(
+        listen: SocketAddr,
+        grants: Grants,
+        role: Arc<RoleCache>,
+        state: Option<PathBuf>,
+    ) -> Self {
+        Self {
+            listen,
+            grants: Mutex::new(grants),
+            role,
+            state,
+        }
+    }
+
+    /// The grants, locked.
+    pub(crate) fn grants(&self) -> std::sync::MutexGuard<'_, Grants> {
+        self.grants.lock().expect("grants lock")
+    }
+
+    /// Writes the grants to the state file, if there is one.
+    fn save(&self, grants: &Grants) -> Result<(), state::StateError> {
+        match &self.state {
+            Some(path) => state::save(path, &grants.records()),
+            None => Ok(()),
+        }
+    }
+
+    /// Issues a grant and saves the state.
+    pub fn grant(&self, ttl: std::time::Duration, label: &str) -> Result<IssuedGrant, RelayError> {
+        let mut grants = self.grants();
+        let issued = grants.issue(ttl, label, SystemTime::now())?;
+        if let Err(e) = self.save(&grants) {
+            // Not kept, not given: a grant the next start would forget is refused.
+            let _ = grants.revoke(&issued.record.id, SystemTime::now());
+            return Err(e.into());
+        }
+        Ok(issued)
+    }
+
+    /// Revokes a grant and saves the state.
+    pub fn revoke(&self, id: &str) -> Result<GrantRecord, RelayError> {
+        let mut grants = self.grants();
+        let record = grants.revoke(id, SystemTime::now())?;
+        self.save(&grants)?;
+        Ok(record)
+    }
+
+    /// The environment a build needs for `issued`.
+    pub fn environment(&self, issued: &IssuedGrant) -> Vec<(String, grants::Secret)> {
+        let mut env = Vec::new();
+        let host = match self.listen {
+            SocketAddr::V4(a) => a.ip().to_string(),
+            SocketAddr::V6(a) => format!("[{}]", a.ip()),
+        };
+        let default_place: SocketAddr = DEFAULT_LISTEN.parse().expect("a socket address");
+        if self.listen == default_place {
+            env.push((
+                ENV_RELATIVE_URI.to_owned(),
+                grants::Secret::new(format!(
+                    "{CREDENTIALS_PATH}/{}",
+                    issued.path_capability.expose()
+                )),
+            ));
+        }
+        let port = match self.listen.port() {
+            80 => String::new(),
+            p => format!(":{p}"),
+        };
+        env.push((
+            ENV_FULL_URI.to_owned(),
+            grants::Secret::new(format!("http://{host}{port}{CREDENTIALS_PATH}")),
+        ));
+        env.push((ENV_AUTH_TOKEN.to_owned(), issued.token.clone()));
+        env
+    }
+}
+
+/// A control request that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The grant request is not valid.
+    #[error(transparent)]
+    Grant(#[from] GrantError),
+    /// The state file could not be written.
+    #[error("the grant is not kept: {0}")]
+    State(#[from] state::StateError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use limit::RateLimit;
+
+    fn relay(listen: &str) -> Relay {
+        Relay::new(
+            listen.parse().unwrap(),
+            Grants::new(RateLimit {
+                per_second: 1.0,
+                burst: 1,
+            }),
+            Arc::new(RoleCache::default()),
+            None,
+        )
+    }
+
+    fn names(env: &[(String, grants::Secret)]) -> Vec<&str> {
+        env.iter().map(|(k, _)| k.as_str()).collect()
+    }
+
+    #[test]
+    fn the_default_address_gets_both_forms_another_the_full_uri_only() {
+        let r = relay(DEFAULT_LISTEN);
+        let issued = r.grant(std::time::Duration::from_secs(60), "x").unwrap();
+        let env = r.environment(&issued);
+        assert_eq!(
+            names(&env),
+            [ENV_RELATIVE_URI, ENV_FULL_URI, ENV_AUTH_TOKEN]
+        );
+        let (id, _) = issued.token.expose().split_once('.').unwrap();
+        assert!(env[0]
+            .1
+            .expose()
+            .starts_with(&format!("/imds-shim/credentials/{id}.")));
+        assert_eq!(
+            env[1].1.expose(),
+            "http://169.254.170.2/imds-shim/credentials"
+        );
+        assert_eq!(env[2].1, issued.token);
+
+        let r = relay("127.0.0.1:8099");
+        let issued = r.grant(std::time::Duration::from_secs(60), "x").unwrap();
+        let env = r.environment(&issued);
+        assert_eq!(names(&env), [ENV_FULL_URI, ENV_AUTH_TOKEN]);
+        assert_eq!(
+            env[0].1.expose(),
+            "http://127.0.0.1:8099/imds-shim/credentials"
+        );
+    }
+}

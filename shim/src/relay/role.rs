@@ -1,0 +1,277 @@
+//! The instance role's credentials as the relay serves them: fetched from IMDS on the host
+//! (depth 0, where hop limit 1 reaches) with the same aws-config IMDS client and credentials
+//! provider the probe uses, and refreshed before they expire.
+
+use std::fmt;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use aws_config::imds;
+use aws_config::provider_config::ProviderConfig;
+use aws_smithy_types::date_time::{DateTime, Format};
+use bytes::Bytes;
+
+use crate::probe::clients;
+use crate::probe::credentials::{self, RoleCredentials};
+use crate::probe::diagnosis::ImdsFailure;
+use crate::probe::Place;
+
+/// Refresh this long before expiry at most (the AWS SDKs refresh 5 to 15 minutes before).
+const REFRESH_MARGIN: Duration = Duration::from_secs(15 * 60);
+/// Never refresh more often than this.
+const MIN_REFRESH: Duration = Duration::from_secs(1);
+/// The longest wait between retries after a failed refresh.
+const MAX_RETRY: Duration = Duration::from_secs(30);
+
+/// Credentials rendered as the container credentials endpoint serves them. `Debug` redacts.
+#[derive(Clone)]
+pub struct Served {
+    /// The access key id (not a secret).
+    pub access_key_id: String,
+    /// When they expire.
+    pub expiration: SystemTime,
+    /// The JSON body: `AccessKeyId`, `SecretAccessKey`, `Token`, `Expiration`.
+    body: Bytes,
+}
+
+impl fmt::Debug for Served {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Served")
+            .field("access_key_id", &self.access_key_id)
+            .field("expiration", &rfc3339(self.expiration))
+            .field("body", &"** redacted **")
+            .finish()
+    }
+}
+
+impl Served {
+    /// Renders `creds` (which must have an expiry: IMDS always gives one).
+    pub fn new(creds: &RoleCredentials) -> Result<Self, ImdsFailure> {
+        let c = creds.credentials();
+        let expiration = c.expiry().ok_or_else(|| {
+            ImdsFailure::Other("IMDS gave credentials without an expiry".to_owned())
+        })?;
+        let body = serde_json::json!({
+            "AccessKeyId": c.access_key_id(),
+            "SecretAccessKey": c.secret_access_key(),
+            "Token": c.session_token().unwrap_or_default(),
+            "Expiration": rfc3339(expiration),
+        })
+        .to_string()
+        .into();
+        Ok(Self {
+            access_key_id: c.access_key_id().to_owned(),
+            expiration,
+            body,
+        })
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> Bytes {
+        self.body.clone()
+    }
+
+    /// Whether they have expired at `now`.
+    pub fn is_expired(&self, now: SystemTime) -> bool {
+        now >= self.expiration
+    }
+}
+
+/// `2026-11-29T12:00:00Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    DateTime::from(t)
+        .fmt(Format::DateTime)
+        .unwrap_or_else(|_| "?".to_owned())
+}
+
+/// Where the credentials come from: IMDS on the host.
+pub struct RoleSource {
+    client: imds::Client,
+    conf: ProviderConfig,
+    timeout: Duration,
+}
+
+impl RoleSource {
+    /// The IMDS of `place` (its endpoint from `AWS_EC2_METADATA_SERVICE_ENDPOINT`).
+    pub fn new(place: &Place, timeout: Duration) -> Result<Self, ImdsFailure> {
+        if place.imds.disabled {
+            return Err(ImdsFailure::Disabled);
+        }
+        let conf = clients::provider_config();
+        let client = clients::imds_client(&place.imds.endpoint, timeout, &conf)?;
+        Ok(Self {
+            client,
+            conf,
+            timeout,
+        })
+    }
+
+    /// Fetches the role's current credentials.
+    pub async fn fetch(&self) -> Result<Served, ImdsFailure> {
+        let creds = credentials::fetch(self.client.clone(), &self.conf, self.timeout).await?;
+        Served::new(&creds)
+    }
+}
+
+/// When to refresh credentials that have `remaining` left: 15 minutes before expiry, or halfway
+/// through what is left when that is less than 30 minutes (short-lived credentials).
+pub fn refresh_after(remaining: Duration) -> Duration {
+    let after = if remaining > 2 * REFRESH_MARGIN {
+        remaining - REFRESH_MARGIN
+    } else {
+        remaining / 2
+    };
+    after.max(MIN_REFRESH)
+}
+
+/// The credentials being served, and why there are none when there are none.
+#[derive(Debug, Default)]
+pub struct RoleCache {
+    inner: RwLock<CacheState>,
+}
+
+#[derive(Debug, Default)]
+struct CacheState {
+    current: Option<Arc<Served>>,
+    last_error: Option<String>,
+}
+
+impl RoleCache {
+    /// A cache holding `first`.
+    pub fn with(first: Served) -> Self {
+        Self {
+            inner: RwLock::new(CacheState {
+                current: Some(Arc::new(first)),
+                last_error: None,
+            }),
+        }
+    }
+
+    /// The credentials to serve at `now`, or why there are none.
+    pub fn current(&self, now: SystemTime) -> Result<Arc<Served>, String> {
+        let state = self.inner.read().expect("role cache lock");
+        match &state.current {
+            Some(c) if !c.is_expired(now) => Ok(c.clone()),
+            Some(_) => Err(format!(
+                "the role's credentials expired and IMDS on the host gave no new ones ({})",
+                state.last_error.as_deref().unwrap_or("no refresh yet")
+            )),
+            None => Err(format!(
+                "IMDS on the host gave no credentials ({})",
+                state.last_error.as_deref().unwrap_or("not fetched yet")
+            )),
+        }
+    }
+
+    fn store(&self, served: Served) {
+        let mut state = self.inner.write().expect("role cache lock");
+        state.current = Some(Arc::new(served));
+        state.last_error = None;
+    }
+
+    fn failed(&self, error: String) {
+        self.inner.write().expect("role cache lock").last_error = Some(error);
+    }
+}
+
+/// Keeps `cache` fresh from `source` forever: refreshes before expiry; after a failure, retries
+/// with a growing pause (1 s, 2 s, ... 30 s). `log` gets one line per refresh or failure.
+pub async fn refresh_forever(cache: Arc<RoleCache>, source: RoleSource, log: impl Fn(String)) {
+    let mut retry = MIN_REFRESH;
+    loop {
+        let remaining = cache
+            .current(SystemTime::now())
+            .ok()
+            .and_then(|c| c.expiration.duration_since(SystemTime::now()).ok())
+            .unwrap_or_default();
+        let wait = if remaining.is_zero() {
+            Duration::ZERO
+        } else {
+            refresh_after(remaining)
+        };
+        tokio::time::sleep(wait).await;
+        match source.fetch().await {
+            Ok(served) => {
+                log(format!(
+                    "refreshed the role's credentials: {} until {}",
+                    served.access_key_id,
+                    rfc3339(served.expiration)
+                ));
+                cache.store(served);
+                retry = MIN_REFRESH;
+            }
+            Err(e) => {
+                log(format!(
+                    "refreshing the role's credentials failed: {e}; retrying in {} s",
+                    retry.as_secs()
+                ));
+                cache.failed(e.to_string());
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(MAX_RETRY);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_credential_types::Credentials;
+
+    fn served(expiry: SystemTime) -> Served {
+        Served::new(&RoleCredentials::new(Credentials::new(
+            "ASIAKEY",
+            "sEcReT",
+            Some("ToKeN".into()),
+            Some(expiry),
+            "test",
+        )))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_body_is_the_container_credentials_json_and_debug_redacts() {
+        let s = served(SystemTime::UNIX_EPOCH + Duration::from_secs(1_632_197_813));
+        let v: serde_json::Value = serde_json::from_slice(&s.body()).unwrap();
+        assert_eq!(v["AccessKeyId"], "ASIAKEY");
+        assert_eq!(v["SecretAccessKey"], "sEcReT");
+        assert_eq!(v["Token"], "ToKeN");
+        assert_eq!(v["Expiration"], "2021-09-21T04:16:53Z");
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("sEcReT") && !shown.contains("ToKeN"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn refresh_comes_before_expiry() {
+        assert_eq!(
+            refresh_after(Duration::from_secs(6 * 3600)),
+            Duration::from_secs(6 * 3600 - 15 * 60)
+        );
+        assert_eq!(
+            refresh_after(Duration::from_secs(20)),
+            Duration::from_secs(10)
+        );
+        assert_eq!(refresh_after(Duration::from_millis(10)), MIN_REFRESH);
+    }
+
+    #[test]
+    fn expired_or_missing_credentials_say_why() {
+        let now = SystemTime::now();
+        let cache = RoleCache::with(served(now + Duration::from_secs(10)));
+        assert!(cache.current(now).is_ok());
+        cache.failed("could not connect to IMDS".into());
+        let err = cache.current(now + Duration::from_secs(11)).unwrap_err();
+        assert!(
+            err.contains("expired") && err.contains("could not connect"),
+            "{err}"
+        );
+        let empty = RoleCache::default();
+        assert!(empty
+            .current(now)
+            .unwrap_err()
+            .contains("gave no credentials"));
+    }
+}

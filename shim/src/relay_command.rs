@@ -1,0 +1,276 @@
+//! `imds-shim relay` and its subcommands `grant`, `revoke` and `list` (the binary's side: the
+//! arguments, the runtime, the signals; the relay itself is `imds_shim::relay`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Subcommand};
+use tokio::signal::unix::{signal, SignalKind};
+
+use imds_shim::probe::Place;
+use imds_shim::relay::control::{self, ControlReply, ControlRequest};
+use imds_shim::relay::grants::{self, Grants};
+use imds_shim::relay::limit::RateLimit;
+use imds_shim::relay::role::{self, RoleCache, RoleSource};
+use imds_shim::relay::{self, address, log, state, Relay};
+
+/// How long the relay waits for its tasks after a signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// Worker threads of the relay's runtime.
+const WORKERS: usize = 2;
+
+/// A file removed when this is dropped: the control socket, on every way out of `serve`.
+struct RemovedOnDrop(PathBuf);
+
+impl Drop for RemovedOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct RelayArgs {
+    #[command(subcommand)]
+    action: Option<Action>,
+
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Args)]
+struct ControlArg {
+    /// The relay's control socket
+    #[arg(long, value_name = "PATH", default_value = relay::DEFAULT_CONTROL)]
+    control: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// The address and port to serve (the address is added to --link unless it is a loopback address)
+    #[arg(long, value_name = "IP:PORT", default_value = relay::DEFAULT_LISTEN)]
+    listen: SocketAddr,
+
+    /// The dummy link the relay creates to hold the address, and removes on exit
+    #[arg(long, value_name = "NAME", default_value = relay::DEFAULT_LINK)]
+    link: String,
+
+    #[command(flatten)]
+    control: ControlArg,
+
+    /// Keep grants in FILE (mode 0600, written atomically) so that they survive a restart
+    #[arg(long, value_name = "FILE")]
+    state: Option<PathBuf>,
+
+    /// The most connections served at once
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    max_connections: u32,
+
+    /// Requests per second allowed per grant
+    #[arg(long, value_name = "N", default_value_t = 10.0)]
+    rate: f64,
+
+    /// Requests per grant allowed in a burst above --rate
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    burst: u32,
+
+    /// IMDS connect and read timeout in milliseconds
+    #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    timeout_ms: u64,
+}
+
+#[derive(Debug, Subcommand)]
+enum Action {
+    /// Give one build access: print the environment it needs (NAME=value lines)
+    Grant {
+        /// How long the grant lasts (90s, 30m, 2h, 1d; at most 7d)
+        #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = grants::parse_ttl)]
+        ttl: Duration,
+
+        /// A label for `relay list` and the relay's log
+        #[arg(long, value_name = "TEXT", default_value = "")]
+        label: String,
+
+        /// Print `export NAME=value` lines, for `eval` in a shell
+        #[arg(long)]
+        export: bool,
+
+        #[command(flatten)]
+        control: ControlArg,
+    },
+    /// Revoke a grant: its builds get 403 from now on
+    Revoke {
+        /// The grant's id (from `relay grant` or `relay list`)
+        id: String,
+
+        #[command(flatten)]
+        control: ControlArg,
+    },
+    /// List the grants
+    List {
+        /// One JSON array on stdout
+        #[arg(long)]
+        json: bool,
+
+        #[command(flatten)]
+        control: ControlArg,
+    },
+}
+
+pub fn relay_command(args: RelayArgs) -> anyhow::Result<ExitCode> {
+    match args.action {
+        None => serve(&args.serve),
+        Some(action) => client(action),
+    }
+}
+
+fn client(action: Action) -> anyhow::Result<ExitCode> {
+    let (path, request) = match &action {
+        Action::Grant {
+            ttl,
+            label,
+            control,
+            ..
+        } => (
+            &control.control,
+            ControlRequest::Grant {
+                ttl_secs: ttl.as_secs(),
+                label: label.clone(),
+            },
+        ),
+        Action::Revoke { id, control } => {
+            (&control.control, ControlRequest::Revoke { id: id.clone() })
+        }
+        Action::List { control, .. } => (&control.control, ControlRequest::List),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")?;
+    let reply = rt.block_on(control::call(path, &request))?;
+    match (reply, &action) {
+        (ControlReply::Granted { grant, env }, Action::Grant { export, .. }) => {
+            let prefix = if *export { "export " } else { "" };
+            for (name, value) in &env.0 {
+                println!("{prefix}{name}={}", value.expose());
+            }
+            eprintln!(
+                "imds-shim: grant {} ({:?}) until {}; revoke it with `imds-shim relay revoke {}`",
+                grant.id, grant.label, grant.expires, grant.id
+            );
+        }
+        (ControlReply::Revoked { grant }, _) => {
+            println!("revoked {} ({:?})", grant.id, grant.label);
+        }
+        (ControlReply::Listed { grants }, Action::List { json, .. }) => {
+            if *json {
+                println!("{}", serde_json::to_string(&grants)?);
+            } else {
+                println!("{:<16}  {:<7}  {:<20}  LABEL", "ID", "STATE", "EXPIRES");
+                for g in grants {
+                    println!(
+                        "{:<16}  {:<7}  {:<20}  {}",
+                        g.id, g.state, g.expires, g.label
+                    );
+                }
+            }
+        }
+        (ControlReply::Error { message }, _) => bail!("the relay refused: {message}"),
+        (other, _) => bail!("unexpected reply from the relay: {other:?}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    if !(args.rate.is_finite() && args.rate > 0.0) {
+        bail!("--rate must be a positive number");
+    }
+    let rate = RateLimit {
+        per_second: args.rate,
+        burst: args.burst,
+    };
+    let place = Place::from_env(|name| std::env::var(name).ok())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKERS)
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")?;
+    rt.block_on(async {
+        let timeout = Duration::from_millis(args.timeout_ms);
+        let no_credentials = |e: &dyn std::fmt::Display| {
+            anyhow::anyhow!(
+                "IMDS on this host gave no credentials ({e}): the relay serves the instance \
+                 role's credentials, so run it on the EC2 host itself (not in a container), on \
+                 an instance with an IAM role (instance profile) and its metadata endpoint enabled"
+            )
+        };
+        let source = RoleSource::new(&place, timeout).map_err(|e| no_credentials(&e))?;
+        let first = source.fetch().await.map_err(|e| no_credentials(&e))?;
+        let records = match &args.state {
+            Some(path) => state::load(path)?,
+            None => Vec::new(),
+        };
+        let restored = records.len();
+        let control_listener = control::bind(&args.control.control)?;
+        let control_file = RemovedOnDrop(args.control.control.clone());
+        let owned = address::claim(args.listen, &args.link)?;
+        let listener = std::net::TcpListener::bind(args.listen)
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+
+        log(&format!(
+            "the role's credentials: {} until {}",
+            first.access_key_id,
+            role::rfc3339(first.expiration)
+        ));
+        let cache = Arc::new(RoleCache::with(first));
+        let relay = Arc::new(Relay::new(
+            args.listen,
+            Grants::restore(records, rate),
+            cache.clone(),
+            args.state.clone(),
+        ));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let refresher = tokio::spawn(role::refresh_forever(cache, source, |line| log(&line)));
+        let http = tokio::spawn(imds_shim::relay::server::serve(
+            listener,
+            relay.clone(),
+            args.max_connections as usize,
+            stopped.clone(),
+        ));
+        let ctl = tokio::spawn(control::serve(control_listener, relay, stopped));
+        log(&format!(
+            "serving on {}{}; control socket {}; {restored} grant(s) from the state file",
+            args.listen,
+            owned
+                .as_ref()
+                .map(|o| format!(" ({} on {} link {})", o.ip(), o.kind(), o.link()))
+                .unwrap_or_default(),
+            args.control.control.display()
+        ));
+
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        log(&format!("{name}: stopping"));
+        let _ = stop.send(true);
+        refresher.abort();
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            let _ = http.await;
+            let _ = ctl.await;
+        })
+        .await;
+        drop(control_file);
+        drop(owned);
+        log("stopped; the address is released");
+        Ok(ExitCode::SUCCESS)
+    })
+}

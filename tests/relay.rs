@@ -1,0 +1,846 @@
+//! `imds-shim relay` on the netns backend: the simulated instance keeps hop limit 1 with tokens
+//! required; the relay runs in the EC2 host's namespace (depth 0) and serves the role's
+//! credentials at 169.254.170.2 to builds any number of routing hops deeper, through a grant.
+//!
+//! The clients are Debian's AWS CLI (`/usr/bin/aws`) and the AWS SDK for Rust's default
+//! credentials chain (this test binary re-run in the leaf namespace as a child, see
+//! [`rust_sdk_child`]), each with nothing but the grant's environment variables.
+
+use std::fs;
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use imds_e2e::bins;
+use imds_e2e::output::{show, text};
+use imds_e2e::require::{require, Need};
+use imds_harness::backend::endpoints::{IMDS_URL, STS_URL};
+use imds_harness::backend::netns::{Namespace, NetnsSite};
+use imds_harness::mock::{HopLimit, HttpTokens, MetadataOptionsChange, MockConfig};
+use imds_harness::probe::env::ClientEnv;
+use imds_harness::topology::Topology;
+
+const NEEDS: &[Need] = &[Need::Root, Need::NetTools, Need::AwsCli];
+const ARN: &str =
+    "arn:aws:sts::123456789012:assumed-role/imds-harness-build-role/i-0123456789abcdef0";
+const LINK: &str = "imdsh-relay0";
+const RELAY_ADDR: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::new(169, 254, 170, 2),
+    80,
+));
+/// Set in the child's environment: run the SDK calls of [`rust_sdk_child`].
+const CHILD: &str = "IMDSH_RELAY_SDK_CHILD";
+/// How many calls the child makes, and the pause between them in milliseconds.
+const CHILD_CALLS: &str = "IMDSH_RELAY_SDK_CALLS";
+const CHILD_PAUSE_MS: &str = "IMDSH_RELAY_SDK_PAUSE_MS";
+/// Starts each line of the child's results (libtest writes its own text around them).
+const MARK: &str = "@@relay-sdk@@ ";
+
+/// A simulated instance at hop limit 1, tokens required, and a scratch directory.
+struct Sim {
+    site: NetnsSite,
+    dir: tempfile::TempDir,
+}
+
+fn sim(topology: &str, config: MockConfig) -> Sim {
+    let site = NetnsSite::start(&Topology::parse(topology).unwrap(), config).unwrap();
+    site.mock().modify(&MetadataOptionsChange {
+        hop_limit: Some(HopLimit::new(1).unwrap()),
+        http_tokens: Some(HttpTokens::Required),
+        ..Default::default()
+    });
+    let dir = tempfile::Builder::new()
+        .prefix("imdsh-relay-test-")
+        .tempdir()
+        .unwrap();
+    Sim { site, dir }
+}
+
+/// A running `imds-shim relay`, killed on drop if still running.
+struct Relay {
+    handle: duct::Handle,
+    log: PathBuf,
+}
+
+impl Sim {
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("grants.json")
+    }
+
+    /// A client environment: IMDS and STS of the mock, nothing else.
+    fn env(&self) -> ClientEnv {
+        ClientEnv::new(self.dir.path(), IMDS_URL).with("AWS_ENDPOINT_URL_STS", STS_URL)
+    }
+
+    /// Starts the relay in the host namespace; waits until it serves.
+    fn start_relay(&self, name: &str, extra: &[&str]) -> Relay {
+        start_relay(self.site.host(), self.dir.path(), &self.env(), name, extra)
+    }
+
+    fn relay_cmd(&self, args: &[&str]) -> Output {
+        relay_cmd(self.dir.path(), args)
+    }
+
+    fn grant(&self, extra: &[&str]) -> Grant {
+        grant(self.dir.path(), extra)
+    }
+
+    /// `aws sts get-caller-identity` in the leaf with `vars` added.
+    fn cli(&self, vars: &[(&str, &str)]) -> Output {
+        let mut env = self.env();
+        for (k, v) in vars {
+            env = env.with(k, v);
+        }
+        run_in(
+            env,
+            self.site.leaf(),
+            imds_e2e::aws_env::AWS_CLI.as_ref(),
+            &[
+                "sts",
+                "get-caller-identity",
+                "--output",
+                "json",
+                "--endpoint-url",
+                STS_URL,
+            ],
+        )
+    }
+
+    /// The AWS SDK for Rust's default chain in the leaf with `vars`: `calls` GetCallerIdentity
+    /// calls with one client, `pause` apart. One line per call: `ARN <arn>` or `ERROR <why>`.
+    fn rust_sdk(&self, vars: &[(&str, &str)], calls: u32, pause: Duration) -> Vec<String> {
+        let mut env = self
+            .env()
+            .with(CHILD, "1")
+            .with(CHILD_CALLS, &calls.to_string())
+            .with(CHILD_PAUSE_MS, &pause.as_millis().to_string());
+        for (k, v) in vars {
+            env = env.with(k, v);
+        }
+        let exe = std::env::current_exe().unwrap();
+        let out = run_in(
+            env,
+            self.site.leaf(),
+            &exe,
+            &[
+                "--exact",
+                "rust_sdk_child",
+                "--nocapture",
+                "--test-threads=1",
+            ],
+        );
+        assert!(out.status.success(), "{}", show(&out));
+        text(&out.stdout)
+            .lines()
+            .filter_map(|l| l.strip_prefix(MARK))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// One raw HTTP exchange with the relay from the leaf.
+    fn raw(&self, request: String) -> String {
+        self.site
+            .leaf()
+            .run_in(move || -> std::io::Result<String> {
+                let mut s = TcpStream::connect_timeout(&RELAY_ADDR, Duration::from_secs(2))?;
+                s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                s.write_all(request.as_bytes())?;
+                let mut out = String::new();
+                s.read_to_string(&mut out)?;
+                Ok(out)
+            })
+            .unwrap()
+            .unwrap()
+    }
+
+    /// A GET of `path` from the leaf: the response, or `None` when none came within `wait`.
+    fn get_within(&self, path: &str, wait: Duration) -> Option<String> {
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: 169.254.170.2\r\nConnection: close\r\n\r\n");
+        self.site
+            .leaf()
+            .run_in(move || -> std::io::Result<String> {
+                let mut s = TcpStream::connect_timeout(&RELAY_ADDR, Duration::from_secs(2))?;
+                s.set_read_timeout(Some(wait))?;
+                s.write_all(request.as_bytes())?;
+                let mut out = String::new();
+                s.read_to_string(&mut out)?;
+                Ok(out)
+            })
+            .unwrap()
+            .ok()
+            .filter(|r| !r.is_empty())
+    }
+
+    fn link_exists(&self) -> bool {
+        duct::cmd!(
+            "ip",
+            "-n",
+            self.site.host().name(),
+            "link",
+            "show",
+            "dev",
+            LINK
+        )
+        .stdout_null()
+        .stderr_null()
+        .unchecked()
+        .run()
+        .unwrap()
+        .status
+        .success()
+    }
+}
+
+/// Starts `imds-shim relay` in `ns` (its control socket and log in `dir`); waits until it serves.
+fn start_relay(ns: &Namespace, dir: &Path, env: &ClientEnv, name: &str, extra: &[&str]) -> Relay {
+    let log = dir.join(format!("{name}.log"));
+    let control = dir.join("relay.sock");
+    let mut args = vec!["relay", "--control", control.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let handle = env
+        .apply(ns.exec(bins::shim(), &args))
+        .stdout_null()
+        .stderr_path(&log)
+        .unchecked()
+        .start()
+        .unwrap();
+    let relay = Relay { handle, log };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let log = relay.log();
+        if log.contains("serving on") {
+            return relay;
+        }
+        if let Ok(Some(out)) = relay.handle.try_wait() {
+            panic!("the relay exited: {:?}\n{log}", out.status);
+        }
+        assert!(Instant::now() < deadline, "the relay did not start:\n{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `imds-shim relay <args>` (grant, revoke, list) from the root namespace: the control
+/// socket is a file, and no packet is sent.
+fn relay_cmd(dir: &Path, args: &[&str]) -> Output {
+    let control = dir.join("relay.sock");
+    let mut all = vec!["relay"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--control", control.to_str().unwrap()]);
+    duct::cmd(bins::shim(), &all)
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .unwrap()
+}
+
+/// A new grant: its id and environment.
+fn grant(dir: &Path, extra: &[&str]) -> Grant {
+    let mut args = vec!["grant"];
+    args.extend_from_slice(extra);
+    let out = relay_cmd(dir, &args);
+    assert!(out.status.success(), "{}", show(&out));
+    let env: Vec<(String, String)> = text(&out.stdout)
+        .lines()
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap();
+            (k.to_owned(), v.to_owned())
+        })
+        .collect();
+    let stderr = text(&out.stderr);
+    let id = stderr
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or_else(|| panic!("{stderr}"))
+        .to_owned();
+    Grant { id, env }
+}
+
+struct Grant {
+    id: String,
+    env: Vec<(String, String)>,
+}
+
+impl Grant {
+    fn var(&self, name: &str) -> &str {
+        &self
+            .env
+            .iter()
+            .find(|(k, _)| k == name)
+            .unwrap_or_else(|| panic!("{name} not in {:?}", self.env))
+            .1
+    }
+
+    fn relative(&self) -> Vec<(&str, &str)> {
+        let name = "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI";
+        vec![(name, self.var(name))]
+    }
+
+    fn full(&self) -> Vec<(&str, &str)> {
+        [
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+        ]
+        .into_iter()
+        .map(|n| (n, self.var(n)))
+        .collect()
+    }
+
+    /// The secrets: the part after the id of the capability and the token.
+    fn secrets(&self) -> Vec<String> {
+        [
+            self.var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"),
+            self.var("AWS_CONTAINER_AUTHORIZATION_TOKEN"),
+        ]
+        .iter()
+        .map(|v| v.rsplit_once('.').unwrap().1.to_owned())
+        .collect()
+    }
+}
+
+impl Relay {
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    fn stop(self) -> String {
+        let pid = self.handle.pids()[0].to_string();
+        duct::cmd!("kill", "-TERM", &pid).run().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(out) = self.handle.try_wait().unwrap() {
+                assert_eq!(out.status.code(), Some(0), "{}", self.log());
+                return self.log();
+            }
+            assert!(Instant::now() < deadline, "the relay did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.handle.kill();
+    }
+}
+
+fn run_in(env: ClientEnv, ns: &Namespace, program: &Path, args: &[&str]) -> Output {
+    tokio::task::block_in_place(|| {
+        env.apply(ns.exec(program, args))
+            .stdout_capture()
+            .stderr_capture()
+            .unchecked()
+            .run()
+            .unwrap()
+    })
+}
+
+fn cli_arn(out: &Output) -> Option<String> {
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .ok()
+        .and_then(|v| v["Arn"].as_str().map(str::to_owned))
+}
+
+/// The SDK side of [`Sim::rust_sdk`]: does nothing unless [`CHILD`] is set.
+#[test]
+fn rust_sdk_child() {
+    if std::env::var_os(CHILD).is_none() {
+        return;
+    }
+    let calls: u32 = std::env::var(CHILD_CALLS).unwrap().parse().unwrap();
+    let pause = Duration::from_millis(std::env::var(CHILD_PAUSE_MS).unwrap().parse().unwrap());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use aws_config::BehaviorVersion;
+        let conf = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(aws_smithy_http_client::Builder::new().build_http())
+            .load()
+            .await;
+        let sts = aws_sdk_sts::Client::new(&conf);
+        for i in 0..calls {
+            if i > 0 {
+                tokio::time::sleep(pause).await;
+            }
+            match sts.get_caller_identity().send().await {
+                Ok(out) => println!("\n{MARK}ARN {}", out.arn().unwrap_or_default()),
+                Err(e) => println!(
+                    "\n{MARK}ERROR {}",
+                    aws_smithy_types::error::display::DisplayErrorContext(&e)
+                ),
+            }
+        }
+    });
+}
+
+/// Every preset: the AWS CLI (both forms) and the Rust SDK get the role through a grant.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_preset_gets_the_role_through_a_grant_at_hop_limit_1() {
+    if !require("relay_presets", NEEDS) {
+        return;
+    }
+    for topology in Topology::presets() {
+        let sim = sim(&topology.name(), MockConfig::default());
+        let relay = sim.start_relay("relay", &[]);
+        let grant = sim.grant(&["--label", "preset-build"]);
+        let what = format!("{topology} (depth {})", topology.depth());
+
+        for vars in [grant.relative(), grant.full()] {
+            let out = sim.cli(&vars);
+            assert_eq!(
+                cli_arn(&out).as_deref(),
+                Some(ARN),
+                "{what}: {}",
+                show(&out)
+            );
+        }
+        for vars in [grant.relative(), grant.full()] {
+            let sdk = sim.rust_sdk(&vars, 1, Duration::ZERO);
+            assert_eq!(sdk, [format!("ARN {ARN}")], "{what}");
+        }
+
+        // The role's credentials came from IMDSv2 at depth 0, once; the hop limit is still 1.
+        assert_eq!(sim.site.mock().options().hop_limit.get(), 1);
+        assert!(sim.site.mock().events().identity_v2 >= 4, "{what}");
+        let log = relay.stop();
+        assert_eq!(log.matches("200 to ").count(), 4, "{what}: {log}");
+        assert!(!sim.link_exists(), "{what}: the relay's link is left");
+    }
+}
+
+/// At the deepest preset: no grant, a guessed, an unknown, a revoked or an expired one get
+/// nothing, and the relay's log says why, without a secret.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_valid_grant_builds_get_nothing_and_the_log_says_why() {
+    if !require("relay_refusals", NEEDS) {
+        return;
+    }
+    let deepest = Topology::presets()
+        .into_iter()
+        .max_by_key(Topology::depth)
+        .unwrap();
+    let sim = sim(&deepest.name(), MockConfig::default());
+    let relay = sim.start_relay("relay", &[]);
+
+    // Without a grant, the CLI finds nothing: IMDS is out of reach at hop limit 1.
+    let out = sim.cli(&[]);
+    assert_eq!(out.status.code(), Some(253), "{}", show(&out));
+    assert!(text(&out.stderr).contains("Unable to locate credentials"));
+
+    // The full URI without a token.
+    let out = sim.cli(&[(
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "http://169.254.170.2/imds-shim/credentials",
+    )]);
+    assert!(cli_arn(&out).is_none(), "{}", show(&out));
+    assert!(relay.log().contains("403 from 172."), "{}", relay.log());
+    assert!(relay.log().contains("no Authorization header"));
+
+    let good = sim.grant(&["--label", "the-good-one"]);
+    let guessed = format!("/imds-shim/credentials/{}.{}", good.id, "0".repeat(64));
+    let out = sim.cli(&[("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", &guessed)]);
+    assert!(cli_arn(&out).is_none(), "{}", show(&out));
+    assert!(relay.log().contains(&format!(
+        "wrong secret for grant {} (\"the-good-one\")",
+        good.id
+    )));
+    let unknown = format!(
+        "/imds-shim/credentials/{}.{}",
+        "ab".repeat(8),
+        "0".repeat(64)
+    );
+    let out = sim.cli(&[("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", &unknown)]);
+    assert!(cli_arn(&out).is_none(), "{}", show(&out));
+    assert!(relay
+        .log()
+        .contains(&format!("unknown grant {}", "ab".repeat(8))));
+
+    // Revoked: the CLI and the SDK get nothing.
+    let revoked = sim.grant(&["--label", "revoked-build"]);
+    assert!(cli_arn(&sim.cli(&revoked.relative())).is_some());
+    let out = sim.relay_cmd(&["revoke", &revoked.id]);
+    assert!(out.status.success(), "{}", show(&out));
+    let out = sim.cli(&revoked.relative());
+    assert!(cli_arn(&out).is_none(), "{}", show(&out));
+    let sdk = sim.rust_sdk(&revoked.full(), 1, Duration::ZERO);
+    assert!(sdk[0].starts_with("ERROR "), "{sdk:?}");
+    assert!(
+        relay.log().contains(&format!(
+            "403 from 172.17.0.2: grant {} (\"revoked-build\") was revoked",
+            revoked.id
+        )),
+        "{}",
+        relay.log()
+    );
+
+    // Expired.
+    let expired = sim.grant(&["--ttl", "1s", "--label", "short"]);
+    std::thread::sleep(Duration::from_millis(2100));
+    let out = sim.cli(&expired.full());
+    assert!(cli_arn(&out).is_none(), "{}", show(&out));
+    assert!(relay
+        .log()
+        .contains(&format!("grant {} (\"short\") expired", expired.id)));
+
+    // Nothing but the credentials path: no IMDS path, no other method.
+    let imds_path = sim.raw(
+        "GET /latest/meta-data/iam/security-credentials/ HTTP/1.1\r\nHost: 169.254.170.2\r\nConnection: close\r\n\r\n".into(),
+    );
+    assert!(imds_path.starts_with("HTTP/1.1 404"), "{imds_path}");
+    let post = sim.raw(format!(
+        "POST {} HTTP/1.1\r\nHost: 169.254.170.2\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        good.var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+    ));
+    assert!(post.starts_with("HTTP/1.1 405"), "{post}");
+    let huge = sim.raw(format!(
+        "GET /imds-shim/credentials HTTP/1.1\r\nHost: 169.254.170.2\r\nX-Padding: {}\r\n\r\n",
+        "a".repeat(20_000)
+    ));
+    assert!(
+        huge.is_empty() || huge.starts_with("HTTP/1.1 431"),
+        "{huge}"
+    );
+
+    // The good grant still works; the JSON is the container credentials document.
+    let ok = sim.raw(format!(
+        "GET {} HTTP/1.1\r\nHost: 169.254.170.2\r\nConnection: close\r\n\r\n",
+        good.var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+    ));
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    let body: serde_json::Value =
+        serde_json::from_str(ok.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    for key in ["AccessKeyId", "SecretAccessKey", "Token", "Expiration"] {
+        assert!(body[key].is_string(), "{key}: {body}");
+    }
+
+    // A second relay on the same address refuses to start.
+    let second = sim.dir.path().join("second.sock");
+    let out = sim.env().apply(sim.site.host().exec(
+        bins::shim(),
+        ["relay", "--control", second.to_str().unwrap()],
+    ));
+    let out = tokio::task::block_in_place(|| {
+        out.stdout_capture()
+            .stderr_capture()
+            .unchecked()
+            .run()
+            .unwrap()
+    });
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        text(&out.stderr).contains("169.254.170.2:80 is already served"),
+        "{}",
+        show(&out)
+    );
+    assert!(
+        !second.exists(),
+        "the refused relay left its control socket"
+    );
+
+    // No secret in the log: neither the grants' nor the role's.
+    let log = relay.stop();
+    for grant in [&good, &revoked, &expired] {
+        for secret in grant.secrets() {
+            assert!(
+                !log.contains(&secret),
+                "a grant's secret in the log:\n{log}"
+            );
+        }
+    }
+    for key in ["SecretAccessKey", "Token"] {
+        assert!(
+            !log.contains(body[key].as_str().unwrap()),
+            "{key} in the log"
+        );
+    }
+    assert!(!sim.link_exists());
+}
+
+/// A long build with one SDK client: the role's credentials (8 s lifetime) expire and are
+/// refreshed several times, and the relay is restarted in the middle with `--state`: the grant
+/// survives, a revoked one stays revoked.
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_refresh_across_expiry_and_grants_survive_a_restart() {
+    if !require("relay_refresh_restart", NEEDS) {
+        return;
+    }
+    let config = MockConfig {
+        credential_lifetime: Duration::from_secs(8),
+        ..MockConfig::default()
+    };
+    let sim = sim("earthly-run", config);
+    let state = sim.state();
+    let state_arg = ["--state", state.to_str().unwrap()];
+    let first = sim.start_relay("first", &state_arg);
+    let grant = sim.grant(&["--label", "long-build"]);
+    let revoked = sim.grant(&["--label", "revoked-before-restart"]);
+    assert!(sim.relay_cmd(&["revoke", &revoked.id]).status.success());
+    let mode = fs::metadata(&state).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
+
+    // The build: 6 calls 4 s apart (20 s, over two credential lifetimes), with one client.
+    let build = std::thread::scope(|scope| {
+        let build = scope.spawn(|| sim.rust_sdk(&grant.relative(), 6, Duration::from_secs(4)));
+        std::thread::sleep(Duration::from_secs(6));
+        let first_log = first.stop();
+        assert!(!sim.link_exists());
+        let second = sim.start_relay("second", &state_arg);
+        (build.join().unwrap(), first_log, second)
+    });
+    let (calls, first_log, second) = build;
+    assert_eq!(
+        calls,
+        vec![format!("ARN {ARN}"); 6],
+        "{first_log}\n{}",
+        second.log()
+    );
+    assert!(second.log().contains("2 grant(s) from the state file"));
+
+    // The revoked grant stays revoked; the CLI gets the role with the kept one.
+    let out = sim.cli(&revoked.relative());
+    assert!(cli_arn(&out).is_none(), "{}", show(&out));
+    let out = sim.cli(&grant.full());
+    assert_eq!(cli_arn(&out).as_deref(), Some(ARN), "{}", show(&out));
+    let list = sim.relay_cmd(&["list"]);
+    assert!(
+        text(&list.stdout).contains(&format!("{}  revoked", revoked.id)),
+        "{}",
+        show(&list)
+    );
+
+    // Several credential sets were served, each fetched from IMDS on the host.
+    let second_log = second.stop();
+    let both = format!("{first_log}{second_log}");
+    assert!(both.contains("refreshed the role's credentials"), "{both}");
+    let mut keys: Vec<&str> = both
+        .lines()
+        .filter(|l| l.contains("200 to "))
+        .filter_map(|l| l.rsplit(": ").next())
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    assert!(
+        keys.len() >= 2,
+        "one credential set served throughout: {both}"
+    );
+}
+
+/// The limits: connections beyond `--max-connections` wait until one closes; a grant over its
+/// rate limit gets 429 and a log line, other grants are not affected.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_and_requests_per_grant_are_bounded() {
+    if !require("relay_limits", &[Need::Root, Need::NetTools]) {
+        return;
+    }
+    let sim = sim("docker-run", MockConfig::default());
+    let limits = ["--max-connections", "2", "--rate", "0.2", "--burst", "2"];
+    let relay = sim.start_relay("relay", &limits);
+    let a = sim.grant(&["--label", "a"]);
+    let b = sim.grant(&["--label", "b"]);
+    let a_path = a.var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI").to_owned();
+    let b_path = b.var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI").to_owned();
+    let status = |r: Option<String>| r.map(|r| r.lines().next().unwrap_or("").to_owned());
+
+    // Two idle connections take both places: a third is not served...
+    let connect = || {
+        sim.site
+            .leaf()
+            .run_in(|| TcpStream::connect_timeout(&RELAY_ADDR, Duration::from_secs(2)))
+            .unwrap()
+            .unwrap()
+    };
+    let idle = [connect(), connect()];
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(sim.get_within(&a_path, Duration::from_secs(1)), None);
+    // ... until one of them closes.
+    drop(idle);
+    let ok = status(sim.get_within(&a_path, Duration::from_secs(5)));
+    assert_eq!(ok.as_deref(), Some("HTTP/1.1 200 OK"));
+
+    // Grant a's burst of 2 is soon used up (the waiting request may have taken one); then
+    // 429, while grant b is served.
+    let statuses: Vec<Option<String>> = (0..3)
+        .map(|_| status(sim.get_within(&a_path, Duration::from_secs(5))))
+        .collect();
+    let too_many = Some("HTTP/1.1 429 Too Many Requests".to_owned());
+    assert!(statuses.contains(&too_many), "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&too_many), "{statuses:?}");
+    let other = status(sim.get_within(&b_path, Duration::from_secs(5)));
+    assert_eq!(other.as_deref(), Some("HTTP/1.1 200 OK"));
+    let log = relay.stop();
+    assert!(!sim.link_exists());
+
+    // A relay killed with SIGKILL leaves its link; the next one replaces it.
+    let killed = sim.start_relay("killed", &[]);
+    killed.handle.kill().unwrap();
+    assert!(sim.link_exists());
+    let next = sim.start_relay("next", &[]);
+    let c = sim.grant(&[]);
+    let c_path = c.var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
+    let ok = status(sim.get_within(c_path, Duration::from_secs(5)));
+    assert_eq!(ok.as_deref(), Some("HTTP/1.1 200 OK"));
+    next.stop();
+    assert!(
+        log.contains(&format!(
+            "429 from 172.17.0.2: grant {} (\"a\") is over its rate limit",
+            a.id
+        )),
+        "{log}"
+    );
+}
+
+/// `imds-shim <args>` in this namespace, IMDS at a closed loopback port, with `env` added.
+fn shim_here(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = duct::cmd(bins::shim(), args)
+        .env_remove("AWS_EC2_METADATA_DISABLED")
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:9/");
+    for (k, v) in env {
+        cmd = cmd.env(k, v);
+    }
+    cmd.stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .unwrap()
+}
+
+/// With no credentials from IMDS the relay does not start, and says why (it stops before it
+/// binds or adds anything; it listens on loopback here anyway, which needs no link).
+#[test]
+fn no_credentials_from_imds_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = dir.path().join("c.sock");
+    let control = control.to_str().unwrap();
+    for env in [
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_REGION", "us-east-1"),
+    ] {
+        let relay = ["relay", "--listen", "127.0.0.1:9", "--control", control];
+        let out = shim_here(&relay, &[env]);
+        assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+        assert!(
+            text(&out.stderr).contains("IMDS on this host gave no credentials"),
+            "{}",
+            show(&out)
+        );
+        assert!(!dir.path().join("c.sock").exists());
+    }
+    // Without a relay, the control commands say so.
+    let out = shim_here(&["relay", "list", "--control", control], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(text(&out.stderr).contains("is `imds-shim relay` running"));
+}
+
+/// The docker backend: the simulated instance is a container with an engine of its own, at
+/// hop limit 1, tokens required; the relay runs in its network namespace (the EC2 host). At
+/// every preset the AWS CLI of the probe image gets the role through a grant in its environment
+/// (`docker run --env`, a `docker build` RUN step, earthly-buildkitd's steps, ...), and nothing
+/// without one.
+#[test]
+fn docker_backend_every_preset_gets_the_role_through_a_grant_at_hop_limit_1() {
+    use imds_harness::backend::docker::instance::DockerInstance;
+    use imds_harness::backend::docker::leaf::DockerLeaf;
+    use imds_harness::probe::cli;
+
+    if !require(
+        "relay_docker",
+        &[Need::Root, Need::NetTools, Need::AwsCli, Need::Docker],
+    ) {
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _guard = runtime.enter();
+    let lab = imds_e2e::docker::lab(&runtime);
+    let instance = DockerInstance::start(&lab.docker, &lab.images, MockConfig::default()).unwrap();
+    let options = instance.mock().options();
+    assert_eq!(options.hop_limit.get(), 1);
+    assert_eq!(options.http_tokens, HttpTokens::Required);
+    let dir = tempfile::Builder::new()
+        .prefix("imdsh-relay-test-")
+        .tempdir()
+        .unwrap();
+    let env = ClientEnv::new(dir.path(), IMDS_URL);
+    let relay = start_relay(instance.host_ns(), dir.path(), &env, "relay", &[]);
+    let granted = grant(dir.path(), &["--label", "docker-build"]);
+
+    for topology in Topology::presets() {
+        let leaf = DockerLeaf::realise(&instance, &topology, &lab.tools).unwrap();
+        let mut with_grant = env.clone();
+        for (k, v) in granted.relative() {
+            with_grant = with_grant.with(k, v);
+        }
+        let outcome = cli::run(&leaf, &with_grant, STS_URL).unwrap();
+        assert_eq!(
+            outcome.arn.as_deref(),
+            Some(ARN),
+            "{topology}: {:?}",
+            outcome.reason
+        );
+        if topology.depth() > 0 {
+            let outcome = cli::run(&leaf, &env, STS_URL).unwrap();
+            assert!(
+                !outcome.ok,
+                "{topology} without a grant got {:?}",
+                outcome.arn
+            );
+        }
+    }
+
+    // The README's ways, on the instance's engine: `docker run --env-file` with the grant's
+    // env file, and a `docker build` whose RUN step reads it from a secret mount.
+    let env_file: String = granted
+        .env
+        .iter()
+        .map(|(k, v)| format!("{k}={v}\n"))
+        .collect();
+    let probe = &instance.images().probe;
+    let aws = "/usr/bin/aws sts get-caller-identity --output text --query Arn";
+    let script = format!(
+        r#"set -eu
+d=$(mktemp -d)
+cat > "$d/build.env" <<'IMDSH_EOF'
+{env_file}IMDSH_EOF
+docker run --rm --env-file "$d/build.env" --env AWS_REGION=us-east-1 {probe} {aws} --endpoint-url {STS_URL}
+cat > "$d/Dockerfile" <<'IMDSH_EOF'
+FROM {probe} AS build
+RUN --mount=type=secret,id=aws set -a && . /run/secrets/aws && set +a && AWS_REGION=us-east-1 {aws} --endpoint-url {STS_URL} > /arn
+FROM scratch
+COPY --from=build /arn /
+IMDSH_EOF
+DOCKER_BUILDKIT=1 docker build --no-cache --progress=plain --secret id=aws,src="$d/build.env" --output "type=local,dest=$d/out" "$d" >&2
+cat "$d/out/arn"
+rm -rf "$d"
+"#
+    );
+    let out = instance
+        .exec(
+            vec!["sh".into(), "-c".into(), script],
+            Duration::from_secs(300),
+        )
+        .unwrap();
+    assert_eq!(
+        text(&out.stdout),
+        format!("{ARN}\n{ARN}\n"),
+        "{}",
+        show(&out)
+    );
+
+    let log = relay.stop();
+    assert_eq!(
+        log.matches("200 to ").count(),
+        Topology::presets().len() + 2,
+        "{log}"
+    );
+    for secret in granted.secrets() {
+        assert!(!log.contains(&secret), "a grant's secret in the log");
+    }
+}
