@@ -20,9 +20,12 @@ use imds_harness::backend::endpoints::{IMDS_URL, STS_URL};
 use imds_harness::backend::netns::{Namespace, NetnsSite};
 use imds_harness::mock::{HopLimit, HttpTokens, MetadataOptionsChange, MockConfig};
 use imds_harness::probe::env::ClientEnv;
+use imds_harness::probe::programs::SdkProgram;
 use imds_harness::topology::Topology;
 
 const NEEDS: &[Need] = &[Need::Root, Need::NetTools, Need::AwsCli];
+/// The preset test also runs the other SDKs' clients.
+const PRESET_NEEDS: &[Need] = &[Need::Root, Need::NetTools, Need::AwsCli, Need::SdkClients];
 const ARN: &str =
     "arn:aws:sts::123456789012:assumed-role/imds-harness-build-role/i-0123456789abcdef0";
 const LINK: &str = "imdsh-relay0";
@@ -379,10 +382,11 @@ fn rust_sdk_child() {
     });
 }
 
-/// Every preset: the AWS CLI (both forms) and the Rust SDK get the role through a grant.
+/// Every preset: the AWS CLI (both forms), the Rust SDK (both forms) and the Go v2, Go v1,
+/// Ruby and boto3 clients get the role through a grant.
 #[tokio::test(flavor = "multi_thread")]
 async fn every_preset_gets_the_role_through_a_grant_at_hop_limit_1() {
-    if !require("relay_presets", NEEDS) {
+    if !require("relay_presets", PRESET_NEEDS) {
         return;
     }
     for topology in Topology::presets() {
@@ -404,12 +408,30 @@ async fn every_preset_gets_the_role_through_a_grant_at_hop_limit_1() {
             let sdk = sim.rust_sdk(&vars, 1, Duration::ZERO);
             assert_eq!(sdk, [format!("ARN {ARN}")], "{what}");
         }
+        // The other SDKs the project runs (Go v2, Go v1, Ruby, boto3), the relative URI
+        // form: aws-sdk-go-v2 1.17.1 takes a full URI only on a loopback host ("invalid
+        // endpoint host, \"169.254.170.2\", only loopback hosts are allowed").
+        for program in SdkProgram::ALL {
+            let path = program.prepare().unwrap();
+            let env = grant
+                .relative()
+                .into_iter()
+                .fold(sim.env(), |env, (k, v)| env.with(k, v));
+            let out = run_in(env, sim.site.leaf(), &path, &[STS_URL]);
+            assert_eq!(
+                cli_arn(&out).as_deref(),
+                Some(ARN),
+                "{what}, {program}: {}",
+                show(&out)
+            );
+        }
 
         // The role's credentials came from IMDSv2 at depth 0, once; the hop limit is still 1.
         assert_eq!(sim.site.mock().options().hop_limit.get(), 1);
         assert!(sim.site.mock().events().identity_v2 >= 4, "{what}");
         let log = relay.stop();
-        assert_eq!(log.matches("200 to ").count(), 4, "{what}: {log}");
+        let served = 4 + SdkProgram::ALL.len();
+        assert_eq!(log.matches("200 to ").count(), served, "{what}: {log}");
         assert!(!sim.link_exists(), "{what}: the relay's link is left");
     }
 }
