@@ -26,7 +26,7 @@ fn ms(d: Duration) -> u128 {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let runs: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(3);
+    let runs = imds_e2e::stats::runs_requested(3);
     let write = args.iter().any(|a| a == "--write");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let _guard = runtime.enter();

@@ -24,7 +24,7 @@ fn secs(d: Duration) -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let runs: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(3);
+    let runs = imds_e2e::stats::runs_requested(3);
     let cold = args.iter().any(|a| a == "--cold");
     println!(
         "docker benchmarks, {runs} runs, {}",

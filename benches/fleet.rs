@@ -12,16 +12,12 @@ use std::time::Instant;
 
 use imds_e2e::aws_env::isolated;
 use imds_e2e::bins;
+use imds_e2e::stats::median;
 use imds_harness::mock::{MockAws, Service};
 
 const FLEET: usize = 5000;
 const SEED: u64 = 42;
 const BASELINE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/hop-limits.toml");
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
 
 struct Run {
     seconds: f64,
@@ -102,10 +98,7 @@ fn cpu_model() -> String {
 }
 
 fn main() {
-    let runs: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(3);
+    let runs = imds_e2e::stats::runs_requested(3);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     println!(
         "fleet audit benchmark, {runs} runs each, {} cores ({}), load average {}",

@@ -12,15 +12,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use imds_e2e::docker::{docker, images_command};
+use imds_e2e::stats::median;
 use imds_harness::backend::docker::images::MOCK_IMAGE;
 use imds_harness::mock::ImdsMock;
 use testcontainers::runners::AsyncRunner;
 use testcontainers::ImageExt;
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
 
 /// `docker run -d` of `image` with `args`, then polls its log for `ready` (empty: waits
 /// for the container to exit); returns the time and removes the container.
@@ -59,10 +55,7 @@ fn docker_run(image: &str, args: &[&str], ready: &str) -> Duration {
 }
 
 fn main() {
-    let runs: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(5);
+    let runs = imds_e2e::stats::runs_requested(5);
     images_command(&[]);
     let size: f64 = docker(&["image", "inspect", "-f", "{{.Size}}", MOCK_IMAGE])
         .parse()

@@ -114,10 +114,7 @@ fn token(leaf: &Namespace) -> String {
 }
 
 fn main() {
-    let runs: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(5);
+    let runs = imds_e2e::stats::runs_requested(5);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let _guard = runtime.enter();
     println!("relay benchmark, {runs} runs, {}", machine());

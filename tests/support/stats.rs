@@ -34,3 +34,12 @@ pub fn machine() -> String {
             .trim()
     )
 }
+
+/// How many runs a benchmark was asked for: the first number among its arguments, else
+/// `default`.
+pub fn runs_requested(default: usize) -> usize {
+    std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(default)
+}
