@@ -273,13 +273,16 @@ async fn a_project_tests_against_the_mock_container_one_routed_hop_away() {
     let (probe, probe_tag) = tag_of(&images, ImageKind::Probe);
     let probe = GenericImage::new(probe, probe_tag).with_wait_for(WaitFor::Nothing);
     let beside = client(&docker, probe.clone(), "beside", &net_a.name, None).await;
-    let subnet_a = {
-        let inspected = docker.inspect_network(&net_a.name, None).await.unwrap();
-        inspected.ipam.unwrap().config.unwrap()[0]
-            .subnet
-            .clone()
-            .unwrap()
-    };
+    let ipam_a = docker
+        .inspect_network(&net_a.name, None)
+        .await
+        .unwrap()
+        .ipam
+        .unwrap()
+        .config
+        .unwrap()
+        .remove(0);
+    let (subnet_a, gateway_a) = (ipam_a.subnet.unwrap(), ipam_a.gateway.unwrap());
     let routed = client(
         &docker,
         probe,
@@ -296,13 +299,6 @@ async fn a_project_tests_against_the_mock_container_one_routed_hop_away() {
     // Beside the mock, on its bridge: no routed hop, hop limit 1 is enough. Through the
     // mock's published port on network A's gateway: Docker's proxy re-originates the
     // connection, no routed hop either.
-    let gateway_a = {
-        let inspected = docker.inspect_network(&net_a.name, None).await.unwrap();
-        inspected.ipam.unwrap().config.unwrap()[0]
-            .gateway
-            .clone()
-            .unwrap()
-    };
     let published = endpoints
         .imds
         .rsplit(':')

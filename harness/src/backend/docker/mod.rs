@@ -142,16 +142,19 @@ pub async fn remove_all_live() -> Vec<String> {
     }
 }
 
+/// The Engine API filter for what carries the project's [`LABEL`].
+fn labelled() -> std::collections::HashMap<String, Vec<String>> {
+    [("label".to_string(), vec![LABEL.to_string()])]
+        .into_iter()
+        .collect()
+}
+
 /// Removes every container labelled [`LABEL`] whose run is no longer alive (left by a
 /// killed run), for `imds-harness cleanup`; returns their names.
 pub async fn cleanup_stale(docker: &Docker) -> Result<Vec<String>, DockerError> {
     let options = ListContainersOptions {
         all: true,
-        filters: Some(
-            [("label".to_string(), vec![LABEL.to_string()])]
-                .into_iter()
-                .collect(),
-        ),
+        filters: Some(labelled()),
         ..Default::default()
     };
     let containers = docker
@@ -179,11 +182,7 @@ pub async fn cleanup_stale(docker: &Docker) -> Result<Vec<String>, DockerError> 
 /// killed run's tests), once its containers are gone; returns their names.
 pub async fn cleanup_stale_networks(docker: &Docker) -> Result<Vec<String>, DockerError> {
     let options = bollard::query_parameters::ListNetworksOptions {
-        filters: Some(
-            [("label".to_string(), vec![LABEL.to_string()])]
-                .into_iter()
-                .collect(),
-        ),
+        filters: Some(labelled()),
     };
     let networks = docker
         .list_networks(Some(options))

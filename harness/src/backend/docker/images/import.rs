@@ -137,7 +137,7 @@ pub async fn ensure(
         };
         let builds = to_build.iter().map(|&index| {
             let planned = &plan[index];
-            let mmdebstrap = &mmdebstrap;
+            let mmdebstrap = mmdebstrap.as_deref();
             async move {
                 let outcome = build(docker, mmdebstrap, planned, workdir, cancel).await;
                 if let Err(err) = &outcome {
@@ -206,7 +206,7 @@ async fn tag_as(docker: &Docker, tag: &str, stable: &str) -> Result<(), ImageErr
 
 async fn build(
     docker: &Docker,
-    mmdebstrap: &Option<std::path::PathBuf>,
+    mmdebstrap: Option<&Path>,
     planned: &Planned,
     workdir: &Path,
     cancel: &CancellationToken,
@@ -220,7 +220,7 @@ async fn build(
             executable.assemble(std::path::Path::new(HARNESS_IN_IMAGE), &tar)?
         }
         _ => {
-            let mmdebstrap = mmdebstrap.as_deref().ok_or(ImageError::MmdebstrapMissing)?;
+            let mmdebstrap = mmdebstrap.ok_or(ImageError::MmdebstrapMissing)?;
             bootstrap(mmdebstrap, planned, &tar, &log, workdir, cancel).await?
         }
     }
