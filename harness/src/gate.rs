@@ -325,6 +325,8 @@ mod tests {
         Cell {
             topology: t(topology),
             depth: t(topology).depth(),
+            layers: t(topology).spelling(),
+            model: crate::model::predicted(&t(topology), client),
             client,
             http_tokens: tokens,
             minimal_hop_limit: minimal.map(hop),

@@ -10,7 +10,8 @@ use serde::Serialize;
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
 use crate::gate::{Comparison, Exit, NeverCell};
-use crate::mock::{HttpTokens, ImdsVersion};
+use crate::mock::{HopLimit, HttpTokens, ImdsVersion};
+use crate::model::ModelCheck;
 use crate::probe::Client;
 use crate::sweep::{Cell, Strategy};
 use crate::topology::Topology;
@@ -25,6 +26,8 @@ pub struct MeasureReport {
     pub never: Vec<NeverCell>,
     /// The comparison with the baseline, when one was given.
     pub comparisons: Vec<Comparison>,
+    /// The cells against the model's predictions.
+    pub model: ModelCheck,
     /// What the run exits with, and its code.
     pub exit: Exit,
     pub exit_code: u8,
@@ -43,33 +46,36 @@ pub fn verdict(cell: &Cell) -> String {
     }
 }
 
-/// The matrix: a row per topology and tokens mode, a column per client, and the time
-/// each row took when `timings` is set (off for snapshots).
+/// The matrix: a row per topology and tokens mode with its layers (`rrp`: routed,
+/// routed, proxied, from the host outwards) and the model's need, a column per client,
+/// and the time each row took when `timings` is set (off for snapshots).
 pub fn table(cells: &[Cell], clients: &[Client], timings: bool) -> String {
     let mut table = Table::new();
     table.load_style(UTF8_FULL_CONDENSED);
-    let mut header = vec!["topology", "depth", "tokens"];
+    let mut header = vec!["topology", "layers", "model", "tokens"];
     header.extend(clients.iter().map(|c| c.name()));
     if timings {
         header.push("time");
     }
     table.set_header(header);
 
-    let mut rows: Vec<(Topology, usize, HttpTokens)> = Vec::new();
+    let mut rows: Vec<(Topology, HttpTokens)> = Vec::new();
     for cell in cells {
-        let key = (cell.topology, cell.depth, cell.http_tokens);
+        let key = (cell.topology, cell.http_tokens);
         if !rows.contains(&key) {
             rows.push(key);
         }
     }
-    for (topology, depth, mode) in rows {
+    for (topology, mode) in rows {
         let in_row: Vec<&Cell> = cells
             .iter()
             .filter(|c| c.topology == topology && c.http_tokens == mode)
             .collect();
+        let model: HopLimit = topology.min_hop_limit();
         let mut row = vec![
             TableCell::new(topology.to_string()),
-            TableCell::new(depth).set_alignment(CellAlignment::Right),
+            TableCell::new(topology.spelling()),
+            TableCell::new(model).set_alignment(CellAlignment::Right),
             TableCell::new(mode),
         ];
         for client in clients {
@@ -136,9 +142,10 @@ pub fn junit(
         case.set_classname(format!("imds-harness.{}", cell.topology))
             .set_time(cell.elapsed)
             .set_system_out(format!(
-                "minimal hop limit: {}\ndepth: {}\ntried: {}\n",
+                "minimal hop limit: {}\nmodel: {}\nlayers: {}\ntried: {}\n",
                 verdict(cell),
-                cell.depth,
+                cell.model,
+                cell.layers,
                 tried.join(", ")
             ));
         measured.add_test_case(case);

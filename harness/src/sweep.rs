@@ -50,13 +50,19 @@ pub struct SweepPlan {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Cell {
     pub topology: Topology,
+    /// The layers between the host and the leaf, of either kind.
     pub depth: usize,
+    /// The layers spelled from the host outwards (`rrp`: routed, routed, proxied).
+    pub layers: String,
+    /// What the model predicts this client needs ([`crate::model::predicted`]).
+    pub model: HopLimit,
     pub client: Client,
     pub http_tokens: HttpTokens,
     /// The smallest hop limit that works; `None`: none up to 64 does.
     pub minimal_hop_limit: Option<HopLimit>,
-    /// The client works at hop limit 1 although the leaf is behind routers: through
-    /// IMDSv1, which the hop limit does not limit.
+    /// The client works at hop limit 1 although routers stand between the host and
+    /// the leaf (or its first user-space stack): through IMDSv1, which the hop limit
+    /// does not limit.
     pub works_at_any_hop_limit: bool,
     /// Which IMDS version the credentials came from at the minimal hop limit.
     pub via: Option<ImdsVersion>,
@@ -251,7 +257,9 @@ fn measure_topology(
             http_tokens: Some(mode),
             ..Default::default()
         });
-        let mut seed: Option<HopLimit> = None;
+        // The TTL probe sees only as far as the nearest user-space stack; behind one the
+        // model seeds the search instead (every answer is confirmed by probes anyway).
+        let mut seed: Option<HopLimit> = topology.is_proxied().then(|| topology.min_hop_limit());
         for client in ordered(&plan.clients) {
             let started = Instant::now();
             let mut via_at: BTreeMap<HopLimit, ImdsVersion> = BTreeMap::new();
@@ -298,10 +306,14 @@ fn measure_topology(
             let cell = Cell {
                 topology: *topology,
                 depth: topology.depth(),
+                layers: topology.spelling(),
+                model: crate::model::predicted(topology, client),
                 client,
                 http_tokens: mode,
                 minimal_hop_limit: minimal,
-                works_at_any_hop_limit: minimal == Some(HopLimit::MIN) && topology.depth() > 0,
+                works_at_any_hop_limit: client != Client::Ttl
+                    && minimal == Some(HopLimit::MIN)
+                    && topology.routed_hops() > 0,
                 via: minimal.and_then(|h| via_at.get(&h).copied()),
                 failure_below: minimal
                     .and_then(HopLimit::below)

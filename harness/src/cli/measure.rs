@@ -14,6 +14,7 @@ use imds_harness::backend::{earthly, Backend};
 use imds_harness::gate::{self, Baseline, Exit};
 use imds_harness::lifecycle;
 use imds_harness::mock::HttpTokens;
+use imds_harness::model::ModelCheck;
 use imds_harness::probe::{shim, Client};
 use imds_harness::report::{self, MeasureReport};
 use imds_harness::sweep::{self, Strategy, SweepPlan, Tools};
@@ -225,6 +226,8 @@ pub fn run(args: MeasureArgs) -> anyhow::Result<u8> {
         },
         elapsed.as_secs_f64()
     );
+    let model = ModelCheck::of(&cells);
+    println!("{model}");
 
     let never = gate::never_cells(&cells);
     for cell in &never {
@@ -277,6 +280,7 @@ pub fn run(args: MeasureArgs) -> anyhow::Result<u8> {
             cells: cells.clone(),
             never: never.clone(),
             comparisons: comparisons.clone(),
+            model: model.clone(),
             exit: verdict,
             exit_code: verdict.code(),
             elapsed_ms: elapsed.as_millis() as u64,

@@ -76,7 +76,16 @@ fn run_with_aws(topology: &Topology) -> Option<&'static str> {
             "The containers a WITH DOCKER step starts do not inherit them: pass them on with \
              `docker run -e AWS_ACCESS_KEY_ID -e AWS_SECRET_ACCESS_KEY -e AWS_SESSION_TOKEN ...` (not tried here).",
         ),
-        Preset::Host | Preset::DockerRun | Preset::BuildkitRun => None,
+        Preset::Host
+        | Preset::DockerRun
+        | Preset::BuildkitRun
+        | Preset::PodmanRun
+        | Preset::PodmanRootless
+        | Preset::PodmanRootlessPasta
+        | Preset::BuildahRun
+        | Preset::GitlabDindJob
+        | Preset::GitlabDindBuild
+        | Preset::K8sPodDind => None,
     }
 }
 

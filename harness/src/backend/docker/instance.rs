@@ -29,7 +29,7 @@ use super::{block_on, DockerError, LABEL, LIVE, RUN_LABEL};
 use crate::backend::netns::{start_mock, Namespace, NetnsInstance};
 use crate::lifecycle::{self, NAME_PREFIX};
 use crate::mock::{MockAws, MockConfig};
-use crate::topology::Layer;
+use crate::topology::Bridge;
 
 /// Where the image tars are mounted in every container that loads images.
 pub(crate) const IMAGES_MOUNT: &str = "/images";
@@ -42,18 +42,18 @@ pub(crate) const CNI_STEP: &str = "cni-run-step";
 
 /// The bridges of the nested engines (the instance's own keeps Docker's default).
 // The bridges that stand for a topology's layers come from the same data the netns
-// backend builds its bridges from (`Layer`). earthly-buildkitd's own engine bridge is
+// backend builds its bridges from (`Bridge`). earthly-buildkitd's own engine bridge is
 // not a layer of any preset: `earthly-run` runs its RUN step there, one routing hop
 // like the real step's cni0 (`earthly-cni` makes cni0 itself).
 const BUILDKITD_BIP: &str = "172.18.0.1/16";
 
 /// earthly-buildkitd's CNI config for RUN steps (`buildkitd/cni-conf.json.template`),
-/// with the bridge and subnet of [`Layer::CniBridge`].
+/// with the bridge and subnet of [`Bridge::EarthlyCni`].
 pub(crate) fn earthly_cni_conf() -> String {
-    let layer = Layer::CniBridge;
+    let layer = Bridge::EarthlyCni;
     format!(
         r#"{{"cniVersion":"0.4.0","name":"buildkitd","type":"bridge","bridge":"{bridge}","isGateway":true,"ipMasq":true,"ipam":{{"type":"host-local","subnet":"{subnet}","routes":[{{"dst":"0.0.0.0/0"}}]}}}}"#,
-        bridge = layer.bridge(),
+        bridge = layer.name(),
         subnet = layer.subnet(),
     )
 }
@@ -148,7 +148,7 @@ impl InstanceContainer {
         let tars = images.tars.display().to_string();
         let body = ContainerCreateBody {
             image: Some(images.instance.clone()),
-            cmd: Some(engine::dockerd_command(&Layer::DockerBridge.gateway_cidr())),
+            cmd: Some(engine::dockerd_command(&Bridge::Docker.gateway_cidr())),
             labels: Some(labels),
             host_config: Some(
                 EngineContainer::instance(format!("{tars}:{IMAGES_MOUNT}:ro")).to_host_config(),
@@ -447,7 +447,7 @@ impl DockerInstance {
             let started = self.start_engine_container(
                 &bk,
                 WITH_DOCKER,
-                &Layer::InnerDockerBridge.gateway_cidr(),
+                &Bridge::WithDocker.gateway_cidr(),
                 true,
             )?;
             self.load(&started, &self.images.probe.clone())

@@ -86,6 +86,17 @@ impl<'a> DockerLeaf<'a> {
                 (engine, Launch::Exec(container))
             }
             Preset::EarthlyWithDocker => (instance.with_docker()?, Launch::Run),
+            Preset::PodmanRun
+            | Preset::PodmanRootless
+            | Preset::PodmanRootlessPasta
+            | Preset::BuildahRun
+            | Preset::GitlabDindJob
+            | Preset::GitlabDindBuild
+            | Preset::K8sPodDind => {
+                return Err(DockerError::UnsupportedTopology {
+                    topology: *topology,
+                })
+            }
         };
         Ok(DockerLeaf::Container {
             instance,

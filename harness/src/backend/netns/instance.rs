@@ -7,12 +7,13 @@ use std::time::Instant;
 use super::command::run;
 use super::namespace::Namespace;
 use super::reap::{delete_namespaces, list_namespaces};
+use super::user_stack::UserStackProcess;
 use super::{
-    check_prerequisites, io_error, NetnsError, HOST_LINK_ADDR, IMDS_ADDR, LINK_PREFIX_LEN, LIVE,
-    UPLINK,
+    check_prerequisites, io_error, NetnsError, GATEWAY_ADDR, HOST_LINK_ADDR, IMDS_ADDR,
+    LINK_PREFIX_LEN, LIVE, UPLINK,
 };
 use crate::lifecycle::{self, NAME_PREFIX};
-use crate::topology::{Layer, Preset, Topology};
+use crate::topology::{Bridge, Layer, Preset, Topology};
 
 /// The next realisation's index in this run.
 static NEXT_INDEX: AtomicU32 = AtomicU32::new(0);
@@ -23,12 +24,14 @@ static NEXT_INDEX: AtomicU32 = AtomicU32::new(0);
 pub struct NetnsInstance {
     prefix: String,
     topology: Topology,
-    /// The topology's routing layers, from the host outwards.
+    /// The topology's layers, from the host outwards.
     routing: Vec<Layer>,
     mock: Namespace,
     host: Namespace,
     /// `<prefix>-1` ..= `<prefix>-N`.
     layers: Vec<Namespace>,
+    /// The user-space stacks of the proxied layers; stopped before the namespaces go.
+    stacks: Vec<UserStackProcess>,
     removed: bool,
 }
 
@@ -59,6 +62,7 @@ impl NetnsInstance {
                 .map(|i| namespace(&i.to_string()))
                 .collect(),
             prefix,
+            stacks: Vec::new(),
             removed: false,
         })
     }
@@ -84,13 +88,13 @@ impl NetnsInstance {
         indices: &AtomicU32,
     ) -> Result<NetnsInstance, NetnsError> {
         let started = Instant::now();
-        let instance = NetnsInstance::named(topology, indices)?;
+        let mut instance = NetnsInstance::named(topology, indices)?;
         let script: String = instance
             .namespaces()
             .map(|ns| format!("netns add {}\n", ns.name))
             .collect();
         instance.make_registered(&script)?;
-        instance.configure()?;
+        instance.stacks = instance.configure()?;
         tracing::debug!(
             prefix = %instance.prefix,
             topology = %topology,
@@ -112,7 +116,8 @@ impl NetnsInstance {
             "netns add {}\nnetns attach {} {pid}\n",
             instance.mock.name, instance.host.name
         ))?;
-        instance.configure()?;
+        let stacks = instance.configure()?;
+        debug_assert!(stacks.is_empty(), "a host has no layers");
         instance
             .host
             .run_in(|| fs::write("/proc/sys/net/ipv4/icmp_ratelimit", "0"))
@@ -125,70 +130,88 @@ impl NetnsInstance {
     }
 
     /// Links, addresses and routes (parents before children, one `ip` per namespace),
-    /// with the routers' forwarding and masquerading configured in parallel.
-    fn configure(&self) -> Result<(), NetnsError> {
+    /// the proxied layers' stacks started as their parents are ready, with the routers'
+    /// forwarding and masquerading and the gateway's refusal configured in parallel.
+    fn configure(&self) -> Result<Vec<UserStackProcess>, NetnsError> {
         std::thread::scope(|scope| {
-            let routers: Vec<_> = self
-                .routers()
-                .map(|(parent, layer)| scope.spawn(move || configure_router(parent, layer)))
-                .collect();
-            let links = self.configure_links();
-            let mut result = links;
-            for router in routers {
-                let outcome = router
+            let mut filters = vec![scope.spawn(|| configure_gateway(&self.mock))];
+            filters.extend(
+                self.routers()
+                    .map(|(parent, bridge)| scope.spawn(move || configure_router(parent, bridge))),
+            );
+            let mut result = self.configure_links();
+            for filter in filters {
+                let outcome = filter
                     .join()
                     .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                if result.is_ok() {
-                    result = outcome;
+                if let (Ok(_), Err(e)) = (&result, outcome) {
+                    result = Err(e);
                 }
             }
             result
         })
     }
 
-    fn configure_links(&self) -> Result<(), NetnsError> {
+    fn configure_links(&self) -> Result<Vec<UserStackProcess>, NetnsError> {
         let layers = &self.routing;
         let mut host = String::from("link set lo up\n");
         host += &format!(
             "link add {UPLINK} type veth peer name {UPLINK} netns {mock}\n\
              addr add {HOST_LINK_ADDR}/{LINK_PREFIX_LEN} dev {UPLINK}\n\
-             link set {UPLINK} up\n",
+             link set {UPLINK} up\n\
+             route add default via {GATEWAY_ADDR} dev {UPLINK}\n",
             mock = self.mock.name
         );
-        if let (Some(layer), Some(child)) = (layers.first(), self.layers.first()) {
-            host += &downlink(1, layer, child);
+        if let (Some(Layer::Routed(bridge)), Some(child)) = (layers.first(), self.layers.first()) {
+            host += &downlink(1, bridge, child);
         }
         self.host.ip_batch(&host)?;
         self.mock.ip_batch(&format!(
             "link set lo up\n\
              addr add {IMDS_ADDR}/{LINK_PREFIX_LEN} dev {UPLINK}\n\
+             addr add {GATEWAY_ADDR}/{LINK_PREFIX_LEN} dev {UPLINK}\n\
              link set {UPLINK} up\n\
              route add default via {HOST_LINK_ADDR} dev {UPLINK}\n"
         ))?;
+        let mut stacks = Vec::new();
         for (i, (layer, ns)) in layers.iter().zip(&self.layers).enumerate() {
-            let subnet = layer.subnet();
-            let mut script = format!(
-                "link set lo up\n\
-                 addr add {member}/{len} dev {UPLINK}\n\
-                 link set {UPLINK} up\n\
-                 route add default via {gateway} dev {UPLINK}\n",
-                member = layer.member(),
-                len = subnet.prefix_len,
-                gateway = layer.gateway(),
-            );
-            if let (Some(next), Some(child)) = (layers.get(i + 1), self.layers.get(i + 1)) {
+            let mut script = String::from("link set lo up\n");
+            match layer {
+                Layer::Routed(bridge) => {
+                    script += &format!(
+                        "addr add {member}/{len} dev {UPLINK}\n\
+                         link set {UPLINK} up\n\
+                         route add default via {gateway} dev {UPLINK}\n",
+                        member = bridge.member(),
+                        len = bridge.subnet().prefix_len,
+                        gateway = bridge.gateway(),
+                    );
+                }
+                Layer::Proxied(stack) => {
+                    let parent = if i == 0 {
+                        &self.host
+                    } else {
+                        &self.layers[i - 1]
+                    };
+                    stacks.push(UserStackProcess::start(*stack, parent, ns)?);
+                }
+            }
+            if let (Some(Layer::Routed(next)), Some(child)) =
+                (layers.get(i + 1), self.layers.get(i + 1))
+            {
                 script += &downlink(i + 2, next, child);
             }
             ns.ip_batch(&script)?;
         }
-        Ok(())
+        Ok(stacks)
     }
 
-    /// The namespaces that route a layer: (parent, the layer behind it).
-    fn routers(&self) -> impl Iterator<Item = (&Namespace, &Layer)> {
+    /// The namespaces that route a layer: (parent, the bridge behind it).
+    fn routers(&self) -> impl Iterator<Item = (&Namespace, Bridge)> {
         std::iter::once(&self.host)
             .chain(&self.layers)
             .zip(&self.routing)
+            .filter_map(|(parent, layer)| layer.bridge().map(|bridge| (parent, bridge)))
     }
 
     /// The prefix of this realisation's namespace names, `imdsh-<run>-<index>`.
@@ -225,10 +248,21 @@ impl NetnsInstance {
         }
     }
 
-    /// The leaf's address: its layer's member address, or the host's link address.
+    /// The leaf's address: its bridge's member address, slirp4netns's, or (behind
+    /// pasta, which copies it, or at the host) the one of the nearest routed layer or host.
     #[cfg(test)]
     pub(crate) fn leaf_addr(&self) -> std::net::Ipv4Addr {
-        self.routing.last().map_or(HOST_LINK_ADDR, Layer::member)
+        use crate::topology::UserStack;
+        match self
+            .routing
+            .iter()
+            .rev()
+            .find(|l| !matches!(l, Layer::Proxied(UserStack::Pasta)))
+        {
+            Some(Layer::Routed(bridge)) => bridge.member(),
+            Some(Layer::Proxied(_)) => UserStack::SLIRP_MEMBER,
+            None => HOST_LINK_ADDR,
+        }
     }
 
     /// All its namespaces: mock, host, then the layers outwards.
@@ -247,6 +281,7 @@ impl NetnsInstance {
             return Ok(());
         }
         let started = Instant::now();
+        self.stacks.clear();
         let names: Vec<String> = self.namespaces().map(|ns| ns.name.clone()).collect();
         // Nothing to do when `remove_all_live` got there first.
         let result = LIVE
@@ -271,8 +306,8 @@ impl Drop for NetnsInstance {
 
 /// The `ip` commands, run in the parent, that make routing layer `index` towards
 /// `child`: a bridge with the gateway address and a veth from it to the child's eth0.
-fn downlink(index: usize, layer: &Layer, child: &Namespace) -> String {
-    let bridge = layer.bridge();
+fn downlink(index: usize, layer: &Bridge, child: &Namespace) -> String {
+    let bridge = layer.name();
     let subnet = layer.subnet();
     format!(
         "link add {bridge} type bridge\n\
@@ -287,13 +322,28 @@ fn downlink(index: usize, layer: &Layer, child: &Namespace) -> String {
     )
 }
 
-/// In `parent`: `ip_forward=1` and the MASQUERADE rule for `layer`'s subnet.
-fn configure_router(parent: &Namespace, layer: &Layer) -> Result<(), NetnsError> {
+/// In `parent`: `ip_forward=1` and the MASQUERADE rule for `bridge`'s subnet.
+fn configure_router(parent: &Namespace, bridge: Bridge) -> Result<(), NetnsError> {
     let rules = format!(
-        "*nat\n-A POSTROUTING -s {subnet} ! -o {bridge} -j MASQUERADE\nCOMMIT\n",
-        subnet = layer.subnet(),
-        bridge = layer.bridge(),
+        "*nat\n-A POSTROUTING -s {subnet} ! -o {name} -j MASQUERADE\nCOMMIT\n",
+        subnet = bridge.subnet(),
+        name = bridge.name(),
     );
+    forward_with_rules(parent, &rules)
+}
+
+/// In the mock's namespace, which holds the host's default gateway: forwarding on, and
+/// every packet that would be forwarded refused with ICMP net unreachable. A client
+/// that asks for anything but the mock learns at once that there is no way out.
+fn configure_gateway(mock: &Namespace) -> Result<(), NetnsError> {
+    forward_with_rules(
+        mock,
+        "*filter\n-A FORWARD -j REJECT --reject-with icmp-net-unreachable\nCOMMIT\n",
+    )
+}
+
+/// In `parent`: `ip_forward=1`, no ICMP rate limit, and `rules` (iptables-restore).
+fn forward_with_rules(parent: &Namespace, rules: &str) -> Result<(), NetnsError> {
     parent
         .run_in(|| -> Result<(), NetnsError> {
             // Both act on the namespace this thread entered: /proc/sys/net is per
@@ -309,7 +359,7 @@ fn configure_router(parent: &Namespace, layer: &Layer) -> Result<(), NetnsError>
                 "setting net.ipv4.icmp_ratelimit=0 in {}",
                 parent.name
             )))?;
-            run(&["iptables-restore", "-w", "--noflush"], Some(&rules))
+            run(&["iptables-restore", "-w", "--noflush"], Some(rules))
                 .map(drop)
                 .map_err(|e| match e {
                     NetnsError::Command {

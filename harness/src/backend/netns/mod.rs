@@ -58,6 +58,7 @@ mod leaf;
 mod namespace;
 mod reap;
 mod site;
+mod user_stack;
 
 use std::fs;
 use std::io;
@@ -78,6 +79,11 @@ pub(crate) const IMDS_ADDR: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 
 /// The host namespace's address on the link to the mock (the link is 169.254.0.0/16).
 pub(crate) const HOST_LINK_ADDR: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 1);
+
+/// The host's default gateway, held by the mock's namespace, which refuses to forward
+/// anything: an EC2 host has a default route (pasta copies it), and this one leads
+/// nowhere.
+pub(crate) const GATEWAY_ADDR: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 254);
 
 /// The prefix length of the host–mock link.
 const LINK_PREFIX_LEN: u8 = 16;
@@ -115,6 +121,16 @@ pub enum NetnsError {
     MissingTool {
         /// The program.
         program: String,
+    },
+    /// The program of a proxied layer is missing.
+    #[error(
+        "`{}` was not found in PATH; a proxied layer runs it: apt-get install {}",
+        stack.program(),
+        stack.package()
+    )]
+    MissingStack {
+        /// The user-space stack.
+        stack: crate::topology::UserStack,
     },
     /// A command failed.
     #[error("`{command}` failed ({status}): {stderr}")]

@@ -525,6 +525,8 @@ fn ipv6_endpoint_carries_the_hop_limit_to_the_cli() {
     let (mock_ns, host, leaf) = (instance.mock_ns(), instance.host_ns(), instance.leaf_ns());
     let bridge = Topology::parse("chain:1").unwrap().layers()[0]
         .bridge()
+        .expect("chain:1 is routed")
+        .name()
         .to_string();
     for (ns, argv) in [
         (

@@ -1,0 +1,178 @@
+//! A proxied layer made for real: slirp4netns or pasta, running in the parent namespace
+//! and serving the child namespace's TAP device, as rootless Podman starts them.
+//!
+//! - slirp4netns: `--configure` gives the child `tap0` with 10.0.2.100/24 and a default
+//!   route via 10.0.2.2; `--ready-fd` says when that is done, and `--exit-fd` (a pipe
+//!   this process holds) ends it when this process goes, even by SIGKILL.
+//! - pasta: `--config-net` copies the parent's address and routes onto a TAP device of
+//!   the parent interface's name; it quits when the child's namespace file is removed.
+//!   It drops to `nobody` when started as root unless `--runas 0`, and `nobody` may not
+//!   enter a namespace root made.
+//!
+//! The process is killed when the value is dropped.
+
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{Namespace, NetnsError};
+use crate::topology::UserStack;
+
+/// How long a stack may take to configure the child.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running user-space stack serving one child namespace.
+#[derive(Debug)]
+pub(crate) struct UserStackProcess {
+    stack: UserStack,
+    child: Child,
+    /// The write end of slirp4netns's exit pipe: closing it ends slirp4netns.
+    _exit: Option<OwnedFd>,
+}
+
+impl UserStackProcess {
+    /// Starts `stack` in `parent` for `child` and waits until the child is configured.
+    pub(crate) fn start(
+        stack: UserStack,
+        parent: &Namespace,
+        child: &Namespace,
+    ) -> Result<UserStackProcess, NetnsError> {
+        let started = Instant::now();
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", parent.name(), stack.program()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let child_path = child.path().display().to_string();
+        let spawn_error = |source: io::Error| {
+            if source.kind() == io::ErrorKind::NotFound {
+                NetnsError::MissingStack { stack }
+            } else {
+                NetnsError::Io {
+                    context: format!("starting {} for {}", stack.program(), child.name()),
+                    source,
+                }
+            }
+        };
+        let process = match stack {
+            UserStack::Slirp4netns => {
+                let (exit_read, exit_write) = io::pipe().map_err(spawn_error)?;
+                let (mut ready_read, ready_write) = io::pipe().map_err(spawn_error)?;
+                let inherited = [exit_read.as_raw_fd(), ready_write.as_raw_fd()];
+                command.args([
+                    "--configure",
+                    "--mtu=65520",
+                    "--disable-host-loopback",
+                    &format!("--exit-fd={}", inherited[0]),
+                    &format!("--ready-fd={}", inherited[1]),
+                    "--netns-type=path",
+                    &child_path,
+                    UserStack::SLIRP_TAP,
+                ]);
+                // SAFETY: only the async-signal-safe fcntl between fork and exec.
+                unsafe {
+                    command.pre_exec(move || {
+                        for fd in inherited {
+                            if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                                return Err(io::Error::last_os_error());
+                            }
+                        }
+                        Ok(())
+                    });
+                }
+                let mut spawned = command.spawn().map_err(spawn_error)?;
+                drop((exit_read, ready_write));
+                // slirp4netns writes "1" once tap0 is configured; EOF means it exited.
+                let mut ready = [0u8; 1];
+                if ready_read.read(&mut ready).unwrap_or(0) == 0 {
+                    return Err(failed(stack, child, &mut spawned));
+                }
+                UserStackProcess {
+                    stack,
+                    child: spawned,
+                    _exit: Some(exit_write.into()),
+                }
+            }
+            UserStack::Pasta => {
+                command.args([
+                    "--foreground",
+                    "--quiet",
+                    "--runas",
+                    "0",
+                    "--config-net",
+                    "--netns",
+                    &child_path,
+                ]);
+                let mut spawned = command.spawn().map_err(spawn_error)?;
+                if let Err(e) = wait_for_default_route(child, &mut spawned) {
+                    return Err(e.unwrap_or_else(|| failed(stack, child, &mut spawned)));
+                }
+                UserStackProcess {
+                    stack,
+                    child: spawned,
+                    _exit: None,
+                }
+            }
+        };
+        tracing::debug!(
+            stack = stack.program(),
+            child = child.name(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "user-space stack ready"
+        );
+        Ok(process)
+    }
+}
+
+/// The error for a stack that exited (or never configured the child): its stderr.
+fn failed(stack: UserStack, child: &Namespace, process: &mut Child) -> NetnsError {
+    let _ = process.kill();
+    let status = process
+        .wait()
+        .map(|s| s.to_string())
+        .unwrap_or_else(|e| e.to_string());
+    let mut stderr = String::new();
+    if let Some(mut pipe) = process.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    NetnsError::Command {
+        command: format!("{} for namespace {}", stack.program(), child.name()),
+        status,
+        stderr: stderr.trim().to_owned(),
+    }
+}
+
+/// Waits until `child` has a default route (pasta configured it); `Err(None)` when
+/// the process exited or the time ran out.
+fn wait_for_default_route(
+    child: &Namespace,
+    process: &mut Child,
+) -> Result<(), Option<NetnsError>> {
+    let started = Instant::now();
+    loop {
+        let routes = super::command::run(
+            &["ip", "-n", child.name(), "-4", "route", "show", "default"],
+            None,
+        )
+        .map_err(Some)?;
+        if !routes.trim().is_empty() {
+            return Ok(());
+        }
+        if process.try_wait().ok().flatten().is_some() || started.elapsed() > READY_TIMEOUT {
+            return Err(None);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for UserStackProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        if let Err(e) = self.child.wait() {
+            tracing::warn!(stack = self.stack.program(), "waiting for it: {e}");
+        }
+    }
+}
