@@ -5,7 +5,7 @@
 # profile and one target directory outside the clone, so a second run is warm.
 
 export CARGO_TARGET_DIR ?= /var/cache/imds-harness/target
-DEB_PACKAGES := awscli iproute2 iptables containernetworking-plugins mmdebstrap \
+DEB_PACKAGES := awscli iproute2 iptables containernetworking-plugins mmdebstrap slirp4netns passt \
 	golang-go golang-github-aws-aws-sdk-go-v2-dev golang-github-aws-aws-sdk-go-dev ruby-aws-sdk-core python3-boto3
 # `make bench` only: the load generator and the reference server the mock is compared with.
 BENCH_PACKAGES := nginx wrk

@@ -1,5 +1,6 @@
-//! The SDK clients (`go`, `go-v1`, `ruby`, `boto3`) on the netns backend: each needs the
-//! topology's depth + 1 with tokens required, at every preset; with tokens optional,
+//! The SDK clients (`go`, `go-v1`, `ruby`, `boto3`) on the netns backend: each needs what
+//! the model says (1 + the routed layers before the first proxied one) with tokens
+//! required, at every preset; with tokens optional,
 //! what the matrix says about falling back agrees with the credential set the mock saw
 //! signing the STS call; what each client prints is what the fixtures keep; and the
 //! Earthly CLI's `RUN --aws` path (aws-sdk-go-v2's default chain on the host) works at
@@ -7,7 +8,9 @@
 
 use std::time::{Duration, Instant};
 
-use imds_e2e::clients::{assert_depth_plus_one, identity_clients, kept_message, Bench, PRESET};
+use imds_e2e::clients::{
+    assert_needs_what_the_model_says, identity_clients, kept_message, Bench, PRESET,
+};
 use imds_e2e::require::{require, Need};
 use imds_harness::backend::netns::NetnsLab;
 use imds_harness::mock::{HopLimit, HttpTokens, ImdsVersion};
@@ -15,7 +18,13 @@ use imds_harness::probe::{Client, Tools};
 use imds_harness::sweep::{self, Cell, Strategy, SweepPlan};
 use imds_harness::topology::{Preset, Topology};
 
-const NEEDS: &[Need] = &[Need::Root, Need::NetTools, Need::AwsCli, Need::SdkClients];
+const NEEDS: &[Need] = &[
+    Need::Root,
+    Need::NetTools,
+    Need::AwsCli,
+    Need::SdkClients,
+    Need::UserStacks,
+];
 
 /// The clients this file is about, and the TTL probe that seeds their search.
 pub const SDK_CLIENTS: [Client; 4] = [Client::Go, Client::GoV1, Client::Ruby, Client::Boto3];
@@ -38,11 +47,11 @@ fn sweep_netns(topologies: Vec<Topology>, clients: &[Client], mode: HttpTokens) 
     cells
 }
 
-/// With tokens required, each SDK client gets the role's identity at hop limit depth + 1
-/// and not at depth, at every preset (the seed from the TTL probe makes it exactly those
-/// two runs per cell).
+/// With tokens required, each SDK client gets the role's identity at the model's hop
+/// limit and not one below, at every preset (the seed from the TTL probe, or the model
+/// behind a user-space stack, makes it exactly those two runs per cell).
 #[tokio::test(flavor = "multi_thread")]
-async fn each_sdk_client_needs_depth_plus_one_with_tokens_required_at_every_preset() {
+async fn each_sdk_client_needs_what_the_model_says_with_tokens_required_at_every_preset() {
     if !require("sdk_clients_required", NEEDS) {
         return;
     }
@@ -51,7 +60,7 @@ async fn each_sdk_client_needs_depth_plus_one_with_tokens_required_at_every_pres
     let cells = sweep_netns(Topology::presets(), &clients, HttpTokens::Required);
     assert_eq!(cells.len(), Topology::presets().len() * clients.len());
     for cell in cells.iter().filter(|c| c.client != Client::Ttl) {
-        assert_depth_plus_one(cell);
+        assert_needs_what_the_model_says(cell);
     }
 }
 
@@ -88,10 +97,7 @@ async fn the_fallback_column_is_what_the_mock_recorded() {
             assert_eq!(cell.via, Some(ImdsVersion::V1), "{client}");
         } else {
             assert!(!run.outcome.ok, "{client}: {run:?}");
-            assert_eq!(
-                cell.minimal_hop_limit,
-                HopLimit::for_routing_hops(cell.depth).ok()
-            );
+            assert_eq!(cell.minimal_hop_limit, Some(cell.model));
         }
         assert_eq!(
             timings[client.name()]["falls_back_to_imdsv1"].as_bool(),

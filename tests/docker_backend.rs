@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use imds_e2e::bins;
-use imds_e2e::clients::assert_depth_plus_one;
+use imds_e2e::clients::assert_needs_what_the_model_says;
 use imds_e2e::docker::{lab, project_containers};
 use imds_e2e::require::{require, Need};
 use imds_harness::backend::docker::instance::DockerInstance;
@@ -141,11 +141,7 @@ fn docker_and_netns_agree_preset_by_preset() {
             "{what}: docker {d:?} netns {n:?}"
         );
         if !(d.client == Client::Cli && d.http_tokens == HttpTokens::Optional) {
-            assert_eq!(
-                d.minimal_hop_limit,
-                HopLimit::for_routing_hops(d.depth).ok(),
-                "{what}"
-            );
+            assert_eq!(d.minimal_hop_limit, Some(d.model), "{what}");
         }
     }
     insta::assert_snapshot!(
@@ -187,7 +183,7 @@ fn each_sdk_client_needs_depth_plus_one_in_containers() {
     );
     assert_eq!(cells.len(), plan.topologies.len() * plan.clients.len());
     for cell in cells.iter().filter(|c| c.client != Client::Ttl) {
-        assert_depth_plus_one(cell);
+        assert_needs_what_the_model_says(cell);
     }
 }
 

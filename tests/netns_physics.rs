@@ -10,13 +10,14 @@ use imds_harness::backend::endpoints::{IMDS_PORT, STS_URL};
 use imds_harness::backend::netns::NamespaceLeaf;
 use imds_harness::backend::netns::{NetnsLab, NetnsSite};
 use imds_harness::mock::{HopLimit, HttpTokens, MetadataOptionsChange, MockConfig};
+use imds_harness::model::ModelCheck;
 use imds_harness::probe::env::ClientEnv;
 use imds_harness::probe::{cli, Client};
 use imds_harness::report;
 use imds_harness::sweep::{self, Strategy, SweepPlan, Tools};
-use imds_harness::topology::Topology;
+use imds_harness::topology::{Forwarding, Topology};
 
-const NEEDS: &[Need] = &[Need::Root, Need::NetTools, Need::AwsCli];
+const NEEDS: &[Need] = &[Need::Root, Need::NetTools, Need::AwsCli, Need::UserStacks];
 
 fn topology(name: &str) -> Topology {
     Topology::parse(name).unwrap()
@@ -159,14 +160,19 @@ async fn hop_limit_2_serves_docker_but_not_earthly_and_3_serves_all() {
     }
 }
 
-/// Every preset and chain:0..=6, every client, both tokens modes.
+/// Mixed chains in the matrix: a user-space stack first, after routers, before a router.
+const MIXED: [&str; 5] = ["chain:p", "chain:rp", "chain:pr", "chain:rrpr", "chain:prp"];
+
+/// Every preset, chain:0..=6 and mixed chains, with the CLI, the Rust SDK and the TTL
+/// probe, both tokens modes: every cell is what the model predicts.
 #[tokio::test(flavor = "multi_thread")]
-async fn the_minimal_hop_limit_is_depth_plus_one_for_every_topology_and_client() {
+async fn every_topology_and_client_needs_what_the_model_predicts() {
     if !require("netns_matrix", NEEDS) {
         return;
     }
     let mut topologies = Topology::presets();
     topologies.extend((0..=6).map(|n| Topology::chain(n).unwrap()));
+    topologies.extend(MIXED.map(topology));
     let plan = SweepPlan {
         topologies,
         clients: vec![Client::Sdk, Client::Cli, Client::Ttl],
@@ -182,21 +188,24 @@ async fn the_minimal_hop_limit_is_depth_plus_one_for_every_topology_and_client()
     assert_eq!(cells.len(), plan.topologies.len() * 3 * 2);
 
     for cell in &cells {
-        let need = HopLimit::for_routing_hops(cell.depth).unwrap();
         let what = format!("{} {} {}", cell.topology, cell.client, cell.http_tokens);
+        let need = cell.topology.min_hop_limit();
         match (cell.http_tokens, cell.client) {
-            (HttpTokens::Optional, Client::Cli) => {
+            (_, Client::Ttl) => {
+                assert_eq!(cell.model, cell.topology.ttl_probe_hop_limit(), "{what}");
+                assert_eq!(cell.minimal_hop_limit, Some(cell.model), "{what}: {cell:?}");
+            }
+            (HttpTokens::Optional, Client::Cli) if need > HopLimit::MIN => {
                 assert_eq!(
                     cell.minimal_hop_limit,
                     Some(HopLimit::MIN),
                     "{what}: {cell:?}"
                 );
-                if cell.depth > 0 {
-                    assert!(cell.works_at_any_hop_limit, "{what}");
-                    assert_eq!(report::verdict(cell), "any (IMDSv1)", "{what}");
-                }
+                assert!(cell.works_at_any_hop_limit, "{what}");
+                assert_eq!(report::verdict(cell), "any (IMDSv1)", "{what}");
             }
             _ => {
+                assert_eq!(cell.model, need, "{what}");
                 assert_eq!(cell.minimal_hop_limit, Some(need), "{what}: {cell:?}");
                 assert!(!cell.works_at_any_hop_limit, "{what}");
             }
@@ -212,5 +221,75 @@ async fn the_minimal_hop_limit_is_depth_plus_one_for_every_topology_and_client()
             );
         }
     }
+    let check = ModelCheck::of(&cells);
+    assert!(check.holds(), "{check}");
     insta::assert_snapshot!("netns_matrix", report::table(&cells, &plan.clients, false));
+    insta::assert_snapshot!("netns_model_check", check.to_string());
+}
+
+/// The rule itself, on every chain of 0 to 6 layers, each routed or proxied by the real
+/// slirp4netns (127 chains): the Rust SDK needs 1 + the routed layers before the first
+/// proxied one, and the TTL probe reports 1 + those after the last, with tokens
+/// required.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_rule_holds_on_every_mixed_chain_up_to_six_layers() {
+    if !require(
+        "mixed_chains",
+        &[Need::Root, Need::NetTools, Need::UserStacks],
+    ) {
+        return;
+    }
+    let topologies: Vec<Topology> = (0..=6u32)
+        .flat_map(|len| {
+            (0..1u32 << len).map(move |bits| {
+                let letters: String = (0..len)
+                    .map(|i| if bits & 1 << i != 0 { 'p' } else { 'r' })
+                    .collect();
+                match letters.as_str() {
+                    "" => topology("chain:0"),
+                    letters => topology(&format!("chain:{letters}")),
+                }
+            })
+        })
+        .collect();
+    assert_eq!(topologies.len(), 127);
+    let plan = SweepPlan {
+        topologies,
+        clients: vec![Client::Sdk, Client::Ttl],
+        modes: vec![HttpTokens::Required],
+        strategy: Strategy::Bisect,
+        probe_timeout: Duration::from_millis(300),
+        parallel: 4,
+    };
+    let lab = NetnsLab {
+        tools: Tools::locate(&plan.clients).unwrap(),
+    };
+    let cells = tokio::task::block_in_place(|| sweep::run(&lab, &plan, &|_| {})).unwrap();
+    assert_eq!(cells.len(), 127 * 2);
+    for cell in &cells {
+        let layers = cell.topology.layers();
+        let before_first_proxy = layers
+            .iter()
+            .take_while(|l| l.forwarding() == Forwarding::Routed)
+            .count();
+        let after_last_proxy = layers
+            .iter()
+            .rev()
+            .take_while(|l| l.forwarding() == Forwarding::Routed)
+            .count();
+        let expected = match cell.client {
+            Client::Ttl => after_last_proxy,
+            _ => before_first_proxy,
+        };
+        assert_eq!(
+            cell.minimal_hop_limit,
+            HopLimit::for_routing_hops(expected).ok(),
+            "{} {}: {cell:?}",
+            cell.topology,
+            cell.client
+        );
+    }
+    let check = ModelCheck::of(&cells);
+    assert!(check.holds(), "{check}");
+    assert_eq!(check.held, 127 * 2);
 }

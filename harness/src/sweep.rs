@@ -23,6 +23,9 @@ pub use crate::probe::Tools;
 use crate::probe::{cli, sdk, shim, Client, Leaf, ProbeError, ProbeOutcome};
 use crate::topology::Topology;
 
+/// How often a failed run that never reached the mock is run again.
+const RETRIES: u32 = 2;
+
 /// How the minimal hop limit is searched for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -282,9 +285,21 @@ fn measure_topology(
                     seed.filter(|_| plan.strategy == Strategy::Bisect),
                     |h| {
                         site.mock().set_hop_limit(h);
-                        let before = site.mock().events();
-                        let outcome = run(client, mode)?;
-                        let after = site.mock().events();
+                        // The hop limit drops only answers to requests that reached the
+                        // mock. A failed run the mock saw nothing of (a connect that timed
+                        // out on a busy machine) says nothing about the hop limit: it is
+                        // run again, up to RETRIES times.
+                        let mut attempt = 0;
+                        let (before, outcome, after) = loop {
+                            let before = site.mock().events();
+                            let outcome = run(client, mode)?;
+                            let after = site.mock().events();
+                            if outcome.ok || after != before || attempt == RETRIES {
+                                break (before, outcome, after);
+                            }
+                            attempt += 1;
+                            tracing::debug!(%topology, %client, hop_limit = %h, attempt, "the mock saw nothing of a failed run; again");
+                        };
                         if outcome.ok {
                             let via = if after.identity_v1 > before.identity_v1 {
                                 ImdsVersion::V1

@@ -23,10 +23,12 @@ pub fn identity_clients() -> Vec<Client> {
         .collect()
 }
 
-/// `cell` needs the topology's depth + 1: the client worked there and failed at depth.
-pub fn assert_depth_plus_one(cell: &Cell) {
+/// `cell` needs what the model says (1 + the routed layers before the first proxied
+/// one): the client worked there and failed one below.
+pub fn assert_needs_what_the_model_says(cell: &Cell) {
     let what = format!("{} {} {}", cell.topology, cell.client, cell.http_tokens);
-    let need = HopLimit::for_routing_hops(cell.depth).unwrap();
+    let need = cell.topology.min_hop_limit();
+    assert_eq!(cell.model, need, "{what}");
     assert_eq!(cell.minimal_hop_limit, Some(need), "{what}: {cell:?}");
     assert!(
         cell.tried.contains(&(need, true)),
@@ -106,7 +108,10 @@ impl Bench {
 
     /// The hop limit one too low for the leaf.
     pub fn too_low() -> HopLimit {
-        HopLimit::new(Topology::Preset(PRESET).depth() as u32).unwrap()
+        Topology::Preset(PRESET)
+            .min_hop_limit()
+            .below()
+            .expect("the leaf is behind routers")
     }
 
     /// Runs `client` once at `hop_limit` with `tokens`.

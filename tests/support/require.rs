@@ -20,6 +20,8 @@ pub enum Need {
     SdkClients,
     /// Python's `junitparser` (PyPI), the JUnit reader the JUnit report is checked with.
     JunitParser,
+    /// The user-space network stacks of the proxied layers: slirp4netns and pasta.
+    UserStacks,
 }
 
 impl Need {
@@ -51,6 +53,15 @@ impl Need {
                     )
                 })
             }
+            Need::UserStacks => [
+                ("/usr/bin/slirp4netns", "slirp4netns"),
+                ("/usr/bin/pasta", "passt"),
+            ]
+            .iter()
+            .find(|(p, _)| !Path::new(p).exists())
+            .map(|(p, package)| {
+                format!("{p} is missing (apt-get install {package}; make test installs it)")
+            }),
             Need::JunitParser => {
                 let found = std::process::Command::new("python3")
                     .args(["-c", "import junitparser"])
