@@ -2,7 +2,10 @@
 //! - the TTL probe at depth 3 (earthly-with-docker), as `imds-shim probe --only ttl`
 //!   reports it and as a whole process;
 //! - the full preset matrix with sdk and ttl, and with cli too (seeded bisect);
-//! - the same matrix found the naive way: linear sweep, the clients' default timeouts.
+//! - the same matrix found the naive way: linear sweep, the clients' default timeouts;
+//! - what each preset costs to realise (namespaces, links, routers, and the real
+//!   slirp4netns or pasta of a proxied layer) until its mock serves, against
+//!   `docker-run` (one routed layer) in the same runs.
 //!
 //! `cargo bench --profile dev --bench netns [-- RUNS]` (default 5 runs of each). Prints
 //! medians and every run.
@@ -80,6 +83,33 @@ fn main() {
         stats::median(whole)
     );
     drop(site);
+
+    let reference = Topology::parse("docker-run").unwrap();
+    let realise = |topology: &Topology| {
+        let started = Instant::now();
+        let site = NetnsSite::start(topology, MockConfig::default()).unwrap();
+        let elapsed = started.elapsed().as_secs_f64() * 1e3;
+        drop(site);
+        elapsed
+    };
+    println!("realising a preset until its mock serves (ms), against docker-run in the same runs:");
+    for topology in Topology::presets() {
+        let (mut own, mut ratios) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            let base = realise(&reference);
+            let ms = realise(&topology);
+            own.push(ms);
+            ratios.push(ms / base);
+        }
+        println!(
+            "  {:<22} {:<5} median {:>7.1} ms, {:>5.2}x docker-run (runs: {})",
+            topology.to_string(),
+            topology.spelling(),
+            stats::median(own.clone()),
+            stats::median(ratios),
+            stats::runs(&own, 1)
+        );
+    }
 
     for (name, clients) in [
         ("matrix sdk+ttl (bisect)", vec![Client::Sdk, Client::Ttl]),

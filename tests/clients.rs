@@ -64,6 +64,44 @@ async fn each_sdk_client_needs_what_the_model_says_with_tokens_required_at_every
     }
 }
 
+/// With tokens optional behind a user-space stack, every client gets its token at hop
+/// limit 1 (the mock saw the IMDSv2 credential set sign its GetCallerIdentity), while
+/// behind routers every client but the Rust SDK gets through by IMDSv1 instead.
+#[tokio::test(flavor = "multi_thread")]
+async fn behind_a_user_space_stack_every_client_gets_a_token_at_hop_limit_1() {
+    if !require("sdk_clients_proxied", NEEDS) {
+        return;
+    }
+    let mut clients = vec![Client::Ttl];
+    clients.extend(identity_clients());
+    let topologies = [
+        Preset::PodmanRootless,
+        Preset::PodmanRootlessPasta,
+        Preset::GitlabDindBuild,
+    ]
+    .map(Topology::Preset)
+    .to_vec();
+    let cells = sweep_netns(topologies, &clients, HttpTokens::Optional);
+    for cell in cells.iter().filter(|c| c.client != Client::Ttl) {
+        let what = format!("{} {}", cell.topology, cell.client);
+        if cell.topology.is_proxied() {
+            assert_eq!(
+                cell.minimal_hop_limit,
+                Some(HopLimit::MIN),
+                "{what}: {cell:?}"
+            );
+            assert_eq!(cell.via, Some(ImdsVersion::V2), "{what}: {cell:?}");
+            assert!(!cell.works_at_any_hop_limit, "{what}");
+        } else if cell.client == Client::Sdk {
+            assert_eq!(cell.minimal_hop_limit, Some(cell.model), "{what}: {cell:?}");
+            assert_eq!(cell.via, Some(ImdsVersion::V2), "{what}: {cell:?}");
+        } else {
+            assert!(cell.works_at_any_hop_limit, "{what}: {cell:?}");
+            assert_eq!(cell.via, Some(ImdsVersion::V1), "{what}: {cell:?}");
+        }
+    }
+}
+
 /// With tokens optional, the matrix's fallback column (`any (IMDSv1)`) for each client
 /// is what the mock recorded: the credential set that signed the client's
 /// GetCallerIdentity at a hop limit too low for a token, and what the fixtures keep.
