@@ -29,7 +29,11 @@ pub struct MeasureArgs {
     #[arg(long, default_value = "netns")]
     backend: Backend,
     /// Topologies, comma-separated: presets (host, docker-run, buildkit-run, earthly-run,
-    /// earthly-cni, earthly-with-docker) or chain:N. Default: every preset.
+    /// earthly-cni, earthly-with-docker, podman-run, podman-rootless,
+    /// podman-rootless-pasta, buildah-run, gitlab-dind-job, gitlab-dind-build,
+    /// k8s-pod-dind), chain:N (N routed layers) or chain:LETTERS (r routed, p proxied by
+    /// slirp4netns, from the host outwards, e.g. chain:rrpr; netns only). Default:
+    /// every preset.
     #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
     topology: Vec<Topology>,
     /// Clients run at each leaf: sdk (Rust SDK via imds-shim), cli (Debian's AWS CLI),
