@@ -430,3 +430,109 @@ fn a_requested_client_that_is_not_installed_is_exit_2_with_its_install() {
         "{stderr}"
     );
 }
+
+/// The command lines of the user-space stacks (slirp4netns, pasta) that serve this
+/// run's namespaces.
+fn stacks_of(run: &str) -> Vec<String> {
+    let out = Command::new("pgrep")
+        .args([
+            "-af",
+            &format!("^(slirp4netns|pasta) .*/run/netns/imdsh-{run}-"),
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            line.split_once(' ')
+                .map(|(_pid, command)| command.to_string())
+        })
+        .collect()
+}
+
+/// Waits up to `within` for `done`.
+fn eventually(within: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    done()
+}
+
+/// The real slirp4netns and pasta of proxied layers go with the run: after Ctrl-C at
+/// once; after SIGKILL slirp4netns at once (its exit pipe closed with the run) and
+/// pasta when `imds-harness cleanup` removes its namespace.
+#[test]
+fn a_runs_user_space_stacks_go_with_it_on_ctrl_c_and_after_sigkill_with_cleanup() {
+    if !require(
+        "measure_stacks_cleanup",
+        &[Need::Root, Need::NetTools, Need::UserStacks],
+    ) {
+        return;
+    }
+    for signal in ["INT", "KILL"] {
+        let mut child = Command::new(bins::harness())
+            .args([
+                "measure",
+                "--topology",
+                // Both slow enough to be caught alive: the CLI twice behind pasta, five
+                // failing SDK runs of 1 s before slirp4netns's hop limit.
+                "podman-rootless-pasta,chain:rrrrrp",
+                "--clients",
+                "cli,sdk",
+                "--http-tokens",
+                "required,optional",
+                "--parallel",
+                "2",
+            ])
+            .args(["--strategy", "linear", "--probe-timeout-ms", "1000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut run = None;
+        let started = eventually(Duration::from_secs(20), || {
+            run = run.take().or_else(|| run_of(child.id()));
+            run.as_deref().is_some_and(|r| {
+                let stacks = stacks_of(r);
+                stacks.iter().any(|s| s.starts_with("pasta "))
+                    && stacks.iter().any(|s| s.starts_with("slirp4netns "))
+            })
+        });
+        let run = run.expect("the run has an id");
+        assert!(started, "the run started its stacks: {:?}", stacks_of(&run));
+        Command::new("kill")
+            .args([format!("-{signal}"), child.id().to_string()])
+            .status()
+            .unwrap();
+        child.wait().unwrap();
+        if signal == "INT" {
+            assert!(
+                eventually(Duration::from_secs(5), || stacks_of(&run).is_empty()),
+                "Ctrl-C left {:?}",
+                stacks_of(&run)
+            );
+            continue;
+        }
+        assert!(
+            eventually(Duration::from_secs(5), || {
+                stacks_of(&run).iter().all(|s| s.starts_with("pasta "))
+            }),
+            "slirp4netns outlived a killed run: {:?}",
+            stacks_of(&run)
+        );
+        let out = Command::new(bins::harness())
+            .arg("cleanup")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        assert!(
+            eventually(Duration::from_secs(5), || stacks_of(&run).is_empty()),
+            "cleanup left {:?}",
+            stacks_of(&run)
+        );
+    }
+}
