@@ -160,6 +160,28 @@ async fn hop_limit_2_serves_docker_but_not_earthly_and_3_serves_all() {
     }
 }
 
+/// The seeded bisect on the netns backend, 4 topologies at a time, with the probes'
+/// timeout of 300 ms.
+fn sweep_netns(
+    topologies: Vec<Topology>,
+    clients: Vec<Client>,
+    modes: Vec<HttpTokens>,
+) -> (SweepPlan, Vec<sweep::Cell>) {
+    let plan = SweepPlan {
+        topologies,
+        clients,
+        modes,
+        strategy: Strategy::Bisect,
+        probe_timeout: Duration::from_millis(300),
+        parallel: 4,
+    };
+    let lab = NetnsLab {
+        tools: Tools::locate(&plan.clients).unwrap(),
+    };
+    let cells = tokio::task::block_in_place(|| sweep::run(&lab, &plan, &|_| {})).unwrap();
+    (plan, cells)
+}
+
 /// Mixed chains in the matrix: a user-space stack first, after routers, before a router.
 const MIXED: [&str; 5] = ["chain:p", "chain:rp", "chain:pr", "chain:rrpr", "chain:prp"];
 
@@ -173,18 +195,11 @@ async fn every_topology_and_client_needs_what_the_model_predicts() {
     let mut topologies = Topology::presets();
     topologies.extend((0..=6).map(|n| Topology::chain(n).unwrap()));
     topologies.extend(MIXED.map(topology));
-    let plan = SweepPlan {
+    let (plan, cells) = sweep_netns(
         topologies,
-        clients: vec![Client::Sdk, Client::Cli, Client::Ttl],
-        modes: vec![HttpTokens::Required, HttpTokens::Optional],
-        strategy: Strategy::Bisect,
-        probe_timeout: Duration::from_millis(300),
-        parallel: 4,
-    };
-    let lab = NetnsLab {
-        tools: Tools::locate(&plan.clients).unwrap(),
-    };
-    let cells = tokio::task::block_in_place(|| sweep::run(&lab, &plan, &|_| {})).unwrap();
+        vec![Client::Sdk, Client::Cli, Client::Ttl],
+        vec![HttpTokens::Required, HttpTokens::Optional],
+    );
     assert_eq!(cells.len(), plan.topologies.len() * 3 * 2);
 
     for cell in &cells {
@@ -253,18 +268,11 @@ async fn the_rule_holds_on_every_mixed_chain_up_to_six_layers() {
         })
         .collect();
     assert_eq!(topologies.len(), 127);
-    let plan = SweepPlan {
+    let (_, cells) = sweep_netns(
         topologies,
-        clients: vec![Client::Sdk, Client::Ttl],
-        modes: vec![HttpTokens::Required],
-        strategy: Strategy::Bisect,
-        probe_timeout: Duration::from_millis(300),
-        parallel: 4,
-    };
-    let lab = NetnsLab {
-        tools: Tools::locate(&plan.clients).unwrap(),
-    };
-    let cells = tokio::task::block_in_place(|| sweep::run(&lab, &plan, &|_| {})).unwrap();
+        vec![Client::Sdk, Client::Ttl],
+        vec![HttpTokens::Required],
+    );
     assert_eq!(cells.len(), 127 * 2);
     for cell in &cells {
         let layers = cell.topology.layers();
