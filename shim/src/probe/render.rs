@@ -62,11 +62,11 @@ pub fn user_space_note(r: &ProbeReport) -> Option<String> {
     let n = r.network.as_ref().filter(|n| n.is_user_space())?;
     let mut note = format!(
         "this place is behind {}, which ends its connections and opens its own from the \
-         network namespace the stack runs in (the host, for rootless Podman or Docker); the \
+         network namespace the stack runs in (the host, for rootless Podman or Docker), so the \
          token response is sent afresh from there. The instance's hop limit applies only up to \
-         the stack's own place, so the figure here is the need here, counted to the stack: 1 \
-         plus the routing hops from the host to where the stack runs is what the instance needs. \
-         If a build here still gets no token, run `imds-shim probe` where the stack runs.",
+         the stack's own place: the figure above is the need here, counted to the stack, and the \
+         instance needs 1 + the routing hops between the host and where the stack runs. If a \
+         build here still gets no token, run `imds-shim probe` where the stack runs.",
         n.stack_name()
     );
     let dropped = r
