@@ -11,7 +11,7 @@ use imds_e2e::bins;
 use imds_e2e::require::{require, skip, Need};
 use imds_harness::backend::endpoints::{EC2_URL, IMDS_URL, STS_URL};
 use imds_harness::backend::netns::{Namespace, NetnsSite};
-use imds_harness::mock::{HopLimit, HttpTokens, MetadataOptionsChange, MockConfig};
+use imds_harness::mock::{HopLimit, HttpEndpoint, HttpTokens, MetadataOptionsChange, MockConfig};
 use imds_harness::probe::env::ClientEnv;
 use imds_harness::topology::Topology;
 use serde_json::Value;
@@ -278,4 +278,89 @@ async fn enforce_for_podman_rootless_sets_1_and_says_why() {
     // And the build behind the stack still gets the role.
     let (status, report) = sim.leaf_probe_json();
     assert_gets_the_role(status, &report);
+}
+
+/// The AWS CLI behind slirp4netns with the metadata endpoint off: the diagnosis blames
+/// something else than the hop limit, both when `--topology` says where the build runs
+/// and when imds-shim itself runs behind the stack (with `--topology` left at its default).
+#[tokio::test(flavor = "multi_thread")]
+async fn run_behind_slirp4netns_never_blames_the_hop_limit() {
+    if !require("shim_run_behind_slirp4netns", &[Need::AwsCli]) {
+        return;
+    }
+    let Some(sim) = sim("shim_run_behind_slirp4netns", "podman-rootless", 1) else {
+        return;
+    };
+    sim.site.mock().modify(&MetadataOptionsChange {
+        http_endpoint: Some(HttpEndpoint::Disabled),
+        ..Default::default()
+    });
+    let aws = imds_e2e::aws_env::AWS_CLI;
+    let leaf = sim.site.leaf().name().to_string();
+    let out = sim.shim(
+        sim.site.host(),
+        &[
+            "run",
+            "--baseline",
+            BASELINE,
+            "--topology",
+            "podman-rootless",
+            "--",
+            "ip",
+            "netns",
+            "exec",
+            &leaf,
+            aws,
+            "sts",
+            "get-caller-identity",
+        ],
+    );
+    eprintln!(
+        "imds-shim run --topology podman-rootless -- <leaf> aws sts get-caller-identity\n{}",
+        show(&out)
+    );
+    assert_eq!(out.status.code(), Some(253), "{}", show(&out));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("said by:      the AWS CLI (Unable to locate credentials."),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("Why: not the hop limit. The build reaches IMDS through slirp4netns"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("--http-put-response-hop-limit"),
+        "{stderr}"
+    );
+
+    // imds-shim in the leaf itself, --topology left at earthly-run.
+    let out = sim.shim(
+        sim.site.leaf(),
+        &[
+            "run",
+            "--baseline",
+            BASELINE,
+            "--",
+            aws,
+            "sts",
+            "get-caller-identity",
+        ],
+    );
+    eprintln!(
+        "in the leaf: imds-shim run -- aws sts get-caller-identity\n{}",
+        show(&out)
+    );
+    assert_eq!(out.status.code(), Some(253), "{}", show(&out));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("network:      imds-shim itself runs behind slirp4netns (TAP device tap0)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Why: not the hop limit."), "{stderr}");
+    assert!(
+        !stderr.contains("--http-put-response-hop-limit"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("RUN --aws"), "{stderr}");
 }

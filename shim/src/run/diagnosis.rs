@@ -240,6 +240,13 @@ pub fn render(failure: &CredentialFailure, ctx: &Context) -> String {
         }
     }
     match &ctx.need {
+        Some((need, source)) if stack.as_ref().is_some_and(|s| s.routed_before.is_none()) => {
+            let _ = writeln!(
+                w,
+                "  needs:        hop limit {need} for {} (from {source}), not where imds-shim runs",
+                ctx.topology
+            );
+        }
         Some((need, source)) => {
             let _ = writeln!(w, "  needs:        hop limit {need} (from {source})");
         }
