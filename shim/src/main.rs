@@ -52,7 +52,11 @@ enum Command {
                       TCP connect reaches the IMDS host (no request is sent)\n  \
                       token        an IMDSv2 session token (PUT /latest/api/token), the instance id and region\n  \
                       credentials  the role's credentials through aws-config's IMDS credentials provider\n  \
-                      identity     sts:GetCallerIdentity with those credentials",
+                      identity     sts:GetCallerIdentity with those credentials\n\
+                      \nThen, read from this place's files only (no packet is sent): the route to IMDS, \
+                      routed or through a user-space network stack (a TAP device, as slirp4netns and \
+                      pasta serve; slirp4netns named by its gateway's MAC). Behind a stack the hop limit \
+                      counts only up to where the stack runs, and a note says so.",
         after_help = "Environment (read as the AWS SDKs read it):\n  \
                       AWS_EC2_METADATA_SERVICE_ENDPOINT       IMDS endpoint [default: http://169.254.169.254]\n  \
                       AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE  IPv4 or IPv6 (http://[fd00:ec2::254]) when no endpoint is set\n  \
