@@ -66,6 +66,26 @@ pub struct Need {
     pub source: NeedSource,
 }
 
+/// Why a topology behind a user-space network stack needs no more than the routing hops
+/// before the stack, for `check` and `enforce`; `None` for a routed topology.
+pub fn user_space_why(topology: &Topology) -> Option<String> {
+    let stack = topology.layers().iter().find_map(|l| match l {
+        imds_vocab::topology::Layer::Proxied(stack) => Some(stack.program()),
+        imds_vocab::topology::Layer::Routed(_) => None,
+    })?;
+    let before = match topology.routed_hops() {
+        0 => "no routing hop lies between the host and the stack: hop limit 1 is enough".to_owned(),
+        1 => "only the 1 routing hop before the stack counts".to_owned(),
+        n => format!("only the {n} routing hops before the stack count"),
+    };
+    Some(format!(
+        "{}: {stack} re-sends the token response from the namespace it runs in, and {before}; \
+         a higher hop limit would not help these builds, and would let containers on routed \
+         networks (docker0, CNI bridges) take the instance role",
+        topology.where_it_runs()
+    ))
+}
+
 /// The need for `topology`: `need` if given, else the entry in `baseline` (or, when no
 /// baseline is named and [`DEFAULT_PATH`] does not exist here, in the embedded copy).
 pub fn resolve(
@@ -121,6 +141,30 @@ mod tests {
         let recorded = Baseline::parse(EMBEDDED, "embedded").unwrap();
         for preset in Preset::ALL {
             assert!(recorded.get(&preset.into()).is_some(), "{preset}");
+        }
+    }
+
+    #[test]
+    fn user_space_topologies_say_why_they_need_so_little() {
+        let why = user_space_why(&Preset::PodmanRootless.into()).unwrap();
+        assert_eq!(
+            why,
+            "in a rootless Podman container behind slirp4netns, a user-space network stack \
+             (no routing hop before a user-space network stack): slirp4netns re-sends the token \
+             response from the namespace it runs in, and no routing hop lies between the host and \
+             the stack: hop limit 1 is enough; a higher hop limit would not help these builds, \
+             and would let containers on routed networks (docker0, CNI bridges) take the instance role"
+        );
+        let why = user_space_why(&Preset::PodmanRootlessPasta.into()).unwrap();
+        assert!(why.contains(": pasta re-sends"), "{why}");
+        let why = user_space_why(&Topology::parse("chain:rrpr").unwrap()).unwrap();
+        assert!(
+            why.contains("only the 2 routing hops before the stack count"),
+            "{why}"
+        );
+        for preset in Preset::ALL {
+            let t = Topology::from(preset);
+            assert_eq!(user_space_why(&t).is_some(), t.is_proxied(), "{t}");
         }
     }
 

@@ -91,6 +91,9 @@ impl CheckOutcome {
                 FixCommand::hop_limit(instance_id, wanted)
             ),
         };
+        if let Some(why) = crate::baseline::user_space_why(topology) {
+            out.push_str(&format!("note: {topology} is {why}\n"));
+        }
         if options.http_tokens != HttpTokens::Required {
             out.push_str(&format!(
                 "note: HttpTokens is {}: IMDSv1 answers at any depth whatever the hop limit; \
@@ -127,6 +130,36 @@ mod tests {
 
     fn hop(n: u32) -> HopLimit {
         HopLimit::new(n).unwrap()
+    }
+
+    #[test]
+    fn podman_rootless_needs_1_and_says_why() {
+        let mut o = outcome(1, HttpTokens::Required);
+        o.need.topology = Preset::PodmanRootless.into();
+        o.need.hop_limit = hop(1);
+        let text = o.render();
+        assert!(
+            text.starts_with(
+                "ok: instance i-0123456789abcdef0 has hop limit 1, exactly what podman-rootless needs"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "\nnote: podman-rootless is in a rootless Podman container behind slirp4netns"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("hop limit 1 is enough; a higher hop limit would not help"));
+        o.options.hop_limit = hop(2);
+        let text = o.render();
+        assert!(text.starts_with("higher than needed: instance i-0123456789abcdef0 has hop limit 2, podman-rootless needs only 1"), "{text}");
+        assert!(
+            text.contains("--http-put-response-hop-limit 1 --http-endpoint enabled\n"),
+            "{text}"
+        );
+        // Routed topologies get no such note.
+        assert!(!outcome(3, HttpTokens::Required).render().contains("note:"));
     }
 
     fn outcome(current: u32, tokens: HttpTokens) -> CheckOutcome {

@@ -62,6 +62,9 @@ pub(crate) fn render_plan(instance_id: &str, need: &Need, changes: &[Change]) ->
         "instance {instance_id}: {} needs hop limit {} (from {})\n",
         need.topology, need.hop_limit, need.source
     );
+    if let Some(why) = crate::baseline::user_space_why(&need.topology) {
+        let _ = writeln!(out, "  why: {why}");
+    }
     if changes.is_empty() {
         out.push_str(
             "no change needed: the hop limit is exactly the need, tokens are required and the endpoint is enabled\n",
@@ -219,5 +222,29 @@ mod tests {
              --http-put-response-hop-limit 3 --http-tokens required --http-endpoint enabled\n"
         );
         assert!(render_plan("i-0123456789abcdef0", &need, &[]).contains("no change needed"));
+    }
+
+    #[test]
+    fn podman_rootless_is_set_to_1_and_says_why() {
+        let need = Need {
+            topology: Preset::PodmanRootless.into(),
+            hop_limit: hop(1),
+            source: NeedSource::Embedded,
+        };
+        let changes = plan(
+            &options(2, HttpTokens::Required, HttpEndpoint::Enabled),
+            need.hop_limit,
+        );
+        let text = render_plan("i-0123456789abcdef0", &need, &changes);
+        assert_eq!(
+            text,
+            "instance i-0123456789abcdef0: podman-rootless needs hop limit 1 (from the baseline built into imds-shim (fixtures/hop-limits.toml))\n  \
+             why: in a rootless Podman container behind slirp4netns, a user-space network stack (no routing hop before a user-space network stack): \
+             slirp4netns re-sends the token response from the namespace it runs in, and no routing hop lies between the host and the stack: hop limit 1 is enough; \
+             a higher hop limit would not help these builds, and would let containers on routed networks (docker0, CNI bridges) take the instance role\n  \
+             HttpPutResponseHopLimit  2 -> 1\n\
+             the same with the AWS CLI:\n  aws ec2 modify-instance-metadata-options --instance-id i-0123456789abcdef0 \
+             --http-put-response-hop-limit 1 --http-tokens required --http-endpoint enabled\n"
+        );
     }
 }

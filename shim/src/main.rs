@@ -52,7 +52,11 @@ enum Command {
                       TCP connect reaches the IMDS host (no request is sent)\n  \
                       token        an IMDSv2 session token (PUT /latest/api/token), the instance id and region\n  \
                       credentials  the role's credentials through aws-config's IMDS credentials provider\n  \
-                      identity     sts:GetCallerIdentity with those credentials",
+                      identity     sts:GetCallerIdentity with those credentials\n\
+                      \nThen, read from this place's files only (no packet is sent): the route to IMDS, \
+                      routed or through a user-space network stack (a TAP device, as slirp4netns and \
+                      pasta serve; slirp4netns named by its gateway's MAC). Behind a stack the hop limit \
+                      counts only up to where the stack runs, and a note says so.",
         after_help = "Environment (read as the AWS SDKs read it):\n  \
                       AWS_EC2_METADATA_SERVICE_ENDPOINT       IMDS endpoint [default: http://169.254.169.254]\n  \
                       AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE  IPv4 or IPv6 (http://[fd00:ec2::254]) when no endpoint is set\n  \
@@ -153,8 +157,13 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct NeedArgs {
-    /// Where the builds run: a topology of the baseline (host, docker-run, buildkit-run, earthly-run, earthly-cni, earthly-with-docker, or chain:N)
-    #[arg(long, value_name = "NAME", default_value_t = baseline::DEFAULT_TOPOLOGY.into())]
+    /// Where the builds run: a topology of the baseline
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value_t = baseline::DEFAULT_TOPOLOGY.into(),
+        help = topology_help()
+    )]
     topology: Topology,
 
     /// The baseline to read the need from [default: fixtures/hop-limits.toml if it exists here, else the copy built into imds-shim]
@@ -186,6 +195,14 @@ impl ImdsTimeout {
     fn get(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
     }
+}
+
+/// `--topology`'s help: every preset and the chain spellings.
+fn topology_help() -> String {
+    format!(
+        "Where the builds run: a topology of the baseline ({})",
+        imds_vocab::topology::valid_names()
+    )
 }
 
 impl NeedArgs {
@@ -476,6 +493,11 @@ fn run_command(args: &RunArgs) -> anyhow::Result<ExitCode> {
     };
     if finished.code != 0 {
         if let Some(failure) = classify::classify(&finished.output) {
+            // Files only: what imds-shim's own place routes IMDS through.
+            ctx.network = Place::from_env(|name| std::env::var(name).ok())
+                .ok()
+                .and_then(|place| probe::imds_address(&place, None))
+                .and_then(probe::network::detect);
             eprint!("\n{}", diagnosis::render(&failure, &ctx));
         }
     }
@@ -582,6 +604,37 @@ mod tests {
         };
         assert_eq!(args.need.need, Some(HopLimit::MAX));
         assert!(args.apply);
+    }
+
+    #[test]
+    fn topology_help_and_errors_name_every_preset_and_the_chains() {
+        let help = topology_help();
+        for preset in imds_vocab::Preset::ALL {
+            assert!(help.contains(preset.name()), "{help}");
+        }
+        assert!(
+            help.contains("chain:N") && help.contains("chain:rrpr"),
+            "{help}"
+        );
+        let err = Cli::try_parse_from(["imds-shim", "check", "--topology", "podman"]).unwrap_err();
+        assert_eq!(err.exit_code(), i32::from(EXIT_USAGE));
+        let msg = err.to_string();
+        assert!(
+            msg.contains("podman-rootless-pasta") && msg.contains("chain:rrpr"),
+            "{msg}"
+        );
+        for name in [
+            "podman-rootless",
+            "gitlab-dind-build",
+            "k8s-pod-dind",
+            "chain:rp",
+        ] {
+            let cli = Cli::try_parse_from(["imds-shim", "enforce", "--topology", name]).unwrap();
+            let Command::Enforce(args) = cli.command else {
+                panic!("not enforce")
+            };
+            assert_eq!(args.need.topology.to_string(), name);
+        }
     }
 
     #[test]

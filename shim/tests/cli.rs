@@ -93,3 +93,62 @@ fn bad_flag_is_a_usage_error() {
     let out = probe("http://127.0.0.1:9", &[], &["--ttl-max", "0"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
+
+#[test]
+fn a_bad_topology_lists_every_name_and_the_chain_spelling() {
+    for cmd in ["check", "enforce", "run"] {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_imds-shim"));
+        c.env_clear()
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:9/")
+            .args([cmd, "--topology", "podman"]);
+        if cmd == "run" {
+            c.args(["--", "true"]);
+        }
+        let out = c.output().expect("run imds-shim");
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {out:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains("unknown topology `podman`"), "{err}");
+        for name in [
+            "podman-run",
+            "podman-rootless",
+            "podman-rootless-pasta",
+            "buildah-run",
+            "gitlab-dind-job",
+            "gitlab-dind-build",
+            "k8s-pod-dind",
+            "chain:N",
+            "chain:rrpr",
+        ] {
+            assert!(err.contains(name), "{cmd}: {name} missing: {err}");
+        }
+    }
+}
+
+#[test]
+fn enforce_print_takes_every_new_preset() {
+    // --print calls nothing: the need from the built-in baseline, as infrastructure code.
+    for (topology, need) in [
+        ("podman-rootless", 1),
+        ("podman-rootless-pasta", 1),
+        ("podman-run", 2),
+        ("buildah-run", 2),
+        ("gitlab-dind-job", 2),
+        ("gitlab-dind-build", 3),
+        ("k8s-pod-dind", 4),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_imds-shim"))
+            .env_clear()
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .current_dir(std::env::temp_dir())
+            .args(["enforce", "--topology", topology, "--print", "terraform"])
+            .output()
+            .expect("run imds-shim");
+        assert_eq!(out.status.code(), Some(0), "{topology}: {out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            text.contains(&format!("http_put_response_hop_limit = {need}")),
+            "{topology}: {text}"
+        );
+    }
+}

@@ -54,6 +54,54 @@ pub struct IdentityDetail {
     pub user_id: Option<String>,
 }
 
+/// How this place's traffic to IMDS leaves its network namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NetworkKind {
+    /// Through an interface the kernel carries (a NIC, a veth on a bridge): every
+    /// namespace that forwards the token response lowers its TTL by one.
+    Routed,
+    /// Through a TAP device served by a user-space network stack (slirp4netns, pasta),
+    /// which ends the connection and opens its own from the namespace it runs in.
+    UserSpace,
+    /// The interface is known, but not what serves it (this process sees another
+    /// namespace's `/sys`).
+    Unknown,
+}
+
+/// What this place's own files say about its route to IMDS (read, never probed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkDetail {
+    /// Routed, user-space or unknown.
+    pub kind: NetworkKind,
+    /// The interface of the route to the IMDS address (`tap0`, `eth0`).
+    pub interface: String,
+    /// The route's next hop; absent when IMDS is on the interface's own link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    /// The next hop's MAC address, when the neighbour table has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_mac: Option<String>,
+    /// The user-space stack, when the next hop's MAC names it (`slirp4netns`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<String>,
+}
+
+impl NetworkDetail {
+    /// Whether a user-space network stack stands between this place and IMDS.
+    pub fn is_user_space(&self) -> bool {
+        self.kind == NetworkKind::UserSpace
+    }
+
+    /// The stack in words: its name, else "a user-space network stack (e.g. pasta)".
+    pub fn stack_name(&self) -> String {
+        match &self.stack {
+            Some(stack) => stack.clone(),
+            None => "a user-space network stack (e.g. pasta)".to_owned(),
+        }
+    }
+}
+
 /// One step's outcome: ok or the reason, how long it took, and what it found.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Step<T> {
@@ -112,6 +160,10 @@ pub struct ProbeReport {
     pub credentials: Option<Step<CredentialsDetail>>,
     /// Step 4, GetCallerIdentity; `None` when not run.
     pub identity: Option<Step<IdentityDetail>>,
+    /// The route to IMDS as this place's files describe it; absent when unknown (and in
+    /// reports written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkDetail>,
     /// Whether every step that ran succeeded.
     pub ok: bool,
 }
@@ -125,6 +177,7 @@ impl ProbeReport {
             token: None,
             credentials: None,
             identity: None,
+            network: None,
             ok: false,
         }
     }
@@ -159,6 +212,13 @@ impl ProbeReport {
     /// The hop limit the TTL step measured, if it ran and succeeded.
     pub fn hop_limit_needed(&self) -> Option<u8> {
         self.ttl.as_ref().and_then(|t| t.detail.hop_limit_needed)
+    }
+
+    /// Whether this place reaches IMDS through a user-space network stack.
+    pub fn behind_user_space_stack(&self) -> bool {
+        self.network
+            .as_ref()
+            .is_some_and(NetworkDetail::is_user_space)
     }
 
     /// The ARN STS returned, if the identity step ran and succeeded.
@@ -263,6 +323,41 @@ mod tests {
         r.conclude();
         let text = serde_json::to_string(&r).unwrap();
         assert_eq!(serde_json::from_str::<ProbeReport>(&text).unwrap(), r);
+    }
+
+    #[test]
+    fn the_network_is_omitted_when_unknown_and_old_reports_stay_readable() {
+        let old = r#"{"endpoint":"x","ttl":null,"token":null,"credentials":null,"identity":null,"ok":false}"#;
+        let r: ProbeReport = serde_json::from_str(old).unwrap();
+        assert_eq!(r.network, None);
+        assert!(!r.behind_user_space_stack());
+        assert_eq!(serde_json::to_string(&r).unwrap(), old);
+
+        let mut r = ProbeReport::new("http://169.254.169.254");
+        r.network = Some(NetworkDetail {
+            kind: NetworkKind::UserSpace,
+            interface: "tap0".into(),
+            gateway: Some("10.0.2.2".into()),
+            gateway_mac: Some("52:55:0a:00:02:02".into()),
+            stack: Some("slirp4netns".into()),
+        });
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            v["network"],
+            json!({"kind": "user-space", "interface": "tap0", "gateway": "10.0.2.2",
+                   "gateway_mac": "52:55:0a:00:02:02", "stack": "slirp4netns"})
+        );
+        assert!(r.behind_user_space_stack());
+        let text = serde_json::to_string(&r).unwrap();
+        assert_eq!(serde_json::from_str::<ProbeReport>(&text).unwrap(), r);
+        assert!(text.ends_with(r#"},"ok":false}"#), "{text}");
+        let routed: NetworkDetail =
+            serde_json::from_value(json!({"kind": "routed", "interface": "eth0"})).unwrap();
+        assert_eq!(routed.kind, NetworkKind::Routed);
+        assert_eq!(
+            routed.stack_name(),
+            "a user-space network stack (e.g. pasta)"
+        );
     }
 
     #[test]

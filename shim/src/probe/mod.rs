@@ -6,15 +6,20 @@
 //! 2. [`token`]: an IMDSv2 token, the instance id and region, through the aws-config IMDS client.
 //! 3. [`credentials`]: the role's credentials through aws-config's `ImdsCredentialsProvider`.
 //! 4. [`identity`]: `sts:GetCallerIdentity` with those credentials.
+//!
+//! Then [`network`] reads (only reads: no packet) what this place's files say about its
+//! route to IMDS: routed, or through a user-space network stack.
 
 pub mod clients;
 pub mod credentials;
 pub mod diagnosis;
 pub mod identity;
+pub mod network;
 pub mod render;
 pub mod token;
 pub mod ttl;
 
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use crate::endpoint::{region_from_env, EndpointError, ImdsConfig};
@@ -78,8 +83,11 @@ impl Place {
 /// Runs the chosen steps in order and reports each.
 pub async fn run(opts: &ProbeOptions, place: &Place) -> ProbeReport {
     let mut report = ProbeReport::new(place.imds.endpoint.url());
+    let mut resolved = None;
     if matches!(opts.steps, Steps::Ttl | Steps::All) {
-        report.ttl = Some(ttl_step(opts, place).await);
+        let (step, addr) = ttl_step(opts, place).await;
+        report.ttl = Some(step);
+        resolved = addr;
     }
     if matches!(opts.steps, Steps::Sdk | Steps::All) {
         if opts.steps == Steps::All || place.region.is_none() {
@@ -93,24 +101,38 @@ pub async fn run(opts: &ProbeOptions, place: &Place) -> ProbeReport {
             .or_else(|| report.token.as_ref().and_then(|t| t.detail.region.clone()));
         report.identity = Some(identity_step(region.as_deref(), creds.as_ref()).await);
     }
+    // Last: the steps' traffic has put the next hop into the neighbour table.
+    report.network = imds_address(place, resolved).and_then(network::detect);
     report.conclude();
     report
+}
+
+/// The IMDS address without a lookup: the endpoint's own, or what the TTL step resolved.
+pub fn imds_address(place: &Place, resolved: Option<IpAddr>) -> Option<IpAddr> {
+    place
+        .imds
+        .endpoint
+        .literal_addr()
+        .map(|a| a.ip())
+        .or(resolved)
 }
 
 /// Steps 1 and 2 only: the hop limit this place needs and an IMDSv2 token, as `enforce` checks
 /// after a change.
 pub(crate) async fn reachability(opts: &ProbeOptions, place: &Place) -> ProbeReport {
     let mut report = ProbeReport::new(place.imds.endpoint.url());
-    report.ttl = Some(ttl_step(opts, place).await);
+    let (step, resolved) = ttl_step(opts, place).await;
+    report.ttl = Some(step);
     report.token = Some(token_step(opts, place).await);
+    report.network = imds_address(place, resolved).and_then(network::detect);
     report.conclude();
     report
 }
 
-async fn ttl_step(opts: &ProbeOptions, place: &Place) -> Step<TtlDetail> {
+async fn ttl_step(opts: &ProbeOptions, place: &Place) -> (Step<TtlDetail>, Option<IpAddr>) {
     let start = Instant::now();
     if place.imds.disabled {
-        return Step::failed(start.elapsed(), ImdsFailure::Disabled);
+        return (Step::failed(start.elapsed(), ImdsFailure::Disabled), None);
     }
     let endpoint = &place.imds.endpoint;
     let addr = match endpoint.resolve().await {
@@ -120,7 +142,7 @@ async fn ttl_step(opts: &ProbeOptions, place: &Place) -> Step<TtlDetail> {
                 host: endpoint.host().to_owned(),
                 reason: e.to_string(),
             };
-            return Step::failed(start.elapsed(), err);
+            return (Step::failed(start.elapsed(), err), None);
         }
     };
     let result = ttl::hop_limit_needed(addr, opts.ttl_max, opts.timeout)
@@ -128,7 +150,7 @@ async fn ttl_step(opts: &ProbeOptions, place: &Place) -> Step<TtlDetail> {
         .map(|k| TtlDetail {
             hop_limit_needed: Some(k),
         });
-    Step::from_result(start.elapsed(), result)
+    (Step::from_result(start.elapsed(), result), Some(addr.ip()))
 }
 
 async fn token_step(opts: &ProbeOptions, place: &Place) -> Step<TokenDetail> {

@@ -2,15 +2,21 @@
 
 use std::fmt::Write as _;
 
+use imds_vocab::report::{NetworkDetail, NetworkKind};
+
 use super::ProbeReport;
 
 const OK: &str = "✓";
 const FAILED: &str = "✗";
 
-/// The report as text: the endpoint, a line per step that ran, and the verdict.
+/// The report as text: the endpoint, the network, a line per step that ran, the verdict,
+/// and behind a user-space network stack a note on what the figure means there.
 pub fn human(r: &ProbeReport) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "IMDS endpoint  {}", r.endpoint);
+    if let Some(n) = &r.network {
+        let _ = writeln!(out, "network        {}", network(n));
+    }
     for s in r.steps() {
         let text = match s.error {
             Some(e) => e.to_owned(),
@@ -24,7 +30,55 @@ pub fn human(r: &ProbeReport) -> String {
         );
     }
     let _ = writeln!(out, "verdict: {}", verdict(r));
+    if let Some(note) = user_space_note(r) {
+        let _ = writeln!(out, "note: {note}");
+    }
     out
+}
+
+/// The network line: kind, interface, next hop.
+pub fn network(n: &NetworkDetail) -> String {
+    let via = match (&n.gateway, &n.gateway_mac) {
+        (Some(gw), Some(mac)) => format!("{}, gateway {gw} ({mac})", n.interface),
+        (Some(gw), None) => format!("{}, gateway {gw}", n.interface),
+        (None, _) => format!("{}, IMDS on its link", n.interface),
+    };
+    match n.kind {
+        NetworkKind::Routed => format!("routed: via {via}"),
+        NetworkKind::UserSpace => match &n.stack {
+            Some(stack) => format!("user-space: {stack} (TAP device {via})"),
+            None => format!(
+                "user-space: a user-space network stack (e.g. pasta) serves TAP device {via}"
+            ),
+        },
+        NetworkKind::Unknown => format!(
+            "via {via}; routed or user-space unknown (/sys here shows another namespace's interfaces)"
+        ),
+    }
+}
+
+/// Behind a user-space stack: what the hop limit figure means, and where to look next.
+pub fn user_space_note(r: &ProbeReport) -> Option<String> {
+    let n = r.network.as_ref().filter(|n| n.is_user_space())?;
+    let mut note = format!(
+        "this place is behind {}, which ends its connections and opens its own from the \
+         network namespace the stack runs in (the host, for rootless Podman or Docker), so the \
+         token response is sent afresh from there. The instance's hop limit applies only up to \
+         the stack's own place: the figure above is the need here, counted to the stack, and the \
+         instance needs 1 + the routing hops between the host and where the stack runs. If a \
+         build here still gets no token, run `imds-shim probe` where the stack runs.",
+        n.stack_name()
+    );
+    let dropped = r
+        .first_error()
+        .is_some_and(|e| e.starts_with("no token response"));
+    if dropped {
+        note.push_str(
+            " The token response was lost on the way to the stack, not here: the stack runs \
+             behind routing hops that the instance's hop limit does not cover.",
+        );
+    }
+    Some(note)
 }
 
 /// What a successful step found, in a few words.
@@ -62,9 +116,14 @@ fn found(r: &ProbeReport, step: &str) -> String {
 
 /// One line that says whether this place gets the instance role's credentials, and why not.
 pub fn verdict(r: &ProbeReport) -> String {
+    let to_stack = if r.behind_user_space_stack() {
+        " up to the user-space network stack"
+    } else {
+        ""
+    };
     let needs = r
         .hop_limit_needed()
-        .map(|k| format!("; it needs hop limit >= {k}"))
+        .map(|k| format!("; it needs hop limit >= {k}{to_stack}"))
         .unwrap_or_default();
     let first_error = |names: &[&str]| {
         r.steps()
@@ -202,6 +261,95 @@ verdict: this place gets the instance role's credentials; it needs hop limit >= 
             verdict(&r),
             "this place gets the instance role's credentials, but STS does not confirm them: STS refused GetCallerIdentity: InvalidClientTokenId: bad"
         );
+    }
+
+    fn slirp() -> NetworkDetail {
+        NetworkDetail {
+            kind: NetworkKind::UserSpace,
+            interface: "tap0".into(),
+            gateway: Some("10.0.2.2".into()),
+            gateway_mac: Some("52:55:0a:00:02:02".into()),
+            stack: Some("slirp4netns".into()),
+        }
+    }
+
+    #[test]
+    fn behind_slirp4netns_the_report_says_so_and_what_the_figure_means() {
+        let mut r = all_ok();
+        r.network = Some(slirp());
+        let text = human(&r);
+        assert!(
+            text.starts_with(
+                "IMDS endpoint  http://127.0.0.1:9\n\
+                 network        user-space: slirp4netns (TAP device tap0, gateway 10.0.2.2 (52:55:0a:00:02:02))\n\
+                 ✓ ttl"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("verdict: this place gets the instance role's credentials; it needs hop limit >= 1 up to the user-space network stack\n\
+                 note: this place is behind slirp4netns, which ends its connections"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("run `imds-shim probe` where the stack runs.\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_dropped_token_behind_a_stack_points_at_the_stacks_place() {
+        let mut r = ProbeReport::new("http://169.254.169.254");
+        r.ttl = ttl(1);
+        r.token = failed(1001, "no token response within 1 s: dropped");
+        r.network = Some(NetworkDetail {
+            stack: None,
+            gateway_mac: None,
+            interface: "eth0".into(),
+            gateway: Some("172.17.0.1".into()),
+            ..slirp()
+        });
+        r.conclude();
+        let text = human(&r);
+        assert!(
+            text.contains("network        user-space: a user-space network stack (e.g. pasta) serves TAP device eth0, gateway 172.17.0.1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "note: this place is behind a user-space network stack (e.g. pasta), which"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("the stack runs behind routing hops that the instance's hop limit does not cover.\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_routed_network_is_one_line_and_no_note() {
+        let mut r = all_ok();
+        r.network = Some(NetworkDetail {
+            kind: NetworkKind::Routed,
+            interface: "eth0".into(),
+            gateway: Some("172.17.0.1".into()),
+            gateway_mac: None,
+            stack: None,
+        });
+        let text = human(&r);
+        assert!(
+            text.contains("\nnetwork        routed: via eth0, gateway 172.17.0.1\n✓ ttl"),
+            "{text}"
+        );
+        assert!(text.ends_with("it needs hop limit >= 1\n"), "{text}");
+        r.network.as_mut().unwrap().kind = NetworkKind::Unknown;
+        r.network.as_mut().unwrap().gateway = None;
+        assert_eq!(
+            network(r.network.as_ref().unwrap()),
+            "via eth0, IMDS on its link; routed or user-space unknown (/sys here shows another namespace's interfaces)"
+        );
+        assert!(!human(&r).contains("note:"));
     }
 
     #[test]

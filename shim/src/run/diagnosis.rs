@@ -1,10 +1,17 @@
 //! What to tell the user when a wrapped command failed for want of credentials: where it ran,
 //! the hop limit it needs and the instance's, the fix, and for Earthly the alternative that
 //! changes nothing on the instance.
+//!
+//! Behind a user-space network stack (a proxied `--topology`, or imds-shim itself behind
+//! one) the stack re-sends the token response, so only the routing hops before the stack
+//! count: when there are none, the diagnosis never advises raising the hop limit and
+//! points at what else it can be.
 
 use std::fmt::Write as _;
 
 use imds_vocab::fix::FixCommand;
+use imds_vocab::report::NetworkDetail;
+use imds_vocab::topology::Layer;
 use imds_vocab::{HopLimit, Preset, Topology};
 
 use super::classify::{Client, CredentialFailure};
@@ -25,6 +32,8 @@ pub struct Context {
     pub check_error: Option<String>,
     /// Whether the command is an Earthly build (`earthly ...`).
     pub earthly_command: bool,
+    /// What imds-shim's own place's files say about its route to IMDS.
+    pub network: Option<NetworkDetail>,
 }
 
 impl Context {
@@ -37,8 +46,123 @@ impl Context {
             instance_id: None,
             check_error: None,
             earthly_command: false,
+            network: None,
         }
     }
+}
+
+/// A user-space network stack between the host and the build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StackPlace {
+    /// `slirp4netns`, `pasta`, or "a user-space network stack (e.g. pasta)".
+    name: String,
+    /// The routing hops between the host and the stack; `None` when not known (the stack
+    /// was seen from imds-shim's own place, not named by `--topology`).
+    routed_before: Option<usize>,
+}
+
+impl StackPlace {
+    /// From `--topology`'s first proxied layer, else from imds-shim's own network.
+    fn of(ctx: &Context) -> Option<StackPlace> {
+        let first = ctx.topology.layers().iter().find_map(|l| match l {
+            Layer::Proxied(stack) => Some(*stack),
+            Layer::Routed(_) => None,
+        });
+        if let Some(stack) = first {
+            return Some(StackPlace {
+                name: stack.program().to_owned(),
+                routed_before: Some(ctx.topology.routed_hops()),
+            });
+        }
+        ctx.network
+            .as_ref()
+            .filter(|n| n.is_user_space())
+            .map(|n| StackPlace {
+                name: n.stack_name(),
+                routed_before: None,
+            })
+    }
+}
+
+fn hops(n: usize) -> String {
+    match n {
+        1 => "1 routing hop".to_owned(),
+        n => format!("{n} routing hops"),
+    }
+}
+
+/// What the diagnosis blames.
+enum Why {
+    /// Behind a user-space stack with no routing hop before it (or enough for them).
+    StackNotTheCause(StackPlace),
+    /// Behind a user-space stack that runs this many routing hops from the host, with
+    /// the hop limit short of them (or unknown).
+    StackBehindHops(StackPlace, usize),
+    /// Routed, and the hop limit is enough.
+    Enough(HopLimit),
+    /// Routed, and the hop limit too low or unknown.
+    Routed,
+}
+
+/// Why it is not the hop limit behind a user-space stack, and what to check instead.
+fn not_the_hop_limit_behind_a_stack(w: &mut String, stack: &StackPlace, ctx: &Context) {
+    let instance = match ctx.current {
+        Some(current) => format!("the instance's hop limit ({current})"),
+        None => "the instance's hop limit".to_owned(),
+    };
+    let place = match stack.routed_before {
+        Some(0) => {
+            "the stack runs on the host (no routing hop before it), so 1 is enough".to_owned()
+        }
+        Some(n) => format!(
+            "the stack runs {} from the host, and {instance} covers them",
+            hops(n)
+        ),
+        None => "where the stack runs is not visible from here: on the host (rootless Podman or \
+                 Docker) 1 is enough; inside a container, that container's routing hops count"
+            .to_owned(),
+    };
+    let _ = writeln!(
+        w,
+        "Why: not the hop limit. The build reaches IMDS through {}, a user-space network stack: it \
+         ends the build's connections and opens its own from the namespace it runs in, so the token \
+         response is re-sent by the stack with a TTL of its own, and {instance} only has to carry it \
+         to the stack; {place}. Raising the hop limit would not help this build, and would let \
+         containers on routed networks (docker0, CNI bridges) take the role.",
+        stack.name
+    );
+    let _ = writeln!(w, "Check instead:");
+    for item in [
+        "IMDS from the build: `imds-shim probe` inside it should show `network        user-space` and \
+         `hop limit needed: 1`; a failed connect there means the stack does not reach 169.254.169.254 (--network none, \
+         a firewall in the stack's namespace)",
+        "IMDS where the stack runs: `imds-shim probe` there (for rootless Podman, on the host as the \
+         user who runs podman); a stack started inside a container (Podman in a CI job container) is \
+         behind that container's routing hops, and the probe there says what the instance needs",
+        "the instance: a role attached (IMDS answers 404 for iam/security-credentials/ without one) \
+         and the endpoint enabled (HttpEndpoint=disabled answers 403)",
+        "the build's environment: AWS_EC2_METADATA_DISABLED not set, no HTTP proxy for IMDS \
+         (HTTP_PROXY without NO_PROXY=169.254.169.254: IMDS refuses a token request carrying \
+         X-Forwarded-For), and with HttpTokens=optional no AWS_EC2_METADATA_V1_DISABLED for a client \
+         that uses IMDSv1",
+    ] {
+        let _ = writeln!(w, "  - {item}");
+    }
+}
+
+/// Why the hop limit falls short for a stack that runs behind routing hops.
+fn stack_behind_routing_hops(w: &mut String, stack: &StackPlace, routed_before: usize) {
+    let _ = writeln!(
+        w,
+        "Why: the build reaches IMDS through {}, a user-space network stack that runs {} from the \
+         host. The stack re-sends the token response to the build, so the layers behind it do not \
+         count; but its own connection gets the response with the instance's hop limit as IP TTL, \
+         which every routing hop between the host and the stack lowers by one: it needs hop limit {}, \
+         and below that the token is dropped before it reaches the stack.",
+        stack.name,
+        hops(routed_before),
+        routed_before + 1
+    );
 }
 
 /// What the client does when the token response does not come, as measured with the
@@ -104,7 +228,25 @@ pub fn render(failure: &CredentialFailure, ctx: &Context) -> String {
         failure.evidence
     );
     let _ = writeln!(w, "  where:        {}", ctx.topology.where_it_runs());
+    let stack = StackPlace::of(ctx);
+    if let (Some(stack), Some(n)) = (&stack, &ctx.network) {
+        if stack.routed_before.is_none() {
+            let _ = writeln!(
+                w,
+                "  network:      imds-shim itself runs behind {} (TAP device {}), and so does the \
+                 command unless it starts containers elsewhere, whatever --topology {} says",
+                stack.name, n.interface, ctx.topology
+            );
+        }
+    }
     match &ctx.need {
+        Some((need, source)) if stack.as_ref().is_some_and(|s| s.routed_before.is_none()) => {
+            let _ = writeln!(
+                w,
+                "  needs:        hop limit {need} for {} (from {source}), not where imds-shim runs",
+                ctx.topology
+            );
+        }
         Some((need, source)) => {
             let _ = writeln!(w, "  needs:        hop limit {need} (from {source})");
         }
@@ -130,8 +272,22 @@ pub fn render(failure: &CredentialFailure, ctx: &Context) -> String {
     }
     let _ = writeln!(w);
     let need = ctx.need.as_ref().map(|(n, _)| *n);
-    match (need, ctx.current) {
-        (Some(need), Some(current)) if current >= need => {
+    let enough = match (need, ctx.current) {
+        (Some(need), Some(current)) if current >= need => Some(current),
+        _ => None,
+    };
+    let why = match (stack, enough) {
+        (Some(stack), None) if stack.routed_before.unwrap_or(0) > 0 => {
+            let n = stack.routed_before.unwrap_or(0);
+            Why::StackBehindHops(stack, n)
+        }
+        (Some(stack), _) => Why::StackNotTheCause(stack),
+        (None, Some(current)) => Why::Enough(current),
+        (None, None) => Why::Routed,
+    };
+    match &why {
+        Why::StackNotTheCause(stack) => not_the_hop_limit_behind_a_stack(w, stack, ctx),
+        Why::Enough(current) => {
             let _ = writeln!(
                 w,
                 "Why: not the hop limit, most likely: {current} is enough for {}. Check that the build \
@@ -140,13 +296,17 @@ pub fn render(failure: &CredentialFailure, ctx: &Context) -> String {
                 ctx.topology, ctx.topology
             );
         }
-        _ => {
-            let _ = writeln!(
-                w,
-                "Why: IMDSv2 sends its token response with the instance's hop limit as IP TTL, and every \
-                 routing hop between the host and the build lowers it by one; a build D hops away needs \
-                 hop limit D + 1, and below that the token is dropped on the way."
-            );
+        Why::StackBehindHops(_, _) | Why::Routed => {
+            if let Why::StackBehindHops(stack, n) = &why {
+                stack_behind_routing_hops(w, stack, *n);
+            } else {
+                let _ = writeln!(
+                    w,
+                    "Why: IMDSv2 sends its token response with the instance's hop limit as IP TTL, and every \
+                     routing hop between the host and the build lowers it by one; a build D hops away needs \
+                     hop limit D + 1, and below that the token is dropped on the way."
+                );
+            }
             let _ = writeln!(w, "{}", client_note(failure.client));
             let _ = writeln!(w);
             match need {
@@ -171,7 +331,9 @@ pub fn render(failure: &CredentialFailure, ctx: &Context) -> String {
             }
         }
     }
-    if let Some(caveat) = run_with_aws(&ctx.topology) {
+    // Seen from imds-shim's own place behind a stack, --topology was not where the build ran.
+    let topology_applies = !matches!(&why, Why::StackNotTheCause(s) if s.routed_before.is_none());
+    if let Some(caveat) = run_with_aws(&ctx.topology).filter(|_| topology_applies) {
         let _ = writeln!(w);
         let _ = writeln!(
             w,
@@ -184,7 +346,7 @@ pub fn render(failure: &CredentialFailure, ctx: &Context) -> String {
         if !caveat.is_empty() {
             let _ = writeln!(w, "{caveat}");
         }
-    } else if ctx.earthly_command {
+    } else if ctx.earthly_command && topology_applies {
         let _ = writeln!(w);
         let _ = writeln!(
             w,
@@ -214,6 +376,149 @@ mod tests {
             instance_id: Some("i-0123456789abcdef0".into()),
             check_error: None,
             earthly_command: true,
+            network: None,
+        }
+    }
+
+    fn ctx(topology: &str, need: Option<u32>, current: Option<u32>) -> Context {
+        Context {
+            topology: Topology::parse(topology).unwrap(),
+            need: need.map(|n| (hop(n), NeedSource::Embedded)),
+            current: current.map(hop),
+            instance_id: current.map(|_| "i-0123456789abcdef0".into()),
+            check_error: None,
+            earthly_command: false,
+            network: None,
+        }
+    }
+
+    const CLI_SAYS: &str =
+        "Unable to locate credentials. You can configure credentials by running \"aws configure\".";
+
+    #[test]
+    fn aws_cli_in_a_gitlab_dind_build_needs_3() {
+        let text = render(
+            &failure(Client::Cli, CLI_SAYS),
+            &ctx("gitlab-dind-build", Some(3), Some(2)),
+        );
+        assert!(text.contains("--http-put-response-hop-limit 3"), "{text}");
+        insta::assert_snapshot!(text);
+    }
+
+    #[test]
+    fn aws_cli_in_podman_rootless_is_not_the_hop_limit() {
+        let text = render(
+            &failure(Client::Cli, CLI_SAYS),
+            &ctx("podman-rootless", Some(1), Some(1)),
+        );
+        assert!(
+            text.contains("Why: not the hop limit. The build reaches IMDS through slirp4netns"),
+            "{text}"
+        );
+        assert!(!text.contains("modify-instance-metadata-options"), "{text}");
+        assert!(!text.contains("enforce"), "{text}");
+        insta::assert_snapshot!(text);
+    }
+
+    #[test]
+    fn rust_sdk_in_podman_rootless_pasta_with_the_check_failed() {
+        // The hop limit is unknown: still not the cause, and no fix that raises it.
+        let mut c = ctx("podman-rootless-pasta", Some(1), None);
+        c.check_error = Some("cannot check: IMDS did not answer".into());
+        let text = render(
+            &failure(
+                Client::RustSdk,
+                "Error: failed to load credentials from IMDS",
+            ),
+            &c,
+        );
+        assert!(
+            text.contains("through pasta, a user-space network stack"),
+            "{text}"
+        );
+        assert!(!text.contains("--http-put-response-hop-limit"), "{text}");
+        insta::assert_snapshot!(text);
+    }
+
+    #[test]
+    fn a_stack_behind_a_routing_hop_needs_2() {
+        let text = render(
+            &failure(Client::GoSdkV2, "no EC2 IMDS role found"),
+            &ctx("chain:rp", Some(2), Some(1)),
+        );
+        assert!(
+            text.contains("a user-space network stack that runs 1 routing hop from the host"),
+            "{text}"
+        );
+        assert!(text.contains("--http-put-response-hop-limit 2"), "{text}");
+        insta::assert_snapshot!(text);
+        // With the hop limit enough for the hop before the stack: not the cause.
+        let text = render(
+            &failure(Client::GoSdkV2, "no EC2 IMDS role found"),
+            &ctx("chain:rp", Some(2), Some(2)),
+        );
+        assert!(text.contains("the stack runs 1 routing hop from the host, and the instance's hop limit (2) covers them"), "{text}");
+        assert!(!text.contains("--http-put-response-hop-limit"), "{text}");
+        // Routed layers behind the stack do not count: chain:pr needs 1.
+        let text = render(
+            &failure(Client::Cli, CLI_SAYS),
+            &ctx("chain:pr", Some(1), None),
+        );
+        assert!(
+            text.contains("the stack runs on the host (no routing hop before it), so 1 is enough"),
+            "{text}"
+        );
+        assert!(!text.contains("--http-put-response-hop-limit"), "{text}");
+    }
+
+    #[test]
+    fn a_stack_seen_from_imds_shims_own_place_overrides_a_routed_topology() {
+        // imds-shim runs inside a rootless container; --topology was left at its default.
+        let mut c = ctx("earthly-run", Some(3), Some(1));
+        c.network = Some(NetworkDetail {
+            kind: imds_vocab::report::NetworkKind::UserSpace,
+            interface: "tap0".into(),
+            gateway: Some("10.0.2.2".into()),
+            gateway_mac: Some("52:55:0a:00:02:02".into()),
+            stack: Some("slirp4netns".into()),
+        });
+        let text = render(&failure(Client::Cli, CLI_SAYS), &c);
+        assert!(
+            text.contains(
+                "network:      imds-shim itself runs behind slirp4netns (TAP device tap0)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("where the stack runs is not visible from here"),
+            "{text}"
+        );
+        assert!(!text.contains("--http-put-response-hop-limit"), "{text}");
+        assert!(!text.contains("RUN --aws"), "{text}");
+        insta::assert_snapshot!(text);
+        // A routed network of imds-shim's own changes nothing.
+        c.network.as_mut().unwrap().kind = imds_vocab::report::NetworkKind::Routed;
+        let text = render(&failure(Client::Cli, CLI_SAYS), &c);
+        assert!(text.contains("--http-put-response-hop-limit 3"), "{text}");
+        assert!(!text.contains("network:"), "{text}");
+    }
+
+    #[test]
+    fn no_proxied_preset_is_ever_told_to_raise_the_hop_limit() {
+        for preset in Preset::ALL {
+            let topology = Topology::from(preset);
+            for current in [None, Some(1)] {
+                let c = ctx(
+                    preset.name(),
+                    Some(topology.min_hop_limit().get().into()),
+                    current,
+                );
+                let text = render(&failure(Client::Cli, CLI_SAYS), &c);
+                let raises = text.contains("--http-put-response-hop-limit");
+                let expected = !topology.is_proxied()
+                    && topology.min_hop_limit().get() > current.unwrap_or(0) as u8;
+                assert_eq!(raises, expected, "{preset}, {current:?}: {text}");
+            }
         }
     }
 
@@ -255,6 +560,7 @@ mod tests {
             instance_id: None,
             check_error: Some("cannot check: IMDS is turned off here (AWS_EC2_METADATA_DISABLED=true); run this on the EC2 host itself".into()),
             earthly_command: false,
+            network: None,
         };
         insta::assert_snapshot!(render(&f, &ctx));
     }
