@@ -23,10 +23,17 @@ pub fn identity_clients() -> Vec<Client> {
         .collect()
 }
 
-/// `cell` needs the topology's depth + 1: the client worked there and failed at depth.
+/// `cell` needs what the model says: 1 + the routed layers before the first proxied one
+/// (the depth + 1 when every layer is routed; 1 behind slirp4netns or pasta). The client
+/// worked there and failed one below.
 pub fn assert_depth_plus_one(cell: &Cell) {
     let what = format!("{} {} {}", cell.topology, cell.client, cell.http_tokens);
-    let need = HopLimit::for_routing_hops(cell.depth).unwrap();
+    let need = cell.topology.min_hop_limit();
+    assert_eq!(
+        need,
+        HopLimit::for_routing_hops(cell.topology.routed_hops()).unwrap(),
+        "{what}"
+    );
     assert_eq!(cell.minimal_hop_limit, Some(need), "{what}: {cell:?}");
     assert!(
         cell.tried.contains(&(need, true)),

@@ -225,8 +225,11 @@ status=$(cat "$d/out/status"); rm -rf "$d"; exit "$status"
     )
 }
 
-impl Leaf for DockerLeaf<'_> {
-    fn run(&self, program: Program, args: &[&str], env: &ClientEnv) -> Result<Output, ProbeError> {
+impl DockerLeaf<'_> {
+    /// The command, for the instance container, that runs `argv` (a program of the probe
+    /// image) at this leaf with `env` (and nothing else of this process's); `None` for
+    /// `host`.
+    pub fn command(&self, argv: Vec<String>, env: &ClientEnv) -> Option<Vec<String>> {
         let DockerLeaf::Container {
             instance,
             engine,
@@ -234,6 +237,29 @@ impl Leaf for DockerLeaf<'_> {
             ..
         } = self
         else {
+            return None;
+        };
+        let command: Vec<String> = match launch {
+            Launch::Command { command, target } => command
+                .iter()
+                .cloned()
+                .chain(env_args(env, "--env"))
+                .chain([target.clone()])
+                .chain(argv)
+                .collect(),
+            Launch::Build(builder) => vec![
+                "sh".into(),
+                "-c".into(),
+                build_script(*builder, &instance.images().probe, env, &argv),
+            ],
+        };
+        Some(engine.command(command))
+    }
+}
+
+impl Leaf for DockerLeaf<'_> {
+    fn run(&self, program: Program, args: &[&str], env: &ClientEnv) -> Result<Output, ProbeError> {
+        let DockerLeaf::Container { instance, .. } = self else {
             let DockerLeaf::Host(leaf) = self else {
                 unreachable!()
             };
@@ -247,27 +273,12 @@ impl Leaf for DockerLeaf<'_> {
         };
         let mut argv = vec![path];
         argv.extend(args.iter().map(|a| a.to_string()));
-        let image = &instance.images().probe;
-        let command: Vec<String> = match launch {
-            Launch::Command { command, target } => command
-                .iter()
-                .cloned()
-                .chain(env_args(env, "--env"))
-                .chain([target.clone()])
-                .chain(argv)
-                .collect(),
-            Launch::Build(builder) => vec![
-                "sh".into(),
-                "-c".into(),
-                build_script(*builder, image, env, &argv),
-            ],
-        };
+        let command = self.command(argv, env).expect("a container leaf");
         let failed = |source: DockerError| ProbeError::Container {
             program: program.description(),
             place: self.place(),
             source: Box::new(source),
         };
-        let command = engine.command(command);
         let shown = command.join(" ");
         let output = instance.exec(command, CLIENT_TIMEOUT).map_err(failed)?;
         match output.status.code() {
