@@ -100,7 +100,8 @@ pub struct DockerInstance {
     images: ImageSet,
     /// Images loaded per engine (by engine name).
     loaded: Mutex<BTreeSet<(String, String)>>,
-    /// What has been set up inside: "buildkitd", "cni", "with-docker", "cni-step".
+    /// What has been set up inside: "buildkitd", "cni", "with-docker", "cni-step",
+    /// "podman", "podman-rootless", "gitlab-dind", "kind-node", ... (see [`Self::once`]).
     made: Mutex<BTreeSet<&'static str>>,
     pub startup: StartupTimes,
 }

@@ -325,5 +325,12 @@ mod tests {
         assert!(script.contains("AWS_EC2_METADATA_SERVICE_ENDPOINT=http://169.254.169.254/"));
         assert!(script.contains(" /usr/bin/aws sts get-caller-identity > /imdsh/stdout"));
         assert!(script.contains("--no-cache"));
+        assert!(script.contains("DOCKER_BUILDKIT=1 docker build"));
+        let buildah = build_script(Builder::Buildah, "imds-harness/probe:abc", &env, &[]);
+        assert!(
+            buildah.contains("buildah bud --no-cache --pull-never --output"),
+            "{buildah}"
+        );
+        assert!(!buildah.contains("docker build"));
     }
 }

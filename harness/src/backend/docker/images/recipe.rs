@@ -350,6 +350,25 @@ mod tests {
     }
 
     #[test]
+    fn the_instance_image_has_what_every_preset_runs_on() {
+        let instance = ImageKind::Instance.recipe();
+        let stacks = [
+            crate::topology::UserStack::Slirp4netns,
+            crate::topology::UserStack::Pasta,
+        ];
+        for package in
+            stacks
+                .iter()
+                .map(|s| s.package())
+                .chain(["docker.io", "podman", "buildah", "uidmap"])
+        {
+            assert!(instance.packages.contains(&package), "{package}");
+        }
+        // Installed, containers/storage would mount overlays through /dev/fuse.
+        assert!(!instance.packages.contains(&"fuse-overlayfs"));
+    }
+
+    #[test]
     fn tags_are_the_repository_and_a_hash_prefix() {
         let dir = tempfile::tempdir().unwrap();
         let shim = dir.path().join("imds-shim");
