@@ -1,6 +1,9 @@
 //! Benchmarks of the docker backend (root, a Docker Engine, Debian's AWS CLI):
 //! - the start-up of a simulated instance (container and engine, mock link, probe
-//!   image loaded), and of earthly-buildkitd and the WITH DOCKER engine inside it;
+//!   image loaded), and the first use of each nested setup inside it, in this order:
+//!   earthly-buildkitd, the WITH DOCKER engine, rootful Podman, rootless Podman, its
+//!   pasta container, GitLab's dind service, the job's engine through it, the kind-like
+//!   node with a pod's dind sidecar;
 //! - the full docker matrix (every preset, sdk + cli + ttl, both tokens modes), warm;
 //! - with `--cold`: the images rebuilt from scratch (`imds-harness images --force`).
 //!
@@ -13,6 +16,7 @@ use std::time::{Duration, Instant};
 use imds_e2e::bins;
 use imds_harness::backend::docker::instance::DockerInstance;
 use imds_harness::backend::docker::lab::DockerLab;
+use imds_harness::backend::docker::DockerError;
 use imds_harness::mock::{HttpTokens, MockConfig};
 use imds_harness::probe::{shim, Client, Tools};
 use imds_harness::sweep::{self, Strategy, SweepPlan};
@@ -50,24 +54,6 @@ fn main() {
         .block_on(DockerLab::prepare(tools, &shim::locate().unwrap()))
         .unwrap();
 
-    let mut phases: [Vec<f64>; 6] = Default::default();
-    for _ in 0..runs {
-        let instance =
-            DockerInstance::start(&lab.docker, &lab.images, MockConfig::default()).unwrap();
-        let s = instance.startup;
-        let started = Instant::now();
-        instance.buildkitd().unwrap();
-        let buildkitd = started.elapsed();
-        let started = Instant::now();
-        instance.with_docker().unwrap();
-        let with_docker = started.elapsed();
-        for (i, d) in [s.engine, s.link, s.load, s.total(), buildkitd, with_docker]
-            .into_iter()
-            .enumerate()
-        {
-            phases[i].push(secs(d));
-        }
-    }
     let names = [
         "instance: container + engine ready",
         "instance: mock namespace + link",
@@ -75,9 +61,46 @@ fn main() {
         "instance: total start-up",
         "earthly-buildkitd (instance image + probe image loaded)",
         "with-docker engine on cni0 (images loaded)",
+        "podman-run, buildah-run: rootful Podman (storage on tmpfs, podman load of the probe image)",
+        "podman-rootless: the user, its storage on tmpfs, podman load as the user",
+        "podman-rootless-pasta: a rootless container on --network none, pasta attached",
+        "gitlab-dind-job: the dind service's engine (instance image already loaded)",
+        "gitlab-dind-build: the job container, probe image loaded into dind through it",
+        "k8s-pod-dind: kind network, node (instance image loaded into it), pod on cni0, sidecar engine, probe image",
     ];
+    let mut phases: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+    for _ in 0..runs {
+        let instance =
+            DockerInstance::start(&lab.docker, &lab.images, MockConfig::default()).unwrap();
+        let s = instance.startup;
+        let timed = |set_up: &dyn Fn() -> Result<(), DockerError>| {
+            let started = Instant::now();
+            set_up().unwrap();
+            started.elapsed()
+        };
+        let first_uses = [
+            timed(&|| instance.buildkitd().map(drop)),
+            timed(&|| instance.with_docker().map(drop)),
+            timed(&|| instance.podman().map(drop)),
+            timed(&|| instance.podman_rootless().map(drop)),
+            timed(&|| instance.podman_rootless_pasta().map(drop)),
+            timed(&|| instance.gitlab_dind().map(drop)),
+            timed(&|| instance.gitlab_job().map(drop)),
+            timed(&|| instance.k8s_sidecar().map(drop)),
+        ];
+        for (i, d) in [s.engine, s.link, s.load, s.total()]
+            .into_iter()
+            .chain(first_uses)
+            .enumerate()
+        {
+            phases[i].push(secs(d));
+        }
+    }
     for (name, xs) in names.iter().zip(phases) {
-        println!("{name}: median {:.2} s", imds_e2e::stats::median(xs));
+        println!(
+            "{name}: median {:.2} s of {xs:.2?}",
+            imds_e2e::stats::median(xs.clone())
+        );
     }
 
     let plan = SweepPlan {

@@ -2,6 +2,7 @@
 //! simulated instance (a container with an engine of its own and no route out), the
 //! seed's story told in it, and its matrix agreeing with the netns backend's.
 
+use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,7 @@ use imds_harness::probe::env::ClientEnv;
 use imds_harness::probe::{cli, Client, Leaf, Program};
 use imds_harness::report;
 use imds_harness::sweep::{self, Strategy, SweepPlan};
-use imds_harness::topology::Topology;
+use imds_harness::topology::{Layer, Preset, Topology, UserStack};
 
 const NEEDS: &[Need] = &[Need::Root, Need::NetTools, Need::AwsCli, Need::Docker];
 
@@ -140,8 +141,22 @@ fn docker_and_netns_agree_preset_by_preset() {
             (n.minimal_hop_limit, n.works_at_any_hop_limit),
             "{what}: docker {d:?} netns {n:?}"
         );
-        if !(d.client == Client::Cli && d.http_tokens == HttpTokens::Optional) {
+        let routed = d.topology.routed_hops();
+        if d.client == Client::Cli && d.http_tokens == HttpTokens::Optional {
+            // The CLI falls back to IMDSv1 where routers stand before the leaf's first
+            // user-space stack; behind one it gets its token at hop limit 1.
+            assert_eq!(d.works_at_any_hop_limit, routed > 0, "{what}");
+            assert_eq!(d.minimal_hop_limit, Some(HopLimit::MIN), "{what}");
+        } else {
+            assert!(!d.works_at_any_hop_limit, "{what}");
             assert_eq!(d.minimal_hop_limit, Some(d.model), "{what}");
+            if d.client != Client::Ttl {
+                assert_eq!(
+                    d.model,
+                    HopLimit::for_routing_hops(routed).unwrap(),
+                    "{what}"
+                );
+            }
         }
     }
     insta::assert_snapshot!(
@@ -150,9 +165,69 @@ fn docker_and_netns_agree_preset_by_preset() {
     );
 }
 
-/// The SDK clients (`go`, `go-v1`, `ruby`, `boto3`) in real containers: with tokens
-/// required, each gets the role's identity at hop limit depth + 1 and not at depth, at
-/// every preset (the netns backend's counterpart is in `tests/clients.rs`).
+/// The default route at a leaf, from `/proc/net/route` (gateways little-endian hex).
+fn default_gateway(route: &str) -> Option<Ipv4Addr> {
+    route.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1) == Some(&"00000000"))
+            .then(|| u32::from_str_radix(fields[2], 16).ok())
+            .flatten()
+            .map(|gw| Ipv4Addr::from(gw.swap_bytes()))
+    })
+}
+
+/// Each preset is the network its layers say: at every leaf (a build's RUN step
+/// included) the default route goes via its last layer's gateway: the bridge's `.1`
+/// (docker0, cni-podman0, dind's and the sidecar's docker0 ...), slirp4netns's
+/// 10.0.2.2, or for pasta the instance's own gateway, which pasta copies.
+#[test]
+fn each_leaf_routes_via_its_last_layer() {
+    if !require("docker_leaf_routes", NEEDS) {
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _guard = runtime.enter();
+    let lab = lab(&runtime);
+    let instance = DockerInstance::start(&lab.docker, &lab.images, MockConfig::default()).unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let env = ClientEnv::new(home.path(), IMDS_URL);
+    for topology in Topology::presets() {
+        let Some(last) = topology.layers().last().copied() else {
+            continue;
+        };
+        let expected = match (topology.preset(), last) {
+            // earthly-run's RUN step is on earthly-buildkitd's own engine bridge, one
+            // routed hop like the real step's cni0 (earthly-cni makes cni0 itself).
+            (Some(Preset::EarthlyRun), _) => Ipv4Addr::new(172, 18, 0, 1),
+            (_, Layer::Routed(bridge)) => bridge.gateway(),
+            (_, Layer::Proxied(UserStack::Slirp4netns)) => UserStack::SLIRP_GATEWAY,
+            // The simulated host's default gateway (the mock's namespace).
+            (_, Layer::Proxied(UserStack::Pasta)) => Ipv4Addr::new(169, 254, 0, 254),
+        };
+        let at_leaf = leaf(&instance, &lab, topology.name().as_ref());
+        let command = at_leaf
+            .command(vec!["cat".into(), "/proc/net/route".into()], &env)
+            .unwrap();
+        let out = instance.exec(command, Duration::from_secs(120)).unwrap();
+        let route = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{topology}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            default_gateway(&route),
+            Some(expected),
+            "{topology}: {route}"
+        );
+    }
+}
+
+/// Every client the probe image carries (`sdk`, `cli`, `go`, `go-v1`, `ruby`, `boto3`,
+/// with the TTL probe seeding them) in real containers: with tokens required, each gets
+/// the role's identity at the model's hop limit (1 + the routed layers before the first
+/// user-space stack) and not one below, at every preset (the netns backend's
+/// counterpart is in `tests/clients.rs`).
 #[test]
 fn each_sdk_client_needs_depth_plus_one_in_containers() {
     if !require("docker_sdk_clients", &[NEEDS, &[Need::SdkClients]].concat()) {
@@ -165,6 +240,8 @@ fn each_sdk_client_needs_depth_plus_one_in_containers() {
         topologies: Topology::presets(),
         clients: vec![
             Client::Ttl,
+            Client::Sdk,
+            Client::Cli,
             Client::Go,
             Client::GoV1,
             Client::Ruby,

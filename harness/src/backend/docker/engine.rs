@@ -15,16 +15,26 @@ use futures_util::StreamExt;
 
 use super::DockerError;
 
-/// The shell command a dockerd container starts with: /sys and the cgroup hierarchies
-/// are mounted read-only in a container that is not `--privileged`; rebinding them
-/// read-write lets the inner runc make its cgroups (below the container's own).
-pub(crate) fn dockerd_command(bip: &str) -> Vec<String> {
+/// The shell command a dockerd container starts with, dockerd given `args` besides its
+/// socket (`--bip=...`, `--host=tcp://...`): /sys and the cgroup hierarchies are mounted
+/// read-only in a container that is not `--privileged`; rebinding them read-write lets
+/// the inner runc make its cgroups (below the container's own).
+pub(crate) fn dockerd_command(args: &[String]) -> Vec<String> {
     let script = format!(
         "mount -o remount,bind,rw /sys && \
          for d in /sys/fs/cgroup/*; do mount -o remount,bind,rw \"$d\"; done; \
-         exec dockerd --host=unix:///var/run/docker.sock --bip={bip}"
+         exec dockerd --host=unix:///var/run/docker.sock {}",
+        args.iter()
+            .map(|a| sh_quote(a))
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     vec!["sh".into(), "-c".into(), script]
+}
+
+/// dockerd's `--bip` for `bridge`'s gateway (`--bip=172.17.0.1/16`).
+pub(crate) fn bip(bridge: crate::topology::Bridge) -> String {
+    format!("--bip={}", bridge.gateway_cidr())
 }
 
 /// How long an engine may take to answer after its container started.

@@ -9,6 +9,10 @@
 //!                                                   `- earthly-buildkitd (dockerd, docker0 172.18.0.1/16,
 //!                                                        cni0 172.30.0.1/16 made by the CNI bridge plugin)
 //!                                                        `- with-docker on cni0 (dockerd, docker0 172.20.0.1/16)
+//!                                                 podman, buildah: cni-podman0 10.88.0.1/16;
+//!                                                   rootless (user imdsh): slirp4netns, pasta
+//!                                                 gitlab-dind, gitlab-job, kind network and node:
+//!                                                   see `dind.rs`
 //! ```
 //!
 //! Nothing in the instance has a route beyond 169.254.0.0/16: the container starts with
@@ -58,6 +62,14 @@ pub(crate) fn earthly_cni_conf() -> String {
     )
 }
 
+/// Where earthly-buildkitd keeps its CNI config.
+const EARTHLY_CNI_CONF: &str = "/etc/cni/net.d/10-earthly.conf";
+
+/// `/images` bound read-only from the parent container, for engines that load images.
+pub(super) fn images_bind() -> String {
+    format!("{IMAGES_MOUNT}:{IMAGES_MOUNT}:ro")
+}
+
 /// Generous bounds for setting-up commands (image loads, container starts).
 const SETUP_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -88,7 +100,8 @@ pub struct DockerInstance {
     images: ImageSet,
     /// Images loaded per engine (by engine name).
     loaded: Mutex<BTreeSet<(String, String)>>,
-    /// What has been set up inside: "buildkitd", "cni", "with-docker", "cni-step".
+    /// What has been set up inside: "buildkitd", "cni", "with-docker", "cni-step",
+    /// "podman", "podman-rootless", "gitlab-dind", "kind-node", ... (see [`Self::once`]).
     made: Mutex<BTreeSet<&'static str>>,
     pub startup: StartupTimes,
 }
@@ -148,7 +161,7 @@ impl InstanceContainer {
         let tars = images.tars.display().to_string();
         let body = ContainerCreateBody {
             image: Some(images.instance.clone()),
-            cmd: Some(engine::dockerd_command(&Bridge::Docker.gateway_cidr())),
+            cmd: Some(engine::dockerd_command(&[engine::bip(Bridge::Docker)])),
             labels: Some(labels),
             host_config: Some(
                 EngineContainer::instance(format!("{tars}:{IMAGES_MOUNT}:ro")).to_host_config(),
@@ -303,7 +316,7 @@ impl DockerInstance {
         ))
     }
 
-    fn exec_ok(&self, argv: Vec<String>) -> Result<String, DockerError> {
+    pub(super) fn exec_ok(&self, argv: Vec<String>) -> Result<String, DockerError> {
         block_on(engine::exec_ok(
             &self.container.docker,
             self.container(),
@@ -327,7 +340,7 @@ impl DockerInstance {
     }
 
     /// Runs `make` once per instance for `what`.
-    fn once(
+    pub(super) fn once(
         &self,
         what: &'static str,
         make: impl FnOnce() -> Result<(), DockerError>,
@@ -341,34 +354,39 @@ impl DockerInstance {
     }
 
     /// Starts a dockerd container `name` on `parent` (which must have the instance
-    /// image) with bridge `bip`, on `parent`'s default bridge, or on cni0 when `cni`
-    /// (attached before its engine is asked for anything), and waits for its engine.
-    fn start_engine_container(
+    /// image) with `settings` and dockerd's `args`; with `cni` (the path of a CNI config
+    /// in `parent`'s container) the container, on `--network none`, is attached with it
+    /// before its engine is asked for anything. Waits for its engine.
+    pub(super) fn start_engine_container(
         &self,
         parent: &Engine,
         name: &str,
-        bip: &str,
-        cni: bool,
+        settings: EngineContainer,
+        args: &[String],
+        cni: Option<&str>,
     ) -> Result<Engine, DockerError> {
-        let network = if cni { "none" } else { "bridge" };
         let mut run: Vec<String> = ["docker", "run", "--detach", "--name", name]
             .map(String::from)
             .into();
-        let images = format!("{IMAGES_MOUNT}:{IMAGES_MOUNT}:ro");
-        run.extend(EngineContainer::nested(network, images).to_cli_flags());
+        run.extend(settings.to_cli_flags());
         run.push(self.images.instance.clone());
-        run.extend(engine::dockerd_command(bip));
+        run.extend(engine::dockerd_command(args));
         self.exec_ok(parent.command(run))?;
-        if cni {
-            self.cni_attach(parent, name)?;
+        if let Some(conf) = cni {
+            self.cni_attach(parent, name, conf)?;
         }
         let nested = parent.nested(name, &format!("{name}'s engine"));
+        self.wait_ready(&nested)?;
+        Ok(nested)
+    }
+
+    /// Waits until `engine` answers.
+    pub(super) fn wait_ready(&self, engine: &Engine) -> Result<(), DockerError> {
         block_on(engine::wait_ready(
             &self.container.docker,
             self.container(),
-            &nested,
-        ))?;
-        Ok(nested)
+            engine,
+        ))
     }
 
     /// earthly-buildkitd: a BuildKit container on the instance's default bridge (an
@@ -378,7 +396,13 @@ impl DockerInstance {
         let engine = outer.nested(BUILDKITD, &format!("{BUILDKITD}'s engine"));
         self.once("buildkitd", || {
             self.load(&outer, &self.images.instance.clone())?;
-            self.start_engine_container(&outer, BUILDKITD, BUILDKITD_BIP, false)?;
+            self.start_engine_container(
+                &outer,
+                BUILDKITD,
+                EngineContainer::nested("bridge", images_bind()),
+                &[format!("--bip={BUILDKITD_BIP}")],
+                None,
+            )?;
             self.load(&engine, &self.images.probe.clone())
         })?;
         Ok(engine)
@@ -391,7 +415,7 @@ impl DockerInstance {
         let bk = self.buildkitd()?;
         self.once("cni", || {
             let script = format!(
-                "mkdir -p /etc/cni/net.d && printf '%s' {conf} > /etc/cni/net.d/10-earthly.conf && \
+                "mkdir -p /etc/cni/net.d && printf '%s' {conf} > {EARTHLY_CNI_CONF} && \
                  iptables -w -I DOCKER-USER -i cni0 -j ACCEPT && \
                  iptables -w -I DOCKER-USER -o cni0 -j ACCEPT",
                 conf = engine::sh_quote(&earthly_cni_conf())
@@ -402,15 +426,21 @@ impl DockerInstance {
         Ok(bk)
     }
 
-    /// Attaches container `name` (started with `--network none` on earthly-buildkitd's
-    /// engine) to cni0 with the CNI bridge plugin, as buildkitd does for a RUN step.
-    fn cni_attach(&self, bk: &Engine, name: &str) -> Result<(), DockerError> {
+    /// Attaches container `name` (started with `--network none` on `parent`) with the
+    /// CNI bridge plugin and the config at `conf` in `parent`'s container, as buildkitd
+    /// does for a RUN step.
+    pub(super) fn cni_attach(
+        &self,
+        parent: &Engine,
+        name: &str,
+        conf: &str,
+    ) -> Result<(), DockerError> {
         let script = format!(
             "pid=$(docker inspect --format '{{{{.State.Pid}}}}' {name}) && \
              CNI_COMMAND=ADD CNI_CONTAINERID={name} CNI_NETNS=/proc/$pid/ns/net CNI_IFNAME=eth0 \
-             CNI_PATH=/usr/lib/cni /usr/lib/cni/bridge < /etc/cni/net.d/10-earthly.conf"
+             CNI_PATH=/usr/lib/cni /usr/lib/cni/bridge < {conf}"
         );
-        self.exec_ok(bk.command(["sh".into(), "-c".into(), script]))
+        self.exec_ok(parent.command(["sh".into(), "-c".into(), script]))
             .map(drop)
     }
 
@@ -432,7 +462,7 @@ impl DockerInstance {
             ]
             .map(String::from);
             self.exec_ok(bk.command(run))?;
-            self.cni_attach(&bk, CNI_STEP)
+            self.cni_attach(&bk, CNI_STEP, EARTHLY_CNI_CONF)
         })?;
         Ok((bk, CNI_STEP.to_string()))
     }
@@ -447,8 +477,9 @@ impl DockerInstance {
             let started = self.start_engine_container(
                 &bk,
                 WITH_DOCKER,
-                &Bridge::WithDocker.gateway_cidr(),
-                true,
+                EngineContainer::nested("none", images_bind()),
+                &[engine::bip(Bridge::WithDocker)],
+                Some(EARTHLY_CNI_CONF),
             )?;
             self.load(&started, &self.images.probe.clone())
         })?;

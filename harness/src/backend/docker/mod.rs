@@ -14,11 +14,13 @@
 //! Every container of the machine's engine is named `imdsh-<run>-i<n>` and labelled
 //! [`LABEL`] and [`RUN_LABEL`]; everything else lives inside it and goes with it.
 
+pub mod dind;
 pub mod engine;
 pub mod images;
 pub mod instance;
 pub mod lab;
 pub mod leaf;
+pub mod podman;
 pub(crate) mod settings;
 
 use std::time::Duration;

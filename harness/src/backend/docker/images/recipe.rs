@@ -35,7 +35,8 @@ pub enum ImageKind {
     /// and the SDK clients' programs: what runs at a leaf.
     Probe,
     /// Base + Debian's `docker.io` (dockerd with BuildKit embedded), `iptables`,
-    /// `iproute2` and the CNI plugins: a simulated EC2 instance, or a BuildKit container.
+    /// `iproute2`, the CNI plugins, `podman`, `buildah`, `slirp4netns`, `passt` and
+    /// `uidmap`: a simulated EC2 instance, or an engine container nested in one.
     Instance,
     /// `imds-harness mock` alone (no distribution): the mock for other projects' tests.
     Mock,
@@ -120,6 +121,13 @@ impl ImageKind {
                     "iproute2",
                     "containernetworking-plugins",
                     "ca-certificates",
+                    // Podman and Buildah on CNI (no netavark: Podman 4.3 then uses
+                    // the CNI plugins above), rootless with slirp4netns or pasta.
+                    "podman",
+                    "buildah",
+                    "slirp4netns",
+                    "passt",
+                    "uidmap",
                 ],
                 shim: false,
             },
@@ -339,6 +347,25 @@ mod tests {
                 assert!(probe.packages.contains(package), "{program}: {package}");
             }
         }
+    }
+
+    #[test]
+    fn the_instance_image_has_what_every_preset_runs_on() {
+        let instance = ImageKind::Instance.recipe();
+        let stacks = [
+            crate::topology::UserStack::Slirp4netns,
+            crate::topology::UserStack::Pasta,
+        ];
+        for package in
+            stacks
+                .iter()
+                .map(|s| s.package())
+                .chain(["docker.io", "podman", "buildah", "uidmap"])
+        {
+            assert!(instance.packages.contains(&package), "{package}");
+        }
+        // Installed, containers/storage would mount overlays through /dev/fuse.
+        assert!(!instance.packages.contains(&"fuse-overlayfs"));
     }
 
     #[test]
