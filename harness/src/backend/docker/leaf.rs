@@ -103,7 +103,9 @@ impl Launch {
 pub enum DockerLeaf<'a> {
     /// `host`: the instance's own namespace.
     Host(NamespaceLeaf),
-    /// The other presets: a client started on one of the instance's engines.
+    /// The other presets: a client started by a container engine of the instance (a
+    /// dockerd, the instance's or one nested in a container, or Podman, Buildah), the
+    /// command run in `engine`'s container.
     Container {
         instance: &'a DockerInstance,
         engine: Engine,
