@@ -433,9 +433,9 @@ impl Preset {
                  slirp4netns) has the same shape"
             }
             Preset::PodmanRootlessPasta => {
-                "rootless `podman run --network pasta`: pasta in the host's network \
-                 namespace re-originates the container's connections (Podman 5's \
-                 default)"
+                "rootless `podman run --network pasta` (Podman 4.4 and later; the \
+                 default from Podman 5): pasta in the host's network namespace \
+                 re-originates the container's connections"
             }
             Preset::BuildahRun => {
                 "a `buildah bud` RUN step, rootful: each RUN gets a network namespace \
