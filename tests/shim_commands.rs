@@ -10,61 +10,31 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use imds_e2e::bins;
+use imds_e2e::output::{show, text};
 use imds_e2e::require::{require, Need};
-use imds_harness::backend::endpoints::{EC2_URL, IMDS_URL, STS_URL};
-use imds_harness::backend::netns::Namespace;
-use imds_harness::backend::netns::NetnsSite;
+use imds_e2e::shim_site::ShimSite;
 use imds_harness::mock::{HopLimit, MockConfig};
-use imds_harness::probe::env::ClientEnv;
-use imds_harness::topology::Topology;
 
 const NETNS: &[Need] = &[Need::Root, Need::NetTools];
 const INSTANCE: &str = "i-0123456789abcdef0";
 const BASELINE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/hop-limits.toml");
 
-/// A simulated instance running an Earthly RUN step topology, and a client environment for it.
-struct Sim {
-    site: NetnsSite,
-    env: ClientEnv,
-    _home: tempfile::TempDir,
+/// A simulated instance running an Earthly RUN step topology at `hop_limit`.
+fn sim(hop_limit: u32, config: MockConfig) -> ShimSite {
+    let sim = ShimSite::start("earthly-run", config);
+    sim.site
+        .mock()
+        .set_hop_limit(HopLimit::new(hop_limit).unwrap());
+    sim
 }
 
-fn sim(hop_limit: u32, config: MockConfig) -> Sim {
-    let site = NetnsSite::start(&Topology::parse("earthly-run").unwrap(), config).unwrap();
-    site.mock().set_hop_limit(HopLimit::new(hop_limit).unwrap());
-    let home = tempfile::Builder::new()
-        .prefix("imdsh-shim-home-")
-        .tempdir()
-        .unwrap();
-    let env = ClientEnv::new(home.path(), IMDS_URL)
-        .with("AWS_ENDPOINT_URL_STS", STS_URL)
-        .with("AWS_ENDPOINT_URL_EC2", EC2_URL);
-    Sim {
-        site,
-        env,
-        _home: home,
-    }
+/// What these tests ask of their site.
+trait EarthlyRunSite {
+    fn leaf_probe(&self) -> Output;
+    fn hop_limit(&self) -> u8;
 }
 
-impl Sim {
-    /// `imds-shim <args>` in `ns`, with the baseline given explicitly.
-    fn shim(&self, ns: &Namespace, args: &[&str]) -> Output {
-        let shim = bins::shim();
-        tokio::task::block_in_place(|| {
-            self.env
-                .apply(ns.exec(&shim, args))
-                .stdout_capture()
-                .stderr_capture()
-                .unchecked()
-                .run()
-                .unwrap()
-        })
-    }
-
-    fn at_host(&self, args: &[&str]) -> Output {
-        self.shim(self.site.host(), args)
-    }
-
+impl EarthlyRunSite for ShimSite {
     /// The SDK probe where an Earthly RUN step runs.
     fn leaf_probe(&self) -> Output {
         self.shim(self.site.leaf(), &["probe", "--only", "sdk"])
@@ -73,19 +43,6 @@ impl Sim {
     fn hop_limit(&self) -> u8 {
         self.site.mock().options().hop_limit.get()
     }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}--- stderr\n{}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    )
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -4,80 +4,38 @@
 //! Every command runs inside the site's namespaces (the leaf, or the simulated instance's
 //! host namespace), with IMDS, STS and EC2 at the site's mock: nothing leaves the machine.
 
-use std::path::Path;
-use std::process::Output;
-
-use imds_e2e::bins;
-use imds_e2e::require::{require, skip, Need};
-use imds_harness::backend::endpoints::{EC2_URL, IMDS_URL, STS_URL};
-use imds_harness::backend::netns::{Namespace, NetnsSite};
+use imds_e2e::output::{show, text};
+use imds_e2e::require::{require, Need};
+use imds_e2e::shim_site::ShimSite;
 use imds_harness::mock::{HopLimit, HttpEndpoint, HttpTokens, MetadataOptionsChange, MockConfig};
-use imds_harness::probe::env::ClientEnv;
-use imds_harness::topology::Topology;
 use serde_json::Value;
 
-const NETNS: &[Need] = &[Need::Root, Need::NetTools];
+const NETNS: &[Need] = &[Need::Root, Need::NetTools, Need::UserStacks];
 const ROLE_ARN: &str = "assumed-role/imds-harness-build-role/i-0123456789abcdef0";
 const BASELINE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/hop-limits.toml");
 
-/// A site of `topology` at `hop_limit` with tokens required, and a client environment.
-struct Sim {
-    site: NetnsSite,
-    env: ClientEnv,
-    _home: tempfile::TempDir,
-}
-
-/// `None` (the test skipped, or failed under `CI=true`) when root, `ip` or a stack the
-/// topology needs is missing.
-fn sim(test: &str, topology: &str, hop_limit: u32) -> Option<Sim> {
+/// A site of `topology` at `hop_limit` with tokens required; `None` (the test skipped,
+/// or failed under `CI=true`) when root, `ip` or a user-space stack is missing.
+fn sim(test: &str, topology: &str, hop_limit: u32) -> Option<ShimSite> {
     if !require(test, NETNS) {
         return None;
     }
-    for (program, package) in [("slirp4netns", "slirp4netns"), ("pasta", "passt")] {
-        let path = format!("/usr/bin/{program}");
-        if !Path::new(&path).exists() {
-            skip(
-                test,
-                &format!("{path} is missing (apt-get install {package})"),
-            );
-            return None;
-        }
-    }
-    let site = NetnsSite::start(&Topology::parse(topology).unwrap(), MockConfig::default())
-        .expect("the site starts");
-    site.mock().modify(&MetadataOptionsChange {
+    let sim = ShimSite::start(topology, MockConfig::default());
+    sim.site.mock().modify(&MetadataOptionsChange {
         hop_limit: Some(HopLimit::new(hop_limit).unwrap()),
         http_tokens: Some(HttpTokens::Required),
         ..Default::default()
     });
-    let home = tempfile::Builder::new()
-        .prefix("imdsh-shim-us-home-")
-        .tempdir()
-        .unwrap();
-    let env = ClientEnv::new(home.path(), IMDS_URL)
-        .with("AWS_ENDPOINT_URL_STS", STS_URL)
-        .with("AWS_ENDPOINT_URL_EC2", EC2_URL);
-    Some(Sim {
-        site,
-        env,
-        _home: home,
-    })
+    Some(sim)
 }
 
-impl Sim {
-    fn shim(&self, ns: &Namespace, args: &[&str]) -> Output {
-        let shim = bins::shim();
-        tokio::task::block_in_place(|| {
-            self.env
-                .apply(ns.exec(&shim, args))
-                .stdout_capture()
-                .stderr_capture()
-                .unchecked()
-                .run()
-                .unwrap()
-        })
-    }
+/// The probe at the site's leaf.
+trait LeafProbe {
+    fn leaf_probe_json(&self) -> (Option<i32>, Value);
+    fn leaf_probe_human(&self) -> String;
+}
 
+impl LeafProbe for ShimSite {
     /// `imds-shim probe --json` at the leaf: the exit status and the report.
     fn leaf_probe_json(&self) -> (Option<i32>, Value) {
         let out = self.shim(
@@ -101,19 +59,6 @@ impl Sim {
         eprintln!("{} leaf: imds-shim probe\n{stdout}", self.site.topology());
         stdout
     }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}--- stderr\n{}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    )
 }
 
 fn assert_gets_the_role(status: Option<i32>, report: &Value) {

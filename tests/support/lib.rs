@@ -10,4 +10,5 @@ pub mod measure;
 pub mod output;
 pub mod raw_http;
 pub mod require;
+pub mod shim_site;
 pub mod stats;
