@@ -45,12 +45,7 @@ const POD_CNI_CONF: &str = "/etc/cni/net.d/10-pods.conf";
 /// The node's CNI config for its pods: the bridge plugin on [`Bridge::Pod`] (cni0,
 /// the node's pod CIDR), `isGateway`, `ipMasq`, a default route.
 pub(crate) fn pod_cni_conf() -> String {
-    let layer = Bridge::Pod;
-    format!(
-        r#"{{"cniVersion":"0.4.0","name":"kindnet","type":"bridge","bridge":"{bridge}","isGateway":true,"ipMasq":true,"ipam":{{"type":"host-local","subnet":"{subnet}","routes":[{{"dst":"0.0.0.0/0"}}]}}}}"#,
-        bridge = layer.name(),
-        subnet = layer.subnet(),
-    )
+    super::instance::cni_bridge_conf("kindnet", Bridge::Pod)
 }
 
 impl DockerInstance {

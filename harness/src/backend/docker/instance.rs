@@ -51,15 +51,21 @@ pub(crate) const CNI_STEP: &str = "cni-run-step";
 // like the real step's cni0 (`earthly-cni` makes cni0 itself).
 const BUILDKITD_BIP: &str = "172.18.0.1/16";
 
+/// A CNI network `name` of the `bridge` plugin on `bridge`'s name and subnet,
+/// `isGateway`, `ipMasq`, host-local addresses and a default route: the shape of
+/// earthly-buildkitd's config and of a kind-like node's pod network.
+pub(crate) fn cni_bridge_conf(name: &str, bridge: Bridge) -> String {
+    format!(
+        r#"{{"cniVersion":"0.4.0","name":"{name}","type":"bridge","bridge":"{bridge}","isGateway":true,"ipMasq":true,"ipam":{{"type":"host-local","subnet":"{subnet}","routes":[{{"dst":"0.0.0.0/0"}}]}}}}"#,
+        bridge = bridge.name(),
+        subnet = bridge.subnet(),
+    )
+}
+
 /// earthly-buildkitd's CNI config for RUN steps (`buildkitd/cni-conf.json.template`),
 /// with the bridge and subnet of [`Bridge::EarthlyCni`].
 pub(crate) fn earthly_cni_conf() -> String {
-    let layer = Bridge::EarthlyCni;
-    format!(
-        r#"{{"cniVersion":"0.4.0","name":"buildkitd","type":"bridge","bridge":"{bridge}","isGateway":true,"ipMasq":true,"ipam":{{"type":"host-local","subnet":"{subnet}","routes":[{{"dst":"0.0.0.0/0"}}]}}}}"#,
-        bridge = layer.name(),
-        subnet = layer.subnet(),
-    )
+    cni_bridge_conf("buildkitd", Bridge::EarthlyCni)
 }
 
 /// Where earthly-buildkitd keeps its CNI config.
