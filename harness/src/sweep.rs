@@ -16,15 +16,22 @@ use serde::Serialize;
 
 use crate::backend::endpoints::{IMDS_URL, STS_URL};
 use crate::backend::{Lab, Site};
-use crate::mock::{HopLimit, HttpTokens, ImdsVersion, MetadataOptionsChange};
+use crate::mock::{
+    HopLimit, HttpTokens, ImdsVersion, MetadataOptionsChange, RequestRecord, Service,
+};
 use crate::probe::env::ClientEnv;
 use crate::probe::programs::SdkProgram;
 pub use crate::probe::Tools;
 use crate::probe::{cli, sdk, shim, Client, Leaf, ProbeError, ProbeOutcome};
 use crate::topology::Topology;
 
-/// How often a failed run that never reached the mock is run again.
+/// How often a failed run that shows no dropped token is run again.
 const RETRIES: u32 = 2;
+
+/// An IMDS GET the mock answered with 200: with tokens required its caller had a token.
+fn answered_imds_get(request: &RequestRecord) -> bool {
+    request.service == Service::Imds && request.method == "GET" && request.status == 200
+}
 
 /// How the minimal hop limit is searched for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -285,16 +292,27 @@ fn measure_topology(
                     seed.filter(|_| plan.strategy == Strategy::Bisect),
                     |h| {
                         site.mock().set_hop_limit(h);
-                        // The hop limit drops only answers to requests that reached the
-                        // mock. A failed run the mock saw nothing of (a connect that timed
-                        // out on a busy machine) says nothing about the hop limit: it is
-                        // run again, up to RETRIES times.
+                        // The hop limit drops only the answers to token requests. A failed
+                        // run that shows no dropped token says nothing about it, and is run
+                        // again, up to RETRIES times: one the mock saw nothing of (a
+                        // connect that timed out on a busy machine), or one whose token
+                        // came through (a GET was answered, then something timed out).
                         let mut attempt = 0;
                         let (before, outcome, after) = loop {
                             let before = site.mock().events();
+                            let seen = site.mock().requests().len();
                             let outcome = run(client, mode)?;
                             let after = site.mock().events();
-                            if outcome.ok || after != before || attempt == RETRIES {
+                            if outcome.ok || attempt == RETRIES {
+                                break (before, outcome, after);
+                            }
+                            let token_came_through = site
+                                .mock()
+                                .requests()
+                                .iter()
+                                .skip(seen)
+                                .any(answered_imds_get);
+                            if after != before && !token_came_through {
                                 break (before, outcome, after);
                             }
                             attempt += 1;
