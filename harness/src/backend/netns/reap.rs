@@ -80,9 +80,14 @@ pub fn remove_all_live() -> Vec<String> {
 }
 
 /// Deletes every namespace named `imdsh-*` whose run is no longer alive (left by a
-/// killed run), for `imds-harness cleanup`; returns their names. Namespaces of runs
-/// that are still going (in this or another process) are left alone.
+/// killed run), for `imds-harness cleanup`, after killing the user-space stacks that
+/// serve them; returns their names. Namespaces and stacks of runs that are still going
+/// (in this or another process) are left alone.
 pub fn cleanup_stale() -> Result<Vec<String>, NetnsError> {
+    let killed = super::user_stack::kill_stale(|run| !lifecycle::run_is_alive(run));
+    if !killed.is_empty() {
+        tracing::info!(count = killed.len(), stacks = ?killed, "killed the user-space stacks of dead runs");
+    }
     let mut alive: HashMap<String, bool> = HashMap::new();
     let stale: Vec<String> = list_namespaces(NAME_PREFIX)?
         .into_iter()

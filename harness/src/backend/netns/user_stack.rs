@@ -5,7 +5,9 @@
 //!   route via 10.0.2.2; `--ready-fd` says when that is done, and `--exit-fd` (a pipe
 //!   this process holds) ends it when this process goes, even by SIGKILL.
 //! - pasta: `--config-net` copies the parent's address and routes onto a TAP device of
-//!   the parent interface's name; it quits when the child's namespace file is removed.
+//!   the parent interface's name; it quits when the child's namespace file is removed,
+//!   and gets SIGKILL when the thread that started it goes (`PR_SET_PDEATHSIG`): the
+//!   first is slow on a busy machine, and a killed run removes nothing.
 //!   It drops to `nobody` when started as root unless `--runas 0`, and `nobody` may not
 //!   enter a namespace root made.
 //!
@@ -106,6 +108,17 @@ impl UserStackProcess {
                     "--netns",
                     &child_path,
                 ]);
+                // SAFETY: only the async-signal-safe prctl between fork and exec. It
+                // ends pasta with the thread that started it (`ip netns exec` execs
+                // pasta in place), even when this process is killed.
+                unsafe {
+                    command.pre_exec(|| {
+                        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+                            return Err(io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
+                }
                 let mut spawned = command.spawn().map_err(spawn_error)?;
                 if let Err(e) = wait_for_default_route(child, &mut spawned) {
                     return Err(e.unwrap_or_else(|| failed(stack, child, &mut spawned)));
@@ -175,4 +188,47 @@ impl Drop for UserStackProcess {
             tracing::warn!(stack = self.stack.program(), "waiting for it: {e}");
         }
     }
+}
+
+/// Kills every slirp4netns or pasta that serves a namespace of a run that is no longer
+/// alive (left by a killed run: pasta outlives it until its namespace goes, and may be
+/// slow to notice that on a busy machine); returns their command lines.
+pub(crate) fn kill_stale(run_is_dead: impl Fn(&str) -> bool) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut killed = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let argv: Vec<String> = raw
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let is_stack = argv.first().is_some_and(|p| {
+            [UserStack::Slirp4netns, UserStack::Pasta]
+                .iter()
+                .any(|s| p.rsplit('/').next() == Some(s.program()))
+        });
+        let dead_run = argv.iter().find_map(|a| {
+            let name = a.strip_prefix(super::NETNS_DIR)?.strip_prefix('/')?;
+            crate::lifecycle::run_of(name)
+        });
+        if is_stack && dead_run.is_some_and(&run_is_dead) {
+            // SAFETY: kill has no memory-safety preconditions.
+            if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
+                killed.push(argv.join(" "));
+            }
+        }
+    }
+    killed
 }
