@@ -288,12 +288,15 @@ pub fn spelling(layers: &[Layer]) -> String {
     layers.iter().map(Layer::letter).collect()
 }
 
-/// The model: 1 + the routed layers before the first proxied one.
-pub fn model_hop_limit(layers: &[Layer]) -> HopLimit {
-    let routed = layers
-        .iter()
+/// How many layers `layers` starts with that are routed.
+fn leading_routed<'a>(layers: impl Iterator<Item = &'a Layer>) -> usize {
+    layers
         .take_while(|l| l.forwarding() == Forwarding::Routed)
-        .count();
+        .count()
+}
+
+/// The hop limit that `routed` routed layers need: 1 + them.
+fn for_routed(routed: usize) -> HopLimit {
     HopLimit::for_routing_hops(routed).expect("at most MAX_CHAIN < 64 layers")
 }
 
@@ -747,10 +750,7 @@ impl Topology {
     /// The routed layers between the host and the first proxied layer: the ones the
     /// token response must cross with the instance's TTL.
     pub fn routed_hops(&self) -> usize {
-        self.layers()
-            .iter()
-            .take_while(|l| l.forwarding() == Forwarding::Routed)
-            .count()
+        leading_routed(self.layers().iter())
     }
 
     /// Whether a user-space stack stands between the host and the client.
@@ -764,7 +764,7 @@ impl Topology {
     /// process at the leaf gets its token is 1 + [`Self::routed_hops`]. The harness
     /// measures it.
     pub fn min_hop_limit(&self) -> HopLimit {
-        model_hop_limit(&self.layers())
+        for_routed(self.routed_hops())
     }
 
     /// What the TTL probe at the leaf sees: a TCP connect ends at the nearest
@@ -773,13 +773,7 @@ impl Topology {
     /// [`Self::min_hop_limit`] unless a proxied layer has routed layers on its host side
     /// (too low) or its leaf side (too high).
     pub fn ttl_probe_hop_limit(&self) -> HopLimit {
-        let layers = self.layers();
-        let after_last_proxy = layers
-            .iter()
-            .rev()
-            .take_while(|l| l.forwarding() == Forwarding::Routed)
-            .count();
-        HopLimit::for_routing_hops(after_last_proxy).expect("at most MAX_CHAIN < 64 layers")
+        for_routed(leading_routed(self.layers().iter().rev()))
     }
 
     /// Whether builds here are Earthly's.
