@@ -7,8 +7,9 @@
 //! - the full docker matrix (every preset, sdk + cli + ttl, both tokens modes), warm;
 //! - with `--cold`: the images rebuilt from scratch (`imds-harness images --force`).
 //!
-//! `cargo bench --profile dev --bench docker [-- RUNS] [--cold]` (default 3 runs).
-//! Prints medians.
+//! `cargo bench --profile dev --bench docker [-- RUNS] [--cold] [--matrix-only]` (default
+//! 3 runs; `--matrix-only` skips the start-up phases). Prints medians, and where the last
+//! matrix run spent its time, by topology.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -30,6 +31,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let runs = imds_e2e::stats::runs_requested(3);
     let cold = args.iter().any(|a| a == "--cold");
+    let matrix_only = args.iter().any(|a| a == "--matrix-only");
     println!(
         "docker benchmarks, {runs} runs, {}",
         imds_e2e::stats::machine()
@@ -69,7 +71,7 @@ fn main() {
         "k8s-pod-dind: kind network, node (instance image loaded into it), pod on cni0, sidecar engine, probe image",
     ];
     let mut phases: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
-    for _ in 0..runs {
+    for _ in 0..if matrix_only { 0 } else { runs } {
         let instance =
             DockerInstance::start(&lab.docker, &lab.images, MockConfig::default()).unwrap();
         let s = instance.startup;
@@ -96,7 +98,7 @@ fn main() {
             phases[i].push(secs(d));
         }
     }
-    for (name, xs) in names.iter().zip(phases) {
+    for (name, xs) in names.iter().zip(phases).filter(|(_, xs)| !xs.is_empty()) {
         println!(
             "{name}: median {:.2} s of {xs:.2?}",
             imds_e2e::stats::median(xs.clone())
@@ -112,14 +114,29 @@ fn main() {
         parallel: 2,
     };
     let mut matrix = Vec::new();
+    let mut last = Vec::new();
     for _ in 0..runs {
         let started = Instant::now();
-        let cells = sweep::run(&lab, &plan, &|_| {}).unwrap();
-        assert_eq!(cells.len(), plan.topologies.len() * 3 * 2);
+        last = sweep::run(&lab, &plan, &|_| {}).unwrap();
+        assert_eq!(last.len(), plan.topologies.len() * 3 * 2);
         matrix.push(secs(started.elapsed()));
     }
     println!(
         "full docker matrix with the CLI (warm, parallel 2): median {:.1} s of {matrix:.1?}",
         imds_e2e::stats::median(matrix.clone())
     );
+    println!("the last run's searches, by topology (set-up not included):");
+    for topology in &plan.topologies {
+        let spent: Duration = last
+            .iter()
+            .filter(|c| c.topology == *topology)
+            .map(|c| c.elapsed)
+            .sum();
+        let probes: usize = last
+            .iter()
+            .filter(|c| c.topology == *topology)
+            .map(|c| c.tried.len())
+            .sum();
+        println!("  {topology}: {:.1} s, {probes} probes", secs(spent));
+    }
 }

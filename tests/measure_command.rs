@@ -10,6 +10,17 @@ use imds_e2e::require::{require, Need};
 
 const NEEDS: &[Need] = &[Need::Root, Need::NetTools];
 
+/// Held around every `imds-harness cleanup` of this file's tests, which run at once: one
+/// test's cleanup would otherwise reap what another set up for its own.
+static CLEANUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn cleanup() -> std::process::Output {
+    Command::new(bins::harness())
+        .arg("cleanup")
+        .output()
+        .unwrap()
+}
+
 fn namespaces_with(prefix: &str) -> Vec<String> {
     let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
     String::from_utf8_lossy(&out.stdout)
@@ -217,10 +228,10 @@ fn ctrl_c_removes_the_runs_namespaces_and_cleanup_reaps_a_killed_run() {
             .collect();
         if expect_left {
             assert!(!left.is_empty(), "SIGKILL leaves namespaces behind");
-            let out = Command::new(bins::harness())
-                .arg("cleanup")
-                .output()
-                .unwrap();
+            let out = {
+                let _one = CLEANUP.lock().unwrap_or_else(|e| e.into_inner());
+                cleanup()
+            };
             assert_eq!(out.status.code(), Some(0));
             let still: Vec<String> = namespaces_with("imdsh-")
                 .into_iter()
@@ -522,10 +533,10 @@ fn a_runs_user_space_stacks_go_with_it_on_ctrl_c_and_after_sigkill_with_cleanup(
             "a stack outlived a killed run: {:?}",
             stacks_of(&run)
         );
-        let out = Command::new(bins::harness())
-            .arg("cleanup")
-            .output()
-            .unwrap();
+        let out = {
+            let _one = CLEANUP.lock().unwrap_or_else(|e| e.into_inner());
+            cleanup()
+        };
         assert_eq!(out.status.code(), Some(0));
         assert!(
             eventually(Duration::from_secs(5), || stacks_of(&run).is_empty()),
@@ -533,4 +544,57 @@ fn a_runs_user_space_stacks_go_with_it_on_ctrl_c_and_after_sigkill_with_cleanup(
             stacks_of(&run)
         );
     }
+}
+
+/// A user-space stack that outlived its run (as pasta may on a busy machine) is killed by
+/// `imds-harness cleanup`, which says so; one of a live run (this test's) is left alone.
+/// The stand-ins are processes named `slirp4netns` whose arguments name a run's
+/// namespace, as the real one's do.
+#[test]
+fn cleanup_kills_and_names_the_stacks_of_dead_runs_only() {
+    if !require("cleanup_stacks", NEEDS) {
+        return;
+    }
+    let live_run = imds_harness::lifecycle::run_id().unwrap();
+    let dead = format!("/run/netns/imdsh-dead{live_run}-0-p1");
+    let live = format!("/run/netns/imdsh-{live_run}-0-p1");
+    let stand_in = |netns: &str| {
+        Command::new("bash")
+            .args([
+                "-c",
+                &format!("exec -a slirp4netns tail -F {netns} 2>/dev/null"),
+            ])
+            .spawn()
+            .unwrap()
+    };
+    let _one = CLEANUP.lock().unwrap_or_else(|e| e.into_inner());
+    let mut stale = stand_in(&dead);
+    let mut alive = stand_in(&live);
+    // Until both have become `slirp4netns`.
+    let named = |child: &std::process::Child| {
+        std::fs::read(format!("/proc/{}/cmdline", child.id()))
+            .is_ok_and(|c| c.starts_with(b"slirp4netns\0"))
+    };
+    assert!(eventually(Duration::from_secs(5), || named(&stale) && named(&alive)));
+    let out = cleanup();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let status = stale.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the stale stack was not killed: {status}"
+    );
+    assert!(
+        stdout.contains("killed 1 user-space network stack(s) of dead runs:")
+            && stdout.contains(&format!("slirp4netns -F {dead}")),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("nothing to clean up"), "{stdout}");
+    assert_eq!(
+        alive.try_wait().unwrap(),
+        None,
+        "a live run's stack was killed"
+    );
+    alive.kill().unwrap();
+    alive.wait().unwrap();
 }

@@ -322,7 +322,7 @@ fn measure_topology(
                         let mut attempt = 0;
                         let (before, outcome, after) = loop {
                             let before = site.mock().events();
-                            let seen = site.mock().requests().len();
+                            let mark = site.mock().request_mark();
                             let outcome = run(client, mode)?;
                             let after = site.mock().events();
                             if outcome.ok || attempt == RETRIES {
@@ -330,9 +330,8 @@ fn measure_topology(
                             }
                             let token_came_through = site
                                 .mock()
-                                .requests()
+                                .requests_since(mark)
                                 .iter()
-                                .skip(seen)
                                 .any(answered_imds_get);
                             if after != before && !token_came_through {
                                 break (before, outcome, after);
@@ -384,16 +383,39 @@ fn measure_topology(
     Ok(cells)
 }
 
+/// The plan's topologies in the batches a worker takes at once: those with the same
+/// [`Lab::shared_setup`] together (in the plan's order), the largest batches first so
+/// that the longest work starts first; the rest one at a time.
+fn batches<'p>(
+    topologies: &'p [Topology],
+    shared_setup: impl Fn(&Topology) -> Option<&'static str>,
+) -> VecDeque<Vec<&'p Topology>> {
+    let mut batches: Vec<(Option<&'static str>, Vec<&'p Topology>)> = Vec::new();
+    for topology in topologies {
+        let setup = shared_setup(topology);
+        match batches
+            .iter_mut()
+            .find(|(s, _)| setup.is_some() && *s == setup)
+        {
+            Some((_, batch)) => batch.push(topology),
+            None => batches.push((setup, vec![topology])),
+        }
+    }
+    batches.sort_by_key(|(_, batch)| std::cmp::Reverse(batch.len()));
+    batches.into_iter().map(|(_, batch)| batch).collect()
+}
+
 /// Runs the plan on `lab`; `on_cell` is called as each cell is settled (from worker
-/// threads). Each worker keeps one bench of the lab for the topologies it measures.
-/// Must be called inside a Tokio runtime (the mocks run on it).
+/// threads). Each worker keeps one bench of the lab for the topologies it measures,
+/// taking them in [`batches`]. Must be called inside a Tokio runtime (the mocks run
+/// on it).
 pub fn run<L: Lab>(
     lab: &L,
     plan: &SweepPlan,
     on_cell: &(dyn Fn(&Cell) + Sync),
 ) -> Result<Vec<Cell>, SweepError> {
     let runtime = tokio::runtime::Handle::current();
-    let queue = Mutex::new(plan.topologies.iter().collect::<VecDeque<_>>());
+    let queue = Mutex::new(batches(&plan.topologies, |t| lab.shared_setup(t)));
     let results = Mutex::new(Vec::new());
     let workers = plan.parallel.max(1).min(plan.topologies.len().max(1));
     std::thread::scope(|scope| {
@@ -401,9 +423,16 @@ pub fn run<L: Lab>(
             scope.spawn(|| {
                 let _runtime = runtime.enter();
                 let mut bench: Option<L::Bench> = None;
+                let mut batch = VecDeque::new();
                 loop {
-                    let Some(topology) = queue.lock().expect("queue").pop_front() else {
-                        return;
+                    if batch.is_empty() {
+                        match queue.lock().expect("queue").pop_front() {
+                            Some(next) => batch = VecDeque::from(next),
+                            None => return,
+                        }
+                    }
+                    let Some(topology) = batch.pop_front() else {
+                        continue;
                     };
                     let site_error = |source: L::Error| SweepError::Site {
                         topology: *topology,
@@ -420,6 +449,7 @@ pub fn run<L: Lab>(
                     results.lock().expect("results").push(measured);
                     if failed {
                         queue.lock().expect("queue").clear();
+                        batch.clear();
                     }
                 }
             });
@@ -450,6 +480,46 @@ mod tests {
 
     fn needs(n: u32) -> impl FnMut(HopLimit) -> Result<bool, ()> {
         move |h| Ok(h >= hop(n))
+    }
+
+    #[test]
+    fn topologies_sharing_a_setup_go_to_one_worker_in_the_plans_order() {
+        let plan: Vec<Topology> = [
+            "host",
+            "earthly-run",
+            "podman-run",
+            "earthly-cni",
+            "docker-run",
+            "earthly-with-docker",
+            "buildah-run",
+        ]
+        .iter()
+        .map(|n| Topology::parse(n).unwrap())
+        .collect();
+        let setup = |t: &Topology| {
+            let name = t.name();
+            ["earthly", "podman", "buildah"]
+                .into_iter()
+                .find(|p| name.starts_with(p))
+                .map(|p| if p == "buildah" { "podman" } else { p })
+        };
+        let names: Vec<Vec<String>> = batches(&plan, setup)
+            .into_iter()
+            .map(|b| b.iter().map(|t| t.name().into_owned()).collect())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                vec!["earthly-run", "earthly-cni", "earthly-with-docker"],
+                vec!["podman-run", "buildah-run"],
+                vec!["host"],
+                vec!["docker-run"],
+            ]
+        );
+        // Without shared setups: one at a time, in the plan's order.
+        let one_by_one = batches(&plan, |_| None);
+        assert_eq!(one_by_one.len(), plan.len());
+        assert!(one_by_one.iter().zip(&plan).all(|(b, t)| b == &[t]));
     }
 
     #[test]

@@ -47,6 +47,13 @@ pub trait Lab: Sync {
         bench: &'b mut Self::Bench,
         topology: &Topology,
     ) -> Result<Box<dyn Site + 'b>, Self::Error>;
+
+    /// What a bench sets up for `topology` on first use and keeps for the next topology
+    /// that needs it (a nested engine, say): the sweep gives topologies with the same
+    /// setup to one worker, so that it is made once. `None`: nothing worth sharing.
+    fn shared_setup(&self, _topology: &Topology) -> Option<&'static str> {
+        None
+    }
 }
 
 /// A way of realising topologies, as chosen on the command line (`--backend`).

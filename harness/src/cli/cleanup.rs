@@ -1,5 +1,6 @@
 //! `imds-harness cleanup`: reaps what a killed run left behind: network namespaces,
-//! containers and Docker networks of runs that are no longer alive.
+//! the user-space stacks (slirp4netns, pasta) serving them, containers and Docker
+//! networks of runs that are no longer alive.
 
 use anyhow::Context;
 use clap::Args;
@@ -28,9 +29,12 @@ pub fn run(_args: CleanupArgs) -> anyhow::Result<u8> {
             Err(_) => Ok(None),
         }
     })?;
-    let namespaces = netns::cleanup_stale()?;
+    let netns::Reaped { namespaces, stacks } = netns::cleanup_stale()?;
     let (containers, networks) = containers.unwrap_or_default();
-    if namespaces.is_empty() && containers.is_empty() && networks.is_empty() {
+    if [&namespaces, &stacks, &containers, &networks]
+        .iter()
+        .all(|v| v.is_empty())
+    {
         println!("nothing to clean up");
     }
     if !containers.is_empty() {
@@ -43,6 +47,15 @@ pub fn run(_args: CleanupArgs) -> anyhow::Result<u8> {
         println!("removed {} Docker network(s) of dead runs:", networks.len());
         for name in networks {
             println!("  {name}");
+        }
+    }
+    if !stacks.is_empty() {
+        println!(
+            "killed {} user-space network stack(s) of dead runs:",
+            stacks.len()
+        );
+        for command in stacks {
+            println!("  {command}");
         }
     }
     if !namespaces.is_empty() {

@@ -53,7 +53,7 @@ pub use options::{
     HopLimit, HttpEndpoint, HttpTokens, MetadataOptions, MetadataOptionsChange, OptionError, Toggle,
 };
 use server::{Handler, ServerStats};
-pub use server::{RequestLog, RequestRecord, Service};
+pub use server::{RequestLog, RequestMark, RequestRecord, Service};
 pub use testcontainer::{ImdsMock, ImdsMockContainer};
 use tokens::TokenMint;
 
@@ -465,6 +465,17 @@ impl MockAws {
     /// service, method, path, status, peer, and for STS which credential set signed.
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.log.snapshot()
+    }
+
+    /// Now, in the request log: what is answered after this is [`Self::requests_since`]
+    /// it.
+    pub fn request_mark(&self) -> RequestMark {
+        self.log.mark()
+    }
+
+    /// The requests answered after `mark`, oldest first.
+    pub fn requests_since(&self, mark: RequestMark) -> Vec<RequestRecord> {
+        self.log.since(mark)
     }
 
     /// Connections the IMDS holds open right now.

@@ -149,25 +149,54 @@ pub struct RequestRecord {
 /// The requests a mock answered, the newest [`RequestLog::CAPACITY`] of them.
 #[derive(Debug, Default)]
 pub struct RequestLog {
-    records: std::sync::Mutex<std::collections::VecDeque<RequestRecord>>,
+    records: std::sync::Mutex<Records>,
 }
+
+#[derive(Debug, Default)]
+struct Records {
+    kept: std::collections::VecDeque<RequestRecord>,
+    /// How many were ever recorded, the dropped ones included.
+    recorded: u64,
+}
+
+/// A point in a [`RequestLog`]: what was recorded after it is
+/// [`RequestLog::since`] it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RequestMark(u64);
 
 impl RequestLog {
     /// How many records are kept; older ones are dropped.
     pub const CAPACITY: usize = 10_000;
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Records> {
+        self.records.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn record(&self, record: RequestRecord) {
-        let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
-        if records.len() == Self::CAPACITY {
-            records.pop_front();
+        let mut records = self.lock();
+        if records.kept.len() == Self::CAPACITY {
+            records.kept.pop_front();
         }
-        records.push_back(record);
+        records.kept.push_back(record);
+        records.recorded += 1;
     }
 
     /// The records kept, oldest first.
     pub fn snapshot(&self) -> Vec<RequestRecord> {
-        let records = self.records.lock().unwrap_or_else(|p| p.into_inner());
-        records.iter().cloned().collect()
+        self.lock().kept.iter().cloned().collect()
+    }
+
+    /// Now: the records that come after this are [`Self::since`] it.
+    pub fn mark(&self) -> RequestMark {
+        RequestMark(self.lock().recorded)
+    }
+
+    /// The records made after `mark` (those still kept), oldest first.
+    pub fn since(&self, mark: RequestMark) -> Vec<RequestRecord> {
+        let records = self.lock();
+        let newer = usize::try_from(records.recorded.saturating_sub(mark.0)).unwrap_or(usize::MAX);
+        let skip = records.kept.len().saturating_sub(newer);
+        records.kept.iter().skip(skip).cloned().collect()
     }
 }
 
@@ -230,4 +259,41 @@ fn plain_status(status: StatusCode) -> Response<Bytes> {
         .status(status)
         .body(Bytes::new())
         .expect("a status-only response builds")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(status: u16) -> RequestRecord {
+        RequestRecord {
+            service: Service::Imds,
+            method: "GET".into(),
+            path: "/".into(),
+            status,
+            peer: IpAddr::from([127, 0, 0, 1]),
+            signed_with: None,
+        }
+    }
+
+    #[test]
+    fn since_a_mark_is_what_came_after_it_even_once_the_log_is_full() {
+        let log = RequestLog::default();
+        let start = log.mark();
+        log.record(record(200));
+        let one = log.mark();
+        assert_eq!(log.since(start).len(), 1);
+        assert!(log.since(one).is_empty());
+        for _ in 1..RequestLog::CAPACITY {
+            log.record(record(200));
+        }
+        let full = log.mark();
+        log.record(record(401));
+        log.record(record(404));
+        assert_eq!(log.snapshot().len(), RequestLog::CAPACITY);
+        let statuses: Vec<u16> = log.since(full).iter().map(|r| r.status).collect();
+        assert_eq!(statuses, [401, 404]);
+        // A mark older than what is kept gets all that is kept.
+        assert_eq!(log.since(start).len(), RequestLog::CAPACITY);
+    }
 }

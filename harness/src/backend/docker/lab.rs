@@ -76,4 +76,8 @@ impl Lab for DockerLab {
         let leaf = DockerLeaf::realise(instance, topology, &self.tools)?;
         Ok(Box::new(DockerSite { instance, leaf }))
     }
+
+    fn shared_setup(&self, topology: &Topology) -> Option<&'static str> {
+        topology.preset().and_then(DockerLeaf::shared_setup)
+    }
 }

@@ -176,6 +176,20 @@ impl<'a> DockerLeaf<'a> {
             preset,
         })
     }
+
+    /// The nested setup that [`DockerLeaf::realise`] makes once per instance for
+    /// `preset` and that other presets use too (see [`crate::backend::Lab::shared_setup`]).
+    pub fn shared_setup(preset: Preset) -> Option<&'static str> {
+        match preset {
+            Preset::Host | Preset::DockerRun | Preset::BuildkitRun | Preset::K8sPodDind => None,
+            Preset::EarthlyRun | Preset::EarthlyCni | Preset::EarthlyWithDocker => {
+                Some("earthly-buildkitd")
+            }
+            Preset::PodmanRun | Preset::BuildahRun => Some("podman"),
+            Preset::PodmanRootless | Preset::PodmanRootlessPasta => Some("podman-rootless"),
+            Preset::GitlabDindJob | Preset::GitlabDindBuild => Some("gitlab-dind"),
+        }
+    }
 }
 
 /// The client's environment in a container: `HOME` is the image's empty `/root`; the

@@ -85,7 +85,7 @@ use std::os::unix::fs::MetadataExt;
 pub use instance::NetnsInstance;
 pub use leaf::NamespaceLeaf;
 pub use namespace::Namespace;
-pub use reap::{cleanup_stale, remove_all_live};
+pub use reap::{cleanup_stale, remove_all_live, Reaped};
 pub(crate) use site::start_mock;
 pub use site::{NetnsLab, NetnsSite};
 

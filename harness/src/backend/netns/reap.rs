@@ -79,14 +79,27 @@ pub fn remove_all_live() -> Vec<String> {
     removed
 }
 
+/// What [`cleanup_stale`] took away.
+#[derive(Debug, Default)]
+pub struct Reaped {
+    /// The names of the namespaces deleted.
+    pub namespaces: Vec<String>,
+    /// The command lines of the user-space stacks (slirp4netns, pasta) killed.
+    pub stacks: Vec<String>,
+}
+
 /// Deletes every namespace named `imdsh-*` whose run is no longer alive (left by a
 /// killed run), for `imds-harness cleanup`, after killing the user-space stacks that
-/// serve them; returns their names. Namespaces and stacks of runs that are still going
-/// (in this or another process) are left alone.
-pub fn cleanup_stale() -> Result<Vec<String>, NetnsError> {
-    let killed = super::user_stack::kill_stale(|run| !lifecycle::run_is_alive(run));
-    if !killed.is_empty() {
-        tracing::info!(count = killed.len(), stacks = ?killed, "killed the user-space stacks of dead runs");
+/// serve them. Namespaces and stacks of runs that are still going (in this or another
+/// process) are left alone.
+pub fn cleanup_stale() -> Result<Reaped, NetnsError> {
+    let stacks = super::user_stack::kill_stale(|run| !lifecycle::run_is_alive(run));
+    if !stacks.is_empty() {
+        tracing::info!(
+            count = stacks.len(),
+            ?stacks,
+            "killed the user-space stacks of dead runs"
+        );
     }
     let mut alive: HashMap<String, bool> = HashMap::new();
     let stale: Vec<String> = list_namespaces(NAME_PREFIX)?
@@ -98,9 +111,9 @@ pub fn cleanup_stale() -> Result<Vec<String>, NetnsError> {
                 .or_insert_with(|| lifecycle::run_is_alive(run)),
         })
         .collect();
-    let removed = delete_namespaces(&stale)?;
-    if !removed.is_empty() {
-        tracing::info!(count = removed.len(), "removed stale namespaces");
+    let namespaces = delete_namespaces(&stale)?;
+    if !namespaces.is_empty() {
+        tracing::info!(count = namespaces.len(), "removed stale namespaces");
     }
-    Ok(removed)
+    Ok(Reaped { namespaces, stacks })
 }

@@ -315,7 +315,7 @@ fn cleanup_stale_reaps_dead_runs_only() {
         rand::random::<u32>() & 0xff_ffff
     );
     duct::cmd!("ip", "netns", "add", &stale).run().unwrap();
-    let removed = cleanup_stale().unwrap();
+    let removed = cleanup_stale().unwrap().namespaces;
     assert!(removed.contains(&stale), "{removed:?}");
     for ns in live.namespaces() {
         assert!(!removed.contains(&ns.name), "{removed:?}");
