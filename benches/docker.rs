@@ -7,9 +7,11 @@
 //! - the full docker matrix (every preset, sdk + cli + ttl, both tokens modes), warm;
 //! - with `--cold`: the images rebuilt from scratch (`imds-harness images --force`).
 //!
-//! `cargo bench --profile dev --bench docker [-- RUNS] [--cold] [--matrix-only]` (default
-//! 3 runs; `--matrix-only` skips the start-up phases). Prints medians, and where the last
-//! matrix run spent its time, by topology.
+//! `cargo bench --profile dev --bench docker [-- RUNS] [--cold] [--matrix-only] [--compare]`
+//! (default 3 runs; `--matrix-only` skips the start-up phases; `--compare` runs each
+//! matrix a second time with the topologies handed out one at a time, as before the
+//! sweep batched those sharing a setup, alternating, and prints the ratio). Prints
+//! medians, and where the last matrix run spent its time, by topology.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -18,6 +20,7 @@ use imds_e2e::bins;
 use imds_harness::backend::docker::instance::DockerInstance;
 use imds_harness::backend::docker::lab::DockerLab;
 use imds_harness::backend::docker::DockerError;
+use imds_harness::backend::{Lab, Site};
 use imds_harness::mock::{HttpTokens, MockConfig};
 use imds_harness::probe::{shim, Client, Tools};
 use imds_harness::sweep::{self, Strategy, SweepPlan};
@@ -32,6 +35,7 @@ fn main() {
     let runs = imds_e2e::stats::runs_requested(3);
     let cold = args.iter().any(|a| a == "--cold");
     let matrix_only = args.iter().any(|a| a == "--matrix-only");
+    let compare = args.iter().any(|a| a == "--compare");
     println!(
         "docker benchmarks, {runs} runs, {}",
         imds_e2e::stats::machine()
@@ -114,17 +118,36 @@ fn main() {
         parallel: 2,
     };
     let mut matrix = Vec::new();
+    let mut one_by_one = Vec::new();
     let mut last = Vec::new();
     for _ in 0..runs {
         let started = Instant::now();
         last = sweep::run(&lab, &plan, &|_| {}).unwrap();
         assert_eq!(last.len(), plan.topologies.len() * 3 * 2);
         matrix.push(secs(started.elapsed()));
+        if compare {
+            let started = Instant::now();
+            let cells = sweep::run(&OneByOne(&lab), &plan, &|_| {}).unwrap();
+            assert_eq!(cells.len(), last.len());
+            one_by_one.push(secs(started.elapsed()));
+        }
     }
     println!(
         "full docker matrix with the CLI (warm, parallel 2): median {:.1} s of {matrix:.1?}",
         imds_e2e::stats::median(matrix.clone())
     );
+    if compare {
+        let ratios: Vec<f64> = matrix
+            .iter()
+            .zip(&one_by_one)
+            .map(|(batched, single)| batched / single)
+            .collect();
+        println!(
+            "the same, topologies one at a time: median {:.1} s of {one_by_one:.1?}; batched/one-at-a-time, same-run ratios: median {:.2} of {ratios:.2?}",
+            imds_e2e::stats::median(one_by_one.clone()),
+            imds_e2e::stats::median(ratios.clone())
+        );
+    }
     println!("the last run's searches, by topology (set-up not included):");
     for topology in &plan.topologies {
         let spent: Duration = last
@@ -138,5 +161,26 @@ fn main() {
             .map(|c| c.tried.len())
             .sum();
         println!("  {topology}: {:.1} s, {probes} probes", secs(spent));
+    }
+}
+
+/// The docker lab with no setup shared between topologies: the sweep hands them out one
+/// at a time, in the plan's order.
+struct OneByOne<'a>(&'a DockerLab);
+
+impl Lab for OneByOne<'_> {
+    type Bench = DockerInstance;
+    type Error = DockerError;
+
+    fn bench(&self) -> Result<DockerInstance, DockerError> {
+        self.0.bench()
+    }
+
+    fn realise<'b>(
+        &self,
+        bench: &'b mut DockerInstance,
+        topology: &Topology,
+    ) -> Result<Box<dyn Site + 'b>, DockerError> {
+        self.0.realise(bench, topology)
     }
 }
