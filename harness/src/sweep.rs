@@ -389,16 +389,16 @@ fn measure_topology(
 fn batches<'p>(
     topologies: &'p [Topology],
     shared_setup: impl Fn(&Topology) -> Option<&'static str>,
-) -> VecDeque<Vec<&'p Topology>> {
-    let mut batches: Vec<(Option<&'static str>, Vec<&'p Topology>)> = Vec::new();
+) -> VecDeque<VecDeque<&'p Topology>> {
+    let mut batches: Vec<(Option<&'static str>, VecDeque<&'p Topology>)> = Vec::new();
     for topology in topologies {
         let setup = shared_setup(topology);
         match batches
             .iter_mut()
             .find(|(s, _)| setup.is_some() && *s == setup)
         {
-            Some((_, batch)) => batch.push(topology),
-            None => batches.push((setup, vec![topology])),
+            Some((_, batch)) => batch.push_back(topology),
+            None => batches.push((setup, VecDeque::from([topology]))),
         }
     }
     batches.sort_by_key(|(_, batch)| std::cmp::Reverse(batch.len()));
@@ -427,13 +427,11 @@ pub fn run<L: Lab>(
                 loop {
                     if batch.is_empty() {
                         match queue.lock().expect("queue").pop_front() {
-                            Some(next) => batch = VecDeque::from(next),
+                            Some(next) => batch = next,
                             None => return,
                         }
                     }
-                    let Some(topology) = batch.pop_front() else {
-                        continue;
-                    };
+                    let topology = batch.pop_front().expect("a batch is never empty");
                     let site_error = |source: L::Error| SweepError::Site {
                         topology: *topology,
                         source: Box::new(source),

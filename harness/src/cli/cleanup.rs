@@ -31,40 +31,19 @@ pub fn run(_args: CleanupArgs) -> anyhow::Result<u8> {
     })?;
     let netns::Reaped { namespaces, stacks } = netns::cleanup_stale()?;
     let (containers, networks) = containers.unwrap_or_default();
-    if [&namespaces, &stacks, &containers, &networks]
-        .iter()
-        .all(|v| v.is_empty())
-    {
+    let reaped = [
+        ("removed", "container(s)", containers),
+        ("removed", "Docker network(s)", networks),
+        ("killed", "user-space network stack(s)", stacks),
+        ("removed", "network namespace(s)", namespaces),
+    ];
+    if reaped.iter().all(|(_, _, items)| items.is_empty()) {
         println!("nothing to clean up");
     }
-    if !containers.is_empty() {
-        println!("removed {} container(s) of dead runs:", containers.len());
-        for name in containers {
-            println!("  {name}");
-        }
-    }
-    if !networks.is_empty() {
-        println!("removed {} Docker network(s) of dead runs:", networks.len());
-        for name in networks {
-            println!("  {name}");
-        }
-    }
-    if !stacks.is_empty() {
-        println!(
-            "killed {} user-space network stack(s) of dead runs:",
-            stacks.len()
-        );
-        for command in stacks {
-            println!("  {command}");
-        }
-    }
-    if !namespaces.is_empty() {
-        println!(
-            "removed {} network namespace(s) of dead runs:",
-            namespaces.len()
-        );
-        for name in namespaces {
-            println!("  {name}");
+    for (done, what, items) in reaped.iter().filter(|(_, _, items)| !items.is_empty()) {
+        println!("{done} {} {what} of dead runs:", items.len());
+        for item in items {
+            println!("  {item}");
         }
     }
     Ok(exit::OK)
