@@ -24,7 +24,8 @@ enum Command {
     Measure(measure::MeasureArgs),
     /// Serve the mock IMDS, STS and EC2 API on local ports until SIGINT or SIGTERM.
     Mock(mock::MockArgs),
-    /// Remove the network namespaces that killed runs left behind.
+    /// Remove what killed runs left behind: network namespaces, the slirp4netns and pasta
+    /// serving them, containers and Docker networks.
     Cleanup(cleanup::CleanupArgs),
     /// Build the docker backend's images from Debian packages (cached; nothing is pulled).
     Images(images::ImagesArgs),
