@@ -12,10 +12,6 @@ use std::process::Command;
 
 /// Top-level entries of the repository that `+src` does not copy, and why.
 const NOT_COPIED: &[(&str, &str)] = &[
-    (
-        ".ci",
-        "CI's entry point; it runs `make test`, which +test runs itself",
-    ),
     (".gitignore", "git's, not the build's"),
     ("target", "build output"),
 ];
