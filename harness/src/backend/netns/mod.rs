@@ -23,12 +23,13 @@
 //! ```
 //!
 //! - The mock namespace is exactly one link away from the host, as IMDS is on EC2: the
-//!   host reaches [`IMDS_ADDR`](layout::IMDS_ADDR) on-link over its `eth0` (169.254.0.0/16), with no
-//!   routing hop between them. The mock has a default route back via the host; as the
-//!   host masquerades, replies go to 169.254.0.1 anyway. The host's default route goes
-//!   to [`GATEWAY_ADDR`](layout::GATEWAY_ADDR), which the mock's namespace holds and where every packet to
-//!   be forwarded is refused (ICMP net unreachable): like an EC2 host it has a default
-//!   route (pasta copies it), and it leads nowhere.
+//!   host reaches [`IMDS_ADDR`](layout::IMDS_ADDR) on-link over its `eth0`
+//!   (169.254.0.0/16), with no routing hop between them. The mock has a default route
+//!   back via the host; as the host masquerades, replies go to 169.254.0.1 anyway. The
+//!   host's default route goes to [`GATEWAY_ADDR`](layout::GATEWAY_ADDR), which the
+//!   mock's namespace holds and where every packet to be forwarded is refused (ICMP net
+//!   unreachable): like an EC2 host it has a default route (pasta copies it), and it
+//!   leads nowhere.
 //! - A routed layer i (1..=N, [`Topology::layers`]`[i-1]` is `Layer::Routed`): in the
 //!   parent namespace (the host for i = 1, else `<prefix>-<i-1>`) a bridge named like
 //!   the real one (`docker0`, `cni0`, `cni-podman0`, `br<i>`) holding the gateway
