@@ -154,45 +154,24 @@ fn run_sweep(args: &MeasureArgs) -> anyhow::Result<Exit> {
 
     let model = ModelCheck::of(&cells);
     print_results(args.backend, &plan, &cells, &model, elapsed);
-    let against = recorded.as_ref().zip(args.baseline.as_deref());
-    let judgement = gate::judge(
-        &cells,
-        against.map(|(baseline, path)| Recorded {
-            baseline,
-            path,
-            restricted: !args.topology.is_empty(),
-        }),
-        args.record.is_some(),
-    );
+    let judgement = judge(args, recorded.as_ref(), &cells);
     print_judgement(&judgement, args.baseline.as_deref());
     if let (Some(path), Some(to_record)) = (&args.record, &judgement.to_record) {
         record(path, to_record)?;
     }
     let exit = Exit::from(judgement.decision);
-    if let Some(path) = &args.json {
-        let report = MeasureReport {
-            backend: args.backend.to_string(),
-            strategy: plan.strategy,
-            cells: &cells,
-            never: &judgement.never,
-            comparisons: &judgement.comparisons,
-            model: &model,
-            exit,
-            exit_code: exit.code(),
-            elapsed_ms: elapsed.as_millis() as u64,
-        };
-        write_json(path, &report)?;
-    }
-    if let Some(path) = &args.junit {
-        let junit = report::junit(
-            args.backend.name(),
-            &cells,
-            &judgement.comparisons,
-            args.baseline.as_deref(),
-        );
-        let xml = junit.to_string().context("rendering the JUnit report")?;
-        std::fs::write(path, xml).with_context(|| format!("writing {}", path.display()))?;
-    }
+    let report = MeasureReport {
+        backend: args.backend.to_string(),
+        strategy: plan.strategy,
+        cells: &cells,
+        never: &judgement.never,
+        comparisons: &judgement.comparisons,
+        model: &model,
+        exit,
+        exit_code: exit.code(),
+        elapsed_ms: elapsed.as_millis() as u64,
+    };
+    write_reports(args, &report)?;
     Ok(exit)
 }
 
@@ -327,6 +306,21 @@ fn print_results(
     println!("{model}");
 }
 
+/// The gate on the cells: against the baseline when one was given, with the baseline to
+/// record when asked for.
+fn judge(args: &MeasureArgs, recorded: Option<&Baseline>, cells: &[Cell]) -> Judgement {
+    let against = recorded.zip(args.baseline.as_deref());
+    gate::judge(
+        cells,
+        against.map(|(baseline, path)| Recorded {
+            baseline,
+            path,
+            restricted: !args.topology.is_empty(),
+        }),
+        args.record.is_some(),
+    )
+}
+
 /// What the gate found: failures on stderr, the rest on stdout.
 fn print_judgement(judgement: &Judgement, baseline: Option<&Path>) {
     for cell in &judgement.never {
@@ -358,9 +352,23 @@ fn record(path: &Path, to_record: &Result<Baseline, GateError>) -> anyhow::Resul
     Ok(())
 }
 
-fn write_json(path: &Path, report: &MeasureReport) -> anyhow::Result<()> {
-    std::fs::write(path, serde_json::to_string_pretty(report)? + "\n")
-        .with_context(|| format!("writing {}", path.display()))
+/// `--json` and `--junit`.
+fn write_reports(args: &MeasureArgs, report: &MeasureReport) -> anyhow::Result<()> {
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(report)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.junit {
+        let junit = report::junit(
+            args.backend.name(),
+            report.cells,
+            report.comparisons,
+            args.baseline.as_deref(),
+        );
+        let xml = junit.to_string().context("rendering the JUnit report")?;
+        std::fs::write(path, xml).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// The earthly backend: the Earthfile's probe targets with the real Earthly, on this
