@@ -13,9 +13,10 @@ use imds_e2e::clients::{
 };
 use imds_e2e::require::{require, Need};
 use imds_harness::backend::netns::NetnsLab;
+use imds_harness::cell::Cell;
 use imds_harness::mock::{HopLimit, HttpTokens, ImdsVersion};
 use imds_harness::probe::{Client, Tools};
-use imds_harness::sweep::{self, Cell, Strategy, SweepPlan};
+use imds_harness::sweep::{self, Strategy, SweepPlan};
 use imds_harness::topology::{Preset, Topology};
 
 const NEEDS: &[Need] = &[

@@ -11,7 +11,8 @@ use std::time::Duration;
 use imds_e2e::require::{require, Need};
 use imds_harness::backend::netns::{NamespaceLeaf, NetnsError, NetnsSite};
 use imds_harness::backend::{Lab, Site};
-use imds_harness::gate::{self, Baseline, Comparison, Exit, Need as Measured};
+use imds_harness::cell::Verdict;
+use imds_harness::gate::{self, Baseline, Comparison, Decision, Recorded};
 use imds_harness::lifecycle;
 use imds_harness::mock::{HopLimit, HttpTokens, MockAws, MockConfig};
 use imds_harness::probe::{Client, Leaf, Tools};
@@ -165,23 +166,27 @@ async fn a_topology_no_client_can_reach_fails_the_gate_and_the_junit_report() {
     for cell in &cells {
         if cell.topology == docker_run {
             assert_eq!(cell.minimal_hop_limit, None, "{cell:?}");
-            assert_eq!(report::verdict(cell), "never");
+            assert_eq!(cell.verdict(), Verdict::Never);
         } else {
             assert_eq!(cell.minimal_hop_limit, Some(HopLimit::MIN), "{cell:?}");
         }
     }
 
     // Without a baseline, the never cells alone fail the run.
-    let never = gate::never_cells(&cells);
-    assert_eq!(never.len(), 3, "{never:?}");
-    assert_eq!(gate::exit(&never, &[]), Exit::Regression);
+    let alone = gate::judge(&cells, None, false);
+    assert_eq!(alone.never.len(), 3, "{:?}", alone.never);
+    assert_eq!(alone.decision, Decision::Regression);
 
     // With a baseline that records docker-run = 2, it is a regression of docker-run.
-    let needs = gate::needs(&cells);
-    assert_eq!(needs[&docker_run], Measured::Never);
     let recorded = Baseline::parse("[hop-limits]\nhost = 1\ndocker-run = 2\n", "b").unwrap();
     let path = Path::new("fixtures/hop-limits.toml");
-    let comparisons = gate::compare(&recorded, &needs, false, path).unwrap();
+    let against = Recorded {
+        baseline: &recorded,
+        path,
+        restricted: false,
+    };
+    let judged = gate::judge(&cells, Some(against), true);
+    let comparisons = judged.comparisons;
     assert_eq!(
         comparisons[0],
         Comparison::Never {
@@ -189,9 +194,10 @@ async fn a_topology_no_client_can_reach_fails_the_gate_and_the_junit_report() {
             recorded: HopLimit::new(2).ok(),
         }
     );
-    assert_eq!(gate::exit(&[], &comparisons), Exit::Regression);
+    assert!(comparisons[0].is_regression());
+    assert_eq!(judged.decision, Decision::Regression);
     assert!(
-        gate::to_record(&needs).is_err(),
+        matches!(judged.to_record, Some(Err(_))),
         "a never cannot be recorded"
     );
 

@@ -9,8 +9,8 @@ use imds_e2e::require::{require, Need};
 use imds_harness::backend::endpoints::{IMDS_PORT, STS_URL};
 use imds_harness::backend::netns::NamespaceLeaf;
 use imds_harness::backend::netns::{NetnsLab, NetnsSite};
+use imds_harness::cell::{Cell, ModelCheck};
 use imds_harness::mock::{HopLimit, HttpTokens, MetadataOptionsChange, MockConfig};
-use imds_harness::model::ModelCheck;
 use imds_harness::probe::env::ClientEnv;
 use imds_harness::probe::{cli, Client};
 use imds_harness::report;
@@ -166,7 +166,7 @@ fn sweep_netns(
     topologies: Vec<Topology>,
     clients: Vec<Client>,
     modes: Vec<HttpTokens>,
-) -> (SweepPlan, Vec<sweep::Cell>) {
+) -> (SweepPlan, Vec<Cell>) {
     let plan = SweepPlan {
         topologies,
         clients,
@@ -217,7 +217,7 @@ async fn every_topology_and_client_needs_what_the_model_predicts() {
                     "{what}: {cell:?}"
                 );
                 assert!(cell.works_at_any_hop_limit, "{what}");
-                assert_eq!(report::verdict(cell), "any (IMDSv1)", "{what}");
+                assert_eq!(cell.verdict().to_string(), "any (IMDSv1)", "{what}");
             }
             _ => {
                 assert_eq!(cell.model, need, "{what}");

@@ -1,14 +1,7 @@
-//! The gate a CI job runs: what a measurement means for the builds, compared with the
+//! The gate a CI job runs: what a run's cells mean for the builds, compared with the
 //! recorded baseline (the file itself is [`imds_vocab::baseline`], shared with the
-//! shim), and the exit code that says it.
-//!
-//! | exit | meaning |
-//! |---|---|
-//! | 0 | every topology needs what the baseline records, or less |
-//! | 1 | a regression: a topology needs more than recorded, or a client gets no identity at any hop limit ("never") |
-//! | 2 | usage or environment: bad arguments, not root, a tool missing, a baseline topology this run did not measure |
-//! | 3 | the measurement itself failed: a probe broke (a client crashed, a container did not start), the mock died |
-//! | 130 | interrupted (SIGINT or SIGTERM); what the run made is removed |
+//! shim). [`judge`] takes the cells and the baseline and returns a [`Judgement`]; the
+//! binary says its [`Decision`] with an exit code.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -17,39 +10,11 @@ use serde::Serialize;
 
 pub use imds_vocab::baseline::{Baseline, BaselineError, DEFAULT_PATH};
 
-use crate::mock::{HopLimit, HttpTokens};
+use imds_vocab::{HopLimit, HttpTokens};
+
+use crate::cell::Cell;
 use crate::probe::Client;
-use crate::sweep::Cell;
 use crate::topology::Topology;
-
-/// The exit codes of `imds-harness measure` (and the other subcommands' subset).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Exit {
-    /// All as recorded, or better.
-    Ok,
-    /// A regression, or a client that never gets an identity.
-    Regression,
-    /// Usage or environment.
-    Usage,
-    /// The measurement failed.
-    Measurement,
-    /// Interrupted.
-    Interrupted,
-}
-
-impl Exit {
-    /// The process exit code.
-    pub const fn code(self) -> u8 {
-        match self {
-            Exit::Ok => 0,
-            Exit::Regression => 1,
-            Exit::Usage => 2,
-            Exit::Measurement => 3,
-            Exit::Interrupted => 130,
-        }
-    }
-}
 
 /// A cell whose client got no identity at any hop limit in 1..=64.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -78,7 +43,7 @@ impl NeverCell {
 }
 
 /// The cells whose client never got an identity.
-pub fn never_cells(cells: &[Cell]) -> Vec<NeverCell> {
+fn never_cells(cells: &[Cell]) -> Vec<NeverCell> {
     cells
         .iter()
         .filter(|c| c.minimal_hop_limit.is_none())
@@ -93,7 +58,7 @@ pub fn never_cells(cells: &[Cell]) -> Vec<NeverCell> {
 
 /// What a run measured for one topology with tokens required.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Need {
+enum Need {
     /// Every client got an identity from this hop limit on.
     HopLimit(HopLimit),
     /// Some client got none at any hop limit.
@@ -102,7 +67,7 @@ pub enum Need {
 
 /// Per topology, with tokens required: the largest minimal hop limit of any client, or
 /// [`Need::Never`] when a client got no identity at all.
-pub fn needs(cells: &[Cell]) -> BTreeMap<Topology, Need> {
+fn needs(cells: &[Cell]) -> BTreeMap<Topology, Need> {
     let mut needs = BTreeMap::new();
     for cell in cells
         .iter()
@@ -122,7 +87,7 @@ pub fn needs(cells: &[Cell]) -> BTreeMap<Topology, Need> {
 }
 
 /// The baseline to record from a run; refused while a topology never works.
-pub fn to_record(needs: &BTreeMap<Topology, Need>) -> Result<Baseline, GateError> {
+fn to_record(needs: &BTreeMap<Topology, Need>) -> Result<Baseline, GateError> {
     let never: Vec<Topology> = needs
         .iter()
         .filter(|(_, n)| **n == Need::Never)
@@ -254,7 +219,7 @@ impl Comparison {
 /// Compares what a run measured with the recorded baseline, topology by topology. A
 /// topology of the baseline that the run did not measure is an error unless the run
 /// was `restricted` to some topologies (`--topology`).
-pub fn compare(
+fn compare(
     recorded: &Baseline,
     measured: &BTreeMap<Topology, Need>,
     restricted: bool,
@@ -292,12 +257,75 @@ pub fn compare(
         .collect())
 }
 
-/// The exit of a run that measured `cells` and compared them as `comparisons`.
-pub fn exit(never: &[NeverCell], comparisons: &[Comparison]) -> Exit {
-    if !never.is_empty() || comparisons.iter().any(Comparison::is_regression) {
-        Exit::Regression
+/// The baseline a run is judged against.
+#[derive(Clone, Copy, Debug)]
+pub struct Recorded<'a> {
+    /// The baseline.
+    pub baseline: &'a Baseline,
+    /// Where it was read from, for messages.
+    pub path: &'a Path,
+    /// Whether the run measured only some topologies (`--topology`): then those of the
+    /// baseline it did not measure are not missing.
+    pub restricted: bool,
+}
+
+/// What the gate decides about a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Every client got an identity, and every topology needs what the baseline
+    /// records, or less (or there is no baseline).
+    Pass,
+    /// A topology needs more than recorded, a client got no identity at any hop limit,
+    /// or the baseline asked to be recorded cannot record that.
+    Regression,
+    /// The baseline records topologies a full run did not measure: nothing to judge by.
+    NotMeasured,
+}
+
+/// The gate's judgement of a run: what it found, and what it decides.
+#[derive(Debug)]
+pub struct Judgement {
+    /// The cells whose client got no identity at any hop limit.
+    pub never: Vec<NeverCell>,
+    /// Each measured topology against the baseline: none without one, or when it could
+    /// not be compared.
+    pub comparisons: Vec<Comparison>,
+    /// Why the baseline could not be compared.
+    pub not_compared: Option<GateError>,
+    /// When asked to record: the baseline to record, or why there is none.
+    pub to_record: Option<Result<Baseline, GateError>>,
+    /// What the run means for the gate.
+    pub decision: Decision,
+}
+
+/// Judges a run's cells, against `recorded` when given; with `record`, also makes the
+/// baseline the run would record.
+pub fn judge(cells: &[Cell], recorded: Option<Recorded<'_>>, record: bool) -> Judgement {
+    let never = never_cells(cells);
+    let needs = needs(cells);
+    let (comparisons, not_compared) = match recorded {
+        Some(r) => match compare(r.baseline, &needs, r.restricted, r.path) {
+            Ok(comparisons) => (comparisons, None),
+            Err(err) => (Vec::new(), Some(err)),
+        },
+        None => (Vec::new(), None),
+    };
+    let to_record = record.then(|| to_record(&needs));
+    let decision = if matches!(to_record, Some(Err(_))) {
+        Decision::Regression
+    } else if not_compared.is_some() {
+        Decision::NotMeasured
+    } else if !never.is_empty() || comparisons.iter().any(Comparison::is_regression) {
+        Decision::Regression
     } else {
-        Exit::Ok
+        Decision::Pass
+    };
+    Judgement {
+        never,
+        comparisons,
+        not_compared,
+        to_record,
+        decision,
     }
 }
 
@@ -338,6 +366,14 @@ mod tests {
                 .then(|| "Unable to locate credentials".into()),
             elapsed: Duration::ZERO,
         }
+    }
+
+    /// A cell of the Rust SDK with tokens required per (topology, minimal hop limit).
+    fn cells_of(pairs: &[(&str, u32)]) -> Vec<Cell> {
+        pairs
+            .iter()
+            .map(|(k, v)| cell(k, Client::Sdk, HttpTokens::Required, Some(*v)))
+            .collect()
     }
 
     fn needs_of(pairs: &[(&str, u32)]) -> BTreeMap<Topology, Need> {
@@ -388,8 +424,36 @@ mod tests {
             serde_json::to_value(&result[2]).unwrap(),
             serde_json::json!({"change": "regression", "topology": "earthly-run", "recorded": 2, "now": 3})
         );
-        assert_eq!(exit(&[], &result), Exit::Regression);
-        assert_eq!(exit(&[], &result[..2]), Exit::Ok);
+        let against = Some(Recorded {
+            baseline: &recorded,
+            path,
+            restricted: false,
+        });
+        let judged = judge(
+            &cells_of(&[
+                ("host", 1),
+                ("earthly-run", 3),
+                ("docker-run", 2),
+                ("chain:4", 5),
+            ]),
+            against,
+            false,
+        );
+        assert_eq!(judged.comparisons, result);
+        assert_eq!(judged.decision, Decision::Regression);
+        // Shallower nesting and a topology the baseline does not know pass.
+        let judged = judge(
+            &cells_of(&[
+                ("host", 1),
+                ("earthly-run", 2),
+                ("docker-run", 2),
+                ("chain:4", 5),
+            ]),
+            against,
+            false,
+        );
+        assert_eq!(judged.decision, Decision::Pass);
+        assert!(judged.never.is_empty() && judged.not_compared.is_none());
     }
 
     #[test]
@@ -419,17 +483,25 @@ mod tests {
             "regression: earthly-run got no identity at any hop limit (1..=64) with tokens \
              required, b.toml records 3: builds there fail whatever the instance's hop limit"
         );
-        let never = never_cells(&cells);
-        assert_eq!(never.len(), 1);
+        // Without a baseline the never cell alone fails the run.
+        let alone = judge(&cells, None, false);
+        assert_eq!(alone.never.len(), 1);
         assert_eq!(
-            never[0].message(),
+            alone.never[0].message(),
             "no identity at any hop limit: earthly-run with client cli, tokens required: \
              Unable to locate credentials"
         );
-        // Without a baseline the never cell alone fails the run.
-        assert_eq!(exit(&never, &[]), Exit::Regression);
-        assert_eq!(exit(&never, &result), Exit::Regression);
-        let err = to_record(&measured).unwrap_err().to_string();
+        assert!(alone.comparisons.is_empty() && alone.to_record.is_none());
+        assert_eq!(alone.decision, Decision::Regression);
+        let against = Recorded {
+            baseline: &recorded,
+            path,
+            restricted: false,
+        };
+        let judged = judge(&cells, Some(against), true);
+        assert_eq!(judged.comparisons, result);
+        assert_eq!(judged.decision, Decision::Regression);
+        let err = judged.to_record.unwrap().unwrap_err().to_string();
         assert!(
             err.starts_with("nothing recorded: earthly-run got no identity"),
             "{err}"
@@ -450,19 +522,29 @@ mod tests {
         let fine = compare(&recorded, &measured, true, path).unwrap();
         assert_eq!(fine.len(), 2);
         assert_eq!(to_record(&measured).unwrap().hop_limits.len(), 2);
-    }
 
-    #[test]
-    fn exit_codes_are_the_documented_ones() {
-        let codes: Vec<u8> = [
-            Exit::Ok,
-            Exit::Regression,
-            Exit::Usage,
-            Exit::Measurement,
-            Exit::Interrupted,
-        ]
-        .map(Exit::code)
-        .to_vec();
-        assert_eq!(codes, [0, 1, 2, 3, 130]);
+        let cells = cells_of(&[("host", 1), ("earthly-run", 3)]);
+        let against = |restricted| Recorded {
+            baseline: &recorded,
+            path,
+            restricted,
+        };
+        let full = judge(&cells, Some(against(false)), false);
+        assert_eq!(full.decision, Decision::NotMeasured);
+        assert_eq!(
+            full.not_compared.map(|e| e.to_string()),
+            Some(err.to_string())
+        );
+        assert!(full.comparisons.is_empty());
+        let restricted = judge(&cells, Some(against(true)), true);
+        assert_eq!(restricted.decision, Decision::Pass);
+        assert_eq!(restricted.comparisons, fine);
+        assert_eq!(restricted.to_record.unwrap().unwrap().hop_limits.len(), 2);
+        // A baseline that cannot be recorded fails the run, compared or not.
+        let mut never = cells.clone();
+        never.push(cell("earthly-run", Client::Cli, HttpTokens::Required, None));
+        let full = judge(&never, Some(against(false)), true);
+        assert_eq!(full.decision, Decision::Regression);
+        assert!(full.not_compared.is_some());
     }
 }

@@ -8,11 +8,14 @@
 //!   its IP TTL, STS and the EC2 metadata-options API.
 //! - [`probe`]: what is measured at a leaf.
 //! - [`lifecycle`]: a run's id, its registries and their shutdown, for every backend.
-//! - [`sweep`], [`report`] and [`gate`]: the minimal-hop-limit search, its output,
-//!   and the recorded baseline a CI gate compares against; [`model`]: the measured
-//!   cells against what the model predicts.
+//! - [`model`]: what each client needs at a topology's leaf.
+//! - [`sweep`]: the minimal-hop-limit search, whose [`cell`]s say what it found, and
+//!   how that stands against the model.
+//! - [`report`]: the cells as a table and JUnit XML; [`gate`]: the cells against the
+//!   recorded baseline, as a decision.
 
 pub mod backend;
+pub mod cell;
 pub mod gate;
 pub mod lifecycle;
 pub mod mock;

@@ -1,50 +1,17 @@
-//! The sweep's output: a table for people, JSON and JUnit XML for machines.
+//! The sweep's output: a table for people, JUnit XML for machines.
 
 use std::path::Path;
 use std::time::Duration;
 
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{Cell as TableCell, CellAlignment, Table};
-use serde::Serialize;
-
+use imds_vocab::{HopLimit, HttpTokens};
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
-use crate::gate::{Comparison, Exit, NeverCell};
-use crate::mock::{HopLimit, HttpTokens, ImdsVersion};
-use crate::model::ModelCheck;
+use crate::cell::Cell;
+use crate::gate::Comparison;
 use crate::probe::Client;
-use crate::sweep::{Cell, Strategy};
 use crate::topology::Topology;
-
-/// Everything `measure --json` writes.
-#[derive(Clone, Debug, Serialize)]
-pub struct MeasureReport {
-    pub backend: String,
-    pub strategy: Strategy,
-    pub cells: Vec<Cell>,
-    /// The cells whose client got no identity at any hop limit.
-    pub never: Vec<NeverCell>,
-    /// The comparison with the baseline, when one was given.
-    pub comparisons: Vec<Comparison>,
-    /// The cells against the model's predictions.
-    pub model: ModelCheck,
-    /// What the run exits with, and its code.
-    pub exit: Exit,
-    pub exit_code: u8,
-    pub elapsed_ms: u64,
-}
-
-/// How one cell reads in the table.
-pub fn verdict(cell: &Cell) -> String {
-    match (cell.minimal_hop_limit, cell.works_at_any_hop_limit) {
-        (_, true) => match cell.via {
-            Some(ImdsVersion::V1) => "any (IMDSv1)".to_string(),
-            _ => "any".to_string(),
-        },
-        (Some(h), false) => h.to_string(),
-        (None, _) => "never".to_string(),
-    }
-}
 
 /// The matrix: a row per topology and tokens mode with its layers (`rrp`: routed,
 /// routed, proxied, from the host outwards) and the model's need, a column per client,
@@ -82,7 +49,7 @@ pub fn table(cells: &[Cell], clients: &[Client], timings: bool) -> String {
             let text = in_row
                 .iter()
                 .find(|c| c.client == *client)
-                .map(|c| verdict(c))
+                .map(|c| c.verdict().to_string())
                 .unwrap_or_else(|| "-".to_string());
             row.push(TableCell::new(text).set_alignment(CellAlignment::Right));
         }
@@ -143,7 +110,7 @@ pub fn junit(
             .set_time(cell.elapsed)
             .set_system_out(format!(
                 "minimal hop limit: {}\nmodel: {}\nlayers: {}\ntried: {}\n",
-                verdict(cell),
+                cell.verdict(),
                 cell.model,
                 cell.layers,
                 tried.join(", ")

@@ -16,9 +16,11 @@ use serde::Serialize;
 
 use crate::backend::endpoints::{IMDS_URL, STS_URL};
 use crate::backend::{Lab, Site};
+use crate::cell::Cell;
 use crate::mock::{
     HopLimit, HttpTokens, ImdsVersion, MetadataOptionsChange, RequestRecord, Service,
 };
+use crate::model;
 use crate::probe::env::ClientEnv;
 use crate::probe::programs::SdkProgram;
 pub use crate::probe::Tools;
@@ -54,38 +56,6 @@ pub struct SweepPlan {
     pub probe_timeout: Duration,
     /// How many topologies are measured at once.
     pub parallel: usize,
-}
-
-/// The outcome of the search for one (topology, client, tokens mode).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Cell {
-    pub topology: Topology,
-    /// The layers between the host and the leaf, of either kind.
-    pub depth: usize,
-    /// The layers spelled from the host outwards (`rrp`: routed, routed, proxied).
-    pub layers: String,
-    /// What the model predicts this client needs ([`crate::model::predicted`]).
-    pub model: HopLimit,
-    pub client: Client,
-    pub http_tokens: HttpTokens,
-    /// The smallest hop limit that works; `None`: none up to 64 does.
-    pub minimal_hop_limit: Option<HopLimit>,
-    /// The client works at hop limit 1 although routers stand between the host and
-    /// the leaf (or its first user-space stack): through IMDSv1, which the hop limit
-    /// does not limit.
-    pub works_at_any_hop_limit: bool,
-    /// Which IMDS version the credentials came from at the minimal hop limit.
-    pub via: Option<ImdsVersion>,
-    /// Every hop limit tried, in order, and whether the client worked there.
-    pub tried: Vec<(HopLimit, bool)>,
-    /// Why the client failed just below its minimal hop limit.
-    pub failure_below: Option<String>,
-    #[serde(serialize_with = "as_millis")]
-    pub elapsed: Duration,
-}
-
-fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(d.as_millis() as u64)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -361,7 +331,7 @@ fn measure_topology(
                 topology: *topology,
                 depth: topology.depth(),
                 layers: topology.spelling(),
-                model: crate::model::predicted(topology, client),
+                model: model::predicted(topology, client),
                 client,
                 http_tokens: mode,
                 minimal_hop_limit: minimal,

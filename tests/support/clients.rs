@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use imds_harness::backend::endpoints::IMDS_URL;
 use imds_harness::backend::netns::{NamespaceLeaf, NetnsSite};
+use imds_harness::cell::Cell;
 use imds_harness::mock::{HopLimit, HttpTokens, ImdsVersion, MetadataOptionsChange, MockConfig};
 use imds_harness::probe::env::ClientEnv;
 use imds_harness::probe::{Client, ProbeOutcome, Tools};
-use imds_harness::sweep::{self, Cell};
+use imds_harness::sweep;
 use imds_harness::topology::{Preset, Topology};
 
 /// The clients whose failure is captured: every one that asks for an identity (all but

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{HopLimit, Topology};
+use crate::hop_limit::HopLimit;
+use crate::topology::Topology;
 
 /// The baseline file the repository keeps.
 pub const DEFAULT_PATH: &str = "fixtures/hop-limits.toml";

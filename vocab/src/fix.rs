@@ -2,7 +2,8 @@
 
 use std::fmt;
 
-use crate::{HopLimit, HttpTokens};
+use crate::hop_limit::HopLimit;
+use crate::options::HttpTokens;
 
 /// `aws ec2 modify-instance-metadata-options ...` for one instance: the hop limit, the
 /// tokens mode when it is to change too, and the endpoint enabled.

@@ -31,7 +31,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::HopLimit;
+use crate::hop_limit::HopLimit;
 
 /// The most layers a `chain:` topology has.
 pub const MAX_CHAIN: u8 = 32;

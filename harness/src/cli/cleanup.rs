@@ -6,15 +6,15 @@ use anyhow::Context;
 use clap::Args;
 use imds_harness::backend::{docker, netns};
 
-use super::exit;
+use super::exit::Exit;
 
 #[derive(Args, Debug)]
 pub struct CleanupArgs {}
 
-pub fn run(_args: CleanupArgs) -> anyhow::Result<u8> {
+pub fn run(_args: CleanupArgs) -> anyhow::Result<Exit> {
     if let Err(err) = netns::check_prerequisites() {
         eprintln!("imds-harness cleanup: {err}");
-        return Ok(exit::USAGE);
+        return Ok(Exit::Usage);
     }
     let runtime = tokio::runtime::Runtime::new().context("starting the Tokio runtime")?;
     // Containers first: their namespaces' names go with the namespaces below.
@@ -46,5 +46,5 @@ pub fn run(_args: CleanupArgs) -> anyhow::Result<u8> {
             println!("  {item}");
         }
     }
-    Ok(exit::OK)
+    Ok(Exit::Ok)
 }

@@ -10,7 +10,7 @@ use imds_harness::backend::docker::{self, images};
 use imds_harness::probe::shim;
 use tokio_util::sync::CancellationToken;
 
-use super::exit;
+use super::exit::Exit;
 
 #[derive(Args, Debug)]
 pub struct ImagesArgs {
@@ -28,7 +28,7 @@ pub struct ImagesArgs {
     keep: usize,
 }
 
-pub fn run(args: ImagesArgs) -> anyhow::Result<u8> {
+pub fn run(args: ImagesArgs) -> anyhow::Result<Exit> {
     let started = Instant::now();
     let shim = shim::locate()?;
     let plan = images::plan(&shim, &images::locate_harness()?)?;
@@ -55,7 +55,7 @@ pub fn run(args: ImagesArgs) -> anyhow::Result<u8> {
         print_prune(&pruned, &tars, args.keep);
         Ok::<_, anyhow::Error>(())
     })?;
-    Ok(exit::OK)
+    Ok(Exit::Ok)
 }
 
 async fn build(

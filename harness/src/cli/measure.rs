@@ -1,7 +1,7 @@
 //! `imds-harness measure`: the minimal hop limit per topology, client and tokens mode,
 //! as a table (and JSON), recorded as or compared with a baseline.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -11,30 +11,26 @@ use imds_harness::backend::docker::lab::DockerLab;
 use imds_harness::backend::docker::{self, DockerError};
 use imds_harness::backend::netns::{self, NetnsLab};
 use imds_harness::backend::{earthly, Backend};
-use imds_harness::gate::{self, Baseline, Exit};
+use imds_harness::cell::{Cell, ModelCheck};
+use imds_harness::gate::{self, Baseline, Comparison, GateError, Judgement, NeverCell, Recorded};
 use imds_harness::lifecycle;
 use imds_harness::mock::HttpTokens;
-use imds_harness::model::ModelCheck;
 use imds_harness::probe::{shim, Client};
-use imds_harness::report::{self, MeasureReport};
-use imds_harness::sweep::{self, Strategy, SweepPlan, Tools};
-use imds_harness::topology::Topology;
+use imds_harness::report;
+use imds_harness::sweep::{self, Strategy, SweepError, SweepPlan, Tools};
+use imds_harness::topology::{self, Topology};
 use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use tokio::runtime::Runtime;
 
-use super::exit;
+use super::exit::Exit;
 
 #[derive(Args, Debug)]
 pub struct MeasureArgs {
     /// Where the topologies are realised.
     #[arg(long, default_value = "netns")]
     backend: Backend,
-    /// Topologies, comma-separated: presets (host, docker-run, buildkit-run, earthly-run,
-    /// earthly-cni, earthly-with-docker, podman-run, podman-rootless,
-    /// podman-rootless-pasta, buildah-run, gitlab-dind-job, gitlab-dind-build,
-    /// k8s-pod-dind), chain:N (N routed layers) or chain:LETTERS (r routed, p proxied by
-    /// slirp4netns, from the host outwards, e.g. chain:rrpr; netns only). Default:
-    /// every preset.
-    #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
+    #[arg(long, value_delimiter = ',', value_name = "NAME,...", help = topology_help())]
     topology: Vec<Topology>,
     /// Clients run at each leaf: sdk (Rust SDK via imds-shim), cli (Debian's AWS CLI),
     /// go (aws-sdk-go-v2), go-v1 (aws-sdk-go), ruby (aws-sdk-core), boto3, ttl
@@ -99,36 +95,103 @@ fn parse_strategy(s: &str) -> Result<Strategy, String> {
     }
 }
 
-pub fn run(args: MeasureArgs) -> anyhow::Result<u8> {
-    if args.backend == Backend::Earthly {
-        return run_earthly();
+/// `--topology`'s help: every preset and the chain spellings.
+fn topology_help() -> String {
+    format!(
+        "Topologies, comma-separated: presets ({}), chain:N (N routed layers) or \
+         chain:LETTERS (r routed, p proxied by slirp4netns, from the host outwards, e.g. \
+         chain:rrpr; netns only). Default: every preset",
+        topology::preset_names()
+    )
+}
+
+/// Everything `measure --json` writes.
+#[derive(Serialize)]
+struct MeasureReport<'a> {
+    backend: String,
+    strategy: Strategy,
+    cells: &'a [Cell],
+    /// The cells whose client got no identity at any hop limit.
+    never: &'a [NeverCell],
+    /// The comparison with the baseline, when one was given.
+    comparisons: &'a [Comparison],
+    /// The cells against the model's predictions.
+    model: &'a ModelCheck,
+    /// What the run exits with, and its code.
+    exit: Exit,
+    exit_code: u8,
+    elapsed_ms: u64,
+}
+
+pub fn run(args: MeasureArgs) -> anyhow::Result<Exit> {
+    match args.backend {
+        Backend::Earthly => run_earthly(),
+        Backend::Netns | Backend::Docker => run_sweep(&args),
     }
-    if let Err(err) = netns::check_prerequisites() {
-        eprintln!("imds-harness measure: {err}");
-        return Ok(exit::USAGE);
+}
+
+/// A sweep on the netns or docker backend: plan, measure, report, judge.
+fn run_sweep(args: &MeasureArgs) -> anyhow::Result<Exit> {
+    let (plan, tools, recorded) = match prepare(args) {
+        Ok(prepared) => prepared,
+        Err(err) => return Ok(usage(err)),
+    };
+    let runtime = Runtime::new().context("starting the Tokio runtime")?;
+    runtime.spawn(remove_namespaces_on_signal());
+    let lab = match SweepLab::open(args.backend, &plan, tools, &runtime) {
+        Ok(lab) => lab,
+        Err(err) => return Ok(usage(err)),
+    };
+    let started = Instant::now();
+    let cells = match measure(&runtime, &lab, &plan) {
+        Ok(cells) => cells,
+        Err(err) => {
+            eprintln!("imds-harness measure: the measurement failed: {err}");
+            return Ok(Exit::Measurement);
+        }
+    };
+    let elapsed = started.elapsed();
+
+    let model = ModelCheck::of(&cells);
+    print_results(args.backend, &plan, &cells, &model, elapsed);
+    let judgement = judge(args, recorded.as_ref(), &cells);
+    print_judgement(&judgement, args.baseline.as_deref());
+    if let (Some(path), Some(to_record)) = (&args.record, &judgement.to_record) {
+        record(path, to_record)?;
     }
+    let exit = Exit::from(judgement.decision);
+    let report = MeasureReport {
+        backend: args.backend.to_string(),
+        strategy: plan.strategy,
+        cells: &cells,
+        never: &judgement.never,
+        comparisons: &judgement.comparisons,
+        model: &model,
+        exit,
+        exit_code: exit.code(),
+        elapsed_ms: elapsed.as_millis() as u64,
+    };
+    write_reports(args, &report)?;
+    Ok(exit)
+}
+
+/// Says a usage or environment problem: exit 2.
+fn usage(err: impl std::fmt::Display) -> Exit {
+    eprintln!("imds-harness measure: {err}");
+    Exit::Usage
+}
+
+/// The plan, the clients' tools and the baseline to compare with, from the arguments
+/// and this machine; an error is a usage or environment problem.
+fn prepare(args: &MeasureArgs) -> anyhow::Result<(SweepPlan, Tools, Option<Baseline>)> {
+    netns::check_prerequisites()?;
     let clients = if args.clients.is_empty() {
         Client::installed()
     } else {
         args.clients.clone()
     };
-    let tools = match Tools::locate(&clients) {
-        Ok(tools) => tools,
-        Err(err) => {
-            eprintln!("imds-harness measure: {err}");
-            return Ok(exit::USAGE);
-        }
-    };
-    let recorded = match &args.baseline {
-        Some(path) => match Baseline::load(path) {
-            Ok(b) => Some(b),
-            Err(err) => {
-                eprintln!("imds-harness measure: {err}");
-                return Ok(exit::USAGE);
-            }
-        },
-        None => None,
-    };
+    let tools = Tools::locate(&clients)?;
+    let recorded = args.baseline.as_deref().map(Baseline::load).transpose()?;
     let plan = SweepPlan {
         topologies: if args.topology.is_empty() {
             Topology::presets()
@@ -148,37 +211,46 @@ pub fn run(args: MeasureArgs) -> anyhow::Result<u8> {
             .parallel
             .unwrap_or(match args.backend {
                 Backend::Docker => 2,
-                _ => 4,
+                Backend::Netns | Backend::Earthly => 4,
             })
             .into(),
     };
+    Ok((plan, tools, recorded))
+}
 
-    let runtime = tokio::runtime::Runtime::new().context("starting the Tokio runtime")?;
-    runtime.spawn(remove_namespaces_on_signal());
-    let docker_lab = if args.backend == Backend::Docker {
+/// Where a sweep runs.
+enum SweepLab {
+    Netns(NetnsLab),
+    Docker(DockerLab),
+}
+
+impl SweepLab {
+    /// The backend's lab for the plan (the docker backend's images checked, and built
+    /// where missing); an error is a usage or environment problem.
+    fn open(
+        backend: Backend,
+        plan: &SweepPlan,
+        tools: Tools,
+        runtime: &Runtime,
+    ) -> anyhow::Result<SweepLab> {
+        if backend != Backend::Docker {
+            return Ok(SweepLab::Netns(NetnsLab { tools }));
+        }
         if let Some(&bad) = plan.topologies.iter().find(|t| t.preset().is_none()) {
-            let err = DockerError::UnsupportedTopology { topology: bad };
-            eprintln!("imds-harness measure: {err}");
-            return Ok(exit::USAGE);
+            return Err(DockerError::UnsupportedTopology { topology: bad }.into());
         }
         eprintln!("imds-harness measure: checking the images (building what is missing)...");
-        let shim = match tools.shim.clone().map(Ok).unwrap_or_else(shim::locate) {
-            Ok(shim) => shim,
-            Err(err) => {
-                eprintln!("imds-harness measure: {err}");
-                return Ok(exit::USAGE);
-            }
+        let shim = match &tools.shim {
+            Some(shim) => shim.clone(),
+            None => shim::locate()?,
         };
-        match runtime.block_on(DockerLab::prepare(tools.clone(), &shim)) {
-            Ok(lab) => Some(lab),
-            Err(err) => {
-                eprintln!("imds-harness measure: {err}");
-                return Ok(exit::USAGE);
-            }
-        }
-    } else {
-        None
-    };
+        let lab = runtime.block_on(DockerLab::prepare(tools, &shim))?;
+        Ok(SweepLab::Docker(lab))
+    }
+}
+
+/// Runs the plan on the lab, with a progress bar on stderr.
+fn measure(runtime: &Runtime, lab: &SweepLab, plan: &SweepPlan) -> Result<Vec<Cell>, SweepError> {
     let cells_total = plan.topologies.len() * plan.clients.len() * plan.modes.len();
     let progress = ProgressBar::new(cells_total as u64).with_style(
         ProgressStyle::with_template("{spinner} {elapsed:>4} [{bar:30}] {pos}/{len} {msg}")
@@ -186,21 +258,20 @@ pub fn run(args: MeasureArgs) -> anyhow::Result<u8> {
             .progress_chars("=> "),
     );
     progress.enable_steady_tick(Duration::from_millis(120));
-    let started = Instant::now();
-    let on_cell = |cell: &sweep::Cell| {
+    let on_cell = |cell: &Cell| {
         progress.inc(1);
         progress.set_message(format!(
             "{} {} {}: {}",
             cell.topology,
             cell.client,
             cell.http_tokens,
-            report::verdict(cell)
+            cell.verdict()
         ));
     };
     let result = runtime.block_on(async {
-        tokio::task::block_in_place(|| match &docker_lab {
-            Some(lab) => sweep::run(lab, &plan, &on_cell),
-            None => sweep::run(&NetnsLab { tools }, &plan, &on_cell),
+        tokio::task::block_in_place(|| match lab {
+            SweepLab::Docker(lab) => sweep::run(lab, plan, &on_cell),
+            SweepLab::Netns(lab) => sweep::run(lab, plan, &on_cell),
         })
     });
     progress.finish_and_clear();
@@ -211,110 +282,101 @@ pub fn run(args: MeasureArgs) -> anyhow::Result<u8> {
             std::thread::park();
         }
     }
-    let cells = match result {
-        Ok(cells) => cells,
-        Err(err) => {
-            eprintln!("imds-harness measure: the measurement failed: {err}");
-            return Ok(exit::MEASUREMENT);
-        }
-    };
-    let elapsed = started.elapsed();
+    result
+}
 
-    println!("{}", report::table(&cells, &plan.clients, true));
+/// The table, a line on the run and the model's check, on stdout.
+fn print_results(
+    backend: Backend,
+    plan: &SweepPlan,
+    cells: &[Cell],
+    model: &ModelCheck,
+    elapsed: Duration,
+) {
+    println!("{}", report::table(cells, &plan.clients, true));
     println!(
-        "minimal hop limit per topology, client and tokens mode; {} backend, {} search, {:.1} s",
-        args.backend,
+        "minimal hop limit per topology, client and tokens mode; {backend} backend, {} search, \
+         {:.1} s",
         match plan.strategy {
             Strategy::Bisect => "bisect",
             Strategy::Linear => "linear",
         },
         elapsed.as_secs_f64()
     );
-    let model = ModelCheck::of(&cells);
     println!("{model}");
+}
 
-    let never = gate::never_cells(&cells);
-    for cell in &never {
+/// The gate on the cells: against the baseline when one was given, with the baseline to
+/// record when asked for.
+fn judge(args: &MeasureArgs, recorded: Option<&Baseline>, cells: &[Cell]) -> Judgement {
+    let against = recorded.zip(args.baseline.as_deref());
+    gate::judge(
+        cells,
+        against.map(|(baseline, path)| Recorded {
+            baseline,
+            path,
+            restricted: !args.topology.is_empty(),
+        }),
+        args.record.is_some(),
+    )
+}
+
+/// What the gate found: failures on stderr, the rest on stdout.
+fn print_judgement(judgement: &Judgement, baseline: Option<&Path>) {
+    for cell in &judgement.never {
         eprintln!("imds-harness measure: FAILED: {}", cell.message());
     }
-    let needs = gate::needs(&cells);
-    let mut verdict = Exit::Ok;
-    let comparisons = match (&recorded, &args.baseline) {
-        (Some(recorded), Some(path)) => {
-            let restricted = !args.topology.is_empty();
-            match gate::compare(recorded, &needs, restricted, path) {
-                Ok(comparisons) => comparisons,
-                Err(err) => {
-                    eprintln!("imds-harness measure: {err}");
-                    verdict = Exit::Usage;
-                    Vec::new()
-                }
-            }
-        }
-        _ => Vec::new(),
-    };
-    if let (Some(path), true) = (&args.baseline, verdict == Exit::Ok) {
-        for comparison in &comparisons {
+    if let Some(err) = &judgement.not_compared {
+        eprintln!("imds-harness measure: {err}");
+    }
+    if let Some(path) = baseline {
+        for comparison in &judgement.comparisons {
             if comparison.is_regression() {
                 eprintln!("{}", comparison.message(path));
             } else {
                 println!("{}", comparison.message(path));
             }
         }
-        verdict = gate::exit(&never, &comparisons);
-    } else if verdict == Exit::Ok {
-        verdict = gate::exit(&never, &[]);
     }
-    if let Some(path) = &args.record {
-        match gate::to_record(&needs) {
-            Ok(baseline) => {
-                baseline.save(path)?;
-                println!("recorded the baseline in {}", path.display());
-            }
-            Err(err) => {
-                eprintln!("imds-harness measure: {err}");
-                verdict = Exit::Regression;
-            }
+}
+
+/// `--record`: saves the baseline the gate made, or says why there is none.
+fn record(path: &Path, to_record: &Result<Baseline, GateError>) -> anyhow::Result<()> {
+    match to_record {
+        Ok(baseline) => {
+            baseline.save(path)?;
+            println!("recorded the baseline in {}", path.display());
         }
+        Err(err) => eprintln!("imds-harness measure: {err}"),
     }
+    Ok(())
+}
+
+/// `--json` and `--junit`.
+fn write_reports(args: &MeasureArgs, report: &MeasureReport) -> anyhow::Result<()> {
     if let Some(path) = &args.json {
-        let report = MeasureReport {
-            backend: args.backend.to_string(),
-            strategy: plan.strategy,
-            cells: cells.clone(),
-            never: never.clone(),
-            comparisons: comparisons.clone(),
-            model: model.clone(),
-            exit: verdict,
-            exit_code: verdict.code(),
-            elapsed_ms: elapsed.as_millis() as u64,
-        };
-        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
+        std::fs::write(path, serde_json::to_string_pretty(report)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &args.junit {
-        let xml = report::junit(
+        let junit = report::junit(
             args.backend.name(),
-            &cells,
-            &comparisons,
+            report.cells,
+            report.comparisons,
             args.baseline.as_deref(),
-        )
-        .to_string()
-        .context("rendering the JUnit report")?;
+        );
+        let xml = junit.to_string().context("rendering the JUnit report")?;
         std::fs::write(path, xml).with_context(|| format!("writing {}", path.display()))?;
     }
-    Ok(verdict.code())
+    Ok(())
 }
 
 /// The earthly backend: the Earthfile's probe targets with the real Earthly, on this
 /// machine's own instance. It measures nothing by search; it says what a RUN step gets.
-fn run_earthly() -> anyhow::Result<u8> {
+fn run_earthly() -> anyhow::Result<Exit> {
     let earthly = match earthly::locate() {
         Ok(path) => path,
-        Err(err) => {
-            eprintln!("imds-harness measure: {err}");
-            return Ok(exit::USAGE);
-        }
+        Err(err) => return Ok(usage(err)),
     };
     let dir = std::env::current_dir()?;
     let mut failed = false;
@@ -331,13 +393,10 @@ fn run_earthly() -> anyhow::Result<u8> {
                 );
                 failed |= !status.success();
             }
-            Err(err) => {
-                eprintln!("imds-harness measure: {err}");
-                return Ok(exit::USAGE);
-            }
+            Err(err) => return Ok(usage(err)),
         }
     }
-    Ok(if failed { exit::FAILURE } else { exit::OK })
+    Ok(if failed { Exit::Regression } else { Exit::Ok })
 }
 
 /// Set when Ctrl-C or SIGTERM arrived.
@@ -365,5 +424,24 @@ async fn remove_namespaces_on_signal() {
         removed.len(),
         containers.len()
     );
-    std::process::exit(130);
+    std::process::exit(Exit::Interrupted.code().into());
+}
+
+#[cfg(test)]
+mod tests {
+    use imds_harness::topology::Preset;
+
+    use super::*;
+
+    #[test]
+    fn topology_help_names_every_preset_and_the_chains() {
+        let help = topology_help();
+        for preset in Preset::ALL {
+            assert!(help.contains(preset.name()), "{help}");
+        }
+        assert!(
+            help.contains("chain:N") && help.contains("chain:rrpr"),
+            "{help}"
+        );
+    }
 }

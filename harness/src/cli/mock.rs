@@ -10,7 +10,7 @@ use imds_harness::mock::{
     MaintenanceEvent, MockAws, MockBuilder, MockError, SpotAction, TemplateMetadataOptions, Toggle,
 };
 
-use super::exit;
+use super::exit::Exit;
 
 #[derive(Args, Debug)]
 pub struct MockArgs {
@@ -204,7 +204,7 @@ impl MockArgs {
     }
 }
 
-pub fn run(args: MockArgs) -> anyhow::Result<u8> {
+pub fn run(args: MockArgs) -> anyhow::Result<Exit> {
     let user_data = match &args.user_data_file {
         Some(path) => match std::fs::read(path) {
             Ok(data) => Some(data),
@@ -213,7 +213,7 @@ pub fn run(args: MockArgs) -> anyhow::Result<u8> {
                     "imds-harness mock: --user-data-file {}: {err}; give a readable file",
                     path.display()
                 );
-                return Ok(exit::USAGE);
+                return Ok(Exit::Usage);
             }
         },
         None => None,
@@ -221,7 +221,7 @@ pub fn run(args: MockArgs) -> anyhow::Result<u8> {
     let builder = args.builder(user_data);
     if let Err(err) = builder.config() {
         eprintln!("imds-harness mock: {err}");
-        return Ok(exit::USAGE);
+        return Ok(Exit::Usage);
     }
     let runtime = tokio::runtime::Runtime::new().context("starting the Tokio runtime")?;
     runtime.block_on(async move {
@@ -229,7 +229,7 @@ pub fn run(args: MockArgs) -> anyhow::Result<u8> {
             Ok(mock) => mock,
             Err(err @ MockError::Bind(_)) => {
                 eprintln!("imds-harness mock: {err}");
-                return Ok(exit::USAGE);
+                return Ok(Exit::Usage);
             }
             Err(err) => return Err(err).context("starting the mock services"),
         };
@@ -244,7 +244,7 @@ pub fn run(args: MockArgs) -> anyhow::Result<u8> {
         );
         wait_for_termination().await?;
         mock.shutdown().await;
-        Ok(exit::OK)
+        Ok(Exit::Ok)
     })
 }
 

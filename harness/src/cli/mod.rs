@@ -1,6 +1,7 @@
 //! The `imds-harness` subcommands.
 
 mod cleanup;
+mod exit;
 mod images;
 mod measure;
 mod mock;
@@ -8,6 +9,7 @@ mod mock;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use exit::Exit;
 
 /// Reproduce and measure the EC2 IMDSv2 hop-limit failure of nested container builds.
 #[derive(Parser, Debug)]
@@ -31,17 +33,6 @@ enum Command {
     Images(images::ImagesArgs),
 }
 
-/// Exit codes shared by the subcommands: `measure`'s gate codes (see
-/// [`imds_harness::gate`]).
-pub mod exit {
-    use imds_harness::gate::Exit;
-
-    pub const OK: u8 = Exit::Ok.code();
-    pub const FAILURE: u8 = Exit::Regression.code();
-    pub const USAGE: u8 = Exit::Usage.code();
-    pub const MEASUREMENT: u8 = Exit::Measurement.code();
-}
-
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
@@ -51,13 +42,11 @@ pub fn main() -> ExitCode {
         Command::Cleanup(args) => cleanup::run(args),
         Command::Images(args) => images::run(args),
     };
-    match result {
-        Ok(code) => ExitCode::from(code),
-        Err(err) => {
-            eprintln!("imds-harness: error: {err:#}");
-            ExitCode::from(exit::FAILURE)
-        }
-    }
+    let exit = result.unwrap_or_else(|err| {
+        eprintln!("imds-harness: error: {err:#}");
+        Exit::Regression
+    });
+    ExitCode::from(exit.code())
 }
 
 fn init_logging() {

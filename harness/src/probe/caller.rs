@@ -3,7 +3,8 @@
 //! by its exit code, its JSON and its stderr.
 
 use super::env::ClientEnv;
-use super::{timed, Leaf, ProbeError, ProbeOutcome, Program};
+use super::leaf::{timed, Leaf, Program};
+use super::outcome::{stderr_tail, ProbeError, ProbeOutcome};
 
 /// What on stderr shows that the program itself broke (it did not merely fail to get
 /// credentials): a Python traceback, a Go panic, a Ruby backtrace.
@@ -38,7 +39,7 @@ pub fn run(
             program: program.description(),
             place: leaf.place(),
             status: output.status.to_string(),
-            stderr_tail: super::stderr_tail(&output.stderr),
+            stderr_tail: stderr_tail(&output.stderr),
         });
     }
     Ok(ProbeOutcome {
@@ -55,7 +56,7 @@ pub fn run(
                 .collect();
             format!("exit {}: {}", code.unwrap_or(-1), lines.join(" "))
         }),
-        message: (!ok).then(|| super::stderr_tail(&output.stderr)),
+        message: (!ok).then(|| stderr_tail(&output.stderr)),
         elapsed,
     })
 }

@@ -3,8 +3,10 @@
 
 use std::path::PathBuf;
 
+use super::caller;
 use super::env::ClientEnv;
-use super::{caller, Leaf, ProbeError, ProbeOutcome, Program};
+use super::leaf::{Leaf, Program};
+use super::outcome::{ProbeError, ProbeOutcome};
 
 /// Debian's `awscli` (v2). Another `aws` on PATH, such as a pip-installed v1, behaves
 /// differently and is not used unless `$IMDS_AWS_CLI` names it.

@@ -15,19 +15,20 @@
 pub mod caller;
 pub mod cli;
 pub mod env;
+mod leaf;
+mod outcome;
 pub mod programs;
 pub mod sdk;
 pub mod shim;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::str::FromStr;
-use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use env::ClientEnv;
+pub use leaf::{Leaf, Program};
+pub use outcome::{stderr_tail, ProbeError, ProbeOutcome};
 use programs::SdkProgram;
 
 /// A client run at a leaf.
@@ -114,38 +115,6 @@ impl FromStr for Client {
     }
 }
 
-/// A program a client runs at a leaf.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Program {
-    /// `imds-shim` (the `sdk` and `ttl` clients).
-    Shim,
-    /// Debian's AWS CLI (the `cli` client).
-    AwsCli,
-    /// A program of ours on an SDK (the `go`, `go-v1`, `ruby` and `boto3` clients).
-    Sdk(SdkProgram),
-}
-
-impl Program {
-    /// The program in a sentence.
-    pub fn description(self) -> &'static str {
-        match self {
-            Program::Shim => "imds-shim",
-            Program::AwsCli => "the AWS CLI",
-            Program::Sdk(program) => program.description(),
-        }
-    }
-}
-
-/// A place where clients run: behind the routing layers of a realised topology.
-pub trait Leaf: Sync {
-    /// Runs `program args` here with `env` (given whole), output captured whatever the
-    /// exit status.
-    fn run(&self, program: Program, args: &[&str], env: &ClientEnv) -> Result<Output, ProbeError>;
-
-    /// Where this is, for messages.
-    fn place(&self) -> String;
-}
-
 /// Where the clients' programs are on this machine.
 #[derive(Clone, Debug, Default)]
 pub struct Tools {
@@ -190,125 +159,5 @@ impl Tools {
             program.description(),
             "it was not located for this run".into(),
         ))
-    }
-}
-
-/// Runs `program args` at `leaf` and times it.
-fn timed(
-    leaf: &dyn Leaf,
-    program: Program,
-    args: &[&str],
-    env: &ClientEnv,
-) -> Result<(Output, Duration), ProbeError> {
-    let started = Instant::now();
-    let output = leaf.run(program, args, env)?;
-    Ok((output, started.elapsed()))
-}
-
-/// What one run of a client at a leaf found.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct ProbeOutcome {
-    /// The client got the role's identity (for `ttl`: the IMDS was reachable at all).
-    pub ok: bool,
-    /// For `ttl`: the hop limit this place needs.
-    pub hop_limit_needed: Option<u8>,
-    /// The ARN STS returned.
-    pub arn: Option<String>,
-    /// Why not, in the client's own words.
-    pub reason: Option<String>,
-    /// Everything the client printed on stderr when it failed (its last lines, secrets
-    /// masked): the message a user reads.
-    pub message: Option<String>,
-    pub elapsed: Duration,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ProbeError {
-    #[error("unknown client {0:?}: the clients are sdk, cli, go, go-v1, ruby, boto3 and ttl")]
-    UnknownClient(String),
-    #[error("{0} was not found: {1}")]
-    MissingBinary(&'static str, String),
-    #[error("making {program} ready: {what}")]
-    Prepare {
-        program: &'static str,
-        what: String,
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-    #[error("running {program} in {place}: {source}")]
-    Spawn {
-        program: String,
-        place: String,
-        source: std::io::Error,
-    },
-    #[error("running {program} in {place}: {source}")]
-    Container {
-        program: &'static str,
-        place: String,
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-    #[error("imds-shim printed no report ({status}); its stderr ends:\n{stderr_tail}")]
-    NoReport { status: String, stderr_tail: String },
-    #[error("{program} crashed in {place} ({status}); its stderr ends:\n{stderr_tail}")]
-    Crashed {
-        program: &'static str,
-        place: String,
-        status: String,
-        stderr_tail: String,
-    },
-}
-
-/// The last lines of a client's stderr, for a message, with anything that looks like a
-/// secret (a run of 40 or more base64 characters: secret keys, session tokens) masked.
-pub fn stderr_tail(stderr: &[u8]) -> String {
-    const LINES: usize = 12;
-    const SECRET_LEN: usize = 40;
-    let text = String::from_utf8_lossy(stderr);
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let tail = lines[lines.len().saturating_sub(LINES)..].join("\n");
-    let is_secret_char = |c: char| c.is_ascii_alphanumeric() || "+/=".contains(c);
-    let mut out = String::with_capacity(tail.len());
-    let mut run = String::new();
-    for c in tail.chars().chain(std::iter::once('\n')) {
-        if is_secret_char(c) {
-            run.push(c);
-            continue;
-        }
-        if run.len() >= SECRET_LEN {
-            out.push_str("<redacted>");
-        } else {
-            out.push_str(&run);
-        }
-        run.clear();
-        out.push(c);
-    }
-    out.pop();
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stderr_tails_keep_the_end_and_mask_secrets() {
-        let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
-        let token = "IQoJb3JpZ2luX2VjEPv//////////wEaCXVzLWVhc3QtMSJHMEUCIQD+EXAMPLE==";
-        let stderr = format!(
-            "{}Traceback (most recent call last):\n  aws_secret_access_key = {secret}\n\n  X-Amz-Security-Token: {token}\nKeyError: 'Arn'\n",
-            "noise\n".repeat(20)
-        );
-        let tail = stderr_tail(stderr.as_bytes());
-        assert!(!tail.contains(secret) && !tail.contains(token), "{tail}");
-        assert!(
-            tail.contains("aws_secret_access_key = <redacted>"),
-            "{tail}"
-        );
-        assert!(tail.contains("X-Amz-Security-Token: <redacted>"), "{tail}");
-        assert!(tail.ends_with("KeyError: 'Arn'"), "{tail}");
-        assert_eq!(tail.lines().count(), 12);
-        assert_eq!(
-            stderr_tail(b"exit 253: Unable to locate credentials"),
-            "exit 253: Unable to locate credentials"
-        );
     }
 }

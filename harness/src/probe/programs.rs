@@ -11,7 +11,7 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-use super::ProbeError;
+use super::outcome::{stderr_tail, ProbeError};
 
 /// Where the programs are kept, one folder per program and content hash.
 pub const CACHE_DIR: &str = "/var/cache/imds-harness/clients";
@@ -206,7 +206,7 @@ impl SdkProgram {
             what: format!(
                 "`go build` failed ({}): {}",
                 output.status,
-                super::stderr_tail(&output.stderr)
+                stderr_tail(&output.stderr)
             ),
             source: "go build".into(),
         })

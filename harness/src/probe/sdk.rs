@@ -3,9 +3,11 @@
 //! these SDK versions reads `AWS_ENDPOINT_URL_STS`, and the IMDS endpoint from
 //! `AWS_EC2_METADATA_SERVICE_ENDPOINT`, which all of them read.
 
+use super::caller;
 use super::env::ClientEnv;
+use super::leaf::{Leaf, Program};
+use super::outcome::{ProbeError, ProbeOutcome};
 use super::programs::SdkProgram;
-use super::{caller, Leaf, ProbeError, ProbeOutcome, Program};
 
 /// The programs' exit code when the SDK failed (their usage error is 2).
 const SDK_FAILED: i32 = 1;

@@ -6,7 +6,8 @@ use std::time::Duration;
 use imds_vocab::report::ProbeReport;
 
 use super::env::ClientEnv;
-use super::{timed, Leaf, ProbeError, ProbeOutcome, Program};
+use super::leaf::{timed, Leaf, Program};
+use super::outcome::{stderr_tail, ProbeError, ProbeOutcome};
 
 /// Which steps of the probe to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,7 +50,7 @@ pub fn run(
     let report: ProbeReport =
         serde_json::from_slice(&output.stdout).map_err(|_| ProbeError::NoReport {
             status: output.status.to_string(),
-            stderr_tail: super::stderr_tail(&output.stderr),
+            stderr_tail: stderr_tail(&output.stderr),
         })?;
     Ok(ProbeOutcome {
         ok: report.ok,

@@ -19,6 +19,7 @@ pub mod engine;
 pub mod images;
 pub mod instance;
 pub mod lab;
+mod labels;
 pub mod leaf;
 pub mod podman;
 pub(crate) mod settings;
@@ -28,14 +29,11 @@ use std::time::Duration;
 use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
 use bollard::Docker;
 
+pub use labels::{LABEL, RUN_LABEL};
+
 use crate::backend::netns::NetnsError;
 use crate::lifecycle::{self, Registry, RunIdError, ShuttingDown};
 use crate::topology::Topology;
-
-/// The label every image, container, volume and network of the project carries.
-pub const LABEL: &str = "imds-harness";
-/// The label naming the run that made a container (see [`crate::lifecycle::run_id`]).
-pub const RUN_LABEL: &str = "imds-harness.run";
 
 /// Errors of the docker backend; each says what failed.
 #[derive(Debug, thiserror::Error)]

@@ -1,8 +1,14 @@
-//! Running `ip` and `iptables`: output captured, an error naming the command.
+//! Running `ip` and `iptables`: output captured, an error naming the command; and
+//! whether this process can run them at all.
 
+use std::fs;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 
-use super::NetnsError;
+use super::error::NetnsError;
+
+/// The programs this backend runs.
+const TOOLS: [&str; 3] = ["ip", "iptables", "iptables-restore"];
 
 /// Runs `argv` (with `stdin`), capturing its output; an error names the command.
 pub(super) fn run(argv: &[&str], stdin: Option<&str>) -> Result<String, NetnsError> {
@@ -52,4 +58,28 @@ pub(super) fn run(argv: &[&str], stdin: Option<&str>) -> Result<String, NetnsErr
             stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
         })
     }
+}
+
+/// Checks that this process can use the netns backend: root, with `ip` and
+/// `iptables` installed.
+pub fn check_prerequisites() -> Result<(), NetnsError> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        return Err(NetnsError::NotRoot { euid });
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for program in TOOLS {
+        let found = std::env::split_paths(&path).any(|dir| {
+            fs::metadata(dir.join(program))
+                .map(|m| m.is_file() && m.mode() & 0o111 != 0)
+                .unwrap_or(false)
+        });
+        if !found {
+            return Err(NetnsError::MissingTool {
+                program: program.to_owned(),
+            });
+        }
+    }
+    Ok(())
 }

@@ -4,14 +4,12 @@ use std::fs;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
-use super::command::run;
+use super::command::{check_prerequisites, run};
+use super::error::{io_error, NetnsError};
+use super::layout::{GATEWAY_ADDR, HOST_LINK_ADDR, IMDS_ADDR, LINK_PREFIX_LEN, UPLINK};
 use super::namespace::Namespace;
-use super::reap::{delete_namespaces, list_namespaces};
+use super::reap::{delete_namespaces, list_namespaces, LIVE};
 use super::user_stack::UserStackProcess;
-use super::{
-    check_prerequisites, io_error, NetnsError, GATEWAY_ADDR, HOST_LINK_ADDR, IMDS_ADDR,
-    LINK_PREFIX_LEN, LIVE, UPLINK,
-};
 use crate::lifecycle::{self, NAME_PREFIX};
 use crate::topology::{Bridge, Layer, Preset, Topology};
 

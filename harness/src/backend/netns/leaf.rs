@@ -2,7 +2,7 @@
 
 use std::process::Output;
 
-use super::Namespace;
+use super::namespace::Namespace;
 use crate::probe::env::ClientEnv;
 use crate::probe::{Leaf, ProbeError, Program, Tools};
 

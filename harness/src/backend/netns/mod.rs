@@ -23,12 +23,13 @@
 //! ```
 //!
 //! - The mock namespace is exactly one link away from the host, as IMDS is on EC2: the
-//!   host reaches [`IMDS_ADDR`] on-link over its `eth0` (169.254.0.0/16), with no
-//!   routing hop between them. The mock has a default route back via the host; as the
-//!   host masquerades, replies go to 169.254.0.1 anyway. The host's default route goes
-//!   to [`GATEWAY_ADDR`], which the mock's namespace holds and where every packet to
-//!   be forwarded is refused (ICMP net unreachable): like an EC2 host it has a default
-//!   route (pasta copies it), and it leads nowhere.
+//!   host reaches [`IMDS_ADDR`](layout::IMDS_ADDR) on-link over its `eth0`
+//!   (169.254.0.0/16), with no routing hop between them. The mock has a default route
+//!   back via the host; as the host masquerades, replies go to 169.254.0.1 anyway. The
+//!   host's default route goes to [`GATEWAY_ADDR`](layout::GATEWAY_ADDR), which the
+//!   mock's namespace holds and where every packet to be forwarded is refused (ICMP net
+//!   unreachable): like an EC2 host it has a default route (pasta copies it), and it
+//!   leads nowhere.
 //! - A routed layer i (1..=N, [`Topology::layers`]`[i-1]` is `Layer::Routed`): in the
 //!   parent namespace (the host for i = 1, else `<prefix>-<i-1>`) a bridge named like
 //!   the real one (`docker0`, `cni0`, `cni-podman0`, `br<i>`) holding the gateway
@@ -70,140 +71,23 @@
 //! [`Registry`]: crate::lifecycle::Registry
 
 mod command;
+mod error;
 mod instance;
+mod layout;
 mod leaf;
 mod namespace;
 mod reap;
 mod site;
 mod user_stack;
 
-use std::fs;
-use std::io;
-use std::net::Ipv4Addr;
-use std::os::unix::fs::MetadataExt;
-
+pub use command::check_prerequisites;
+pub use error::NetnsError;
 pub use instance::NetnsInstance;
 pub use leaf::NamespaceLeaf;
 pub use namespace::Namespace;
 pub use reap::{cleanup_stale, remove_all_live, Reaped};
 pub(crate) use site::start_mock;
 pub use site::{NetnsLab, NetnsSite};
-
-use crate::lifecycle::{Registry, RunIdError, ShuttingDown};
-
-/// The address of the instance metadata service, held by the mock namespace.
-pub(crate) const IMDS_ADDR: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
-
-/// The host namespace's address on the link to the mock (the link is 169.254.0.0/16).
-pub(crate) const HOST_LINK_ADDR: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 1);
-
-/// The host's default gateway, held by the mock's namespace, which refuses to forward
-/// anything: an EC2 host has a default route (pasta copies it), and this one leads
-/// nowhere.
-pub(crate) const GATEWAY_ADDR: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 254);
-
-/// The prefix length of the host–mock link.
-const LINK_PREFIX_LEN: u8 = 16;
-
-/// Where `ip netns` keeps its namespaces.
-pub(crate) const NETNS_DIR: &str = "/run/netns";
-
-/// The name of every namespace's uplink (towards the host, or the mock's towards the
-/// host).
-const UPLINK: &str = "eth0";
-
-/// The programs this backend runs.
-const TOOLS: [&str; 3] = ["ip", "iptables", "iptables-restore"];
-
-/// The prefixes of this process's live realisations.
-static LIVE: Registry = Registry::new();
-
-/// An error of the netns backend.
-#[derive(Debug, thiserror::Error)]
-pub enum NetnsError {
-    /// Not running as root.
-    #[error(
-        "run as root (sudo imds-harness ...): the netns backend creates network \
-         namespaces, bridges and iptables rules (effective uid is {euid})"
-    )]
-    NotRoot {
-        /// The effective uid.
-        euid: u32,
-    },
-    /// A program is missing.
-    #[error(
-        "`{program}` was not found in PATH; install iproute2 and iptables: \
-         apt-get install iproute2 iptables"
-    )]
-    MissingTool {
-        /// The program.
-        program: String,
-    },
-    /// The program of a proxied layer is missing.
-    #[error(
-        "`{}` was not found in PATH; a proxied layer runs it: apt-get install {}",
-        stack.program(),
-        stack.package()
-    )]
-    MissingStack {
-        /// The user-space stack.
-        stack: crate::topology::UserStack,
-    },
-    /// A command failed.
-    #[error("`{command}` failed ({status}): {stderr}")]
-    Command {
-        /// The command line, with its standard input if it had one.
-        command: String,
-        /// How it exited.
-        status: String,
-        /// Its standard error.
-        stderr: String,
-    },
-    /// An I/O error other than a failed command.
-    #[error("{context}: {source}")]
-    Io {
-        /// What was being done.
-        context: String,
-        /// The error.
-        #[source]
-        source: io::Error,
-    },
-    /// The run is shutting down: nothing new is made.
-    #[error(transparent)]
-    ShuttingDown(#[from] ShuttingDown),
-    /// This run has no id.
-    #[error(transparent)]
-    RunId(#[from] RunIdError),
-}
-
-fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> NetnsError {
-    let context = context.into();
-    move |source| NetnsError::Io { context, source }
-}
-
-/// Checks that this process can use the netns backend: root, with `ip` and
-/// `iptables` installed.
-pub fn check_prerequisites() -> Result<(), NetnsError> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    if euid != 0 {
-        return Err(NetnsError::NotRoot { euid });
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for program in TOOLS {
-        let found = std::env::split_paths(&path).any(|dir| {
-            fs::metadata(dir.join(program))
-                .map(|m| m.is_file() && m.mode() & 0o111 != 0)
-                .unwrap_or(false)
-        });
-        if !found {
-            return Err(NetnsError::MissingTool {
-                program: program.to_owned(),
-            });
-        }
-    }
-    Ok(())
-}
 
 #[cfg(test)]
 mod tests;

@@ -11,7 +11,8 @@ use nix::sched::{setns, CloneFlags};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::command::run;
-use super::{NetnsError, NETNS_DIR};
+use super::error::NetnsError;
+use super::layout::NETNS_DIR;
 
 /// One network namespace, by name (a file in [`NETNS_DIR`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -6,8 +6,12 @@ use std::io;
 use std::path::Path;
 
 use super::command::run;
-use super::{io_error, NetnsError, LIVE, NETNS_DIR};
-use crate::lifecycle::{self, NAME_PREFIX};
+use super::error::{io_error, NetnsError};
+use super::layout::NETNS_DIR;
+use crate::lifecycle::{self, Registry, NAME_PREFIX};
+
+/// The prefixes of this process's live realisations.
+pub(super) static LIVE: Registry = Registry::new();
 
 /// The names in [`NETNS_DIR`] that start with `prefix`.
 pub(super) fn list_namespaces(prefix: &str) -> Result<Vec<String>, NetnsError> {

@@ -4,7 +4,11 @@
 
 use std::net::{SocketAddr, SocketAddrV4};
 
-use super::{io_error, Namespace, NamespaceLeaf, NetnsError, NetnsInstance, IMDS_ADDR};
+use super::error::{io_error, NetnsError};
+use super::instance::NetnsInstance;
+use super::layout::IMDS_ADDR;
+use super::leaf::NamespaceLeaf;
+use super::namespace::Namespace;
 use crate::backend::endpoints::{EC2_PORT, IMDS_PORT, STS_PORT};
 use crate::backend::{Lab, Site};
 use crate::mock::{Listeners, MockAws, MockConfig};

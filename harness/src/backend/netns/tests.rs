@@ -1,8 +1,9 @@
 //! Tests of the netns backend. Those that build namespaces need root, `ip` and
 //! `iptables`: without them they print `SKIPPED: ...`, or fail when `CI=true`.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
 use std::thread;
 use std::time::Duration;
 
@@ -13,6 +14,8 @@ use std::time::Instant;
 use socket2::SockRef;
 
 use super::command::run;
+use super::layout::IMDS_ADDR;
+use super::reap::LIVE;
 use super::*;
 use crate::lifecycle::{self, lock, NAME_PREFIX};
 use crate::topology::Topology;

@@ -19,7 +19,9 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{Namespace, NetnsError};
+use super::error::NetnsError;
+use super::layout::NETNS_DIR;
+use super::namespace::Namespace;
 use crate::topology::UserStack;
 
 /// How long a stack may take to configure the child.
@@ -220,7 +222,7 @@ pub(crate) fn kill_stale(run_is_dead: impl Fn(&str) -> bool) -> Vec<String> {
                 .any(|s| p.rsplit('/').next() == Some(s.program()))
         });
         let dead_run = argv.iter().find_map(|a| {
-            let name = a.strip_prefix(super::NETNS_DIR)?.strip_prefix('/')?;
+            let name = a.strip_prefix(NETNS_DIR)?.strip_prefix('/')?;
             crate::lifecycle::run_of(name)
         });
         if is_stack && dead_run.is_some_and(&run_is_dead) {

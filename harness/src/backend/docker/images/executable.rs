@@ -8,7 +8,7 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-use super::ImageError;
+use super::error::ImageError;
 
 /// An executable and the shared objects the dynamic loader would map for it.
 #[derive(Debug, Clone, PartialEq, Eq)]

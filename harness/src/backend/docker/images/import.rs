@@ -13,9 +13,11 @@ use futures_util::TryStreamExt;
 use tokio_util::io::ReaderStream;
 use tokio_util::sync::CancellationToken;
 
+use super::error::ImageError;
 use super::mmdebstrap::{bootstrap, find_mmdebstrap};
-use super::recipe::{ImageKind, Planned, Recipe, Source, HARNESS_IN_IMAGE};
-use super::{ImageError, LABEL};
+use super::plan::Planned;
+use super::recipe::{ImageKind, Recipe, Source, HARNESS_IN_IMAGE};
+use crate::backend::docker::labels::LABEL;
 
 /// Whether an image was made by this run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

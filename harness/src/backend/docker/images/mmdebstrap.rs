@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::recipe::{Planned, Recipe, MIRROR, MMDEBSTRAP_OPTIONS, SHIM_IN_IMAGE, SUITE};
-use super::ImageError;
+use super::error::ImageError;
+use super::plan::Planned;
+use super::recipe::{Recipe, MIRROR, MMDEBSTRAP_OPTIONS, SHIM_IN_IMAGE, SUITE};
 use crate::probe::programs::SdkProgram;
 
 /// Finds `mmdebstrap` on `PATH`.

@@ -12,8 +12,9 @@ use bollard::models::ImageSummary;
 use bollard::query_parameters::RemoveImageOptions;
 use bollard::Docker;
 
+use super::error::ImageError;
 use super::recipe::NAMESPACE;
-use super::{ImageError, LABEL};
+use crate::backend::docker::labels::LABEL;
 
 /// How many tags of each kind are kept besides the current recipe's, by default.
 ///
@@ -179,7 +180,7 @@ fn decide(
 /// The images of `kinds` (names, as in `imds-harness/<kind>`) labelled
 /// `imds-harness=1`, one candidate per tag and one per untagged image.
 async fn candidates(docker: &Docker, kinds: &[&str]) -> Result<Vec<Candidate>, ImageError> {
-    let images: Vec<ImageSummary> = super::labelled_images(docker).await?;
+    let images: Vec<ImageSummary> = labelled_images(docker).await?;
     let mut found = Vec::new();
     for image in images {
         // The filter is the engine's; the label is checked here too, so that nothing
@@ -295,6 +296,27 @@ pub async fn prune(
         });
     }
     Ok(report)
+}
+
+/// Every image of the engine labelled `imds-harness=1`.
+pub(super) async fn labelled_images(
+    docker: &bollard::Docker,
+) -> Result<Vec<bollard::models::ImageSummary>, ImageError> {
+    let options = bollard::query_parameters::ListImagesOptions {
+        filters: Some(
+            [("label".to_string(), vec![format!("{}=1", LABEL)])]
+                .into_iter()
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    docker
+        .list_images(Some(options))
+        .await
+        .map_err(|source| ImageError::Docker {
+            what: "the images labelled imds-harness=1".into(),
+            source: Box::new(source),
+        })
 }
 
 #[cfg(test)]

@@ -1,13 +1,10 @@
 //! What goes into each image, as data, and the tag its content hash gives it.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::executable::Executable;
-use super::ImageError;
-use crate::probe::programs::{self, SdkProgram};
+use crate::probe::programs::SdkProgram;
 
 /// The Debian release every image is made from.
 pub(super) const SUITE: &str = "bookworm";
@@ -16,7 +13,7 @@ pub(super) const MIRROR: &str = "http://deb.debian.org/debian";
 /// Bumped when the way images are made changes in a way the recipe does not show.
 const RECIPE_VERSION: u32 = 1;
 /// Hex digits of the recipe hash in a tag.
-const TAG_HASH_LEN: usize = 16;
+pub(super) const TAG_HASH_LEN: usize = 16;
 /// Where the shim lands in the probe image.
 pub const SHIM_IN_IMAGE: &str = "/usr/local/bin/imds-shim";
 /// The mock's image as other projects name it: always the current one.
@@ -47,7 +44,8 @@ pub enum ImageKind {
 pub enum Source {
     /// Debian, made by `mmdebstrap`.
     Debian,
-    /// One executable and the shared objects it loads ([`Executable`]).
+    /// One executable and the shared objects it loads
+    /// ([`Executable`](super::Executable)).
     Executable,
 }
 
@@ -191,7 +189,11 @@ impl Recipe {
     /// The canonical text the tag's hash is taken over. `shim_sha256` is the hex digest
     /// of the shim binary and `programs` those of the SDK clients' programs, for recipes
     /// that copy them in.
-    fn describe(&self, shim_sha256: Option<&str>, programs: &[(SdkProgram, String)]) -> String {
+    pub(super) fn describe(
+        &self,
+        shim_sha256: Option<&str>,
+        programs: &[(SdkProgram, String)],
+    ) -> String {
         if self.source == Source::Executable {
             // The files' digests follow, from `Executable::describe`.
             let mut text = format!(
@@ -227,96 +229,15 @@ impl Recipe {
     }
 
     /// The recipe's content hash (hex SHA-256 of [`Recipe::describe`]).
-    fn hash(&self, shim_sha256: Option<&str>, programs: &[(SdkProgram, String)]) -> String {
+    pub(super) fn hash(
+        &self,
+        shim_sha256: Option<&str>,
+        programs: &[(SdkProgram, String)],
+    ) -> String {
         hex::encode(Sha256::digest(
             self.describe(shim_sha256, programs).as_bytes(),
         ))
     }
-}
-
-/// An image with its inputs resolved: what `imds-harness images` builds or finds.
-#[derive(Debug, Clone)]
-pub struct Planned {
-    pub recipe: Recipe,
-    /// Full recipe hash.
-    pub(super) hash: String,
-    /// `imds-harness/<name>:<hash prefix>`.
-    pub tag: String,
-    /// The shim binary copied in, for recipes that want it.
-    pub(super) shim: Option<PathBuf>,
-    /// The SDK clients' programs copied in, for recipes that want them.
-    pub(super) programs: Vec<(SdkProgram, PathBuf)>,
-    /// The executable (and its libraries) an executable-only image is made of.
-    pub(super) executable: Option<Executable>,
-}
-
-/// Resolves the recipes of all images: hashes the shim binary at `shim` (see
-/// [`crate::probe::shim::locate`]), the SDK clients' programs (made ready first, see
-/// [`programs::prepare_all`]) and the `imds-harness` executable at `harness` with its
-/// shared objects (see [`locate_harness`]), and computes every tag.
-pub fn plan(shim: &Path, harness: &Path) -> Result<Vec<Planned>, ImageError> {
-    let programs = programs::prepare_all().map_err(ImageError::Programs)?;
-    plan_with(shim, &programs, &Executable::inspect(harness)?)
-}
-
-/// Finds `imds-harness`: `$IMDS_HARNESS`, this executable when it is `imds-harness`,
-/// beside it (or one folder up, for test executables in `deps/`), then `PATH`.
-pub fn locate_harness() -> Result<PathBuf, ImageError> {
-    crate::which::project_binary("imds-harness", "IMDS_HARNESS").ok_or_else(|| ImageError::Io {
-        what: "finding the imds-harness executable for the mock's image: build it with \
-               `cargo build --workspace --bins`, or set IMDS_HARNESS"
-            .into(),
-        source: std::io::ErrorKind::NotFound.into(),
-    })
-}
-
-fn sha256_of(path: &Path, what: &str) -> Result<String, ImageError> {
-    let bytes = std::fs::read(path).map_err(|source| ImageError::Io {
-        what: format!("reading {what} {}", path.display()),
-        source,
-    })?;
-    Ok(hex::encode(Sha256::digest(&bytes)))
-}
-
-/// [`plan`] with the programs and the mock's executable given.
-fn plan_with(
-    shim: &Path,
-    programs: &[(SdkProgram, PathBuf)],
-    executable: &Executable,
-) -> Result<Vec<Planned>, ImageError> {
-    let shim_sha256 = sha256_of(shim, "the imds-shim binary")?;
-    let files = executable.describe(Path::new(HARNESS_IN_IMAGE))?;
-    let digests = programs
-        .iter()
-        .map(|(program, path)| Ok((*program, sha256_of(path, program.description())?)))
-        .collect::<Result<Vec<_>, ImageError>>()?;
-    Ok(ImageKind::ALL
-        .iter()
-        .map(|kind| {
-            let recipe = kind.recipe();
-            let digest = recipe.shim.then_some(shim_sha256.as_str());
-            let copied: &[_] = if recipe.shim { &digests } else { &[] };
-            let hash = match recipe.source {
-                Source::Debian => recipe.hash(digest, copied),
-                Source::Executable => hex::encode(Sha256::digest(
-                    format!("{}{files}", recipe.describe(None, &[])).as_bytes(),
-                )),
-            };
-            let tag = format!("{}:{}", kind.repository(), &hash[..TAG_HASH_LEN]);
-            Planned {
-                shim: recipe.shim.then(|| shim.to_path_buf()),
-                programs: if recipe.shim {
-                    programs.to_vec()
-                } else {
-                    Vec::new()
-                },
-                executable: (recipe.source == Source::Executable).then(|| executable.clone()),
-                recipe,
-                hash,
-                tag,
-            }
-        })
-        .collect())
 }
 
 #[cfg(test)]
@@ -366,51 +287,5 @@ mod tests {
         }
         // Installed, containers/storage would mount overlays through /dev/fuse.
         assert!(!instance.packages.contains(&"fuse-overlayfs"));
-    }
-
-    #[test]
-    fn tags_are_the_repository_and_a_hash_prefix() {
-        let dir = tempfile::tempdir().unwrap();
-        let shim = dir.path().join("imds-shim");
-        std::fs::write(&shim, b"a shim").unwrap();
-        let go = dir.path().join("imdsh-go");
-        std::fs::write(&go, b"a go program").unwrap();
-        let programs = vec![(SdkProgram::Go, go.clone())];
-        let harness = Executable {
-            path: shim.clone(),
-            libraries: Vec::new(),
-        };
-        let planned = plan_with(&shim, &programs, &harness).unwrap();
-        let kinds: Vec<ImageKind> = planned.iter().map(|p| p.recipe.kind).collect();
-        assert_eq!(kinds, ImageKind::ALL);
-        for p in &planned {
-            assert_eq!(
-                p.tag,
-                format!("imds-harness/{}:{}", p.recipe.kind, &p.hash[..TAG_HASH_LEN])
-            );
-            assert_eq!(p.shim.is_some(), p.recipe.kind == ImageKind::Probe);
-            assert_eq!(!p.programs.is_empty(), p.recipe.kind == ImageKind::Probe);
-            assert_eq!(p.executable.is_some(), p.recipe.kind == ImageKind::Mock);
-        }
-        std::fs::write(&go, b"another go program").unwrap();
-        let rebuilt = plan_with(&shim, &programs, &harness).unwrap();
-        for (before, after) in planned.iter().zip(&rebuilt) {
-            assert_eq!(
-                before.tag != after.tag,
-                before.recipe.kind == ImageKind::Probe
-            );
-        }
-        std::fs::write(&shim, b"another shim").unwrap();
-        let again = plan_with(&shim, &programs, &harness).unwrap();
-        for (before, after) in planned.iter().zip(&again) {
-            let changed = before.tag != after.tag;
-            // The mock's executable is the same file as the shim here.
-            assert_eq!(
-                changed,
-                matches!(before.recipe.kind, ImageKind::Probe | ImageKind::Mock),
-                "{}",
-                before.tag
-            );
-        }
     }
 }

@@ -9,11 +9,12 @@ use bollard::Docker;
 use futures_util::TryStreamExt;
 use tokio_util::sync::CancellationToken;
 
+use super::error::ImageError;
 use super::import::{ensure, Outcome, Status};
 use super::mmdebstrap::Workdir;
-use super::prune::{prune, KEEP};
-use super::recipe::{locate_harness, plan, ImageKind, NAMESPACE};
-use super::ImageError;
+use super::plan::{locate_harness, plan};
+use super::prune::{labelled_images, prune, KEEP};
+use super::recipe::{ImageKind, NAMESPACE};
 
 /// Where the image tars that nested engines load are kept: one per tag, exported once.
 pub const TARS_DIR: &str = "/var/cache/imds-harness/image-tars";
@@ -195,7 +196,7 @@ pub async fn prune_tars(docker: &Docker, dir: &Path) -> Result<TarsReport, Image
             )
         })
         .collect();
-    let images = super::labelled_images(docker).await?;
+    let images = labelled_images(docker).await?;
     let present: BTreeSet<String> = images
         .iter()
         .flat_map(|image| image.repo_tags.iter())
