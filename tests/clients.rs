@@ -9,12 +9,13 @@
 use std::time::{Duration, Instant};
 
 use imds_e2e::clients::{
-    assert_needs_what_the_model_says, identity_clients, kept_message, Bench, PRESET,
+    assert_needs_what_the_model_says, identity_clients, identity_probes, kept_message, Bench,
+    PRESET,
 };
 use imds_e2e::require::{require, Need};
 use imds_harness::backend::netns::NetnsLab;
 use imds_harness::mock::{HopLimit, HttpTokens, ImdsVersion};
-use imds_harness::probe::{Client, Tools};
+use imds_harness::probe::{Client, Probe, Tools};
 use imds_harness::sweep::{self, Cell, Strategy, SweepPlan};
 use imds_harness::topology::{Preset, Topology};
 
@@ -27,9 +28,14 @@ const NEEDS: &[Need] = &[
 ];
 
 /// The clients this file is about, and the TTL probe that seeds their search.
-pub const SDK_CLIENTS: [Client; 4] = [Client::Go, Client::GoV1, Client::Ruby, Client::Boto3];
+pub const SDK_CLIENTS: [Probe; 4] = [
+    Probe::Client(Client::GoSdkV2),
+    Probe::Client(Client::GoSdkV1),
+    Probe::Client(Client::RubySdk),
+    Probe::Client(Client::Boto3),
+];
 
-fn sweep_netns(topologies: Vec<Topology>, clients: &[Client], mode: HttpTokens) -> Vec<Cell> {
+fn sweep_netns(topologies: Vec<Topology>, clients: &[Probe], mode: HttpTokens) -> Vec<Cell> {
     let plan = SweepPlan {
         topologies,
         clients: clients.to_vec(),
@@ -55,11 +61,11 @@ async fn each_sdk_client_needs_what_the_model_says_with_tokens_required_at_every
     if !require("sdk_clients_required", NEEDS) {
         return;
     }
-    let mut clients = vec![Client::Ttl];
+    let mut clients = vec![Probe::Ttl];
     clients.extend(SDK_CLIENTS);
     let cells = sweep_netns(Topology::presets(), &clients, HttpTokens::Required);
     assert_eq!(cells.len(), Topology::presets().len() * clients.len());
-    for cell in cells.iter().filter(|c| c.client != Client::Ttl) {
+    for cell in cells.iter().filter(|c| c.client != Probe::Ttl) {
         assert_needs_what_the_model_says(cell);
     }
 }
@@ -72,8 +78,8 @@ async fn behind_a_user_space_stack_every_client_gets_a_token_at_hop_limit_1() {
     if !require("sdk_clients_proxied", NEEDS) {
         return;
     }
-    let mut clients = vec![Client::Ttl];
-    clients.extend(identity_clients());
+    let mut clients = vec![Probe::Ttl];
+    clients.extend(identity_probes());
     let topologies = [
         Preset::PodmanRootless,
         Preset::PodmanRootlessPasta,
@@ -82,7 +88,7 @@ async fn behind_a_user_space_stack_every_client_gets_a_token_at_hop_limit_1() {
     .map(Topology::Preset)
     .to_vec();
     let cells = sweep_netns(topologies, &clients, HttpTokens::Optional);
-    for cell in cells.iter().filter(|c| c.client != Client::Ttl) {
+    for cell in cells.iter().filter(|c| c.client != Probe::Ttl) {
         let what = format!("{} {}", cell.topology, cell.client);
         if cell.topology.is_proxied() {
             assert_eq!(
@@ -92,7 +98,7 @@ async fn behind_a_user_space_stack_every_client_gets_a_token_at_hop_limit_1() {
             );
             assert_eq!(cell.via, Some(ImdsVersion::V2), "{what}: {cell:?}");
             assert!(!cell.works_at_any_hop_limit, "{what}");
-        } else if cell.client == Client::Sdk {
+        } else if cell.client == Probe::Client(Client::RustSdk) {
             assert_eq!(cell.minimal_hop_limit, Some(cell.model), "{what}: {cell:?}");
             assert_eq!(cell.via, Some(ImdsVersion::V2), "{what}: {cell:?}");
         } else {
@@ -110,8 +116,8 @@ async fn the_fallback_column_is_what_the_mock_recorded() {
     if !require("sdk_clients_fallback", NEEDS) {
         return;
     }
-    let mut clients = vec![Client::Ttl];
-    clients.extend(identity_clients());
+    let mut clients = vec![Probe::Ttl];
+    clients.extend(identity_probes());
     let cells = sweep_netns(
         vec![Topology::Preset(PRESET)],
         &clients,
@@ -122,7 +128,10 @@ async fn the_fallback_column_is_what_the_mock_recorded() {
             .unwrap();
     let bench = tokio::task::block_in_place(Bench::start);
     for client in identity_clients() {
-        let cell = cells.iter().find(|c| c.client == client).unwrap();
+        let cell = cells
+            .iter()
+            .find(|c| c.client == Probe::Client(client))
+            .unwrap();
         let run = tokio::task::block_in_place(|| {
             bench.run(client, Bench::too_low(), HttpTokens::Optional)
         });
@@ -180,10 +189,13 @@ async fn the_earthly_cli_path_works_at_hop_limit_1_with_tokens_required() {
             Topology::Preset(Preset::Host),
             Topology::Preset(Preset::EarthlyRun),
         ],
-        &[Client::Ttl, Client::Go],
+        &[Probe::Ttl, Probe::Client(Client::GoSdkV2)],
         HttpTokens::Required,
     );
-    let go: Vec<&Cell> = cells.iter().filter(|c| c.client == Client::Go).collect();
+    let go: Vec<&Cell> = cells
+        .iter()
+        .filter(|c| c.client == Probe::Client(Client::GoSdkV2))
+        .collect();
     let host = go[0];
     assert_eq!(host.topology, Topology::Preset(Preset::Host));
     assert_eq!(host.minimal_hop_limit, Some(HopLimit::MIN), "{host:?}");

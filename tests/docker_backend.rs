@@ -17,7 +17,7 @@ use imds_harness::backend::endpoints::{EC2_URL, IMDS_URL, STS_URL};
 use imds_harness::backend::netns::NetnsLab;
 use imds_harness::mock::{HopLimit, HttpTokens, MockConfig};
 use imds_harness::probe::env::ClientEnv;
-use imds_harness::probe::{cli, Client, Leaf, Program};
+use imds_harness::probe::{cli, Client, Leaf, Probe, Program};
 use imds_harness::report;
 use imds_harness::sweep::{self, Strategy, SweepPlan};
 use imds_harness::topology::{Layer, Preset, Topology, UserStack};
@@ -111,7 +111,11 @@ fn docker_and_netns_agree_preset_by_preset() {
     let lab = lab(&runtime);
     let plan = SweepPlan {
         topologies: Topology::presets(),
-        clients: vec![Client::Sdk, Client::Cli, Client::Ttl],
+        clients: vec![
+            Probe::Client(Client::RustSdk),
+            Probe::Client(Client::Cli),
+            Probe::Ttl,
+        ],
         modes: vec![HttpTokens::Required, HttpTokens::Optional],
         strategy: Strategy::Bisect,
         probe_timeout: Duration::from_millis(300),
@@ -142,7 +146,7 @@ fn docker_and_netns_agree_preset_by_preset() {
             "{what}: docker {d:?} netns {n:?}"
         );
         let routed = d.topology.routed_hops();
-        if d.client == Client::Cli && d.http_tokens == HttpTokens::Optional {
+        if d.client == Probe::Client(Client::Cli) && d.http_tokens == HttpTokens::Optional {
             // The CLI falls back to IMDSv1 where routers stand before the leaf's first
             // user-space stack; behind one it gets its token at hop limit 1.
             assert_eq!(d.works_at_any_hop_limit, routed > 0, "{what}");
@@ -150,7 +154,7 @@ fn docker_and_netns_agree_preset_by_preset() {
         } else {
             assert!(!d.works_at_any_hop_limit, "{what}");
             assert_eq!(d.minimal_hop_limit, Some(d.model), "{what}");
-            if d.client != Client::Ttl {
+            if d.client != Probe::Ttl {
                 assert_eq!(
                     d.model,
                     HopLimit::for_routing_hops(routed).unwrap(),
@@ -239,13 +243,13 @@ fn each_sdk_client_needs_depth_plus_one_in_containers() {
     let plan = SweepPlan {
         topologies: Topology::presets(),
         clients: vec![
-            Client::Ttl,
-            Client::Sdk,
-            Client::Cli,
-            Client::Go,
-            Client::GoV1,
-            Client::Ruby,
-            Client::Boto3,
+            Probe::Ttl,
+            Probe::Client(Client::RustSdk),
+            Probe::Client(Client::Cli),
+            Probe::Client(Client::GoSdkV2),
+            Probe::Client(Client::GoSdkV1),
+            Probe::Client(Client::RubySdk),
+            Probe::Client(Client::Boto3),
         ],
         modes: vec![HttpTokens::Required],
         strategy: Strategy::Bisect,
@@ -259,7 +263,7 @@ fn each_sdk_client_needs_depth_plus_one_in_containers() {
         started.elapsed().as_secs_f64()
     );
     assert_eq!(cells.len(), plan.topologies.len() * plan.clients.len());
-    for cell in cells.iter().filter(|c| c.client != Client::Ttl) {
+    for cell in cells.iter().filter(|c| c.client != Probe::Ttl) {
         assert_needs_what_the_model_says(cell);
     }
 }

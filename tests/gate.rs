@@ -14,7 +14,7 @@ use imds_harness::backend::{Lab, Site};
 use imds_harness::gate::{self, Baseline, Comparison, Exit, Need as Measured};
 use imds_harness::lifecycle;
 use imds_harness::mock::{HopLimit, HttpTokens, MockAws, MockConfig};
-use imds_harness::probe::{Client, Leaf, Tools};
+use imds_harness::probe::{Client, Leaf, Probe, Tools};
 use imds_harness::report;
 use imds_harness::sweep::{self, Strategy, SweepError, SweepPlan};
 use imds_harness::topology::{Preset, Topology};
@@ -87,7 +87,7 @@ impl Lab for FaultyLab {
     }
 }
 
-fn plan(topologies: &[Preset], clients: &[Client]) -> SweepPlan {
+fn plan(topologies: &[Preset], clients: &[Probe]) -> SweepPlan {
     SweepPlan {
         topologies: topologies.iter().map(|p| Topology::from(*p)).collect(),
         clients: clients.to_vec(),
@@ -152,7 +152,11 @@ async fn a_topology_no_client_can_reach_fails_the_gate_and_the_junit_report() {
     }
     let plan = plan(
         &[Preset::Host, Preset::DockerRun],
-        &[Client::Ttl, Client::Sdk, Client::Cli],
+        &[
+            Probe::Ttl,
+            Probe::Client(Client::RustSdk),
+            Probe::Client(Client::Cli),
+        ],
     );
     let lab = FaultyLab {
         tools: Tools::locate(&plan.clients).unwrap(),
@@ -234,7 +238,10 @@ async fn a_mock_that_dies_mid_sweep_is_a_failed_measurement_naming_the_cell() {
     if !require("gate_mock_dies", &[Need::Root, Need::NetTools]) {
         return;
     }
-    let plan = plan(&[Preset::EarthlyRun], &[Client::Ttl, Client::Sdk]);
+    let plan = plan(
+        &[Preset::EarthlyRun],
+        &[Probe::Ttl, Probe::Client(Client::RustSdk)],
+    );
     let lab = FaultyLab {
         tools: Tools::locate(&plan.clients).unwrap(),
         cut: None,
@@ -249,7 +256,7 @@ async fn a_mock_that_dies_mid_sweep_is_a_failed_measurement_naming_the_cell() {
             http_tokens,
         } => {
             assert_eq!(*topology, Topology::from(Preset::EarthlyRun));
-            assert_eq!(*client, Client::Sdk);
+            assert_eq!(*client, Probe::Client(Client::RustSdk));
             assert_eq!(*http_tokens, HttpTokens::Required);
         }
         other => panic!("not a dead mock: {other}"),

@@ -12,7 +12,7 @@ use imds_harness::backend::netns::{NetnsLab, NetnsSite};
 use imds_harness::mock::{HopLimit, HttpTokens, MetadataOptionsChange, MockConfig};
 use imds_harness::model::ModelCheck;
 use imds_harness::probe::env::ClientEnv;
-use imds_harness::probe::{cli, Client};
+use imds_harness::probe::{cli, Client, Probe};
 use imds_harness::report;
 use imds_harness::sweep::{self, Strategy, SweepPlan, Tools};
 use imds_harness::topology::{Forwarding, Topology};
@@ -116,7 +116,7 @@ async fn hop_limit_2_serves_docker_but_not_earthly_and_3_serves_all() {
     if !require("seed_story", NEEDS) {
         return;
     }
-    let tools = Tools::locate(&[Client::Cli]).unwrap();
+    let tools = Tools::locate(&[Probe::Client(Client::Cli)]).unwrap();
     let home = tempfile::tempdir().unwrap();
     let env = ClientEnv::new(home.path(), imds_harness::backend::endpoints::IMDS_URL);
     let sites: Vec<NetnsSite> = ["host", "docker-run", "buildkit-run", "earthly-run"]
@@ -164,7 +164,7 @@ async fn hop_limit_2_serves_docker_but_not_earthly_and_3_serves_all() {
 /// timeout of 300 ms.
 fn sweep_netns(
     topologies: Vec<Topology>,
-    clients: Vec<Client>,
+    clients: Vec<Probe>,
     modes: Vec<HttpTokens>,
 ) -> (SweepPlan, Vec<sweep::Cell>) {
     let plan = SweepPlan {
@@ -197,7 +197,11 @@ async fn every_topology_and_client_needs_what_the_model_predicts() {
     topologies.extend(MIXED.map(topology));
     let (plan, cells) = sweep_netns(
         topologies,
-        vec![Client::Sdk, Client::Cli, Client::Ttl],
+        vec![
+            Probe::Client(Client::RustSdk),
+            Probe::Client(Client::Cli),
+            Probe::Ttl,
+        ],
         vec![HttpTokens::Required, HttpTokens::Optional],
     );
     assert_eq!(cells.len(), plan.topologies.len() * 3 * 2);
@@ -206,11 +210,11 @@ async fn every_topology_and_client_needs_what_the_model_predicts() {
         let what = format!("{} {} {}", cell.topology, cell.client, cell.http_tokens);
         let need = cell.topology.min_hop_limit();
         match (cell.http_tokens, cell.client) {
-            (_, Client::Ttl) => {
+            (_, Probe::Ttl) => {
                 assert_eq!(cell.model, cell.topology.ttl_probe_hop_limit(), "{what}");
                 assert_eq!(cell.minimal_hop_limit, Some(cell.model), "{what}: {cell:?}");
             }
-            (HttpTokens::Optional, Client::Cli) if need > HopLimit::MIN => {
+            (HttpTokens::Optional, Probe::Client(Client::Cli)) if need > HopLimit::MIN => {
                 assert_eq!(
                     cell.minimal_hop_limit,
                     Some(HopLimit::MIN),
@@ -225,7 +229,7 @@ async fn every_topology_and_client_needs_what_the_model_predicts() {
                 assert!(!cell.works_at_any_hop_limit, "{what}");
             }
         }
-        if cell.client == Client::Cli
+        if cell.client == Probe::Client(Client::Cli)
             && cell.http_tokens == HttpTokens::Required
             && need > HopLimit::MIN
         {
@@ -270,7 +274,7 @@ async fn the_rule_holds_on_every_mixed_chain_up_to_six_layers() {
     assert_eq!(topologies.len(), 127);
     let (_, cells) = sweep_netns(
         topologies,
-        vec![Client::Sdk, Client::Ttl],
+        vec![Probe::Client(Client::RustSdk), Probe::Ttl],
         vec![HttpTokens::Required],
     );
     assert_eq!(cells.len(), 127 * 2);
@@ -286,7 +290,7 @@ async fn the_rule_holds_on_every_mixed_chain_up_to_six_layers() {
             .take_while(|l| l.forwarding() == Forwarding::Routed)
             .count();
         let expected = match cell.client {
-            Client::Ttl => after_last_proxy,
+            Probe::Ttl => after_last_proxy,
             _ => before_first_proxy,
         };
         assert_eq!(

@@ -18,7 +18,7 @@ use serde::Serialize;
 pub use imds_vocab::baseline::{Baseline, BaselineError, DEFAULT_PATH};
 
 use crate::mock::{HopLimit, HttpTokens};
-use crate::probe::Client;
+use crate::probe::Probe;
 use crate::sweep::Cell;
 use crate::topology::Topology;
 
@@ -55,7 +55,7 @@ impl Exit {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct NeverCell {
     pub topology: Topology,
-    pub client: Client,
+    pub client: Probe,
     pub http_tokens: HttpTokens,
     /// Why the client failed, in its own words (at hop limit 64, or the TTL probe's).
     pub reason: Option<String>,
@@ -306,6 +306,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::probe::Client;
 
     fn hop(n: u32) -> HopLimit {
         HopLimit::new(n).unwrap()
@@ -321,7 +322,7 @@ mod tests {
         }
     }
 
-    fn cell(topology: &str, client: Client, tokens: HttpTokens, minimal: Option<u32>) -> Cell {
+    fn cell(topology: &str, client: Probe, tokens: HttpTokens, minimal: Option<u32>) -> Cell {
         Cell {
             topology: t(topology),
             depth: t(topology).depth(),
@@ -395,10 +396,25 @@ mod tests {
     #[test]
     fn a_topology_that_never_works_is_a_regression_not_a_pass() {
         let cells = [
-            cell("earthly-run", Client::Ttl, HttpTokens::Required, Some(3)),
-            cell("earthly-run", Client::Cli, HttpTokens::Required, None),
-            cell("earthly-run", Client::Cli, HttpTokens::Optional, Some(1)),
-            cell("host", Client::Cli, HttpTokens::Required, Some(1)),
+            cell("earthly-run", Probe::Ttl, HttpTokens::Required, Some(3)),
+            cell(
+                "earthly-run",
+                Probe::Client(Client::Cli),
+                HttpTokens::Required,
+                None,
+            ),
+            cell(
+                "earthly-run",
+                Probe::Client(Client::Cli),
+                HttpTokens::Optional,
+                Some(1),
+            ),
+            cell(
+                "host",
+                Probe::Client(Client::Cli),
+                HttpTokens::Required,
+                Some(1),
+            ),
         ];
         let measured = needs(&cells);
         assert_eq!(measured[&t("earthly-run")], Need::Never);

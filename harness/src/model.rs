@@ -13,16 +13,16 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::mock::{HopLimit, HttpTokens};
-use crate::probe::Client;
+use crate::probe::Probe;
 use crate::report::verdict;
 use crate::sweep::Cell;
 use crate::topology::Topology;
 
 /// What the model predicts `client` needs (or, for the TTL probe, reports) at the leaf.
-pub fn predicted(topology: &Topology, client: Client) -> HopLimit {
+pub fn predicted(topology: &Topology, client: Probe) -> HopLimit {
     match client {
-        Client::Ttl => topology.ttl_probe_hop_limit(),
-        _ => topology.min_hop_limit(),
+        Probe::Ttl => topology.ttl_probe_hop_limit(),
+        Probe::Client(_) => topology.min_hop_limit(),
     }
 }
 
@@ -30,7 +30,7 @@ pub fn predicted(topology: &Topology, client: Client) -> HopLimit {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Deviation {
     pub topology: Topology,
-    pub client: Client,
+    pub client: Probe,
     pub http_tokens: HttpTokens,
     /// The cell as the table shows it.
     pub measured: String,

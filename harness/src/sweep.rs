@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use imds_vocab::report::Steps;
 use serde::Serialize;
 
 use crate::backend::endpoints::{IMDS_URL, STS_URL};
@@ -20,9 +21,8 @@ use crate::mock::{
     HopLimit, HttpTokens, ImdsVersion, MetadataOptionsChange, RequestRecord, Service,
 };
 use crate::probe::env::ClientEnv;
-use crate::probe::programs::SdkProgram;
 pub use crate::probe::Tools;
-use crate::probe::{cli, sdk, shim, Client, Leaf, ProbeError, ProbeOutcome};
+use crate::probe::{cli, sdk, shim, Client, Leaf, Probe, ProbeError, ProbeOutcome, Program};
 use crate::topology::Topology;
 
 /// How often a failed run that shows no dropped token is run again.
@@ -47,7 +47,7 @@ pub enum Strategy {
 #[derive(Clone, Debug)]
 pub struct SweepPlan {
     pub topologies: Vec<Topology>,
-    pub clients: Vec<Client>,
+    pub clients: Vec<Probe>,
     pub modes: Vec<HttpTokens>,
     pub strategy: Strategy,
     /// The IMDS timeout the `sdk` and `ttl` probes use. The AWS CLI keeps its own (1 s).
@@ -66,7 +66,7 @@ pub struct Cell {
     pub layers: String,
     /// What the model predicts this client needs ([`crate::model::predicted`]).
     pub model: HopLimit,
-    pub client: Client,
+    pub client: Probe,
     pub http_tokens: HttpTokens,
     /// The smallest hop limit that works; `None`: none up to 64 does.
     pub minimal_hop_limit: Option<HopLimit>,
@@ -98,7 +98,7 @@ pub enum SweepError {
     #[error("topology {topology}, client {client}: {source}")]
     Probe {
         topology: Topology,
-        client: Client,
+        client: Probe,
         source: ProbeError,
     },
     #[error(
@@ -107,7 +107,7 @@ pub enum SweepError {
     )]
     MockDied {
         topology: Topology,
-        client: Client,
+        client: Probe,
         http_tokens: HttpTokens,
     },
     #[error("a temporary folder for the clients' HOME: {0}")]
@@ -218,19 +218,20 @@ const CONFIRMATIONS: usize = 2;
 
 /// The order in which a topology's clients run: the cheap TTL probe first, to seed the
 /// others, then the Rust SDK, the SDK programs, and the slow CLI.
-fn ordered(clients: &[Client]) -> Vec<Client> {
-    [
-        Client::Ttl,
-        Client::Sdk,
-        Client::Go,
-        Client::GoV1,
-        Client::Ruby,
-        Client::Boto3,
-        Client::Cli,
-    ]
-    .into_iter()
-    .filter(|c| clients.contains(c))
-    .collect()
+fn ordered(clients: &[Probe]) -> Vec<Probe> {
+    let rank = |probe: &Probe| match probe {
+        Probe::Ttl => 0,
+        Probe::Client(Client::RustSdk) => 1,
+        Probe::Client(Client::GoSdkV2) => 2,
+        Probe::Client(Client::GoSdkV1) => 3,
+        Probe::Client(Client::RubySdk) => 4,
+        Probe::Client(Client::Boto3) => 5,
+        Probe::Client(Client::Cli) => 6,
+    };
+    let mut ordered = clients.to_vec();
+    ordered.sort_by_key(rank);
+    ordered.dedup();
+    ordered
 }
 
 /// Runs one client at `leaf`, STS at the leaf's [`STS_URL`]; `timeout` is the IMDS
@@ -239,16 +240,13 @@ pub fn run_client(
     leaf: &dyn Leaf,
     env: &ClientEnv,
     timeout: Duration,
-    client: Client,
+    client: Probe,
 ) -> Result<ProbeOutcome, ProbeError> {
-    match client {
-        Client::Ttl => shim::run(leaf, env, shim::Steps::Ttl, timeout),
-        Client::Sdk => shim::run(leaf, env, shim::Steps::Sdk, timeout),
-        Client::Cli => cli::run(leaf, env, STS_URL),
-        Client::Go => sdk::run(leaf, env, SdkProgram::Go, STS_URL),
-        Client::GoV1 => sdk::run(leaf, env, SdkProgram::GoV1, STS_URL),
-        Client::Ruby => sdk::run(leaf, env, SdkProgram::Ruby, STS_URL),
-        Client::Boto3 => sdk::run(leaf, env, SdkProgram::Boto3, STS_URL),
+    match client.program() {
+        Program::Shim if client == Probe::Ttl => shim::run(leaf, env, Steps::Ttl, timeout),
+        Program::Shim => shim::run(leaf, env, Steps::Sdk, timeout),
+        Program::AwsCli => cli::run(leaf, env, STS_URL),
+        Program::Sdk(program) => sdk::run(leaf, env, program, STS_URL),
     }
 }
 
@@ -297,7 +295,7 @@ fn measure_topology(
             let mut via_at: BTreeMap<HopLimit, ImdsVersion> = BTreeMap::new();
             let mut reasons: BTreeMap<HopLimit, String> = BTreeMap::new();
             let mut ttl_reason = None;
-            let searched = if client == Client::Ttl {
+            let searched = if client == Probe::Ttl {
                 let outcome = run(client, mode)?;
                 // A place that needs a TTL above 64 gets no token at any hop limit.
                 let needed = outcome
@@ -365,7 +363,7 @@ fn measure_topology(
                 client,
                 http_tokens: mode,
                 minimal_hop_limit: minimal,
-                works_at_any_hop_limit: client != Client::Ttl
+                works_at_any_hop_limit: client != Probe::Ttl
                     && minimal == Some(HopLimit::MIN)
                     && topology.routed_hops() > 0,
                 via: minimal.and_then(|h| via_at.get(&h).copied()),

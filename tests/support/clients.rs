@@ -6,20 +6,28 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use strum::VariantArray;
+
 use imds_harness::backend::endpoints::IMDS_URL;
 use imds_harness::backend::netns::{NamespaceLeaf, NetnsSite};
 use imds_harness::mock::{HopLimit, HttpTokens, ImdsVersion, MetadataOptionsChange, MockConfig};
 use imds_harness::probe::env::ClientEnv;
-use imds_harness::probe::{Client, ProbeOutcome, Tools};
+use imds_harness::probe::{Client, Probe, ProbeOutcome, Tools};
 use imds_harness::sweep::{self, Cell};
 use imds_harness::topology::{Preset, Topology};
 
-/// The clients whose failure is captured: every one that asks for an identity (all but
-/// the TTL probe).
+/// The clients whose failure is captured: every one that asks for an identity (every
+/// probe but the TTL probe).
 pub fn identity_clients() -> Vec<Client> {
-    Client::ALL
-        .into_iter()
-        .filter(|c| *c != Client::Ttl)
+    Client::VARIANTS.to_vec()
+}
+
+/// [`identity_clients`] as probes, for a sweep plan.
+pub fn identity_probes() -> Vec<Probe> {
+    Client::VARIANTS
+        .iter()
+        .copied()
+        .map(Probe::Client)
         .collect()
 }
 
@@ -94,7 +102,7 @@ impl Bench {
         let site = NetnsSite::start(&Topology::Preset(PRESET), MockConfig::default()).unwrap();
         let leaf = NamespaceLeaf {
             namespace: site.leaf().clone(),
-            tools: Tools::locate(&identity_clients()).unwrap(),
+            tools: Tools::locate(&identity_probes()).unwrap(),
         };
         let home = tempfile::tempdir().unwrap();
         let env = ClientEnv::new(home.path(), IMDS_URL);
@@ -124,7 +132,8 @@ impl Bench {
         });
         let seen = mock.requests().len();
         let started = Instant::now();
-        let outcome = sweep::run_client(&self.leaf, &self.env, SDK_TIMEOUT, client).unwrap();
+        let outcome =
+            sweep::run_client(&self.leaf, &self.env, SDK_TIMEOUT, Probe::Client(client)).unwrap();
         let elapsed = started.elapsed();
         let signed_with = mock
             .requests()

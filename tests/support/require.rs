@@ -41,8 +41,9 @@ impl Need {
             Need::Docker => docker_missing(),
             Need::SdkClients => {
                 use imds_harness::probe::programs::SdkProgram;
-                let missing: Vec<&str> = SdkProgram::ALL
-                    .into_iter()
+                use strum::VariantArray;
+                let missing: Vec<&str> = SdkProgram::VARIANTS
+                    .iter()
                     .filter(|p| !p.is_installed())
                     .flat_map(|p| p.packages().iter().copied())
                     .collect();

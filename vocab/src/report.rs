@@ -9,6 +9,33 @@ use std::fmt::Display;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use strum::{Display, EnumString, IntoStaticStr, VariantArray};
+
+/// Which steps `imds-shim probe` runs (its `--only`), named as on its command line.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    VariantArray,
+    IntoStaticStr,
+    Display,
+    EnumString,
+)]
+#[strum(serialize_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum Steps {
+    /// Only measure the hop limit this place needs (step ttl)
+    Ttl,
+    /// Get credentials and the identity as an AWS SDK would (steps credentials and identity; token too when the region must come from IMDS)
+    Sdk,
+    /// All steps: ttl, token, credentials, identity
+    #[default]
+    All,
+}
 
 /// What the TTL step measured.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,10 +8,8 @@
 //! - [`earthly`]: the real Earthly, running the top-level Earthfile's probe targets on
 //!   the machine it runs on (an EC2 build host), where `earthly` is installed.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
+use strum::{Display, EnumString, IntoStaticStr, VariantArray, VariantNames};
 
 pub mod docker;
 pub mod earthly;
@@ -57,8 +55,24 @@ pub trait Lab: Sync {
 }
 
 /// A way of realising topologies, as chosen on the command line (`--backend`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    Serialize,
+    Deserialize,
+    VariantArray,
+    VariantNames,
+    IntoStaticStr,
+    Display,
+    EnumString,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase", parse_err_ty = BackendError, parse_err_fn = BackendError::new)]
 pub enum Backend {
     /// Linux network namespaces ([`netns`]).
     #[default]
@@ -70,38 +84,20 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// All backends, in the order they are listed.
-    pub const ALL: [Backend; 3] = [Backend::Netns, Backend::Docker, Backend::Earthly];
-
     /// The name used on the command line.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Backend::Netns => "netns",
-            Backend::Docker => "docker",
-            Backend::Earthly => "earthly",
-        }
-    }
-}
-
-impl fmt::Display for Backend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+    pub fn name(self) -> &'static str {
+        self.into()
     }
 }
 
 /// A backend name that is not valid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown backend `{0}`; valid backends: netns, docker, earthly")]
+#[error("unknown backend `{0}`; valid backends: {names}", names = <Backend as VariantNames>::VARIANTS.join(", "))]
 pub struct BackendError(pub String);
 
-impl FromStr for Backend {
-    type Err = BackendError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Backend::ALL
-            .into_iter()
-            .find(|b| b.name() == s)
-            .ok_or_else(|| BackendError(s.to_owned()))
+impl BackendError {
+    fn new(name: &str) -> Self {
+        BackendError(name.to_owned())
     }
 }
 
@@ -111,7 +107,7 @@ mod tests {
 
     #[test]
     fn backend_names() {
-        for b in Backend::ALL {
+        for &b in <Backend as VariantArray>::VARIANTS {
             assert_eq!(b.to_string().parse::<Backend>().unwrap(), b);
             assert_eq!(
                 serde_json::to_string(&b).unwrap(),

@@ -15,7 +15,7 @@ use imds_harness::gate::{self, Baseline, Exit};
 use imds_harness::lifecycle;
 use imds_harness::mock::HttpTokens;
 use imds_harness::model::ModelCheck;
-use imds_harness::probe::{shim, Client};
+use imds_harness::probe::{shim, Probe};
 use imds_harness::report::{self, MeasureReport};
 use imds_harness::sweep::{self, Strategy, SweepPlan, Tools};
 use imds_harness::topology::Topology;
@@ -41,7 +41,7 @@ pub struct MeasureArgs {
     /// (imds-shim's TTL probe). Default: every one that is installed here; one asked
     /// for that is not installed is exit 2, with the Debian packages to install.
     #[arg(long, value_delimiter = ',', value_name = "CLIENT,...")]
-    clients: Vec<Client>,
+    clients: Vec<Probe>,
     /// Tokens modes measured: required, optional.
     #[arg(
         long,
@@ -108,7 +108,7 @@ pub fn run(args: MeasureArgs) -> anyhow::Result<u8> {
         return Ok(exit::USAGE);
     }
     let clients = if args.clients.is_empty() {
-        Client::installed()
+        Probe::installed()
     } else {
         args.clients.clone()
     };

@@ -1,9 +1,9 @@
 //! What goes into each image, as data, and the tag its content hash gives it.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
+use strum::{Display, IntoStaticStr, VariantArray};
 
 use super::executable::Executable;
 use super::ImageError;
@@ -27,7 +27,8 @@ pub const HARNESS_IN_IMAGE: &str = "/usr/local/bin/imds-harness";
 pub(super) const NAMESPACE: &str = "imds-harness";
 
 /// The images of the docker backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, VariantArray, IntoStaticStr, Display)]
+#[strum(serialize_all = "lowercase")]
 pub enum ImageKind {
     /// Debian bookworm, `minbase`.
     Base,
@@ -52,20 +53,9 @@ pub enum Source {
 }
 
 impl ImageKind {
-    pub const ALL: [ImageKind; 4] = [
-        ImageKind::Base,
-        ImageKind::Probe,
-        ImageKind::Instance,
-        ImageKind::Mock,
-    ];
-
+    /// The last part of the image's repository (`imds-harness/<name>`).
     pub fn name(self) -> &'static str {
-        match self {
-            ImageKind::Base => "base",
-            ImageKind::Probe => "probe",
-            ImageKind::Instance => "instance",
-            ImageKind::Mock => "mock",
-        }
+        self.into()
     }
 
     /// The name other projects use for the current image of this kind, besides its
@@ -132,12 +122,6 @@ impl ImageKind {
                 shim: false,
             },
         }
-    }
-}
-
-impl fmt::Display for ImageKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
     }
 }
 
@@ -290,7 +274,7 @@ fn plan_with(
         .iter()
         .map(|(program, path)| Ok((*program, sha256_of(path, program.description())?)))
         .collect::<Result<Vec<_>, ImageError>>()?;
-    Ok(ImageKind::ALL
+    Ok(ImageKind::VARIANTS
         .iter()
         .map(|kind| {
             let recipe = kind.recipe();
@@ -342,7 +326,7 @@ mod tests {
     #[test]
     fn the_probe_image_has_what_every_client_runs_on() {
         let probe = ImageKind::Probe.recipe();
-        for program in SdkProgram::ALL {
+        for &program in SdkProgram::VARIANTS {
             for package in program.image_packages() {
                 assert!(probe.packages.contains(package), "{program}: {package}");
             }
@@ -382,7 +366,9 @@ mod tests {
         };
         let planned = plan_with(&shim, &programs, &harness).unwrap();
         let kinds: Vec<ImageKind> = planned.iter().map(|p| p.recipe.kind).collect();
-        assert_eq!(kinds, ImageKind::ALL);
+        assert_eq!(kinds, ImageKind::VARIANTS);
+        let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
+        assert_eq!(names, ["base", "probe", "instance", "mock"]);
         for p in &planned {
             assert_eq!(
                 p.tag,
