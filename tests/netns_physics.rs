@@ -291,7 +291,7 @@ async fn the_rule_holds_on_every_mixed_chain_up_to_six_layers() {
             .count();
         let expected = match cell.client {
             Probe::Ttl => after_last_proxy,
-            _ => before_first_proxy,
+            Probe::Client(_) => before_first_proxy,
         };
         assert_eq!(
             cell.minimal_hop_limit,

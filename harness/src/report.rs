@@ -39,7 +39,7 @@ pub fn verdict(cell: &Cell) -> String {
     match (cell.minimal_hop_limit, cell.works_at_any_hop_limit) {
         (_, true) => match cell.via {
             Some(ImdsVersion::V1) => "any (IMDSv1)".to_string(),
-            _ => "any".to_string(),
+            Some(ImdsVersion::V2) | None => "any".to_string(),
         },
         (Some(h), false) => h.to_string(),
         (None, _) => "never".to_string(),

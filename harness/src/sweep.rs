@@ -589,4 +589,17 @@ mod tests {
         let s = search(Strategy::Bisect, Some(hop(3)), needs(4)).unwrap();
         assert_eq!(s.minimal, Some(hop(4)));
     }
+
+    #[test]
+    fn the_ttl_probe_runs_first_and_the_cli_last_each_once() {
+        let mut asked: Vec<Probe> = Probe::all().collect();
+        asked.reverse();
+        asked.push(Probe::Ttl);
+        let names: Vec<&str> = ordered(&asked).into_iter().map(Probe::name).collect();
+        assert_eq!(names, ["ttl", "sdk", "go", "go-v1", "ruby", "boto3", "cli"]);
+        assert_eq!(
+            ordered(&[Probe::Client(Client::Cli), Probe::Ttl]),
+            [Probe::Ttl, Probe::Client(Client::Cli)]
+        );
+    }
 }

@@ -148,7 +148,7 @@ pub fn run(args: MeasureArgs) -> anyhow::Result<u8> {
             .parallel
             .unwrap_or(match args.backend {
                 Backend::Docker => 2,
-                _ => 4,
+                Backend::Netns | Backend::Earthly => 4,
             })
             .into(),
     };

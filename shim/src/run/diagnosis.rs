@@ -318,7 +318,9 @@ pub fn render(failure: &CredentialFailure, ctx: &Context) -> String {
                     let _ = writeln!(w, "  {}", FixCommand::hop_limit(instance, need));
                     let how = match &ctx.need {
                         Some((n, NeedSource::Flag)) => format!("--need {n}"),
-                        _ => format!("--topology {}", ctx.topology),
+                        Some((_, NeedSource::File(_) | NeedSource::Embedded)) | None => {
+                            format!("--topology {}", ctx.topology)
+                        }
                     };
                     let _ = writeln!(w, "  or: imds-shim enforce {how} --apply");
                 }

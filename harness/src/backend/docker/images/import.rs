@@ -18,19 +18,11 @@ use super::recipe::{ImageKind, Planned, Recipe, Source, HARNESS_IN_IMAGE};
 use super::{ImageError, LABEL};
 
 /// Whether an image was made by this run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::Display)]
+#[strum(serialize_all = "lowercase")]
 pub enum Status {
     Built,
     Cached,
-}
-
-impl std::fmt::Display for Status {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Status::Built => "built",
-            Status::Cached => "cached",
-        })
-    }
 }
 
 /// One image, present in the engine.
