@@ -173,18 +173,18 @@ fn main() {
 struct OneByOne<'a>(&'a DockerLab);
 
 impl Lab for OneByOne<'_> {
-    type Bench = DockerInstance;
+    type Worker = DockerInstance;
     type Error = DockerError;
 
-    fn bench(&self) -> Result<DockerInstance, DockerError> {
-        self.0.bench()
+    fn worker(&self) -> Result<DockerInstance, DockerError> {
+        self.0.worker()
     }
 
     fn realise<'b>(
         &self,
-        bench: &'b mut DockerInstance,
+        worker: &'b mut DockerInstance,
         topology: &Topology,
     ) -> Result<Box<dyn Site + 'b>, DockerError> {
-        self.0.realise(bench, topology)
+        self.0.realise(worker, topology)
     }
 }

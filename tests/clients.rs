@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use imds_e2e::clients::{
-    assert_needs_what_the_model_says, identity_clients, identity_probes, kept_message, Bench,
+    assert_needs_what_the_model_says, identity_clients, identity_probes, kept_message, ClientLeaf,
     PRESET,
 };
 use imds_e2e::require::{require, Need};
@@ -126,14 +126,14 @@ async fn the_fallback_column_is_what_the_mock_recorded() {
     let timings: toml::Table =
         toml::from_str(&std::fs::read_to_string(imds_e2e::clients::timings_fixture()).unwrap())
             .unwrap();
-    let bench = tokio::task::block_in_place(Bench::start);
+    let leaf = tokio::task::block_in_place(ClientLeaf::start);
     for client in identity_clients() {
         let cell = cells
             .iter()
             .find(|c| c.client == Probe::Client(client))
             .unwrap();
         let run = tokio::task::block_in_place(|| {
-            bench.run(client, Bench::too_low(), HttpTokens::Optional)
+            leaf.run(client, ClientLeaf::too_low(), HttpTokens::Optional)
         });
         let recorded_v1 = run.outcome.ok && run.signed_with == Some(ImdsVersion::V1);
         assert_eq!(
@@ -161,10 +161,10 @@ async fn each_client_prints_what_the_fixture_keeps() {
     if !require("sdk_clients_messages", NEEDS) {
         return;
     }
-    let bench = tokio::task::block_in_place(Bench::start);
+    let leaf = tokio::task::block_in_place(ClientLeaf::start);
     for client in identity_clients() {
         let run = tokio::task::block_in_place(|| {
-            bench.run(client, Bench::too_low(), HttpTokens::Required)
+            leaf.run(client, ClientLeaf::too_low(), HttpTokens::Required)
         });
         assert!(!run.outcome.ok, "{client}");
         assert_eq!(

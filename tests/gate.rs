@@ -51,16 +51,16 @@ struct FaultyLab {
 }
 
 impl Lab for FaultyLab {
-    type Bench = ();
+    type Worker = ();
     type Error = NetnsError;
 
-    fn bench(&self) -> Result<(), NetnsError> {
+    fn worker(&self) -> Result<(), NetnsError> {
         Ok(())
     }
 
     fn realise<'b>(
         &self,
-        _bench: &'b mut (),
+        _worker: &'b mut (),
         topology: &Topology,
     ) -> Result<Box<dyn Site + 'b>, NetnsError> {
         let site = NetnsSite::start(topology, MockConfig::default())?;

@@ -404,7 +404,7 @@ fn batches<'p>(
 }
 
 /// Runs the plan on `lab`; `on_cell` is called as each cell is settled (from worker
-/// threads). Each worker keeps one bench of the lab for the topologies it measures,
+/// threads). Each worker keeps one [`Lab::Worker`] for the topologies it measures,
 /// taking them in [`batches`]. Must be called inside a Tokio runtime (the mocks run
 /// on it).
 pub fn run<L: Lab>(
@@ -420,7 +420,7 @@ pub fn run<L: Lab>(
         for _ in 0..workers {
             scope.spawn(|| {
                 let _runtime = runtime.enter();
-                let mut bench: Option<L::Bench> = None;
+                let mut worker: Option<L::Worker> = None;
                 let mut batch = VecDeque::new();
                 loop {
                     if batch.is_empty() {
@@ -434,11 +434,11 @@ pub fn run<L: Lab>(
                         topology: *topology,
                         source: Box::new(source),
                     };
-                    let measured = match &mut bench {
-                        Some(bench) => Ok(bench),
-                        None => lab.bench().map(|b| bench.insert(b)),
+                    let measured = match &mut worker {
+                        Some(worker) => Ok(worker),
+                        None => lab.worker().map(|w| worker.insert(w)),
                     }
-                    .and_then(|bench| lab.realise(bench, topology))
+                    .and_then(|worker| lab.realise(worker, topology))
                     .map_err(site_error)
                     .and_then(|site| measure_topology(&*site, topology, plan, on_cell));
                     let failed = measured.is_err();

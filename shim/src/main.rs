@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use imds_shim::baseline::{self, Need};
 use imds_shim::check::{self, Verdict};
-use imds_shim::enforce::{self, Outcome};
+use imds_shim::enforce::{self, EnforceOutcome};
 use imds_shim::fleet::api::FleetApi;
 use imds_shim::fleet::audit::{self, AuditRequest};
 use imds_shim::fleet::defaults;
@@ -406,8 +406,10 @@ fn enforce_command(args: &EnforceArgs) -> anyhow::Result<ExitCode> {
         args.need.timeout(),
     ))?;
     Ok(match outcome {
-        Outcome::NoChange | Outcome::DryRun | Outcome::Applied => ExitCode::SUCCESS,
-        Outcome::VerifyFailed => {
+        EnforceOutcome::NoChange | EnforceOutcome::DryRun | EnforceOutcome::Applied => {
+            ExitCode::SUCCESS
+        }
+        EnforceOutcome::VerifyFailed => {
             eprintln!("imds-shim: the change is applied, but this place still cannot get a token");
             ExitCode::from(EXIT_FAILED)
         }

@@ -89,16 +89,16 @@ pub struct Run {
 }
 
 /// A realised `earthly-run` leaf with the clients ready.
-pub struct Bench {
+pub struct ClientLeaf {
     site: NetnsSite,
     leaf: NamespaceLeaf,
     env: ClientEnv,
     _home: tempfile::TempDir,
 }
 
-impl Bench {
+impl ClientLeaf {
     /// Must be called inside a Tokio runtime (the mock runs on it).
-    pub fn start() -> Bench {
+    pub fn start() -> ClientLeaf {
         let site = NetnsSite::start(&Topology::Preset(PRESET), MockConfig::default()).unwrap();
         let leaf = NamespaceLeaf {
             namespace: site.leaf().clone(),
@@ -106,7 +106,7 @@ impl Bench {
         };
         let home = tempfile::tempdir().unwrap();
         let env = ClientEnv::new(home.path(), IMDS_URL);
-        Bench {
+        ClientLeaf {
             site,
             leaf,
             env,

@@ -28,25 +28,26 @@ pub trait Site {
     fn leaf(&self) -> &dyn Leaf;
 }
 
-/// A backend as the sweep uses it: it realises topologies on benches.
+/// A backend as the sweep uses it: each sweep worker realises topologies in a
+/// [`Lab::Worker`] of its own.
 pub trait Lab: Sync {
     /// What one sweep worker keeps between the topologies it measures (for the docker
     /// backend, a simulated instance with its engine and images).
-    type Bench;
-    /// Why a bench or a topology could not be made.
+    type Worker;
+    /// Why a worker's state or a topology could not be made.
     type Error: std::error::Error + Send + Sync + 'static;
 
-    /// A new bench, in the calling worker's thread.
-    fn bench(&self) -> Result<Self::Bench, Self::Error>;
+    /// A new worker's state, in the calling worker's thread.
+    fn worker(&self) -> Result<Self::Worker, Self::Error>;
 
-    /// Realises `topology` on `bench`; dropping the site takes it down.
+    /// Realises `topology` in `worker`; dropping the site takes it down.
     fn realise<'b>(
         &self,
-        bench: &'b mut Self::Bench,
+        worker: &'b mut Self::Worker,
         topology: &Topology,
     ) -> Result<Box<dyn Site + 'b>, Self::Error>;
 
-    /// What a bench sets up for `topology` on first use and keeps for the next topology
+    /// What a worker sets up for `topology` on first use and keeps for the next topology
     /// that needs it (a nested engine, say): the sweep gives topologies with the same
     /// setup to one worker, so that it is made once. `None`: nothing worth sharing.
     fn shared_setup(&self, _topology: &Topology) -> Option<&'static str> {

@@ -80,16 +80,16 @@ impl Site for NetnsSweepSite {
 }
 
 impl Lab for NetnsLab {
-    type Bench = ();
+    type Worker = ();
     type Error = NetnsError;
 
-    fn bench(&self) -> Result<(), NetnsError> {
+    fn worker(&self) -> Result<(), NetnsError> {
         Ok(())
     }
 
     fn realise<'b>(
         &self,
-        _bench: &'b mut (),
+        _worker: &'b mut (),
         topology: &Topology,
     ) -> Result<Box<dyn Site + 'b>, NetnsError> {
         let site = NetnsSite::start(topology, MockConfig::default())?;

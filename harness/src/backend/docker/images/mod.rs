@@ -26,7 +26,7 @@ mod recipe;
 mod tars;
 
 pub use executable::Executable;
-pub use import::{ensure, Outcome, Status};
+pub use import::{ensure, ImageOutcome, Status};
 pub use mmdebstrap::Workdir;
 pub use prune::{prune, Fate, PruneReport, Pruned, KEEP};
 pub use recipe::{
@@ -35,7 +35,7 @@ pub use recipe::{
 };
 pub use tars::{prune_tars, ImageSet, TarsReport, TARS_DIR};
 
-use bollard::errors::Error as DockerError;
+use bollard::errors::Error as BollardError;
 
 use super::LABEL;
 use recipe::MIRROR;
@@ -51,7 +51,7 @@ pub enum ImageError {
         /// Where it was looked for: `DOCKER_HOST`, or the default socket.
         at: String,
         #[source]
-        source: Box<DockerError>,
+        source: Box<BollardError>,
     },
     #[error("mmdebstrap is not installed: apt-get install mmdebstrap")]
     MmdebstrapMissing,
@@ -68,13 +68,13 @@ pub enum ImageError {
     Import {
         tag: String,
         #[source]
-        source: Box<DockerError>,
+        source: Box<BollardError>,
     },
     #[error("asking the Docker Engine about {what}")]
     Docker {
         what: String,
         #[source]
-        source: Box<DockerError>,
+        source: Box<BollardError>,
     },
     #[error("{what}")]
     Io {

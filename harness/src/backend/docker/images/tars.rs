@@ -9,7 +9,7 @@ use bollard::Docker;
 use futures_util::TryStreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::import::{ensure, Outcome, Status};
+use super::import::{ensure, ImageOutcome, Status};
 use super::mmdebstrap::Workdir;
 use super::prune::{prune, KEEP};
 use super::recipe::{locate_harness, plan, ImageKind, NAMESPACE};
@@ -44,7 +44,7 @@ impl ImageSet {
         docker: &Docker,
         shim: &Path,
         tars: &Path,
-        on_image: &(dyn Fn(&Outcome) + Sync),
+        on_image: &(dyn Fn(&ImageOutcome) + Sync),
     ) -> Result<ImageSet, ImageError> {
         // One preparation at a time in a process: concurrent ones would build and
         // export the same images twice.
