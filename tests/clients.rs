@@ -12,19 +12,19 @@ use imds_e2e::clients::{
     assert_needs_what_the_model_says, identity_clients, identity_probes, kept_message, ClientLeaf,
     PRESET,
 };
-use imds_e2e::require::{require, Need};
+use imds_e2e::require::{require, Requirement};
 use imds_harness::backend::netns::NetnsLab;
 use imds_harness::mock::{HopLimit, HttpTokens, ImdsVersion};
 use imds_harness::probe::{Client, Probe, Tools};
 use imds_harness::sweep::{self, Cell, Strategy, SweepPlan};
 use imds_harness::topology::{Preset, Topology};
 
-const NEEDS: &[Need] = &[
-    Need::Root,
-    Need::NetTools,
-    Need::AwsCli,
-    Need::SdkClients,
-    Need::UserStacks,
+const NEEDS: &[Requirement] = &[
+    Requirement::Root,
+    Requirement::NetTools,
+    Requirement::AwsCli,
+    Requirement::SdkClients,
+    Requirement::UserStacks,
 ];
 
 /// The clients this file is about, and the TTL probe that seeds their search.

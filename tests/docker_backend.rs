@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use imds_e2e::bins;
 use imds_e2e::clients::assert_needs_what_the_model_says;
 use imds_e2e::docker::{lab, project_containers};
-use imds_e2e::require::{require, Need};
+use imds_e2e::require::{require, Requirement};
 use imds_harness::backend::docker::instance::DockerInstance;
 use imds_harness::backend::docker::lab::DockerLab;
 use imds_harness::backend::docker::leaf::DockerLeaf;
@@ -22,7 +22,12 @@ use imds_harness::report;
 use imds_harness::sweep::{self, Strategy, SweepPlan};
 use imds_harness::topology::{Layer, Preset, Topology, UserStack};
 
-const NEEDS: &[Need] = &[Need::Root, Need::NetTools, Need::AwsCli, Need::Docker];
+const NEEDS: &[Requirement] = &[
+    Requirement::Root,
+    Requirement::NetTools,
+    Requirement::AwsCli,
+    Requirement::Docker,
+];
 
 fn leaf<'a>(instance: &'a DockerInstance, lab: &DockerLab, name: &str) -> DockerLeaf<'a> {
     DockerLeaf::realise(instance, &Topology::parse(name).unwrap(), &lab.tools).unwrap()
@@ -234,7 +239,10 @@ fn each_leaf_routes_via_its_last_layer() {
 /// counterpart is in `tests/clients.rs`).
 #[test]
 fn each_sdk_client_needs_depth_plus_one_in_containers() {
-    if !require("docker_sdk_clients", &[NEEDS, &[Need::SdkClients]].concat()) {
+    if !require(
+        "docker_sdk_clients",
+        &[NEEDS, &[Requirement::SdkClients]].concat(),
+    ) {
         return;
     }
     let runtime = tokio::runtime::Runtime::new().unwrap();

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use imds_e2e::require::{require, Need};
+use imds_e2e::require::{require, Requirement};
 use imds_harness::backend::netns::{NamespaceLeaf, NetnsError, NetnsSite};
 use imds_harness::backend::{Lab, Site};
 use imds_harness::gate::{self, Baseline, Comparison, Exit, Need as Measured};
@@ -146,7 +146,12 @@ print(json.dumps(suites))
 async fn a_topology_no_client_can_reach_fails_the_gate_and_the_junit_report() {
     if !require(
         "gate_never",
-        &[Need::Root, Need::NetTools, Need::AwsCli, Need::JunitParser],
+        &[
+            Requirement::Root,
+            Requirement::NetTools,
+            Requirement::AwsCli,
+            Requirement::JunitParser,
+        ],
     ) {
         return;
     }
@@ -235,7 +240,10 @@ async fn a_topology_no_client_can_reach_fails_the_gate_and_the_junit_report() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_mock_that_dies_mid_sweep_is_a_failed_measurement_naming_the_cell() {
-    if !require("gate_mock_dies", &[Need::Root, Need::NetTools]) {
+    if !require(
+        "gate_mock_dies",
+        &[Requirement::Root, Requirement::NetTools],
+    ) {
         return;
     }
     let plan = plan(

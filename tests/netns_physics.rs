@@ -5,7 +5,7 @@
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use imds_e2e::require::{require, Need};
+use imds_e2e::require::{require, Requirement};
 use imds_harness::backend::endpoints::{IMDS_PORT, STS_URL};
 use imds_harness::backend::netns::NamespaceLeaf;
 use imds_harness::backend::netns::{NetnsLab, NetnsSite};
@@ -17,7 +17,12 @@ use imds_harness::report;
 use imds_harness::sweep::{self, Strategy, SweepPlan, Tools};
 use imds_harness::topology::{Forwarding, Topology};
 
-const NEEDS: &[Need] = &[Need::Root, Need::NetTools, Need::AwsCli, Need::UserStacks];
+const NEEDS: &[Requirement] = &[
+    Requirement::Root,
+    Requirement::NetTools,
+    Requirement::AwsCli,
+    Requirement::UserStacks,
+];
 
 fn topology(name: &str) -> Topology {
     Topology::parse(name).unwrap()
@@ -50,7 +55,7 @@ const TOKENLESS_GET: &str =
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_token_response_dies_after_hop_limit_routers_and_tokenless_gets_do_not() {
-    if !require("ttl_proof", &[Need::Root, Need::NetTools]) {
+    if !require("ttl_proof", &[Requirement::Root, Requirement::NetTools]) {
         return;
     }
     // Mock namespace -- host namespace (a router) -- client namespace.
@@ -81,7 +86,10 @@ async fn the_token_response_dies_after_hop_limit_routers_and_tokenless_gets_do_n
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dropped_token_response_does_not_pin_a_connection() {
-    if !require("dropped_response_bound", &[Need::Root, Need::NetTools]) {
+    if !require(
+        "dropped_response_bound",
+        &[Requirement::Root, Requirement::NetTools],
+    ) {
         return;
     }
     // Hop limit 1 (the default) behind one router: every token response is dropped.
@@ -254,7 +262,11 @@ async fn every_topology_and_client_needs_what_the_model_predicts() {
 async fn the_rule_holds_on_every_mixed_chain_up_to_six_layers() {
     if !require(
         "mixed_chains",
-        &[Need::Root, Need::NetTools, Need::UserStacks],
+        &[
+            Requirement::Root,
+            Requirement::NetTools,
+            Requirement::UserStacks,
+        ],
     ) {
         return;
     }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use imds_e2e::bins;
 use imds_e2e::output::{show, text};
-use imds_e2e::require::{require, Need};
+use imds_e2e::require::{require, Requirement};
 use imds_harness::backend::endpoints::{IMDS_URL, STS_URL};
 use imds_harness::backend::netns::{Namespace, NetnsSite};
 use imds_harness::mock::{HopLimit, HttpTokens, MetadataOptionsChange, MockConfig};
@@ -24,9 +24,18 @@ use imds_harness::probe::programs::SdkProgram;
 use imds_harness::topology::{Layer, Topology};
 use strum::VariantArray;
 
-const NEEDS: &[Need] = &[Need::Root, Need::NetTools, Need::AwsCli];
+const NEEDS: &[Requirement] = &[
+    Requirement::Root,
+    Requirement::NetTools,
+    Requirement::AwsCli,
+];
 /// The preset test also runs the other SDKs' clients.
-const PRESET_NEEDS: &[Need] = &[Need::Root, Need::NetTools, Need::AwsCli, Need::SdkClients];
+const PRESET_NEEDS: &[Requirement] = &[
+    Requirement::Root,
+    Requirement::NetTools,
+    Requirement::AwsCli,
+    Requirement::SdkClients,
+];
 const ARN: &str =
     "arn:aws:sts::123456789012:assumed-role/imds-harness-build-role/i-0123456789abcdef0";
 const LINK: &str = "imdsh-relay0";
@@ -685,7 +694,7 @@ async fn credentials_refresh_across_expiry_and_grants_survive_a_restart() {
 /// rate limit gets 429 and a log line, other grants are not affected.
 #[tokio::test(flavor = "multi_thread")]
 async fn connections_and_requests_per_grant_are_bounded() {
-    if !require("relay_limits", &[Need::Root, Need::NetTools]) {
+    if !require("relay_limits", &[Requirement::Root, Requirement::NetTools]) {
         return;
     }
     let sim = sim("docker-run", MockConfig::default());
@@ -801,7 +810,12 @@ fn docker_backend_every_preset_gets_the_role_through_a_grant_at_hop_limit_1() {
 
     if !require(
         "relay_docker",
-        &[Need::Root, Need::NetTools, Need::AwsCli, Need::Docker],
+        &[
+            Requirement::Root,
+            Requirement::NetTools,
+            Requirement::AwsCli,
+            Requirement::Docker,
+        ],
     ) {
         return;
     }
