@@ -27,13 +27,10 @@ const NEEDS: &[Requirement] = &[
     Requirement::UserStacks,
 ];
 
-/// The clients this file is about, and the TTL probe that seeds their search.
-pub const SDK_CLIENTS: [Probe; 4] = [
-    Probe::Client(Client::GoSdkV2),
-    Probe::Client(Client::GoSdkV1),
-    Probe::Client(Client::RubySdk),
-    Probe::Client(Client::Boto3),
-];
+/// The clients this file is about: the programs of ours on an SDK.
+fn sdk_clients() -> impl Iterator<Item = Probe> {
+    Probe::all().filter(|p| p.sdk_program().is_some())
+}
 
 fn sweep_netns(topologies: Vec<Topology>, clients: &[Probe], mode: HttpTokens) -> Vec<Cell> {
     let plan = SweepPlan {
@@ -62,7 +59,7 @@ async fn each_sdk_client_needs_what_the_model_says_with_tokens_required_at_every
         return;
     }
     let mut clients = vec![Probe::Ttl];
-    clients.extend(SDK_CLIENTS);
+    clients.extend(sdk_clients());
     let cells = sweep_netns(Topology::presets(), &clients, HttpTokens::Required);
     assert_eq!(cells.len(), Topology::presets().len() * clients.len());
     for cell in cells.iter().filter(|c| c.client != Probe::Ttl) {

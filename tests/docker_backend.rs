@@ -232,8 +232,8 @@ fn each_leaf_routes_via_its_last_layer() {
     }
 }
 
-/// Every client the probe image carries (`sdk`, `cli`, `go`, `go-v1`, `ruby`, `boto3`,
-/// with the TTL probe seeding them) in real containers: with tokens required, each gets
+/// Every client the probe image carries, with the TTL probe seeding them, in real
+/// containers: with tokens required, each gets
 /// the role's identity at the model's hop limit (1 + the routed layers before the first
 /// user-space stack) and not one below, at every preset (the netns backend's
 /// counterpart is in `tests/clients.rs`).
@@ -250,15 +250,7 @@ fn each_sdk_client_needs_depth_plus_one_in_containers() {
     let lab = lab(&runtime);
     let plan = SweepPlan {
         topologies: Topology::presets(),
-        clients: vec![
-            Probe::Ttl,
-            Probe::Client(Client::RustSdk),
-            Probe::Client(Client::Cli),
-            Probe::Client(Client::GoSdkV2),
-            Probe::Client(Client::GoSdkV1),
-            Probe::Client(Client::RubySdk),
-            Probe::Client(Client::Boto3),
-        ],
+        clients: Probe::all().collect(),
         modes: vec![HttpTokens::Required],
         strategy: Strategy::Bisect,
         probe_timeout: Duration::from_millis(300),
