@@ -36,23 +36,9 @@ impl OptionError {
 }
 
 /// `HttpTokens`: whether a GET without a session token (IMDSv1) is served.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    VariantArray,
-    VariantNames,
-    IntoStaticStr,
-    AsRefStr,
-    Display,
-    EnumString,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[derive(VariantArray, VariantNames, IntoStaticStr, AsRefStr, Display, EnumString)]
 #[strum(serialize_all = "lowercase", parse_err_ty = OptionError, parse_err_fn = invalid_http_tokens)]
 pub enum HttpTokens {
     /// IMDSv2 only: a GET needs a session token.
@@ -66,23 +52,9 @@ fn invalid_http_tokens(value: &str) -> OptionError {
 }
 
 /// `HttpEndpoint`: with `disabled`, every request gets 403.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    VariantArray,
-    VariantNames,
-    IntoStaticStr,
-    AsRefStr,
-    Display,
-    EnumString,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[derive(VariantArray, VariantNames, IntoStaticStr, AsRefStr, Display, EnumString)]
 #[strum(serialize_all = "lowercase", parse_err_ty = OptionError, parse_err_fn = invalid_http_endpoint)]
 pub enum HttpEndpoint {
     /// IMDS answers.
@@ -96,23 +68,9 @@ fn invalid_http_endpoint(value: &str) -> OptionError {
 }
 
 /// `HttpProtocolIpv6` and `InstanceMetadataTags` take these values.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    VariantArray,
-    VariantNames,
-    IntoStaticStr,
-    AsRefStr,
-    Display,
-    EnumString,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[derive(VariantArray, VariantNames, IntoStaticStr, AsRefStr, Display, EnumString)]
 #[strum(serialize_all = "lowercase", parse_err_ty = OptionError, parse_err_fn = invalid_toggle)]
 pub enum Toggle {
     /// On.
@@ -126,23 +84,9 @@ fn invalid_toggle(value: &str) -> OptionError {
 }
 
 /// The metadata options' `State`: a change is `pending` until the instance obeys it.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    VariantArray,
-    VariantNames,
-    IntoStaticStr,
-    AsRefStr,
-    Display,
-    EnumString,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[derive(VariantArray, VariantNames, IntoStaticStr, AsRefStr, Display, EnumString)]
 #[strum(serialize_all = "lowercase", parse_err_ty = OptionError, parse_err_fn = invalid_metadata_state)]
 pub enum MetadataState {
     /// The last change is not in force yet.

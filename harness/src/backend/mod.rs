@@ -56,23 +56,9 @@ pub trait Lab: Sync {
 }
 
 /// A way of realising topologies, as chosen on the command line (`--backend`).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Default,
-    Serialize,
-    Deserialize,
-    VariantArray,
-    VariantNames,
-    IntoStaticStr,
-    Display,
-    EnumString,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[derive(VariantArray, VariantNames, IntoStaticStr, Display, EnumString)]
 #[strum(serialize_all = "lowercase", parse_err_ty = BackendError, parse_err_fn = BackendError::new)]
 pub enum Backend {
     /// Linux network namespaces ([`netns`]).
