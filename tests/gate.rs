@@ -11,7 +11,7 @@ use std::time::Duration;
 use imds_e2e::require::{require, Requirement};
 use imds_harness::backend::netns::{NamespaceLeaf, NetnsError, NetnsSite};
 use imds_harness::backend::{Lab, Site};
-use imds_harness::gate::{self, Baseline, Comparison, Exit, Need as Measured};
+use imds_harness::gate::{self, Baseline, Comparison, Exit, Measured};
 use imds_harness::lifecycle;
 use imds_harness::mock::{HopLimit, HttpTokens, MockAws, MockConfig};
 use imds_harness::probe::{Client, Leaf, Probe, Tools};

@@ -93,7 +93,7 @@ pub fn never_cells(cells: &[Cell]) -> Vec<NeverCell> {
 
 /// What a run measured for one topology with tokens required.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Need {
+pub enum Measured {
     /// Every client got an identity from this hop limit on.
     HopLimit(HopLimit),
     /// Some client got none at any hop limit.
@@ -101,31 +101,31 @@ pub enum Need {
 }
 
 /// Per topology, with tokens required: the largest minimal hop limit of any client, or
-/// [`Need::Never`] when a client got no identity at all.
-pub fn needs(cells: &[Cell]) -> BTreeMap<Topology, Need> {
+/// [`Measured::Never`] when a client got no identity at all.
+pub fn needs(cells: &[Cell]) -> BTreeMap<Topology, Measured> {
     let mut needs = BTreeMap::new();
     for cell in cells
         .iter()
         .filter(|c| c.http_tokens == HttpTokens::Required)
     {
         let need = match cell.minimal_hop_limit {
-            Some(h) => Need::HopLimit(h),
-            None => Need::Never,
+            Some(h) => Measured::HopLimit(h),
+            None => Measured::Never,
         };
         let entry = needs.entry(cell.topology).or_insert(need);
         *entry = match (*entry, need) {
-            (Need::HopLimit(a), Need::HopLimit(b)) => Need::HopLimit(a.max(b)),
-            _ => Need::Never,
+            (Measured::HopLimit(a), Measured::HopLimit(b)) => Measured::HopLimit(a.max(b)),
+            (Measured::Never, _) | (_, Measured::Never) => Measured::Never,
         };
     }
     needs
 }
 
 /// The baseline to record from a run; refused while a topology never works.
-pub fn to_record(needs: &BTreeMap<Topology, Need>) -> Result<Baseline, GateError> {
+pub fn to_record(needs: &BTreeMap<Topology, Measured>) -> Result<Baseline, GateError> {
     let never: Vec<Topology> = needs
         .iter()
-        .filter(|(_, n)| **n == Need::Never)
+        .filter(|(_, n)| **n == Measured::Never)
         .map(|(t, _)| *t)
         .collect();
     if !never.is_empty() {
@@ -135,8 +135,8 @@ pub fn to_record(needs: &BTreeMap<Topology, Need>) -> Result<Baseline, GateError
         hop_limits: needs
             .iter()
             .filter_map(|(t, n)| match n {
-                Need::HopLimit(h) => Some((*t, *h)),
-                Need::Never => None,
+                Measured::HopLimit(h) => Some((*t, *h)),
+                Measured::Never => None,
             })
             .collect(),
     })
@@ -256,7 +256,7 @@ impl Comparison {
 /// was `restricted` to some topologies (`--topology`).
 pub fn compare(
     recorded: &Baseline,
-    measured: &BTreeMap<Topology, Need>,
+    measured: &BTreeMap<Topology, Measured>,
     restricted: bool,
     baseline_path: &Path,
 ) -> Result<Vec<Comparison>, GateError> {
@@ -275,19 +275,19 @@ pub fn compare(
     Ok(measured
         .iter()
         .map(|(&topology, &need)| match (need, recorded.get(&topology)) {
-            (Need::Never, recorded) => Comparison::Never { topology, recorded },
-            (Need::HopLimit(now), None) => Comparison::New { topology, now },
-            (Need::HopLimit(now), Some(r)) if now > r => Comparison::Regression {
+            (Measured::Never, recorded) => Comparison::Never { topology, recorded },
+            (Measured::HopLimit(now), None) => Comparison::New { topology, now },
+            (Measured::HopLimit(now), Some(r)) if now > r => Comparison::Regression {
                 topology,
                 recorded: r,
                 now,
             },
-            (Need::HopLimit(now), Some(r)) if now < r => Comparison::Improvement {
+            (Measured::HopLimit(now), Some(r)) if now < r => Comparison::Improvement {
                 topology,
                 recorded: r,
                 now,
             },
-            (Need::HopLimit(now), Some(_)) => Comparison::Unchanged { topology, now },
+            (Measured::HopLimit(now), Some(_)) => Comparison::Unchanged { topology, now },
         })
         .collect())
 }
@@ -341,10 +341,10 @@ mod tests {
         }
     }
 
-    fn needs_of(pairs: &[(&str, u32)]) -> BTreeMap<Topology, Need> {
+    fn needs_of(pairs: &[(&str, u32)]) -> BTreeMap<Topology, Measured> {
         pairs
             .iter()
-            .map(|(k, v)| (t(k), Need::HopLimit(hop(*v))))
+            .map(|(k, v)| (t(k), Measured::HopLimit(hop(*v))))
             .collect()
     }
 
@@ -417,8 +417,8 @@ mod tests {
             ),
         ];
         let measured = needs(&cells);
-        assert_eq!(measured[&t("earthly-run")], Need::Never);
-        assert_eq!(measured[&t("host")], Need::HopLimit(HopLimit::MIN));
+        assert_eq!(measured[&t("earthly-run")], Measured::Never);
+        assert_eq!(measured[&t("host")], Measured::HopLimit(HopLimit::MIN));
         let recorded = baseline(&[("host", 1), ("earthly-run", 3)]);
         let path = Path::new("b.toml");
         let result = compare(&recorded, &measured, false, path).unwrap();
