@@ -5,10 +5,10 @@
 # profile and one target directory outside the clone, so a second run is warm.
 
 export CARGO_TARGET_DIR ?= /var/cache/imds-harness/target
-DEB_PACKAGES := awscli iproute2 iptables containernetworking-plugins mmdebstrap slirp4netns passt \
-	golang-go golang-github-aws-aws-sdk-go-v2-dev golang-github-aws-aws-sdk-go-dev ruby-aws-sdk-core python3-boto3
+# The Debian package lists, one package a line, shared with the Earthfile's +tools.
+DEB_PACKAGES := $(shell grep -v '^#' packages/debian.txt)
 # `make bench` only: the load generator and the reference server the mock is compared with.
-BENCH_PACKAGES := nginx wrk
+BENCH_PACKAGES := $(shell grep -v '^#' packages/debian-bench.txt)
 BIN := $(CARGO_TARGET_DIR)/debug
 
 .PHONY: deps pydeps bench-deps build test measure bench bench-backends bench-fleet bench-relay client-fixtures cleanup dist images mock-image

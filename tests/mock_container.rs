@@ -3,7 +3,7 @@
 //! from a container beside it (zero hops: its bridge, or its published port) and from a
 //! container one routed hop away, at hop limit 1 (no credentials) and 2.
 //!
-//! The topology (README, "Using the mock in your own tests"):
+//! The topology (docs/mock.md, "Using the mock in your own tests"):
 //!
 //! ```text
 //!   mock container ── network A ── router container ── network B ── client

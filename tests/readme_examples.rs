@@ -1,5 +1,7 @@
-//! The README's "Using the mock in your own tests" runs: its shell blocks as they are,
-//! its Rust blocks as the tests below (each block must be, line for line, in this file).
+//! The examples of the docs run, wherever in README.md and docs/*.md they are: every
+//! fenced `sh` block as it is, every fenced `rust` block as the tests below (each block
+//! must be, line for line, in this file). A fenced block is an example; output and
+//! synopses are indented blocks, which nothing runs.
 
 use std::process::Command;
 
@@ -12,20 +14,78 @@ use testcontainers::ImageExt;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-const SECTION: &str = "## Using the mock in your own tests";
+/// How many examples of each language the docs hold: the library example (in the README
+/// and in docs/mock.md), the testcontainers example and the container example (docs/mock.md).
+const RUST_BLOCKS: usize = 3;
+const SH_BLOCKS: usize = 1;
 
-/// The fenced blocks of `language` in the README's section.
-fn blocks(language: &str) -> Vec<String> {
-    let readme = include_str!("../README.md");
-    let start = readme.find(SECTION).expect("the README has the section");
-    let section = &readme[start + SECTION.len()..];
-    let section = &section[..section.find("\n## ").unwrap_or(section.len())];
-    let fence = format!("```{language}\n");
-    section
-        .split(&fence)
-        .skip(1)
-        .map(|rest| rest[..rest.find("```").expect("a closed block")].to_string())
+/// The documents whose examples run: the README and every page of docs/.
+fn documents() -> Vec<(String, String)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut paths = vec![root.join("README.md")];
+    let mut pages: Vec<_> = std::fs::read_dir(root.join("docs"))
+        .expect("docs/ is there")
+        .map(|entry| entry.expect("docs/ is readable").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "md"))
+        .collect();
+    pages.sort();
+    paths.extend(pages);
+    paths
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).expect("a readable document");
+            let name = path.strip_prefix(root).unwrap().display().to_string();
+            (name, text)
+        })
         .collect()
+}
+
+/// The fenced blocks of `text`: their language (what follows the opening fence) and body.
+fn fenced(text: &str) -> Vec<(String, String)> {
+    let mut blocks = Vec::new();
+    let mut open: Option<(String, String)> = None;
+    for line in text.lines() {
+        match open.take() {
+            None => {
+                if let Some(language) = line.strip_prefix("```") {
+                    open = Some((language.trim().to_string(), String::new()));
+                }
+            }
+            Some(block) if line.trim_start() == "```" => blocks.push(block),
+            Some((language, mut body)) => {
+                body.push_str(line);
+                body.push('\n');
+                open = Some((language, body));
+            }
+        }
+    }
+    assert!(open.is_none(), "a fenced block is not closed");
+    blocks
+}
+
+/// The fenced blocks of `language` in every document.
+fn blocks(language: &str) -> Vec<String> {
+    documents()
+        .iter()
+        .flat_map(|(_, text)| fenced(text))
+        .filter(|(lang, _)| lang == language)
+        .map(|(_, body)| body)
+        .collect()
+}
+
+#[test]
+fn every_fenced_block_is_an_example_that_runs() {
+    for (name, text) in documents() {
+        for (language, body) in fenced(&text) {
+            assert!(
+                language == "rust" || language == "sh",
+                "{name}: a fenced `{language}` block, which no test runs (indent it if it \
+                 is output or a synopsis):\n{body}"
+            );
+        }
+    }
+    assert_eq!(blocks("rust").len(), RUST_BLOCKS, "the Rust examples");
+    assert_eq!(blocks("sh").len(), SH_BLOCKS, "the shell examples");
 }
 
 /// The lines of `text` without their indentation, blank ones dropped.
@@ -39,7 +99,11 @@ fn lines(text: &str) -> Vec<&str> {
 #[test]
 fn every_rust_block_is_in_a_test_that_runs() {
     let rust = blocks("rust");
-    assert_eq!(rust.len(), 2, "the library and the testcontainers examples");
+    assert_eq!(
+        rust.len(),
+        RUST_BLOCKS,
+        "the library and the testcontainers examples"
+    );
     let this_file = include_str!("readme_examples.rs");
     let here = lines(this_file);
     for block in rust {
@@ -104,7 +168,7 @@ fn the_shell_example() {
     }
     images_command(&[]);
     let sh = blocks("sh");
-    assert_eq!(sh.len(), 1);
+    assert_eq!(sh.len(), SH_BLOCKS);
     let home = tempfile::tempdir().unwrap();
     // A clean environment: no credentials or endpoints of the machine's, Debian's CLI.
     let out = Command::new("bash")

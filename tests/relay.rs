@@ -863,7 +863,7 @@ fn docker_backend_every_preset_gets_the_role_through_a_grant_at_hop_limit_1() {
         }
     }
 
-    // The README's ways, on the instance's engine: `docker run --env-file` with the grant's
+    // docs/relay.md's ways, on the instance's engine: `docker run --env-file` with the grant's
     // env file, and a `docker build` whose RUN step reads it from a secret mount.
     let env_file: String = granted
         .env
