@@ -12,7 +12,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use imds_e2e::clients::{self, identity_clients, Bench, PRESET};
+use imds_e2e::clients::{self, identity_clients, ClientLeaf, PRESET};
 use imds_harness::mock::{HttpTokens, ImdsVersion};
 
 fn median(mut xs: Vec<Duration>) -> Duration {
@@ -33,20 +33,20 @@ fn main() {
     let machine = imds_e2e::stats::machine();
     println!(
         "client benchmarks at {PRESET} (hop limit {}), {runs} runs, {machine}",
-        Bench::too_low()
+        ClientLeaf::too_low()
     );
-    let bench = tokio::task::block_in_place(Bench::start);
+    let leaf = tokio::task::block_in_place(ClientLeaf::start);
     let mut toml = format!(
         "# What each client does at {PRESET} (2 routing hops) at hop limit {}: written by\n\
          # `make client-fixtures` (cargo bench --profile dev --bench clients -- {runs} --write).\n\
          # Medians of {runs} runs, in ms. Machine: {machine}.\n",
-        Bench::too_low()
+        ClientLeaf::too_low()
     );
     for client in identity_clients() {
         let (mut failed, mut messages) = (Vec::new(), Vec::new());
         for _ in 0..runs {
             let run = tokio::task::block_in_place(|| {
-                bench.run(client, Bench::too_low(), HttpTokens::Required)
+                leaf.run(client, ClientLeaf::too_low(), HttpTokens::Required)
             });
             assert!(
                 !run.outcome.ok,
@@ -58,7 +58,7 @@ fn main() {
         let (mut optional, mut fell_back) = (Vec::new(), Vec::new());
         for _ in 0..runs {
             let run = tokio::task::block_in_place(|| {
-                bench.run(client, Bench::too_low(), HttpTokens::Optional)
+                leaf.run(client, ClientLeaf::too_low(), HttpTokens::Optional)
             });
             optional.push(run.elapsed);
             fell_back.push(run.outcome.ok && run.signed_with == Some(ImdsVersion::V1));

@@ -22,7 +22,7 @@ use imds_harness::backend::docker::lab::DockerLab;
 use imds_harness::backend::docker::DockerError;
 use imds_harness::backend::{Lab, Site};
 use imds_harness::mock::{HttpTokens, MockConfig};
-use imds_harness::probe::{shim, Client, Tools};
+use imds_harness::probe::{shim, Client, Probe, Tools};
 use imds_harness::sweep::{self, Strategy, SweepPlan};
 use imds_harness::topology::Topology;
 
@@ -55,7 +55,7 @@ fn main() {
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let _guard = runtime.enter();
-    let tools = Tools::locate(&Client::ALL).unwrap();
+    let tools = Tools::locate(&Probe::all().collect::<Vec<_>>()).unwrap();
     let lab = runtime
         .block_on(DockerLab::prepare(tools, &shim::locate().unwrap()))
         .unwrap();
@@ -111,7 +111,11 @@ fn main() {
 
     let plan = SweepPlan {
         topologies: Topology::presets(),
-        clients: vec![Client::Sdk, Client::Cli, Client::Ttl],
+        clients: vec![
+            Probe::Client(Client::RustSdk),
+            Probe::Client(Client::Cli),
+            Probe::Ttl,
+        ],
         modes: vec![HttpTokens::Required, HttpTokens::Optional],
         strategy: Strategy::Bisect,
         probe_timeout: Duration::from_millis(300),
@@ -169,18 +173,18 @@ fn main() {
 struct OneByOne<'a>(&'a DockerLab);
 
 impl Lab for OneByOne<'_> {
-    type Bench = DockerInstance;
+    type Worker = DockerInstance;
     type Error = DockerError;
 
-    fn bench(&self) -> Result<DockerInstance, DockerError> {
-        self.0.bench()
+    fn worker(&self) -> Result<DockerInstance, DockerError> {
+        self.0.worker()
     }
 
     fn realise<'b>(
         &self,
-        bench: &'b mut DockerInstance,
+        worker: &'b mut DockerInstance,
         topology: &Topology,
     ) -> Result<Box<dyn Site + 'b>, DockerError> {
-        self.0.realise(bench, topology)
+        self.0.realise(worker, topology)
     }
 }

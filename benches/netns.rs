@@ -17,11 +17,11 @@ use imds_harness::backend::endpoints::IMDS_URL;
 use imds_harness::backend::netns::{NetnsLab, NetnsSite};
 use imds_harness::mock::{HopLimit, HttpTokens, MockConfig};
 use imds_harness::probe::env::ClientEnv;
-use imds_harness::probe::{shim, Client};
+use imds_harness::probe::{shim, Client, Probe};
 use imds_harness::sweep::{self, Strategy, SweepPlan, Tools};
 use imds_harness::topology::Topology;
 
-fn matrix(clients: &[Client], strategy: Strategy, timeout_ms: u64) -> f64 {
+fn matrix(clients: &[Probe], strategy: Strategy, timeout_ms: u64) -> f64 {
     let plan = SweepPlan {
         topologies: Topology::presets(),
         clients: clients.to_vec(),
@@ -112,10 +112,17 @@ fn main() {
     }
 
     for (name, clients) in [
-        ("matrix sdk+ttl (bisect)", vec![Client::Sdk, Client::Ttl]),
+        (
+            "matrix sdk+ttl (bisect)",
+            vec![Probe::Client(Client::RustSdk), Probe::Ttl],
+        ),
         (
             "matrix sdk+cli+ttl (bisect)",
-            vec![Client::Sdk, Client::Cli, Client::Ttl],
+            vec![
+                Probe::Client(Client::RustSdk),
+                Probe::Client(Client::Cli),
+                Probe::Ttl,
+            ],
         ),
     ] {
         let walls: Vec<f64> = (0..runs)
@@ -130,11 +137,15 @@ fn main() {
     for (name, clients) in [
         (
             "matrix sdk+ttl (linear, 1 s)",
-            vec![Client::Sdk, Client::Ttl],
+            vec![Probe::Client(Client::RustSdk), Probe::Ttl],
         ),
         (
             "matrix sdk+cli+ttl (linear, 1 s)",
-            vec![Client::Sdk, Client::Cli, Client::Ttl],
+            vec![
+                Probe::Client(Client::RustSdk),
+                Probe::Client(Client::Cli),
+                Probe::Ttl,
+            ],
         ),
     ] {
         let walls: Vec<f64> = (0..runs)

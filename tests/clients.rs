@@ -9,28 +9,31 @@
 use std::time::{Duration, Instant};
 
 use imds_e2e::clients::{
-    assert_needs_what_the_model_says, identity_clients, kept_message, Bench, PRESET,
+    assert_needs_what_the_model_says, identity_clients, identity_probes, kept_message, ClientLeaf,
+    PRESET,
 };
-use imds_e2e::require::{require, Need};
+use imds_e2e::require::{require, Requirement};
 use imds_harness::backend::netns::NetnsLab;
 use imds_harness::cell::Cell;
 use imds_harness::mock::{HopLimit, HttpTokens, ImdsVersion};
-use imds_harness::probe::{Client, Tools};
+use imds_harness::probe::{Client, Probe, Tools};
 use imds_harness::sweep::{self, Strategy, SweepPlan};
 use imds_harness::topology::{Preset, Topology};
 
-const NEEDS: &[Need] = &[
-    Need::Root,
-    Need::NetTools,
-    Need::AwsCli,
-    Need::SdkClients,
-    Need::UserStacks,
+const NEEDS: &[Requirement] = &[
+    Requirement::Root,
+    Requirement::NetTools,
+    Requirement::AwsCli,
+    Requirement::SdkClients,
+    Requirement::UserStacks,
 ];
 
-/// The clients this file is about, and the TTL probe that seeds their search.
-pub const SDK_CLIENTS: [Client; 4] = [Client::Go, Client::GoV1, Client::Ruby, Client::Boto3];
+/// The clients this file is about: the programs of ours on an SDK.
+fn sdk_clients() -> impl Iterator<Item = Probe> {
+    Probe::all().filter(|p| p.sdk_program().is_some())
+}
 
-fn sweep_netns(topologies: Vec<Topology>, clients: &[Client], mode: HttpTokens) -> Vec<Cell> {
+fn sweep_netns(topologies: Vec<Topology>, clients: &[Probe], mode: HttpTokens) -> Vec<Cell> {
     let plan = SweepPlan {
         topologies,
         clients: clients.to_vec(),
@@ -56,11 +59,11 @@ async fn each_sdk_client_needs_what_the_model_says_with_tokens_required_at_every
     if !require("sdk_clients_required", NEEDS) {
         return;
     }
-    let mut clients = vec![Client::Ttl];
-    clients.extend(SDK_CLIENTS);
+    let mut clients = vec![Probe::Ttl];
+    clients.extend(sdk_clients());
     let cells = sweep_netns(Topology::presets(), &clients, HttpTokens::Required);
     assert_eq!(cells.len(), Topology::presets().len() * clients.len());
-    for cell in cells.iter().filter(|c| c.client != Client::Ttl) {
+    for cell in cells.iter().filter(|c| c.client != Probe::Ttl) {
         assert_needs_what_the_model_says(cell);
     }
 }
@@ -73,8 +76,8 @@ async fn behind_a_user_space_stack_every_client_gets_a_token_at_hop_limit_1() {
     if !require("sdk_clients_proxied", NEEDS) {
         return;
     }
-    let mut clients = vec![Client::Ttl];
-    clients.extend(identity_clients());
+    let mut clients = vec![Probe::Ttl];
+    clients.extend(identity_probes());
     let topologies = [
         Preset::PodmanRootless,
         Preset::PodmanRootlessPasta,
@@ -83,7 +86,7 @@ async fn behind_a_user_space_stack_every_client_gets_a_token_at_hop_limit_1() {
     .map(Topology::Preset)
     .to_vec();
     let cells = sweep_netns(topologies, &clients, HttpTokens::Optional);
-    for cell in cells.iter().filter(|c| c.client != Client::Ttl) {
+    for cell in cells.iter().filter(|c| c.client != Probe::Ttl) {
         let what = format!("{} {}", cell.topology, cell.client);
         if cell.topology.is_proxied() {
             assert_eq!(
@@ -93,7 +96,7 @@ async fn behind_a_user_space_stack_every_client_gets_a_token_at_hop_limit_1() {
             );
             assert_eq!(cell.via, Some(ImdsVersion::V2), "{what}: {cell:?}");
             assert!(!cell.works_at_any_hop_limit, "{what}");
-        } else if cell.client == Client::Sdk {
+        } else if cell.client == Probe::Client(Client::RustSdk) {
             assert_eq!(cell.minimal_hop_limit, Some(cell.model), "{what}: {cell:?}");
             assert_eq!(cell.via, Some(ImdsVersion::V2), "{what}: {cell:?}");
         } else {
@@ -111,8 +114,8 @@ async fn the_fallback_column_is_what_the_mock_recorded() {
     if !require("sdk_clients_fallback", NEEDS) {
         return;
     }
-    let mut clients = vec![Client::Ttl];
-    clients.extend(identity_clients());
+    let mut clients = vec![Probe::Ttl];
+    clients.extend(identity_probes());
     let cells = sweep_netns(
         vec![Topology::Preset(PRESET)],
         &clients,
@@ -121,11 +124,14 @@ async fn the_fallback_column_is_what_the_mock_recorded() {
     let timings: toml::Table =
         toml::from_str(&std::fs::read_to_string(imds_e2e::clients::timings_fixture()).unwrap())
             .unwrap();
-    let bench = tokio::task::block_in_place(Bench::start);
+    let leaf = tokio::task::block_in_place(ClientLeaf::start);
     for client in identity_clients() {
-        let cell = cells.iter().find(|c| c.client == client).unwrap();
+        let cell = cells
+            .iter()
+            .find(|c| c.client == Probe::Client(client))
+            .unwrap();
         let run = tokio::task::block_in_place(|| {
-            bench.run(client, Bench::too_low(), HttpTokens::Optional)
+            leaf.run(client, ClientLeaf::too_low(), HttpTokens::Optional)
         });
         let recorded_v1 = run.outcome.ok && run.signed_with == Some(ImdsVersion::V1);
         assert_eq!(
@@ -153,10 +159,10 @@ async fn each_client_prints_what_the_fixture_keeps() {
     if !require("sdk_clients_messages", NEEDS) {
         return;
     }
-    let bench = tokio::task::block_in_place(Bench::start);
+    let leaf = tokio::task::block_in_place(ClientLeaf::start);
     for client in identity_clients() {
         let run = tokio::task::block_in_place(|| {
-            bench.run(client, Bench::too_low(), HttpTokens::Required)
+            leaf.run(client, ClientLeaf::too_low(), HttpTokens::Required)
         });
         assert!(!run.outcome.ok, "{client}");
         assert_eq!(
@@ -181,10 +187,13 @@ async fn the_earthly_cli_path_works_at_hop_limit_1_with_tokens_required() {
             Topology::Preset(Preset::Host),
             Topology::Preset(Preset::EarthlyRun),
         ],
-        &[Client::Ttl, Client::Go],
+        &[Probe::Ttl, Probe::Client(Client::GoSdkV2)],
         HttpTokens::Required,
     );
-    let go: Vec<&Cell> = cells.iter().filter(|c| c.client == Client::Go).collect();
+    let go: Vec<&Cell> = cells
+        .iter()
+        .filter(|c| c.client == Probe::Client(Client::GoSdkV2))
+        .collect();
     let host = go[0];
     assert_eq!(host.topology, Topology::Preset(Preset::Host));
     assert_eq!(host.minimal_hop_limit, Some(HopLimit::MIN), "{host:?}");

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use imds_e2e::bins;
 use imds_e2e::clients::assert_needs_what_the_model_says;
 use imds_e2e::docker::{lab, project_containers};
-use imds_e2e::require::{require, Need};
+use imds_e2e::require::{require, Requirement};
 use imds_harness::backend::docker::instance::DockerInstance;
 use imds_harness::backend::docker::lab::DockerLab;
 use imds_harness::backend::docker::leaf::DockerLeaf;
@@ -17,12 +17,17 @@ use imds_harness::backend::endpoints::{EC2_URL, IMDS_URL, STS_URL};
 use imds_harness::backend::netns::NetnsLab;
 use imds_harness::mock::{HopLimit, HttpTokens, MockConfig};
 use imds_harness::probe::env::ClientEnv;
-use imds_harness::probe::{cli, Client, Leaf, Program};
+use imds_harness::probe::{cli, Client, Leaf, Probe, Program};
 use imds_harness::report;
 use imds_harness::sweep::{self, Strategy, SweepPlan};
 use imds_harness::topology::{Layer, Preset, Topology, UserStack};
 
-const NEEDS: &[Need] = &[Need::Root, Need::NetTools, Need::AwsCli, Need::Docker];
+const NEEDS: &[Requirement] = &[
+    Requirement::Root,
+    Requirement::NetTools,
+    Requirement::AwsCli,
+    Requirement::Docker,
+];
 
 fn leaf<'a>(instance: &'a DockerInstance, lab: &DockerLab, name: &str) -> DockerLeaf<'a> {
     DockerLeaf::realise(instance, &Topology::parse(name).unwrap(), &lab.tools).unwrap()
@@ -111,7 +116,11 @@ fn docker_and_netns_agree_preset_by_preset() {
     let lab = lab(&runtime);
     let plan = SweepPlan {
         topologies: Topology::presets(),
-        clients: vec![Client::Sdk, Client::Cli, Client::Ttl],
+        clients: vec![
+            Probe::Client(Client::RustSdk),
+            Probe::Client(Client::Cli),
+            Probe::Ttl,
+        ],
         modes: vec![HttpTokens::Required, HttpTokens::Optional],
         strategy: Strategy::Bisect,
         probe_timeout: Duration::from_millis(300),
@@ -142,7 +151,7 @@ fn docker_and_netns_agree_preset_by_preset() {
             "{what}: docker {d:?} netns {n:?}"
         );
         let routed = d.topology.routed_hops();
-        if d.client == Client::Cli && d.http_tokens == HttpTokens::Optional {
+        if d.client == Probe::Client(Client::Cli) && d.http_tokens == HttpTokens::Optional {
             // The CLI falls back to IMDSv1 where routers stand before the leaf's first
             // user-space stack; behind one it gets its token at hop limit 1.
             assert_eq!(d.works_at_any_hop_limit, routed > 0, "{what}");
@@ -150,7 +159,7 @@ fn docker_and_netns_agree_preset_by_preset() {
         } else {
             assert!(!d.works_at_any_hop_limit, "{what}");
             assert_eq!(d.minimal_hop_limit, Some(d.model), "{what}");
-            if d.client != Client::Ttl {
+            if d.client != Probe::Ttl {
                 assert_eq!(
                     d.model,
                     HopLimit::for_routing_hops(routed).unwrap(),
@@ -223,14 +232,17 @@ fn each_leaf_routes_via_its_last_layer() {
     }
 }
 
-/// Every client the probe image carries (`sdk`, `cli`, `go`, `go-v1`, `ruby`, `boto3`,
-/// with the TTL probe seeding them) in real containers: with tokens required, each gets
+/// Every client the probe image carries, with the TTL probe seeding them, in real
+/// containers: with tokens required, each gets
 /// the role's identity at the model's hop limit (1 + the routed layers before the first
 /// user-space stack) and not one below, at every preset (the netns backend's
 /// counterpart is in `tests/clients.rs`).
 #[test]
 fn each_sdk_client_needs_depth_plus_one_in_containers() {
-    if !require("docker_sdk_clients", &[NEEDS, &[Need::SdkClients]].concat()) {
+    if !require(
+        "docker_sdk_clients",
+        &[NEEDS, &[Requirement::SdkClients]].concat(),
+    ) {
         return;
     }
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -238,15 +250,7 @@ fn each_sdk_client_needs_depth_plus_one_in_containers() {
     let lab = lab(&runtime);
     let plan = SweepPlan {
         topologies: Topology::presets(),
-        clients: vec![
-            Client::Ttl,
-            Client::Sdk,
-            Client::Cli,
-            Client::Go,
-            Client::GoV1,
-            Client::Ruby,
-            Client::Boto3,
-        ],
+        clients: Probe::all().collect(),
         modes: vec![HttpTokens::Required],
         strategy: Strategy::Bisect,
         probe_timeout: Duration::from_millis(300),
@@ -259,7 +263,7 @@ fn each_sdk_client_needs_depth_plus_one_in_containers() {
         started.elapsed().as_secs_f64()
     );
     assert_eq!(cells.len(), plan.topologies.len() * plan.clients.len());
-    for cell in cells.iter().filter(|c| c.client != Client::Ttl) {
+    for cell in cells.iter().filter(|c| c.client != Probe::Ttl) {
         assert_needs_what_the_model_says(cell);
     }
 }

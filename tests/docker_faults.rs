@@ -9,12 +9,17 @@ use std::time::{Duration, Instant};
 use imds_e2e::bins;
 use imds_e2e::docker::{docker, lab, project_containers};
 use imds_e2e::measure;
-use imds_e2e::require::{require, Need};
+use imds_e2e::require::{require, Requirement};
 use imds_harness::backend::docker::instance::DockerInstance;
 use imds_harness::backend::docker::RUN_LABEL;
 use imds_harness::mock::MockConfig;
 
-const NEEDS: &[Need] = &[Need::Root, Need::NetTools, Need::AwsCli, Need::Docker];
+const NEEDS: &[Requirement] = &[
+    Requirement::Root,
+    Requirement::NetTools,
+    Requirement::AwsCli,
+    Requirement::Docker,
+];
 
 /// The tests that start `measure` processes compare the engine's containers before and
 /// after: one at a time.

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use imds_e2e::bins;
 use imds_e2e::docker::{docker, images_command};
-use imds_e2e::require::{require, Need};
+use imds_e2e::require::{require, Requirement};
 use imds_harness::backend::docker::images::{self, Fate, ImageKind, ImageSet, PruneReport};
 use imds_harness::backend::docker::{self as docker_backend, LABEL, RUN_LABEL};
 
-const NEEDS: &[Need] = &[Need::Root, Need::Docker];
+const NEEDS: &[Requirement] = &[Requirement::Root, Requirement::Docker];
 
 /// `docker run --rm --network none` of `image`, labelled; its stdout and stderr.
 fn run_in(image: &str, command: &[&str]) -> String {
@@ -253,7 +253,7 @@ fn fates(report: &PruneReport) -> BTreeMap<String, Fate> {
 /// tars: only those whose image is gone are removed.
 #[test]
 fn prune_keeps_current_recent_and_used_images_and_nothing_unlabelled_goes() {
-    if !require("docker_images_prune", &[Need::Docker]) {
+    if !require("docker_images_prune", &[Requirement::Docker]) {
         return;
     }
     let mut fake = FakeImages::new();

@@ -14,7 +14,7 @@ use aws_sdk_ec2::types::{Filter, MetadataDefaultHttpTokensState};
 use aws_smithy_http_client::Builder as HttpClientBuilder;
 use imds_e2e::aws_env::{isolated, AWS_CLI};
 use imds_e2e::bins;
-use imds_e2e::require::{require, Need};
+use imds_e2e::require::{require, Requirement};
 use imds_harness::mock::fleet::{ASG_TAG, LAUNCH_TEMPLATE_ID_TAG, TOPOLOGY_TAG};
 use imds_harness::mock::{
     Fleet, FleetInstance, HopLimit, HttpEndpoint, HttpTokens, LaunchTemplateData,
@@ -656,7 +656,7 @@ fn cli_json(mock: &MockAws, args: &[&str]) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_aws_cli_pages_the_fleet_and_changes_a_template() {
-    if !require("fleet_cli", &[Need::AwsCli]) {
+    if !require("fleet_cli", &[Requirement::AwsCli]) {
         return;
     }
     let mock = start(

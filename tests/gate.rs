@@ -8,14 +8,14 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use imds_e2e::require::{require, Need};
+use imds_e2e::require::{require, Requirement};
 use imds_harness::backend::netns::{NamespaceLeaf, NetnsError, NetnsSite};
 use imds_harness::backend::{Lab, Site};
 use imds_harness::cell::Verdict;
 use imds_harness::gate::{self, Baseline, Comparison, Decision, Recorded};
 use imds_harness::lifecycle;
 use imds_harness::mock::{HopLimit, HttpTokens, MockAws, MockConfig};
-use imds_harness::probe::{Client, Leaf, Tools};
+use imds_harness::probe::{Client, Leaf, Probe, Tools};
 use imds_harness::report;
 use imds_harness::sweep::{self, Strategy, SweepError, SweepPlan};
 use imds_harness::topology::{Preset, Topology};
@@ -52,16 +52,16 @@ struct FaultyLab {
 }
 
 impl Lab for FaultyLab {
-    type Bench = ();
+    type Worker = ();
     type Error = NetnsError;
 
-    fn bench(&self) -> Result<(), NetnsError> {
+    fn worker(&self) -> Result<(), NetnsError> {
         Ok(())
     }
 
     fn realise<'b>(
         &self,
-        _bench: &'b mut (),
+        _worker: &'b mut (),
         topology: &Topology,
     ) -> Result<Box<dyn Site + 'b>, NetnsError> {
         let site = NetnsSite::start(topology, MockConfig::default())?;
@@ -88,7 +88,7 @@ impl Lab for FaultyLab {
     }
 }
 
-fn plan(topologies: &[Preset], clients: &[Client]) -> SweepPlan {
+fn plan(topologies: &[Preset], clients: &[Probe]) -> SweepPlan {
     SweepPlan {
         topologies: topologies.iter().map(|p| Topology::from(*p)).collect(),
         clients: clients.to_vec(),
@@ -147,13 +147,22 @@ print(json.dumps(suites))
 async fn a_topology_no_client_can_reach_fails_the_gate_and_the_junit_report() {
     if !require(
         "gate_never",
-        &[Need::Root, Need::NetTools, Need::AwsCli, Need::JunitParser],
+        &[
+            Requirement::Root,
+            Requirement::NetTools,
+            Requirement::AwsCli,
+            Requirement::JunitParser,
+        ],
     ) {
         return;
     }
     let plan = plan(
         &[Preset::Host, Preset::DockerRun],
-        &[Client::Ttl, Client::Sdk, Client::Cli],
+        &[
+            Probe::Ttl,
+            Probe::Client(Client::RustSdk),
+            Probe::Client(Client::Cli),
+        ],
     );
     let lab = FaultyLab {
         tools: Tools::locate(&plan.clients).unwrap(),
@@ -237,10 +246,16 @@ async fn a_topology_no_client_can_reach_fails_the_gate_and_the_junit_report() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_mock_that_dies_mid_sweep_is_a_failed_measurement_naming_the_cell() {
-    if !require("gate_mock_dies", &[Need::Root, Need::NetTools]) {
+    if !require(
+        "gate_mock_dies",
+        &[Requirement::Root, Requirement::NetTools],
+    ) {
         return;
     }
-    let plan = plan(&[Preset::EarthlyRun], &[Client::Ttl, Client::Sdk]);
+    let plan = plan(
+        &[Preset::EarthlyRun],
+        &[Probe::Ttl, Probe::Client(Client::RustSdk)],
+    );
     let lab = FaultyLab {
         tools: Tools::locate(&plan.clients).unwrap(),
         cut: None,
@@ -255,7 +270,7 @@ async fn a_mock_that_dies_mid_sweep_is_a_failed_measurement_naming_the_cell() {
             http_tokens,
         } => {
             assert_eq!(*topology, Topology::from(Preset::EarthlyRun));
-            assert_eq!(*client, Client::Sdk);
+            assert_eq!(*client, Probe::Client(Client::RustSdk));
             assert_eq!(*http_tokens, HttpTokens::Required);
         }
         other => panic!("not a dead mock: {other}"),

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use imds_e2e::bins;
 use imds_e2e::measure;
-use imds_e2e::require::{require, Need};
+use imds_e2e::require::{require, Requirement};
 
-const NEEDS: &[Need] = &[Need::Root, Need::NetTools];
+const NEEDS: &[Requirement] = &[Requirement::Root, Requirement::NetTools];
 
 /// Held around every `imds-harness cleanup` of this file's tests, which run at once: one
 /// test's cleanup would otherwise reap what another set up for its own.
@@ -480,7 +480,11 @@ fn eventually(within: Duration, mut done: impl FnMut() -> bool) -> bool {
 fn a_runs_user_space_stacks_go_with_it_on_ctrl_c_and_after_sigkill_with_cleanup() {
     if !require(
         "measure_stacks_cleanup",
-        &[Need::Root, Need::NetTools, Need::UserStacks],
+        &[
+            Requirement::Root,
+            Requirement::NetTools,
+            Requirement::UserStacks,
+        ],
     ) {
         return;
     }

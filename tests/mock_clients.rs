@@ -14,7 +14,7 @@ use aws_smithy_http_client::Builder as HttpClientBuilder;
 use http::StatusCode;
 use imds_e2e::aws_env::{isolated, AWS_CLI};
 use imds_e2e::raw_http::{send, RawResponse};
-use imds_e2e::require::{require, skip, Need};
+use imds_e2e::require::{require, skip, Requirement};
 use imds_harness::mock::{
     HopLimit, HttpEndpoint, HttpTokens, Listeners, MetadataOptions, MetadataOptionsChange, MockAws,
     MockConfig,
@@ -579,7 +579,7 @@ async fn metadata_paths_serve_what_brief_lists() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_ipv6_endpoint_answers_only_with_http_protocol_ipv6_enabled() {
     let name = "the_ipv6_endpoint_answers_only_with_http_protocol_ipv6_enabled";
-    if !require(name, &[Need::AwsCli]) {
+    if !require(name, &[Requirement::AwsCli]) {
         return;
     }
     let v6 = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0));
@@ -667,7 +667,7 @@ fn cli_ok(mock: &MockAws, home: &std::path::Path, args: &[&str]) -> serde_json::
 async fn aws_cli_gets_an_identity_and_changes_metadata_options() {
     if !require(
         "aws_cli_gets_an_identity_and_changes_metadata_options",
-        &[Need::AwsCli],
+        &[Requirement::AwsCli],
     ) {
         return;
     }
@@ -738,7 +738,7 @@ async fn aws_cli_gets_an_identity_and_changes_metadata_options() {
 async fn aws_cli_without_imds_reports_unable_to_locate_credentials() {
     if !require(
         "aws_cli_without_imds_reports_unable_to_locate_credentials",
-        &[Need::AwsCli],
+        &[Requirement::AwsCli],
     ) {
         return;
     }
@@ -771,7 +771,7 @@ async fn aws_cli_without_imds_reports_unable_to_locate_credentials() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_library_api_configures_serves_changes_and_tells_what_happened() {
     use imds_harness::mock::{ImdsVersion, Service};
-    if !require("mock_library_api", &[Need::AwsCli]) {
+    if !require("mock_library_api", &[Requirement::AwsCli]) {
         return;
     }
     let mock = MockAws::builder()
@@ -881,7 +881,7 @@ async fn the_library_api_refuses_a_bad_configuration_and_a_taken_port() {
 async fn tags_and_notices_are_404_until_there_is_something_to_say() {
     use imds_harness::mock::SpotAction;
     use std::time::UNIX_EPOCH;
-    if !require("mock_notices", &[Need::AwsCli]) {
+    if !require("mock_notices", &[Requirement::AwsCli]) {
         return;
     }
     let mock = MockAws::builder()

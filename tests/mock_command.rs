@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use imds_e2e::aws_env::{isolated, AWS_CLI};
 use imds_e2e::bins;
 use imds_e2e::raw_http::send;
-use imds_e2e::require::{require, Need};
+use imds_e2e::require::{require, Requirement};
 
 /// The one JSON line a started `imds-harness mock` prints: its endpoints.
 fn endpoints_line(child: &mut std::process::Child) -> serde_json::Value {
@@ -50,7 +50,7 @@ fn spawn_mock(args: &[&str]) -> (std::process::Child, serde_json::Value) {
 
 #[test]
 fn mock_prints_its_endpoints_serves_the_cli_and_stops_on_sigterm_without_leaking_secrets() {
-    if !require("mock_command", &[Need::AwsCli]) {
+    if !require("mock_command", &[Requirement::AwsCli]) {
         return;
     }
     let mut child = Command::new(bins::harness())
@@ -242,7 +242,7 @@ async fn mock_flags_post_tags_notices_lifecycle_maintenance_and_user_data() {
 
 #[test]
 fn mock_flags_make_a_fleet_and_launch_templates_the_cli_reads() {
-    if !require("mock_fleet_flags", &[Need::AwsCli]) {
+    if !require("mock_fleet_flags", &[Requirement::AwsCli]) {
         return;
     }
     let (mut child, endpoints) = spawn_mock(&[

@@ -23,7 +23,7 @@ use aws_credential_types::provider::ProvideCredentials;
 use aws_smithy_http_client::Builder as HttpClientBuilder;
 use bollard::models::{NetworkConnectRequest, NetworkCreateRequest};
 use imds_e2e::docker::images_command;
-use imds_e2e::require::{require, Need};
+use imds_e2e::require::{require, Requirement};
 use imds_harness::backend::docker::images::ImageKind;
 use imds_harness::backend::docker::{LABEL, RUN_LABEL};
 use imds_harness::mock::{HopLimit, HttpTokens, ImdsMock, ImdsMockContainer};
@@ -31,7 +31,7 @@ use testcontainers::core::{CmdWaitFor, ExecCommand, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
-const NEEDS: &[Need] = &[Need::Root, Need::Docker];
+const NEEDS: &[Requirement] = &[Requirement::Root, Requirement::Docker];
 const INSTANCE_ID: &str = "i-0123456789abcdef0";
 
 /// The recipe tag `imds-harness images` printed for `kind`.

@@ -5,19 +5,24 @@
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use imds_e2e::require::{require, Need};
+use imds_e2e::require::{require, Requirement};
 use imds_harness::backend::endpoints::{IMDS_PORT, STS_URL};
 use imds_harness::backend::netns::NamespaceLeaf;
 use imds_harness::backend::netns::{NetnsLab, NetnsSite};
 use imds_harness::cell::{Cell, ModelCheck};
 use imds_harness::mock::{HopLimit, HttpTokens, MetadataOptionsChange, MockConfig};
 use imds_harness::probe::env::ClientEnv;
-use imds_harness::probe::{cli, Client};
+use imds_harness::probe::{cli, Client, Probe};
 use imds_harness::report;
 use imds_harness::sweep::{self, Strategy, SweepPlan, Tools};
 use imds_harness::topology::{Forwarding, Topology};
 
-const NEEDS: &[Need] = &[Need::Root, Need::NetTools, Need::AwsCli, Need::UserStacks];
+const NEEDS: &[Requirement] = &[
+    Requirement::Root,
+    Requirement::NetTools,
+    Requirement::AwsCli,
+    Requirement::UserStacks,
+];
 
 fn topology(name: &str) -> Topology {
     Topology::parse(name).unwrap()
@@ -50,7 +55,7 @@ const TOKENLESS_GET: &str =
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_token_response_dies_after_hop_limit_routers_and_tokenless_gets_do_not() {
-    if !require("ttl_proof", &[Need::Root, Need::NetTools]) {
+    if !require("ttl_proof", &[Requirement::Root, Requirement::NetTools]) {
         return;
     }
     // Mock namespace -- host namespace (a router) -- client namespace.
@@ -81,7 +86,10 @@ async fn the_token_response_dies_after_hop_limit_routers_and_tokenless_gets_do_n
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dropped_token_response_does_not_pin_a_connection() {
-    if !require("dropped_response_bound", &[Need::Root, Need::NetTools]) {
+    if !require(
+        "dropped_response_bound",
+        &[Requirement::Root, Requirement::NetTools],
+    ) {
         return;
     }
     // Hop limit 1 (the default) behind one router: every token response is dropped.
@@ -116,7 +124,7 @@ async fn hop_limit_2_serves_docker_but_not_earthly_and_3_serves_all() {
     if !require("seed_story", NEEDS) {
         return;
     }
-    let tools = Tools::locate(&[Client::Cli]).unwrap();
+    let tools = Tools::locate(&[Probe::Client(Client::Cli)]).unwrap();
     let home = tempfile::tempdir().unwrap();
     let env = ClientEnv::new(home.path(), imds_harness::backend::endpoints::IMDS_URL);
     let sites: Vec<NetnsSite> = ["host", "docker-run", "buildkit-run", "earthly-run"]
@@ -164,7 +172,7 @@ async fn hop_limit_2_serves_docker_but_not_earthly_and_3_serves_all() {
 /// timeout of 300 ms.
 fn sweep_netns(
     topologies: Vec<Topology>,
-    clients: Vec<Client>,
+    clients: Vec<Probe>,
     modes: Vec<HttpTokens>,
 ) -> (SweepPlan, Vec<Cell>) {
     let plan = SweepPlan {
@@ -197,7 +205,11 @@ async fn every_topology_and_client_needs_what_the_model_predicts() {
     topologies.extend(MIXED.map(topology));
     let (plan, cells) = sweep_netns(
         topologies,
-        vec![Client::Sdk, Client::Cli, Client::Ttl],
+        vec![
+            Probe::Client(Client::RustSdk),
+            Probe::Client(Client::Cli),
+            Probe::Ttl,
+        ],
         vec![HttpTokens::Required, HttpTokens::Optional],
     );
     assert_eq!(cells.len(), plan.topologies.len() * 3 * 2);
@@ -206,11 +218,11 @@ async fn every_topology_and_client_needs_what_the_model_predicts() {
         let what = format!("{} {} {}", cell.topology, cell.client, cell.http_tokens);
         let need = cell.topology.min_hop_limit();
         match (cell.http_tokens, cell.client) {
-            (_, Client::Ttl) => {
+            (_, Probe::Ttl) => {
                 assert_eq!(cell.model, cell.topology.ttl_probe_hop_limit(), "{what}");
                 assert_eq!(cell.minimal_hop_limit, Some(cell.model), "{what}: {cell:?}");
             }
-            (HttpTokens::Optional, Client::Cli) if need > HopLimit::MIN => {
+            (HttpTokens::Optional, Probe::Client(Client::Cli)) if need > HopLimit::MIN => {
                 assert_eq!(
                     cell.minimal_hop_limit,
                     Some(HopLimit::MIN),
@@ -225,7 +237,7 @@ async fn every_topology_and_client_needs_what_the_model_predicts() {
                 assert!(!cell.works_at_any_hop_limit, "{what}");
             }
         }
-        if cell.client == Client::Cli
+        if cell.client == Probe::Client(Client::Cli)
             && cell.http_tokens == HttpTokens::Required
             && need > HopLimit::MIN
         {
@@ -250,7 +262,11 @@ async fn every_topology_and_client_needs_what_the_model_predicts() {
 async fn the_rule_holds_on_every_mixed_chain_up_to_six_layers() {
     if !require(
         "mixed_chains",
-        &[Need::Root, Need::NetTools, Need::UserStacks],
+        &[
+            Requirement::Root,
+            Requirement::NetTools,
+            Requirement::UserStacks,
+        ],
     ) {
         return;
     }
@@ -270,7 +286,7 @@ async fn the_rule_holds_on_every_mixed_chain_up_to_six_layers() {
     assert_eq!(topologies.len(), 127);
     let (_, cells) = sweep_netns(
         topologies,
-        vec![Client::Sdk, Client::Ttl],
+        vec![Probe::Client(Client::RustSdk), Probe::Ttl],
         vec![HttpTokens::Required],
     );
     assert_eq!(cells.len(), 127 * 2);
@@ -286,8 +302,8 @@ async fn the_rule_holds_on_every_mixed_chain_up_to_six_layers() {
             .take_while(|l| l.forwarding() == Forwarding::Routed)
             .count();
         let expected = match cell.client {
-            Client::Ttl => after_last_proxy,
-            _ => before_first_proxy,
+            Probe::Ttl => after_last_proxy,
+            Probe::Client(_) => before_first_proxy,
         };
         assert_eq!(
             cell.minimal_hop_limit,

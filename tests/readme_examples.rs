@@ -7,7 +7,7 @@ use std::process::Command;
 
 use imds_e2e::docker::images_command;
 use imds_e2e::raw_http::send;
-use imds_e2e::require::{require, Need};
+use imds_e2e::require::{require, Requirement};
 use imds_harness::mock::{HopLimit, HttpTokens, ImdsMock, ImdsMockContainer, MockAws};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::ImageExt;
@@ -143,7 +143,7 @@ async fn the_library_example() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_testcontainers_example() -> TestResult {
-    if !require("readme_testcontainers_example", &[Need::Docker]) {
+    if !require("readme_testcontainers_example", &[Requirement::Docker]) {
         return Ok(());
     }
     images_command(&[]);
@@ -160,7 +160,10 @@ async fn the_testcontainers_example() -> TestResult {
 
 #[test]
 fn the_shell_example() {
-    if !require("readme_shell_example", &[Need::Docker, Need::AwsCli]) {
+    if !require(
+        "readme_shell_example",
+        &[Requirement::Docker, Requirement::AwsCli],
+    ) {
         return;
     }
     images_command(&[]);

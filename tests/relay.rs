@@ -15,17 +15,27 @@ use std::time::{Duration, Instant};
 
 use imds_e2e::bins;
 use imds_e2e::output::{show, text};
-use imds_e2e::require::{require, Need};
+use imds_e2e::require::{require, Requirement};
 use imds_harness::backend::endpoints::{IMDS_URL, STS_URL};
 use imds_harness::backend::netns::{Namespace, NetnsSite};
 use imds_harness::mock::{HopLimit, HttpTokens, MetadataOptionsChange, MockConfig};
 use imds_harness::probe::env::ClientEnv;
 use imds_harness::probe::programs::SdkProgram;
 use imds_harness::topology::{Layer, Topology};
+use strum::VariantArray;
 
-const NEEDS: &[Need] = &[Need::Root, Need::NetTools, Need::AwsCli];
+const NEEDS: &[Requirement] = &[
+    Requirement::Root,
+    Requirement::NetTools,
+    Requirement::AwsCli,
+];
 /// The preset test also runs the other SDKs' clients.
-const PRESET_NEEDS: &[Need] = &[Need::Root, Need::NetTools, Need::AwsCli, Need::SdkClients];
+const PRESET_NEEDS: &[Requirement] = &[
+    Requirement::Root,
+    Requirement::NetTools,
+    Requirement::AwsCli,
+    Requirement::SdkClients,
+];
 const ARN: &str =
     "arn:aws:sts::123456789012:assumed-role/imds-harness-build-role/i-0123456789abcdef0";
 const LINK: &str = "imdsh-relay0";
@@ -434,7 +444,7 @@ async fn every_preset_gets_the_role_through_a_grant_at_hop_limit_1() {
         // The other SDKs the project runs (Go v2, Go v1, Ruby, boto3), the relative URI
         // form: aws-sdk-go-v2 1.17.1 takes a full URI only on a loopback host ("invalid
         // endpoint host, \"169.254.170.2\", only loopback hosts are allowed").
-        for program in SdkProgram::ALL {
+        for &program in SdkProgram::VARIANTS {
             let path = program.prepare().unwrap();
             let env = grant
                 .relative()
@@ -453,7 +463,7 @@ async fn every_preset_gets_the_role_through_a_grant_at_hop_limit_1() {
         assert_eq!(sim.site.mock().options().hop_limit.get(), 1);
         assert!(sim.site.mock().events().identity_v2 >= 4, "{what}");
         let log = relay.stop();
-        let served = 4 + SdkProgram::ALL.len();
+        let served = 4 + SdkProgram::VARIANTS.len();
         assert_eq!(log.matches("200 to ").count(), served, "{what}: {log}");
         assert!(!sim.link_exists(), "{what}: the relay's link is left");
     }
@@ -684,7 +694,7 @@ async fn credentials_refresh_across_expiry_and_grants_survive_a_restart() {
 /// rate limit gets 429 and a log line, other grants are not affected.
 #[tokio::test(flavor = "multi_thread")]
 async fn connections_and_requests_per_grant_are_bounded() {
-    if !require("relay_limits", &[Need::Root, Need::NetTools]) {
+    if !require("relay_limits", &[Requirement::Root, Requirement::NetTools]) {
         return;
     }
     let sim = sim("docker-run", MockConfig::default());
@@ -800,7 +810,12 @@ fn docker_backend_every_preset_gets_the_role_through_a_grant_at_hop_limit_1() {
 
     if !require(
         "relay_docker",
-        &[Need::Root, Need::NetTools, Need::AwsCli, Need::Docker],
+        &[
+            Requirement::Root,
+            Requirement::NetTools,
+            Requirement::AwsCli,
+            Requirement::Docker,
+        ],
     ) {
         return;
     }

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use imds_e2e::bins;
 use imds_e2e::output::{show, text};
-use imds_e2e::require::{require, Need};
+use imds_e2e::require::{require, Requirement};
 use imds_e2e::shim_site::ShimSite;
 use imds_harness::mock::{HopLimit, MockConfig};
 
-const NETNS: &[Need] = &[Need::Root, Need::NetTools];
+const NETNS: &[Requirement] = &[Requirement::Root, Requirement::NetTools];
 const INSTANCE: &str = "i-0123456789abcdef0";
 const BASELINE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/hop-limits.toml");
 
@@ -175,7 +175,14 @@ async fn a_denied_modify_is_reported_quickly_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn run_diagnoses_a_real_aws_cli_failure_in_the_earthly_run_step() {
-    if !require("shim_run_cli", &[Need::Root, Need::NetTools, Need::AwsCli]) {
+    if !require(
+        "shim_run_cli",
+        &[
+            Requirement::Root,
+            Requirement::NetTools,
+            Requirement::AwsCli,
+        ],
+    ) {
         return;
     }
     let sim = sim(2, MockConfig::default());

@@ -5,12 +5,16 @@
 //! host namespace), with IMDS, STS and EC2 at the site's mock: nothing leaves the machine.
 
 use imds_e2e::output::{show, text};
-use imds_e2e::require::{require, Need};
+use imds_e2e::require::{require, Requirement};
 use imds_e2e::shim_site::ShimSite;
 use imds_harness::mock::{HopLimit, HttpEndpoint, HttpTokens, MetadataOptionsChange, MockConfig};
 use serde_json::Value;
 
-const NETNS: &[Need] = &[Need::Root, Need::NetTools, Need::UserStacks];
+const NETNS: &[Requirement] = &[
+    Requirement::Root,
+    Requirement::NetTools,
+    Requirement::UserStacks,
+];
 const ROLE_ARN: &str = "assumed-role/imds-harness-build-role/i-0123456789abcdef0";
 const BASELINE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/hop-limits.toml");
 
@@ -230,7 +234,7 @@ async fn enforce_for_podman_rootless_sets_1_and_says_why() {
 /// and when imds-shim itself runs behind the stack (with `--topology` left at its default).
 #[tokio::test(flavor = "multi_thread")]
 async fn run_behind_slirp4netns_never_blames_the_hop_limit() {
-    if !require("shim_run_behind_slirp4netns", &[Need::AwsCli]) {
+    if !require("shim_run_behind_slirp4netns", &[Requirement::AwsCli]) {
         return;
     }
     let Some(sim) = sim("shim_run_behind_slirp4netns", "podman-rootless", 1) else {

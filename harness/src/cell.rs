@@ -12,7 +12,7 @@ use imds_vocab::{HopLimit, HttpTokens};
 use serde::{Serialize, Serializer};
 
 use crate::mock::ImdsVersion;
-use crate::probe::Client;
+use crate::probe::Probe;
 use crate::topology::Topology;
 
 /// The outcome of the search for one (topology, client, tokens mode).
@@ -27,7 +27,7 @@ pub struct Cell {
     /// What the model predicts this client needs ([`crate::model::predicted`]).
     pub model: HopLimit,
     /// Who asked for the identity.
-    pub client: Client,
+    pub client: Probe,
     /// The tokens mode the mock was set to.
     pub http_tokens: HttpTokens,
     /// The smallest hop limit that works; `None`: none up to 64 does.
@@ -105,7 +105,7 @@ pub struct Deviation {
     /// Where the client ran.
     pub topology: Topology,
     /// Who asked for the identity.
-    pub client: Client,
+    pub client: Probe,
     /// The tokens mode the mock was set to.
     pub http_tokens: HttpTokens,
     /// What the cell measured.
@@ -184,6 +184,7 @@ impl fmt::Display for ModelCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::probe::Client;
 
     fn hop(n: u32) -> HopLimit {
         HopLimit::new(n).unwrap()
@@ -196,7 +197,7 @@ mod tests {
             depth: topology.depth(),
             layers: topology.spelling(),
             model: hop(3),
-            client: Client::Cli,
+            client: Probe::Client(Client::Cli),
             http_tokens: HttpTokens::Optional,
             minimal_hop_limit: minimal.map(hop),
             works_at_any_hop_limit: any,

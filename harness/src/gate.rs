@@ -13,14 +13,14 @@ pub use imds_vocab::baseline::{Baseline, BaselineError, DEFAULT_PATH};
 use imds_vocab::{HopLimit, HttpTokens};
 
 use crate::cell::Cell;
-use crate::probe::Client;
+use crate::probe::Probe;
 use crate::topology::Topology;
 
 /// A cell whose client got no identity at any hop limit in 1..=64.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct NeverCell {
     pub topology: Topology,
-    pub client: Client,
+    pub client: Probe,
     pub http_tokens: HttpTokens,
     /// Why the client failed, in its own words (at hop limit 64, or the TTL probe's).
     pub reason: Option<String>,
@@ -58,7 +58,7 @@ fn never_cells(cells: &[Cell]) -> Vec<NeverCell> {
 
 /// What a run measured for one topology with tokens required.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Need {
+enum Measured {
     /// Every client got an identity from this hop limit on.
     HopLimit(HopLimit),
     /// Some client got none at any hop limit.
@@ -66,31 +66,31 @@ enum Need {
 }
 
 /// Per topology, with tokens required: the largest minimal hop limit of any client, or
-/// [`Need::Never`] when a client got no identity at all.
-fn needs(cells: &[Cell]) -> BTreeMap<Topology, Need> {
+/// [`Measured::Never`] when a client got no identity at all.
+fn needs(cells: &[Cell]) -> BTreeMap<Topology, Measured> {
     let mut needs = BTreeMap::new();
     for cell in cells
         .iter()
         .filter(|c| c.http_tokens == HttpTokens::Required)
     {
         let need = match cell.minimal_hop_limit {
-            Some(h) => Need::HopLimit(h),
-            None => Need::Never,
+            Some(h) => Measured::HopLimit(h),
+            None => Measured::Never,
         };
         let entry = needs.entry(cell.topology).or_insert(need);
         *entry = match (*entry, need) {
-            (Need::HopLimit(a), Need::HopLimit(b)) => Need::HopLimit(a.max(b)),
-            _ => Need::Never,
+            (Measured::HopLimit(a), Measured::HopLimit(b)) => Measured::HopLimit(a.max(b)),
+            (Measured::Never, _) | (_, Measured::Never) => Measured::Never,
         };
     }
     needs
 }
 
 /// The baseline to record from a run; refused while a topology never works.
-fn to_record(needs: &BTreeMap<Topology, Need>) -> Result<Baseline, GateError> {
+fn to_record(needs: &BTreeMap<Topology, Measured>) -> Result<Baseline, GateError> {
     let never: Vec<Topology> = needs
         .iter()
-        .filter(|(_, n)| **n == Need::Never)
+        .filter(|(_, n)| **n == Measured::Never)
         .map(|(t, _)| *t)
         .collect();
     if !never.is_empty() {
@@ -100,8 +100,8 @@ fn to_record(needs: &BTreeMap<Topology, Need>) -> Result<Baseline, GateError> {
         hop_limits: needs
             .iter()
             .filter_map(|(t, n)| match n {
-                Need::HopLimit(h) => Some((*t, *h)),
-                Need::Never => None,
+                Measured::HopLimit(h) => Some((*t, *h)),
+                Measured::Never => None,
             })
             .collect(),
     })
@@ -221,7 +221,7 @@ impl Comparison {
 /// was `restricted` to some topologies (`--topology`).
 fn compare(
     recorded: &Baseline,
-    measured: &BTreeMap<Topology, Need>,
+    measured: &BTreeMap<Topology, Measured>,
     restricted: bool,
     baseline_path: &Path,
 ) -> Result<Vec<Comparison>, GateError> {
@@ -240,19 +240,19 @@ fn compare(
     Ok(measured
         .iter()
         .map(|(&topology, &need)| match (need, recorded.get(&topology)) {
-            (Need::Never, recorded) => Comparison::Never { topology, recorded },
-            (Need::HopLimit(now), None) => Comparison::New { topology, now },
-            (Need::HopLimit(now), Some(r)) if now > r => Comparison::Regression {
+            (Measured::Never, recorded) => Comparison::Never { topology, recorded },
+            (Measured::HopLimit(now), None) => Comparison::New { topology, now },
+            (Measured::HopLimit(now), Some(r)) if now > r => Comparison::Regression {
                 topology,
                 recorded: r,
                 now,
             },
-            (Need::HopLimit(now), Some(r)) if now < r => Comparison::Improvement {
+            (Measured::HopLimit(now), Some(r)) if now < r => Comparison::Improvement {
                 topology,
                 recorded: r,
                 now,
             },
-            (Need::HopLimit(now), Some(_)) => Comparison::Unchanged { topology, now },
+            (Measured::HopLimit(now), Some(_)) => Comparison::Unchanged { topology, now },
         })
         .collect())
 }
@@ -334,6 +334,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::probe::Client;
 
     fn hop(n: u32) -> HopLimit {
         HopLimit::new(n).unwrap()
@@ -349,7 +350,7 @@ mod tests {
         }
     }
 
-    fn cell(topology: &str, client: Client, tokens: HttpTokens, minimal: Option<u32>) -> Cell {
+    fn cell(topology: &str, client: Probe, tokens: HttpTokens, minimal: Option<u32>) -> Cell {
         Cell {
             topology: t(topology),
             depth: t(topology).depth(),
@@ -372,14 +373,14 @@ mod tests {
     fn cells_of(pairs: &[(&str, u32)]) -> Vec<Cell> {
         pairs
             .iter()
-            .map(|(k, v)| cell(k, Client::Sdk, HttpTokens::Required, Some(*v)))
+            .map(|(k, v)| cell(k, Probe::Client(Client::RustSdk), HttpTokens::Required, Some(*v)))
             .collect()
     }
 
-    fn needs_of(pairs: &[(&str, u32)]) -> BTreeMap<Topology, Need> {
+    fn needs_of(pairs: &[(&str, u32)]) -> BTreeMap<Topology, Measured> {
         pairs
             .iter()
-            .map(|(k, v)| (t(k), Need::HopLimit(hop(*v))))
+            .map(|(k, v)| (t(k), Measured::HopLimit(hop(*v))))
             .collect()
     }
 
@@ -459,14 +460,29 @@ mod tests {
     #[test]
     fn a_topology_that_never_works_is_a_regression_not_a_pass() {
         let cells = [
-            cell("earthly-run", Client::Ttl, HttpTokens::Required, Some(3)),
-            cell("earthly-run", Client::Cli, HttpTokens::Required, None),
-            cell("earthly-run", Client::Cli, HttpTokens::Optional, Some(1)),
-            cell("host", Client::Cli, HttpTokens::Required, Some(1)),
+            cell("earthly-run", Probe::Ttl, HttpTokens::Required, Some(3)),
+            cell(
+                "earthly-run",
+                Probe::Client(Client::Cli),
+                HttpTokens::Required,
+                None,
+            ),
+            cell(
+                "earthly-run",
+                Probe::Client(Client::Cli),
+                HttpTokens::Optional,
+                Some(1),
+            ),
+            cell(
+                "host",
+                Probe::Client(Client::Cli),
+                HttpTokens::Required,
+                Some(1),
+            ),
         ];
         let measured = needs(&cells);
-        assert_eq!(measured[&t("earthly-run")], Need::Never);
-        assert_eq!(measured[&t("host")], Need::HopLimit(HopLimit::MIN));
+        assert_eq!(measured[&t("earthly-run")], Measured::Never);
+        assert_eq!(measured[&t("host")], Measured::HopLimit(HopLimit::MIN));
         let recorded = baseline(&[("host", 1), ("earthly-run", 3)]);
         let path = Path::new("b.toml");
         let result = compare(&recorded, &measured, false, path).unwrap();
@@ -542,7 +558,7 @@ mod tests {
         assert_eq!(restricted.to_record.unwrap().unwrap().hop_limits.len(), 2);
         // A baseline that cannot be recorded fails the run, compared or not.
         let mut never = cells.clone();
-        never.push(cell("earthly-run", Client::Cli, HttpTokens::Required, None));
+        never.push(cell("earthly-run", Probe::Client(Client::Cli), HttpTokens::Required, None));
         let full = judge(&never, Some(against(false)), true);
         assert_eq!(full.decision, Decision::Regression);
         assert!(full.not_compared.is_some());

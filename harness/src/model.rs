@@ -7,15 +7,13 @@
 
 use imds_vocab::HopLimit;
 
-use crate::probe::Client;
+use crate::probe::Probe;
 use crate::topology::Topology;
 
 /// What the model predicts `client` needs (or, for the TTL probe, reports) at the leaf.
-pub fn predicted(topology: &Topology, client: Client) -> HopLimit {
+pub fn predicted(topology: &Topology, client: Probe) -> HopLimit {
     match client {
-        Client::Ttl => topology.ttl_probe_hop_limit(),
-        Client::Sdk | Client::Cli | Client::Go | Client::GoV1 | Client::Ruby | Client::Boto3 => {
-            topology.min_hop_limit()
-        }
+        Probe::Ttl => topology.ttl_probe_hop_limit(),
+        Probe::Client(_) => topology.min_hop_limit(),
     }
 }

@@ -10,13 +10,13 @@ use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
 use crate::cell::Cell;
 use crate::gate::Comparison;
-use crate::probe::Client;
+use crate::probe::Probe;
 use crate::topology::Topology;
 
 /// The matrix: a row per topology and tokens mode with its layers (`rrp`: routed,
 /// routed, proxied, from the host outwards) and the model's need, a column per client,
 /// and the time each row took when `timings` is set (off for snapshots).
-pub fn table(cells: &[Cell], clients: &[Client], timings: bool) -> String {
+pub fn table(cells: &[Cell], clients: &[Probe], timings: bool) -> String {
     let mut table = Table::new();
     table.load_style(UTF8_FULL_CONDENSED);
     let mut header = vec!["topology", "layers", "model", "tokens"];

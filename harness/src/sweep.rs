@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use imds_vocab::report::Steps;
 use serde::Serialize;
 
 use crate::backend::endpoints::{IMDS_URL, STS_URL};
@@ -22,9 +23,8 @@ use crate::mock::{
 };
 use crate::model;
 use crate::probe::env::ClientEnv;
-use crate::probe::programs::SdkProgram;
 pub use crate::probe::Tools;
-use crate::probe::{cli, sdk, shim, Client, Leaf, ProbeError, ProbeOutcome};
+use crate::probe::{cli, sdk, shim, Client, Leaf, Probe, ProbeError, ProbeOutcome, Program};
 use crate::topology::Topology;
 
 /// How often a failed run that shows no dropped token is run again.
@@ -49,7 +49,7 @@ pub enum Strategy {
 #[derive(Clone, Debug)]
 pub struct SweepPlan {
     pub topologies: Vec<Topology>,
-    pub clients: Vec<Client>,
+    pub clients: Vec<Probe>,
     pub modes: Vec<HttpTokens>,
     pub strategy: Strategy,
     /// The IMDS timeout the `sdk` and `ttl` probes use. The AWS CLI keeps its own (1 s).
@@ -68,7 +68,7 @@ pub enum SweepError {
     #[error("topology {topology}, client {client}: {source}")]
     Probe {
         topology: Topology,
-        client: Client,
+        client: Probe,
         source: ProbeError,
     },
     #[error(
@@ -77,7 +77,7 @@ pub enum SweepError {
     )]
     MockDied {
         topology: Topology,
-        client: Client,
+        client: Probe,
         http_tokens: HttpTokens,
     },
     #[error("a temporary folder for the clients' HOME: {0}")]
@@ -188,19 +188,20 @@ const CONFIRMATIONS: usize = 2;
 
 /// The order in which a topology's clients run: the cheap TTL probe first, to seed the
 /// others, then the Rust SDK, the SDK programs, and the slow CLI.
-fn ordered(clients: &[Client]) -> Vec<Client> {
-    [
-        Client::Ttl,
-        Client::Sdk,
-        Client::Go,
-        Client::GoV1,
-        Client::Ruby,
-        Client::Boto3,
-        Client::Cli,
-    ]
-    .into_iter()
-    .filter(|c| clients.contains(c))
-    .collect()
+fn ordered(clients: &[Probe]) -> Vec<Probe> {
+    let rank = |probe: &Probe| match probe {
+        Probe::Ttl => 0,
+        Probe::Client(Client::RustSdk) => 1,
+        Probe::Client(Client::GoSdkV2) => 2,
+        Probe::Client(Client::GoSdkV1) => 3,
+        Probe::Client(Client::RubySdk) => 4,
+        Probe::Client(Client::Boto3) => 5,
+        Probe::Client(Client::Cli) => 6,
+    };
+    let mut ordered = clients.to_vec();
+    ordered.sort_by_key(rank);
+    ordered.dedup();
+    ordered
 }
 
 /// Runs one client at `leaf`, STS at the leaf's [`STS_URL`]; `timeout` is the IMDS
@@ -209,16 +210,13 @@ pub fn run_client(
     leaf: &dyn Leaf,
     env: &ClientEnv,
     timeout: Duration,
-    client: Client,
+    client: Probe,
 ) -> Result<ProbeOutcome, ProbeError> {
-    match client {
-        Client::Ttl => shim::run(leaf, env, shim::Steps::Ttl, timeout),
-        Client::Sdk => shim::run(leaf, env, shim::Steps::Sdk, timeout),
-        Client::Cli => cli::run(leaf, env, STS_URL),
-        Client::Go => sdk::run(leaf, env, SdkProgram::Go, STS_URL),
-        Client::GoV1 => sdk::run(leaf, env, SdkProgram::GoV1, STS_URL),
-        Client::Ruby => sdk::run(leaf, env, SdkProgram::Ruby, STS_URL),
-        Client::Boto3 => sdk::run(leaf, env, SdkProgram::Boto3, STS_URL),
+    match client.program() {
+        Program::Shim if client == Probe::Ttl => shim::run(leaf, env, Steps::Ttl, timeout),
+        Program::Shim => shim::run(leaf, env, Steps::Sdk, timeout),
+        Program::AwsCli => cli::run(leaf, env, STS_URL),
+        Program::Sdk(program) => sdk::run(leaf, env, program, STS_URL),
     }
 }
 
@@ -267,7 +265,7 @@ fn measure_topology(
             let mut via_at: BTreeMap<HopLimit, ImdsVersion> = BTreeMap::new();
             let mut reasons: BTreeMap<HopLimit, String> = BTreeMap::new();
             let mut ttl_reason = None;
-            let searched = if client == Client::Ttl {
+            let searched = if client == Probe::Ttl {
                 let outcome = run(client, mode)?;
                 // A place that needs a TTL above 64 gets no token at any hop limit.
                 let needed = outcome
@@ -335,7 +333,7 @@ fn measure_topology(
                 client,
                 http_tokens: mode,
                 minimal_hop_limit: minimal,
-                works_at_any_hop_limit: client != Client::Ttl
+                works_at_any_hop_limit: client != Probe::Ttl
                     && minimal == Some(HopLimit::MIN)
                     && topology.routed_hops() > 0,
                 via: minimal.and_then(|h| via_at.get(&h).copied()),
@@ -376,7 +374,7 @@ fn batches<'p>(
 }
 
 /// Runs the plan on `lab`; `on_cell` is called as each cell is settled (from worker
-/// threads). Each worker keeps one bench of the lab for the topologies it measures,
+/// threads). Each worker keeps one [`Lab::Worker`] for the topologies it measures,
 /// taking them in [`batches`]. Must be called inside a Tokio runtime (the mocks run
 /// on it).
 pub fn run<L: Lab>(
@@ -392,7 +390,7 @@ pub fn run<L: Lab>(
         for _ in 0..workers {
             scope.spawn(|| {
                 let _runtime = runtime.enter();
-                let mut bench: Option<L::Bench> = None;
+                let mut worker: Option<L::Worker> = None;
                 let mut batch = VecDeque::new();
                 loop {
                     if batch.is_empty() {
@@ -406,11 +404,11 @@ pub fn run<L: Lab>(
                         topology: *topology,
                         source: Box::new(source),
                     };
-                    let measured = match &mut bench {
-                        Some(bench) => Ok(bench),
-                        None => lab.bench().map(|b| bench.insert(b)),
+                    let measured = match &mut worker {
+                        Some(worker) => Ok(worker),
+                        None => lab.worker().map(|w| worker.insert(w)),
                     }
-                    .and_then(|bench| lab.realise(bench, topology))
+                    .and_then(|worker| lab.realise(worker, topology))
                     .map_err(site_error)
                     .and_then(|site| measure_topology(&*site, topology, plan, on_cell));
                     let failed = measured.is_err();
@@ -560,5 +558,18 @@ mod tests {
         // A failure that happens every time stands.
         let s = search(Strategy::Bisect, Some(hop(3)), needs(4)).unwrap();
         assert_eq!(s.minimal, Some(hop(4)));
+    }
+
+    #[test]
+    fn the_ttl_probe_runs_first_and_the_cli_last_each_once() {
+        let mut asked: Vec<Probe> = Probe::all().collect();
+        asked.reverse();
+        asked.push(Probe::Ttl);
+        let names: Vec<&str> = ordered(&asked).into_iter().map(Probe::name).collect();
+        assert_eq!(names, ["ttl", "sdk", "go", "go-v1", "ruby", "boto3", "cli"]);
+        assert_eq!(
+            ordered(&[Probe::Client(Client::Cli), Probe::Ttl]),
+            [Probe::Ttl, Probe::Client(Client::Cli)]
+        );
     }
 }

@@ -131,6 +131,7 @@ pub fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use strum::VariantArray;
 
     fn earthly_run() -> Topology {
         DEFAULT_TOPOLOGY.into()
@@ -139,7 +140,7 @@ mod tests {
     #[test]
     fn embedded_baseline_has_every_preset() {
         let recorded = Baseline::parse(EMBEDDED, "embedded").unwrap();
-        for preset in Preset::ALL {
+        for &preset in Preset::VARIANTS {
             assert!(recorded.get(&preset.into()).is_some(), "{preset}");
         }
     }
@@ -162,7 +163,7 @@ mod tests {
             why.contains("only the 2 routing hops before the stack count"),
             "{why}"
         );
-        for preset in Preset::ALL {
+        for &preset in Preset::VARIANTS {
             let t = Topology::from(preset);
             assert_eq!(user_space_why(&t).is_some(), t.is_proxied(), "{t}");
         }

@@ -84,7 +84,7 @@ pub(crate) fn render_plan(instance_id: &str, need: &Need, changes: &[Change]) ->
 
 /// What `enforce` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum EnforceOutcome {
     /// Nothing to change.
     NoChange,
     /// Dry run: the plan was printed.
@@ -101,7 +101,7 @@ pub async fn enforce(
     need: &Need,
     apply: bool,
     timeout: Duration,
-) -> Result<Outcome, InstanceError> {
+) -> Result<EnforceOutcome, InstanceError> {
     let instance = Instance::discover(place, timeout).await?;
     let ec2 = instance.ec2().await;
     let (current, tags) = instance.describe_with_tags(&ec2).await?;
@@ -111,11 +111,11 @@ pub async fn enforce(
         println!("{note}");
     }
     if changes.is_empty() {
-        return Ok(Outcome::NoChange);
+        return Ok(EnforceOutcome::NoChange);
     }
     if !apply {
         println!("dry run: nothing changed; run again with --apply to make this change");
-        return Ok(Outcome::DryRun);
+        return Ok(EnforceOutcome::DryRun);
     }
     instance.modify(&ec2, need.hop_limit).await?;
     println!("ModifyInstanceMetadataOptions sent; waiting for the change to be applied");
@@ -153,9 +153,9 @@ pub async fn enforce(
     let report = probe::reachability(&opts, place).await;
     print!("verification from here:\n{}", render::human(&report));
     Ok(if report.ok {
-        Outcome::Applied
+        EnforceOutcome::Applied
     } else {
-        Outcome::VerifyFailed
+        EnforceOutcome::VerifyFailed
     })
 }
 

@@ -6,11 +6,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 use imds_shim::baseline::{self, Need};
 use imds_shim::check::{self, Verdict};
-use imds_shim::enforce::{self, Outcome};
+use imds_shim::enforce::{self, EnforceOutcome};
 use imds_shim::fleet::api::FleetApi;
 use imds_shim::fleet::audit::{self, AuditRequest};
 use imds_shim::fleet::defaults;
@@ -303,28 +303,8 @@ struct ProbeArgs {
     ttl_max: u8,
 
     /// Which steps to run
-    #[arg(long, value_enum, value_name = "STEPS", default_value_t = Only::All)]
-    only: Only,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Only {
-    /// Only measure the hop limit this place needs (step ttl)
-    Ttl,
-    /// Get credentials and the identity as an AWS SDK would (steps credentials and identity; token too when the region must come from IMDS)
-    Sdk,
-    /// All steps: ttl, token, credentials, identity
-    All,
-}
-
-impl From<Only> for Steps {
-    fn from(only: Only) -> Self {
-        match only {
-            Only::Ttl => Steps::Ttl,
-            Only::Sdk => Steps::Sdk,
-            Only::All => Steps::All,
-        }
-    }
+    #[arg(long, value_enum, value_name = "STEPS", default_value_t = Steps::All)]
+    only: Steps,
 }
 
 fn main() -> ExitCode {
@@ -426,8 +406,10 @@ fn enforce_command(args: &EnforceArgs) -> anyhow::Result<ExitCode> {
         args.need.timeout(),
     ))?;
     Ok(match outcome {
-        Outcome::NoChange | Outcome::DryRun | Outcome::Applied => ExitCode::SUCCESS,
-        Outcome::VerifyFailed => {
+        EnforceOutcome::NoChange | EnforceOutcome::DryRun | EnforceOutcome::Applied => {
+            ExitCode::SUCCESS
+        }
+        EnforceOutcome::VerifyFailed => {
             eprintln!("imds-shim: the change is applied, but this place still cannot get a token");
             ExitCode::from(EXIT_FAILED)
         }
@@ -507,7 +489,7 @@ fn run_command(args: &RunArgs) -> anyhow::Result<ExitCode> {
 fn probe_command(args: &ProbeArgs) -> anyhow::Result<ExitCode> {
     let place = Place::from_env(|name| std::env::var(name).ok())?;
     let opts = ProbeOptions {
-        steps: args.only.into(),
+        steps: args.only,
         timeout: args.timeout.get(),
         ttl_max: args.ttl_max,
     };
@@ -528,6 +510,7 @@ fn probe_command(args: &ProbeArgs) -> anyhow::Result<ExitCode> {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+    use strum::VariantArray;
 
     #[test]
     fn cli_is_well_formed() {
@@ -543,7 +526,7 @@ mod tests {
         assert!(!args.json);
         assert_eq!(args.timeout.timeout_ms, 1000);
         assert_eq!(args.ttl_max, 64);
-        assert_eq!(args.only, Only::All);
+        assert_eq!(args.only, Steps::All);
     }
 
     #[test]
@@ -566,7 +549,7 @@ mod tests {
         assert!(args.json);
         assert_eq!(args.timeout.timeout_ms, 250);
         assert_eq!(args.ttl_max, 8);
-        assert_eq!(Steps::from(args.only), Steps::Sdk);
+        assert_eq!(args.only, Steps::Sdk);
     }
 
     #[test]
@@ -609,7 +592,7 @@ mod tests {
     #[test]
     fn topology_help_and_errors_name_every_preset_and_the_chains() {
         let help = topology_help();
-        for preset in imds_vocab::Preset::ALL {
+        for preset in imds_vocab::Preset::VARIANTS {
             assert!(help.contains(preset.name()), "{help}");
         }
         assert!(

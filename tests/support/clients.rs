@@ -6,21 +6,29 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use strum::VariantArray;
+
 use imds_harness::backend::endpoints::IMDS_URL;
 use imds_harness::backend::netns::{NamespaceLeaf, NetnsSite};
 use imds_harness::cell::Cell;
 use imds_harness::mock::{HopLimit, HttpTokens, ImdsVersion, MetadataOptionsChange, MockConfig};
 use imds_harness::probe::env::ClientEnv;
-use imds_harness::probe::{Client, ProbeOutcome, Tools};
+use imds_harness::probe::{Client, Probe, ProbeOutcome, Tools};
 use imds_harness::sweep;
 use imds_harness::topology::{Preset, Topology};
 
-/// The clients whose failure is captured: every one that asks for an identity (all but
-/// the TTL probe).
+/// The clients whose failure is captured: every one that asks for an identity (every
+/// probe but the TTL probe).
 pub fn identity_clients() -> Vec<Client> {
-    Client::ALL
-        .into_iter()
-        .filter(|c| *c != Client::Ttl)
+    Client::VARIANTS.to_vec()
+}
+
+/// [`identity_clients`] as probes, for a sweep plan.
+pub fn identity_probes() -> Vec<Probe> {
+    Client::VARIANTS
+        .iter()
+        .copied()
+        .map(Probe::Client)
         .collect()
 }
 
@@ -82,24 +90,24 @@ pub struct Run {
 }
 
 /// A realised `earthly-run` leaf with the clients ready.
-pub struct Bench {
+pub struct ClientLeaf {
     site: NetnsSite,
     leaf: NamespaceLeaf,
     env: ClientEnv,
     _home: tempfile::TempDir,
 }
 
-impl Bench {
+impl ClientLeaf {
     /// Must be called inside a Tokio runtime (the mock runs on it).
-    pub fn start() -> Bench {
+    pub fn start() -> ClientLeaf {
         let site = NetnsSite::start(&Topology::Preset(PRESET), MockConfig::default()).unwrap();
         let leaf = NamespaceLeaf {
             namespace: site.leaf().clone(),
-            tools: Tools::locate(&identity_clients()).unwrap(),
+            tools: Tools::locate(&identity_probes()).unwrap(),
         };
         let home = tempfile::tempdir().unwrap();
         let env = ClientEnv::new(home.path(), IMDS_URL);
-        Bench {
+        ClientLeaf {
             site,
             leaf,
             env,
@@ -125,7 +133,8 @@ impl Bench {
         });
         let seen = mock.requests().len();
         let started = Instant::now();
-        let outcome = sweep::run_client(&self.leaf, &self.env, SDK_TIMEOUT, client).unwrap();
+        let outcome =
+            sweep::run_client(&self.leaf, &self.env, SDK_TIMEOUT, Probe::Client(client)).unwrap();
         let elapsed = started.elapsed();
         let signed_with = mock
             .requests()

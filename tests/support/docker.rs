@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 
 use imds_harness::backend::docker::lab::DockerLab;
 use imds_harness::backend::docker::{LABEL, RUN_LABEL};
-use imds_harness::probe::{shim, Client, Tools};
+use imds_harness::probe::{shim, Probe, Tools};
 
 /// The docker backend with every client, its images made if missing.
 pub fn lab(runtime: &tokio::runtime::Runtime) -> DockerLab {
-    let tools = Tools::locate(&Client::ALL).unwrap();
+    let tools = Tools::locate(&Probe::all().collect::<Vec<_>>()).unwrap();
     let shim = shim::locate().unwrap();
     runtime.block_on(DockerLab::prepare(tools, &shim)).unwrap()
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// Something a test needs that may be absent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Need {
+pub enum Requirement {
     /// euid 0, to create network namespaces.
     Root,
     /// `ip` and `iptables`.
@@ -24,25 +24,26 @@ pub enum Need {
     UserStacks,
 }
 
-impl Need {
+impl Requirement {
     fn missing(self) -> Option<String> {
         match self {
-            Need::Root => (nix_euid() != 0).then(|| "not running as root".to_string()),
-            Need::NetTools => ["/usr/sbin/ip", "/usr/sbin/iptables"]
+            Requirement::Root => (nix_euid() != 0).then(|| "not running as root".to_string()),
+            Requirement::NetTools => ["/usr/sbin/ip", "/usr/sbin/iptables"]
                 .iter()
                 .find(|p| !Path::new(p).exists())
                 .map(|p| format!("{p} is missing (apt-get install iproute2 iptables)")),
-            Need::AwsCli => (!Path::new(crate::aws_env::AWS_CLI).exists()).then(|| {
+            Requirement::AwsCli => (!Path::new(crate::aws_env::AWS_CLI).exists()).then(|| {
                 format!(
                     "{} is missing (apt-get install awscli)",
                     crate::aws_env::AWS_CLI
                 )
             }),
-            Need::Docker => docker_missing(),
-            Need::SdkClients => {
+            Requirement::Docker => docker_missing(),
+            Requirement::SdkClients => {
                 use imds_harness::probe::programs::SdkProgram;
-                let missing: Vec<&str> = SdkProgram::ALL
-                    .into_iter()
+                use strum::VariantArray;
+                let missing: Vec<&str> = SdkProgram::VARIANTS
+                    .iter()
                     .filter(|p| !p.is_installed())
                     .flat_map(|p| p.packages().iter().copied())
                     .collect();
@@ -53,7 +54,7 @@ impl Need {
                     )
                 })
             }
-            Need::UserStacks => [
+            Requirement::UserStacks => [
                 ("/usr/bin/slirp4netns", "slirp4netns"),
                 ("/usr/bin/pasta", "passt"),
             ]
@@ -62,7 +63,7 @@ impl Need {
             .map(|(p, package)| {
                 format!("{p} is missing (apt-get install {package}; make test installs it)")
             }),
-            Need::JunitParser => {
+            Requirement::JunitParser => {
                 let found = std::process::Command::new("python3")
                     .args(["-c", "import junitparser"])
                     .stdin(std::process::Stdio::null())
@@ -107,7 +108,7 @@ extern "C" {
 
 /// True when every need is met. Otherwise panics under `CI=true`, or skips loudly (see
 /// [`skip`]) and returns false so the test can return early.
-pub fn require(test: &str, needs: &[Need]) -> bool {
+pub fn require(test: &str, needs: &[Requirement]) -> bool {
     let missing: Vec<String> = needs.iter().filter_map(|n| n.missing()).collect();
     if missing.is_empty() {
         return true;

@@ -1,10 +1,8 @@
 //! The instance metadata options besides the hop limit, as EC2 and the AWS CLI spell
 //! them.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
+use strum::{AsRefStr, Display, EnumString, IntoStaticStr, VariantArray, VariantNames};
 
 /// A metadata option value that is not valid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,81 +24,80 @@ pub enum OptionError {
     },
 }
 
-macro_rules! wire_enum {
-    ($(#[$meta:meta])* $name:ident, $field:literal, { $($(#[$vmeta:meta])* $variant:ident => $wire:literal),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        #[serde(rename_all = "lowercase")]
-        pub enum $name { $($(#[$vmeta])* $variant),+ }
-
-        impl $name {
-            /// Every value, in EC2's order.
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            /// The value as the EC2 API and the AWS CLI spell it.
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $wire),+ }
-            }
+impl OptionError {
+    /// `value` is none of `T`'s names; `field` is the EC2 field it was given for.
+    fn invalid<T: VariantNames>(field: &'static str, value: &str) -> Self {
+        OptionError::InvalidValue {
+            field,
+            value: value.to_owned(),
+            expected: T::VARIANTS,
         }
-
-        impl FromStr for $name {
-            type Err = OptionError;
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                match s {
-                    $($wire => Ok($name::$variant),)+
-                    other => Err(OptionError::InvalidValue {
-                        field: $field,
-                        value: other.to_string(),
-                        expected: &[$($wire),+],
-                    }),
-                }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
+    }
 }
 
-wire_enum!(
-    /// `HttpTokens`: whether a GET without a session token (IMDSv1) is served.
-    HttpTokens, "HttpTokens", {
-        /// IMDSv2 only: a GET needs a session token.
-        Required => "required",
-        /// IMDSv1 too: a GET without a token is answered.
-        Optional => "optional",
-    }
-);
-wire_enum!(
-    /// `HttpEndpoint`: with `disabled`, every request gets 403.
-    HttpEndpoint, "HttpEndpoint", {
-        /// IMDS answers.
-        Enabled => "enabled",
-        /// IMDS refuses everything.
-        Disabled => "disabled",
-    }
-);
-wire_enum!(
-    /// `HttpProtocolIpv6` and `InstanceMetadataTags` take these values.
-    Toggle, "value", {
-        /// On.
-        Enabled => "enabled",
-        /// Off.
-        Disabled => "disabled",
-    }
-);
-wire_enum!(
-    /// The metadata options' `State`: a change is `pending` until the instance obeys it.
-    MetadataState, "State", {
-        /// The last change is not in force yet.
-        Pending => "pending",
-        /// The options are in force.
-        Applied => "applied",
-    }
-);
+/// `HttpTokens`: whether a GET without a session token (IMDSv1) is served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[derive(VariantArray, VariantNames, IntoStaticStr, AsRefStr, Display, EnumString)]
+#[strum(serialize_all = "lowercase", parse_err_ty = OptionError, parse_err_fn = invalid_http_tokens)]
+pub enum HttpTokens {
+    /// IMDSv2 only: a GET needs a session token.
+    Required,
+    /// IMDSv1 too: a GET without a token is answered.
+    Optional,
+}
+
+fn invalid_http_tokens(value: &str) -> OptionError {
+    OptionError::invalid::<HttpTokens>("HttpTokens", value)
+}
+
+/// `HttpEndpoint`: with `disabled`, every request gets 403.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[derive(VariantArray, VariantNames, IntoStaticStr, AsRefStr, Display, EnumString)]
+#[strum(serialize_all = "lowercase", parse_err_ty = OptionError, parse_err_fn = invalid_http_endpoint)]
+pub enum HttpEndpoint {
+    /// IMDS answers.
+    Enabled,
+    /// IMDS refuses everything.
+    Disabled,
+}
+
+fn invalid_http_endpoint(value: &str) -> OptionError {
+    OptionError::invalid::<HttpEndpoint>("HttpEndpoint", value)
+}
+
+/// `HttpProtocolIpv6` and `InstanceMetadataTags` take these values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[derive(VariantArray, VariantNames, IntoStaticStr, AsRefStr, Display, EnumString)]
+#[strum(serialize_all = "lowercase", parse_err_ty = OptionError, parse_err_fn = invalid_toggle)]
+pub enum Toggle {
+    /// On.
+    Enabled,
+    /// Off.
+    Disabled,
+}
+
+fn invalid_toggle(value: &str) -> OptionError {
+    OptionError::invalid::<Toggle>("value", value)
+}
+
+/// The metadata options' `State`: a change is `pending` until the instance obeys it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[derive(VariantArray, VariantNames, IntoStaticStr, AsRefStr, Display, EnumString)]
+#[strum(serialize_all = "lowercase", parse_err_ty = OptionError, parse_err_fn = invalid_metadata_state)]
+pub enum MetadataState {
+    /// The last change is not in force yet.
+    Pending,
+    /// The options are in force.
+    Applied,
+}
+
+fn invalid_metadata_state(value: &str) -> OptionError {
+    OptionError::invalid::<MetadataState>("State", value)
+}
 
 #[cfg(test)]
 mod tests {
@@ -108,12 +105,39 @@ mod tests {
 
     #[test]
     fn wire_values_round_trip_and_refuse_others() {
-        for t in HttpTokens::ALL {
-            assert_eq!(t.as_str().parse::<HttpTokens>().unwrap(), *t);
+        fn round_trip<T>()
+        where
+            T: VariantArray
+                + AsRef<str>
+                + std::str::FromStr
+                + Serialize
+                + PartialEq
+                + std::fmt::Debug,
+            T::Err: std::fmt::Debug,
+        {
+            for value in T::VARIANTS {
+                let name = value.as_ref();
+                assert_eq!(name.parse::<T>().unwrap(), *value);
+                // serde spells it as strum does.
+                assert_eq!(serde_json::to_string(value).unwrap(), format!("\"{name}\""));
+            }
         }
-        for s in MetadataState::ALL {
-            assert_eq!(s.to_string().parse::<MetadataState>().unwrap(), *s);
-        }
+        round_trip::<HttpTokens>();
+        round_trip::<HttpEndpoint>();
+        round_trip::<Toggle>();
+        round_trip::<MetadataState>();
+        assert_eq!(
+            <HttpTokens as VariantNames>::VARIANTS,
+            ["required", "optional"]
+        );
+        assert_eq!(
+            "on".parse::<Toggle>().unwrap_err().to_string(),
+            "invalid value \"on\": expected one of enabled, disabled"
+        );
+        assert_eq!(
+            "done".parse::<MetadataState>().unwrap_err().to_string(),
+            "invalid State \"done\": expected one of pending, applied"
+        );
         let err = "Required".parse::<HttpTokens>().unwrap_err();
         assert_eq!(
             err.to_string(),

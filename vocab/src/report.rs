@@ -9,6 +9,33 @@ use std::fmt::Display;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use strum::{Display, EnumString, IntoStaticStr, VariantArray};
+
+/// Which steps `imds-shim probe` runs (its `--only`), named as on its command line.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    VariantArray,
+    IntoStaticStr,
+    Display,
+    EnumString,
+)]
+#[strum(serialize_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum Steps {
+    /// Only measure the hop limit this place needs (step ttl)
+    Ttl,
+    /// Get credentials and the identity as an AWS SDK would (steps credentials and identity; token too when the region must come from IMDS)
+    Sdk,
+    /// All steps: ttl, token, credentials, identity
+    #[default]
+    All,
+}
 
 /// What the TTL step measured.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,7 +211,7 @@ impl ProbeReport {
 
     /// The steps that ran, in order, as (name, ok, elapsed ms, error).
     pub fn steps(&self) -> Vec<StepSummary<'_>> {
-        fn summary<'a, T>(name: &'static str, s: &'a Option<Step<T>>) -> Option<StepSummary<'a>> {
+        fn summary<'a, T>(name: StepName, s: &'a Option<Step<T>>) -> Option<StepSummary<'a>> {
             s.as_ref().map(|s| StepSummary {
                 name,
                 ok: s.ok,
@@ -193,10 +220,10 @@ impl ProbeReport {
             })
         }
         [
-            summary("ttl", &self.ttl),
-            summary("token", &self.token),
-            summary("credentials", &self.credentials),
-            summary("identity", &self.identity),
+            summary(StepName::Ttl, &self.ttl),
+            summary(StepName::Token, &self.token),
+            summary(StepName::Credentials, &self.credentials),
+            summary(StepName::Identity, &self.identity),
         ]
         .into_iter()
         .flatten()
@@ -235,11 +262,25 @@ impl ProbeReport {
     }
 }
 
+/// One of the probe's steps, in the order they run; named as the report's fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, VariantArray, IntoStaticStr, Display)]
+#[strum(serialize_all = "lowercase")]
+pub enum StepName {
+    /// Step 1: the hop limit this place needs.
+    Ttl,
+    /// Step 2: the IMDSv2 token.
+    Token,
+    /// Step 3: the role's credentials.
+    Credentials,
+    /// Step 4: GetCallerIdentity.
+    Identity,
+}
+
 /// A step's name and outcome, whatever it found.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepSummary<'a> {
-    /// `ttl`, `token`, `credentials` or `identity`.
-    pub name: &'static str,
+    /// Which step.
+    pub name: StepName,
     /// Whether it succeeded.
     pub ok: bool,
     /// How long it took.

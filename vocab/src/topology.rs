@@ -30,6 +30,7 @@ use std::net::Ipv4Addr;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use strum::{AsRefStr, Display, EnumString, IntoStaticStr, VariantArray};
 
 use crate::hop_limit::HopLimit;
 
@@ -302,7 +303,26 @@ fn for_routed(routed: usize) -> HopLimit {
 
 /// A named preset: one row of the BRIEF's tables "Where each kind of build runs" (read
 /// from earthly/earthly 6e641c15 (v0.8.16) and moby) and "Beyond Earthly".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// [`VariantArray::VARIANTS`] lists them in declaration order: the BRIEF's Earthly
+/// table by depth, then the others. The name (on the command line and in the baseline)
+/// is the variant's in kebab case.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    VariantArray,
+    IntoStaticStr,
+    AsRefStr,
+    Display,
+    EnumString,
+)]
+#[strum(serialize_all = "kebab-case")]
 pub enum Preset {
     /// A process on the EC2 host.
     Host,
@@ -333,40 +353,9 @@ pub enum Preset {
 }
 
 impl Preset {
-    /// Every preset: the BRIEF's Earthly table by depth, then the others.
-    pub const ALL: [Preset; 13] = [
-        Preset::Host,
-        Preset::DockerRun,
-        Preset::BuildkitRun,
-        Preset::EarthlyRun,
-        Preset::EarthlyCni,
-        Preset::EarthlyWithDocker,
-        Preset::PodmanRun,
-        Preset::PodmanRootless,
-        Preset::PodmanRootlessPasta,
-        Preset::BuildahRun,
-        Preset::GitlabDindJob,
-        Preset::GitlabDindBuild,
-        Preset::K8sPodDind,
-    ];
-
     /// The name used on the command line and in the baseline.
     pub fn name(self) -> &'static str {
-        match self {
-            Preset::Host => "host",
-            Preset::DockerRun => "docker-run",
-            Preset::BuildkitRun => "buildkit-run",
-            Preset::EarthlyRun => "earthly-run",
-            Preset::EarthlyCni => "earthly-cni",
-            Preset::EarthlyWithDocker => "earthly-with-docker",
-            Preset::PodmanRun => "podman-run",
-            Preset::PodmanRootless => "podman-rootless",
-            Preset::PodmanRootlessPasta => "podman-rootless-pasta",
-            Preset::BuildahRun => "buildah-run",
-            Preset::GitlabDindJob => "gitlab-dind-job",
-            Preset::GitlabDindBuild => "gitlab-dind-build",
-            Preset::K8sPodDind => "k8s-pod-dind",
-        }
+        self.into()
     }
 
     /// The layers from the EC2 host outwards. Presets that share a network share
@@ -665,7 +654,11 @@ pub enum TopologyError {
 
 /// The presets' names, for messages: `host, docker-run, ...`.
 pub fn preset_names() -> String {
-    Preset::ALL.map(Preset::name).join(", ")
+    Preset::VARIANTS
+        .iter()
+        .map(|p| p.name())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The valid topology names, for messages: the presets and the chains.
@@ -681,7 +674,7 @@ pub fn valid_names() -> String {
 impl Topology {
     /// Parses a preset name, `chain:N` or `chain:rrpr`.
     pub fn parse(name: &str) -> Result<Topology, TopologyError> {
-        if let Some(preset) = Preset::ALL.into_iter().find(|p| p.name() == name) {
+        if let Ok(preset) = name.parse::<Preset>() {
             return Ok(Topology::Preset(preset));
         }
         if let Some(spec) = name.strip_prefix(CHAIN_PREFIX) {
@@ -697,9 +690,13 @@ impl Topology {
         Chain::new(depth).map(Topology::Chain)
     }
 
-    /// The named presets, in [`Preset::ALL`]'s order.
+    /// The named presets, in [`Preset`]'s order.
     pub fn presets() -> Vec<Topology> {
-        Preset::ALL.into_iter().map(Topology::Preset).collect()
+        Preset::VARIANTS
+            .iter()
+            .copied()
+            .map(Topology::Preset)
+            .collect()
     }
 
     /// The preset, if this is one.
@@ -840,12 +837,6 @@ impl FromStr for Topology {
 impl fmt::Display for Topology {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.name())
-    }
-}
-
-impl fmt::Display for Preset {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
     }
 }
 
@@ -1019,10 +1010,24 @@ mod tests {
     }
 
     #[test]
+    fn preset_names_are_spelled_as_before() {
+        assert_eq!(
+            preset_names(),
+            "host, docker-run, buildkit-run, earthly-run, earthly-cni, earthly-with-docker, \
+             podman-run, podman-rootless, podman-rootless-pasta, buildah-run, gitlab-dind-job, \
+             gitlab-dind-build, k8s-pod-dind"
+        );
+        for preset in Preset::VARIANTS {
+            assert_eq!(preset.name().parse::<Preset>(), Ok(*preset));
+            assert_eq!(preset.to_string(), preset.name());
+        }
+    }
+
+    #[test]
     fn unknown_name_lists_valid_names() {
         let err = Topology::parse("earthly").unwrap_err();
         let msg = err.to_string();
-        for preset in Preset::ALL {
+        for preset in Preset::VARIANTS {
             assert!(msg.contains(preset.name()), "{msg}");
         }
         assert!(msg.contains("chain:N"), "{msg}");

@@ -8,10 +8,8 @@
 //! - [`earthly`]: the real Earthly, running the top-level Earthfile's probe targets on
 //!   the machine it runs on (an EC2 build host), where `earthly` is installed.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
+use strum::{Display, EnumString, IntoStaticStr, VariantArray, VariantNames};
 
 pub mod docker;
 pub mod earthly;
@@ -30,25 +28,26 @@ pub trait Site {
     fn leaf(&self) -> &dyn Leaf;
 }
 
-/// A backend as the sweep uses it: it realises topologies on benches.
+/// A backend as the sweep uses it: each sweep worker realises topologies in a
+/// [`Lab::Worker`] of its own.
 pub trait Lab: Sync {
     /// What one sweep worker keeps between the topologies it measures (for the docker
     /// backend, a simulated instance with its engine and images).
-    type Bench;
-    /// Why a bench or a topology could not be made.
+    type Worker;
+    /// Why a worker's state or a topology could not be made.
     type Error: std::error::Error + Send + Sync + 'static;
 
-    /// A new bench, in the calling worker's thread.
-    fn bench(&self) -> Result<Self::Bench, Self::Error>;
+    /// A new worker's state, in the calling worker's thread.
+    fn worker(&self) -> Result<Self::Worker, Self::Error>;
 
-    /// Realises `topology` on `bench`; dropping the site takes it down.
+    /// Realises `topology` in `worker`; dropping the site takes it down.
     fn realise<'b>(
         &self,
-        bench: &'b mut Self::Bench,
+        worker: &'b mut Self::Worker,
         topology: &Topology,
     ) -> Result<Box<dyn Site + 'b>, Self::Error>;
 
-    /// What a bench sets up for `topology` on first use and keeps for the next topology
+    /// What a worker sets up for `topology` on first use and keeps for the next topology
     /// that needs it (a nested engine, say): the sweep gives topologies with the same
     /// setup to one worker, so that it is made once. `None`: nothing worth sharing.
     fn shared_setup(&self, _topology: &Topology) -> Option<&'static str> {
@@ -59,6 +58,8 @@ pub trait Lab: Sync {
 /// A way of realising topologies, as chosen on the command line (`--backend`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[derive(VariantArray, VariantNames, IntoStaticStr, Display, EnumString)]
+#[strum(serialize_all = "lowercase", parse_err_ty = BackendError, parse_err_fn = BackendError::new)]
 pub enum Backend {
     /// Linux network namespaces ([`netns`]).
     #[default]
@@ -70,38 +71,20 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// All backends, in the order they are listed.
-    pub const ALL: [Backend; 3] = [Backend::Netns, Backend::Docker, Backend::Earthly];
-
     /// The name used on the command line.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Backend::Netns => "netns",
-            Backend::Docker => "docker",
-            Backend::Earthly => "earthly",
-        }
-    }
-}
-
-impl fmt::Display for Backend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+    pub fn name(self) -> &'static str {
+        self.into()
     }
 }
 
 /// A backend name that is not valid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown backend `{0}`; valid backends: netns, docker, earthly")]
+#[error("unknown backend `{0}`; valid backends: {names}", names = <Backend as VariantNames>::VARIANTS.join(", "))]
 pub struct BackendError(pub String);
 
-impl FromStr for Backend {
-    type Err = BackendError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Backend::ALL
-            .into_iter()
-            .find(|b| b.name() == s)
-            .ok_or_else(|| BackendError(s.to_owned()))
+impl BackendError {
+    fn new(name: &str) -> Self {
+        BackendError(name.to_owned())
     }
 }
 
@@ -111,7 +94,7 @@ mod tests {
 
     #[test]
     fn backend_names() {
-        for b in Backend::ALL {
+        for &b in <Backend as VariantArray>::VARIANTS {
             assert_eq!(b.to_string().parse::<Backend>().unwrap(), b);
             assert_eq!(
                 serde_json::to_string(&b).unwrap(),

@@ -62,7 +62,7 @@ async fn build(
     docker: &bollard::Docker,
     plan: &[images::Planned],
     force: bool,
-) -> Result<Vec<images::Outcome>, images::ImageError> {
+) -> Result<Vec<images::ImageOutcome>, images::ImageError> {
     let workdir = images::Workdir::new()?;
     let cancel = CancellationToken::new();
     let on_signal = cancel.clone();
@@ -86,7 +86,7 @@ fn mb(bytes: u64) -> String {
     format!("{:.0} MB", bytes as f64 / 1e6)
 }
 
-fn print_outcome(outcome: &images::Outcome) {
+fn print_outcome(outcome: &images::ImageOutcome) {
     let size = mb(outcome.size);
     match outcome.status {
         images::Status::Cached => {

@@ -15,7 +15,7 @@ use imds_harness::cell::{Cell, ModelCheck};
 use imds_harness::gate::{self, Baseline, Comparison, GateError, Judgement, NeverCell, Recorded};
 use imds_harness::lifecycle;
 use imds_harness::mock::HttpTokens;
-use imds_harness::probe::{shim, Client};
+use imds_harness::probe::{shim, Probe};
 use imds_harness::report;
 use imds_harness::sweep::{self, Strategy, SweepError, SweepPlan, Tools};
 use imds_harness::topology::{self, Topology};
@@ -37,7 +37,7 @@ pub struct MeasureArgs {
     /// (imds-shim's TTL probe). Default: every one that is installed here; one asked
     /// for that is not installed is exit 2, with the Debian packages to install.
     #[arg(long, value_delimiter = ',', value_name = "CLIENT,...")]
-    clients: Vec<Client>,
+    clients: Vec<Probe>,
     /// Tokens modes measured: required, optional.
     #[arg(
         long,
@@ -186,7 +186,7 @@ fn usage(err: impl std::fmt::Display) -> Exit {
 fn prepare(args: &MeasureArgs) -> anyhow::Result<(SweepPlan, Tools, Option<Baseline>)> {
     netns::check_prerequisites()?;
     let clients = if args.clients.is_empty() {
-        Client::installed()
+        Probe::installed()
     } else {
         args.clients.clone()
     };
@@ -430,13 +430,14 @@ async fn remove_namespaces_on_signal() {
 #[cfg(test)]
 mod tests {
     use imds_harness::topology::Preset;
+    use strum::VariantArray;
 
     use super::*;
 
     #[test]
     fn topology_help_names_every_preset_and_the_chains() {
         let help = topology_help();
-        for preset in Preset::ALL {
+        for preset in Preset::VARIANTS {
             assert!(help.contains(preset.name()), "{help}");
         }
         assert!(

@@ -1,15 +1,15 @@
 //! What is measured at a leaf: a client asks for the instance role's identity from
 //! inside the leaf namespace, and the outcome says whether it got one, and why not.
 //!
-//! - [`Client::Sdk`]: `imds-shim probe --only sdk`, aws-config's IMDS provider and
+//! - [`Client::RustSdk`]: `imds-shim probe --only sdk`, aws-config's IMDS provider and
 //!   aws-sdk-sts (IMDSv2 only, like every Rust SDK user).
 //! - [`Client::Cli`]: Debian's AWS CLI, `aws sts get-caller-identity` (botocore, which
 //!   falls back to IMDSv1 when the token PUT times out).
-//! - [`Client::Go`], [`Client::GoV1`], [`Client::Ruby`], [`Client::Boto3`]: small
-//!   programs of ours on aws-sdk-go-v2, aws-sdk-go, aws-sdk-core for Ruby and boto3,
-//!   all from Debian's packages ([`programs`]), each asking STS with its SDK's default
-//!   chain.
-//! - [`Client::Ttl`]: `imds-shim probe --only ttl`, the hop limit this place needs,
+//! - [`Client::GoSdkV2`], [`Client::GoSdkV1`], [`Client::RubySdk`], [`Client::Boto3`]:
+//!   small programs of ours on aws-sdk-go-v2, aws-sdk-go, aws-sdk-core for Ruby and
+//!   boto3, all from Debian's packages ([`programs`]), each asking STS with its SDK's
+//!   default chain.
+//! - [`Probe::Ttl`]: `imds-shim probe --only ttl`, the hop limit this place needs,
 //!   measured from the client side without asking the instance for anything.
 
 pub mod caller;
@@ -25,93 +25,128 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+pub use imds_vocab::Client;
 use serde::{Deserialize, Serialize};
+use strum::VariantArray;
 
 pub use leaf::{Leaf, Program};
 pub use outcome::{stderr_tail, ProbeError, ProbeOutcome};
 use programs::SdkProgram;
 
-/// A client run at a leaf.
+/// What runs at a leaf: an AWS client asking for the instance role's identity, or the
+/// shim's TTL probe, which measures the hop limit the place needs without asking the
+/// instance for anything. The order (and so the table's columns): the clients in
+/// [`Client`]'s order, then `ttl`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Client {
-    Sdk,
-    Cli,
-    Go,
-    #[serde(rename = "go-v1")]
-    GoV1,
-    Ruby,
-    Boto3,
+#[serde(into = "&'static str", try_from = "String")]
+pub enum Probe {
+    /// An AWS client, named as [`Client::name`] names it.
+    Client(Client),
+    /// `imds-shim probe --only ttl`, named `ttl`.
     Ttl,
 }
 
-impl Client {
-    /// Every client, in the order of the table's columns.
-    pub const ALL: [Client; 7] = [
-        Client::Sdk,
-        Client::Cli,
-        Client::Go,
-        Client::GoV1,
-        Client::Ruby,
-        Client::Boto3,
-        Client::Ttl,
-    ];
+impl Probe {
+    /// Every probe, clients first, in the order of the table's columns.
+    pub fn all() -> impl Iterator<Item = Probe> {
+        Client::VARIANTS
+            .iter()
+            .copied()
+            .map(Probe::Client)
+            .chain([Probe::Ttl])
+    }
 
+    /// The name on the command line and in reports.
     pub fn name(self) -> &'static str {
         match self {
-            Client::Sdk => "sdk",
-            Client::Cli => "cli",
-            Client::Go => "go",
-            Client::GoV1 => "go-v1",
-            Client::Ruby => "ruby",
-            Client::Boto3 => "boto3",
-            Client::Ttl => "ttl",
+            Probe::Client(client) => client.name(),
+            Probe::Ttl => "ttl",
         }
     }
 
-    /// The program of ours this client is, for the SDK clients.
+    /// The program it runs.
+    pub fn program(self) -> Program {
+        match self {
+            Probe::Ttl | Probe::Client(Client::RustSdk) => Program::Shim,
+            Probe::Client(Client::Cli) => Program::AwsCli,
+            Probe::Client(Client::GoSdkV2) => Program::Sdk(SdkProgram::Go),
+            Probe::Client(Client::GoSdkV1) => Program::Sdk(SdkProgram::GoV1),
+            Probe::Client(Client::RubySdk) => Program::Sdk(SdkProgram::Ruby),
+            Probe::Client(Client::Boto3) => Program::Sdk(SdkProgram::Boto3),
+        }
+    }
+
+    /// The program of ours it is, for the clients that are one.
     pub fn sdk_program(self) -> Option<SdkProgram> {
-        match self {
-            Client::Go => Some(SdkProgram::Go),
-            Client::GoV1 => Some(SdkProgram::GoV1),
-            Client::Ruby => Some(SdkProgram::Ruby),
-            Client::Boto3 => Some(SdkProgram::Boto3),
-            Client::Sdk | Client::Cli | Client::Ttl => None,
+        match self.program() {
+            Program::Sdk(program) => Some(program),
+            Program::Shim | Program::AwsCli => None,
         }
     }
 
-    /// Whether the client can run here: what it needs is installed (the SDK programs'
-    /// Debian packages, the AWS CLI, `imds-shim`). Nothing is built.
+    /// Whether it can run here: what it needs is installed (the SDK programs' Debian
+    /// packages, the AWS CLI, `imds-shim`). Nothing is built.
     pub fn is_installed(self) -> bool {
-        match self {
-            Client::Sdk | Client::Ttl => shim::locate().is_ok(),
-            Client::Cli => cli::locate().is_ok(),
-            _ => self.sdk_program().is_some_and(SdkProgram::is_installed),
+        match self.program() {
+            Program::Shim => shim::locate().is_ok(),
+            Program::AwsCli => cli::locate().is_ok(),
+            Program::Sdk(program) => program.is_installed(),
         }
     }
 
-    /// Every client that can run here.
-    pub fn installed() -> Vec<Client> {
-        Client::ALL
-            .into_iter()
-            .filter(|c| c.is_installed())
-            .collect()
+    /// Every probe that can run here.
+    pub fn installed() -> Vec<Probe> {
+        Probe::all().filter(|p| p.is_installed()).collect()
     }
 }
 
-impl fmt::Display for Client {
+impl From<Client> for Probe {
+    fn from(client: Client) -> Self {
+        Probe::Client(client)
+    }
+}
+
+impl From<Probe> for &'static str {
+    fn from(probe: Probe) -> Self {
+        probe.name()
+    }
+}
+
+impl fmt::Display for Probe {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
 }
 
-impl FromStr for Client {
+impl FromStr for Probe {
     type Err = ProbeError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Client::ALL
-            .into_iter()
-            .find(|c| c.name() == s)
-            .ok_or_else(|| ProbeError::UnknownClient(s.to_string()))
+        if s == Probe::Ttl.name() {
+            return Ok(Probe::Ttl);
+        }
+        s.parse::<Client>()
+            .map(Probe::Client)
+            .map_err(|_| ProbeError::UnknownClient {
+                name: s.to_string(),
+                known: probe_names(),
+            })
+    }
+}
+
+/// Every probe's name, for messages: `sdk, cli, ... and ttl`.
+fn probe_names() -> String {
+    let names: Vec<&str> = Probe::all().map(Probe::name).collect();
+    match names.split_last() {
+        Some((last, [])) => (*last).to_owned(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
+impl TryFrom<String> for Probe {
+    type Error = ProbeError;
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        name.parse()
     }
 }
 
@@ -125,14 +160,13 @@ pub struct Tools {
 }
 
 impl Tools {
-    /// Finds what `clients` need; a missing one is an error naming the fix.
-    pub fn locate(clients: &[Client]) -> Result<Tools, ProbeError> {
-        let needs_shim = clients
-            .iter()
-            .any(|c| matches!(c, Client::Sdk | Client::Ttl));
-        let needs_cli = clients.contains(&Client::Cli);
+    /// Finds what `probes` need; a missing one is an error naming the fix.
+    pub fn locate(probes: &[Probe]) -> Result<Tools, ProbeError> {
+        let runs = |program: Program| probes.iter().any(|p| p.program() == program);
+        let needs_shim = runs(Program::Shim);
+        let needs_cli = runs(Program::AwsCli);
         let mut programs = Vec::new();
-        for program in clients.iter().filter_map(|c| c.sdk_program()) {
+        for program in probes.iter().filter_map(|p| p.sdk_program()) {
             if !programs.iter().any(|(p, _)| *p == program) {
                 programs.push((program, program.prepare()?));
             }
@@ -159,5 +193,29 @@ impl Tools {
             program.description(),
             "it was not located for this run".into(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_are_named_and_parsed_as_before() {
+        let names: Vec<&str> = Probe::all().map(Probe::name).collect();
+        assert_eq!(names, ["sdk", "cli", "go", "go-v1", "ruby", "boto3", "ttl"]);
+        for probe in Probe::all() {
+            assert_eq!(probe.name().parse::<Probe>().unwrap(), probe);
+            let json = serde_json::to_string(&probe).unwrap();
+            assert_eq!(json, format!("\"{probe}\""));
+            assert_eq!(serde_json::from_str::<Probe>(&json).unwrap(), probe);
+        }
+        let mut sorted: Vec<Probe> = Probe::all().collect();
+        sorted.sort();
+        assert_eq!(sorted, Probe::all().collect::<Vec<_>>());
+        assert_eq!(
+            "rust".parse::<Probe>().unwrap_err().to_string(),
+            "unknown client \"rust\": the clients are sdk, cli, go, go-v1, ruby, boto3 and ttl"
+        );
     }
 }

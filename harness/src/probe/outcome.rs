@@ -24,8 +24,13 @@ pub struct ProbeOutcome {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
-    #[error("unknown client {0:?}: the clients are sdk, cli, go, go-v1, ruby, boto3 and ttl")]
-    UnknownClient(String),
+    #[error("unknown client {name:?}: the clients are {known}")]
+    UnknownClient {
+        /// What was asked for.
+        name: String,
+        /// Every probe's name, for the message.
+        known: String,
+    },
     #[error("{0} was not found: {1}")]
     MissingBinary(&'static str, String),
     #[error("making {program} ready: {what}")]

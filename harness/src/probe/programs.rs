@@ -5,11 +5,11 @@
 //! out as they are (their `#!` names Debian's interpreter). The same files go into the
 //! docker backend's probe image, at [`SdkProgram::in_image`].
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use sha2::{Digest, Sha256};
+use strum::{Display, IntoStaticStr, VariantArray};
 
 use super::outcome::{stderr_tail, ProbeError};
 
@@ -23,7 +23,12 @@ const BUILD_VERSION: u32 = 1;
 const HASH_LEN: usize = 16;
 
 /// A client that is a program of ours on top of an SDK.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// Its file name (and `Display`) is `imdsh-` and the variant in kebab case.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, VariantArray, IntoStaticStr, Display,
+)]
+#[strum(serialize_all = "kebab-case", prefix = "imdsh-")]
 pub enum SdkProgram {
     /// aws-sdk-go-v2 (`config.LoadDefaultConfig`), as the Earthly CLI uses it.
     Go,
@@ -45,21 +50,9 @@ enum Make {
 }
 
 impl SdkProgram {
-    pub const ALL: [SdkProgram; 4] = [
-        SdkProgram::Go,
-        SdkProgram::GoV1,
-        SdkProgram::Ruby,
-        SdkProgram::Boto3,
-    ];
-
     /// The program's file name, on the host and in the probe image.
     pub fn file_name(self) -> &'static str {
-        match self {
-            SdkProgram::Go => "imdsh-go",
-            SdkProgram::GoV1 => "imdsh-go-v1",
-            SdkProgram::Ruby => "imdsh-ruby",
-            SdkProgram::Boto3 => "imdsh-boto3",
-        }
+        self.into()
     }
 
     /// Where the program is in the probe image.
@@ -238,12 +231,6 @@ impl SdkProgram {
     }
 }
 
-impl fmt::Display for SdkProgram {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.file_name())
-    }
-}
-
 /// The installed versions of `packages`, or the ones missing.
 fn installed_versions(packages: &[&str]) -> Result<Vec<String>, Vec<String>> {
     let mut versions = Vec::new();
@@ -272,9 +259,9 @@ fn installed_versions(packages: &[&str]) -> Result<Vec<String>, Vec<String>> {
 
 /// Every program ready (made if needed), for the probe image, which has them all.
 pub fn prepare_all() -> Result<Vec<(SdkProgram, PathBuf)>, ProbeError> {
-    SdkProgram::ALL
-        .into_iter()
-        .map(|p| p.prepare().map(|path| (p, path)))
+    SdkProgram::VARIANTS
+        .iter()
+        .map(|&p| p.prepare().map(|path| (p, path)))
         .collect()
 }
 
@@ -284,6 +271,12 @@ mod tests {
 
     #[test]
     fn sources_are_the_files_and_hashes_follow_the_versions() {
+        let names: Vec<String> = SdkProgram::VARIANTS.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            names,
+            ["imdsh-go", "imdsh-go-v1", "imdsh-ruby", "imdsh-boto3"]
+        );
+        assert_eq!(SdkProgram::GoV1.file_name(), "imdsh-go-v1");
         assert!(SdkProgram::Go.source().contains("config.LoadDefaultConfig"));
         assert!(SdkProgram::GoV1.source().contains("session.NewSession"));
         assert!(SdkProgram::Ruby.source().starts_with("#!/usr/bin/ruby\n"));

@@ -3,20 +3,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use imds_vocab::report::ProbeReport;
+use imds_vocab::report::{ProbeReport, Steps};
 
 use super::env::ClientEnv;
 use super::leaf::{timed, Leaf, Program};
 use super::outcome::{stderr_tail, ProbeError, ProbeOutcome};
-
-/// Which steps of the probe to run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Steps {
-    /// The hop limit this place needs.
-    Ttl,
-    /// Credentials through aws-config's IMDS provider, then GetCallerIdentity.
-    Sdk,
-}
 
 /// Finds `imds-shim`: `$IMDS_SHIM`, beside this executable (or one folder up, for
 /// test executables in `deps/`), then `PATH`.
@@ -33,16 +24,12 @@ pub fn run(
     steps: Steps,
     timeout: Duration,
 ) -> Result<ProbeOutcome, ProbeError> {
-    let only = match steps {
-        Steps::Ttl => "ttl",
-        Steps::Sdk => "sdk",
-    };
     let timeout_ms = timeout.as_millis().to_string();
     let args = [
         "probe",
         "--json",
         "--only",
-        only,
+        steps.into(),
         "--timeout-ms",
         timeout_ms.as_str(),
     ];

@@ -17,6 +17,7 @@ use imds_vocab::tags::{
 };
 use imds_vocab::{HopLimit, HttpEndpoint, HttpTokens, OptionError, Topology};
 use serde::Serialize;
+use strum::VariantArray;
 
 use super::api::{CallCounts, FleetApi};
 use crate::baseline::{self, Need};
@@ -26,7 +27,7 @@ use crate::instance::InstanceError;
 const PAGE_SIZE: i32 = 1000;
 
 /// One instance's verdict, worst first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, VariantArray)]
 #[serde(rename_all = "kebab-case")]
 pub enum AuditVerdict {
     /// `HttpEndpoint=disabled`: no build there gets credentials from IMDS.
@@ -44,16 +45,6 @@ pub enum AuditVerdict {
 }
 
 impl AuditVerdict {
-    /// Every verdict, worst first.
-    pub const ALL: [AuditVerdict; 6] = [
-        Self::EndpointDisabled,
-        Self::TooLow,
-        Self::UnknownTopology,
-        Self::TokensOptional,
-        Self::TooHigh,
-        Self::Right,
-    ];
-
     /// As the table and the summary say it.
     pub fn label(self) -> &'static str {
         match self {
@@ -308,7 +299,7 @@ pub async fn audit(api: &FleetApi, request: &AuditRequest) -> Result<AuditReport
     }
     rows.sort_by(|a, b| (a.verdict, &a.instance_id).cmp(&(b.verdict, &b.instance_id)));
     let mut verdicts: BTreeMap<AuditVerdict, usize> =
-        AuditVerdict::ALL.iter().map(|v| (*v, 0)).collect();
+        AuditVerdict::VARIANTS.iter().map(|v| (*v, 0)).collect();
     for r in &rows {
         *verdicts.entry(r.verdict).or_default() += 1;
     }
@@ -355,7 +346,7 @@ impl AuditReport {
     /// The summary line.
     pub fn summary_line(&self) -> String {
         let s = &self.summary;
-        let counts: Vec<String> = AuditVerdict::ALL
+        let counts: Vec<String> = AuditVerdict::VARIANTS
             .iter()
             .filter_map(|v| {
                 let n = s.verdicts.get(v).copied().unwrap_or(0);
@@ -586,7 +577,7 @@ mod tests {
         ];
         instances.sort_by(|a, b| (a.verdict, &a.instance_id).cmp(&(b.verdict, &b.instance_id)));
         let mut verdicts: BTreeMap<AuditVerdict, usize> =
-            AuditVerdict::ALL.iter().map(|v| (*v, 0)).collect();
+            AuditVerdict::VARIANTS.iter().map(|v| (*v, 0)).collect();
         for r in &instances {
             *verdicts.entry(r.verdict).or_default() += 1;
         }

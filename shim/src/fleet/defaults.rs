@@ -126,10 +126,10 @@ pub async fn enforce(
         .modify_instance_metadata_defaults()
         .http_put_response_hop_limit(wanted.hop_limit.into())
         .http_tokens(MetadataDefaultHttpTokensState::from(
-            wanted.http_tokens.as_str(),
+            wanted.http_tokens.as_ref(),
         ))
         .http_endpoint(DefaultInstanceMetadataEndpointState::from(
-            wanted.http_endpoint.as_str(),
+            wanted.http_endpoint.as_ref(),
         ))
         .send()
         .await

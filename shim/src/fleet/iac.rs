@@ -1,14 +1,14 @@
 //! `imds-shim enforce --print terraform|cloudformation`: the metadata options block to
 //! paste into infrastructure code, so that instances launched from it get the need.
 
-use std::fmt;
-use std::str::FromStr;
+use strum::{Display, EnumString, VariantNames};
 
 use super::Wanted;
 use crate::baseline::Need;
 
 /// The infrastructure-code dialects printed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Display, EnumString, VariantNames)]
+#[strum(serialize_all = "lowercase", parse_err_ty = String, parse_err_fn = unknown_dialect)]
 pub enum Dialect {
     /// Terraform's AWS provider: `metadata_options` of `aws_launch_template` and `aws_instance`.
     Terraform,
@@ -16,24 +16,8 @@ pub enum Dialect {
     CloudFormation,
 }
 
-impl FromStr for Dialect {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "terraform" => Ok(Self::Terraform),
-            "cloudformation" => Ok(Self::CloudFormation),
-            other => Err(format!("{other:?}: print terraform or cloudformation")),
-        }
-    }
-}
-
-impl fmt::Display for Dialect {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Terraform => "terraform",
-            Self::CloudFormation => "cloudformation",
-        })
-    }
+fn unknown_dialect(name: &str) -> String {
+    format!("{name:?}: print {}", Dialect::VARIANTS.join(" or "))
 }
 
 /// The block, with a comment saying where it goes and where the need came from.
@@ -93,6 +77,14 @@ mod tests {
     #[test]
     fn dialects_parse() {
         assert_eq!("terraform".parse::<Dialect>().unwrap(), Dialect::Terraform);
-        assert!("pulumi".parse::<Dialect>().is_err());
+        assert_eq!(
+            "cloudformation".parse::<Dialect>().unwrap(),
+            Dialect::CloudFormation
+        );
+        assert_eq!(Dialect::CloudFormation.to_string(), "cloudformation");
+        assert_eq!(
+            "pulumi".parse::<Dialect>().unwrap_err(),
+            "\"pulumi\": print terraform or cloudformation"
+        );
     }
 }

@@ -88,10 +88,10 @@ fn request_options(
     LaunchTemplateInstanceMetadataOptionsRequest::builder()
         .http_put_response_hop_limit(wanted.hop_limit.into())
         .http_tokens(LaunchTemplateHttpTokensState::from(
-            wanted.http_tokens.as_str(),
+            wanted.http_tokens.as_ref(),
         ))
         .http_endpoint(LaunchTemplateInstanceMetadataEndpointState::from(
-            wanted.http_endpoint.as_str(),
+            wanted.http_endpoint.as_ref(),
         ))
         .set_http_protocol_ipv6(
             current

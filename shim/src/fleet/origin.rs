@@ -83,7 +83,7 @@ pub async fn notes(ec2: &aws_sdk_ec2::Client, origin: &Origin, need: &Need) -> V
     let tokens_required = options
         .as_ref()
         .and_then(|m| m.http_tokens())
-        .is_some_and(|t| t.as_str() == HttpTokens::Required.as_str());
+        .is_some_and(|t| t.as_str() == HttpTokens::Required.as_ref());
     if hop_limit == Some(need.hop_limit) && tokens_required {
         notes.push(format!(
             "note: it was launched from launch template {id} version {version}, which already sets hop limit {} and tokens required",

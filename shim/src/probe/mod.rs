@@ -27,18 +27,7 @@ use credentials::RoleCredentials;
 use diagnosis::ImdsFailure;
 use identity::IdentityError;
 use imds_vocab::report::{CredentialsDetail, IdentityDetail, TokenDetail};
-pub use imds_vocab::report::{ProbeReport, Step, TtlDetail};
-
-/// Which steps to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Steps {
-    /// Step 1 only.
-    Ttl,
-    /// Steps 3 and 4, and step 2 when the region must come from IMDS.
-    Sdk,
-    /// Steps 1 to 4.
-    All,
-}
+pub use imds_vocab::report::{ProbeReport, Step, Steps, TtlDetail};
 
 /// How to probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use imds_vocab::report::{NetworkDetail, NetworkKind};
+use imds_vocab::report::{NetworkDetail, NetworkKind, StepName};
 
 use super::ProbeReport;
 
@@ -82,35 +82,34 @@ pub fn user_space_note(r: &ProbeReport) -> Option<String> {
 }
 
 /// What a successful step found, in a few words.
-fn found(r: &ProbeReport, step: &str) -> String {
+fn found(r: &ProbeReport, step: StepName) -> String {
     let or = |v: &Option<String>, none: &str| v.clone().unwrap_or_else(|| none.to_owned());
     match step {
-        "ttl" => match r.hop_limit_needed() {
+        StepName::Ttl => match r.hop_limit_needed() {
             Some(k) => format!("hop limit needed: {k}"),
             None => "hop limit not measured".to_owned(),
         },
-        "token" => r.token.as_ref().map_or_else(String::new, |t| {
+        StepName::Token => r.token.as_ref().map_or_else(String::new, |t| {
             format!(
                 "token ok; instance {}, region {}",
                 or(&t.detail.instance_id, "?"),
                 or(&t.detail.region, "not served")
             )
         }),
-        "credentials" => r.credentials.as_ref().map_or_else(String::new, |c| {
+        StepName::Credentials => r.credentials.as_ref().map_or_else(String::new, |c| {
             format!(
                 "access key {}, expires {}",
                 or(&c.detail.access_key_id, "?"),
                 or(&c.detail.expiration, "never")
             )
         }),
-        "identity" => r.identity.as_ref().map_or_else(String::new, |i| {
+        StepName::Identity => r.identity.as_ref().map_or_else(String::new, |i| {
             format!(
                 "{} (account {})",
                 or(&i.detail.arn, "?"),
                 or(&i.detail.account, "?")
             )
         }),
-        _ => String::new(),
     }
 }
 
@@ -125,7 +124,7 @@ pub fn verdict(r: &ProbeReport) -> String {
         .hop_limit_needed()
         .map(|k| format!("; it needs hop limit >= {k}{to_stack}"))
         .unwrap_or_default();
-    let first_error = |names: &[&str]| {
+    let first_error = |names: &[StepName]| {
         r.steps()
             .into_iter()
             .filter(|s| names.contains(&s.name))
@@ -143,7 +142,7 @@ pub fn verdict(r: &ProbeReport) -> String {
         },
         (Some(_), _) => format!(
             "this place cannot get credentials: {}{needs}",
-            first_error(&["ttl", "token", "credentials"])
+            first_error(&[StepName::Ttl, StepName::Token, StepName::Credentials])
         ),
         (None, _) => match &r.ttl {
             Some(t) if t.ok => {
@@ -151,7 +150,7 @@ pub fn verdict(r: &ProbeReport) -> String {
             }
             Some(_) => format!(
                 "IMDS is not reachable from this place: {}",
-                first_error(&["ttl"])
+                first_error(&[StepName::Ttl])
             ),
             None => "nothing was checked".to_owned(),
         },

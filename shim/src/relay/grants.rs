@@ -95,8 +95,9 @@ impl fmt::Debug for GrantRecord {
 }
 
 /// A grant's state at some time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::Display)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum GrantState {
     /// Usable.
     Active,
@@ -104,16 +105,6 @@ pub enum GrantState {
     Expired,
     /// Revoked.
     Revoked,
-}
-
-impl fmt::Display for GrantState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            GrantState::Active => "active",
-            GrantState::Expired => "expired",
-            GrantState::Revoked => "revoked",
-        })
-    }
 }
 
 impl GrantRecord {

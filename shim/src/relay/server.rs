@@ -144,15 +144,15 @@ fn answer(relay: &Relay, peer: SocketAddr, req: &Request<Incoming>) -> Response<
     let grant = match authorized {
         Ok(grant) => grant,
         Err(refusal) => {
-            let status = match refusal {
-                Refusal::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-                _ => StatusCode::FORBIDDEN,
+            let (status, code) = match refusal {
+                Refusal::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests"),
+                Refusal::Malformed { .. }
+                | Refusal::Unknown { .. }
+                | Refusal::WrongSecret { .. }
+                | Refusal::Expired { .. }
+                | Refusal::Revoked { .. } => (StatusCode::FORBIDDEN, "AccessDenied"),
             };
             log(&format!("{} from {from}: {refusal}", status.as_u16()));
-            let code = match status {
-                StatusCode::TOO_MANY_REQUESTS => "TooManyRequests",
-                _ => "AccessDenied",
-            };
             return reply(status, code, refusal.public_message());
         }
     };

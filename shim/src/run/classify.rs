@@ -1,35 +1,6 @@
 //! Whether a failed command's output shows that it got no AWS credentials, and which client said so.
 
-/// The AWS client whose message was found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Client {
-    /// The AWS CLI (botocore).
-    Cli,
-    /// The AWS SDK for Rust (aws-config), or `imds-shim probe`, which uses it.
-    RustSdk,
-    /// The AWS SDK for Go v2, as Earthly itself, Terraform and most container tooling use.
-    GoSdkV2,
-    /// The AWS SDK for Go v1.
-    GoSdkV1,
-    /// The AWS SDK for Ruby (aws-sdk-core).
-    RubySdk,
-    /// boto3 (botocore) in a Python program.
-    Boto3,
-}
-
-impl Client {
-    /// The client's name in a sentence.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Cli => "the AWS CLI",
-            Self::RustSdk => "the AWS SDK for Rust",
-            Self::GoSdkV2 => "the AWS SDK for Go v2",
-            Self::GoSdkV1 => "the AWS SDK for Go v1",
-            Self::RubySdk => "the AWS SDK for Ruby",
-            Self::Boto3 => "boto3 (the AWS SDK for Python)",
-        }
-    }
-}
+use imds_vocab::Client;
 
 /// A credentials failure found in a command's output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,55 +82,37 @@ fn shorten(line: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use strum::VariantArray;
 
     fn client_of(output: &str) -> Option<Client> {
         classify(output).map(|f| f.client)
     }
 
     /// Each client's message at hop limit one too low, as captured from the real client
-    /// at a real leaf (`make client-fixtures`).
-    const CAPTURED: &[(&str, &str, Client)] = &[
-        (
-            "sdk",
-            include_str!("../../../fixtures/clients/sdk.txt"),
-            Client::RustSdk,
-        ),
-        (
-            "cli",
-            include_str!("../../../fixtures/clients/cli.txt"),
-            Client::Cli,
-        ),
-        (
-            "go",
-            include_str!("../../../fixtures/clients/go.txt"),
-            Client::GoSdkV2,
-        ),
-        (
-            "go-v1",
-            include_str!("../../../fixtures/clients/go-v1.txt"),
-            Client::GoSdkV1,
-        ),
-        (
-            "ruby",
-            include_str!("../../../fixtures/clients/ruby.txt"),
-            Client::RubySdk,
-        ),
-        (
-            "boto3",
-            include_str!("../../../fixtures/clients/boto3.txt"),
-            Client::Boto3,
-        ),
-    ];
+    /// at a real leaf (`make client-fixtures`), in `fixtures/clients/<name>.txt`.
+    fn captured(client: Client) -> String {
+        let path = format!(
+            "{}/../fixtures/clients/{}.txt",
+            env!("CARGO_MANIFEST_DIR"),
+            client.name()
+        );
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
 
     #[test]
     fn every_captured_message_names_its_client() {
-        for (name, message, client) in CAPTURED {
-            assert!(!message.trim().is_empty(), "{name}: empty fixture");
-            let found = classify(message).unwrap_or_else(|| panic!("{name}: {message}"));
-            assert_eq!(found.client, *client, "{name}: {message}");
+        for &client in Client::VARIANTS {
+            let message = captured(client);
+            assert!(!message.trim().is_empty(), "{client}: empty fixture");
+            let found = classify(&message).unwrap_or_else(|| panic!("{client}: {message}"));
+            assert_eq!(found.client, client, "{client}: {message}");
             // As an Earthly log shows it: every line prefixed.
             let logged: String = message.lines().map(|l| format!("+probe | {l}\n")).collect();
-            assert_eq!(classify(&logged).map(|f| f.client), Some(*client), "{name}");
+            assert_eq!(
+                classify(&logged).map(|f| f.client),
+                Some(client),
+                "{client}"
+            );
         }
     }
 

@@ -12,9 +12,9 @@ use std::fmt::Write as _;
 use imds_vocab::fix::FixCommand;
 use imds_vocab::report::NetworkDetail;
 use imds_vocab::topology::Layer;
-use imds_vocab::{HopLimit, Preset, Topology};
+use imds_vocab::{Client, HopLimit, Preset, Topology};
 
-use super::classify::{Client, CredentialFailure};
+use super::classify::CredentialFailure;
 use crate::baseline::NeedSource;
 
 /// What the check before the command learnt; every field but the topology may be unknown.
@@ -224,7 +224,7 @@ pub fn render(failure: &CredentialFailure, ctx: &Context) -> String {
     let _ = writeln!(
         w,
         "  said by:      {} ({})",
-        failure.client.name(),
+        failure.client.description(),
         failure.evidence
     );
     let _ = writeln!(w, "  where:        {}", ctx.topology.where_it_runs());
@@ -318,7 +318,9 @@ pub fn render(failure: &CredentialFailure, ctx: &Context) -> String {
                     let _ = writeln!(w, "  {}", FixCommand::hop_limit(instance, need));
                     let how = match &ctx.need {
                         Some((n, NeedSource::Flag)) => format!("--need {n}"),
-                        _ => format!("--topology {}", ctx.topology),
+                        Some((_, NeedSource::File(_) | NeedSource::Embedded)) | None => {
+                            format!("--topology {}", ctx.topology)
+                        }
                     };
                     let _ = writeln!(w, "  or: imds-shim enforce {how} --apply");
                 }
@@ -361,6 +363,7 @@ pub fn render(failure: &CredentialFailure, ctx: &Context) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use strum::VariantArray;
 
     use imds_vocab::Preset;
 
@@ -505,7 +508,7 @@ mod tests {
 
     #[test]
     fn no_proxied_preset_is_ever_told_to_raise_the_hop_limit() {
-        for preset in Preset::ALL {
+        for &preset in Preset::VARIANTS {
             let topology = Topology::from(preset);
             for current in [None, Some(1)] {
                 let c = ctx(
@@ -638,7 +641,7 @@ mod tests {
         ] {
             let text = render(&failure(client, "x"), &earthly_ctx());
             assert!(
-                text.contains(&format!("said by:      {} (x)", client.name())),
+                text.contains(&format!("said by:      {} (x)", client.description())),
                 "{text}"
             );
             assert!(text.contains(says), "{text}");

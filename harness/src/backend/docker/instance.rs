@@ -30,7 +30,7 @@ use super::engine::{self, Engine};
 use super::images::ImageSet;
 use super::settings::EngineContainer;
 use super::{block_on, DockerError, LABEL, LIVE, RUN_LABEL};
-use crate::backend::netns::{start_mock, Namespace, NetnsInstance};
+use crate::backend::netns::{start_mock, Namespace, NetnsRealisation};
 use crate::lifecycle::{self, NAME_PREFIX};
 use crate::mock::{MockAws, MockConfig};
 use crate::topology::Bridge;
@@ -101,7 +101,7 @@ impl StartupTimes {
 pub struct DockerInstance {
     // Dropped in this order: the mock, its namespaces, then the container.
     mock: MockAws,
-    netns: NetnsInstance,
+    netns: NetnsRealisation,
     container: InstanceContainer,
     images: ImageSet,
     /// Images loaded per engine (by engine name).
@@ -264,7 +264,7 @@ impl DockerInstance {
         startup.engine = started.elapsed();
 
         let started = Instant::now();
-        let netns = NetnsInstance::attach(pid)?;
+        let netns = NetnsRealisation::attach(pid)?;
         let mock = start_mock(netns.mock_ns(), config)?;
         startup.link = started.elapsed();
 

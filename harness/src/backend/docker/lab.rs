@@ -52,19 +52,19 @@ impl Site for DockerSite<'_> {
 }
 
 impl Lab for DockerLab {
-    type Bench = DockerInstance;
+    type Worker = DockerInstance;
     type Error = DockerError;
 
-    fn bench(&self) -> Result<DockerInstance, DockerError> {
+    fn worker(&self) -> Result<DockerInstance, DockerError> {
         DockerInstance::start(&self.docker, &self.images, MockConfig::default())
     }
 
     fn realise<'b>(
         &self,
-        bench: &'b mut DockerInstance,
+        worker: &'b mut DockerInstance,
         topology: &Topology,
     ) -> Result<Box<dyn Site + 'b>, DockerError> {
-        let instance: &'b DockerInstance = bench;
+        let instance: &'b DockerInstance = worker;
         let defaults = MockConfig::default().options;
         instance.mock().modify(&MetadataOptionsChange {
             hop_limit: Some(defaults.hop_limit),

@@ -58,7 +58,7 @@ impl EngineContainer {
     /// by the harness), the image tars bound by `images` (`source:target:ro`), and an
     /// init reaping what the instance's engine leaves behind. Its namespace gets
     /// `icmp_ratelimit=0` from the harness when the link is made (see
-    /// [`crate::backend::netns::NetnsInstance::attach`]), not from here.
+    /// [`crate::backend::netns::NetnsRealisation::attach`]), not from here.
     pub fn instance(images: String) -> EngineContainer {
         EngineContainer::dind().network("none").bind(images).init()
     }

@@ -2,7 +2,7 @@
 //!
 //! # Layout
 //!
-//! One realisation ([`NetnsInstance`]) of a topology of depth N owns N + 2 namespaces,
+//! One realisation ([`NetnsRealisation`]) of a topology of depth N owns N + 2 namespaces,
 //! all named `<prefix>-<suffix>` with a prefix `imdsh-<run>-<index>` unique per run
 //! (`<run>`: 6 random hex digits per process) and per realisation (`<index>`):
 //!
@@ -53,38 +53,38 @@
 //!
 //! # Cleanup
 //!
-//! An instance removes its namespaces on `Drop` (including panic unwinding). For
+//! A realisation removes its namespaces on `Drop` (including panic unwinding). For
 //! Ctrl-C, the live prefixes of the process are kept in a [`Registry`]; the CLI's signal
 //! handler calls [`remove_all_live`]. For runs that were killed, [`cleanup_stale`]
 //! removes every `imdsh-` namespace whose run is gone (see [`crate::lifecycle`]). A
-//! user-space stack is killed with its instance; slirp4netns also exits when this
+//! user-space stack is killed with its realisation; slirp4netns also exits when this
 //! process does (its `--exit-fd`), and pasta when its namespace is removed.
 //!
 //! - [`namespace`]: one namespace: running commands and binding sockets in it.
 //! - [`command`]: running `ip` and `iptables`, errors naming the command.
-//! - [`instance`]: a realised topology ([`NetnsInstance`]).
+//! - [`realisation`]: a realised topology ([`NetnsRealisation`]).
 //! - [`user_stack`]: slirp4netns and pasta for the proxied layers.
 //! - [`reap`]: removing namespaces: this run's on Ctrl-C, killed runs' on `cleanup`.
-//! - [`site`] and [`leaf`]: what the sweep uses: the mock inside an instance, and the
+//! - [`site`] and [`leaf`]: what the sweep uses: the mock inside a realisation, and the
 //!   leaf namespace running this machine's programs.
 //!
 //! [`Registry`]: crate::lifecycle::Registry
 
 mod command;
 mod error;
-mod instance;
 mod layout;
 mod leaf;
 mod namespace;
+mod realisation;
 mod reap;
 mod site;
 mod user_stack;
 
 pub use command::check_prerequisites;
 pub use error::NetnsError;
-pub use instance::NetnsInstance;
 pub use leaf::NamespaceLeaf;
 pub use namespace::Namespace;
+pub use realisation::NetnsRealisation;
 pub use reap::{cleanup_stale, remove_all_live, Reaped};
 pub(crate) use site::start_mock;
 pub use site::{NetnsLab, NetnsSite};

@@ -5,10 +5,10 @@
 use std::net::{SocketAddr, SocketAddrV4};
 
 use super::error::{io_error, NetnsError};
-use super::instance::NetnsInstance;
 use super::layout::IMDS_ADDR;
 use super::leaf::NamespaceLeaf;
 use super::namespace::Namespace;
+use super::realisation::NetnsRealisation;
 use crate::backend::endpoints::{EC2_PORT, IMDS_PORT, STS_PORT};
 use crate::backend::{Lab, Site};
 use crate::mock::{Listeners, MockAws, MockConfig};
@@ -19,15 +19,15 @@ use crate::topology::Topology;
 pub struct NetnsSite {
     // Dropped in this order: the mock before its namespace.
     mock: MockAws,
-    instance: NetnsInstance,
+    realisation: NetnsRealisation,
 }
 
 impl NetnsSite {
     /// Realises `topology` and starts the mock in it. Must be called in a Tokio runtime.
     pub fn start(topology: &Topology, config: MockConfig) -> Result<NetnsSite, NetnsError> {
-        let instance = NetnsInstance::create(topology)?;
-        let mock = start_mock(instance.mock_ns(), config)?;
-        Ok(NetnsSite { mock, instance })
+        let realisation = NetnsRealisation::create(topology)?;
+        let mock = start_mock(realisation.mock_ns(), config)?;
+        Ok(NetnsSite { mock, realisation })
     }
 
     pub fn mock(&self) -> &MockAws {
@@ -35,17 +35,17 @@ impl NetnsSite {
     }
 
     pub fn topology(&self) -> &Topology {
-        self.instance.topology()
+        self.realisation.topology()
     }
 
     /// Where a build of this topology runs.
     pub fn leaf(&self) -> &Namespace {
-        self.instance.leaf_ns()
+        self.realisation.leaf_ns()
     }
 
     /// The EC2 host's own namespace (depth 0).
     pub fn host(&self) -> &Namespace {
-        self.instance.host_ns()
+        self.realisation.host_ns()
     }
 }
 
@@ -84,16 +84,16 @@ impl Site for NetnsSweepSite {
 }
 
 impl Lab for NetnsLab {
-    type Bench = ();
+    type Worker = ();
     type Error = NetnsError;
 
-    fn bench(&self) -> Result<(), NetnsError> {
+    fn worker(&self) -> Result<(), NetnsError> {
         Ok(())
     }
 
     fn realise<'b>(
         &self,
-        _bench: &'b mut (),
+        _worker: &'b mut (),
         topology: &Topology,
     ) -> Result<Box<dyn Site + 'b>, NetnsError> {
         let site = NetnsSite::start(topology, MockConfig::default())?;

@@ -47,8 +47,8 @@ fn privileged() -> bool {
 /// Serves `connections` connections on 169.254.169.254:80 in the mock namespace: reads
 /// one byte H from the client, sets the connection's IP_TTL to H and writes "hello"
 /// (what the mock IMDS does with a token response, with H the hop limit).
-fn hello_server(instance: &NetnsInstance, connections: usize) -> thread::JoinHandle<()> {
-    let listener = instance
+fn hello_server(realisation: &NetnsRealisation, connections: usize) -> thread::JoinHandle<()> {
+    let listener = realisation
         .mock_ns()
         .bind_tcp((IMDS_ADDR, 80).into())
         .expect("bind 169.254.169.254:80 in the mock namespace");
@@ -117,11 +117,11 @@ fn assert_hop_limit_physics(name: &str) {
     }
     let topology = Topology::parse(name).unwrap();
     let depth = topology.depth();
-    let instance = NetnsInstance::create(&topology).unwrap();
+    let realisation = NetnsRealisation::create(&topology).unwrap();
     let leaf_fails = depth > 0;
-    let server = hello_server(&instance, depth + 1 + usize::from(leaf_fails));
+    let server = hello_server(&realisation, depth + 1 + usize::from(leaf_fails));
     for d in 0..=depth {
-        let ns = instance.ns_at_depth(d).unwrap();
+        let ns = realisation.ns_at_depth(d).unwrap();
         let ttl = u8::try_from(d + 1).unwrap();
         assert_eq!(
             fetch(ns, ttl).as_deref(),
@@ -133,7 +133,7 @@ fn assert_hop_limit_physics(name: &str) {
     if leaf_fails {
         let ttl = u8::try_from(depth).unwrap();
         assert_eq!(
-            fetch(instance.leaf_ns(), ttl),
+            fetch(realisation.leaf_ns(), ttl),
             None,
             "{name}: TTL {ttl} should not reach the leaf at depth {depth}"
         );
@@ -175,22 +175,22 @@ fn layout_of_earthly_run() {
     if !privileged() {
         return;
     }
-    let instance = NetnsInstance::create(&Topology::parse("earthly-run").unwrap()).unwrap();
+    let realisation = NetnsRealisation::create(&Topology::parse("earthly-run").unwrap()).unwrap();
     let read = |ns: &Namespace, program: &str, args: &[&str]| -> String {
         ns.exec(program, args).read().unwrap()
     };
     let [mock, host, l1, l2] = [
-        instance.mock_ns(),
-        instance.host_ns(),
-        instance.ns_at_depth(1).unwrap(),
-        instance.ns_at_depth(2).unwrap(),
+        realisation.mock_ns(),
+        realisation.host_ns(),
+        realisation.ns_at_depth(1).unwrap(),
+        realisation.ns_at_depth(2).unwrap(),
     ];
-    assert_eq!(l2, instance.leaf_ns());
-    assert_eq!(instance.leaf_addr(), Ipv4Addr::new(172, 30, 0, 2));
-    let prefix = instance.prefix();
+    assert_eq!(l2, realisation.leaf_ns());
+    assert_eq!(realisation.leaf_addr(), Ipv4Addr::new(172, 30, 0, 2));
+    let prefix = realisation.prefix();
     assert!(prefix.starts_with(NAME_PREFIX));
     assert_eq!(
-        instance
+        realisation
             .namespaces()
             .map(Namespace::name)
             .collect::<Vec<_>>(),
@@ -225,7 +225,7 @@ fn layout_of_earthly_run() {
         l2_addrs.contains("eth0    inet 172.30.0.2/16"),
         "{l2_addrs}"
     );
-    for ns in instance.namespaces() {
+    for ns in realisation.namespaces() {
         let lo = read(ns, "ip", &["-o", "link", "show", "lo"]);
         assert!(lo.contains("UP"), "{}: {lo}", ns.name);
     }
@@ -266,9 +266,9 @@ fn drop_removes_every_namespace() {
     if !privileged() {
         return;
     }
-    let instance = NetnsInstance::create(&Topology::chain(3).unwrap()).unwrap();
-    let prefix = instance.prefix().to_owned();
-    let names: Vec<String> = instance.namespaces().map(|ns| ns.name.clone()).collect();
+    let realisation = NetnsRealisation::create(&Topology::chain(3).unwrap()).unwrap();
+    let prefix = realisation.prefix().to_owned();
+    let names: Vec<String> = realisation.namespaces().map(|ns| ns.name.clone()).collect();
     assert_eq!(names.len(), 5);
     let listed = netns_list();
     assert!(
@@ -276,15 +276,15 @@ fn drop_removes_every_namespace() {
         "{listed}"
     );
     assert!(LIVE.names().contains(&prefix));
-    drop(instance);
+    drop(realisation);
     let listed = netns_list();
     assert!(!listed.contains(&format!("{prefix}-")), "{listed}");
     assert!(!LIVE.names().contains(&prefix));
 
     // And explicitly, reporting errors.
-    let instance = NetnsInstance::create(&Topology::chain(1).unwrap()).unwrap();
-    let prefix = instance.prefix().to_owned();
-    instance.try_remove().unwrap();
+    let realisation = NetnsRealisation::create(&Topology::chain(1).unwrap()).unwrap();
+    let prefix = realisation.prefix().to_owned();
+    realisation.try_remove().unwrap();
     assert!(!netns_list().contains(&format!("{prefix}-")));
 }
 
@@ -295,8 +295,8 @@ fn drop_on_panic_removes_namespaces() {
     }
     let prefix = Mutex::new(String::new());
     let result = std::panic::catch_unwind(|| {
-        let instance = NetnsInstance::create(&Topology::chain(1).unwrap()).unwrap();
-        *lock(&prefix) = instance.prefix().to_owned();
+        let realisation = NetnsRealisation::create(&Topology::chain(1).unwrap()).unwrap();
+        *lock(&prefix) = realisation.prefix().to_owned();
         // Unwinds like a panic, without the panic message.
         std::panic::resume_unwind(Box::new("boom"));
     });
@@ -311,7 +311,7 @@ fn cleanup_stale_reaps_dead_runs_only() {
     if !privileged() {
         return;
     }
-    let live = NetnsInstance::create(&Topology::chain(0).unwrap()).unwrap();
+    let live = NetnsRealisation::create(&Topology::chain(0).unwrap()).unwrap();
     // A namespace as a killed run leaves it: its run id's liveness socket is unbound.
     let stale = format!(
         "{NAME_PREFIX}dead{:06x}-0-h",
@@ -355,9 +355,10 @@ fn root_namespace_is_unchanged() {
         return;
     }
     let before = root_snapshot();
-    let instance = NetnsInstance::create(&Topology::parse("earthly-with-docker").unwrap()).unwrap();
+    let realisation =
+        NetnsRealisation::create(&Topology::parse("earthly-with-docker").unwrap()).unwrap();
     assert_eq!(root_snapshot(), before, "changed by create");
-    drop(instance);
+    drop(realisation);
     assert_eq!(root_snapshot(), before, "changed by drop");
 }
 
@@ -366,14 +367,17 @@ fn bind_tcp_binds_inside_the_namespace() {
     if !privileged() {
         return;
     }
-    let instance = NetnsInstance::create(&Topology::chain(1).unwrap()).unwrap();
+    let realisation = NetnsRealisation::create(&Topology::chain(1).unwrap()).unwrap();
     // 169.254.169.254 is only assigned in the mock namespace.
-    let err = instance
+    let err = realisation
         .host_ns()
         .bind_tcp((IMDS_ADDR, 80).into())
         .unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::AddrNotAvailable, "{err}");
-    let listener = instance.mock_ns().bind_tcp((IMDS_ADDR, 0).into()).unwrap();
+    let listener = realisation
+        .mock_ns()
+        .bind_tcp((IMDS_ADDR, 0).into())
+        .unwrap();
     assert_eq!(listener.local_addr().unwrap().ip(), IMDS_ADDR);
 }
 
@@ -391,10 +395,10 @@ fn create_and_remove_time() {
         let (mut create, mut remove) = (Vec::new(), Vec::new());
         for _ in 0..5 {
             let started = Instant::now();
-            let instance = NetnsInstance::create(&topology).unwrap();
+            let realisation = NetnsRealisation::create(&topology).unwrap();
             create.push(started.elapsed());
             let started = Instant::now();
-            instance.try_remove().unwrap();
+            realisation.try_remove().unwrap();
             remove.push(started.elapsed());
         }
         create.sort();
@@ -413,12 +417,12 @@ fn create_and_remove_time() {
     // Five at once, then all removed: no teardown runs while creating.
     let topology = Topology::parse("earthly-with-docker").unwrap();
     let started = Instant::now();
-    let instances: Vec<NetnsInstance> = (0..5)
-        .map(|_| NetnsInstance::create(&topology).unwrap())
+    let realisations: Vec<NetnsRealisation> = (0..5)
+        .map(|_| NetnsRealisation::create(&topology).unwrap())
         .collect();
     let create = started.elapsed() / 5;
     let started = Instant::now();
-    drop(instances);
+    drop(realisations);
     eprintln!(
         "TIMING 5 x earthly-with-docker alive together: create {:.1} ms each, \
          remove {:.1} ms each",
@@ -470,19 +474,20 @@ fn a_namespace_name_that_exists_already_is_skipped_and_left_alone() {
     for name in &foreign {
         run_ok(&["ip", "netns", "add", name]);
     }
-    let instance = NetnsInstance::create_indexed(&Topology::chain(1).unwrap(), &indices).unwrap();
+    let realisation =
+        NetnsRealisation::create_indexed(&Topology::chain(1).unwrap(), &indices).unwrap();
     assert_eq!(
-        instance.prefix(),
+        realisation.prefix(),
         format!("{NAME_PREFIX}{run}-{}", first + 4)
     );
     assert!(
         !foreign
             .iter()
-            .any(|f| f.starts_with(&format!("{}-", instance.prefix()))),
+            .any(|f| f.starts_with(&format!("{}-", realisation.prefix()))),
         "{} reused a taken prefix",
-        instance.prefix()
+        realisation.prefix()
     );
-    drop(instance);
+    drop(realisation);
     let listed = netns_list();
     for name in &foreign {
         assert!(
@@ -524,8 +529,12 @@ fn ipv6_endpoint_carries_the_hop_limit_to_the_cli() {
         );
         return;
     }
-    let instance = NetnsInstance::create(&Topology::parse("chain:1").unwrap()).unwrap();
-    let (mock_ns, host, leaf) = (instance.mock_ns(), instance.host_ns(), instance.leaf_ns());
+    let realisation = NetnsRealisation::create(&Topology::parse("chain:1").unwrap()).unwrap();
+    let (mock_ns, host, leaf) = (
+        realisation.mock_ns(),
+        realisation.host_ns(),
+        realisation.leaf_ns(),
+    );
     let bridge = Topology::parse("chain:1").unwrap().layers()[0]
         .bridge()
         .expect("chain:1 is routed")

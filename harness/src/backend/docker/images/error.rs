@@ -1,6 +1,6 @@
 //! The images' error.
 
-use bollard::errors::Error as DockerError;
+use bollard::errors::Error as BollardError;
 
 use super::recipe::{ImageKind, MIRROR};
 
@@ -15,7 +15,7 @@ pub enum ImageError {
         /// Where it was looked for: `DOCKER_HOST`, or the default socket.
         at: String,
         #[source]
-        source: Box<DockerError>,
+        source: Box<BollardError>,
     },
     #[error("mmdebstrap is not installed: apt-get install mmdebstrap")]
     MmdebstrapMissing,
@@ -32,13 +32,13 @@ pub enum ImageError {
     Import {
         tag: String,
         #[source]
-        source: Box<DockerError>,
+        source: Box<BollardError>,
     },
     #[error("asking the Docker Engine about {what}")]
     Docker {
         what: String,
         #[source]
-        source: Box<DockerError>,
+        source: Box<BollardError>,
     },
     #[error("{what}")]
     Io {

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bollard::errors::Error as DockerError;
+use bollard::errors::Error as BollardError;
 use bollard::query_parameters::{CreateImageOptions, RemoveImageOptions};
 use bollard::{body_try_stream, Docker};
 use futures_util::future::join_all;
@@ -20,24 +20,16 @@ use super::recipe::{ImageKind, Recipe, Source, HARNESS_IN_IMAGE};
 use crate::backend::docker::labels::LABEL;
 
 /// Whether an image was made by this run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::Display)]
+#[strum(serialize_all = "lowercase")]
 pub enum Status {
     Built,
     Cached,
 }
 
-impl std::fmt::Display for Status {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Status::Built => "built",
-            Status::Cached => "cached",
-        })
-    }
-}
-
 /// One image, present in the engine.
 #[derive(Debug, Clone)]
-pub struct Outcome {
+pub struct ImageOutcome {
     pub kind: ImageKind,
     pub tag: String,
     pub id: String,
@@ -80,7 +72,7 @@ async fn existing(docker: &Docker, tag: &str) -> Result<Option<(String, u64)>, I
             let size = image.size.unwrap_or(0).max(0) as u64;
             Ok(Some((id, size)))
         }
-        Err(DockerError::DockerResponseServerError {
+        Err(BollardError::DockerResponseServerError {
             status_code: 404, ..
         }) => Ok(None),
         Err(source) => Err(ImageError::Docker {
@@ -101,18 +93,18 @@ pub async fn ensure(
     force: bool,
     workdir: &Path,
     cancel: &CancellationToken,
-    on_done: &(dyn Fn(&Outcome) + Sync),
-) -> Result<Vec<Outcome>, ImageError> {
+    on_done: &(dyn Fn(&ImageOutcome) + Sync),
+) -> Result<Vec<ImageOutcome>, ImageError> {
     let mut previous = Vec::with_capacity(plan.len());
     for planned in plan {
         previous.push(existing(docker, &planned.tag).await?);
     }
-    let mut outcomes: Vec<Option<Outcome>> = vec![None; plan.len()];
+    let mut outcomes: Vec<Option<ImageOutcome>> = vec![None; plan.len()];
     let mut to_build = Vec::new();
     for (index, (planned, found)) in plan.iter().zip(&previous).enumerate() {
         match found {
             Some((id, size)) if !force => {
-                let outcome = Outcome {
+                let outcome = ImageOutcome {
                     kind: planned.recipe.kind,
                     tag: planned.tag.clone(),
                     id: id.clone(),
@@ -179,7 +171,7 @@ pub async fn ensure(
             }
         }
     }
-    let outcomes: Vec<Outcome> = outcomes.into_iter().flatten().collect();
+    let outcomes: Vec<ImageOutcome> = outcomes.into_iter().flatten().collect();
     for outcome in &outcomes {
         if let Some(stable) = outcome.kind.stable_tag() {
             tag_as(docker, &outcome.tag, stable).await?;
@@ -212,7 +204,7 @@ async fn build(
     planned: &Planned,
     workdir: &Path,
     cancel: &CancellationToken,
-) -> Result<Outcome, ImageError> {
+) -> Result<ImageOutcome, ImageError> {
     let kind = planned.recipe.kind;
     let tar = workdir.join(format!("{}.tar", kind.name()));
     let log = workdir.join(format!("{}.mmdebstrap.log", kind.name()));
@@ -266,12 +258,12 @@ async fn build(
         .await?
         .ok_or_else(|| ImageError::Docker {
             what: format!("image {} right after importing it", planned.tag),
-            source: Box::new(DockerError::DockerResponseServerError {
+            source: Box::new(BollardError::DockerResponseServerError {
                 status_code: 404,
                 message: "the imported image is missing or unlabelled".into(),
             }),
         })?;
-    Ok(Outcome {
+    Ok(ImageOutcome {
         kind,
         tag: planned.tag.clone(),
         id,

@@ -30,7 +30,7 @@ mod tars;
 
 pub use error::ImageError;
 pub use executable::Executable;
-pub use import::{ensure, Outcome, Status};
+pub use import::{ensure, ImageOutcome, Status};
 pub use mmdebstrap::Workdir;
 pub use plan::{locate_harness, plan, Planned};
 pub use prune::{prune, Fate, PruneReport, Pruned, KEEP};

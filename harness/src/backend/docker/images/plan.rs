@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
+use strum::VariantArray;
 
 use super::error::ImageError;
 use super::executable::Executable;
@@ -66,7 +67,7 @@ fn plan_with(
         .iter()
         .map(|(program, path)| Ok((*program, sha256_of(path, program.description())?)))
         .collect::<Result<Vec<_>, ImageError>>()?;
-    Ok(ImageKind::ALL
+    Ok(ImageKind::VARIANTS
         .iter()
         .map(|kind| {
             let recipe = kind.recipe();
@@ -113,7 +114,9 @@ mod tests {
         };
         let planned = plan_with(&shim, &programs, &harness).unwrap();
         let kinds: Vec<ImageKind> = planned.iter().map(|p| p.recipe.kind).collect();
-        assert_eq!(kinds, ImageKind::ALL);
+        assert_eq!(kinds, ImageKind::VARIANTS);
+        let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
+        assert_eq!(names, ["base", "probe", "instance", "mock"]);
         for p in &planned {
             assert_eq!(
                 p.tag,

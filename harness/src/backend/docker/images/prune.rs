@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use bollard::errors::Error as DockerError;
+use bollard::errors::Error as BollardError;
 use bollard::models::ImageSummary;
 use bollard::query_parameters::RemoveImageOptions;
 use bollard::Docker;
@@ -222,7 +222,7 @@ async fn candidates(docker: &Docker, kinds: &[&str]) -> Result<Vec<Candidate>, I
         // nanoseconds of their inspected creation time.
         let created = match docker.inspect_image(&image.id).await {
             Ok(inspected) => inspected.created.map(|t| t.unix_timestamp_nanos()),
-            Err(DockerError::DockerResponseServerError {
+            Err(BollardError::DockerResponseServerError {
                 status_code: 404, ..
             }) => continue,
             Err(source) => {
@@ -272,10 +272,10 @@ pub async fn prune(
                 match docker.remove_image(name, Some(options), None).await {
                     Ok(items) if items.iter().any(|i| i.deleted.is_some()) => Fate::Removed,
                     Ok(_) => Fate::Untagged,
-                    Err(DockerError::DockerResponseServerError {
+                    Err(BollardError::DockerResponseServerError {
                         status_code: 409, ..
                     }) => Fate::InUse,
-                    Err(DockerError::DockerResponseServerError {
+                    Err(BollardError::DockerResponseServerError {
                         status_code: 404, ..
                     }) => Fate::Gone,
                     Err(source) => {

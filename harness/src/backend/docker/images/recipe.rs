@@ -1,8 +1,8 @@
 //! What goes into each image, as data, and the tag its content hash gives it.
 
-use std::fmt;
 
 use sha2::{Digest, Sha256};
+use strum::{Display, IntoStaticStr, VariantArray};
 
 use crate::probe::programs::SdkProgram;
 
@@ -24,7 +24,8 @@ pub const HARNESS_IN_IMAGE: &str = "/usr/local/bin/imds-harness";
 pub(super) const NAMESPACE: &str = "imds-harness";
 
 /// The images of the docker backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, VariantArray, IntoStaticStr, Display)]
+#[strum(serialize_all = "lowercase")]
 pub enum ImageKind {
     /// Debian bookworm, `minbase`.
     Base,
@@ -50,20 +51,9 @@ pub enum Source {
 }
 
 impl ImageKind {
-    pub const ALL: [ImageKind; 4] = [
-        ImageKind::Base,
-        ImageKind::Probe,
-        ImageKind::Instance,
-        ImageKind::Mock,
-    ];
-
+    /// The last part of the image's repository (`imds-harness/<name>`).
     pub fn name(self) -> &'static str {
-        match self {
-            ImageKind::Base => "base",
-            ImageKind::Probe => "probe",
-            ImageKind::Instance => "instance",
-            ImageKind::Mock => "mock",
-        }
+        self.into()
     }
 
     /// The name other projects use for the current image of this kind, besides its
@@ -130,12 +120,6 @@ impl ImageKind {
                 shim: false,
             },
         }
-    }
-}
-
-impl fmt::Display for ImageKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
     }
 }
 
@@ -263,7 +247,7 @@ mod tests {
     #[test]
     fn the_probe_image_has_what_every_client_runs_on() {
         let probe = ImageKind::Probe.recipe();
-        for program in SdkProgram::ALL {
+        for &program in SdkProgram::VARIANTS {
             for package in program.image_packages() {
                 assert!(probe.packages.contains(package), "{program}: {package}");
             }

@@ -10,7 +10,7 @@ use futures_util::TryStreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::error::ImageError;
-use super::import::{ensure, Outcome, Status};
+use super::import::{ensure, ImageOutcome, Status};
 use super::mmdebstrap::Workdir;
 use super::plan::{locate_harness, plan};
 use super::prune::{labelled_images, prune, KEEP};
@@ -45,7 +45,7 @@ impl ImageSet {
         docker: &Docker,
         shim: &Path,
         tars: &Path,
-        on_image: &(dyn Fn(&Outcome) + Sync),
+        on_image: &(dyn Fn(&ImageOutcome) + Sync),
     ) -> Result<ImageSet, ImageError> {
         // One preparation at a time in a process: concurrent ones would build and
         // export the same images twice.

@@ -19,7 +19,7 @@ static NEXT_INDEX: AtomicU32 = AtomicU32::new(0);
 /// One realisation of a [`Topology`]: owns its namespaces and removes them when
 /// dropped. See the [module documentation](self) for the layout.
 #[derive(Debug)]
-pub struct NetnsInstance {
+pub struct NetnsRealisation {
     prefix: String,
     topology: Topology,
     /// The topology's layers, from the host outwards.
@@ -33,13 +33,13 @@ pub struct NetnsInstance {
     removed: bool,
 }
 
-impl NetnsInstance {
+impl NetnsRealisation {
     /// The names of a realisation of `topology` under a fresh prefix; nothing made yet.
-    fn named(topology: &Topology, indices: &AtomicU32) -> Result<NetnsInstance, NetnsError> {
+    fn named(topology: &Topology, indices: &AtomicU32) -> Result<NetnsRealisation, NetnsError> {
         check_prerequisites()?;
         let run_name = lifecycle::run_id()?;
         // A prefix some namespace already has (left by a killed run that had the same id)
-        // is skipped: what this instance removes on drop must be its own.
+        // is skipped: what this realisation removes on drop must be its own.
         let prefix = loop {
             let index = indices.fetch_add(1, Ordering::Relaxed);
             let prefix = format!("{NAME_PREFIX}{run_name}-{index}");
@@ -51,7 +51,7 @@ impl NetnsInstance {
         let namespace = |suffix: &str| Namespace {
             name: format!("{prefix}-{suffix}"),
         };
-        Ok(NetnsInstance {
+        Ok(NetnsRealisation {
             topology: *topology,
             routing: topology.layers().into_owned(),
             mock: namespace("m"),
@@ -76,7 +76,7 @@ impl NetnsInstance {
 
     /// Realises `topology` under a fresh prefix. On error, whatever was already made is
     /// removed.
-    pub fn create(topology: &Topology) -> Result<NetnsInstance, NetnsError> {
+    pub fn create(topology: &Topology) -> Result<NetnsRealisation, NetnsError> {
         Self::create_indexed(topology, &NEXT_INDEX)
     }
 
@@ -84,47 +84,47 @@ impl NetnsInstance {
     pub(super) fn create_indexed(
         topology: &Topology,
         indices: &AtomicU32,
-    ) -> Result<NetnsInstance, NetnsError> {
+    ) -> Result<NetnsRealisation, NetnsError> {
         let started = Instant::now();
-        let mut instance = NetnsInstance::named(topology, indices)?;
-        let script: String = instance
+        let mut realisation = NetnsRealisation::named(topology, indices)?;
+        let script: String = realisation
             .namespaces()
             .map(|ns| format!("netns add {}\n", ns.name))
             .collect();
-        instance.make_registered(&script)?;
-        instance.stacks = instance.configure()?;
+        realisation.make_registered(&script)?;
+        realisation.stacks = realisation.configure()?;
         tracing::debug!(
-            prefix = %instance.prefix,
+            prefix = %realisation.prefix,
             topology = %topology,
             elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
             "realised topology"
         );
-        Ok(instance)
+        Ok(realisation)
     }
 
-    /// A depth-0 instance around a running process `pid` (a simulated instance's
+    /// A depth-0 realisation around a running process `pid` (a simulated instance's
     /// container): its network namespace plays the EC2 host and is attached as
     /// `<prefix>-h`; the mock namespace is one link away, as in [`Self::create`]. Only
-    /// the name of the host namespace is removed with the instance: the namespace lives
+    /// the name of the host namespace is removed with the realisation: the namespace lives
     /// as long as its process. The host forwards for whatever engine runs in it, so it
     /// gets `icmp_ratelimit=0` like the routers here.
-    pub(crate) fn attach(pid: u32) -> Result<NetnsInstance, NetnsError> {
-        let instance = NetnsInstance::named(&Preset::Host.into(), &NEXT_INDEX)?;
-        instance.make_registered(&format!(
+    pub(crate) fn attach(pid: u32) -> Result<NetnsRealisation, NetnsError> {
+        let realisation = NetnsRealisation::named(&Preset::Host.into(), &NEXT_INDEX)?;
+        realisation.make_registered(&format!(
             "netns add {}\nnetns attach {} {pid}\n",
-            instance.mock.name, instance.host.name
+            realisation.mock.name, realisation.host.name
         ))?;
-        let stacks = instance.configure()?;
+        let stacks = realisation.configure()?;
         debug_assert!(stacks.is_empty(), "a host has no layers");
-        instance
+        realisation
             .host
             .run_in(|| fs::write("/proc/sys/net/ipv4/icmp_ratelimit", "0"))
             .and_then(|written| written)
             .map_err(io_error(format!(
                 "setting net.ipv4.icmp_ratelimit=0 in {}",
-                instance.host.name
+                realisation.host.name
             )))?;
-        Ok(instance)
+        Ok(realisation)
     }
 
     /// Links, addresses and routes (parents before children, one `ip` per namespace),
@@ -294,7 +294,7 @@ impl NetnsInstance {
     }
 }
 
-impl Drop for NetnsInstance {
+impl Drop for NetnsRealisation {
     fn drop(&mut self) {
         if let Err(e) = self.remove_namespaces() {
             tracing::warn!(prefix = %self.prefix, "removing namespaces: {e}");
