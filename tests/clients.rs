@@ -13,10 +13,11 @@ use imds_e2e::clients::{
 };
 use imds_e2e::require::{require, Need};
 use imds_harness::backend::netns::NetnsLab;
-use imds_harness::mock::{HopLimit, HttpTokens, ImdsVersion};
 use imds_harness::probe::{Client, Tools};
 use imds_harness::sweep::{self, Cell, Strategy, SweepPlan};
 use imds_harness::topology::{Preset, Topology};
+use imds_mock::ImdsVersion;
+use imds_vocab::{HopLimit, HttpTokens};
 
 const NEEDS: &[Need] = &[
     Need::Root,

@@ -13,11 +13,12 @@ use imds_harness::backend::netns::{NamespaceLeaf, NetnsError, NetnsSite};
 use imds_harness::backend::{Lab, Site};
 use imds_harness::gate::{self, Baseline, Comparison, Exit, Need as Measured};
 use imds_harness::lifecycle;
-use imds_harness::mock::{HopLimit, HttpTokens, MockAws, MockConfig};
 use imds_harness::probe::{Client, Leaf, Tools};
 use imds_harness::report;
 use imds_harness::sweep::{self, Strategy, SweepError, SweepPlan};
 use imds_harness::topology::{Preset, Topology};
+use imds_mock::{MockAws, MockConfig};
+use imds_vocab::{HopLimit, HttpTokens};
 
 /// A netns site, with a fault made on purpose.
 struct Faulty {

@@ -17,10 +17,10 @@ use serde::Serialize;
 
 pub use imds_vocab::baseline::{Baseline, BaselineError, DEFAULT_PATH};
 
-use crate::mock::{HopLimit, HttpTokens};
 use crate::probe::Client;
 use crate::sweep::Cell;
 use crate::topology::Topology;
+use imds_vocab::{HopLimit, HttpTokens};
 
 /// The exit codes of `imds-harness measure` (and the other subcommands' subset).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -12,11 +12,11 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::mock::{HopLimit, HttpTokens};
 use crate::probe::Client;
 use crate::report::verdict;
 use crate::sweep::Cell;
 use crate::topology::Topology;
+use imds_vocab::{HopLimit, HttpTokens};
 
 /// What the model predicts `client` needs (or, for the TTL probe, reports) at the leaf.
 pub fn predicted(topology: &Topology, client: Client) -> HopLimit {

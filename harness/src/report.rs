@@ -10,11 +10,12 @@ use serde::Serialize;
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
 use crate::gate::{Comparison, Exit, NeverCell};
-use crate::mock::{HopLimit, HttpTokens, ImdsVersion};
 use crate::model::ModelCheck;
 use crate::probe::Client;
 use crate::sweep::{Cell, Strategy};
 use crate::topology::Topology;
+use imds_mock::ImdsVersion;
+use imds_vocab::{HopLimit, HttpTokens};
 
 /// Everything `measure --json` writes.
 #[derive(Clone, Debug, Serialize)]

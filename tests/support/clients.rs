@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use imds_harness::backend::endpoints::IMDS_URL;
 use imds_harness::backend::netns::{NamespaceLeaf, NetnsSite};
-use imds_harness::mock::{HopLimit, HttpTokens, ImdsVersion, MetadataOptionsChange, MockConfig};
 use imds_harness::probe::env::ClientEnv;
 use imds_harness::probe::{Client, ProbeOutcome, Tools};
 use imds_harness::sweep::{self, Cell};
 use imds_harness::topology::{Preset, Topology};
+use imds_mock::{ImdsVersion, MetadataOptionsChange, MockConfig};
+use imds_vocab::{HopLimit, HttpTokens};
 
 /// The clients whose failure is captured: every one that asks for an identity (all but
 /// the TTL probe).

@@ -13,12 +13,12 @@ use imds_harness::backend::netns::{self, NetnsLab};
 use imds_harness::backend::{earthly, Backend};
 use imds_harness::gate::{self, Baseline, Exit};
 use imds_harness::lifecycle;
-use imds_harness::mock::HttpTokens;
 use imds_harness::model::ModelCheck;
 use imds_harness::probe::{shim, Client};
 use imds_harness::report::{self, MeasureReport};
 use imds_harness::sweep::{self, Strategy, SweepPlan, Tools};
 use imds_harness::topology::Topology;
+use imds_vocab::HttpTokens;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::exit;

@@ -5,11 +5,10 @@
 use std::net::{SocketAddr, SocketAddrV4};
 
 use super::{io_error, Namespace, NamespaceLeaf, NetnsError, NetnsInstance, IMDS_ADDR};
-use crate::backend::endpoints::{EC2_PORT, IMDS_PORT, STS_PORT};
 use crate::backend::{Lab, Site};
-use crate::mock::{Listeners, MockAws, MockConfig};
 use crate::probe::{Leaf, Tools};
 use crate::topology::Topology;
+use imds_mock::{Listeners, MockAws, MockConfig, EC2_PORT, IMDS_PORT, STS_PORT};
 
 /// A topology with its mock. Dropping it stops the mock, then removes the namespaces.
 pub struct NetnsSite {

@@ -9,10 +9,11 @@ use std::time::SystemTime;
 
 use sha2::{Digest as _, Sha256};
 
-use super::credentials::iso8601;
-use super::ec2::Ec2Error;
-use super::options::{HopLimit, HttpEndpoint, HttpTokens, Toggle};
-use super::query::{escape, QueryParams};
+use imds_vocab::{HopLimit, HttpEndpoint, HttpTokens, Toggle};
+
+use crate::ec2::error::Ec2Error;
+use crate::query::{escape, QueryParams};
+use crate::timestamp::iso8601;
 
 pub(crate) const DESCRIBE_LAUNCH_TEMPLATES: &str = "DescribeLaunchTemplates";
 pub(crate) const DESCRIBE_LAUNCH_TEMPLATE_VERSIONS: &str = "DescribeLaunchTemplateVersions";
@@ -25,22 +26,34 @@ const DATA: &str = "LaunchTemplateData.";
 /// default, else the AMI's, else EC2's).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TemplateMetadataOptions {
+    /// `HttpTokens`.
     pub http_tokens: Option<HttpTokens>,
+    /// `HttpPutResponseHopLimit`.
     pub hop_limit: Option<HopLimit>,
+    /// `HttpEndpoint`.
     pub http_endpoint: Option<HttpEndpoint>,
+    /// `HttpProtocolIpv6`.
     pub http_protocol_ipv6: Option<Toggle>,
+    /// `InstanceMetadataTags`.
     pub instance_metadata_tags: Option<Toggle>,
 }
 
 /// The launch parameters the mock keeps (a parameter not given is `None`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LaunchTemplateData {
+    /// `ImageId`.
     pub image_id: Option<String>,
+    /// `InstanceType`.
     pub instance_type: Option<String>,
+    /// `KeyName`.
     pub key_name: Option<String>,
+    /// `SecurityGroupId.N`.
     pub security_group_ids: Option<Vec<String>>,
+    /// `UserData`, base64 as EC2 takes it.
     pub user_data: Option<String>,
+    /// `IamInstanceProfile.Name`.
     pub iam_instance_profile_name: Option<String>,
+    /// `MetadataOptions`.
     pub metadata_options: Option<TemplateMetadataOptions>,
 }
 
@@ -195,7 +208,9 @@ impl LaunchTemplateData {
 /// A launch template to start with: version 1 (the default) holds `data`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LaunchTemplateSpec {
+    /// `LaunchTemplateName`.
     pub name: String,
+    /// What version 1 holds.
     pub data: LaunchTemplateData,
 }
 
@@ -313,6 +328,7 @@ pub struct LaunchTemplates {
 }
 
 impl LaunchTemplates {
+    /// The templates of `specs`, each at version 1.
     pub fn new(specs: &[LaunchTemplateSpec]) -> Self {
         let now = SystemTime::now();
         LaunchTemplates {
