@@ -45,7 +45,7 @@
 //! use imds_vocab::{HopLimit, HttpTokens};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 //! let mock = MockAws::builder()
 //!     .hop_limit(HopLimit::new(2)?)
 //!     .http_tokens(HttpTokens::Required)
