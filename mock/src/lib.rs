@@ -107,10 +107,10 @@
 //!
 //! # As a container
 //!
-//! With the feature `testcontainers`, [`ImdsMock`] is the mock's image
+//! With the feature `testcontainers`, `ImdsMock` is the mock's image
 //! (`imds-harness/mock`, made by `imds-harness images`, never pulled) as a
-//! testcontainers [`Image`](https://docs.rs/testcontainers); [`ImdsMockContainer`]
-//! tells a started one's endpoints. The container is removed when the value is dropped:
+//! testcontainers `Image`, and `ImdsMockContainer` tells a started one's endpoints.
+//! The container is removed when the value is dropped:
 //!
 //! ```no_run
 //! # #[cfg(feature = "testcontainers")]
