@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime};
 use imds_vocab::{HopLimit, HttpEndpoint, HttpTokens, Toggle};
 
 use crate::config::{FleetSpec, MockConfig};
-use crate::ec2::launch_templates::{LaunchTemplateData, LaunchTemplateSpec};
+use crate::ec2::launch_template_data::LaunchTemplateData;
+use crate::ec2::launch_templates::LaunchTemplateSpec;
 use crate::ec2::metadata_defaults::MetadataDefaults;
 use crate::imds::notices::{LifecycleState, MaintenanceEvent, SpotAction};
 use crate::instance::InstanceIdentity;

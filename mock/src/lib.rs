@@ -158,9 +158,8 @@ pub use builder::{MockBuilder, MockError};
 pub use config::{FleetSpec, MockConfig};
 pub use credentials::ImdsVersion;
 pub use ec2::fleet::{Fleet, FleetInstance, Generated};
-pub use ec2::launch_templates::{
-    LaunchTemplateData, LaunchTemplateSpec, LaunchTemplates, TemplateMetadataOptions,
-};
+pub use ec2::launch_template_data::{LaunchTemplateData, TemplateMetadataOptions};
+pub use ec2::launch_templates::{LaunchTemplateSpec, LaunchTemplates};
 pub use ec2::metadata_defaults::MetadataDefaults;
 pub use events::EventCounts;
 pub use imds::notices::{

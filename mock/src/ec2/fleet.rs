@@ -14,9 +14,8 @@ use imds_vocab::{HopLimit, HttpEndpoint, HttpTokens, Toggle};
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt as _, SeedableRng};
 
-use crate::ec2::launch_templates::{
-    LaunchTemplateData, LaunchTemplateSpec, TemplateMetadataOptions,
-};
+use crate::ec2::launch_template_data::{LaunchTemplateData, TemplateMetadataOptions};
+use crate::ec2::launch_templates::LaunchTemplateSpec;
 use crate::options::MetadataOptions;
 
 /// One kind of build host in the generated fleet.

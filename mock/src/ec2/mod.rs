@@ -6,6 +6,7 @@ pub(crate) mod describe_instances;
 pub(crate) mod dispatch;
 pub(crate) mod error;
 pub(crate) mod fleet;
+pub(crate) mod launch_template_data;
 pub(crate) mod launch_templates;
 pub(crate) mod metadata_defaults;
 pub(crate) mod throttle;
