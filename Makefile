@@ -53,6 +53,7 @@ test: build pydeps
 	@rm -f $(SKIPPED)
 	status=0; \
 	IMDS_SKIPPED_FILE=$(SKIPPED) cargo test --workspace --lib --bins --tests || status=$$?; \
+	cargo test --workspace --doc || status=$$?; \
 	n=$$(cat $(SKIPPED) 2>/dev/null | wc -l); \
 	if [ "$$n" -gt 0 ]; then \
 		echo; echo "!!!!! skipped: $$n test(s) did not run here (they fail under CI=true) !!!!!"; \
@@ -66,7 +67,7 @@ measure: build
 
 # The mock against nginx, driven by wrk (root): ARGS="SECONDS PAIRS", default "4 5".
 bench: bench-deps
-	cargo bench -p imds-harness --bench mock -- $(ARGS)
+	cargo bench -p imds-mock --bench mock -- $(ARGS)
 
 # The backends' benchmarks (root; the docker one needs the engine): medians of RUNS.
 RUNS ?= 3

@@ -13,7 +13,8 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use imds_e2e::clients::{self, identity_clients, ClientLeaf, PRESET};
-use imds_harness::mock::{HttpTokens, ImdsVersion};
+use imds_mock::ImdsVersion;
+use imds_vocab::HttpTokens;
 
 fn median(mut xs: Vec<Duration>) -> Duration {
     xs.sort();

@@ -21,10 +21,11 @@ use imds_harness::backend::docker::instance::DockerInstance;
 use imds_harness::backend::docker::lab::DockerLab;
 use imds_harness::backend::docker::DockerError;
 use imds_harness::backend::{Lab, Site};
-use imds_harness::mock::{HttpTokens, MockConfig};
 use imds_harness::probe::{shim, Client, Probe, Tools};
 use imds_harness::sweep::{self, Strategy, SweepPlan};
 use imds_harness::topology::Topology;
+use imds_mock::MockConfig;
+use imds_vocab::HttpTokens;
 
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()

@@ -13,7 +13,7 @@ use std::time::Instant;
 use imds_e2e::aws_env::isolated;
 use imds_e2e::bins;
 use imds_e2e::stats::median;
-use imds_harness::mock::{MockAws, Service};
+use imds_mock::{MockAws, Service};
 
 const FLEET: usize = 5000;
 const SEED: u64 = 42;

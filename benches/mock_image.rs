@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use imds_e2e::docker::{docker, images_command};
 use imds_e2e::stats::median;
 use imds_harness::backend::docker::images::MOCK_IMAGE;
-use imds_harness::mock::ImdsMock;
+use imds_mock::ImdsMock;
 use testcontainers::runners::AsyncRunner;
 use testcontainers::ImageExt;
 

@@ -15,11 +15,12 @@ use std::time::{Duration, Instant};
 use imds_e2e::stats;
 use imds_harness::backend::endpoints::IMDS_URL;
 use imds_harness::backend::netns::{NetnsLab, NetnsSite};
-use imds_harness::mock::{HopLimit, HttpTokens, MockConfig};
 use imds_harness::probe::env::ClientEnv;
 use imds_harness::probe::{shim, Client, Probe};
 use imds_harness::sweep::{self, Strategy, SweepPlan, Tools};
 use imds_harness::topology::Topology;
+use imds_mock::MockConfig;
+use imds_vocab::{HopLimit, HttpTokens};
 
 fn matrix(clients: &[Probe], strategy: Strategy, timeout_ms: u64) -> f64 {
     let plan = SweepPlan {

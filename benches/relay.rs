@@ -23,9 +23,10 @@ use imds_e2e::bins;
 use imds_e2e::stats::{machine, median, runs as runs_of};
 use imds_harness::backend::endpoints::IMDS_URL;
 use imds_harness::backend::netns::{Namespace, NetnsSite};
-use imds_harness::mock::{HopLimit, MockConfig};
 use imds_harness::probe::env::ClientEnv;
 use imds_harness::topology::Topology;
+use imds_mock::MockConfig;
+use imds_vocab::HopLimit;
 
 const DURATION: &str = "4s";
 const ROLE_PATH: &str = "/latest/meta-data/iam/security-credentials/imds-harness-build-role";

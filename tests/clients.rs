@@ -15,10 +15,11 @@ use imds_e2e::clients::{
 use imds_e2e::require::{require, Requirement};
 use imds_harness::backend::netns::NetnsLab;
 use imds_harness::cell::Cell;
-use imds_harness::mock::{HopLimit, HttpTokens, ImdsVersion};
 use imds_harness::probe::{Client, Probe, Tools};
 use imds_harness::sweep::{self, Strategy, SweepPlan};
 use imds_harness::topology::{Preset, Topology};
+use imds_mock::ImdsVersion;
+use imds_vocab::{HopLimit, HttpTokens};
 
 const NEEDS: &[Requirement] = &[
     Requirement::Root,

@@ -15,12 +15,13 @@ use imds_harness::backend::docker::lab::DockerLab;
 use imds_harness::backend::docker::leaf::DockerLeaf;
 use imds_harness::backend::endpoints::{EC2_URL, IMDS_URL, STS_URL};
 use imds_harness::backend::netns::NetnsLab;
-use imds_harness::mock::{HopLimit, HttpTokens, MockConfig};
 use imds_harness::probe::env::ClientEnv;
 use imds_harness::probe::{cli, Client, Leaf, Probe, Program};
 use imds_harness::report;
 use imds_harness::sweep::{self, Strategy, SweepPlan};
 use imds_harness::topology::{Layer, Preset, Topology, UserStack};
+use imds_mock::MockConfig;
+use imds_vocab::{HopLimit, HttpTokens};
 
 const NEEDS: &[Requirement] = &[
     Requirement::Root,

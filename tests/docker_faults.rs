@@ -12,7 +12,7 @@ use imds_e2e::measure;
 use imds_e2e::require::{require, Requirement};
 use imds_harness::backend::docker::instance::DockerInstance;
 use imds_harness::backend::docker::RUN_LABEL;
-use imds_harness::mock::MockConfig;
+use imds_mock::MockConfig;
 
 const NEEDS: &[Requirement] = &[
     Requirement::Root,

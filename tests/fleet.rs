@@ -15,13 +15,15 @@ use aws_smithy_http_client::Builder as HttpClientBuilder;
 use imds_e2e::aws_env::{isolated, AWS_CLI};
 use imds_e2e::bins;
 use imds_e2e::require::{require, Requirement};
-use imds_harness::mock::fleet::{ASG_TAG, LAUNCH_TEMPLATE_ID_TAG, TOPOLOGY_TAG};
-use imds_harness::mock::{
-    Fleet, FleetInstance, HopLimit, HttpEndpoint, HttpTokens, LaunchTemplateData,
-    LaunchTemplateSpec, MockAws, MockBuilder, Service, TemplateMetadataOptions, Toggle,
+use imds_mock::{
+    Fleet, FleetInstance, LaunchTemplateData, LaunchTemplateSpec, MockAws, MockBuilder, Service,
+    TemplateMetadataOptions,
 };
 use imds_vocab::baseline::Baseline;
-use imds_vocab::Topology;
+use imds_vocab::tags::{
+    ASG as ASG_TAG, LAUNCH_TEMPLATE_ID as LAUNCH_TEMPLATE_ID_TAG, TOPOLOGY as TOPOLOGY_TAG,
+};
+use imds_vocab::{HopLimit, HttpEndpoint, HttpTokens, Toggle, Topology};
 use serde_json::Value;
 
 const BASELINE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/hop-limits.toml");

@@ -14,11 +14,12 @@ use imds_harness::backend::{Lab, Site};
 use imds_harness::cell::Verdict;
 use imds_harness::gate::{self, Baseline, Comparison, Decision, Recorded};
 use imds_harness::lifecycle;
-use imds_harness::mock::{HopLimit, HttpTokens, MockAws, MockConfig};
 use imds_harness::probe::{Client, Leaf, Probe, Tools};
 use imds_harness::report;
 use imds_harness::sweep::{self, Strategy, SweepError, SweepPlan};
 use imds_harness::topology::{Preset, Topology};
+use imds_mock::{MockAws, MockConfig};
+use imds_vocab::{HopLimit, HttpTokens};
 
 /// A netns site, with a fault made on purpose.
 struct Faulty {

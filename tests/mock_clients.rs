@@ -15,10 +15,8 @@ use http::StatusCode;
 use imds_e2e::aws_env::{isolated, AWS_CLI};
 use imds_e2e::raw_http::{send, RawResponse};
 use imds_e2e::require::{require, skip, Requirement};
-use imds_harness::mock::{
-    HopLimit, HttpEndpoint, HttpTokens, Listeners, MetadataOptions, MetadataOptionsChange, MockAws,
-    MockConfig,
-};
+use imds_mock::{Listeners, MetadataOptions, MetadataOptionsChange, MockAws, MockConfig};
+use imds_vocab::{HopLimit, HttpEndpoint, HttpTokens};
 
 const TTL: (&str, &str) = ("x-aws-ec2-metadata-token-ttl-seconds", "21600");
 const INSTANCE_ID: &str = "i-0123456789abcdef0";
@@ -598,8 +596,8 @@ async fn the_ipv6_endpoint_answers_only_with_http_protocol_ipv6_enabled() {
     );
     // Enabled through the library (the instance has no IPv4 IMDS here to get the
     // credentials an EC2 API call would be signed with).
-    mock.modify(&imds_harness::mock::MetadataOptionsChange {
-        http_protocol_ipv6: Some(imds_harness::mock::Toggle::Enabled),
+    mock.modify(&imds_mock::MetadataOptionsChange {
+        http_protocol_ipv6: Some(imds_vocab::Toggle::Enabled),
         ..Default::default()
     });
     let home = tempfile::tempdir().unwrap();
@@ -770,7 +768,7 @@ async fn aws_cli_without_imds_reports_unable_to_locate_credentials() {
 /// which credential set signed each STS call.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_library_api_configures_serves_changes_and_tells_what_happened() {
-    use imds_harness::mock::{ImdsVersion, Service};
+    use imds_mock::{ImdsVersion, Service};
     if !require("mock_library_api", &[Requirement::AwsCli]) {
         return;
     }
@@ -845,7 +843,7 @@ async fn the_library_api_configures_serves_changes_and_tells_what_happened() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_library_api_refuses_a_bad_configuration_and_a_taken_port() {
-    use imds_harness::mock::MockError;
+    use imds_mock::MockError;
     let err = MockAws::builder()
         .account("12")
         .start()
@@ -879,7 +877,7 @@ async fn the_library_api_refuses_a_bad_configuration_and_a_taken_port() {
 /// enabled (here by the real AWS CLI, as a user would).
 #[tokio::test(flavor = "multi_thread")]
 async fn tags_and_notices_are_404_until_there_is_something_to_say() {
-    use imds_harness::mock::SpotAction;
+    use imds_mock::SpotAction;
     use std::time::UNIX_EPOCH;
     if !require("mock_notices", &[Requirement::AwsCli]) {
         return;
@@ -974,7 +972,7 @@ async fn tags_and_notices_are_404_until_there_is_something_to_say() {
 /// state and scheduled maintenance, each 404 (maintenance: `[]`) until there is one.
 #[tokio::test(flavor = "multi_thread")]
 async fn network_user_data_lifecycle_and_maintenance_in_ec2s_formats() {
-    use imds_harness::mock::{LifecycleState, MaintenanceCode, MaintenanceEvent};
+    use imds_mock::{LifecycleState, MaintenanceCode, MaintenanceEvent};
     use std::time::UNIX_EPOCH;
     let bare = MockAws::builder().start().await.unwrap();
     let client = imds_client(&bare);

@@ -6,16 +6,17 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use imds_e2e::require::{require, Requirement};
-use imds_harness::backend::endpoints::{IMDS_PORT, STS_URL};
+use imds_harness::backend::endpoints::STS_URL;
 use imds_harness::backend::netns::NamespaceLeaf;
 use imds_harness::backend::netns::{NetnsLab, NetnsSite};
 use imds_harness::cell::{Cell, ModelCheck};
-use imds_harness::mock::{HopLimit, HttpTokens, MetadataOptionsChange, MockConfig};
 use imds_harness::probe::env::ClientEnv;
 use imds_harness::probe::{cli, Client, Probe};
 use imds_harness::report;
 use imds_harness::sweep::{self, Strategy, SweepPlan, Tools};
 use imds_harness::topology::{Forwarding, Topology};
+use imds_mock::{MetadataOptionsChange, MockConfig, IMDS_PORT};
+use imds_vocab::{HopLimit, HttpTokens};
 
 const NEEDS: &[Requirement] = &[
     Requirement::Root,

@@ -8,7 +8,8 @@ use std::process::Command;
 use imds_e2e::docker::images_command;
 use imds_e2e::raw_http::send;
 use imds_e2e::require::{require, Requirement};
-use imds_harness::mock::{HopLimit, HttpTokens, ImdsMock, ImdsMockContainer, MockAws};
+use imds_mock::{ImdsMock, ImdsMockContainer, MockAws};
+use imds_vocab::{HopLimit, HttpTokens};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::ImageExt;
 

@@ -18,10 +18,11 @@ use imds_e2e::output::{show, text};
 use imds_e2e::require::{require, Requirement};
 use imds_harness::backend::endpoints::{IMDS_URL, STS_URL};
 use imds_harness::backend::netns::{Namespace, NetnsSite};
-use imds_harness::mock::{HopLimit, HttpTokens, MetadataOptionsChange, MockConfig};
 use imds_harness::probe::env::ClientEnv;
 use imds_harness::probe::programs::SdkProgram;
 use imds_harness::topology::{Layer, Topology};
+use imds_mock::{MetadataOptionsChange, MockConfig};
+use imds_vocab::{HopLimit, HttpTokens};
 use strum::VariantArray;
 
 const NEEDS: &[Requirement] = &[

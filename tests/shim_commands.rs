@@ -13,7 +13,8 @@ use imds_e2e::bins;
 use imds_e2e::output::{show, text};
 use imds_e2e::require::{require, Requirement};
 use imds_e2e::shim_site::ShimSite;
-use imds_harness::mock::{HopLimit, MockConfig};
+use imds_mock::MockConfig;
+use imds_vocab::HopLimit;
 
 const NETNS: &[Requirement] = &[Requirement::Root, Requirement::NetTools];
 const INSTANCE: &str = "i-0123456789abcdef0";

@@ -7,7 +7,8 @@
 use imds_e2e::output::{show, text};
 use imds_e2e::require::{require, Requirement};
 use imds_e2e::shim_site::ShimSite;
-use imds_harness::mock::{HopLimit, HttpEndpoint, HttpTokens, MetadataOptionsChange, MockConfig};
+use imds_mock::{MetadataOptionsChange, MockConfig};
+use imds_vocab::{HopLimit, HttpEndpoint, HttpTokens};
 use serde_json::Value;
 
 const NETNS: &[Requirement] = &[

@@ -11,9 +11,9 @@ use std::time::Duration;
 use imds_vocab::{HopLimit, HttpTokens};
 use serde::{Serialize, Serializer};
 
-use crate::mock::ImdsVersion;
 use crate::probe::Probe;
 use crate::topology::Topology;
+use imds_mock::ImdsVersion;
 
 /// The outcome of the search for one (topology, client, tokens mode).
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -373,7 +373,14 @@ mod tests {
     fn cells_of(pairs: &[(&str, u32)]) -> Vec<Cell> {
         pairs
             .iter()
-            .map(|(k, v)| cell(k, Probe::Client(Client::RustSdk), HttpTokens::Required, Some(*v)))
+            .map(|(k, v)| {
+                cell(
+                    k,
+                    Probe::Client(Client::RustSdk),
+                    HttpTokens::Required,
+                    Some(*v),
+                )
+            })
             .collect()
     }
 
@@ -558,7 +565,12 @@ mod tests {
         assert_eq!(restricted.to_record.unwrap().unwrap().hop_limits.len(), 2);
         // A baseline that cannot be recorded fails the run, compared or not.
         let mut never = cells.clone();
-        never.push(cell("earthly-run", Probe::Client(Client::Cli), HttpTokens::Required, None));
+        never.push(cell(
+            "earthly-run",
+            Probe::Client(Client::Cli),
+            HttpTokens::Required,
+            None,
+        ));
         let full = judge(&never, Some(against(false)), true);
         assert_eq!(full.decision, Decision::Regression);
         assert!(full.not_compared.is_some());

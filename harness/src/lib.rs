@@ -4,8 +4,8 @@
 //!   `chain:rrpr`; routed and proxied layers); shared with `imds-shim` through the
 //!   `imds-vocab` crate.
 //! - [`backend`]: how a topology is realised (network namespaces, containers).
-//! - [`mock`]: the mock AWS side: IMDS whose token response carries the hop limit as
-//!   its IP TTL, STS and the EC2 metadata-options API.
+//! - The mock AWS side (IMDS whose token response carries the hop limit as its IP TTL,
+//!   STS and the EC2 metadata-options API) is the crate `imds-mock`.
 //! - [`probe`]: what is measured at a leaf.
 //! - [`lifecycle`]: a run's id, its registries and their shutdown, for every backend.
 //! - [`model`]: what each client needs at a topology's leaf.
@@ -18,7 +18,6 @@ pub mod backend;
 pub mod cell;
 pub mod gate;
 pub mod lifecycle;
-pub mod mock;
 pub mod model;
 pub mod probe;
 pub mod report;

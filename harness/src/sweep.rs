@@ -18,14 +18,13 @@ use serde::Serialize;
 use crate::backend::endpoints::{IMDS_URL, STS_URL};
 use crate::backend::{Lab, Site};
 use crate::cell::Cell;
-use crate::mock::{
-    HopLimit, HttpTokens, ImdsVersion, MetadataOptionsChange, RequestRecord, Service,
-};
 use crate::model;
 use crate::probe::env::ClientEnv;
 pub use crate::probe::Tools;
 use crate::probe::{cli, sdk, shim, Client, Leaf, Probe, ProbeError, ProbeOutcome, Program};
 use crate::topology::Topology;
+use imds_mock::{ImdsVersion, MetadataOptionsChange, RequestRecord, Service};
+use imds_vocab::{HopLimit, HttpTokens};
 
 /// How often a failed run that shows no dropped token is run again.
 const RETRIES: u32 = 2;

@@ -11,11 +11,12 @@ use strum::VariantArray;
 use imds_harness::backend::endpoints::IMDS_URL;
 use imds_harness::backend::netns::{NamespaceLeaf, NetnsSite};
 use imds_harness::cell::Cell;
-use imds_harness::mock::{HopLimit, HttpTokens, ImdsVersion, MetadataOptionsChange, MockConfig};
 use imds_harness::probe::env::ClientEnv;
 use imds_harness::probe::{Client, Probe, ProbeOutcome, Tools};
 use imds_harness::sweep;
 use imds_harness::topology::{Preset, Topology};
+use imds_mock::{ImdsVersion, MetadataOptionsChange, MockConfig};
+use imds_vocab::{HopLimit, HttpTokens};
 
 /// The clients whose failure is captured: every one that asks for an identity (every
 /// probe but the TTL probe).

@@ -6,9 +6,9 @@ use std::process::Output;
 
 use imds_harness::backend::endpoints::{EC2_URL, IMDS_URL, STS_URL};
 use imds_harness::backend::netns::{Namespace, NetnsSite};
-use imds_harness::mock::MockConfig;
 use imds_harness::probe::env::ClientEnv;
 use imds_harness::topology::Topology;
+use imds_mock::MockConfig;
 
 use crate::bins;
 

@@ -16,9 +16,9 @@ pub mod earthly;
 pub mod endpoints;
 pub mod netns;
 
-use crate::mock::MockAws;
 use crate::probe::Leaf;
 use crate::topology::Topology;
+use imds_mock::MockAws;
 
 /// A realised topology with its mock, as the sweep uses it.
 pub trait Site {

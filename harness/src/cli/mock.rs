@@ -5,10 +5,11 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use clap::Args;
-use imds_harness::mock::{
-    HopLimit, HttpEndpoint, HttpTokens, LaunchTemplateData, LifecycleState, MaintenanceCode,
-    MaintenanceEvent, MockAws, MockBuilder, MockError, SpotAction, TemplateMetadataOptions, Toggle,
+use imds_mock::{
+    LaunchTemplateData, LifecycleState, MaintenanceCode, MaintenanceEvent, MockAws, MockBuilder,
+    MockError, SpotAction, TemplateMetadataOptions,
 };
+use imds_vocab::{HopLimit, HttpEndpoint, HttpTokens, Toggle};
 
 use super::exit::Exit;
 

@@ -32,8 +32,8 @@ use super::settings::EngineContainer;
 use super::{block_on, DockerError, LABEL, LIVE, RUN_LABEL};
 use crate::backend::netns::{start_mock, Namespace, NetnsRealisation};
 use crate::lifecycle::{self, NAME_PREFIX};
-use crate::mock::{MockAws, MockConfig};
 use crate::topology::Bridge;
+use imds_mock::{MockAws, MockConfig};
 
 /// Where the image tars are mounted in every container that loads images.
 pub(crate) const IMAGES_MOUNT: &str = "/images";

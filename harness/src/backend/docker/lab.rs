@@ -8,9 +8,9 @@ use super::instance::DockerInstance;
 use super::leaf::DockerLeaf;
 use super::{connect, DockerError};
 use crate::backend::{Lab, Site};
-use crate::mock::{MetadataOptionsChange, MockAws, MockConfig};
 use crate::probe::{Leaf, Tools};
 use crate::topology::Topology;
+use imds_mock::{MetadataOptionsChange, MockAws, MockConfig};
 
 /// The docker backend for the sweep: each worker has one simulated instance, in which
 /// it realises its topologies one after another (the mock's options are reset between

@@ -9,11 +9,10 @@ use super::layout::IMDS_ADDR;
 use super::leaf::NamespaceLeaf;
 use super::namespace::Namespace;
 use super::realisation::NetnsRealisation;
-use crate::backend::endpoints::{EC2_PORT, IMDS_PORT, STS_PORT};
 use crate::backend::{Lab, Site};
-use crate::mock::{Listeners, MockAws, MockConfig};
 use crate::probe::{Leaf, Tools};
 use crate::topology::Topology;
+use imds_mock::{Listeners, MockAws, MockConfig, EC2_PORT, IMDS_PORT, STS_PORT};
 
 /// A topology with its mock. Dropping it stops the mock, then removes the namespaces.
 pub struct NetnsSite {

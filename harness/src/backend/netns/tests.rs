@@ -511,8 +511,9 @@ fn run_ok(argv: &[&str]) {
 /// carries the hop limit as its IPv6 hop limit, so 1 gives no credentials and 2 does.
 #[test]
 fn ipv6_endpoint_carries_the_hop_limit_to_the_cli() {
-    use crate::mock::{HopLimit, Listeners, MetadataOptionsChange, MockAws, MockConfig, Toggle};
     use crate::probe::env::ClientEnv;
+    use imds_mock::{Listeners, MetadataOptionsChange, MockAws, MockConfig};
+    use imds_vocab::{HopLimit, Toggle};
     const AWS_CLI: &str = "/usr/bin/aws";
     if !privileged() {
         return;

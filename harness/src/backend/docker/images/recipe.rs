@@ -1,6 +1,5 @@
 //! What goes into each image, as data, and the tag its content hash gives it.
 
-
 use sha2::{Digest, Sha256};
 use strum::{Display, IntoStaticStr, VariantArray};
 

@@ -9,11 +9,11 @@ use http::StatusCode;
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt as _, SeedableRng};
 
-use super::ec2::Ec2Error;
+use crate::ec2::error::Ec2Error;
 
 /// Which calls are refused.
 #[derive(Debug)]
-pub struct Throttle {
+pub(crate) struct Throttle {
     rate: f64,
     rng: Mutex<ChaCha8Rng>,
     refused: AtomicU64,
@@ -21,7 +21,7 @@ pub struct Throttle {
 
 impl Throttle {
     /// Refuses `rate` (0.0..1.0) of the calls.
-    pub fn new(rate: f64, seed: u64) -> Self {
+    pub(crate) fn new(rate: f64, seed: u64) -> Self {
         Throttle {
             rate,
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
@@ -51,7 +51,7 @@ impl Throttle {
     }
 
     /// Calls refused so far.
-    pub fn refused(&self) -> u64 {
+    pub(crate) fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
     }
 }

@@ -4,9 +4,10 @@
 
 use std::fmt::Write as _;
 
-use super::ec2::Ec2Error;
-use super::options::{HopLimit, HttpEndpoint, HttpTokens, Toggle};
-use super::query::QueryParams;
+use imds_vocab::{HopLimit, HttpEndpoint, HttpTokens, Toggle};
+
+use crate::ec2::error::Ec2Error;
+use crate::query::QueryParams;
 
 pub(crate) const GET_INSTANCE_METADATA_DEFAULTS: &str = "GetInstanceMetadataDefaults";
 pub(crate) const MODIFY_INSTANCE_METADATA_DEFAULTS: &str = "ModifyInstanceMetadataDefaults";
@@ -18,9 +19,13 @@ const HOP_LIMIT_NO_PREFERENCE: &str = "-1";
 /// The account-level defaults; `None` is "no preference".
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MetadataDefaults {
+    /// `HttpTokens`.
     pub http_tokens: Option<HttpTokens>,
+    /// `HttpPutResponseHopLimit`.
     pub hop_limit: Option<HopLimit>,
+    /// `HttpEndpoint`.
     pub http_endpoint: Option<HttpEndpoint>,
+    /// `InstanceMetadataTags`.
     pub instance_metadata_tags: Option<Toggle>,
 }
 

@@ -1,6 +1,7 @@
 //! The EC2 API of the mock's instance and its fleet: `DescribeInstances`,
 //! `ModifyInstanceMetadataOptions`, the launch templates and the account's metadata
-//! defaults; EC2 Query protocol, SigV4-verified, throttled on demand.
+//! defaults; EC2 Query protocol, SigV4-verified, throttled on demand. The dispatcher
+//! answers the instance's own actions and hands the others to their families.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -8,90 +9,38 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 
-use super::describe_instances::{InstanceView, Query};
-use super::instance::InstanceIdentity;
-use super::launch_templates::{
+use imds_vocab::{HopLimit, MetadataState};
+
+use crate::ec2::describe_instances::{InstanceView, Query};
+use crate::ec2::error::{auth_error, error_body, Ec2Error};
+use crate::ec2::launch_templates::{
     CREATE_LAUNCH_TEMPLATE_VERSION, DESCRIBE_LAUNCH_TEMPLATES, DESCRIBE_LAUNCH_TEMPLATE_VERSIONS,
     MODIFY_LAUNCH_TEMPLATE,
 };
-use super::metadata_defaults::{GET_INSTANCE_METADATA_DEFAULTS, MODIFY_INSTANCE_METADATA_DEFAULTS};
-use super::options::{HopLimit, MetadataOptionsChange};
-use super::query::{escape, request_id, xml_response, QueryParams};
-use super::server::{Connection, Handler};
-use super::sigv4::{self, AuthFailure};
-use super::MockState;
+use crate::ec2::metadata_defaults::{
+    GET_INSTANCE_METADATA_DEFAULTS, MODIFY_INSTANCE_METADATA_DEFAULTS,
+};
+use crate::instance::InstanceIdentity;
+use crate::options::MetadataOptionsChange;
+use crate::query::{escape, request_id, xml_response, QueryParams};
+use crate::server::{Connection, Handler};
+use crate::sigv4;
+use crate::state::MockState;
 
 const XMLNS: &str = "http://ec2.amazonaws.com/doc/2016-11-15/";
 
-/// The EC2 actions the mock serves, as IAM names them after `ec2:`.
-pub(crate) const DESCRIBE_INSTANCES: &str = "DescribeInstances";
-pub(crate) const MODIFY_INSTANCE_METADATA_OPTIONS: &str = "ModifyInstanceMetadataOptions";
+/// The EC2 actions on the instance itself, as IAM names them after `ec2:`.
+const DESCRIBE_INSTANCES: &str = "DescribeInstances";
+const MODIFY_INSTANCE_METADATA_OPTIONS: &str = "ModifyInstanceMetadataOptions";
 
-/// An EC2 error as the service reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ec2Error {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl Ec2Error {
-    pub(crate) fn bad_request(code: &'static str, message: String) -> Self {
-        Ec2Error {
-            status: StatusCode::BAD_REQUEST,
-            code,
-            message,
-        }
-    }
-}
-
-/// How EC2 reports each authentication failure.
-pub(crate) fn auth_error(failure: &AuthFailure) -> Ec2Error {
-    let (status, code, message) = match failure {
-        AuthFailure::Missing => (
-            StatusCode::UNAUTHORIZED,
-            "MissingAuthenticationToken",
-            "Request is missing Authentication Token".to_string(),
-        ),
-        AuthFailure::Malformed(why) => (
-            StatusCode::BAD_REQUEST,
-            "IncompleteSignature",
-            format!("Authorization header is malformed: {why}"),
-        ),
-        AuthFailure::UnknownAccessKey(_)
-        | AuthFailure::MissingSessionToken
-        | AuthFailure::WrongSessionToken => (
-            StatusCode::UNAUTHORIZED,
-            "AuthFailure",
-            "AWS was not able to validate the provided access credentials".to_string(),
-        ),
-        AuthFailure::WrongService { .. } | AuthFailure::SignatureMismatch => (
-            StatusCode::FORBIDDEN,
-            "SignatureDoesNotMatch",
-            "The request signature we calculated does not match the signature you provided. \
-             Check your AWS Secret Access Key and signing method. Consult the service \
-             documentation for details."
-                .to_string(),
-        ),
-        AuthFailure::Expired | AuthFailure::RequestTimeSkewed(_) => (
-            StatusCode::BAD_REQUEST,
-            "RequestExpired",
-            "Request has expired.".to_string(),
-        ),
-    };
-    Ec2Error {
-        status,
-        code,
-        message,
-    }
-}
-
-pub struct Ec2 {
+/// The EC2 API's handler: checks the signature, the throttle and the permissions,
+/// then hands the action to its family.
+pub(crate) struct Ec2 {
     state: Arc<MockState>,
 }
 
 impl Ec2 {
-    pub fn new(state: Arc<MockState>) -> Self {
+    pub(crate) fn new(state: Arc<MockState>) -> Self {
         Ec2 { state }
     }
 
@@ -263,7 +212,7 @@ impl Ec2 {
             instance_profile_arn: &profile_arn,
             instance_profile_id: &id.instance_profile_id,
             options: i.options,
-            options_state: "applied",
+            options_state: MetadataState::Applied,
             tags: &i.tags,
         });
         let page = query.page(std::iter::once(own).chain(others));
@@ -304,12 +253,13 @@ impl Ec2 {
         );
         Ok(format!(
             "<ModifyInstanceMetadataOptionsResponse xmlns=\"{XMLNS}\">\n  <requestId>{request_id}</requestId>\n  \
-             <instanceId>{}</instanceId>\n  <instanceMetadataOptions>\n    <state>pending</state>\n    \
+             <instanceId>{}</instanceId>\n  <instanceMetadataOptions>\n    <state>{}</state>\n    \
              <httpTokens>{}</httpTokens>\n    <httpPutResponseHopLimit>{}</httpPutResponseHopLimit>\n    \
              <httpEndpoint>{}</httpEndpoint>\n    <httpProtocolIpv6>{}</httpProtocolIpv6>\n    \
              <instanceMetadataTags>{}</instanceMetadataTags>\n  </instanceMetadataOptions>\n\
              </ModifyInstanceMetadataOptionsResponse>\n",
             escape(instance_id),
+            MetadataState::Pending,
             options.http_tokens,
             options.hop_limit,
             options.http_endpoint,
@@ -335,7 +285,7 @@ fn dry_run() -> Ec2Error {
 }
 
 /// The change a `ModifyInstanceMetadataOptions` asks for, or `InvalidParameterValue`.
-pub(crate) fn parse_change(params: &QueryParams) -> Result<MetadataOptionsChange, Ec2Error> {
+fn parse_change(params: &QueryParams) -> Result<MetadataOptionsChange, Ec2Error> {
     fn field<T: std::str::FromStr>(
         params: &QueryParams,
         name: &str,
@@ -376,15 +326,6 @@ impl Handler for Ec2 {
         );
         response
     }
-}
-
-pub(crate) fn error_body(error: &Ec2Error, request_id: &str) -> String {
-    format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{}</Code>\
-         <Message>{}</Message></Error></Errors><RequestID>{request_id}</RequestID></Response>\n",
-        error.code,
-        escape(&error.message),
-    )
 }
 
 #[cfg(test)]

@@ -8,9 +8,11 @@ use std::fmt::Write as _;
 
 use base64::Engine as _;
 
-use super::ec2::Ec2Error;
-use super::options::MetadataOptions;
-use super::query::{escape, QueryParams};
+use imds_vocab::MetadataState;
+
+use crate::ec2::error::Ec2Error;
+use crate::options::MetadataOptions;
+use crate::query::{escape, QueryParams};
 
 /// EC2's bounds for `MaxResults`.
 const MAX_RESULTS: std::ops::RangeInclusive<usize> = 5..=1000;
@@ -19,18 +21,17 @@ const TOKEN_PREFIX: &str = "imdsh-page:";
 
 /// One instance as `DescribeInstances` lists it.
 pub(crate) struct InstanceView<'a> {
-    pub id: &'a str,
-    pub account: &'a str,
-    pub image_id: &'a str,
-    pub instance_type: &'a str,
-    pub availability_zone: &'a str,
-    pub private_ip: &'a str,
-    pub instance_profile_arn: &'a str,
-    pub instance_profile_id: &'a str,
-    pub options: MetadataOptions,
-    /// `pending` or `applied`.
-    pub options_state: &'static str,
-    pub tags: &'a BTreeMap<String, String>,
+    pub(crate) id: &'a str,
+    pub(crate) account: &'a str,
+    pub(crate) image_id: &'a str,
+    pub(crate) instance_type: &'a str,
+    pub(crate) availability_zone: &'a str,
+    pub(crate) private_ip: &'a str,
+    pub(crate) instance_profile_arn: &'a str,
+    pub(crate) instance_profile_id: &'a str,
+    pub(crate) options: MetadataOptions,
+    pub(crate) options_state: MetadataState,
+    pub(crate) tags: &'a BTreeMap<String, String>,
 }
 
 impl InstanceView<'_> {

@@ -5,7 +5,7 @@
 
 use sha2::{Digest, Sha256};
 
-use super::instance::InstanceIdentity;
+use crate::instance::InstanceIdentity;
 
 /// The keys under `network/interfaces/macs/<mac>/`, in the order EC2 lists them.
 const INTERFACE_KEYS: &[&str] = &[
@@ -26,15 +26,15 @@ const INTERFACE_KEYS: &[&str] = &[
 
 /// The primary (device 0) network interface of the simulated instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NetworkInterface {
-    pub mac: String,
-    pub interface_id: String,
-    pub subnet_id: String,
-    pub vpc_id: String,
-    pub security_group_id: String,
-    pub owner_id: String,
-    pub local_ipv4: String,
-    pub local_hostname: String,
+pub(crate) struct NetworkInterface {
+    pub(crate) mac: String,
+    pub(crate) interface_id: String,
+    pub(crate) subnet_id: String,
+    pub(crate) vpc_id: String,
+    pub(crate) security_group_id: String,
+    pub(crate) owner_id: String,
+    pub(crate) local_ipv4: String,
+    pub(crate) local_hostname: String,
 }
 
 /// The subnet and VPC ranges every simulated interface sits in (EC2's default VPC shape
@@ -44,7 +44,7 @@ const VPC_CIDR: &str = "10.0.0.0/16";
 
 impl NetworkInterface {
     /// The interface of `identity`, its ids derived from the instance id.
-    pub fn of(identity: &InstanceIdentity) -> Self {
+    pub(crate) fn of(identity: &InstanceIdentity) -> Self {
         let digest = hex::encode(Sha256::digest(identity.instance_id.as_bytes()));
         let id = |prefix: &str, salt: usize| format!("{prefix}-{}", &digest[salt..salt + 17]);
         // A locally administered unicast MAC (0x0e first octet), as EC2's are.

@@ -23,17 +23,17 @@ pub(crate) const TTL_RANGE: std::ops::RangeInclusive<u64> = 1..=21_600;
 
 /// Why a presented token is not accepted. Both map to 401.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenRejection {
+pub(crate) enum TokenRejection {
     Invalid,
     Expired,
 }
 
 /// An issued token. Its `Debug` does not show the value.
 #[derive(Clone, PartialEq, Eq)]
-pub struct SessionToken(String);
+pub(crate) struct SessionToken(String);
 
 impl SessionToken {
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -45,7 +45,7 @@ impl fmt::Debug for SessionToken {
 }
 
 /// Mints and checks tokens with a key of its own.
-pub struct TokenMint {
+pub(crate) struct TokenMint {
     key: [u8; 32],
 }
 
@@ -62,7 +62,7 @@ impl Default for TokenMint {
 }
 
 impl TokenMint {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         TokenMint {
             key: rand::random(),
         }
@@ -75,7 +75,7 @@ impl TokenMint {
     }
 
     /// A token valid for `ttl` from `now`.
-    pub fn issue(&self, ttl: Duration, now: SystemTime) -> SessionToken {
+    pub(crate) fn issue(&self, ttl: Duration, now: SystemTime) -> SessionToken {
         let expiry = (now + ttl)
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()

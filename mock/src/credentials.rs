@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use serde::Serialize;
-use time::macros::format_description;
-use time::OffsetDateTime;
+
+use crate::timestamp::iso8601;
 
 /// How the caller reached the credentials.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -26,13 +26,13 @@ pub enum ImdsVersion {
 
 /// One credential set. `Debug` redacts the secret and the session token.
 #[derive(Clone, PartialEq, Eq)]
-pub struct SessionCredentials {
-    pub access_key_id: String,
-    pub secret_access_key: String,
-    pub session_token: String,
-    pub last_updated: SystemTime,
-    pub expiration: SystemTime,
-    pub issued_to: ImdsVersion,
+pub(crate) struct SessionCredentials {
+    pub(crate) access_key_id: String,
+    pub(crate) secret_access_key: String,
+    pub(crate) session_token: String,
+    pub(crate) last_updated: SystemTime,
+    pub(crate) expiration: SystemTime,
+    pub(crate) issued_to: ImdsVersion,
     /// Rendered once: IMDS serves it on every credentials GET.
     imds_json: Bytes,
 }
@@ -47,15 +47,6 @@ impl fmt::Debug for SessionCredentials {
             .field("issued_to", &self.issued_to)
             .finish()
     }
-}
-
-/// `2026-11-29T12:00:00Z`, the form IMDS and STS use.
-pub(crate) fn iso8601(t: SystemTime) -> String {
-    OffsetDateTime::from(t)
-        .format(format_description!(
-            "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
-        ))
-        .expect("a UTC timestamp formats")
 }
 
 fn random_from(alphabet: &[u8], len: usize) -> String {
@@ -100,14 +91,14 @@ impl SessionCredentials {
     }
 
     /// The JSON document of `/latest/meta-data/iam/security-credentials/<role>`.
-    pub fn imds_json(&self) -> Bytes {
+    pub(crate) fn imds_json(&self) -> Bytes {
         self.imds_json.clone()
     }
 }
 
 /// Issues, rotates and remembers credential sets.
 #[derive(Debug)]
-pub struct CredentialStore {
+pub(crate) struct CredentialStore {
     lifetime: Duration,
     inner: Mutex<Issued>,
 }
@@ -123,7 +114,7 @@ struct Issued {
 const REMEMBER_EXPIRED: Duration = Duration::from_secs(3600);
 
 impl CredentialStore {
-    pub fn new(lifetime: Duration) -> Self {
+    pub(crate) fn new(lifetime: Duration) -> Self {
         CredentialStore {
             lifetime,
             inner: Mutex::new(Issued::default()),
@@ -132,7 +123,7 @@ impl CredentialStore {
 
     /// The set IMDS hands out now to a caller of `version`. A set is replaced once half
     /// its lifetime has passed, so a caller always gets at least half a lifetime.
-    pub fn current(&self, version: ImdsVersion, now: SystemTime) -> Arc<SessionCredentials> {
+    pub(crate) fn current(&self, version: ImdsVersion, now: SystemTime) -> Arc<SessionCredentials> {
         let mut issued = self.inner.lock().expect("credential store lock");
         let slot = match version {
             ImdsVersion::V1 => &issued.current_v1,

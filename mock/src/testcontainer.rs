@@ -1,23 +1,12 @@
 //! The mock as a testcontainers module: the image `imds-harness/mock` (made by
 //! `imds-harness images`, never pulled) started by testcontainers' runner, ready once
-//! the mock has printed its endpoints line, removed by testcontainers when dropped.
-//!
-//! ```ignore
-//! use imds_harness::mock::{HopLimit, HttpTokens, ImdsMock, ImdsMockContainer};
-//! use testcontainers::runners::AsyncRunner;
-//!
-//! let container = ImdsMock::default()
-//!     .with_hop_limit(HopLimit::new(2)?)
-//!     .with_http_tokens(HttpTokens::Required)
-//!     .start()
-//!     .await?;
-//! let endpoints = container.endpoints().await?; // IMDS, STS and EC2 URLs on this host
-//! ```
+//! the mock has printed its endpoints line, removed by testcontainers when dropped (the
+//! crate's documentation has an example).
 //!
 //! Reached from this host through a published port, the mock is zero routed hops away
 //! (Docker's proxy re-originates the connection). Another container reaches it `N`
-//! routed hops away only when the routers are really there: see the README's "Using
-//! the mock in your own tests".
+//! routed hops away only when the routers are really there (`tests/mock_container.rs`
+//! puts one between them).
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -25,9 +14,11 @@ use std::future::Future;
 use testcontainers::core::{ContainerPort, WaitFor};
 use testcontainers::{ContainerAsync, Image, TestcontainersError};
 
-use super::notices::{LifecycleState, SpotAction};
-use super::{Endpoints, HopLimit, HttpEndpoint, HttpTokens, Toggle};
-use crate::backend::endpoints::{EC2_PORT, IMDS_PORT, STS_PORT};
+use imds_vocab::{HopLimit, HttpEndpoint, HttpTokens, Toggle};
+
+use crate::imds::notices::{LifecycleState, SpotAction};
+use crate::mock_aws::Endpoints;
+use crate::ports::{EC2_PORT, IMDS_PORT, STS_PORT};
 
 /// The repository of the mock's image.
 const NAME: &str = "imds-harness/mock";

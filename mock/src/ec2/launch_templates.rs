@@ -9,193 +9,22 @@ use std::time::SystemTime;
 
 use sha2::{Digest as _, Sha256};
 
-use super::credentials::iso8601;
-use super::ec2::Ec2Error;
-use super::options::{HopLimit, HttpEndpoint, HttpTokens, Toggle};
-use super::query::{escape, QueryParams};
+use crate::ec2::error::Ec2Error;
+use crate::ec2::launch_template_data::LaunchTemplateData;
+use crate::query::{escape, QueryParams};
+use crate::timestamp::iso8601;
 
 pub(crate) const DESCRIBE_LAUNCH_TEMPLATES: &str = "DescribeLaunchTemplates";
 pub(crate) const DESCRIBE_LAUNCH_TEMPLATE_VERSIONS: &str = "DescribeLaunchTemplateVersions";
 pub(crate) const CREATE_LAUNCH_TEMPLATE_VERSION: &str = "CreateLaunchTemplateVersion";
 pub(crate) const MODIFY_LAUNCH_TEMPLATE: &str = "ModifyLaunchTemplate";
 
-const DATA: &str = "LaunchTemplateData.";
-
-/// A launch template's `MetadataOptions`: every field optional (unset: the account's
-/// default, else the AMI's, else EC2's).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TemplateMetadataOptions {
-    pub http_tokens: Option<HttpTokens>,
-    pub hop_limit: Option<HopLimit>,
-    pub http_endpoint: Option<HttpEndpoint>,
-    pub http_protocol_ipv6: Option<Toggle>,
-    pub instance_metadata_tags: Option<Toggle>,
-}
-
-/// The launch parameters the mock keeps (a parameter not given is `None`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct LaunchTemplateData {
-    pub image_id: Option<String>,
-    pub instance_type: Option<String>,
-    pub key_name: Option<String>,
-    pub security_group_ids: Option<Vec<String>>,
-    pub user_data: Option<String>,
-    pub iam_instance_profile_name: Option<String>,
-    pub metadata_options: Option<TemplateMetadataOptions>,
-}
-
-impl LaunchTemplateData {
-    /// `self` with every parameter `newer` gives replaced, as `SourceVersion` works: a
-    /// parameter is replaced whole (`MetadataOptions` too).
-    fn overlaid_with(&self, newer: &LaunchTemplateData) -> LaunchTemplateData {
-        fn pick<T: Clone>(new: &Option<T>, old: &Option<T>) -> Option<T> {
-            new.clone().or_else(|| old.clone())
-        }
-        LaunchTemplateData {
-            image_id: pick(&newer.image_id, &self.image_id),
-            instance_type: pick(&newer.instance_type, &self.instance_type),
-            key_name: pick(&newer.key_name, &self.key_name),
-            security_group_ids: pick(&newer.security_group_ids, &self.security_group_ids),
-            user_data: pick(&newer.user_data, &self.user_data),
-            iam_instance_profile_name: pick(
-                &newer.iam_instance_profile_name,
-                &self.iam_instance_profile_name,
-            ),
-            metadata_options: pick(&newer.metadata_options, &self.metadata_options),
-        }
-    }
-
-    /// From `LaunchTemplateData.*` parameters; a parameter the mock does not model is refused.
-    fn from_params(params: &QueryParams) -> Result<Self, Ec2Error> {
-        let mut data = LaunchTemplateData::default();
-        let mut metadata = TemplateMetadataOptions::default();
-        let mut has_metadata = false;
-        let mut groups: Vec<(u32, String)> = Vec::new();
-        for (key, value) in params.iter() {
-            let Some(field) = key.strip_prefix(DATA) else {
-                continue;
-            };
-            let invalid = |valid: &str| {
-                Ec2Error::bad_request(
-                    "InvalidParameterValue",
-                    format!("Invalid value '{value}' for {key}. Valid values: {valid}"),
-                )
-            };
-            match field {
-                "ImageId" => data.image_id = Some(value.to_owned()),
-                "InstanceType" => data.instance_type = Some(value.to_owned()),
-                "KeyName" => data.key_name = Some(value.to_owned()),
-                "UserData" => data.user_data = Some(value.to_owned()),
-                "IamInstanceProfile.Name" => {
-                    data.iam_instance_profile_name = Some(value.to_owned())
-                }
-                "MetadataOptions.HttpTokens" => {
-                    metadata.http_tokens =
-                        Some(value.parse().map_err(|_| invalid("optional, required"))?)
-                }
-                "MetadataOptions.HttpPutResponseHopLimit" => {
-                    metadata.hop_limit = Some(
-                        value
-                            .parse()
-                            .map_err(|_| invalid("integers from 1 to 64"))?,
-                    )
-                }
-                "MetadataOptions.HttpEndpoint" => {
-                    metadata.http_endpoint =
-                        Some(value.parse().map_err(|_| invalid("enabled, disabled"))?)
-                }
-                "MetadataOptions.HttpProtocolIpv6" => {
-                    metadata.http_protocol_ipv6 =
-                        Some(value.parse().map_err(|_| invalid("enabled, disabled"))?)
-                }
-                "MetadataOptions.InstanceMetadataTags" => {
-                    metadata.instance_metadata_tags =
-                        Some(value.parse().map_err(|_| invalid("enabled, disabled"))?)
-                }
-                other => {
-                    if let Some(n) = other
-                        .strip_prefix("SecurityGroupId.")
-                        .and_then(|n| n.parse().ok())
-                    {
-                        groups.push((n, value.to_owned()));
-                        continue;
-                    }
-                    return Err(Ec2Error::bad_request(
-                        "InvalidParameter",
-                        format!("The mock EC2 does not model the launch template parameter {key}"),
-                    ));
-                }
-            }
-            has_metadata |= field.starts_with("MetadataOptions.");
-        }
-        if has_metadata {
-            data.metadata_options = Some(metadata);
-        }
-        if !groups.is_empty() {
-            groups.sort();
-            data.security_group_ids = Some(groups.into_iter().map(|(_, g)| g).collect());
-        }
-        Ok(data)
-    }
-
-    fn xml(&self, out: &mut String) {
-        out.push_str("<launchTemplateData>");
-        let mut element = |name: &str, value: &Option<String>| {
-            if let Some(v) = value {
-                let _ = write!(out, "<{name}>{}</{name}>", escape(v));
-            }
-        };
-        element("imageId", &self.image_id);
-        element("instanceType", &self.instance_type);
-        element("keyName", &self.key_name);
-        element("userData", &self.user_data);
-        if let Some(name) = &self.iam_instance_profile_name {
-            let _ = write!(
-                out,
-                "<iamInstanceProfile><name>{}</name></iamInstanceProfile>",
-                escape(name)
-            );
-        }
-        if let Some(groups) = &self.security_group_ids {
-            out.push_str("<securityGroupIdSet>");
-            for g in groups {
-                let _ = write!(out, "<item>{}</item>", escape(g));
-            }
-            out.push_str("</securityGroupIdSet>");
-        }
-        if let Some(m) = &self.metadata_options {
-            out.push_str("<metadataOptions>");
-            let fields: [(&str, Option<String>); 5] = [
-                ("httpTokens", m.http_tokens.map(|v| v.to_string())),
-                (
-                    "httpPutResponseHopLimit",
-                    m.hop_limit.map(|v| v.to_string()),
-                ),
-                ("httpEndpoint", m.http_endpoint.map(|v| v.to_string())),
-                (
-                    "httpProtocolIpv6",
-                    m.http_protocol_ipv6.map(|v| v.to_string()),
-                ),
-                (
-                    "instanceMetadataTags",
-                    m.instance_metadata_tags.map(|v| v.to_string()),
-                ),
-            ];
-            for (name, value) in fields {
-                if let Some(v) = value {
-                    let _ = write!(out, "<{name}>{v}</{name}>");
-                }
-            }
-            out.push_str("</metadataOptions>");
-        }
-        out.push_str("</launchTemplateData>");
-    }
-}
-
 /// A launch template to start with: version 1 (the default) holds `data`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LaunchTemplateSpec {
+    /// `LaunchTemplateName`.
     pub name: String,
+    /// What version 1 holds.
     pub data: LaunchTemplateData,
 }
 
@@ -313,6 +142,7 @@ pub struct LaunchTemplates {
 }
 
 impl LaunchTemplates {
+    /// The templates of `specs`, each at version 1.
     pub fn new(specs: &[LaunchTemplateSpec]) -> Self {
         let now = SystemTime::now();
         LaunchTemplates {
@@ -487,7 +317,10 @@ fn name_not_found(name: &str) -> Ec2Error {
 
 #[cfg(test)]
 mod tests {
+    use imds_vocab::{HopLimit, Toggle};
+
     use super::*;
+    use crate::ec2::launch_template_data::TemplateMetadataOptions;
 
     fn store() -> LaunchTemplates {
         LaunchTemplates::new(&[LaunchTemplateSpec {

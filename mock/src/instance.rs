@@ -5,16 +5,25 @@ use serde::Serialize;
 /// The identity of the simulated EC2 instance and of its instance role.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct InstanceIdentity {
+    /// `i-` and 8 or 17 hex digits.
     pub instance_id: String,
+    /// The account id, 12 digits.
     pub account: String,
+    /// The region, e.g. `us-east-1`.
     pub region: String,
+    /// The availability zone, e.g. `us-east-1a`.
     pub availability_zone: String,
+    /// The instance role's name.
     pub role: String,
     /// The role's unique id (`AROA...`), the first half of an assumed-role `UserId`.
     pub role_id: String,
+    /// The instance profile's unique id (`AIPA...`).
     pub instance_profile_id: String,
+    /// The AMI the instance runs.
     pub image_id: String,
+    /// Its instance type, e.g. `m5.large`.
     pub instance_type: String,
+    /// Its private IPv4 address.
     pub private_ip: String,
 }
 

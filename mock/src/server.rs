@@ -20,7 +20,7 @@ use socket2::SockRef;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::credentials::ImdsVersion;
+use crate::credentials::ImdsVersion;
 
 /// How long one connection may live, whatever happens to it.
 pub(crate) const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
@@ -31,8 +31,8 @@ pub(crate) const UNACKED_DATA_TIMEOUT: Duration = Duration::from_secs(3);
 pub(crate) const MAX_BODY: usize = 1 << 20;
 
 /// The accepted connection a request came in on.
-pub struct Connection {
-    pub peer: SocketAddr,
+pub(crate) struct Connection {
+    pub(crate) peer: SocketAddr,
     fd: RawFd,
 }
 
@@ -55,7 +55,8 @@ impl Connection {
 }
 
 /// Answers one request. Bodies arrive whole (at most [`MAX_BODY`]).
-pub trait Handler: Send + Sync + 'static {
+pub(crate) trait Handler: Send + Sync + 'static {
+    /// The whole response to `request`, which came in on `connection`.
     fn handle(&self, request: Request<Bytes>, connection: &Connection) -> Response<Bytes>;
 
     /// Whether a connection accepted on `local` is served at all; one that is not is
@@ -67,9 +68,9 @@ pub trait Handler: Send + Sync + 'static {
 
 /// Counters a test or benchmark can read.
 #[derive(Debug, Default)]
-pub struct ServerStats {
-    pub open_connections: AtomicUsize,
-    pub accepted: AtomicU64,
+pub(crate) struct ServerStats {
+    pub(crate) open_connections: AtomicUsize,
+    pub(crate) accepted: AtomicU64,
 }
 
 struct OpenGuard(Arc<ServerStats>);
@@ -82,7 +83,7 @@ impl Drop for OpenGuard {
 
 /// Serves `listener` with `handler` until `shutdown` turns true; every request goes
 /// into `log` as `service`'s.
-pub fn spawn(
+pub(crate) fn spawn(
     listener: std::net::TcpListener,
     handler: Arc<dyn Handler>,
     keep_alive: bool,
@@ -127,19 +128,26 @@ pub fn spawn(
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Service {
+    /// The instance metadata service.
     Imds,
+    /// STS.
     Sts,
+    /// The EC2 API.
     Ec2,
 }
 
 /// One request the mock answered: no header, body or query is kept, so nothing secret.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RequestRecord {
+    /// Which service answered.
     pub service: Service,
+    /// The request's method.
     pub method: String,
     /// The path, without the query.
     pub path: String,
+    /// The response's status code.
     pub status: u16,
+    /// The client's address.
     pub peer: IpAddr,
     /// For a signed API call: which credential set signed it (the one IMDS handed to
     /// IMDSv1 or to IMDSv2 callers).

@@ -15,7 +15,7 @@ use http::Request;
 use time::macros::format_description;
 use time::PrimitiveDateTime;
 
-use super::credentials::{CredentialStore, SessionCredentials};
+use crate::credentials::{CredentialStore, SessionCredentials};
 
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 const DATE_HEADER: &str = "x-amz-date";
@@ -25,7 +25,7 @@ const MAX_SKEW: Duration = Duration::from_secs(15 * 60);
 
 /// Why a request's authentication is refused. Each service maps these to its own codes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AuthFailure {
+pub(crate) enum AuthFailure {
     #[error("no Authorization header")]
     Missing,
     #[error("malformed Authorization header: {0}")]
@@ -48,17 +48,17 @@ pub enum AuthFailure {
 
 /// The parts of `Authorization: AWS4-HMAC-SHA256 Credential=..., SignedHeaders=..., Signature=...`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Authorization {
-    pub access_key_id: String,
-    pub date: String,
-    pub region: String,
-    pub service: String,
-    pub signed_headers: Vec<String>,
-    pub signature: String,
+pub(crate) struct Authorization {
+    pub(crate) access_key_id: String,
+    pub(crate) date: String,
+    pub(crate) region: String,
+    pub(crate) service: String,
+    pub(crate) signed_headers: Vec<String>,
+    pub(crate) signature: String,
 }
 
 impl Authorization {
-    pub fn parse(value: &str) -> Result<Self, AuthFailure> {
+    pub(crate) fn parse(value: &str) -> Result<Self, AuthFailure> {
         let malformed = |why: &str| AuthFailure::Malformed(why.to_string());
         let rest = value
             .strip_prefix(ALGORITHM)
@@ -215,7 +215,7 @@ fn parse_amz_date(value: &str) -> Result<SystemTime, AuthFailure> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mock::credentials::ImdsVersion;
+    use crate::credentials::ImdsVersion;
 
     fn signed_request(creds: &SessionCredentials, body: &str, at: SystemTime) -> Request<Bytes> {
         let mut request = Request::builder()

@@ -20,13 +20,15 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 
-use super::credentials::ImdsVersion;
-use super::network::NetworkInterface;
-use super::notices::Notices;
-use super::options::{HttpEndpoint, HttpTokens, Toggle};
-use super::server::{Connection, Handler};
-use super::tokens::{TokenRejection, TTL_RANGE};
-use super::MockState;
+use imds_vocab::{HttpEndpoint, HttpTokens, Toggle};
+
+use crate::credentials::ImdsVersion;
+use crate::imds::network::NetworkInterface;
+use crate::imds::notices::Notices;
+use crate::imds::tokens::{TokenRejection, TTL_RANGE};
+use crate::server::{Connection, Handler};
+use crate::state::MockState;
+use crate::timestamp::iso8601;
 
 pub(crate) const TOKEN_HEADER: &str = "x-aws-ec2-metadata-token";
 pub(crate) const TOKEN_TTL_HEADER: &str = "x-aws-ec2-metadata-token-ttl-seconds";
@@ -47,12 +49,12 @@ enum Answer {
     Refused(StatusCode),
 }
 
-pub struct Imds {
+pub(crate) struct Imds {
     state: Arc<MockState>,
 }
 
 impl Imds {
-    pub fn new(state: Arc<MockState>) -> Self {
+    pub(crate) fn new(state: Arc<MockState>) -> Self {
         Imds { state }
     }
 
@@ -141,7 +143,7 @@ impl Imds {
                 Answer::Json(
                     serde_json::to_string_pretty(&serde_json::json!({
                         "Code": "Success",
-                        "LastUpdated": super::credentials::iso8601(creds.last_updated),
+                        "LastUpdated": iso8601(creds.last_updated),
                         "InstanceProfileArn": id.instance_profile_arn(),
                         "InstanceProfileId": id.instance_profile_id,
                     }))
@@ -166,7 +168,7 @@ impl Imds {
             "meta-data/events/maintenance/history" => Answer::Json("[]".into()),
             "meta-data/autoscaling/target-lifecycle-state" => {
                 match self.state.notices().lifecycle {
-                    Some(state) => text(state.as_str()),
+                    Some(state) => text(state.into()),
                     None => Answer::Refused(StatusCode::NOT_FOUND),
                 }
             }

@@ -3,15 +3,20 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use imds_vocab::{HopLimit, HttpEndpoint, HttpTokens, OptionError, Toggle};
+use imds_vocab::{HopLimit, HttpEndpoint, HttpTokens, Toggle};
 
 /// What `DescribeInstances` reports as `MetadataOptions` (minus `State`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetadataOptions {
+    /// `HttpPutResponseHopLimit`: the IP TTL of the token response.
     pub hop_limit: HopLimit,
+    /// `HttpTokens`: whether IMDSv1 is served.
     pub http_tokens: HttpTokens,
+    /// `HttpEndpoint`: whether IMDS answers at all.
     pub http_endpoint: HttpEndpoint,
+    /// `HttpProtocolIpv6`: whether IMDS answers on its IPv6 address.
     pub http_protocol_ipv6: Toggle,
+    /// `InstanceMetadataTags`: whether IMDS serves the instance's tags.
     pub instance_metadata_tags: Toggle,
 }
 
@@ -31,14 +36,20 @@ impl Default for MetadataOptions {
 /// A partial change, as `ModifyInstanceMetadataOptions` carries it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MetadataOptionsChange {
+    /// The new `HttpPutResponseHopLimit`, if it changes.
     pub hop_limit: Option<HopLimit>,
+    /// The new `HttpTokens`, if it changes.
     pub http_tokens: Option<HttpTokens>,
+    /// The new `HttpEndpoint`, if it changes.
     pub http_endpoint: Option<HttpEndpoint>,
+    /// The new `HttpProtocolIpv6`, if it changes.
     pub http_protocol_ipv6: Option<Toggle>,
+    /// The new `InstanceMetadataTags`, if it changes.
     pub instance_metadata_tags: Option<Toggle>,
 }
 
 impl MetadataOptions {
+    /// Sets what `change` names; the rest stays.
     pub fn apply(&mut self, change: &MetadataOptionsChange) {
         if let Some(v) = change.hop_limit {
             self.hop_limit = v;

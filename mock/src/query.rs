@@ -8,7 +8,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 /// A Query-protocol request's parameters (`Action`, `Version`, ...), from a POST form
 /// body or a GET query string.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct QueryParams(BTreeMap<String, String>);
+pub(crate) struct QueryParams(BTreeMap<String, String>);
 
 impl QueryParams {
     pub(crate) fn from_request(request: &Request<Bytes>) -> Self {
@@ -31,21 +31,21 @@ impl QueryParams {
         )
     }
 
-    pub fn get(&self, key: &str) -> Option<&str> {
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).map(String::as_str)
     }
 
     /// Every parameter, in key order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
-    pub fn action(&self) -> Option<&str> {
+    pub(crate) fn action(&self) -> Option<&str> {
         self.get("Action")
     }
 
     /// The values of a list parameter (`InstanceId.1`, `InstanceId.2`, ...), in order.
-    pub fn list(&self, prefix: &str) -> Vec<&str> {
+    pub(crate) fn list(&self, prefix: &str) -> Vec<&str> {
         let mut items: Vec<(u32, &str)> = self
             .0
             .iter()

@@ -1,33 +1,18 @@
-//! The mock as a library: configured in code, started on the ports it is given.
-//!
-//! ```ignore
-//! use imds_harness::mock::{HopLimit, HttpTokens, MockAws};
-//!
-//! let mock = MockAws::builder()
-//!     .hop_limit(HopLimit::new(2)?)
-//!     .http_tokens(HttpTokens::Required)
-//!     .role("build-role")
-//!     .start()
-//!     .await?;
-//! // Point the clients under test at it: AWS_EC2_METADATA_SERVICE_ENDPOINT, STS, EC2.
-//! let endpoints = mock.endpoints();
-//! // ... run them, change the options at run time as EC2 would ...
-//! mock.set_hop_limit(HopLimit::new(3)?);
-//! // ... and read what happened: every request, which credential set signed each STS call.
-//! let requests = mock.requests();
-//! mock.shutdown().await;
-//! ```
+//! The mock configured in code: every setting checked before anything is bound, then
+//! served on the addresses given (the crate's documentation shows it at work).
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use super::instance::InstanceIdentity;
-use super::notices::{LifecycleState, MaintenanceEvent, SpotAction};
-use super::options::Toggle;
-use super::{
-    FleetSpec, HopLimit, HttpEndpoint, HttpTokens, LaunchTemplateData, LaunchTemplateSpec,
-    Listeners, MetadataDefaults, MockAws, MockConfig,
-};
+use imds_vocab::{HopLimit, HttpEndpoint, HttpTokens, Toggle};
+
+use crate::config::{FleetSpec, MockConfig};
+use crate::ec2::launch_template_data::LaunchTemplateData;
+use crate::ec2::launch_templates::LaunchTemplateSpec;
+use crate::ec2::metadata_defaults::MetadataDefaults;
+use crate::imds::notices::{LifecycleState, MaintenanceEvent, SpotAction};
+use crate::instance::InstanceIdentity;
+use crate::mock_aws::{Listeners, MockAws};
 
 /// EC2's limit on user data, before base64 encoding.
 const MAX_USER_DATA: usize = 16 * 1024;
@@ -35,26 +20,37 @@ const MAX_USER_DATA: usize = 16 * 1024;
 /// What is wrong with a mock's configuration, or why it could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum MockError {
+    /// The role name.
     #[error("role {0:?}: a role name is non-empty and has no '/'")]
     Role(String),
+    /// The account id.
     #[error("account {0:?}: an account id is 12 digits")]
     Account(String),
+    /// The instance id.
     #[error("instance id {0:?}: an instance id is i- followed by 8 or 17 hex digits")]
     InstanceId(String),
+    /// The region.
     #[error("region {0:?}: a region looks like us-east-1")]
     Region(String),
+    /// A tag key.
     #[error("tag key {0:?}: a tag key is 1 to 128 characters, none of them '/'")]
     TagKey(String),
+    /// The user data's size.
     #[error("user data of {0} bytes: EC2 takes at most 16 KB (16384 bytes) of user data")]
     UserData(usize),
+    /// The credential lifetime.
     #[error("credential lifetime 0: credentials must live at least a second")]
     CredentialLifetime,
+    /// The throttle rate.
     #[error("throttle rate {0}: a share of calls from 0 up to, not including, 1")]
     Throttle(f64),
+    /// A launch template's name.
     #[error("launch template name {0:?}: 3 to 128 letters, digits and ( ) . / - _")]
     LaunchTemplateName(String),
+    /// A listener could not be bound.
     #[error("{0}; pick another address or port 0")]
     Bind(std::io::Error),
+    /// The services could not start.
     #[error("starting the mock's services: {0}")]
     Start(std::io::Error),
 }

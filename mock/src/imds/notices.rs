@@ -8,11 +8,11 @@
 //! has something to say; maintenance is a JSON list, `[]` when nothing is scheduled.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 use std::time::SystemTime;
 
-use super::credentials::iso8601;
+use strum::{Display, EnumString, IntoStaticStr, VariantArray};
+
+use crate::timestamp::iso8601;
 
 /// A parse error of one of the notices' values, naming the values allowed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -23,84 +23,106 @@ pub struct NoticeValueError {
     allowed: Vec<&'static str>,
 }
 
-/// Generates an enum of the documented values of one notice field, spelled as EC2 does.
-macro_rules! notice_enum {
-    ($(#[$meta:meta])* $name:ident, $what:literal, { $($variant:ident => $wire:literal),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-        pub enum $name { $($variant),+ }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            /// As the instance metadata spells it.
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $wire),+ }
-            }
+impl NoticeValueError {
+    /// `value` is none of `T`'s names; `what` says what a `T` is.
+    fn new<T>(what: &'static str, value: &str) -> Self
+    where
+        T: VariantArray + Copy + Into<&'static str>,
+    {
+        NoticeValueError {
+            what,
+            value: value.to_string(),
+            allowed: T::VARIANTS.iter().map(|&v| v.into()).collect(),
         }
+    }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
+    fn spot_action(value: &str) -> Self {
+        Self::new::<SpotAction>("a Spot action", value)
+    }
 
-        impl FromStr for $name {
-            type Err = NoticeValueError;
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                Self::ALL.iter().copied().find(|v| v.as_str() == s).ok_or_else(|| {
-                    NoticeValueError {
-                        what: $what,
-                        value: s.to_string(),
-                        allowed: Self::ALL.iter().map(|v| v.as_str()).collect(),
-                    }
-                })
-            }
-        }
-    };
+    fn lifecycle_state(value: &str) -> Self {
+        Self::new::<LifecycleState>("a target lifecycle state", value)
+    }
+
+    fn maintenance_code(value: &str) -> Self {
+        Self::new::<MaintenanceCode>("a maintenance event code", value)
+    }
 }
 
-notice_enum!(
-    /// What a Spot interruption will do to the instance.
-    SpotAction, "a Spot action", {
-        Terminate => "terminate",
-        Stop => "stop",
-        Hibernate => "hibernate",
-    }
-);
+/// What a Spot interruption will do to the instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, EnumString, IntoStaticStr, Display, VariantArray)]
+#[strum(
+    serialize_all = "lowercase",
+    parse_err_ty = NoticeValueError,
+    parse_err_fn = NoticeValueError::spot_action
+)]
+pub enum SpotAction {
+    /// `terminate`.
+    Terminate,
+    /// `stop`.
+    Stop,
+    /// `hibernate`.
+    Hibernate,
+}
 
-notice_enum!(
-    /// `autoscaling/target-lifecycle-state`: the state Auto Scaling is moving the
-    /// instance to.
-    LifecycleState, "a target lifecycle state", {
-        InService => "InService",
-        Terminated => "Terminated",
-        WarmedStopped => "Warmed:Stopped",
-        WarmedRunning => "Warmed:Running",
-        WarmedHibernated => "Warmed:Hibernated",
-        WarmedTerminated => "Warmed:Terminated",
-    }
-);
+/// `autoscaling/target-lifecycle-state`: the state Auto Scaling is moving the
+/// instance to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, EnumString, IntoStaticStr, Display, VariantArray)]
+#[strum(
+    parse_err_ty = NoticeValueError,
+    parse_err_fn = NoticeValueError::lifecycle_state
+)]
+pub enum LifecycleState {
+    /// `InService`.
+    InService,
+    /// `Terminated`.
+    Terminated,
+    /// `Warmed:Stopped`.
+    #[strum(to_string = "Warmed:Stopped")]
+    WarmedStopped,
+    /// `Warmed:Running`.
+    #[strum(to_string = "Warmed:Running")]
+    WarmedRunning,
+    /// `Warmed:Hibernated`.
+    #[strum(to_string = "Warmed:Hibernated")]
+    WarmedHibernated,
+    /// `Warmed:Terminated`.
+    #[strum(to_string = "Warmed:Terminated")]
+    WarmedTerminated,
+}
 
-notice_enum!(
-    /// The `Code` of a scheduled maintenance event.
-    MaintenanceCode, "a maintenance event code", {
-        InstanceReboot => "instance-reboot",
-        SystemReboot => "system-reboot",
-        SystemMaintenance => "system-maintenance",
-        InstanceRetirement => "instance-retirement",
-        InstanceStop => "instance-stop",
-    }
-);
+/// The `Code` of a scheduled maintenance event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, EnumString, IntoStaticStr, Display, VariantArray)]
+#[strum(
+    serialize_all = "kebab-case",
+    parse_err_ty = NoticeValueError,
+    parse_err_fn = NoticeValueError::maintenance_code
+)]
+pub enum MaintenanceCode {
+    /// `instance-reboot`.
+    InstanceReboot,
+    /// `system-reboot`.
+    SystemReboot,
+    /// `system-maintenance`.
+    SystemMaintenance,
+    /// `instance-retirement`.
+    InstanceRetirement,
+    /// `instance-stop`.
+    InstanceStop,
+}
 
 /// One scheduled maintenance event, as `events/maintenance/scheduled` lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MaintenanceEvent {
+    /// What the event is.
     pub code: MaintenanceCode,
+    /// What the console says of it.
     pub description: String,
     /// `instance-event-` and 17 hex digits.
     pub event_id: String,
+    /// When the window opens.
     pub not_before: SystemTime,
+    /// When the window closes.
     pub not_after: SystemTime,
 }
 
@@ -118,7 +140,7 @@ impl MaintenanceEvent {
         );
         MaintenanceEvent {
             code,
-            description: format!("scheduled {}", code.as_str().replace('-', " ")),
+            description: format!("scheduled {}", code.to_string().replace('-', " ")),
             event_id: format!("instance-event-{}", &hex::encode(digest)[..17]),
             not_before,
             not_after,
@@ -128,7 +150,7 @@ impl MaintenanceEvent {
     fn json(&self) -> serde_json::Value {
         serde_json::json!({
             "NotBefore": maintenance_time(self.not_before),
-            "Code": self.code.as_str(),
+            "Code": <&str>::from(self.code),
             "Description": self.description,
             "EventId": self.event_id,
             "NotAfter": maintenance_time(self.not_after),
@@ -165,7 +187,7 @@ impl Notices {
     /// `spot/instance-action`: `{"action": "terminate", "time": "2017-09-18T08:22:00Z"}`.
     pub(crate) fn spot_json(&self) -> Option<String> {
         self.spot_action.map(|(action, time)| {
-            serde_json::json!({"action": action.as_str(), "time": iso8601(time)}).to_string()
+            serde_json::json!({"action": <&str>::from(action), "time": iso8601(time)}).to_string()
         })
     }
 
@@ -210,6 +232,65 @@ mod tests {
         assert_eq!(Notices::default().spot_json(), None);
         assert_eq!("stop".parse::<SpotAction>(), Ok(SpotAction::Stop));
         assert!("reboot".parse::<SpotAction>().is_err());
+    }
+
+    /// Each value is spelled as the instance metadata spells it, and parses back.
+    #[test]
+    fn every_value_has_ec2s_spelling() {
+        fn names<T>() -> Vec<String>
+        where
+            T: VariantArray
+                + Copy
+                + std::fmt::Display
+                + std::str::FromStr
+                + PartialEq
+                + std::fmt::Debug,
+            <T as std::str::FromStr>::Err: std::fmt::Debug,
+        {
+            T::VARIANTS
+                .iter()
+                .map(|v| {
+                    let name = v.to_string();
+                    assert_eq!(name.parse::<T>().unwrap(), *v);
+                    name
+                })
+                .collect()
+        }
+        assert_eq!(names::<SpotAction>(), ["terminate", "stop", "hibernate"]);
+        assert_eq!(
+            names::<LifecycleState>(),
+            [
+                "InService",
+                "Terminated",
+                "Warmed:Stopped",
+                "Warmed:Running",
+                "Warmed:Hibernated",
+                "Warmed:Terminated"
+            ]
+        );
+        assert_eq!(
+            names::<MaintenanceCode>(),
+            [
+                "instance-reboot",
+                "system-reboot",
+                "system-maintenance",
+                "instance-retirement",
+                "instance-stop"
+            ]
+        );
+        assert_eq!(
+            <&str>::from(LifecycleState::WarmedHibernated),
+            "Warmed:Hibernated"
+        );
+        assert_eq!(
+            "reboot".parse::<SpotAction>().unwrap_err().to_string(),
+            "\"reboot\": a Spot action is one of terminate, stop, hibernate"
+        );
+        assert_eq!(
+            "reboot".parse::<MaintenanceCode>().unwrap_err().to_string(),
+            "\"reboot\": a maintenance event code is one of instance-reboot, system-reboot, \
+             system-maintenance, instance-retirement, instance-stop"
+        );
     }
 
     #[test]

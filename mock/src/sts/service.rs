@@ -7,21 +7,21 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 
-use super::credentials::ImdsVersion;
-use super::query::{escape, request_id, xml_response, QueryParams};
-use super::server::{Connection, Handler};
-use super::sigv4::{self, AuthFailure};
-use super::MockState;
+use crate::credentials::ImdsVersion;
+use crate::query::{escape, request_id, xml_response, QueryParams};
+use crate::server::{Connection, Handler};
+use crate::sigv4::{self, AuthFailure};
+use crate::state::MockState;
 
 const XMLNS: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
 pub(crate) const API_VERSION: &str = "2011-06-15";
 
 /// An STS error as the service reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StsError {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
+pub(crate) struct StsError {
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
 }
 
 /// How STS reports each authentication failure.
@@ -77,12 +77,12 @@ pub(crate) fn auth_error(failure: &AuthFailure) -> StsError {
     }
 }
 
-pub struct Sts {
+pub(crate) struct Sts {
     state: Arc<MockState>,
 }
 
 impl Sts {
-    pub fn new(state: Arc<MockState>) -> Self {
+    pub(crate) fn new(state: Arc<MockState>) -> Self {
         Sts { state }
     }
 

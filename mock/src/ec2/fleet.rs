@@ -5,17 +5,18 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use rand::rngs::ChaCha8Rng;
-use rand::{RngExt as _, SeedableRng};
-
-use super::launch_templates::{LaunchTemplateData, LaunchTemplateSpec, TemplateMetadataOptions};
-use super::options::{HopLimit, HttpEndpoint, HttpTokens, MetadataOptions, Toggle};
-
-pub use imds_vocab::tags::{
+use imds_vocab::tags::{
     ASG as ASG_TAG, LAUNCH_TEMPLATE_ID as LAUNCH_TEMPLATE_ID_TAG,
     LAUNCH_TEMPLATE_VERSION as LAUNCH_TEMPLATE_VERSION_TAG, NAME as NAME_TAG,
     TOPOLOGY as TOPOLOGY_TAG,
 };
+use imds_vocab::{HopLimit, HttpEndpoint, HttpTokens, Toggle};
+use rand::rngs::ChaCha8Rng;
+use rand::{RngExt as _, SeedableRng};
+
+use crate::ec2::launch_template_data::{LaunchTemplateData, TemplateMetadataOptions};
+use crate::ec2::launch_templates::LaunchTemplateSpec;
+use crate::options::MetadataOptions;
 
 /// One kind of build host in the generated fleet.
 struct Pool {
@@ -83,11 +84,15 @@ const UNKNOWN_TOPOLOGY: &str = "kaniko-run";
 /// One generated build host.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FleetInstance {
+    /// `i-` and 17 hex digits.
     pub instance_id: String,
+    /// Its metadata options now.
     pub options: MetadataOptions,
     /// Key order as EC2 lists them (sorted).
     pub tags: BTreeMap<String, String>,
+    /// Its instance type.
     pub instance_type: &'static str,
+    /// Its private IPv4 address.
     pub private_ip: String,
 }
 
@@ -101,7 +106,9 @@ pub struct Fleet {
 /// What [`Fleet::generate`] makes: the instances and the launch templates they came from.
 #[derive(Clone, Debug)]
 pub struct Generated {
+    /// The instances.
     pub fleet: Fleet,
+    /// The launch templates of the pools launched from one.
     pub templates: Vec<LaunchTemplateSpec>,
 }
 
@@ -221,18 +228,22 @@ impl Fleet {
         self.instances.push(instance);
     }
 
+    /// Every instance, in listing order.
     pub fn instances(&self) -> &[FleetInstance] {
         &self.instances
     }
 
+    /// How many instances.
     pub fn len(&self) -> usize {
         self.instances.len()
     }
 
+    /// Whether there is none.
     pub fn is_empty(&self) -> bool {
         self.instances.is_empty()
     }
 
+    /// The instance `instance_id`, if it is in the fleet.
     pub fn get(&self, instance_id: &str) -> Option<&FleetInstance> {
         self.index.get(instance_id).map(|&i| &self.instances[i])
     }
@@ -279,11 +290,7 @@ mod tests {
             .iter()
             .any(|i| i.tags.get(TOPOLOGY_TAG).map(String::as_str) == Some(UNKNOWN_TOPOLOGY)));
         for i in fleet.instances() {
-            assert!(
-                super::super::instance::InstanceIdentity::is_well_formed_instance_id(
-                    &i.instance_id
-                )
-            );
+            assert!(crate::instance::InstanceIdentity::is_well_formed_instance_id(&i.instance_id));
         }
     }
 }

@@ -1,0 +1,126 @@
+//! The simulated instance as the three services share it: its options and notices
+//! (changed at run time), its credentials and tokens, its fleet and account.
+
+use std::collections::BTreeSet;
+use std::sync::RwLock;
+use std::time::{Duration, SystemTime};
+
+use imds_vocab::MetadataState;
+
+use crate::config::MockConfig;
+use crate::credentials::CredentialStore;
+use crate::ec2::fleet::Fleet;
+use crate::ec2::launch_templates::LaunchTemplates;
+use crate::ec2::metadata_defaults::MetadataDefaults;
+use crate::ec2::throttle::Throttle;
+use crate::events::MockEvents;
+use crate::imds::notices::Notices;
+use crate::imds::tokens::TokenMint;
+use crate::instance::InstanceIdentity;
+use crate::options::{MetadataOptions, MetadataOptionsChange};
+
+/// The seed of the throttle's draws when there is no fleet seed to derive it from.
+const THROTTLE_SEED: u64 = 0x1d5_7a7e;
+
+#[derive(Debug)]
+struct OptionsCell {
+    options: MetadataOptions,
+    changed_at: SystemTime,
+}
+
+/// The simulated instance, shared by the three services.
+#[derive(Debug)]
+pub(crate) struct MockState {
+    pub(crate) identity: InstanceIdentity,
+    options: RwLock<OptionsCell>,
+    notices: RwLock<Notices>,
+    pub(crate) user_data: Option<bytes::Bytes>,
+    apply_delay: Duration,
+    pub(crate) mint: TokenMint,
+    pub(crate) credentials: CredentialStore,
+    pub(crate) events: MockEvents,
+    denied: RwLock<BTreeSet<String>>,
+    pub(crate) fleet: RwLock<Fleet>,
+    pub(crate) launch_templates: RwLock<LaunchTemplates>,
+    pub(crate) metadata_defaults: RwLock<MetadataDefaults>,
+    pub(crate) throttle: Throttle,
+}
+
+impl MockState {
+    pub(crate) fn new(config: MockConfig) -> Self {
+        let (fleet, mut templates) = match config.fleet {
+            Some(spec) => {
+                let generated = Fleet::generate(spec.size, spec.seed);
+                (generated.fleet, generated.templates)
+            }
+            None => (Fleet::default(), Vec::new()),
+        };
+        templates.extend(config.launch_templates.iter().cloned());
+        let throttle_seed = config
+            .fleet
+            .map_or(THROTTLE_SEED, |f| f.seed ^ THROTTLE_SEED);
+        MockState {
+            fleet: RwLock::new(fleet),
+            launch_templates: RwLock::new(LaunchTemplates::new(&templates)),
+            metadata_defaults: RwLock::new(config.metadata_defaults),
+            throttle: Throttle::new(config.throttle_rate, throttle_seed),
+            identity: config.identity,
+            options: RwLock::new(OptionsCell {
+                options: config.options,
+                changed_at: SystemTime::UNIX_EPOCH,
+            }),
+            notices: RwLock::new(config.notices),
+            user_data: config.user_data,
+            apply_delay: config.apply_delay,
+            mint: TokenMint::new(),
+            credentials: CredentialStore::new(config.credential_lifetime),
+            events: MockEvents::default(),
+            denied: RwLock::new(config.denied_actions),
+        }
+    }
+
+    pub(crate) fn options(&self) -> MetadataOptions {
+        self.options.read().expect("options lock").options
+    }
+
+    /// The tags and notices the instance's metadata serves now.
+    pub(crate) fn notices(&self) -> Notices {
+        self.notices.read().expect("notices lock").clone()
+    }
+
+    pub(crate) fn change_notices(&self, change: impl FnOnce(&mut Notices)) {
+        change(&mut self.notices.write().expect("notices lock"));
+    }
+
+    /// Applies `change` (effective on the next IMDS request) and returns the result.
+    pub(crate) fn modify_options(&self, change: &MetadataOptionsChange) -> MetadataOptions {
+        let mut cell = self.options.write().expect("options lock");
+        cell.options.apply(change);
+        cell.changed_at = SystemTime::now();
+        cell.options
+    }
+
+    /// `pending` for [`MockConfig::apply_delay`] after a change, then `applied`.
+    pub(crate) fn options_state(&self, now: SystemTime) -> MetadataState {
+        let changed_at = self.options.read().expect("options lock").changed_at;
+        if now < changed_at + self.apply_delay {
+            MetadataState::Pending
+        } else {
+            MetadataState::Applied
+        }
+    }
+
+    pub(crate) fn is_denied(&self, action: &str) -> bool {
+        self.denied.read().expect("denied lock").contains(action)
+    }
+
+    /// Refuses (`true`) or allows the EC2 action `action` from now on.
+    pub(crate) fn deny(&self, action: &str, denied: bool) {
+        let mut set = self.denied.write().expect("denied lock");
+        if denied {
+            set.insert(action.to_string());
+        } else {
+            set.remove(action);
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! STS: `GetCallerIdentity`.
+
+pub(crate) mod service;
