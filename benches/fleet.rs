@@ -102,7 +102,7 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     println!(
         "fleet audit benchmark, {runs} runs each, {} cores ({}), load average {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
         cpu_model(),
         std::fs::read_to_string("/proc/loadavg")
             .unwrap_or_default()

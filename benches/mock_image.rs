@@ -63,9 +63,7 @@ fn main() {
     println!(
         "mock image {MOCK_IMAGE}: {:.1} MB; {runs} runs, {} cores",
         size / 1e6,
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0)
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
     );
     let probe = docker(&[
         "images",
@@ -88,14 +86,8 @@ fn main() {
         reference.push(docker_run(&probe, &["true"], "").as_secs_f64());
     }
     let (tc, run, base) = (median(testcontainers), median(cli), median(reference));
-    println!("start to ready, testcontainers: {:.3} s (median)", tc);
-    println!(
-        "start to ready, docker run + log line: {:.3} s (median)",
-        run
-    );
-    println!(
-        "reference, docker run of `true` to its exit: {:.3} s (median)",
-        base
-    );
+    println!("start to ready, testcontainers: {tc:.3} s (median)");
+    println!("start to ready, docker run + log line: {run:.3} s (median)");
+    println!("reference, docker run of `true` to its exit: {base:.3} s (median)");
     println!("ratio docker run mock / reference: {:.2}", run / base);
 }

@@ -218,7 +218,7 @@ fn each_leaf_routes_via_its_last_layer() {
         let command = at_leaf
             .command(vec!["cat".into(), "/proc/net/route".into()], &env)
             .unwrap();
-        let out = instance.exec(command, Duration::from_secs(120)).unwrap();
+        let out = instance.exec(command, Duration::from_mins(2)).unwrap();
         let route = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
@@ -299,7 +299,7 @@ fn interrupted_runs_leave_nothing_after_cleanup() {
         let started = Instant::now();
         while project_containers().len() <= before.len() {
             assert!(
-                started.elapsed() < Duration::from_secs(120),
+                started.elapsed() < Duration::from_mins(2),
                 "no container appeared"
             );
             std::thread::sleep(Duration::from_millis(200));

@@ -347,9 +347,9 @@ fn prune_keeps_current_recent_and_used_images_and_nothing_unlabelled_goes() {
         .iter()
         .map(|(n, _)| n.as_str())
         .collect();
-    removed.sort();
+    removed.sort_unstable();
     let mut expected_removed = [gone_tar.as_str(), dead_partial.as_str()];
-    expected_removed.sort();
+    expected_removed.sort_unstable();
     assert_eq!(removed, expected_removed);
     assert_eq!(pruned_tars.removed_bytes(), 2000);
     for name in [&kept_tar, &live_partial, "notes.txt"] {

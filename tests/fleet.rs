@@ -426,7 +426,12 @@ async fn account_defaults_are_set_and_read_back() {
     let read = ec2.get_instance_metadata_defaults().send().await.unwrap();
     let level = read.account_level().unwrap();
     assert_eq!(level.http_put_response_hop_limit(), Some(2));
-    assert_eq!(level.http_tokens().map(|t| t.as_str()), Some("required"));
+    assert_eq!(
+        level
+            .http_tokens()
+            .map(aws_sdk_ec2::types::HttpTokensState::as_str),
+        Some("required")
+    );
     ec2.modify_instance_metadata_defaults()
         .http_put_response_hop_limit(-1)
         .http_tokens(MetadataDefaultHttpTokensState::NoPreference)
@@ -437,7 +442,12 @@ async fn account_defaults_are_set_and_read_back() {
     let level = read.account_level().unwrap();
     assert_eq!(level.http_put_response_hop_limit(), None);
     assert_eq!(level.http_tokens(), None);
-    assert_eq!(level.http_endpoint().map(|e| e.as_str()), Some("enabled"));
+    assert_eq!(
+        level
+            .http_endpoint()
+            .map(aws_sdk_ec2::types::InstanceMetadataEndpointState::as_str),
+        Some("enabled")
+    );
     let bad = ec2
         .modify_instance_metadata_defaults()
         .http_put_response_hop_limit(65)
@@ -612,7 +622,11 @@ async fn the_sdk_pages_filters_and_reads_templates_as_ec2_serves_them() {
             .http_put_response_hop_limit(),
         Some(2)
     );
-    assert_eq!(data.instance_type().map(|t| t.as_str()), Some("c6i.xlarge"));
+    assert_eq!(
+        data.instance_type()
+            .map(aws_sdk_ec2::types::InstanceType::as_str),
+        Some("c6i.xlarge")
+    );
 
     let malformed = ec2
         .describe_launch_template_versions()

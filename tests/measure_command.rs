@@ -229,7 +229,9 @@ fn ctrl_c_removes_the_runs_namespaces_and_cleanup_reaps_a_killed_run() {
         if expect_left {
             assert!(!left.is_empty(), "SIGKILL leaves namespaces behind");
             let out = {
-                let _one = CLEANUP.lock().unwrap_or_else(|e| e.into_inner());
+                let _one = CLEANUP
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 cleanup()
             };
             assert_eq!(out.status.code(), Some(0));
@@ -538,7 +540,9 @@ fn a_runs_user_space_stacks_go_with_it_on_ctrl_c_and_after_sigkill_with_cleanup(
             stacks_of(&run)
         );
         let out = {
-            let _one = CLEANUP.lock().unwrap_or_else(|e| e.into_inner());
+            let _one = CLEANUP
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             cleanup()
         };
         assert_eq!(out.status.code(), Some(0));
@@ -571,7 +575,9 @@ fn cleanup_kills_and_names_the_stacks_of_dead_runs_only() {
             .spawn()
             .unwrap()
     };
-    let _one = CLEANUP.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = CLEANUP
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut stale = stand_in(&dead);
     let mut alive = stand_in(&live);
     // Until both have become `slirp4netns`.

@@ -83,7 +83,7 @@ impl Drop for Network {
         tokio::task::block_in_place(|| {
             tokio::runtime::Handle::current().block_on(async move {
                 let _ = docker.remove_network(&name).await;
-            })
+            });
         });
     }
 }

@@ -893,7 +893,7 @@ rm -rf "$d"
     let out = instance
         .exec(
             vec!["sh".into(), "-c".into(), script],
-            Duration::from_secs(300),
+            Duration::from_mins(5),
         )
         .unwrap();
     assert_eq!(

@@ -14,6 +14,8 @@
 //! - [`report`]: the cells as a table and JUnit XML; [`gate`]: the cells against the
 //!   recorded baseline, as a decision.
 
+#![warn(missing_docs)]
+
 pub mod backend;
 pub mod cell;
 pub mod gate;

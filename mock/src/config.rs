@@ -10,7 +10,7 @@ use crate::instance::InstanceIdentity;
 use crate::options::MetadataOptions;
 
 /// EC2's default lifetime of instance-role credentials.
-const DEFAULT_CREDENTIAL_LIFETIME: Duration = Duration::from_secs(6 * 3600);
+const DEFAULT_CREDENTIAL_LIFETIME: Duration = Duration::from_hours(6);
 
 /// Everything about the simulated instance that a mock starts with.
 #[derive(Clone, Debug)]

@@ -111,7 +111,7 @@ struct Issued {
 }
 
 /// How long an expired set is still recognised (as expired rather than unknown).
-const REMEMBER_EXPIRED: Duration = Duration::from_secs(3600);
+const REMEMBER_EXPIRED: Duration = Duration::from_hours(1);
 
 impl CredentialStore {
     pub(crate) fn new(lifetime: Duration) -> Self {
@@ -165,7 +165,7 @@ mod tests {
 
     #[test]
     fn v1_and_v2_callers_get_different_sets() {
-        let store = CredentialStore::new(Duration::from_secs(3600));
+        let store = CredentialStore::new(Duration::from_hours(1));
         let now = SystemTime::now();
         let v1 = store.current(ImdsVersion::V1, now);
         let v2 = store.current(ImdsVersion::V2, now);

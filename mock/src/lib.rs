@@ -135,6 +135,8 @@
 //! Reached from the host through a published port, the mock is zero routed hops away
 //! at any hop limit: Docker's proxy ends the connection and opens a new one.
 
+#![warn(missing_docs)]
+
 mod builder;
 mod config;
 mod credentials;

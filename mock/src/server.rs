@@ -1,6 +1,11 @@
 //! The HTTP/1.1 serving loop shared by the mock IMDS, STS and EC2: hyper parses, a
 //! [`Handler`] answers with a whole response, and every connection is bounded in time.
 
+#![allow(
+    unsafe_code,
+    reason = "borrowing the listener's fd to set IP_TTL on each accepted socket"
+)]
+
 use std::convert::Infallible;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -177,7 +182,9 @@ impl RequestLog {
     pub const CAPACITY: usize = 10_000;
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Records> {
-        self.records.lock().unwrap_or_else(|p| p.into_inner())
+        self.records
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn record(&self, record: RequestRecord) {

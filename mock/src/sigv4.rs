@@ -21,7 +21,7 @@ const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 const DATE_HEADER: &str = "x-amz-date";
 const SECURITY_TOKEN_HEADER: &str = "x-amz-security-token";
 /// How far a request's `X-Amz-Date` may be from the server's clock.
-const MAX_SKEW: Duration = Duration::from_secs(15 * 60);
+const MAX_SKEW: Duration = Duration::from_mins(15);
 
 /// Why a request's authentication is refused. Each service maps these to its own codes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -167,8 +167,7 @@ fn expected_signature(
     let path_and_query = request
         .uri()
         .path_and_query()
-        .map(|pq| pq.as_str())
-        .unwrap_or("/");
+        .map_or("/", http::uri::PathAndQuery::as_str);
     let signable = SignableRequest::new(
         request.method().as_str(),
         format!("http://{host}{path_and_query}"),
@@ -261,7 +260,7 @@ mod tests {
 
     #[test]
     fn a_request_signed_with_issued_credentials_verifies() {
-        let store = CredentialStore::new(Duration::from_secs(3600));
+        let store = CredentialStore::new(Duration::from_hours(1));
         let now = SystemTime::now();
         let creds = store.current(ImdsVersion::V2, now);
         let request = signed_request(&creds, "Action=GetCallerIdentity", now);
@@ -278,7 +277,7 @@ mod tests {
 
     #[test]
     fn tampering_and_unknown_keys_are_refused() {
-        let store = CredentialStore::new(Duration::from_secs(3600));
+        let store = CredentialStore::new(Duration::from_hours(1));
         let now = SystemTime::now();
         let creds = store.current(ImdsVersion::V2, now);
 
@@ -304,7 +303,7 @@ mod tests {
             AuthFailure::MissingSessionToken
         );
 
-        let other_store = CredentialStore::new(Duration::from_secs(3600));
+        let other_store = CredentialStore::new(Duration::from_hours(1));
         let stranger = other_store.current(ImdsVersion::V2, now);
         let request = signed_request(&stranger, "Action=GetCallerIdentity", now);
         assert!(matches!(
@@ -322,7 +321,7 @@ mod tests {
 
     #[test]
     fn expired_credentials_and_stale_dates_are_refused() {
-        let store = CredentialStore::new(Duration::from_secs(60));
+        let store = CredentialStore::new(Duration::from_mins(1));
         let t0 = SystemTime::now();
         let creds = store.current(ImdsVersion::V2, t0);
         let later = t0 + Duration::from_secs(61);
@@ -333,7 +332,7 @@ mod tests {
         );
         let old = signed_request(&creds, "Action=GetCallerIdentity", t0);
         assert!(matches!(
-            verify(&old, "sts", &store, t0 + Duration::from_secs(3600)).unwrap_err(),
+            verify(&old, "sts", &store, t0 + Duration::from_hours(1)).unwrap_err(),
             AuthFailure::RequestTimeSkewed(_)
         ));
     }

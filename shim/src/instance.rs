@@ -240,7 +240,7 @@ impl Instance {
         let instance = out
             .reservations()
             .iter()
-            .flat_map(|r| r.instances())
+            .flat_map(aws_sdk_ec2::types::Reservation::instances)
             .find(|i| i.instance_id() == Some(self.instance_id.as_str()))
             .ok_or_else(|| InstanceError::NotListed(self.instance_id.clone()))?;
         let tags = instance

@@ -8,6 +8,8 @@
 //! - [`fleet`]: `audit`, and `enforce` at the source (launch templates, account defaults,
 //!   infrastructure code).
 
+#![warn(missing_docs)]
+
 pub mod baseline;
 pub mod check;
 pub mod endpoint;

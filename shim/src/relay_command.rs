@@ -34,7 +34,7 @@ impl Drop for RemovedOnDrop {
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
-pub struct RelayArgs {
+pub(crate) struct RelayArgs {
     #[command(subcommand)]
     action: Option<Action>,
 
@@ -121,7 +121,7 @@ enum Action {
     },
 }
 
-pub fn relay_command(args: RelayArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn relay_command(args: RelayArgs) -> anyhow::Result<ExitCode> {
     match args.action {
         None => serve(&args.serve),
         Some(action) => client(action),

@@ -5,6 +5,11 @@
 //! `AWS_EC2_METADATA_DISABLED=true`. The command is a shell script that prints `ready PID`
 //! once its trap is set and then waits at most 10 s; a test that fails kills it.
 
+#![allow(
+    unsafe_code,
+    reason = "signals and a pseudo-terminal for the wrapped build, as a terminal would send them"
+)]
+
 use std::ffi::CString;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -173,8 +178,8 @@ fn set_disposition(sig: libc::c_int, handler: libc::sighandler_t) -> std::io::Re
     unsafe {
         let mut action: libc::sigaction = std::mem::zeroed();
         action.sa_sigaction = handler;
-        libc::sigemptyset(&mut action.sa_mask);
-        if libc::sigaction(sig, &action, std::ptr::null_mut()) != 0 {
+        libc::sigemptyset(&raw mut action.sa_mask);
+        if libc::sigaction(sig, &raw const action, std::ptr::null_mut()) != 0 {
             return Err(std::io::Error::last_os_error());
         }
     }

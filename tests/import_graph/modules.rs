@@ -36,25 +36,21 @@ impl ModuleTree<'_> {
             let name = declaration.ident.unraw().to_string();
             let mut child = module.clone();
             child.push(name.clone());
-            match &declaration.content {
-                Some((_, items)) => {
-                    self.modules.insert(child.clone(), self.file.to_path_buf());
-                    self.declared(items, &dir.join(&name), &child);
-                }
-                None => {
-                    let (path, mod_rs) = match path_attribute(&declaration.attrs) {
-                        Some(path) => (self.file.parent().unwrap_or(dir).join(path), true),
-                        None => {
-                            let beside = dir.join(format!("{name}.rs"));
-                            if (self.read)(&beside).is_some() {
-                                (beside, false)
-                            } else {
-                                (dir.join(&name).join("mod.rs"), true)
-                            }
-                        }
-                    };
-                    self.pending.push((path, child, mod_rs));
-                }
+            if let Some((_, items)) = &declaration.content {
+                self.modules.insert(child.clone(), self.file.to_path_buf());
+                self.declared(items, &dir.join(&name), &child);
+            } else {
+                let (path, mod_rs) = if let Some(path) = path_attribute(&declaration.attrs) {
+                    (self.file.parent().unwrap_or(dir).join(path), true)
+                } else {
+                    let beside = dir.join(format!("{name}.rs"));
+                    if (self.read)(&beside).is_some() {
+                        (beside, false)
+                    } else {
+                        (dir.join(&name).join("mod.rs"), true)
+                    }
+                };
+                self.pending.push((path, child, mod_rs));
             }
         }
     }

@@ -25,7 +25,7 @@ pub(crate) fn workspace_crates(workspace: &Path) -> Vec<(String, PathBuf)> {
             Some(parent) => {
                 let mut dirs: Vec<PathBuf> = std::fs::read_dir(workspace.join(parent))
                     .expect("a member glob's folder")
-                    .filter_map(|e| e.ok())
+                    .filter_map(std::result::Result::ok)
                     .filter(|e| e.path().join("Cargo.toml").exists())
                     .map(|e| Path::new(parent).join(e.file_name()))
                     .collect();

@@ -26,7 +26,10 @@ pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: &str)
     tokio::spawn(connection);
     let mut request = Request::builder()
         .method(method)
-        .uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
+        .uri(
+            uri.path_and_query()
+                .map_or("/", http::uri::PathAndQuery::as_str),
+        )
         .header("host", authority.as_str());
     for (k, v) in headers {
         request = request.header(*k, *v);

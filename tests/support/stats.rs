@@ -26,9 +26,7 @@ pub fn machine() -> String {
         .unwrap_or_default();
     format!(
         "{} cores ({cpu}), kernel {}",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0),
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
         std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
             .trim()

@@ -16,6 +16,8 @@
 //!
 //! Only serde, strum, toml and thiserror: the shim links this and is copied into build images.
 
+#![warn(missing_docs)]
+
 pub mod baseline;
 mod client;
 pub mod fix;

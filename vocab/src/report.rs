@@ -211,7 +211,7 @@ impl ProbeReport {
 
     /// The steps that ran, in order, as (name, ok, elapsed ms, error).
     pub fn steps(&self) -> Vec<StepSummary<'_>> {
-        fn summary<'a, T>(name: StepName, s: &'a Option<Step<T>>) -> Option<StepSummary<'a>> {
+        fn summary<T>(name: StepName, s: &Option<Step<T>>) -> Option<StepSummary<'_>> {
             s.as_ref().map(|s| StepSummary {
                 name,
                 ok: s.ok,
@@ -320,10 +320,7 @@ mod tests {
     #[test]
     fn failed_steps_carry_the_error_and_no_detail() {
         let mut r = ProbeReport::new("http://127.0.0.1:1");
-        r.token = Some(Step::failed(
-            Duration::from_millis(1000),
-            "no token response",
-        ));
+        r.token = Some(Step::failed(Duration::from_secs(1), "no token response"));
         r.credentials = Some(Step::from_result(
             Duration::from_millis(2),
             Ok::<_, String>(CredentialsDetail {

@@ -361,7 +361,7 @@ impl Preset {
     /// The layers from the EC2 host outwards. Presets that share a network share
     /// these, and every backend builds the network from them.
     pub fn layers(self) -> &'static [Layer] {
-        use Bridge::*;
+        use Bridge::{Dind, Docker, EarthlyCni, Kind, Pod, Podman, Sidecar, WithDocker};
         match self {
             Preset::Host => &[],
             Preset::DockerRun | Preset::BuildkitRun | Preset::GitlabDindJob => {

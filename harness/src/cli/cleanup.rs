@@ -9,9 +9,9 @@ use imds_harness::backend::{docker, netns};
 use super::exit::Exit;
 
 #[derive(Args, Debug)]
-pub struct CleanupArgs {}
+pub(super) struct CleanupArgs {}
 
-pub fn run(_args: CleanupArgs) -> anyhow::Result<Exit> {
+pub(super) fn run(_args: CleanupArgs) -> anyhow::Result<Exit> {
     if let Err(err) = netns::check_prerequisites() {
         eprintln!("imds-harness cleanup: {err}");
         return Ok(Exit::Usage);

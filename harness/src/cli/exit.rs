@@ -7,7 +7,7 @@ use serde::Serialize;
 /// How a subcommand exits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Exit {
+pub(super) enum Exit {
     /// 0: done; for `measure`, every topology as recorded or better.
     Ok,
     /// 1: for `measure`, a regression (a topology needs more than recorded, or a client
@@ -24,7 +24,7 @@ pub enum Exit {
 
 impl Exit {
     /// The process's exit code.
-    pub const fn code(self) -> u8 {
+    pub(super) const fn code(self) -> u8 {
         match self {
             Exit::Ok => 0,
             Exit::Regression => 1,

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::exit::Exit;
 
 #[derive(Args, Debug)]
-pub struct ImagesArgs {
+pub(super) struct ImagesArgs {
     /// Rebuild every image even when its tag is already in the engine.
     #[arg(long, conflicts_with = "prune")]
     force: bool,
@@ -28,7 +28,7 @@ pub struct ImagesArgs {
     keep: usize,
 }
 
-pub fn run(args: ImagesArgs) -> anyhow::Result<Exit> {
+pub(super) fn run(args: ImagesArgs) -> anyhow::Result<Exit> {
     let started = Instant::now();
     let shim = shim::locate()?;
     let plan = images::plan(&shim, &images::locate_harness()?)?;
@@ -90,7 +90,7 @@ fn print_outcome(outcome: &images::ImageOutcome) {
     let size = mb(outcome.size);
     match outcome.status {
         images::Status::Cached => {
-            println!("{:<9} {}  cached  {size}", outcome.kind.name(), outcome.tag)
+            println!("{:<9} {}  cached  {size}", outcome.kind.name(), outcome.tag);
         }
         images::Status::Built => println!(
             "{:<9} {}  built in {:.1} s ({} {:.1} s, import {:.1} s)  {size}",

@@ -26,7 +26,7 @@ use tokio::runtime::Runtime;
 use super::exit::Exit;
 
 #[derive(Args, Debug)]
-pub struct MeasureArgs {
+pub(super) struct MeasureArgs {
     /// Where the topologies are realised.
     #[arg(long, default_value = "netns")]
     backend: Backend,
@@ -77,7 +77,7 @@ pub struct MeasureArgs {
 }
 
 /// The exit codes, for `--help`.
-pub const EXIT_CODES: &str = "Exit status:
+pub(super) const EXIT_CODES: &str = "Exit status:
     0    every topology needs what the baseline records, or less (or no baseline given)
     1    a regression: a topology needs more than recorded, or a client gets no identity
          at any hop limit (\"never\"), named on stderr and in --json/--junit
@@ -123,7 +123,7 @@ struct MeasureReport<'a> {
     elapsed_ms: u64,
 }
 
-pub fn run(args: MeasureArgs) -> anyhow::Result<Exit> {
+pub(super) fn run(args: MeasureArgs) -> anyhow::Result<Exit> {
     match args.backend {
         Backend::Earthly => run_earthly(),
         Backend::Netns | Backend::Docker => run_sweep(&args),

@@ -14,7 +14,7 @@ use imds_vocab::{HopLimit, HttpEndpoint, HttpTokens, Toggle};
 use super::exit::Exit;
 
 #[derive(Args, Debug)]
-pub struct MockArgs {
+pub(super) struct MockArgs {
     /// Where the IMDS listens (host:port; port 0 picks a free one).
     #[arg(
         long,
@@ -164,7 +164,7 @@ impl MockArgs {
         }
         let now = SystemTime::now();
         if let Some(action) = self.spot_action {
-            builder = builder.spot_action(action, now + Duration::from_secs(120));
+            builder = builder.spot_action(action, now + Duration::from_mins(2));
         }
         if self.rebalance {
             builder = builder.rebalance(now);
@@ -172,11 +172,11 @@ impl MockArgs {
         if let Some(state) = self.lifecycle_state {
             builder = builder.lifecycle_state(state);
         }
-        const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
+        const WEEK: Duration = Duration::from_hours(168);
         for &code in &self.maintenance {
             let not_before = now + WEEK;
             let event =
-                MaintenanceEvent::new(code, not_before, not_before + Duration::from_secs(7200));
+                MaintenanceEvent::new(code, not_before, not_before + Duration::from_hours(2));
             builder = builder.maintenance(event);
         }
         if let Some(data) = user_data {
@@ -205,7 +205,7 @@ impl MockArgs {
     }
 }
 
-pub fn run(args: MockArgs) -> anyhow::Result<Exit> {
+pub(super) fn run(args: MockArgs) -> anyhow::Result<Exit> {
     let user_data = match &args.user_data_file {
         Some(path) => match std::fs::read(path) {
             Ok(data) => Some(data),

@@ -33,7 +33,7 @@ enum Command {
     Images(images::ImagesArgs),
 }
 
-pub fn main() -> ExitCode {
+pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {

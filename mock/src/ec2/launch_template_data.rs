@@ -89,30 +89,30 @@ impl LaunchTemplateData {
                 "KeyName" => data.key_name = Some(value.to_owned()),
                 "UserData" => data.user_data = Some(value.to_owned()),
                 "IamInstanceProfile.Name" => {
-                    data.iam_instance_profile_name = Some(value.to_owned())
+                    data.iam_instance_profile_name = Some(value.to_owned());
                 }
                 "MetadataOptions.HttpTokens" => {
                     metadata.http_tokens =
-                        Some(value.parse().map_err(|_| invalid("optional, required"))?)
+                        Some(value.parse().map_err(|_| invalid("optional, required"))?);
                 }
                 "MetadataOptions.HttpPutResponseHopLimit" => {
                     metadata.hop_limit = Some(
                         value
                             .parse()
                             .map_err(|_| invalid("integers from 1 to 64"))?,
-                    )
+                    );
                 }
                 "MetadataOptions.HttpEndpoint" => {
                     metadata.http_endpoint =
-                        Some(value.parse().map_err(|_| invalid("enabled, disabled"))?)
+                        Some(value.parse().map_err(|_| invalid("enabled, disabled"))?);
                 }
                 "MetadataOptions.HttpProtocolIpv6" => {
                     metadata.http_protocol_ipv6 =
-                        Some(value.parse().map_err(|_| invalid("enabled, disabled"))?)
+                        Some(value.parse().map_err(|_| invalid("enabled, disabled"))?);
                 }
                 "MetadataOptions.InstanceMetadataTags" => {
                     metadata.instance_metadata_tags =
-                        Some(value.parse().map_err(|_| invalid("enabled, disabled"))?)
+                        Some(value.parse().map_err(|_| invalid("enabled, disabled"))?);
                 }
                 other => {
                     if let Some(n) = other

@@ -37,7 +37,7 @@ impl Throttle {
         let refuse = self
             .rng
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .random_bool(self.rate);
         if !refuse {
             return Ok(());

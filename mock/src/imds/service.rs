@@ -121,7 +121,7 @@ impl Imds {
             "" => {
                 let user_data = self.state.user_data.is_some();
                 Answer::Text(
-                    ["dynamic", "meta-data", "user-data"][..2 + user_data as usize].join("\n"),
+                    ["dynamic", "meta-data", "user-data"][..2 + usize::from(user_data)].join("\n"),
                 )
             }
             "user-data" => match &self.state.user_data {
@@ -172,9 +172,11 @@ impl Imds {
                     None => Answer::Refused(StatusCode::NOT_FOUND),
                 }
             }
-            "meta-data/spot/instance-action" => self.notice_json(|n| n.spot_json()),
+            "meta-data/spot/instance-action" => {
+                self.notice_json(super::notices::Notices::spot_json)
+            }
             "meta-data/events/recommendations/rebalance" => {
-                self.notice_json(|n| n.rebalance_json())
+                self.notice_json(super::notices::Notices::rebalance_json)
             }
             "dynamic" => text("instance-identity/"),
             "dynamic/instance-identity" => text("document"),

@@ -82,7 +82,7 @@ impl TokenMint {
             .as_secs();
         let mut token = [0u8; TOKEN_LEN];
         token[0] = VERSION;
-        token[1..1 + EXPIRY_LEN].copy_from_slice(&expiry.to_be_bytes());
+        token[1..=EXPIRY_LEN].copy_from_slice(&expiry.to_be_bytes());
         rand::fill(&mut token[1 + EXPIRY_LEN..BODY_LEN]);
         let tag = self.mac(&token[..BODY_LEN]).finalize().into_bytes();
         token[BODY_LEN..].copy_from_slice(&tag[..MAC_LEN]);
@@ -100,7 +100,7 @@ impl TokenMint {
         self.mac(&raw[..BODY_LEN])
             .verify_truncated_left(&raw[BODY_LEN..])
             .map_err(|_| TokenRejection::Invalid)?;
-        let expiry = u64::from_be_bytes(raw[1..1 + EXPIRY_LEN].try_into().expect("8 bytes"));
+        let expiry = u64::from_be_bytes(raw[1..=EXPIRY_LEN].try_into().expect("8 bytes"));
         let now = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         if now >= expiry {
             return Err(TokenRejection::Expired);
@@ -117,8 +117,8 @@ mod tests {
     fn tokens_are_56_characters_and_distinct() {
         let mint = TokenMint::new();
         let now = SystemTime::now();
-        let a = mint.issue(Duration::from_secs(60), now);
-        let b = mint.issue(Duration::from_secs(60), now);
+        let a = mint.issue(Duration::from_mins(1), now);
+        let b = mint.issue(Duration::from_mins(1), now);
         assert_eq!(a.as_str().len(), 56);
         assert_ne!(a, b);
         assert_eq!(mint.verify(a.as_str(), now), Ok(()));
@@ -145,7 +145,7 @@ mod tests {
         let mint = TokenMint::new();
         let other = TokenMint::new();
         let now = SystemTime::now();
-        let foreign = other.issue(Duration::from_secs(60), now);
+        let foreign = other.issue(Duration::from_mins(1), now);
         assert_eq!(
             mint.verify(foreign.as_str(), now),
             Err(TokenRejection::Invalid)

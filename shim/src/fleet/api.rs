@@ -31,7 +31,7 @@ pub const MAX_ATTEMPTS: u32 = 10;
 /// The SDK's default connect timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(3100);
 /// An upper bound for one call, retries and backoff included.
-const OPERATION_TIMEOUT: Duration = Duration::from_secs(120);
+const OPERATION_TIMEOUT: Duration = Duration::from_mins(2);
 /// The HTTP status EC2 throttles with.
 const THROTTLED_STATUS: u16 = 503;
 /// The error code it says.

@@ -290,7 +290,11 @@ pub async fn audit(api: &FleetApi, request: &AuditRequest) -> Result<AuditReport
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| InstanceError::from_sdk(ACTION, e))?;
         page_count += 1;
-        for instance in page.reservations().iter().flat_map(|r| r.instances()) {
+        for instance in page
+            .reservations()
+            .iter()
+            .flat_map(aws_sdk_ec2::types::Reservation::instances)
+        {
             match row(instance, &mut needs)? {
                 Some(r) => rows.push(r),
                 None => skipped += 1,

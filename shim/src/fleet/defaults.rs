@@ -23,7 +23,7 @@ fn read(defaults: Option<&InstanceMetadataDefaultsResponse>) -> [(&'static str, 
             "HttpPutResponseHopLimit",
             text(
                 defaults
-                    .and_then(|d| d.http_put_response_hop_limit())
+                    .and_then(aws_sdk_ec2::types::InstanceMetadataDefaultsResponse::http_put_response_hop_limit)
                     .map(|h| h.to_string()),
             ),
         ),

@@ -59,9 +59,15 @@ pub fn plan(
     current: Option<&LaunchTemplateInstanceMetadataOptions>,
     wanted: &Wanted,
 ) -> Vec<(&'static str, String, String)> {
-    let hop_limit = current.and_then(|m| m.http_put_response_hop_limit());
-    let tokens = current.and_then(|m| m.http_tokens()).map(|t| t.as_str());
-    let endpoint = current.and_then(|m| m.http_endpoint()).map(|e| e.as_str());
+    let hop_limit = current.and_then(
+        aws_sdk_ec2::types::LaunchTemplateInstanceMetadataOptions::http_put_response_hop_limit,
+    );
+    let tokens = current
+        .and_then(|m| m.http_tokens())
+        .map(aws_sdk_ec2::types::LaunchTemplateHttpTokensState::as_str);
+    let endpoint = current
+        .and_then(|m| m.http_endpoint())
+        .map(aws_sdk_ec2::types::LaunchTemplateInstanceMetadataEndpointState::as_str);
     [
         (
             "HttpPutResponseHopLimit",
@@ -310,7 +316,9 @@ pub async fn enforce(
 /// The hop limit a template version's options give, for messages: `None` when unset.
 pub fn hop_limit_of(options: Option<&LaunchTemplateInstanceMetadataOptions>) -> Option<HopLimit> {
     options
-        .and_then(|m| m.http_put_response_hop_limit())
+        .and_then(
+            aws_sdk_ec2::types::LaunchTemplateInstanceMetadataOptions::http_put_response_hop_limit,
+        )
         .and_then(|h| u32::try_from(h).ok())
         .and_then(|h| HopLimit::new(h).ok())
 }

@@ -222,7 +222,7 @@ mod tests {
     #[test]
     fn token_dropped_message_names_the_hop_limit() {
         let msg = ImdsFailure::TokenDropped {
-            timeout: Secs(Duration::from_millis(1000)),
+            timeout: Secs(Duration::from_secs(1)),
         }
         .to_string();
         assert_eq!(msg, "no token response within 1 s: the token response was most likely dropped by the instance's hop limit (HttpPutResponseHopLimit) before reaching this place");

@@ -74,11 +74,10 @@ pub async fn fetch(
         .map_err(|e| match &e {
             SdkError::ServiceError(ctx) => IdentityError::Rejected {
                 code: ctx.err().code().unwrap_or("unknown error").to_owned(),
-                message: ctx
-                    .err()
-                    .message()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| format!("HTTP {}", ctx.raw().status().as_u16())),
+                message: ctx.err().message().map_or_else(
+                    || format!("HTTP {}", ctx.raw().status().as_u16()),
+                    str::to_owned,
+                ),
             },
             SdkError::DispatchFailure(_) => IdentityError::Unreachable(chain(&e)),
             SdkError::TimeoutError(_) => IdentityError::TimedOut,

@@ -27,9 +27,9 @@ pub const MAX_LABEL_CHARS: usize = 64;
 /// The most grants a relay holds (live, expired and revoked ones alike).
 pub const MAX_GRANTS: usize = 10_000;
 /// How long an expired or revoked grant is remembered (so a late request is logged as such).
-const REMEMBER_ENDED: Duration = Duration::from_secs(24 * 3600);
+const REMEMBER_ENDED: Duration = Duration::from_hours(24);
 /// The longest grant.
-pub const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+pub const MAX_TTL: Duration = Duration::from_hours(168);
 
 /// A secret string: shown only where it is handed over; `Debug` redacts it.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -448,8 +448,8 @@ mod tests {
     fn a_grant_authorizes_its_own_secrets_only_and_only_in_their_place() {
         let mut g = grants();
         let now = SystemTime::now();
-        let a = g.issue(Duration::from_secs(60), "build-a", now).unwrap();
-        let b = g.issue(Duration::from_secs(60), "build-b", now).unwrap();
+        let a = g.issue(Duration::from_mins(1), "build-a", now).unwrap();
+        let b = g.issue(Duration::from_mins(1), "build-b", now).unwrap();
         let t = Instant::now();
         let ok = g
             .authorize(Presented::Path, path_secret(&a), now, t)
@@ -478,7 +478,7 @@ mod tests {
         let mut g = grants();
         let now = SystemTime::now();
         let t = Instant::now();
-        let a = g.issue(Duration::from_secs(60), "x", now).unwrap();
+        let a = g.issue(Duration::from_mins(1), "x", now).unwrap();
         let unknown = format!("{}.{}", "0".repeat(16), "1".repeat(64));
         assert!(matches!(
             g.authorize(Presented::Path, &unknown, now, t),
@@ -515,8 +515,8 @@ mod tests {
         });
         let now = SystemTime::now();
         let t = Instant::now();
-        let a = g.issue(Duration::from_secs(60), "a", now).unwrap();
-        let b = g.issue(Duration::from_secs(60), "b", now).unwrap();
+        let a = g.issue(Duration::from_mins(1), "a", now).unwrap();
+        let b = g.issue(Duration::from_mins(1), "b", now).unwrap();
         assert!(g
             .authorize(Presented::Path, path_secret(&a), now, t)
             .is_ok());
@@ -540,8 +540,8 @@ mod tests {
     fn secrets_are_random_long_and_never_in_debug_or_records() {
         let mut g = grants();
         let now = SystemTime::now();
-        let a = g.issue(Duration::from_secs(60), "x", now).unwrap();
-        let b = g.issue(Duration::from_secs(60), "x", now).unwrap();
+        let a = g.issue(Duration::from_mins(1), "x", now).unwrap();
+        let b = g.issue(Duration::from_mins(1), "x", now).unwrap();
         assert_ne!(a.path_capability, b.path_capability);
         let (_, secret) = path_secret(&a).split_once('.').unwrap();
         assert_eq!(secret.len(), 64);
@@ -559,7 +559,7 @@ mod tests {
         let mut g = grants();
         let now = SystemTime::now();
         assert_eq!(
-            g.issue(Duration::from_secs(60), "a\nb", now).unwrap_err(),
+            g.issue(Duration::from_mins(1), "a\nb", now).unwrap_err(),
             GrantError::BadLabel
         );
         assert_eq!(
@@ -567,8 +567,8 @@ mod tests {
             GrantError::BadTtl
         );
         assert_eq!(parse_ttl("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_ttl("2h"), Ok(Duration::from_secs(7200)));
-        assert_eq!(parse_ttl("1d"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_ttl("2h"), Ok(Duration::from_hours(2)));
+        assert_eq!(parse_ttl("1d"), Ok(Duration::from_hours(24)));
         assert_eq!(parse_ttl("45"), Ok(Duration::from_secs(45)));
         for bad in ["", "0", "8d", "1w", "h", "-1"] {
             assert!(parse_ttl(bad).is_err(), "{bad}");
@@ -579,7 +579,7 @@ mod tests {
     fn restored_grants_keep_working_with_the_same_secrets() {
         let mut g = grants();
         let now = SystemTime::now();
-        let a = g.issue(Duration::from_secs(60), "x", now).unwrap();
+        let a = g.issue(Duration::from_mins(1), "x", now).unwrap();
         let json = serde_json::to_string(&g.records()).unwrap();
         let records: Vec<GrantRecord> = serde_json::from_str(&json).unwrap();
         let mut back = Grants::restore(records, g.rate);

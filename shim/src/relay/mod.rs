@@ -181,7 +181,7 @@ mod tests {
     #[test]
     fn the_default_address_gets_both_forms_another_the_full_uri_only() {
         let r = relay(DEFAULT_LISTEN);
-        let issued = r.grant(std::time::Duration::from_secs(60), "x").unwrap();
+        let issued = r.grant(std::time::Duration::from_mins(1), "x").unwrap();
         let env = r.environment(&issued);
         assert_eq!(
             names(&env),
@@ -199,7 +199,7 @@ mod tests {
         assert_eq!(env[2].1, issued.token);
 
         let r = relay("127.0.0.1:8099");
-        let issued = r.grant(std::time::Duration::from_secs(60), "x").unwrap();
+        let issued = r.grant(std::time::Duration::from_mins(1), "x").unwrap();
         let env = r.environment(&issued);
         assert_eq!(names(&env), [ENV_FULL_URI, ENV_AUTH_TOKEN]);
         assert_eq!(

@@ -17,7 +17,7 @@ use crate::probe::diagnosis::ImdsFailure;
 use crate::probe::Place;
 
 /// Refresh this long before expiry at most (the AWS SDKs refresh 5 to 15 minutes before).
-const REFRESH_MARGIN: Duration = Duration::from_secs(15 * 60);
+const REFRESH_MARGIN: Duration = Duration::from_mins(15);
 /// Never refresh more often than this.
 const MIN_REFRESH: Duration = Duration::from_secs(1);
 /// The longest wait between retries after a failed refresh.
@@ -117,7 +117,7 @@ impl RoleSource {
 /// through what is left when that is less than 30 minutes (short-lived credentials).
 pub fn refresh_after(remaining: Duration) -> Duration {
     let after = if remaining > 2 * REFRESH_MARGIN {
-        remaining - REFRESH_MARGIN
+        remaining.checked_sub(REFRESH_MARGIN).unwrap()
     } else {
         remaining / 2
     };
@@ -247,8 +247,8 @@ mod tests {
     #[test]
     fn refresh_comes_before_expiry() {
         assert_eq!(
-            refresh_after(Duration::from_secs(6 * 3600)),
-            Duration::from_secs(6 * 3600 - 15 * 60)
+            refresh_after(Duration::from_hours(6)),
+            Duration::from_mins(345)
         );
         assert_eq!(
             refresh_after(Duration::from_secs(20)),

@@ -131,7 +131,7 @@ mod tests {
             burst: 1,
         });
         let issued = g
-            .issue(Duration::from_secs(60), "ci", SystemTime::now())
+            .issue(Duration::from_mins(1), "ci", SystemTime::now())
             .unwrap();
         save(&path, &g.records()).unwrap();
         save(&path, &g.records()).unwrap();

@@ -25,6 +25,11 @@
 //!
 //! The handler does only what a signal handler may: atomics and `kill(2)`.
 
+#![allow(
+    unsafe_code,
+    reason = "signal handling around the wrapped build: sigaction, waitid, kill, tcsetpgrp"
+)]
+
 use std::io;
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering::SeqCst};
 use std::sync::{Mutex, MutexGuard};
@@ -49,7 +54,9 @@ impl Forwarding {
     /// Installs the handlers; call it before the command starts, so that no signal in
     /// between kills the shim. Signals that are ignored now are left ignored.
     pub fn install() -> io::Result<Forwarding> {
-        let active = ACTIVE.lock().unwrap_or_else(|e| e.into_inner());
+        let active = ACTIVE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         CHILD.store(0, SeqCst);
         PENDING.store(0, SeqCst);
         let mut forwarding = Forwarding {
@@ -61,7 +68,7 @@ impl Forwarding {
             // async-signal-safe (see `on_signal`).
             unsafe {
                 let mut old: libc::sigaction = std::mem::zeroed();
-                if libc::sigaction(sig, std::ptr::null(), &mut old) != 0 {
+                if libc::sigaction(sig, std::ptr::null(), &raw mut old) != 0 {
                     return Err(io::Error::last_os_error());
                 }
                 if old.sa_sigaction == libc::SIG_IGN {
@@ -70,8 +77,8 @@ impl Forwarding {
                 let mut new: libc::sigaction = std::mem::zeroed();
                 new.sa_sigaction = on_signal as *const () as libc::sighandler_t;
                 new.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
-                libc::sigemptyset(&mut new.sa_mask);
-                if libc::sigaction(sig, &new, std::ptr::null_mut()) != 0 {
+                libc::sigemptyset(&raw mut new.sa_mask);
+                if libc::sigaction(sig, &raw const new, std::ptr::null_mut()) != 0 {
                     return Err(io::Error::last_os_error());
                 }
                 forwarding.previous.push((sig, old));
@@ -103,7 +110,7 @@ impl Forwarding {
                     libc::waitid(
                         libc::P_PID,
                         pid as libc::id_t,
-                        &mut info,
+                        &raw mut info,
                         libc::WEXITED | libc::WNOWAIT,
                     )
                 };

@@ -1,6 +1,8 @@
 //! Running `ip` and `iptables`: output captured, an error naming the command; and
 //! whether this process can run them at all.
 
+#![allow(unsafe_code, reason = "geteuid(2), to refuse early without root")]
+
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;

@@ -13,6 +13,11 @@
 //!
 //! The process is killed when the value is dropped.
 
+#![allow(
+    unsafe_code,
+    reason = "pre_exec hooks (PR_SET_PDEATHSIG, setsid) and kill(2) of the stacks' processes"
+)]
+
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
