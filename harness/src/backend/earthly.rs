@@ -9,18 +9,25 @@ use std::process::ExitStatus;
 /// through `RUN --aws`.
 pub const TARGETS: [&str; 2] = ["+probe", "+probe-aws-flag"];
 
+/// Errors of the earthly backend: Earthly or the Earthfile is missing, or `earthly`
+/// could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum EarthlyError {
+    /// `earthly` is not on PATH.
     #[error(
         "earthly is not on PATH: the earthly backend runs the Earthfile's targets with the \
          real Earthly (install it from https://earthly.dev/get-earthly), or use --backend netns"
     )]
     NotInstalled,
+    /// The directory given (held here) has no `Earthfile`.
     #[error("no Earthfile in {0}: run from the repository's top level")]
     NoEarthfile(PathBuf),
+    /// `earthly <target>` could not be run (not its exit status: that is the result).
     #[error("running earthly {target}: {source}")]
     Spawn {
+        /// The Earthfile target, as `+probe`.
         target: String,
+        /// Why the process could not be started or waited for.
         source: std::io::Error,
     },
 }

@@ -3,9 +3,14 @@
 //! reached through the same routing chain (only the token response is TTL-limited).
 //! The ports are the mock's own (`imds_mock::IMDS_PORT` and its siblings).
 
-/// The endpoints as a client inside the topology names them.
+/// IMDS as a client inside the topology names it: the link-local address, port 80,
+/// as on EC2.
 pub const IMDS_URL: &str = "http://169.254.169.254/";
+/// The mock STS as a client inside the topology names it: the IMDS address, the
+/// mock's `STS_PORT`.
 pub const STS_URL: &str = "http://169.254.169.254:8080/";
+/// The mock EC2 API as a client inside the topology names it: the IMDS address, the
+/// mock's `EC2_PORT`.
 pub const EC2_URL: &str = "http://169.254.169.254:8081/";
 
 #[cfg(test)]

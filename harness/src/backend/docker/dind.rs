@@ -59,7 +59,7 @@ impl DockerInstance {
             self.start_engine_container(
                 &outer,
                 GITLAB_DIND,
-                EngineContainer::nested("bridge", images_bind()),
+                &EngineContainer::nested("bridge", images_bind()),
                 &[
                     engine::bip(Bridge::Dind),
                     "--host=tcp://0.0.0.0:2375".into(),
@@ -131,7 +131,7 @@ impl DockerInstance {
             self.start_engine_container(
                 &outer,
                 KIND_NODE,
-                EngineContainer::nested(KIND_NETWORK, images_bind()),
+                &EngineContainer::nested(KIND_NETWORK, images_bind()),
                 &["--bridge=none".into()],
                 None,
             )?;
@@ -176,7 +176,7 @@ impl DockerInstance {
             self.start_engine_container(
                 &node,
                 DIND_SIDECAR,
-                EngineContainer::dind()
+                &EngineContainer::dind()
                     .network(&format!("container:{POD_SANDBOX}"))
                     .bind(images_bind()),
                 &[engine::bip(Bridge::Sidecar)],

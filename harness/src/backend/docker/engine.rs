@@ -38,7 +38,7 @@ pub(crate) fn bip(bridge: crate::topology::Bridge) -> String {
 }
 
 /// How long an engine may take to answer after its container started.
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
+const READY_TIMEOUT: Duration = Duration::from_mins(1);
 
 /// A Docker Engine inside the simulated instance (the instance's own, or one nested in a
 /// container of it).
@@ -106,7 +106,7 @@ pub async fn exec(
             while let Some(chunk) = stream.next().await {
                 match chunk? {
                     bollard::container::LogOutput::StdErr { message } => {
-                        output.stderr.extend_from_slice(&message)
+                        output.stderr.extend_from_slice(&message);
                     }
                     other => output.stdout.extend_from_slice(&other.into_bytes()),
                 }

@@ -77,7 +77,7 @@ pub(super) fn images_bind() -> String {
 }
 
 /// Generous bounds for setting-up commands (image loads, container starts).
-const SETUP_TIMEOUT: Duration = Duration::from_secs(180);
+const SETUP_TIMEOUT: Duration = Duration::from_mins(3);
 
 /// How long each phase of an instance's start took.
 #[derive(Clone, Copy, Debug, Default)]
@@ -91,6 +91,7 @@ pub struct StartupTimes {
 }
 
 impl StartupTimes {
+    /// The whole start, the three phases together.
     pub fn total(&self) -> Duration {
         self.engine + self.link + self.load
     }
@@ -109,6 +110,7 @@ pub struct DockerInstance {
     /// What has been set up inside: "buildkitd", "cni", "with-docker", "cni-step",
     /// "podman", "podman-rootless", "gitlab-dind", "kind-node", ... (see [`Self::once`]).
     made: Mutex<BTreeSet<&'static str>>,
+    /// How long this instance took to start, by phase.
     pub startup: StartupTimes,
 }
 
@@ -234,13 +236,14 @@ impl Drop for InstanceContainer {
         });
         match removed {
             None
-            | Some(Ok(()))
-            | Some(Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404,
-                ..
-            })) => {}
+            | Some(
+                Ok(())
+                | Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }),
+            ) => {}
             Some(Err(err)) => {
-                tracing::warn!(container = %self.name, "removing the instance: {err}")
+                tracing::warn!(container = %self.name, "removing the instance: {err}");
             }
         }
     }
@@ -288,6 +291,7 @@ impl DockerInstance {
         &self.container.name
     }
 
+    /// The mock AWS side serving this instance's IMDS, STS and EC2, one link away.
     pub fn mock(&self) -> &MockAws {
         &self.mock
     }
@@ -367,7 +371,7 @@ impl DockerInstance {
         &self,
         parent: &Engine,
         name: &str,
-        settings: EngineContainer,
+        settings: &EngineContainer,
         args: &[String],
         cni: Option<&str>,
     ) -> Result<Engine, DockerError> {
@@ -405,7 +409,7 @@ impl DockerInstance {
             self.start_engine_container(
                 &outer,
                 BUILDKITD,
-                EngineContainer::nested("bridge", images_bind()),
+                &EngineContainer::nested("bridge", images_bind()),
                 &[format!("--bip={BUILDKITD_BIP}")],
                 None,
             )?;
@@ -483,7 +487,7 @@ impl DockerInstance {
             let started = self.start_engine_container(
                 &bk,
                 WITH_DOCKER,
-                EngineContainer::nested("none", images_bind()),
+                &EngineContainer::nested("none", images_bind()),
                 &[engine::bip(Bridge::WithDocker)],
                 Some(EARTHLY_CNI_CONF),
             )?;

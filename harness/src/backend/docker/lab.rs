@@ -16,7 +16,9 @@ use imds_mock::{MetadataOptionsChange, MockAws, MockConfig};
 /// it realises its topologies one after another (the mock's options are reset between
 /// them).
 pub struct DockerLab {
+    /// The machine's Docker Engine, where the instance containers run.
     pub docker: bollard::Docker,
+    /// The images (and their tars) the instances are started with.
     pub images: ImageSet,
     /// This machine's programs, for `host`.
     pub tools: Tools,

@@ -36,7 +36,7 @@ use crate::topology::{Preset, Topology};
 const AWS_IN_IMAGE: &str = "/usr/bin/aws";
 
 /// The longest a client may take at a leaf, container start or build included.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
+const CLIENT_TIMEOUT: Duration = Duration::from_mins(2);
 
 /// Exit codes of `docker run`/`docker exec` (and of our build script) that mean the
 /// container could not run the command at all, not that the client failed.
@@ -49,7 +49,10 @@ pub enum Launch {
     /// probe image (the target), `docker exec` in a running container (the target),
     /// `podman run`, ...
     Command {
+        /// What comes before the `--env` options: `docker run --rm ...`, `docker exec`,
+        /// `podman run ...`, with any flags of the launch.
         command: Vec<String>,
+        /// What comes after them: the image to run, or the container to exec in.
         target: String,
     },
     /// A build whose RUN step runs the client.
@@ -71,7 +74,7 @@ impl Launch {
         let mut command: Vec<String> = ["docker", "run", "--rm", "--network", "bridge"]
             .map(String::from)
             .into();
-        command.extend(flags.iter().map(|f| f.to_string()));
+        command.extend(flags.iter().map(ToString::to_string));
         Launch::Command {
             command,
             target: image.to_string(),
@@ -83,7 +86,7 @@ impl Launch {
     /// supported for user-defined networks" when it is named `bridge`).
     pub fn docker_run_linked(image: &str, flags: &[&str]) -> Launch {
         let mut command: Vec<String> = ["docker", "run", "--rm"].map(String::from).into();
-        command.extend(flags.iter().map(|f| f.to_string()));
+        command.extend(flags.iter().map(ToString::to_string));
         Launch::Command {
             command,
             target: image.to_string(),
@@ -107,9 +110,13 @@ pub enum DockerLeaf<'a> {
     /// dockerd, the instance's or one nested in a container, or Podman, Buildah), the
     /// command run in `engine`'s container.
     Container {
+        /// The simulated instance the leaf is in.
         instance: &'a DockerInstance,
+        /// The engine in whose container the launch command runs.
         engine: Engine,
+        /// How the client is started there.
         launch: Launch,
+        /// The preset this leaf realises.
         preset: Preset,
     },
 }
@@ -288,7 +295,7 @@ impl Leaf for DockerLeaf<'_> {
             Program::Sdk(sdk) => sdk.in_image(),
         };
         let mut argv = vec![path];
-        argv.extend(args.iter().map(|a| a.to_string()));
+        argv.extend(args.iter().map(ToString::to_string));
         let command = self.command(argv, env).expect("a container leaf");
         let failed = |source: DockerError| ProbeError::Container {
             program: program.description(),

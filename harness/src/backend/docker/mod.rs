@@ -38,39 +38,72 @@ use crate::topology::Topology;
 /// Errors of the docker backend; each says what failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
+    /// The images or their tars could not be built, found or pruned.
     #[error(transparent)]
     Images(#[from] images::ImageError),
+    /// A call to the machine's Engine API failed.
     #[error("the Docker Engine failed at {what}: {source}")]
     Api {
+        /// What was being done, as `creating <container>` or `listing networks`.
         what: String,
+        /// What the engine (or the connection to it) returned.
         #[source]
         source: Box<bollard::errors::Error>,
     },
+    /// A command in the simulated instance failed: a setup step, a client its engine
+    /// could not start at all (exit 125 to 127), or the instance container itself, not
+    /// running once started.
     #[error("`{command}` failed in the simulated instance (exit {status}): {stderr}")]
     Command {
+        /// The command, its words joined by spaces (`starting <container>` for the last).
         command: String,
+        /// Its exit code; -1 when there was none (killed by a signal, or never run).
         status: i32,
+        /// The end of its standard error, trimmed.
         stderr: String,
     },
+    /// A command in the instance container outlived its bound.
     #[error("{what} did not finish within {after:?}")]
-    Timeout { what: String, after: Duration },
+    Timeout {
+        /// The command and the container it ran in.
+        what: String,
+        /// The bound it was given.
+        after: Duration,
+    },
+    /// A dockerd (the instance's or a nested one) kept failing `docker version`.
     #[error("{engine} did not answer within {after:?}: {stderr}")]
     EngineNotReady {
+        /// The engine's name, as `the engine of instance <container>` or
+        /// `<container>'s engine`.
         engine: String,
+        /// How long it was waited for.
         after: Duration,
+        /// The last attempt's standard error, trimmed.
         stderr: String,
     },
+    /// A routing chain was asked of the docker backend, which realises presets only.
     #[error(
         "the docker backend realises the presets {presets}; `{topology}` is for the netns backend",
         presets = crate::topology::preset_names()
     )]
-    UnsupportedTopology { topology: Topology },
+    UnsupportedTopology {
+        /// The topology asked for.
+        topology: Topology,
+    },
+    /// Creating the instance container met a container of that name (the engine's 409).
     #[error("a container named {name} exists already")]
-    NameTaken { name: String },
+    NameTaken {
+        /// The name, `imdsh-<run>-i<n>`.
+        name: String,
+    },
+    /// Linking the instance to the mock, or starting the mock in its namespace, failed.
     #[error(transparent)]
     Netns(#[from] NetnsError),
+    /// The run is shutting down (Ctrl-C or SIGTERM): no new container is made.
     #[error(transparent)]
     ShuttingDown(#[from] ShuttingDown),
+    /// This run's id, which names its containers, could not be taken (its liveness
+    /// socket could not be bound).
     #[error(transparent)]
     RunId(#[from] RunIdError),
 }

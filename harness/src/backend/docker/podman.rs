@@ -95,7 +95,7 @@ impl Podman {
     /// `podman run --rm` of `image` on Podman's default network, with `flags`.
     pub fn run(&self, image: &str, flags: &[&str]) -> Launch {
         let mut command = self.command(["run", "--rm", "--pull=never"]);
-        command.extend(flags.iter().map(|f| f.to_string()));
+        command.extend(flags.iter().map(ToString::to_string));
         Launch::Command {
             command,
             target: image.to_string(),

@@ -7,7 +7,7 @@ use bollard::models::HostConfig;
 
 /// What a container that runs dockerd is given.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EngineContainer {
+pub(crate) struct EngineContainer {
     /// `--network`; `None`: the engine's default (its bridge).
     pub network: Option<String>,
     /// `--cap-add`.
@@ -39,7 +39,7 @@ impl EngineContainer {
     /// no seccomp or AppArmor confinement, /proc and /sys unmasked, every device, and
     /// `/var/lib/docker` on tmpfs (overlay2 cannot sit on overlayfs). The network is
     /// what is measured, and it is the same as a privileged container's.
-    pub fn dind() -> EngineContainer {
+    pub(crate) fn dind() -> EngineContainer {
         EngineContainer {
             network: None,
             cap_add: vec!["ALL".into()],
@@ -59,14 +59,14 @@ impl EngineContainer {
     /// init reaping what the instance's engine leaves behind. Its namespace gets
     /// `icmp_ratelimit=0` from the harness when the link is made (see
     /// [`crate::backend::netns::NetnsRealisation::attach`]), not from here.
-    pub fn instance(images: String) -> EngineContainer {
+    pub(crate) fn instance(images: String) -> EngineContainer {
         EngineContainer::dind().network("none").bind(images).init()
     }
 
     /// A container running an engine nested in the instance (earthly-buildkitd, Earthly
     /// `WITH DOCKER`), on network `mode`, the image tars bound by `images`. Routers answer
     /// TTL probes at once (see the netns backend's routers), so ICMP is not rate-limited.
-    pub fn nested(mode: &str, images: String) -> EngineContainer {
+    pub(crate) fn nested(mode: &str, images: String) -> EngineContainer {
         EngineContainer::dind()
             .network(mode)
             .sysctl("net.ipv4.icmp_ratelimit", "0")
@@ -74,31 +74,31 @@ impl EngineContainer {
     }
 
     /// On network `mode` (`none`, `bridge`, ...).
-    pub fn network(mut self, mode: &str) -> EngineContainer {
+    pub(crate) fn network(mut self, mode: &str) -> EngineContainer {
         self.network = Some(mode.into());
         self
     }
 
     /// With `sysctl` set to `value` in the container's namespaces.
-    pub fn sysctl(mut self, sysctl: &str, value: &str) -> EngineContainer {
+    pub(crate) fn sysctl(mut self, sysctl: &str, value: &str) -> EngineContainer {
         self.sysctls.push((sysctl.into(), value.into()));
         self
     }
 
     /// With the bind mount `source:target[:options]`.
-    pub fn bind(mut self, bind: String) -> EngineContainer {
+    pub(crate) fn bind(mut self, bind: String) -> EngineContainer {
         self.binds.push(bind);
         self
     }
 
     /// With Docker's init as PID 1.
-    pub fn init(mut self) -> EngineContainer {
+    pub(crate) fn init(mut self) -> EngineContainer {
         self.init = true;
         self
     }
 
     /// The `docker run` flags, each as one `--flag=value` argument.
-    pub fn to_cli_flags(&self) -> Vec<String> {
+    pub(crate) fn to_cli_flags(&self) -> Vec<String> {
         let mut flags = Vec::new();
         flags.extend(self.network.iter().map(|n| format!("--network={n}")));
         flags.extend(self.cap_add.iter().map(|c| format!("--cap-add={c}")));
@@ -131,7 +131,7 @@ impl EngineContainer {
 
     /// The Engine API's host configuration, as `docker run` with
     /// [`EngineContainer::to_cli_flags`] would send it.
-    pub fn to_host_config(&self) -> HostConfig {
+    pub(crate) fn to_host_config(&self) -> HostConfig {
         let list = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
         HostConfig {
             network_mode: self.network.clone(),

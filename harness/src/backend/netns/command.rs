@@ -73,9 +73,7 @@ pub fn check_prerequisites() -> Result<(), NetnsError> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     for program in TOOLS {
         let found = std::env::split_paths(&path).any(|dir| {
-            fs::metadata(dir.join(program))
-                .map(|m| m.is_file() && m.mode() & 0o111 != 0)
-                .unwrap_or(false)
+            fs::metadata(dir.join(program)).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0)
         });
         if !found {
             return Err(NetnsError::MissingTool {

@@ -1,5 +1,6 @@
 //! One realisation of a topology: its namespaces, links, routers; removed on drop.
 
+use std::fmt::Write as _;
 use std::fs;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
@@ -87,10 +88,12 @@ impl NetnsRealisation {
     ) -> Result<NetnsRealisation, NetnsError> {
         let started = Instant::now();
         let mut realisation = NetnsRealisation::named(topology, indices)?;
-        let script: String = realisation
+        let script = realisation
             .namespaces()
-            .map(|ns| format!("netns add {}\n", ns.name))
-            .collect();
+            .fold(String::new(), |mut script, ns| {
+                let _ = writeln!(script, "netns add {}", ns.name);
+                script
+            });
         realisation.make_registered(&script)?;
         realisation.stacks = realisation.configure()?;
         tracing::debug!(
@@ -161,7 +164,7 @@ impl NetnsRealisation {
             mock = self.mock.name
         );
         if let (Some(Layer::Routed(bridge)), Some(child)) = (layers.first(), self.layers.first()) {
-            host += &downlink(1, bridge, child);
+            host += &downlink(1, *bridge, child);
         }
         self.host.ip_batch(&host)?;
         self.mock.ip_batch(&format!(
@@ -197,7 +200,7 @@ impl NetnsRealisation {
             if let (Some(Layer::Routed(next)), Some(child)) =
                 (layers.get(i + 1), self.layers.get(i + 1))
             {
-                script += &downlink(i + 2, next, child);
+                script += &downlink(i + 2, *next, child);
             }
             ns.ip_batch(&script)?;
         }
@@ -304,7 +307,7 @@ impl Drop for NetnsRealisation {
 
 /// The `ip` commands, run in the parent, that make routing layer `index` towards
 /// `child`: a bridge with the gateway address and a veth from it to the child's eth0.
-fn downlink(index: usize, layer: &Bridge, child: &Namespace) -> String {
+fn downlink(index: usize, layer: Bridge, child: &Namespace) -> String {
     let bridge = layer.name();
     let subnet = layer.subnet();
     format!(

@@ -1,6 +1,7 @@
 //! Removing namespaces: this run's on Ctrl-C, those of killed runs on `cleanup`.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::fs;
 use std::io;
 use std::path::Path;
@@ -43,10 +44,10 @@ pub(super) fn delete_namespaces(names: &[String]) -> Result<Vec<String>, NetnsEr
     if existing.is_empty() {
         return Ok(existing);
     }
-    let script: String = existing
-        .iter()
-        .map(|name| format!("netns del {name}\n"))
-        .collect();
+    let script = existing.iter().fold(String::new(), |mut script, name| {
+        let _ = writeln!(script, "netns del {name}");
+        script
+    });
     run(&["ip", "-force", "-batch", "-"], Some(&script))?;
     Ok(existing)
 }

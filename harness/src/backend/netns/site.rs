@@ -29,10 +29,12 @@ impl NetnsSite {
         Ok(NetnsSite { mock, realisation })
     }
 
+    /// The mock AWS side, serving in the topology's mock namespace.
     pub fn mock(&self) -> &MockAws {
         &self.mock
     }
 
+    /// The topology realised.
     pub fn topology(&self) -> &Topology {
         self.realisation.topology()
     }
@@ -64,6 +66,7 @@ pub(crate) fn start_mock(ns: &Namespace, config: MockConfig) -> Result<MockAws, 
 /// The netns backend for the sweep: every topology gets namespaces and a mock of its
 /// own; clients are this machine's programs.
 pub struct NetnsLab {
+    /// This machine's programs, run as the clients at each leaf.
     pub tools: Tools,
 }
 

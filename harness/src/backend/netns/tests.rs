@@ -73,7 +73,7 @@ fn hello_server(realisation: &NetnsRealisation, connections: usize) -> thread::J
                     served += 1;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    thread::sleep(Duration::from_millis(2))
+                    thread::sleep(Duration::from_millis(2));
                 }
                 Err(e) => panic!("accept: {e}"),
             }

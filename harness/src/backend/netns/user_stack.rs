@@ -152,8 +152,7 @@ fn failed(stack: UserStack, child: &Namespace, process: &mut Child) -> NetnsErro
     let _ = process.kill();
     let status = process
         .wait()
-        .map(|s| s.to_string())
-        .unwrap_or_else(|e| e.to_string());
+        .map_or_else(|e| e.to_string(), |s| s.to_string());
     let mut stderr = String::new();
     if let Some(mut pipe) = process.stderr.take() {
         let _ = pipe.read_to_string(&mut stderr);

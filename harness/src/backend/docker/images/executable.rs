@@ -13,6 +13,7 @@ use super::error::ImageError;
 /// An executable and the shared objects the dynamic loader would map for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Executable {
+    /// The executable's path on this machine, as given to [`Executable::inspect`].
     pub path: PathBuf,
     /// Absolute paths as the loader resolves them (the loader itself included); empty for
     /// a static executable.

@@ -23,16 +23,22 @@ use crate::backend::docker::labels::LABEL;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::Display)]
 #[strum(serialize_all = "lowercase")]
 pub enum Status {
+    /// Bootstrapped and imported by this run.
     Built,
+    /// Its tag was in the engine already, so nothing was done.
     Cached,
 }
 
 /// One image, present in the engine.
 #[derive(Debug, Clone)]
 pub struct ImageOutcome {
+    /// Which image.
     pub kind: ImageKind,
+    /// `imds-harness/<name>:<hash prefix>`, as planned.
     pub tag: String,
+    /// The engine's image id (`sha256:...`).
     pub id: String,
+    /// Whether this run made it.
     pub status: Status,
     /// Size in the engine, bytes.
     pub size: u64,
@@ -48,7 +54,7 @@ fn changes(recipe: &Recipe, hash: &str) -> Vec<String> {
     let mut changes: Vec<String> = recipe
         .image_changes()
         .iter()
-        .map(|c| c.to_string())
+        .map(ToString::to_string)
         .collect();
     changes.push(format!("LABEL {LABEL}=1"));
     changes.push(format!("LABEL {LABEL}.image={}", recipe.kind.name()));
@@ -151,10 +157,11 @@ pub async fn ensure(
         for (index, result) in results {
             match result {
                 Ok(outcome) => outcomes[index] = Some(outcome),
-                Err(err) => match (&first_error, &err) {
-                    (None, _) | (Some(ImageError::Interrupted), _) => first_error = Some(err),
-                    _ => {}
-                },
+                Err(err) => {
+                    if matches!(first_error, None | Some(ImageError::Interrupted)) {
+                        first_error = Some(err);
+                    }
+                }
             }
         }
         if let Some(err) = first_error {
@@ -209,14 +216,11 @@ async fn build(
     let tar = workdir.join(format!("{}.tar", kind.name()));
     let log = workdir.join(format!("{}.mmdebstrap.log", kind.name()));
     let started = Instant::now();
-    match (&planned.recipe.source, &planned.executable) {
-        (Source::Executable, Some(executable)) => {
-            executable.assemble(std::path::Path::new(HARNESS_IN_IMAGE), &tar)?
-        }
-        _ => {
-            let mmdebstrap = mmdebstrap.ok_or(ImageError::MmdebstrapMissing)?;
-            bootstrap(mmdebstrap, planned, &tar, &log, workdir, cancel).await?
-        }
+    if let (Source::Executable, Some(executable)) = (&planned.recipe.source, &planned.executable) {
+        executable.assemble(std::path::Path::new(HARNESS_IN_IMAGE), &tar)?;
+    } else {
+        let mmdebstrap = mmdebstrap.ok_or(ImageError::MmdebstrapMissing)?;
+        bootstrap(mmdebstrap, planned, &tar, &log, workdir, cancel).await?;
     }
     let bootstrap_time = started.elapsed();
 

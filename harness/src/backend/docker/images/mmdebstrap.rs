@@ -88,7 +88,10 @@ pub(super) async fn bootstrap(
         status = child.wait() => status.map_err(io("waiting for mmdebstrap".into()))?,
         () = cancel.cancelled() => {
             // mmdebstrap forks; its whole group gets what a terminal's Ctrl-C would send.
-            let group = child.id().map(|pid| nix::unistd::Pid::from_raw(-(pid as i32)));
+            let group = child
+                .id()
+                .and_then(|pid| i32::try_from(pid).ok())
+                .map(|pid| nix::unistd::Pid::from_raw(-pid));
             let signal_group = |signal| {
                 if let Some(group) = group {
                     let _ = nix::sys::signal::kill(group, signal);
@@ -131,6 +134,8 @@ pub struct Workdir {
 }
 
 impl Workdir {
+    /// A fresh `imds-harness-images-...` directory in the system's temporary directory
+    /// (`$TMPDIR`, or /tmp).
     pub fn new() -> Result<Workdir, ImageError> {
         let dir = tempfile::Builder::new()
             .prefix("imds-harness-images-")
@@ -142,6 +147,7 @@ impl Workdir {
         Ok(Workdir { dir: Some(dir) })
     }
 
+    /// Where the directory is.
     pub fn path(&self) -> &Path {
         self.dir.as_ref().expect("present until dropped").path()
     }

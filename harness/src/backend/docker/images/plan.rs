@@ -14,6 +14,7 @@ use crate::probe::programs::{self, SdkProgram};
 /// An image with its inputs resolved: what `imds-harness images` builds or finds.
 #[derive(Debug, Clone)]
 pub struct Planned {
+    /// How the image is made.
     pub recipe: Recipe,
     /// Full recipe hash.
     pub(super) hash: String,

@@ -70,21 +70,22 @@ pub struct Pruned {
     pub kind: String,
     /// `imds-harness/<kind>:<hash>`, or `None` for an untagged image.
     pub tag: Option<String>,
+    /// The engine's image id (`sha256:...`); shared by the tags of one image.
     pub id: String,
     /// Size in the engine, bytes.
     pub size: u64,
+    /// Whether it was kept, and why, or what removing it did.
     pub fate: Fate,
 }
 
 impl Pruned {
     /// The tag, or the short image id of an untagged image.
     pub fn name(&self) -> String {
-        match &self.tag {
-            Some(tag) => tag.clone(),
-            None => {
-                let id = self.id.trim_start_matches("sha256:");
-                format!("<untagged {}>", &id[..id.len().min(12)])
-            }
+        if let Some(tag) = &self.tag {
+            tag.clone()
+        } else {
+            let id = self.id.trim_start_matches("sha256:");
+            format!("<untagged {}>", &id[..id.len().min(12)])
         }
     }
 }
@@ -92,6 +93,7 @@ impl Pruned {
 /// What a prune kept and removed: per kind, the current tags, then newest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PruneReport {
+    /// Every image looked at: one entry per tag, and one per untagged image.
     pub images: Vec<Pruned>,
 }
 
@@ -206,7 +208,7 @@ async fn candidates(docker: &Docker, kinds: &[&str]) -> Result<Vec<Candidate>, I
                 continue;
             };
             if namespace == NAMESPACE && kinds.contains(&kind) {
-                mine.push((kind.to_string(), Some(tag.to_string())));
+                mine.push((kind.to_string(), Some((*tag).clone())));
             }
         }
         if tags.is_empty() {
@@ -221,7 +223,9 @@ async fn candidates(docker: &Docker, kinds: &[&str]) -> Result<Vec<Candidate>, I
         // The list has seconds; images made within one second are told apart by the
         // nanoseconds of their inspected creation time.
         let created = match docker.inspect_image(&image.id).await {
-            Ok(inspected) => inspected.created.map(|t| t.unix_timestamp_nanos()),
+            Ok(inspected) => inspected
+                .created
+                .map(time::OffsetDateTime::unix_timestamp_nanos),
             Err(BollardError::DockerResponseServerError {
                 status_code: 404, ..
             }) => continue,
@@ -260,30 +264,29 @@ pub async fn prune(
     let decided = decide(candidates(docker, kinds).await?, &current, keep);
     let mut report = PruneReport::default();
     for (candidate, fate) in decided {
-        let fate = match fate {
-            Some(fate) => fate,
-            None => {
-                let name = candidate.tag.as_deref().unwrap_or(&candidate.id);
-                let options = RemoveImageOptions {
-                    force: false,
-                    noprune: false,
-                    ..Default::default()
-                };
-                match docker.remove_image(name, Some(options), None).await {
-                    Ok(items) if items.iter().any(|i| i.deleted.is_some()) => Fate::Removed,
-                    Ok(_) => Fate::Untagged,
-                    Err(BollardError::DockerResponseServerError {
-                        status_code: 409, ..
-                    }) => Fate::InUse,
-                    Err(BollardError::DockerResponseServerError {
-                        status_code: 404, ..
-                    }) => Fate::Gone,
-                    Err(source) => {
-                        return Err(ImageError::Docker {
-                            what: format!("removing image {name}"),
-                            source: Box::new(source),
-                        })
-                    }
+        let fate = if let Some(fate) = fate {
+            fate
+        } else {
+            let name = candidate.tag.as_deref().unwrap_or(&candidate.id);
+            let options = RemoveImageOptions {
+                force: false,
+                noprune: false,
+                ..Default::default()
+            };
+            match docker.remove_image(name, Some(options), None).await {
+                Ok(items) if items.iter().any(|i| i.deleted.is_some()) => Fate::Removed,
+                Ok(_) => Fate::Untagged,
+                Err(BollardError::DockerResponseServerError {
+                    status_code: 409, ..
+                }) => Fate::InUse,
+                Err(BollardError::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => Fate::Gone,
+                Err(source) => {
+                    return Err(ImageError::Docker {
+                        what: format!("removing image {name}"),
+                        source: Box::new(source),
+                    })
                 }
             }
         };

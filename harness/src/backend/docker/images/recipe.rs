@@ -125,7 +125,9 @@ impl ImageKind {
 /// How one image is made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recipe {
+    /// The image this recipe makes.
     pub kind: ImageKind,
+    /// What its root file system is made from.
     pub source: Source,
     /// Debian packages installed at bootstrap, on top of `minbase`.
     pub(super) packages: &'static [&'static str],
@@ -260,11 +262,10 @@ mod tests {
             crate::topology::UserStack::Slirp4netns,
             crate::topology::UserStack::Pasta,
         ];
-        for package in
-            stacks
-                .iter()
-                .map(|s| s.package())
-                .chain(["docker.io", "podman", "buildah", "uidmap"])
+        for package in stacks
+            .iter()
+            .map(crate::topology::UserStack::package)
+            .chain(["docker.io", "podman", "buildah", "uidmap"])
         {
             assert!(instance.packages.contains(&package), "{package}");
         }

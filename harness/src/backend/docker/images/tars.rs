@@ -133,15 +133,21 @@ impl ImageSet {
 /// The tars in a folder after [`prune_tars`]: names and sizes in bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TarsReport {
+    /// The tars still needed (their image is in the engine) and the partial tars of
+    /// running processes, by name.
     pub kept: Vec<(String, u64)>,
+    /// The stale tars and partial tars deleted, by name (one that could not be
+    /// deleted is in neither list).
     pub removed: Vec<(String, u64)>,
 }
 
 impl TarsReport {
+    /// Bytes of the files kept.
     pub fn kept_bytes(&self) -> u64 {
         self.kept.iter().map(|(_, size)| size).sum()
     }
 
+    /// Bytes freed by the files deleted.
     pub fn removed_bytes(&self) -> u64 {
         self.removed.iter().map(|(_, size)| size).sum()
     }
@@ -160,7 +166,7 @@ fn tar_file(name: &str) -> Option<TarFile> {
     if !name.starts_with(&format!("{NAMESPACE}_")) {
         return None;
     }
-    if name.ends_with(".tar") {
+    if Path::new(name).extension().is_some_and(|ext| ext == "tar") {
         return Some(TarFile::Tar);
     }
     let (_, pid) = name.strip_suffix(".partial")?.rsplit_once('.')?;
@@ -188,7 +194,7 @@ pub async fn prune_tars(docker: &Docker, dir: &Path) -> Result<TarsReport, Image
     let files: Vec<(String, PathBuf, u64)> = entries
         .flatten()
         .map(|entry| {
-            let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            let size = entry.metadata().map_or(0, |m| m.len());
             (
                 entry.file_name().to_string_lossy().into_owned(),
                 entry.path(),
