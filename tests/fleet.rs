@@ -16,8 +16,8 @@ use imds_e2e::aws_env::{isolated, AWS_CLI};
 use imds_e2e::bins;
 use imds_e2e::require::{require, Requirement};
 use imds_mock::{
-    Fleet, FleetInstance, LaunchTemplateData, LaunchTemplateSpec, MockAws, MockBuilder, Service,
-    TemplateMetadataOptions,
+    Fleet, FleetInstance, LaunchTemplateData, LaunchTemplateSpec, MetadataDefaults, MockAws,
+    MockBuilder, Service, TemplateMetadataOptions,
 };
 use imds_vocab::baseline::Baseline;
 use imds_vocab::tags::{
@@ -407,7 +407,7 @@ async fn account_defaults_are_set_and_read_back() {
     assert!(stdout(&dry).contains(
         "aws ec2 modify-instance-metadata-defaults --http-put-response-hop-limit 2 --http-tokens required --http-endpoint enabled"
     ));
-    assert_eq!(mock.metadata_defaults(), Default::default());
+    assert_eq!(mock.metadata_defaults(), MetadataDefaults::default());
 
     let apply = shim(
         &mock,

@@ -379,10 +379,10 @@ fn an_unreachable_docker_engine_is_a_clear_error_and_exit_2() {
 
 #[test]
 fn a_client_that_crashes_is_a_failed_measurement_with_its_stderr_redacted() {
+    use std::os::unix::fs::PermissionsExt as _;
     if !require("measure_client_crash", NEEDS) {
         return;
     }
-    use std::os::unix::fs::PermissionsExt as _;
     let dir = tempfile::tempdir().unwrap();
     let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
     let fake_cli = dir.path().join("aws");

@@ -938,7 +938,7 @@ async fn tags_and_notices_are_404_until_there_is_something_to_say() {
         StatusCode::NOT_FOUND,
     );
 
-    let at = UNIX_EPOCH + Duration::from_mins(25095382);
+    let at = UNIX_EPOCH + Duration::from_mins(25_095_382);
     mock.interrupt_spot(SpotAction::Terminate, at);
     mock.recommend_rebalance(at);
     // Read by the Rust SDK's IMDS client, as a termination handler built on it would.

@@ -6,6 +6,7 @@
 //! credentials chain (this test binary re-run in the leaf namespace as a child, see
 //! [`rust_sdk_child`]), each with nothing but the grant's environment variables.
 
+use std::fmt::Write as _;
 use std::fs;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
@@ -117,7 +118,7 @@ impl Sim {
             env = env.with(k, v);
         }
         run_in(
-            env,
+            &env,
             self.site.leaf(),
             imds_e2e::aws_env::AWS_CLI.as_ref(),
             &[
@@ -144,7 +145,7 @@ impl Sim {
         }
         let exe = std::env::current_exe().unwrap();
         let out = run_in(
-            env,
+            &env,
             self.site.leaf(),
             &exe,
             &[
@@ -351,7 +352,7 @@ impl Drop for Relay {
     }
 }
 
-fn run_in(env: ClientEnv, ns: &Namespace, program: &Path, args: &[&str]) -> Output {
+fn run_in(env: &ClientEnv, ns: &Namespace, program: &Path, args: &[&str]) -> Output {
     tokio::task::block_in_place(|| {
         env.apply(ns.exec(program, args))
             .stdout_capture()
@@ -451,7 +452,7 @@ async fn every_preset_gets_the_role_through_a_grant_at_hop_limit_1() {
                 .relative()
                 .into_iter()
                 .fold(sim.env(), |env, (k, v)| env.with(k, v));
-            let out = run_in(env, sim.site.leaf(), &path, &[STS_URL]);
+            let out = run_in(&env, sim.site.leaf(), &path, &[STS_URL]);
             assert_eq!(
                 cli_arn(&out).as_deref(),
                 Some(ARN),
@@ -866,11 +867,10 @@ fn docker_backend_every_preset_gets_the_role_through_a_grant_at_hop_limit_1() {
 
     // docs/relay.md's ways, on the instance's engine: `docker run --env-file` with the grant's
     // env file, and a `docker build` whose RUN step reads it from a secret mount.
-    let env_file: String = granted
-        .env
-        .iter()
-        .map(|(k, v)| format!("{k}={v}\n"))
-        .collect();
+    let env_file = granted.env.iter().fold(String::new(), |mut file, (k, v)| {
+        let _ = writeln!(file, "{k}={v}");
+        file
+    });
     let probe = &instance.images().probe;
     let aws = "/usr/bin/aws sts get-caller-identity --output text --query Arn";
     let script = format!(

@@ -19,8 +19,11 @@ use crate::topology::Topology;
 /// A cell whose client got no identity at any hop limit in 1..=64.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct NeverCell {
+    /// Where the client ran.
     pub topology: Topology,
+    /// Who asked for the identity.
     pub client: Probe,
+    /// The tokens mode the mock was set to.
     pub http_tokens: HttpTokens,
     /// Why the client failed, in its own words (at hop limit 64, or the TTL probe's).
     pub reason: Option<String>,
@@ -117,7 +120,9 @@ pub enum GateError {
         names(missing)
     )]
     NotMeasured {
+        /// Where the baseline was read from, as displayed.
         baseline: String,
+        /// The baseline's topologies that the run did not measure.
         missing: Vec<Topology>,
     },
     /// `--record` while a topology gets no identity at any hop limit.
@@ -126,7 +131,10 @@ pub enum GateError {
          a baseline cannot record that",
         names(never)
     )]
-    NothingToRecord { never: Vec<Topology> },
+    NothingToRecord {
+        /// The topologies where some client got no identity with tokens required.
+        never: Vec<Topology>,
+    },
 }
 
 fn names(topologies: &[Topology]) -> String {
@@ -143,28 +151,41 @@ fn names(topologies: &[Topology]) -> String {
 pub enum Comparison {
     /// Needs more than recorded: builds nest deeper. Fails the gate.
     Regression {
+        /// The topology compared.
         topology: Topology,
+        /// The hop limit the baseline records for it.
         recorded: HopLimit,
+        /// The hop limit this run found it needs: more than recorded.
         now: HopLimit,
     },
     /// A client got no identity at any hop limit. Fails the gate.
     Never {
+        /// The topology compared.
         topology: Topology,
+        /// The hop limit the baseline records for it; `None` when it has no entry.
         recorded: Option<HopLimit>,
     },
     /// Needs less than recorded: the hop limit could come down.
     Improvement {
+        /// The topology compared.
         topology: Topology,
+        /// The hop limit the baseline records for it.
         recorded: HopLimit,
+        /// The hop limit this run found it needs: less than recorded.
         now: HopLimit,
     },
+    /// Needs what the baseline records.
     Unchanged {
+        /// The topology compared.
         topology: Topology,
+        /// The hop limit it needs, the one recorded.
         now: HopLimit,
     },
     /// Not in the baseline.
     New {
+        /// The topology compared.
         topology: Topology,
+        /// The hop limit this run found it needs.
         now: HopLimit,
     },
 }

@@ -14,7 +14,7 @@ use std::io;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr as UnixSocketAddr, UnixListener};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// The common prefix of every namespace and container name the harness makes.
 pub(crate) const NAME_PREFIX: &str = "imdsh-";
@@ -35,9 +35,7 @@ pub struct ShuttingDown;
 pub struct RunIdError(#[source] io::Error);
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The abstract Unix socket a run holds while it is alive. Abstract sockets belong to

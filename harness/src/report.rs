@@ -49,8 +49,7 @@ pub fn table(cells: &[Cell], clients: &[Probe], timings: bool) -> String {
             let text = in_row
                 .iter()
                 .find(|c| c.client == *client)
-                .map(|c| c.verdict().to_string())
-                .unwrap_or_else(|| "-".to_string());
+                .map_or_else(|| "-".to_string(), |c| c.verdict().to_string());
             row.push(TableCell::new(text).set_alignment(CellAlignment::Right));
         }
         if timings {
@@ -86,19 +85,18 @@ pub fn junit(
     let mut report = Report::new("imds-harness measure");
     let mut measured = TestSuite::new(format!("minimal hop limits ({backend} backend)"));
     for cell in cells {
-        let status = match cell.minimal_hop_limit {
-            Some(_) => TestCaseStatus::success(),
-            None => {
-                let mut failed = TestCaseStatus::non_success(NonSuccessKind::Failure);
-                failed
-                    .set_type("never")
-                    .set_message(format!(
-                        "{}: no identity at any hop limit (1..=64)",
-                        case_name(cell)
-                    ))
-                    .set_description(cell.failure_below.clone().unwrap_or_default());
-                failed
-            }
+        let status = if cell.minimal_hop_limit.is_some() {
+            TestCaseStatus::success()
+        } else {
+            let mut failed = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            failed
+                .set_type("never")
+                .set_message(format!(
+                    "{}: no identity at any hop limit (1..=64)",
+                    case_name(cell)
+                ))
+                .set_description(cell.failure_below.clone().unwrap_or_default());
+            failed
         };
         let mut case = TestCase::new(case_name(cell), status);
         let tried: Vec<String> = cell

@@ -47,9 +47,14 @@ pub enum Strategy {
 /// What to measure.
 #[derive(Clone, Debug)]
 pub struct SweepPlan {
+    /// The nestings to realise, each measured on its own.
     pub topologies: Vec<Topology>,
+    /// The clients to run at each topology's leaf, in any order: the TTL probe runs first
+    /// and the CLI last whatever the order given.
     pub clients: Vec<Probe>,
+    /// The tokens modes the mock is set to, in turn, for every topology.
     pub modes: Vec<HttpTokens>,
+    /// How the hop limits are searched.
     pub strategy: Strategy,
     /// The IMDS timeout the `sdk` and `ttl` probes use. The AWS CLI keeps its own (1 s).
     pub probe_timeout: Duration,
@@ -57,28 +62,41 @@ pub struct SweepPlan {
     pub parallel: usize,
 }
 
+/// Why a sweep stopped: the first error ends it, and nothing after it is measured.
 #[derive(Debug, thiserror::Error)]
 pub enum SweepError {
+    /// The backend could not make a worker or realise a topology.
     #[error("topology {topology}: {source}")]
     Site {
+        /// The topology being realised.
         topology: Topology,
+        /// The backend's error.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A client could not be run at all (as opposed to running and getting no identity).
     #[error("topology {topology}, client {client}: {source}")]
     Probe {
+        /// The topology whose leaf the client ran at.
         topology: Topology,
+        /// The client that could not be run.
         client: Probe,
+        /// Why it could not be run.
         source: ProbeError,
     },
     #[error(
         "topology {topology}, client {client}, tokens {http_tokens}: the mock stopped \
          serving during the measurement, so nothing after it can be trusted"
     )]
+    /// The mock stopped serving while a client ran, so the client's result means nothing.
     MockDied {
+        /// The topology being measured.
         topology: Topology,
+        /// The client that had just run.
         client: Probe,
+        /// The tokens mode the mock was set to.
         http_tokens: HttpTokens,
     },
+    /// The clients' temporary HOME folder could not be made.
     #[error("a temporary folder for the clients' HOME: {0}")]
     Home(std::io::Error),
 }
@@ -86,7 +104,10 @@ pub enum SweepError {
 /// The result of a search over hop limits.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Search {
+    /// The smallest hop limit that works; `None`: none up to 64 does.
     pub minimal: Option<HopLimit>,
+    /// Every hop limit probed, in order, and whether it worked (one may appear twice
+    /// when a failure was probed again to confirm it).
     pub tried: Vec<(HopLimit, bool)>,
 }
 

@@ -442,7 +442,7 @@ http {{
     let child = as_child(&mut command, Signal::SIGTERM)
         .spawn()
         .context("starting nginx")?;
-    let master = Pid::from_raw(child.id() as i32);
+    let master = Pid::from_raw(i32::try_from(child.id()).expect("a pid fits in i32"));
     // From here on the pid is managed by hand (waitpid in stop_nginx), not by `child`.
     drop(child);
     leftovers().nginx = Some(master);
@@ -599,7 +599,9 @@ fn run_wrk(seconds: u64, load: &Load, server_cpu: &dyn Fn() -> Duration) -> Resu
     let child = as_child(&mut command, Signal::SIGKILL)
         .spawn()
         .context("starting wrk")?;
-    leftovers().wrk = Some(Pid::from_raw(child.id() as i32));
+    leftovers().wrk = Some(Pid::from_raw(
+        i32::try_from(child.id()).expect("a pid fits in i32"),
+    ));
     let output = child.wait_with_output();
     leftovers().wrk = None;
     let output = output.context("waiting for wrk")?;

@@ -253,19 +253,19 @@ impl MockBuilder {
             if role.is_empty() || role.contains('/') {
                 return Err(MockError::Role(role.clone()));
             }
-            identity.role = role.clone();
+            identity.role.clone_from(role);
         }
         if let Some(account) = &self.account {
             if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(MockError::Account(account.clone()));
             }
-            identity.account = account.clone();
+            identity.account.clone_from(account);
         }
         if let Some(id) = &self.instance_id {
             if !InstanceIdentity::is_well_formed_instance_id(id) {
                 return Err(MockError::InstanceId(id.clone()));
             }
-            identity.instance_id = id.clone();
+            identity.instance_id.clone_from(id);
         }
         if let Some(region) = &self.region {
             let well_formed = !region.is_empty()
@@ -275,7 +275,7 @@ impl MockBuilder {
             if !well_formed {
                 return Err(MockError::Region(region.clone()));
             }
-            identity.region = region.clone();
+            identity.region.clone_from(region);
             identity.availability_zone = format!("{region}a");
         }
         if let Some(key) = config
@@ -312,6 +312,11 @@ impl MockBuilder {
     }
 
     /// Binds the three listeners and serves. Must be called inside a Tokio runtime.
+    #[expect(
+        clippy::unused_async,
+        reason = "public API that the harness, the tests and the benches await: it spawns \
+                  the servers on the current Tokio runtime, which an awaiting caller is in"
+    )]
     pub async fn start(self) -> Result<MockAws, MockError> {
         let config = self.config()?;
         let listeners = Listeners::bind(self.imds, self.sts, self.ec2).map_err(MockError::Bind)?;

@@ -45,7 +45,7 @@ impl fmt::Debug for SessionCredentials {
             .field("session_token", &"** redacted **")
             .field("expiration", &iso8601(self.expiration))
             .field("issued_to", &self.issued_to)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 

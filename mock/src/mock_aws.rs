@@ -159,7 +159,7 @@ impl MockAws {
 
     /// Changes the metadata options as `ModifyInstanceMetadataOptions` would.
     pub fn modify(&self, change: &MetadataOptionsChange) -> MetadataOptions {
-        self.state.modify_options(change)
+        self.state.modify_options(*change)
     }
 
     /// Changes the hop limit alone, as `ModifyInstanceMetadataOptions` would.

@@ -1,6 +1,7 @@
 //! The AWS Query protocol as STS and EC2 speak it: form-encoded parameters in, XML out.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -78,7 +79,10 @@ pub(crate) fn escape(text: &str) -> String {
 /// A request id in the form AWS services use.
 pub(crate) fn request_id() -> String {
     let b: [u8; 16] = rand::random();
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let hex = b.iter().fold(String::with_capacity(32), |mut hex, x| {
+        let _ = write!(hex, "{x:02x}");
+        hex
+    });
     format!(
         "{}-{}-{}-{}-{}",
         &hex[..8],

@@ -93,9 +93,9 @@ impl MockState {
     }
 
     /// Applies `change` (effective on the next IMDS request) and returns the result.
-    pub(crate) fn modify_options(&self, change: &MetadataOptionsChange) -> MetadataOptions {
+    pub(crate) fn modify_options(&self, change: MetadataOptionsChange) -> MetadataOptions {
         let mut cell = self.options.write().expect("options lock");
-        cell.options.apply(change);
+        cell.options.apply(&change);
         cell.changed_at = SystemTime::now();
         cell.options
     }

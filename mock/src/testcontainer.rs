@@ -50,7 +50,7 @@ impl Default for ImdsMock {
 }
 
 impl ImdsMock {
-    fn flag(mut self, name: &str, value: impl ToString) -> Self {
+    fn flag(mut self, name: &str, value: &impl ToString) -> Self {
         self.flags.push(format!("--{name}"));
         self.flags.push(value.to_string());
         self
@@ -58,47 +58,47 @@ impl ImdsMock {
 
     /// `HttpPutResponseHopLimit`: the IP TTL of the token response.
     pub fn with_hop_limit(self, hop_limit: HopLimit) -> Self {
-        self.flag("hop-limit", hop_limit)
+        self.flag("hop-limit", &hop_limit)
     }
 
     /// `HttpTokens`: `Required` (IMDSv2 only) or `Optional` (IMDSv1 too).
     pub fn with_http_tokens(self, tokens: HttpTokens) -> Self {
-        self.flag("http-tokens", tokens)
+        self.flag("http-tokens", &tokens)
     }
 
     /// `HttpEndpoint`: `Disabled` answers 403 to everything.
     pub fn with_http_endpoint(self, endpoint: HttpEndpoint) -> Self {
-        self.flag("http-endpoint", endpoint)
+        self.flag("http-endpoint", &endpoint)
     }
 
     /// `InstanceMetadataTags`: whether IMDS serves the instance's tags.
     pub fn with_instance_metadata_tags(self, toggle: Toggle) -> Self {
-        self.flag("instance-metadata-tags", toggle)
+        self.flag("instance-metadata-tags", &toggle)
     }
 
     /// The instance role's name.
     pub fn with_role(self, role: &str) -> Self {
-        self.flag("role", role)
+        self.flag("role", &role)
     }
 
     /// The account id (12 digits).
     pub fn with_account(self, account: &str) -> Self {
-        self.flag("account", account)
+        self.flag("account", &account)
     }
 
     /// An instance tag.
     pub fn with_tag(self, key: &str, value: &str) -> Self {
-        self.flag("tag", format!("{key}={value}"))
+        self.flag("tag", &format!("{key}={value}"))
     }
 
     /// A Spot interruption notice from the start.
     pub fn with_spot_action(self, action: SpotAction) -> Self {
-        self.flag("spot-action", action)
+        self.flag("spot-action", &action)
     }
 
     /// The instance in an Auto Scaling group, moving to `state`.
     pub fn with_lifecycle_state(self, state: LifecycleState) -> Self {
-        self.flag("lifecycle-state", state)
+        self.flag("lifecycle-state", &state)
     }
 
     /// Another tag of the image than `latest` (e.g. a recipe tag `imds-harness images`

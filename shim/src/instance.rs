@@ -143,12 +143,12 @@ impl InstanceError {
         }
     }
 
-    pub(crate) fn from_sdk<E, R>(action: &'static str, err: SdkError<E, R>) -> Self
+    pub(crate) fn from_sdk<E, R>(action: &'static str, err: &SdkError<E, R>) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
         R: std::fmt::Debug + 'static,
     {
-        match &err {
+        match err {
             SdkError::ServiceError(ctx) => {
                 let code = ctx.err().code().unwrap_or("unknown error").to_owned();
                 if code == "UnauthorizedOperation" {
@@ -163,7 +163,7 @@ impl InstanceError {
             }
             _ => Self::Unreachable {
                 action,
-                detail: chain(&err),
+                detail: chain(err),
             },
         }
     }
@@ -236,7 +236,7 @@ impl Instance {
             .instance_ids(&self.instance_id)
             .send()
             .await
-            .map_err(|e| InstanceError::from_sdk(ACTION, e))?;
+            .map_err(|e| InstanceError::from_sdk(ACTION, &e))?;
         let instance = out
             .reservations()
             .iter()
@@ -294,7 +294,7 @@ impl Instance {
             .http_endpoint(InstanceMetadataEndpointState::Enabled)
             .send()
             .await
-            .map_err(|e| InstanceError::from_sdk(ACTION, e))?;
+            .map_err(|e| InstanceError::from_sdk(ACTION, &e))?;
         Ok(())
     }
 }

@@ -124,12 +124,12 @@ enum Action {
 pub(crate) fn relay_command(args: RelayArgs) -> anyhow::Result<ExitCode> {
     match args.action {
         None => serve(&args.serve),
-        Some(action) => client(action),
+        Some(action) => client(&action),
     }
 }
 
-fn client(action: Action) -> anyhow::Result<ExitCode> {
-    let (path, request) = match &action {
+fn client(action: &Action) -> anyhow::Result<ExitCode> {
+    let (path, request) = match action {
         Action::Grant {
             ttl,
             label,
@@ -152,7 +152,7 @@ fn client(action: Action) -> anyhow::Result<ExitCode> {
         .build()
         .context("could not start the async runtime")?;
     let reply = rt.block_on(control::call(path, &request))?;
-    match (reply, &action) {
+    match (reply, action) {
         (ControlReply::Granted { grant, env }, Action::Grant { export, .. }) => {
             let prefix = if *export { "export " } else { "" };
             for (name, value) in &env.0 {

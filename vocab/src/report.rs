@@ -211,8 +211,8 @@ impl ProbeReport {
 
     /// The steps that ran, in order, as (name, ok, elapsed ms, error).
     pub fn steps(&self) -> Vec<StepSummary<'_>> {
-        fn summary<T>(name: StepName, s: &Option<Step<T>>) -> Option<StepSummary<'_>> {
-            s.as_ref().map(|s| StepSummary {
+        fn summary<T>(name: StepName, s: Option<&Step<T>>) -> Option<StepSummary<'_>> {
+            s.map(|s| StepSummary {
                 name,
                 ok: s.ok,
                 elapsed_ms: s.elapsed_ms,
@@ -220,10 +220,10 @@ impl ProbeReport {
             })
         }
         [
-            summary(StepName::Ttl, &self.ttl),
-            summary(StepName::Token, &self.token),
-            summary(StepName::Credentials, &self.credentials),
-            summary(StepName::Identity, &self.identity),
+            summary(StepName::Ttl, self.ttl.as_ref()),
+            summary(StepName::Token, self.token.as_ref()),
+            summary(StepName::Credentials, self.credentials.as_ref()),
+            summary(StepName::Identity, self.identity.as_ref()),
         ]
         .into_iter()
         .flatten()

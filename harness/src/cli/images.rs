@@ -28,7 +28,7 @@ pub(super) struct ImagesArgs {
     keep: usize,
 }
 
-pub(super) fn run(args: ImagesArgs) -> anyhow::Result<Exit> {
+pub(super) fn run(args: &ImagesArgs) -> anyhow::Result<Exit> {
     let started = Instant::now();
     let shim = shim::locate()?;
     let plan = images::plan(&shim, &images::locate_harness()?)?;

@@ -123,10 +123,10 @@ struct MeasureReport<'a> {
     elapsed_ms: u64,
 }
 
-pub(super) fn run(args: MeasureArgs) -> anyhow::Result<Exit> {
+pub(super) fn run(args: &MeasureArgs) -> anyhow::Result<Exit> {
     match args.backend {
         Backend::Earthly => run_earthly(),
-        Backend::Netns | Backend::Docker => run_sweep(&args),
+        Backend::Netns | Backend::Docker => run_sweep(args),
     }
 }
 

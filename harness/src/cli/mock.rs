@@ -133,6 +133,8 @@ fn parse_tag(s: &str) -> Result<(String, String), String> {
 impl MockArgs {
     /// The mock these flags describe (`user_data`: the content of `--user-data-file`).
     fn builder(&self, user_data: Option<Vec<u8>>) -> MockBuilder {
+        /// How far ahead a `--maintenance` event is scheduled.
+        const WEEK: Duration = Duration::from_hours(168);
         let mut builder = MockAws::builder()
             .imds_addr(self.imds)
             .sts_addr(self.sts)
@@ -172,7 +174,6 @@ impl MockArgs {
         if let Some(state) = self.lifecycle_state {
             builder = builder.lifecycle_state(state);
         }
-        const WEEK: Duration = Duration::from_hours(168);
         for &code in &self.maintenance {
             let not_before = now + WEEK;
             let event =
@@ -205,7 +206,7 @@ impl MockArgs {
     }
 }
 
-pub(super) fn run(args: MockArgs) -> anyhow::Result<Exit> {
+pub(super) fn run(args: &MockArgs) -> anyhow::Result<Exit> {
     let user_data = match &args.user_data_file {
         Some(path) => match std::fs::read(path) {
             Ok(data) => Some(data),

@@ -37,10 +37,10 @@ pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {
-        Command::Measure(args) => measure::run(args),
-        Command::Mock(args) => mock::run(args),
+        Command::Measure(args) => measure::run(&args),
+        Command::Mock(args) => mock::run(&args),
         Command::Cleanup(args) => cleanup::run(args),
-        Command::Images(args) => images::run(args),
+        Command::Images(args) => images::run(&args),
     };
     let exit = result.unwrap_or_else(|err| {
         eprintln!("imds-harness: error: {err:#}");

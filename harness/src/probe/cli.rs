@@ -12,10 +12,11 @@ use super::outcome::{ProbeError, ProbeOutcome};
 /// differently and is not used unless `$IMDS_AWS_CLI` names it.
 pub const DEBIAN_AWS_CLI: &str = "/usr/bin/aws";
 
+/// Finds the AWS CLI: `$IMDS_AWS_CLI` when set, else [`DEBIAN_AWS_CLI`]; missing, it is
+/// an error naming the package to install.
 pub fn locate() -> Result<PathBuf, ProbeError> {
-    let path: PathBuf = std::env::var_os("IMDS_AWS_CLI")
-        .map(Into::into)
-        .unwrap_or_else(|| DEBIAN_AWS_CLI.into());
+    let path: PathBuf =
+        std::env::var_os("IMDS_AWS_CLI").map_or_else(|| DEBIAN_AWS_CLI.into(), Into::into);
     if path.is_file() {
         Ok(path)
     } else {
@@ -26,6 +27,8 @@ pub fn locate() -> Result<PathBuf, ProbeError> {
     }
 }
 
+/// Runs `aws sts get-caller-identity` at `leaf`, STS at `sts_endpoint`: whatever exit
+/// code it gives is its verdict; only a crash mark or a signal is an error.
 pub fn run(
     leaf: &dyn Leaf,
     env: &ClientEnv,

@@ -55,6 +55,7 @@ impl ClientEnv {
         }
     }
 
+    /// These variables with `name` set to `value`, replacing any value it had.
     pub fn with(mut self, name: &str, value: &str) -> Self {
         self.vars.retain(|(k, _)| k != name);
         self.vars.push((name.into(), value.into()));
@@ -68,6 +69,11 @@ impl ClientEnv {
     /// `expr` with this process's environment less [`CLEARED`], plus these variables,
     /// given whole: duct applies nested `env` and `env_remove` inner-last, so a removal
     /// could undo a setting made after it.
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "takes the expression it rewraps, so callers pass `cmd(...)` inline; \
+                  the backends' leaves and the tests call it that way"
+    )]
     pub fn apply(&self, expr: duct::Expression) -> duct::Expression {
         let mut env: HashMap<String, String> = std::env::vars()
             .filter(|(k, _)| !CLEARED.contains(&k.as_str()))

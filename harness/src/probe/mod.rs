@@ -153,7 +153,9 @@ impl TryFrom<String> for Probe {
 /// Where the clients' programs are on this machine.
 #[derive(Clone, Debug, Default)]
 pub struct Tools {
+    /// `imds-shim`, for the `sdk` and `ttl` probes; `None` when no probe needs it.
     pub shim: Option<PathBuf>,
+    /// The AWS CLI, for the `cli` client; `None` when it is not run.
     pub aws_cli: Option<PathBuf>,
     /// The SDK clients' programs, made ready (see [`programs`]).
     pub programs: Vec<(SdkProgram, PathBuf)>,

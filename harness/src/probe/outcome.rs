@@ -19,11 +19,15 @@ pub struct ProbeOutcome {
     /// Everything the client printed on stderr when it failed (its last lines, secrets
     /// masked): the message a user reads.
     pub message: Option<String>,
+    /// How long the client ran, from start to exit, at the leaf.
     pub elapsed: Duration,
 }
 
+/// Why a client could not be run at a leaf: the program broke, or was never there. A
+/// client that runs and gets no identity is a [`ProbeOutcome`], not this.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
+    /// A client's name that no probe has.
     #[error("unknown client {name:?}: the clients are {known}")]
     UnknownClient {
         /// What was asked for.
@@ -31,33 +35,59 @@ pub enum ProbeError {
         /// Every probe's name, for the message.
         known: String,
     },
+    /// A client's program is not on this machine: which program, and what to do about
+    /// it (the package to install, the variable to set).
     #[error("{0} was not found: {1}")]
     MissingBinary(&'static str, String),
+    /// An SDK client's program could not be built or put in its cache folder.
     #[error("making {program} ready: {what}")]
     Prepare {
+        /// The program's file name.
         program: &'static str,
+        /// The step that failed (`go build`, writing a file, ...).
         what: String,
+        /// The step's error.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A client's program could not be started in a network namespace.
     #[error("running {program} in {place}: {source}")]
     Spawn {
+        /// The program's path on the host.
         program: String,
+        /// The leaf, as [`Leaf::place`](crate::probe::Leaf::place) says it.
         place: String,
+        /// Why it could not be started.
         source: std::io::Error,
     },
+    /// A client's program could not be run in a container leaf.
     #[error("running {program} in {place}: {source}")]
     Container {
+        /// The program, described for a person.
         program: &'static str,
+        /// The leaf, as [`Leaf::place`](crate::probe::Leaf::place) says it.
         place: String,
+        /// The container engine's error.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// `imds-shim probe --json` printed no JSON report on stdout.
     #[error("imds-shim printed no report ({status}); its stderr ends:\n{stderr_tail}")]
-    NoReport { status: String, stderr_tail: String },
+    NoReport {
+        /// How it exited (code or signal), as the process status displays.
+        status: String,
+        /// The last lines of its stderr, secrets masked ([`stderr_tail`]).
+        stderr_tail: String,
+    },
+    /// A client's program broke rather than failed as a client: a crash mark on stderr
+    /// (traceback, panic), a signal, or an exit code it does not give for failures.
     #[error("{program} crashed in {place} ({status}); its stderr ends:\n{stderr_tail}")]
     Crashed {
+        /// The program, described for a person.
         program: &'static str,
+        /// The leaf, as [`Leaf::place`](crate::probe::Leaf::place) says it.
         place: String,
+        /// How it exited (code or signal), as the process status displays.
         status: String,
+        /// The last lines of its stderr, secrets masked ([`stderr_tail`]).
         stderr_tail: String,
     },
 }

@@ -271,7 +271,10 @@ mod tests {
 
     #[test]
     fn sources_are_the_files_and_hashes_follow_the_versions() {
-        let names: Vec<String> = SdkProgram::VARIANTS.iter().map(|p| p.to_string()).collect();
+        let names: Vec<String> = SdkProgram::VARIANTS
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(
             names,
             ["imdsh-go", "imdsh-go-v1", "imdsh-ruby", "imdsh-boto3"]

@@ -12,6 +12,8 @@ use super::programs::SdkProgram;
 /// The programs' exit code when the SDK failed (their usage error is 2).
 const SDK_FAILED: i32 = 1;
 
+/// Runs the SDK client's `program` at `leaf`, STS at `sts_endpoint`: exit 0 with the
+/// ARN is an identity, exit 1 the SDK's failure, any other code the program breaking.
 pub fn run(
     leaf: &dyn Leaf,
     env: &ClientEnv,

@@ -18,6 +18,8 @@ pub fn locate() -> Result<PathBuf, ProbeError> {
     ))
 }
 
+/// Runs `imds-shim probe --json` at `leaf` for `steps` (the `sdk` or the `ttl` probe),
+/// with `timeout` as its IMDS timeout, and reads its JSON report.
 pub fn run(
     leaf: &dyn Leaf,
     env: &ClientEnv,

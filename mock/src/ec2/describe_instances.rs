@@ -137,6 +137,13 @@ pub(crate) struct Query {
 
 impl Query {
     pub(crate) fn parse(params: &QueryParams) -> Result<Self, Ec2Error> {
+        /// The filters the mock understands, besides `tag:KEY`.
+        const KNOWN: &[&str] = &[
+            "instance-id",
+            "instance-type",
+            "instance-state-name",
+            "tag-key",
+        ];
         let ids: Vec<String> = params
             .list("InstanceId")
             .into_iter()
@@ -181,12 +188,6 @@ impl Query {
                 })
             })
             .collect::<Vec<_>>();
-        const KNOWN: &[&str] = &[
-            "instance-id",
-            "instance-type",
-            "instance-state-name",
-            "tag-key",
-        ];
         if let Some(bad) = filters
             .iter()
             .find(|f| !KNOWN.contains(&f.name.as_str()) && !f.name.starts_with("tag:"))

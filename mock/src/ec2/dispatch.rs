@@ -237,7 +237,7 @@ impl Ec2 {
         let change = parse_change(params)?;
         self.admit(MODIFY_INSTANCE_METADATA_OPTIONS, params)?;
         let options = if own {
-            self.state.modify_options(&change)
+            self.state.modify_options(change)
         } else {
             let mut fleet = self.state.fleet.write().expect("fleet lock");
             let instance = fleet.get_mut(instance_id).expect("checked above");

@@ -27,10 +27,19 @@ struct Pool {
     topology: Option<&'static str>,
     /// An Auto Scaling group launches them.
     asg: bool,
-    /// From a launch template of the pool's name, with this hop limit (`None`: the template
-    /// sets no metadata options).
-    template: Option<Option<u32>>,
+    /// Whether they come from a launch template.
+    launch: Launch,
     instance_type: &'static str,
+}
+
+/// How a pool's instances are launched.
+#[derive(Clone, Copy)]
+enum Launch {
+    /// Without a launch template.
+    Direct,
+    /// From a launch template of the pool's name, with this hop limit (`None`: the
+    /// template sets no metadata options).
+    Template(Option<u32>),
 }
 
 const POOLS: &[Pool] = &[
@@ -39,7 +48,7 @@ const POOLS: &[Pool] = &[
         name: "gha-runners",
         topology: Some("docker-run"),
         asg: true,
-        template: Some(Some(2)),
+        launch: Launch::Template(Some(2)),
         instance_type: "c6i.xlarge",
     },
     Pool {
@@ -47,7 +56,7 @@ const POOLS: &[Pool] = &[
         name: "earthly-builders",
         topology: Some("earthly-run"),
         asg: true,
-        template: Some(None),
+        launch: Launch::Template(None),
         instance_type: "c6i.2xlarge",
     },
     Pool {
@@ -55,7 +64,7 @@ const POOLS: &[Pool] = &[
         name: "gitlab-dind",
         topology: Some("buildkit-run"),
         asg: false,
-        template: Some(Some(3)),
+        launch: Launch::Template(Some(3)),
         instance_type: "m6i.xlarge",
     },
     Pool {
@@ -63,7 +72,7 @@ const POOLS: &[Pool] = &[
         name: "karpenter-nodes",
         topology: None,
         asg: false,
-        template: None,
+        launch: Launch::Direct,
         instance_type: "m7i.large",
     },
     Pool {
@@ -71,7 +80,7 @@ const POOLS: &[Pool] = &[
         name: "pets",
         topology: Some("earthly-with-docker"),
         asg: false,
-        template: None,
+        launch: Launch::Direct,
         instance_type: "t3.large",
     },
 ];
@@ -119,7 +128,9 @@ impl Fleet {
         let templates: Vec<LaunchTemplateSpec> = POOLS
             .iter()
             .filter_map(|pool| {
-                let hop_limit = pool.template?;
+                let Launch::Template(hop_limit) = pool.launch else {
+                    return None;
+                };
                 Some(LaunchTemplateSpec {
                     name: pool.name.to_string(),
                     data: LaunchTemplateData {
@@ -156,8 +167,8 @@ impl Fleet {
                 continue;
             }
             let n = fleet.instances.len();
-            let template_hops = match pool.template {
-                Some(Some(hops)) => hops,
+            let template_hops = match pool.launch {
+                Launch::Template(Some(hops)) => hops,
                 // A template without metadata options, or none: EC2's default.
                 _ => 1,
             };
@@ -201,7 +212,7 @@ impl Fleet {
             if pool.asg {
                 tags.insert(ASG_TAG.to_string(), pool.name.to_string());
             }
-            if pool.template.is_some() {
+            if matches!(pool.launch, Launch::Template(_)) {
                 tags.insert(
                     LAUNCH_TEMPLATE_ID_TAG.to_string(),
                     LaunchTemplateSpec::id_for(pool.name),

@@ -50,20 +50,26 @@ impl LaunchTemplateData {
     /// `self` with every parameter `newer` gives replaced, as `SourceVersion` works: a
     /// parameter is replaced whole (`MetadataOptions` too).
     pub(crate) fn overlaid_with(&self, newer: &LaunchTemplateData) -> LaunchTemplateData {
-        fn pick<T: Clone>(new: &Option<T>, old: &Option<T>) -> Option<T> {
-            new.clone().or_else(|| old.clone())
+        fn pick<T: Clone>(new: Option<&T>, old: Option<&T>) -> Option<T> {
+            new.or(old).cloned()
         }
         LaunchTemplateData {
-            image_id: pick(&newer.image_id, &self.image_id),
-            instance_type: pick(&newer.instance_type, &self.instance_type),
-            key_name: pick(&newer.key_name, &self.key_name),
-            security_group_ids: pick(&newer.security_group_ids, &self.security_group_ids),
-            user_data: pick(&newer.user_data, &self.user_data),
-            iam_instance_profile_name: pick(
-                &newer.iam_instance_profile_name,
-                &self.iam_instance_profile_name,
+            image_id: pick(newer.image_id.as_ref(), self.image_id.as_ref()),
+            instance_type: pick(newer.instance_type.as_ref(), self.instance_type.as_ref()),
+            key_name: pick(newer.key_name.as_ref(), self.key_name.as_ref()),
+            security_group_ids: pick(
+                newer.security_group_ids.as_ref(),
+                self.security_group_ids.as_ref(),
             ),
-            metadata_options: pick(&newer.metadata_options, &self.metadata_options),
+            user_data: pick(newer.user_data.as_ref(), self.user_data.as_ref()),
+            iam_instance_profile_name: pick(
+                newer.iam_instance_profile_name.as_ref(),
+                self.iam_instance_profile_name.as_ref(),
+            ),
+            metadata_options: pick(
+                newer.metadata_options.as_ref(),
+                self.metadata_options.as_ref(),
+            ),
         }
     }
 

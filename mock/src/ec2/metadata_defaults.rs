@@ -31,7 +31,7 @@ pub struct MetadataDefaults {
 
 impl MetadataDefaults {
     /// `<accountLevel>` with the fields that have a preference.
-    pub(crate) fn xml(&self) -> String {
+    pub(crate) fn xml(self) -> String {
         let mut out = String::from("<accountLevel>");
         let fields: [(&str, Option<String>); 4] = [
             ("httpTokens", self.http_tokens.map(|v| v.to_string())),
@@ -54,63 +54,62 @@ impl MetadataDefaults {
         out
     }
 
-    /// Applies a `ModifyInstanceMetadataDefaults`; a field not given stays as it is.
+    /// Applies a `ModifyInstanceMetadataDefaults`; a field not given stays as it is. An
+    /// invalid field changes nothing.
     pub(crate) fn modify(&mut self, params: &QueryParams) -> Result<(), Ec2Error> {
+        /// Sets `slot` from the parameter `name` when given: `none` clears it.
         fn field<T: std::str::FromStr>(
             params: &QueryParams,
             name: &str,
             none: &str,
             valid: &str,
-        ) -> Result<Option<Option<T>>, Ec2Error> {
+            slot: &mut Option<T>,
+        ) -> Result<(), Ec2Error> {
             let Some(value) = params.get(name) else {
-                return Ok(None);
+                return Ok(());
             };
-            if value == none {
-                return Ok(Some(None));
-            }
-            value.parse().map(|v| Some(Some(v))).map_err(|_| {
-                Ec2Error::bad_request(
-                    "InvalidParameterValue",
-                    format!("Invalid value '{value}' for {name}. Valid values: {valid}"),
-                )
-            })
+            *slot = if value == none {
+                None
+            } else {
+                Some(value.parse().map_err(|_| {
+                    Ec2Error::bad_request(
+                        "InvalidParameterValue",
+                        format!("Invalid value '{value}' for {name}. Valid values: {valid}"),
+                    )
+                })?)
+            };
+            Ok(())
         }
-        let tokens = field(
+        let mut next = *self;
+        field(
             params,
             "HttpTokens",
             NO_PREFERENCE,
             "optional, required, no-preference",
+            &mut next.http_tokens,
         )?;
-        let hops = field(
+        field(
             params,
             "HttpPutResponseHopLimit",
             HOP_LIMIT_NO_PREFERENCE,
             "-1 or integers from 1 to 64",
+            &mut next.hop_limit,
         )?;
-        let endpoint = field(
+        field(
             params,
             "HttpEndpoint",
             NO_PREFERENCE,
             "enabled, disabled, no-preference",
+            &mut next.http_endpoint,
         )?;
-        let tags = field(
+        field(
             params,
             "InstanceMetadataTags",
             NO_PREFERENCE,
             "enabled, disabled, no-preference",
+            &mut next.instance_metadata_tags,
         )?;
-        if let Some(v) = tokens {
-            self.http_tokens = v;
-        }
-        if let Some(v) = hops {
-            self.hop_limit = v;
-        }
-        if let Some(v) = endpoint {
-            self.http_endpoint = v;
-        }
-        if let Some(v) = tags {
-            self.instance_metadata_tags = v;
-        }
+        *self = next;
         Ok(())
     }
 }

@@ -215,7 +215,7 @@ mod tests {
 
     #[test]
     fn the_documented_formats() {
-        let at = UNIX_EPOCH + Duration::from_mins(25095382);
+        let at = UNIX_EPOCH + Duration::from_mins(25_095_382);
         let notices = Notices {
             spot_action: Some((SpotAction::Terminate, at)),
             rebalance: Some(at),

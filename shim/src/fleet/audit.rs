@@ -288,7 +288,7 @@ pub async fn audit(api: &FleetApi, request: &AuditRequest) -> Result<AuditReport
     };
     let (mut rows, mut skipped, mut page_count) = (Vec::new(), 0, 0);
     while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| InstanceError::from_sdk(ACTION, e))?;
+        let page = page.map_err(|e| InstanceError::from_sdk(ACTION, &e))?;
         page_count += 1;
         for instance in page
             .reservations()
@@ -480,6 +480,7 @@ mod tests {
 
     #[test]
     fn exit_codes() {
+        use AuditVerdict::*;
         let with = |v: &[AuditVerdict]| {
             let mut m: BTreeMap<AuditVerdict, usize> = BTreeMap::new();
             for x in v {
@@ -487,7 +488,6 @@ mod tests {
             }
             exit_code(&m)
         };
-        use AuditVerdict::*;
         assert_eq!(with(&[Right]), 0);
         assert_eq!(with(&[Right, TooHigh]), 3);
         assert_eq!(with(&[Right, TokensOptional]), 3);
@@ -510,6 +510,7 @@ mod tests {
     }
 
     fn sample() -> AuditReport {
+        use HttpTokens::*;
         let row = |id: &str,
                    name: &str,
                    hops: u32,
@@ -536,7 +537,6 @@ mod tests {
                     .then(|| "lt-0aaaabbbbccccdddd:1".into()),
             }
         };
-        use HttpTokens::*;
         let mut instances = vec![
             row(
                 "i-0000000000000000a",

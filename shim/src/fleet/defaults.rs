@@ -46,7 +46,7 @@ fn read(defaults: Option<&InstanceMetadataDefaultsResponse>) -> [(&'static str, 
     ]
 }
 
-fn wanted_fields(wanted: &Wanted) -> [String; 3] {
+fn wanted_fields(wanted: Wanted) -> [String; 3] {
     [
         wanted.hop_limit.to_string(),
         wanted.http_tokens.to_string(),
@@ -80,7 +80,7 @@ async fn get(api: &FleetApi) -> Result<Option<InstanceMetadataDefaultsResponse>,
         .get_instance_metadata_defaults()
         .send()
         .await
-        .map_err(|e| InstanceError::from_sdk("GetInstanceMetadataDefaults", e))?
+        .map_err(|e| InstanceError::from_sdk("GetInstanceMetadataDefaults", &e))?
         .account_level()
         .cloned())
 }
@@ -99,7 +99,7 @@ pub async fn enforce(
     );
     let changes: Vec<_> = now
         .iter()
-        .zip(wanted_fields(&wanted))
+        .zip(wanted_fields(wanted))
         .filter(|((_, from), to)| from != to)
         .collect();
     if changes.is_empty() {
@@ -133,11 +133,11 @@ pub async fn enforce(
         ))
         .send()
         .await
-        .map_err(|e| InstanceError::from_sdk("ModifyInstanceMetadataDefaults", e))?;
+        .map_err(|e| InstanceError::from_sdk("ModifyInstanceMetadataDefaults", &e))?;
     let after = read(get(api).await?.as_ref());
     let left: Vec<_> = after
         .iter()
-        .zip(wanted_fields(&wanted))
+        .zip(wanted_fields(wanted))
         .filter(|((_, from), to)| from != to)
         .map(|((field, from), _)| format!("{field} {from}"))
         .collect();

@@ -89,7 +89,7 @@ pub fn plan(
 /// The `MetadataOptions` of the new version: the wanted three, the rest as they were.
 fn request_options(
     current: Option<&LaunchTemplateInstanceMetadataOptions>,
-    wanted: &Wanted,
+    wanted: Wanted,
 ) -> LaunchTemplateInstanceMetadataOptionsRequest {
     LaunchTemplateInstanceMetadataOptionsRequest::builder()
         .http_put_response_hop_limit(wanted.hop_limit.into())
@@ -189,7 +189,7 @@ pub async fn enforce(
     };
     let out = describe(&[DEFAULT_VERSION, "$Latest"])
         .await
-        .map_err(|e| InstanceError::from_sdk("DescribeLaunchTemplateVersions", e))?;
+        .map_err(|e| InstanceError::from_sdk("DescribeLaunchTemplateVersions", &e))?;
     let versions = out.launch_template_versions();
     let current = versions
         .iter()
@@ -259,7 +259,7 @@ pub async fn enforce(
         .version_description(&description)
         .launch_template_data(
             RequestLaunchTemplateData::builder()
-                .metadata_options(request_options(current_options, &wanted))
+                .metadata_options(request_options(current_options, wanted))
                 .build(),
         );
     create = match template {
@@ -269,7 +269,7 @@ pub async fn enforce(
     let created = create
         .send()
         .await
-        .map_err(|e| InstanceError::from_sdk("CreateLaunchTemplateVersion", e))?;
+        .map_err(|e| InstanceError::from_sdk("CreateLaunchTemplateVersion", &e))?;
     let version = created
         .launch_template_version()
         .and_then(LaunchTemplateVersion::version_number)
@@ -287,12 +287,12 @@ pub async fn enforce(
         modify
             .send()
             .await
-            .map_err(|e| InstanceError::from_sdk("ModifyLaunchTemplate", e))?;
+            .map_err(|e| InstanceError::from_sdk("ModifyLaunchTemplate", &e))?;
         println!("version {version} is now the default");
     }
     let check = describe(&[&version.to_string()])
         .await
-        .map_err(|e| InstanceError::from_sdk("DescribeLaunchTemplateVersions", e))?;
+        .map_err(|e| InstanceError::from_sdk("DescribeLaunchTemplateVersions", &e))?;
     let made = version_of(Some(check.launch_template_versions()), "new")?;
     let left = plan(
         made.launch_template_data()

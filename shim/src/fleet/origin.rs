@@ -64,7 +64,7 @@ pub async fn notes(ec2: &aws_sdk_ec2::Client, origin: &Origin, need: &Need) -> V
         .versions(version)
         .send()
         .await
-        .map_err(|e| InstanceError::from_sdk("DescribeLaunchTemplateVersions", e));
+        .map_err(|e| InstanceError::from_sdk("DescribeLaunchTemplateVersions", &e));
     let options = match read {
         Ok(out) => out
             .launch_template_versions()

@@ -163,20 +163,20 @@ mod tests {
     use imds_vocab::report::{CredentialsDetail, IdentityDetail, Step, TokenDetail, TtlDetail};
     use std::time::Duration;
 
-    fn ok<T>(ms: u64, detail: T) -> Option<Step<T>> {
-        Some(Step {
+    fn ok<T>(ms: u64, detail: T) -> Step<T> {
+        Step {
             ok: true,
             elapsed_ms: ms as f64,
             detail,
             error: None,
-        })
+        }
     }
 
-    fn failed<T: Default>(ms: u64, error: &str) -> Option<Step<T>> {
-        Some(Step::failed(Duration::from_millis(ms), error))
+    fn failed<T: Default>(ms: u64, error: &str) -> Step<T> {
+        Step::failed(Duration::from_millis(ms), error)
     }
 
-    fn ttl(k: u8) -> Option<Step<TtlDetail>> {
+    fn ttl(k: u8) -> Step<TtlDetail> {
         ok(
             0,
             TtlDetail {
@@ -187,29 +187,29 @@ mod tests {
 
     fn all_ok() -> ProbeReport {
         let mut r = ProbeReport::new("http://127.0.0.1:9");
-        r.ttl = ttl(1);
-        r.token = ok(
+        r.ttl = Some(ttl(1));
+        r.token = Some(ok(
             3,
             TokenDetail {
                 instance_id: Some("i-0123".into()),
                 region: Some("us-east-1".into()),
             },
-        );
-        r.credentials = ok(
+        ));
+        r.credentials = Some(ok(
             4,
             CredentialsDetail {
                 access_key_id: Some("ASIAX".into()),
                 expiration: Some("2030-01-01T00:00:00Z".into()),
             },
-        );
-        r.identity = ok(
+        ));
+        r.identity = Some(ok(
             12,
             IdentityDetail {
                 arn: Some("arn:aws:sts::123456789012:assumed-role/r/i-0123".into()),
                 account: Some("123456789012".into()),
                 user_id: Some("AROAX:i-0123".into()),
             },
-        );
+        ));
         r.conclude();
         r
     }
@@ -232,10 +232,10 @@ verdict: this place gets the instance role's credentials; it needs hop limit >= 
     #[test]
     fn hop_limit_failure_names_the_first_cause_and_the_limit() {
         let mut r = ProbeReport::new("http://127.0.0.1:9");
-        r.ttl = ttl(2);
-        r.token = failed(1001, "no token response within 1 s: dropped");
-        r.credentials = failed(1002, "could not load");
-        r.identity = failed(0, "not attempted");
+        r.ttl = Some(ttl(2));
+        r.token = Some(failed(1001, "no token response within 1 s: dropped"));
+        r.credentials = Some(failed(1002, "could not load"));
+        r.identity = Some(failed(0, "not attempted"));
         r.conclude();
         let text = human(&r);
         assert!(
@@ -251,10 +251,10 @@ verdict: this place gets the instance role's credentials; it needs hop limit >= 
     #[test]
     fn sts_failure_after_credentials() {
         let mut r = all_ok();
-        r.identity = failed(
+        r.identity = Some(failed(
             5,
             "STS refused GetCallerIdentity: InvalidClientTokenId: bad",
-        );
+        ));
         r.ttl = None;
         assert_eq!(
             verdict(&r),
@@ -299,8 +299,8 @@ verdict: this place gets the instance role's credentials; it needs hop limit >= 
     #[test]
     fn a_dropped_token_behind_a_stack_points_at_the_stacks_place() {
         let mut r = ProbeReport::new("http://169.254.169.254");
-        r.ttl = ttl(1);
-        r.token = failed(1001, "no token response within 1 s: dropped");
+        r.ttl = Some(ttl(1));
+        r.token = Some(failed(1001, "no token response within 1 s: dropped"));
         r.network = Some(NetworkDetail {
             stack: None,
             gateway_mac: None,
@@ -354,12 +354,12 @@ verdict: this place gets the instance role's credentials; it needs hop limit >= 
     #[test]
     fn ttl_only_verdicts() {
         let mut r = ProbeReport::new("http://127.0.0.1:9");
-        r.ttl = ttl(3);
+        r.ttl = Some(ttl(3));
         assert_eq!(
             verdict(&r),
             "IMDS is reachable from this place; it needs hop limit >= 3 (credentials not checked)"
         );
-        r.ttl = failed(1, "connection refused");
+        r.ttl = Some(failed(1, "connection refused"));
         assert_eq!(
             verdict(&r),
             "IMDS is not reachable from this place: connection refused"

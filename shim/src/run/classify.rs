@@ -82,6 +82,7 @@ fn shorten(line: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fmt::Write as _;
     use strum::VariantArray;
 
     fn client_of(output: &str) -> Option<Client> {
@@ -107,7 +108,10 @@ mod tests {
             let found = classify(&message).unwrap_or_else(|| panic!("{client}: {message}"));
             assert_eq!(found.client, client, "{client}: {message}");
             // As an Earthly log shows it: every line prefixed.
-            let logged: String = message.lines().map(|l| format!("+probe | {l}\n")).collect();
+            let logged = message.lines().fold(String::new(), |mut logged, l| {
+                let _ = writeln!(logged, "+probe | {l}");
+                logged
+            });
             assert_eq!(
                 classify(&logged).map(|f| f.client),
                 Some(client),

@@ -69,7 +69,7 @@ pub fn execute(argv: &[OsString]) -> io::Result<Finished> {
         t.join()
             .map_err(|_| io::Error::other("an output thread panicked"))??;
     }
-    let code = exit_code(&output.status);
+    let code = exit_code(output.status);
     let kept = std::mem::take(&mut *kept.lock().expect("output lock"));
     Ok(Finished {
         code,
@@ -103,7 +103,7 @@ fn spawn_copy(
     })
 }
 
-fn exit_code(status: &std::process::ExitStatus) -> i32 {
+fn exit_code(status: std::process::ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt as _;
     status
         .code()
