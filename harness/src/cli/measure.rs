@@ -32,11 +32,7 @@ pub(super) struct MeasureArgs {
     backend: Backend,
     #[arg(long, value_delimiter = ',', value_name = "NAME,...", help = topology_help())]
     topology: Vec<Topology>,
-    /// Clients run at each leaf: sdk (Rust SDK via imds-shim), cli (Debian's AWS CLI),
-    /// go (aws-sdk-go-v2), go-v1 (aws-sdk-go), ruby (aws-sdk-core), boto3, ttl
-    /// (imds-shim's TTL probe). Default: every one that is installed here; one asked
-    /// for that is not installed is exit 2, with the Debian packages to install.
-    #[arg(long, value_delimiter = ',', value_name = "CLIENT,...")]
+    #[arg(long, value_delimiter = ',', value_name = "CLIENT,...", help = clients_help())]
     clients: Vec<Probe>,
     /// Tokens modes measured: required, optional.
     #[arg(
@@ -93,6 +89,18 @@ fn parse_strategy(s: &str) -> Result<Strategy, String> {
         "linear" => Ok(Strategy::Linear),
         other => Err(format!("unknown strategy {other:?}: use bisect or linear")),
     }
+}
+
+/// `--clients`' help: every probe, with what it is.
+fn clients_help() -> String {
+    let probes: Vec<String> = Probe::all()
+        .map(|p| format!("{} ({})", p.name(), p.summary()))
+        .collect();
+    format!(
+        "Clients run at each leaf: {}. Default: every one that is installed here; one asked \
+         for that is not installed is exit 2, with the Debian packages to install",
+        probes.join(", ")
+    )
 }
 
 /// `--topology`'s help: every preset and the chain spellings.
@@ -433,6 +441,14 @@ mod tests {
     use strum::VariantArray;
 
     use super::*;
+
+    #[test]
+    fn clients_help_names_every_probe() {
+        let help = clients_help();
+        for probe in Probe::all() {
+            assert!(help.contains(&format!("{} (", probe.name())), "{help}");
+        }
+    }
 
     #[test]
     fn topology_help_names_every_preset_and_the_chains() {

@@ -64,6 +64,19 @@ impl Probe {
         }
     }
 
+    /// What it is, in a few words, for `--clients`' help.
+    pub fn summary(self) -> &'static str {
+        match self {
+            Probe::Client(Client::RustSdk) => "Rust SDK via imds-shim",
+            Probe::Client(Client::Cli) => "Debian's AWS CLI",
+            Probe::Client(Client::GoSdkV2) => "aws-sdk-go-v2",
+            Probe::Client(Client::GoSdkV1) => "aws-sdk-go",
+            Probe::Client(Client::RubySdk) => "aws-sdk-core",
+            Probe::Client(Client::Boto3) => "Python",
+            Probe::Ttl => "imds-shim's TTL probe",
+        }
+    }
+
     /// The program it runs.
     pub fn program(self) -> Program {
         match self {
