@@ -1,0 +1,100 @@
+//! What each shipped crate brings along, by `cargo tree`:
+//! - the shim is copied onto build hosts and into build images: it shares the
+//!   vocabulary crate with the harness, and nothing else of it;
+//! - whoever depends on the mock gets what serving needs (the vocabulary crate, HTTP,
+//!   Tokio and the SigV4 pieces) and nothing of the harness (its Docker client, its
+//!   command line, its progress bars, tables and reports); testcontainers, and the
+//!   Docker client it brings, come only with the feature of that name.
+
+use std::process::Command;
+
+/// What the harness needs and a user of the mock never does.
+const HARNESS_ONLY: [&str; 5] = [
+    "imds-harness",
+    "clap",
+    "indicatif",
+    "comfy-table",
+    "quick-junit",
+];
+
+/// The crates `package` builds with `args` (features), by name.
+fn normal_dependencies(package: &str, args: &[&str]) -> Vec<String> {
+    let out = Command::new(env!("CARGO"))
+        .args(["tree", "--offline", "-p", package, "-e", "normal"])
+        .args(["--prefix", "none", "--format", "{p}"])
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn assert_has(crates: &[String], package: &str, wanted: &[&str]) {
+    for wanted in wanted {
+        assert!(
+            crates.iter().any(|c| c == wanted),
+            "{package} has no {wanted}: {crates:?}"
+        );
+    }
+}
+
+fn assert_lacks<'a>(
+    crates: &[String],
+    package: &str,
+    forbidden: impl IntoIterator<Item = &'a str>,
+) {
+    for forbidden in forbidden {
+        assert!(
+            !crates.iter().any(|c| c == forbidden),
+            "{package} depends on {forbidden}"
+        );
+    }
+}
+
+#[test]
+fn the_shim_builds_neither_the_harness_nor_bollard() {
+    let crates = normal_dependencies("imds-shim", &[]);
+    assert_has(&crates, "imds-shim", &["imds-vocab"]);
+    assert_lacks(
+        &crates,
+        "imds-shim",
+        ["imds-harness", "imds-mock", "bollard", "testcontainers"],
+    );
+}
+
+#[test]
+fn the_mock_builds_none_of_the_harness() {
+    let crates = normal_dependencies("imds-mock", &[]);
+    assert_has(
+        &crates,
+        "imds-mock",
+        &["imds-vocab", "hyper", "tokio", "aws-sigv4"],
+    );
+    assert_lacks(
+        &crates,
+        "imds-mock",
+        HARNESS_ONLY
+            .into_iter()
+            .chain(["bollard", "testcontainers"]),
+    );
+}
+
+#[test]
+fn testcontainers_comes_with_the_mock_s_feature_alone() {
+    let crates = normal_dependencies("imds-mock", &["--features", "testcontainers"]);
+    assert_has(
+        &crates,
+        "imds-mock with testcontainers",
+        &["testcontainers"],
+    );
+    assert_lacks(&crates, "imds-mock with testcontainers", HARNESS_ONLY);
+}
