@@ -106,10 +106,9 @@ fn clients_help() -> String {
 /// `--topology`'s help: every preset and the chain spellings.
 fn topology_help() -> String {
     format!(
-        "Topologies, comma-separated: presets ({}), chain:N (N routed layers) or \
-         chain:LETTERS (r routed, p proxied by slirp4netns, from the host outwards, e.g. \
-         chain:rrpr; netns only). Default: every preset",
-        topology::preset_names()
+        "Topologies, comma-separated: {} (chains on the netns backend only, p by \
+         slirp4netns). Default: every preset",
+        topology::valid_names()
     )
 }
 
