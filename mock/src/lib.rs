@@ -137,6 +137,8 @@
 
 #![warn(missing_docs)]
 
+mod admission;
+mod body_limit;
 mod builder;
 mod config;
 mod credentials;
@@ -148,6 +150,7 @@ mod mock_aws;
 mod options;
 mod ports;
 mod query;
+mod request_log;
 mod server;
 mod sigv4;
 mod state;
@@ -171,6 +174,7 @@ pub use instance::InstanceIdentity;
 pub use mock_aws::{Endpoints, Listeners, MockAws};
 pub use options::{MetadataOptions, MetadataOptionsChange};
 pub use ports::{EC2_PORT, IMDS_PORT, STS_PORT};
-pub use server::{RequestLog, RequestMark, RequestRecord, Service};
+pub use request_log::{RequestLog, RequestMark, RequestRecord};
+pub use server::Service;
 #[cfg(feature = "testcontainers")]
 pub use testcontainer::{ImdsMock, ImdsMockContainer};

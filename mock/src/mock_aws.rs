@@ -28,7 +28,8 @@ use crate::imds::notices::{LifecycleState, MaintenanceEvent, Notices, SpotAction
 use crate::imds::service::Imds;
 use crate::instance::InstanceIdentity;
 use crate::options::{MetadataOptions, MetadataOptionsChange};
-use crate::server::{self, Handler, RequestLog, RequestMark, RequestRecord, ServerStats, Service};
+use crate::request_log::{RequestLog, RequestMark, RequestRecord};
+use crate::server::{self, Handler, ServerStats, Service};
 use crate::state::MockState;
 use crate::sts::service::Sts;
 

@@ -1,5 +1,6 @@
-//! The HTTP/1.1 serving loop shared by the mock IMDS, STS and EC2: hyper parses, a
-//! [`Handler`] answers with a whole response, and every connection is bounded in time.
+//! The HTTP/1.1 serving loop shared by the mock IMDS, STS and EC2: connections admitted
+//! within caps, hyper parses, a [`Handler`] answers with a whole response, and every
+//! connection is bounded in time and every request in size.
 
 #![allow(
     unsafe_code,
@@ -8,32 +9,39 @@
 
 use std::convert::Infallible;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Body as _;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use socket2::SockRef;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::admission::{Admission, Ticket};
 use crate::credentials::ImdsVersion;
+use crate::request_log::{RequestLog, RequestRecord};
 
 /// How long one connection may live, whatever happens to it.
 pub(crate) const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
 /// How long the kernel keeps retransmitting unacknowledged data (a response the hop
 /// limit dropped) before it gives the socket up.
 pub(crate) const UNACKED_DATA_TIMEOUT: Duration = Duration::from_secs(3);
-/// Larger request bodies get 413.
-pub(crate) const MAX_BODY: usize = 1 << 20;
+/// How long a request head may take to arrive, counted from the connection's start or
+/// the previous response: a slow or silent client is closed after it.
+pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(3);
+/// The largest request head (request line and headers): larger gets 431. An SDK's
+/// signed request head is under 2 KiB.
+pub(crate) const MAX_HEAD: usize = 16 << 10;
 
 /// The accepted connection a request came in on.
 pub(crate) struct Connection {
@@ -59,7 +67,8 @@ impl Connection {
     }
 }
 
-/// Answers one request. Bodies arrive whole (at most [`MAX_BODY`]).
+/// Answers one request. Bodies arrive whole (at most the service's
+/// [`Service::max_body`]).
 pub(crate) trait Handler: Send + Sync + 'static {
     /// The whole response to `request`, which came in on `connection`.
     fn handle(&self, request: Request<Bytes>, connection: &Connection) -> Response<Bytes>;
@@ -71,11 +80,27 @@ pub(crate) trait Handler: Send + Sync + 'static {
     }
 }
 
+/// Which of the mock's services answered a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Service {
+    /// The instance metadata service.
+    Imds,
+    /// STS.
+    Sts,
+    /// The EC2 API.
+    Ec2,
+}
+
 /// Counters a test or benchmark can read.
 #[derive(Debug, Default)]
 pub(crate) struct ServerStats {
     pub(crate) open_connections: AtomicUsize,
     pub(crate) accepted: AtomicU64,
+    /// Connections closed unserved because every place was busy answering.
+    pub(crate) refused: AtomicU64,
+    /// Idle connections closed to make room for a newcomer.
+    pub(crate) closed_idle: AtomicU64,
 }
 
 struct OpenGuard(Arc<ServerStats>);
@@ -98,6 +123,7 @@ pub(crate) fn spawn(
 ) -> io::Result<JoinHandle<()>> {
     configure(&listener)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
+    let admission = Arc::new(Admission::default());
     Ok(tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -117,102 +143,29 @@ pub(crate) fn spawn(
                 continue;
             }
             stats.accepted.fetch_add(1, Ordering::Relaxed);
+            let ticket = match admission.admit(peer.ip()) {
+                Ok((ticket, admitted)) => {
+                    stats
+                        .closed_idle
+                        .fetch_add(admitted.closed_idle as u64, Ordering::Relaxed);
+                    ticket
+                }
+                Err(refusal) => {
+                    stats.refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, ?refusal, "connection refused: no room");
+                    continue;
+                }
+            };
             stats.open_connections.fetch_add(1, Ordering::Relaxed);
             let guard = OpenGuard(stats.clone());
             let handler = handler.clone();
             let log = log.clone();
             tokio::spawn(async move {
                 let _guard = guard;
-                serve_connection(stream, peer, handler, keep_alive, log).await;
+                serve_connection(stream, peer, ticket, handler, keep_alive, log).await;
             });
         }
     }))
-}
-
-/// Which of the mock's services answered a request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Service {
-    /// The instance metadata service.
-    Imds,
-    /// STS.
-    Sts,
-    /// The EC2 API.
-    Ec2,
-}
-
-/// One request the mock answered: no header, body or query is kept, so nothing secret.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct RequestRecord {
-    /// Which service answered.
-    pub service: Service,
-    /// The request's method.
-    pub method: String,
-    /// The path, without the query.
-    pub path: String,
-    /// The response's status code.
-    pub status: u16,
-    /// The client's address.
-    pub peer: IpAddr,
-    /// For a signed API call: which credential set signed it (the one IMDS handed to
-    /// IMDSv1 or to IMDSv2 callers).
-    pub signed_with: Option<ImdsVersion>,
-}
-
-/// The requests a mock answered, the newest [`RequestLog::CAPACITY`] of them.
-#[derive(Debug, Default)]
-pub struct RequestLog {
-    records: std::sync::Mutex<Records>,
-}
-
-#[derive(Debug, Default)]
-struct Records {
-    kept: std::collections::VecDeque<RequestRecord>,
-    /// How many were ever recorded, the dropped ones included.
-    recorded: u64,
-}
-
-/// A point in a [`RequestLog`]: what was recorded after it is
-/// [`RequestLog::since`] it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct RequestMark(u64);
-
-impl RequestLog {
-    /// How many records are kept; older ones are dropped.
-    pub const CAPACITY: usize = 10_000;
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Records> {
-        self.records
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn record(&self, record: RequestRecord) {
-        let mut records = self.lock();
-        if records.kept.len() == Self::CAPACITY {
-            records.kept.pop_front();
-        }
-        records.kept.push_back(record);
-        records.recorded += 1;
-    }
-
-    /// The records kept, oldest first.
-    pub fn snapshot(&self) -> Vec<RequestRecord> {
-        self.lock().kept.iter().cloned().collect()
-    }
-
-    /// Now: the records that come after this are [`Self::since`] it.
-    pub fn mark(&self) -> RequestMark {
-        RequestMark(self.lock().recorded)
-    }
-
-    /// The records made after `mark` (those still kept), oldest first.
-    pub fn since(&self, mark: RequestMark) -> Vec<RequestRecord> {
-        let records = self.lock();
-        let newer = usize::try_from(records.recorded.saturating_sub(mark.0)).unwrap_or(usize::MAX);
-        let skip = records.kept.len().saturating_sub(newer);
-        records.kept.iter().skip(skip).cloned().collect()
-    }
 }
 
 /// Sets the options of every connection once, on the listener: Linux copies them into
@@ -227,88 +180,82 @@ fn configure(listener: &std::net::TcpListener) -> io::Result<()> {
 async fn serve_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
+    ticket: Ticket,
     handler: Arc<dyn Handler>,
     keep_alive: bool,
     (service, log): (Service, Arc<RequestLog>),
 ) {
+    let ticket = Arc::new(ticket);
     let connection = Arc::new(Connection {
         peer,
         fd: stream.as_raw_fd(),
     });
+    let serving_ticket = ticket.clone();
     let service = service_fn(move |request: Request<hyper::body::Incoming>| {
         let handler = handler.clone();
         let connection = connection.clone();
         let log = log.clone();
+        let ticket = serving_ticket.clone();
         async move {
             let (parts, body) = request.into_parts();
-            let (method, path) = (parts.method.to_string(), parts.uri.path().to_owned());
-            let response = match Limited::new(body, MAX_BODY).collect().await {
-                Ok(body) => {
+            let (method, uri) = (parts.method.clone(), parts.uri.clone());
+            let limit = service.max_body();
+            // A declared length over the limit is refused unread; an undeclared one
+            // (chunked) is read up to the limit and no further.
+            let declared = body.size_hint().lower();
+            let collected = if usize::try_from(declared).is_ok_and(|n| n <= limit) {
+                Limited::new(body, limit).collect().await.ok()
+            } else {
+                None
+            };
+            // Busy from a whole request to the end of its response: a client slow to
+            // send its body stays idle, and may be closed to make room.
+            ticket.busy();
+            let response = match collected {
+                Some(body) => {
                     handler.handle(Request::from_parts(parts, body.to_bytes()), &connection)
                 }
-                Err(_) => plain_status(StatusCode::PAYLOAD_TOO_LARGE),
+                None => service.body_too_large(),
             };
-            log.record(RequestRecord {
+            log.record(RequestRecord::new(
                 service,
-                method,
-                path,
-                status: response.status().as_u16(),
-                peer: connection.peer.ip(),
-                signed_with: response.extensions().get::<ImdsVersion>().copied(),
+                (method.as_str(), uri.path()),
+                response.status().as_u16(),
+                connection.peer.ip(),
+                response.extensions().get::<ImdsVersion>().copied(),
+            ));
+            // Idle again once hyper has written the body and dropped it.
+            let idle = IdleWhenDropped(ticket);
+            let (head, bytes) = response.into_parts();
+            let body = Full::new(bytes).map_frame(move |frame| {
+                let _held = &idle;
+                frame
             });
-            Ok::<_, Infallible>(response.map(Full::new))
+            Ok::<_, Infallible>(Response::from_parts(head, body))
         }
     });
-    let serving = http1::Builder::new()
+    let mut builder = http1::Builder::new();
+    builder
         .keep_alive(keep_alive)
-        .serve_connection(TokioIo::new(stream), service);
-    match tokio::time::timeout(CONNECTION_DEADLINE, serving).await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => tracing::debug!(%peer, %err, "connection ended with an error"),
-        Err(_) => tracing::debug!(%peer, "connection reached its deadline"),
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .max_buf_size(MAX_HEAD);
+    let serving = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        result = tokio::time::timeout(CONNECTION_DEADLINE, serving) => match result {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::debug!(%peer, %err, "connection ended with an error"),
+            Err(_) => tracing::debug!(%peer, "connection reached its deadline"),
+        },
+        () = ticket.closed() => tracing::debug!(%peer, "idle connection closed to make room"),
     }
 }
 
-fn plain_status(status: StatusCode) -> Response<Bytes> {
-    Response::builder()
-        .status(status)
-        .body(Bytes::new())
-        .expect("a status-only response builds")
-}
+/// Marks its connection idle when dropped.
+struct IdleWhenDropped(Arc<Ticket>);
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(status: u16) -> RequestRecord {
-        RequestRecord {
-            service: Service::Imds,
-            method: "GET".into(),
-            path: "/".into(),
-            status,
-            peer: IpAddr::from([127, 0, 0, 1]),
-            signed_with: None,
-        }
-    }
-
-    #[test]
-    fn since_a_mark_is_what_came_after_it_even_once_the_log_is_full() {
-        let log = RequestLog::default();
-        let start = log.mark();
-        log.record(record(200));
-        let one = log.mark();
-        assert_eq!(log.since(start).len(), 1);
-        assert!(log.since(one).is_empty());
-        for _ in 1..RequestLog::CAPACITY {
-            log.record(record(200));
-        }
-        let full = log.mark();
-        log.record(record(401));
-        log.record(record(404));
-        assert_eq!(log.snapshot().len(), RequestLog::CAPACITY);
-        let statuses: Vec<u16> = log.since(full).iter().map(|r| r.status).collect();
-        assert_eq!(statuses, [401, 404]);
-        // A mark older than what is kept gets all that is kept.
-        assert_eq!(log.since(start).len(), RequestLog::CAPACITY);
+impl Drop for IdleWhenDropped {
+    fn drop(&mut self) {
+        self.0.idle();
     }
 }

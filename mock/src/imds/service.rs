@@ -33,7 +33,7 @@ use crate::timestamp::iso8601;
 pub(crate) const TOKEN_HEADER: &str = "x-aws-ec2-metadata-token";
 pub(crate) const TOKEN_TTL_HEADER: &str = "x-aws-ec2-metadata-token-ttl-seconds";
 const FORWARDED_FOR_HEADER: &str = "x-forwarded-for";
-const SERVER_NAME: &str = "EC2ws";
+pub(crate) const SERVER_NAME: &str = "EC2ws";
 
 /// What the IMDS decided about one request, before it becomes a response.
 #[derive(Debug, PartialEq, Eq)]
