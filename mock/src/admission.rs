@@ -80,10 +80,7 @@ impl Admission {
     /// Admits a connection from `peer`, closing the longest idle connection (of that peer
     /// when the peer is at its cap) to make room; the ticket holds its place until
     /// dropped. The connection counts as idle until [`Ticket::busy`].
-    pub(crate) fn admit(
-        self: &Arc<Self>,
-        peer: IpAddr,
-    ) -> Result<(Ticket, Admitted), Refusal> {
+    pub(crate) fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<(Ticket, Admitted), Refusal> {
         let peer = peer.to_canonical();
         let mut table = self.lock();
         let mut admitted = Admitted::default();
@@ -94,9 +91,7 @@ impl Admission {
             admitted.closed_idle += 1;
         }
         if table.open.len() >= self.max_open {
-            table
-                .close_longest_idle(|_| true)
-                .ok_or(Refusal::AllBusy)?;
+            table.close_longest_idle(|_| true).ok_or(Refusal::AllBusy)?;
             admitted.closed_idle += 1;
         }
         let id = table.next_id;
@@ -117,9 +112,8 @@ impl Admission {
         Ok((ticket, admitted))
     }
 
-    /// How many connections are held now.
-    #[cfg(test)]
-    fn open(&self) -> usize {
+    /// How many connections are admitted and not closed now.
+    pub(crate) fn open(&self) -> usize {
         self.lock().open.len()
     }
 }

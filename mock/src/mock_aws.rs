@@ -264,6 +264,13 @@ impl MockAws {
         self.imds_stats.open_connections.load(Ordering::Relaxed)
     }
 
+    /// Connections the IMDS has admitted and not closed: at most its caps (512, and 128
+    /// from one address). An idle one closed to make room leaves this count at once and
+    /// [`Self::imds_open_connections`] once its task has run.
+    pub fn imds_admitted_connections(&self) -> usize {
+        self.imds_stats.admission.open()
+    }
+
     /// Whether every service still serves: false once one has stopped (it failed, or
     /// [`Self::stop`] was called).
     pub fn is_serving(&self) -> bool {

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::{BodyExt, Full, Limited};
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Body as _;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -42,6 +42,9 @@ pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(3);
 /// The largest request head (request line and headers): larger gets 431. An SDK's
 /// signed request head is under 2 KiB.
 pub(crate) const MAX_HEAD: usize = 16 << 10;
+
+/// The accept queue asked for; Linux caps it at `net.core.somaxconn` (4096 by default).
+const ACCEPT_BACKLOG: i32 = 4096;
 
 /// The accepted connection a request came in on.
 pub(crate) struct Connection {
@@ -95,6 +98,10 @@ pub enum Service {
 /// Counters a test or benchmark can read.
 #[derive(Debug, Default)]
 pub(crate) struct ServerStats {
+    /// The connections admitted: [`Self::open_connections`] less those closed whose
+    /// task has yet to run.
+    pub(crate) admission: Arc<Admission>,
+    /// Connections whose task runs.
     pub(crate) open_connections: AtomicUsize,
     pub(crate) accepted: AtomicU64,
     /// Connections closed unserved because every place was busy answering.
@@ -123,7 +130,7 @@ pub(crate) fn spawn(
 ) -> io::Result<JoinHandle<()>> {
     configure(&listener)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    let admission = Arc::new(Admission::default());
+    let admission = stats.admission.clone();
     Ok(tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -145,9 +152,15 @@ pub(crate) fn spawn(
             stats.accepted.fetch_add(1, Ordering::Relaxed);
             let ticket = match admission.admit(peer.ip()) {
                 Ok((ticket, admitted)) => {
-                    stats
-                        .closed_idle
-                        .fetch_add(admitted.closed_idle as u64, Ordering::Relaxed);
+                    if admitted.closed_idle > 0 {
+                        stats
+                            .closed_idle
+                            .fetch_add(admitted.closed_idle as u64, Ordering::Relaxed);
+                        // Let the closed connections' tasks release their sockets
+                        // before accepting more: a flood of reconnects must not
+                        // outrun them.
+                        tokio::task::yield_now().await;
+                    }
                     ticket
                 }
                 Err(refusal) => {
@@ -169,10 +182,14 @@ pub(crate) fn spawn(
 }
 
 /// Sets the options of every connection once, on the listener: Linux copies them into
-/// each socket it accepts.
+/// each socket it accepts. The accept queue is made as long as the kernel allows
+/// (`listen` again on a listening socket only changes it), so that a flood of
+/// reconnecting sockets waits in it beside a real client's instead of having the
+/// client's SYN dropped, which costs the client a 1 s retransmission.
 fn configure(listener: &std::net::TcpListener) -> io::Result<()> {
     listener.set_nonblocking(true)?;
     let socket = SockRef::from(listener);
+    socket.listen(ACCEPT_BACKLOG)?;
     socket.set_tcp_nodelay(true)?;
     socket.set_tcp_user_timeout(Some(UNACKED_DATA_TIMEOUT))
 }
@@ -203,19 +220,26 @@ async fn serve_connection(
             // A declared length over the limit is refused unread; an undeclared one
             // (chunked) is read up to the limit and no further.
             let declared = body.size_hint().lower();
-            let collected = if usize::try_from(declared).is_ok_and(|n| n <= limit) {
-                Limited::new(body, limit).collect().await.ok()
+            let body = if usize::try_from(declared).is_ok_and(|n| n <= limit) {
+                Limited::new(body, limit).collect().await.map_err(|err| {
+                    if err.is::<LengthLimitError>() {
+                        BodyRefusal::TooLarge
+                    } else {
+                        BodyRefusal::Broken
+                    }
+                })
             } else {
-                None
+                Err(BodyRefusal::TooLarge)
             };
             // Busy from a whole request to the end of its response: a client slow to
             // send its body stays idle, and may be closed to make room.
             ticket.busy();
-            let response = match collected {
-                Some(body) => {
+            let response = match body {
+                Ok(body) => {
                     handler.handle(Request::from_parts(parts, body.to_bytes()), &connection)
                 }
-                None => service.body_too_large(),
+                Err(BodyRefusal::TooLarge) => service.body_too_large(),
+                Err(BodyRefusal::Broken) => broken_body(),
             };
             log.record(RequestRecord::new(
                 service,
@@ -258,4 +282,22 @@ impl Drop for IdleWhenDropped {
     fn drop(&mut self) {
         self.0.idle();
     }
+}
+
+/// Why a request's body did not reach its handler.
+enum BodyRefusal {
+    /// Over the service's [`Service::max_body`].
+    TooLarge,
+    /// Not a body: chunks that do not parse, or the client went away mid-body.
+    Broken,
+}
+
+/// The answer to a body that could not be read: 400, and the connection closed.
+fn broken_body() -> Response<Bytes> {
+    let mut response = Response::new(Bytes::new());
+    *response.status_mut() = StatusCode::BAD_REQUEST;
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
