@@ -206,9 +206,7 @@ async fn oversized_heads_get_431_and_long_paths_are_logged_cut() {
     let huge_path = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "p".repeat(64 << 10));
     let many_headers = format!(
         "GET / HTTP/1.1\r\nHost: x\r\n{}\r\n",
-        (0..200)
-            .map(|i| format!("X-{i}: v\r\n"))
-            .collect::<String>()
+        "X-Many: v\r\n".repeat(200)
     );
     for (service, to) in addrs(&mock) {
         for request in [&huge_header, &huge_path, &many_headers] {
@@ -251,9 +249,10 @@ async fn a_slow_head_is_closed_before_the_connection_deadline() {
                     return;
                 }
                 let mut byte = [0; 1];
-                match tokio::time::timeout(Duration::from_millis(1), stream.read(&mut byte)).await {
-                    Ok(Ok(0) | Err(_)) => return,
-                    Ok(Ok(_)) | Err(_) => {}
+                let read =
+                    tokio::time::timeout(Duration::from_millis(1), stream.read(&mut byte)).await;
+                if let Ok(Ok(0) | Err(_)) = read {
+                    return;
                 }
             }
         };
