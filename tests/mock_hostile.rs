@@ -45,10 +45,7 @@ fn watch_panics() {
     HOOK.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            if info
-                .location()
-                .is_none_or(|l| l.file() != file!())
-            {
+            if info.location().is_none_or(|l| l.file() != file!()) {
                 PANICS.fetch_add(1, Ordering::SeqCst);
             }
             previous(info);
