@@ -174,7 +174,6 @@ pub use instance::InstanceIdentity;
 pub use mock_aws::{Endpoints, Listeners, MockAws};
 pub use options::{MetadataOptions, MetadataOptionsChange};
 pub use ports::{EC2_PORT, IMDS_PORT, STS_PORT};
-pub use request_log::{RequestLog, RequestMark, RequestRecord};
-pub use server::Service;
+pub use request_log::{RequestLog, RequestMark, RequestRecord, Service};
 #[cfg(feature = "testcontainers")]
 pub use testcontainer::{ImdsMock, ImdsMockContainer};

@@ -28,8 +28,8 @@ use crate::imds::notices::{LifecycleState, MaintenanceEvent, Notices, SpotAction
 use crate::imds::service::Imds;
 use crate::instance::InstanceIdentity;
 use crate::options::{MetadataOptions, MetadataOptionsChange};
-use crate::request_log::{RequestLog, RequestMark, RequestRecord};
-use crate::server::{self, Handler, ServerStats, Service};
+use crate::request_log::{RequestLog, RequestMark, RequestRecord, Service};
+use crate::server::{self, Handler, ServerStats};
 use crate::state::MockState;
 use crate::sts::service::Sts;
 

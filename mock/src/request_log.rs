@@ -8,7 +8,18 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use serde::Serialize;
 
 use crate::credentials::ImdsVersion;
-use crate::server::Service;
+
+/// Which of the mock's services answered a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Service {
+    /// The instance metadata service.
+    Imds,
+    /// STS.
+    Sts,
+    /// The EC2 API.
+    Ec2,
+}
 
 /// One request the mock answered: no header, body or query is kept, so nothing secret.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

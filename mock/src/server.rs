@@ -22,14 +22,13 @@ use hyper::body::Body as _;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use serde::Serialize;
 use socket2::SockRef;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admission::{Admission, Ticket};
 use crate::credentials::ImdsVersion;
-use crate::request_log::{RequestLog, RequestRecord};
+use crate::request_log::{RequestLog, RequestRecord, Service};
 
 /// How long one connection may live, whatever happens to it.
 pub(crate) const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
@@ -81,18 +80,6 @@ pub(crate) trait Handler: Send + Sync + 'static {
     fn admits(&self, _local: SocketAddr) -> bool {
         true
     }
-}
-
-/// Which of the mock's services answered a request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Service {
-    /// The instance metadata service.
-    Imds,
-    /// STS.
-    Sts,
-    /// The EC2 API.
-    Ec2,
 }
 
 /// Counters a test or benchmark can read.
