@@ -42,6 +42,10 @@ pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(3);
 /// signed request head is under 2 KiB.
 pub(crate) const MAX_HEAD: usize = 16 << 10;
 
+/// Connections closed to make room whose tasks have yet to release their sockets, at
+/// most: past this the accept loop waits for them.
+const MAX_CLOSING: usize = 64;
+
 /// The accept queue asked for; Linux caps it at `net.core.somaxconn` (4096 by default).
 const ACCEPT_BACKLOG: i32 = 4096;
 
@@ -139,13 +143,17 @@ pub(crate) fn spawn(
             stats.accepted.fetch_add(1, Ordering::Relaxed);
             let ticket = match admission.admit(peer.ip()) {
                 Ok((ticket, admitted)) => {
-                    if admitted.closed_idle > 0 {
-                        stats
-                            .closed_idle
-                            .fetch_add(admitted.closed_idle as u64, Ordering::Relaxed);
-                        // Let the closed connections' tasks release their sockets
-                        // before accepting more: a flood of reconnects must not
-                        // outrun them.
+                    stats
+                        .closed_idle
+                        .fetch_add(admitted.closed_idle as u64, Ordering::Relaxed);
+                    // Closed connections release their sockets when their tasks run:
+                    // a flood of reconnects must not outrun them by more than this.
+                    // (Yielding after every close would make each accept wait a
+                    // scheduling round, and a client queued behind the flood wait
+                    // for all of them.)
+                    while stats.open_connections.load(Ordering::Relaxed)
+                        > admission.open() + MAX_CLOSING
+                    {
                         tokio::task::yield_now().await;
                     }
                     ticket
