@@ -99,11 +99,12 @@
 //! # The request log
 //!
 //! [`MockAws::requests`] lists the requests answered so far, oldest first (the newest
-//! [`RequestLog::CAPACITY`]): service, method, path, status, the peer's address, and
-//! for a signed API call which credential set signed it. No header, body or query is
-//! kept, so nothing secret. [`MockAws::request_mark`] and [`MockAws::requests_since`]
-//! give what came after a point; [`MockAws::events`] counts tokens issued and
-//! credentials served by IMDS version.
+//! [`RequestLog::CAPACITY`], within [`RequestLog::BYTE_BUDGET`] bytes): service, method,
+//! path (cut to [`RequestLog::MAX_PATH`] bytes, and then marked `truncated`), status,
+//! the peer's address, and for a signed API call which credential set signed it. No
+//! header, body or query is kept, so nothing secret. [`MockAws::request_mark`] and
+//! [`MockAws::requests_since`] give what came after a point; [`MockAws::events`] counts
+//! tokens issued and credentials served by IMDS version.
 //!
 //! # As a container
 //!

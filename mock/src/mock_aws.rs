@@ -242,7 +242,8 @@ impl MockAws {
         self.state.events.snapshot()
     }
 
-    /// The requests answered so far (the newest [`RequestLog::CAPACITY`]), oldest first:
+    /// The requests answered so far (the newest [`RequestLog::CAPACITY`], within
+    /// [`RequestLog::BYTE_BUDGET`] bytes), oldest first:
     /// service, method, path, status, peer, and for STS which credential set signed.
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.log.snapshot()
