@@ -142,6 +142,7 @@ mod config;
 mod credentials;
 mod ec2;
 mod events;
+mod iam;
 mod imds;
 mod instance;
 mod mock_aws;
@@ -164,6 +165,8 @@ pub use ec2::launch_template_data::{LaunchTemplateData, TemplateMetadataOptions}
 pub use ec2::launch_templates::{LaunchTemplateSpec, LaunchTemplates};
 pub use ec2::metadata_defaults::MetadataDefaults;
 pub use events::EventCounts;
+pub use iam::policy::{PolicyDocument, PolicyError};
+pub use iam::IamConfig;
 pub use imds::notices::{
     LifecycleState, MaintenanceCode, MaintenanceEvent, NoticeValueError, Notices, SpotAction,
 };

@@ -1,5 +1,6 @@
 //! The simulated instance as the three services share it: its options and notices
-//! (changed at run time), its credentials and tokens, its fleet and account.
+//! (changed at run time), its credentials and tokens (the assumed roles' sessions
+//! among them), its fleet and account.
 
 use std::collections::BTreeSet;
 use std::sync::RwLock;
@@ -14,6 +15,7 @@ use crate::ec2::launch_templates::LaunchTemplates;
 use crate::ec2::metadata_defaults::MetadataDefaults;
 use crate::ec2::throttle::Throttle;
 use crate::events::MockEvents;
+use crate::iam::Iam;
 use crate::imds::notices::Notices;
 use crate::imds::tokens::TokenMint;
 use crate::instance::InstanceIdentity;
@@ -44,6 +46,7 @@ pub(crate) struct MockState {
     pub(crate) launch_templates: RwLock<LaunchTemplates>,
     pub(crate) metadata_defaults: RwLock<MetadataDefaults>,
     pub(crate) throttle: Throttle,
+    pub(crate) iam: Iam,
 }
 
 impl MockState {
@@ -64,6 +67,7 @@ impl MockState {
             launch_templates: RwLock::new(LaunchTemplates::new(&templates)),
             metadata_defaults: RwLock::new(config.metadata_defaults),
             throttle: Throttle::new(config.throttle_rate, throttle_seed),
+            iam: Iam::new(&config.identity.account, config.iam),
             identity: config.identity,
             options: RwLock::new(OptionsCell {
                 options: config.options,
