@@ -174,7 +174,10 @@ impl Ec2 {
     /// The ARN IAM evaluates an action on `instance_id` against.
     fn instance_arn(&self, instance_id: &str) -> String {
         let id = &self.state.identity;
-        format!("arn:aws:ec2:{}:{}:instance/{instance_id}", id.region, id.account)
+        format!(
+            "arn:aws:ec2:{}:{}:instance/{instance_id}",
+            id.region, id.account
+        )
     }
 
     /// Whether `instance_id` is the mock's own instance (`true`) or one of its fleet's.

@@ -147,7 +147,9 @@ mod tests {
         assert!(!is_valid_role_name(""));
         assert!(!is_valid_role_name("a/b"));
         assert!(!is_valid_role_name(&"a".repeat(65)));
-        assert!(is_valid_policy_arn("arn:aws:iam::aws:policy/ReadOnlyAccess"));
+        assert!(is_valid_policy_arn(
+            "arn:aws:iam::aws:policy/ReadOnlyAccess"
+        ));
         assert!(is_valid_policy_arn(
             "arn:aws:iam::123456789012:policy/team/builds"
         ));

@@ -380,18 +380,50 @@ mod tests {
 
     #[test]
     fn wildcards_match_as_iam_does() {
-        assert!(wildcard_match("ec2:Describe*", "ec2:DescribeInstances", false));
-        assert!(wildcard_match("ec2:describe*", "EC2:DescribeInstances", true));
-        assert!(!wildcard_match("ec2:describe*", "EC2:DescribeInstances", false));
-        assert!(wildcard_match("ec2:?escribeInstances", "ec2:DescribeInstances", false));
-        assert!(!wildcard_match("ec2:?DescribeInstances", "ec2:DescribeInstances", false));
+        assert!(wildcard_match(
+            "ec2:Describe*",
+            "ec2:DescribeInstances",
+            false
+        ));
+        assert!(wildcard_match(
+            "ec2:describe*",
+            "EC2:DescribeInstances",
+            true
+        ));
+        assert!(!wildcard_match(
+            "ec2:describe*",
+            "EC2:DescribeInstances",
+            false
+        ));
+        assert!(wildcard_match(
+            "ec2:?escribeInstances",
+            "ec2:DescribeInstances",
+            false
+        ));
+        assert!(!wildcard_match(
+            "ec2:?DescribeInstances",
+            "ec2:DescribeInstances",
+            false
+        ));
         assert!(wildcard_match("*", "", false));
         assert!(wildcard_match("a*b*c", "axxbyyc", false));
         assert!(!wildcard_match("a*b*c", "axxbyy", false));
-        assert!(wildcard_match("*Instance*Options", "ModifyInstanceMetadataOptions", false));
-        assert!(!wildcard_match("ec2:Describe", "ec2:DescribeInstances", false));
+        assert!(wildcard_match(
+            "*Instance*Options",
+            "ModifyInstanceMetadataOptions",
+            false
+        ));
+        assert!(!wildcard_match(
+            "ec2:Describe",
+            "ec2:DescribeInstances",
+            false
+        ));
         let long = "a".repeat(2000);
-        assert!(!wildcard_match(&format!("{}b", "*a".repeat(100)), &long, false));
+        assert!(!wildcard_match(
+            &format!("{}b", "*a".repeat(100)),
+            &long,
+            false
+        ));
     }
 
     #[test]
@@ -409,7 +441,10 @@ mod tests {
             identity: Some(&describe_only),
             session: &[],
         };
-        assert_eq!(identity.evaluate("ec2:DescribeInstances", "*"), Decision::Allow);
+        assert_eq!(
+            identity.evaluate("ec2:DescribeInstances", "*"),
+            Decision::Allow
+        );
         assert_eq!(
             identity.evaluate("ec2:ModifyInstanceMetadataOptions", INSTANCE),
             Decision::ImplicitDeny(PolicyKind::Identity)
@@ -426,7 +461,10 @@ mod tests {
             identity: Some(&ec2_all),
             session: &session,
         };
-        assert_eq!(perms.evaluate("ec2:describeinstances", "*"), Decision::Allow);
+        assert_eq!(
+            perms.evaluate("ec2:describeinstances", "*"),
+            Decision::Allow
+        );
         assert_eq!(
             perms.evaluate("ec2:ModifyInstanceMetadataOptions", INSTANCE),
             Decision::ImplicitDeny(PolicyKind::Session)
@@ -437,7 +475,10 @@ mod tests {
             Decision::ImplicitDeny(PolicyKind::Identity)
         );
         // Several session policies: any one of them may allow.
-        let two = [allow(r#""ec2:DescribeInstances""#), allow(r#""ec2:Modify*""#)];
+        let two = [
+            allow(r#""ec2:DescribeInstances""#),
+            allow(r#""ec2:Modify*""#),
+        ];
         let perms = Permissions {
             identity: None,
             session: &two,
@@ -450,11 +491,9 @@ mod tests {
 
     #[test]
     fn an_explicit_deny_wins_wherever_it_is() {
-        let deny_modify = doc(
-            r#"{"Version":"2012-10-17","Statement":[
+        let deny_modify = doc(r#"{"Version":"2012-10-17","Statement":[
                 {"Effect":"Allow","Action":"*","Resource":"*"},
-                {"Effect":"Deny","Action":"ec2:Modify*","Resource":"*"}]}"#,
-        );
+                {"Effect":"Deny","Action":"ec2:Modify*","Resource":"*"}]}"#);
         let perms = Permissions {
             identity: Some(&deny_modify),
             session: &[],
@@ -529,7 +568,9 @@ mod tests {
             PolicyError::Actions
         );
         assert_eq!(
-            err(r#"{"Statement":[{"Effect":"Allow","Action":"*","NotAction":"x:y","Resource":"*"}]}"#),
+            err(
+                r#"{"Statement":[{"Effect":"Allow","Action":"*","NotAction":"x:y","Resource":"*"}]}"#
+            ),
             PolicyError::Actions
         );
         assert_eq!(
@@ -537,22 +578,24 @@ mod tests {
             PolicyError::Resources
         );
         assert_eq!(
-            err(r#"{"Statement":[{"Effect":"Allow","Action":"*","Resource":"*","Principal":"*"}]}"#),
+            err(
+                r#"{"Statement":[{"Effect":"Allow","Action":"*","Resource":"*","Principal":"*"}]}"#
+            ),
             PolicyError::Principal
         );
         assert_eq!(
-            err(r#"{"Statement":[{"Effect":"Allow","Action":"DescribeInstances","Resource":"*"}]}"#),
+            err(
+                r#"{"Statement":[{"Effect":"Allow","Action":"DescribeInstances","Resource":"*"}]}"#
+            ),
             PolicyError::Vendor
         );
     }
 
     #[test]
     fn conditions_are_kept_and_the_document_minified() {
-        let policy = doc(
-            r#"{ "Version": "2012-10-17", "Statement": [ { "Sid": "a",
+        let policy = doc(r#"{ "Version": "2012-10-17", "Statement": [ { "Sid": "a",
                  "Effect": "Deny", "Action": "*", "Resource": "*",
-                 "Condition": { "DateLessThan": { "aws:TokenIssueTime": "2026-01-01T00:00:00Z" } } } ] }"#,
-        );
+                 "Condition": { "DateLessThan": { "aws:TokenIssueTime": "2026-01-01T00:00:00Z" } } } ] }"#);
         assert!(policy.statements[0].condition.is_some());
         assert!(!policy.minified().contains(' '));
         assert_eq!(policy, policy.minified().parse().unwrap());

@@ -140,7 +140,9 @@ fn check(params: &QueryParams) -> Result<Checked<'_>, StsError> {
                 violations.add(
                     Some(name),
                     "roleSessionName",
-                    format!("Member must satisfy regular expression pattern: {SESSION_NAME_PATTERN}"),
+                    format!(
+                        "Member must satisfy regular expression pattern: {SESSION_NAME_PATTERN}"
+                    ),
                 );
             }
         }
@@ -196,7 +198,11 @@ fn check(params: &QueryParams) -> Result<Checked<'_>, StsError> {
             );
         }
         match values.get(i) {
-            None => violations.add(None, &format!("tags.{i}.member.value"), "Member must not be null"),
+            None => violations.add(
+                None,
+                &format!("tags.{i}.member.value"),
+                "Member must not be null",
+            ),
             Some(value) => {
                 let field = format!("tags.{i}.member.value");
                 violations.length(value, &field, 0, 256);
@@ -212,7 +218,11 @@ fn check(params: &QueryParams) -> Result<Checked<'_>, StsError> {
         }
     }
     for i in values.keys().filter(|i| !keys.contains_key(i)) {
-        violations.add(None, &format!("tags.{i}.member.key"), "Member must not be null");
+        violations.add(
+            None,
+            &format!("tags.{i}.member.key"),
+            "Member must not be null",
+        );
     }
     violations.into_result()?;
     let mut lowered: Vec<String> = tags.iter().map(|(k, _)| k.to_lowercase()).collect();
@@ -403,27 +413,48 @@ mod tests {
              constraint: Member must have length greater than or equal to 2"
         );
         let e = err(&format!("{ARN}&RoleSessionName=a%20b&DurationSeconds=60"));
-        assert!(e.message.starts_with("2 validation errors detected: "), "{}", e.message);
-        assert!(e.message.contains(r"Member must satisfy regular expression pattern: [\w+=,.@-]*"));
+        assert!(
+            e.message.starts_with("2 validation errors detected: "),
+            "{}",
+            e.message
+        );
+        assert!(e
+            .message
+            .contains(r"Member must satisfy regular expression pattern: [\w+=,.@-]*"));
         assert!(e.message.contains("Value '60' at 'durationSeconds'"));
         let e = err(&format!("{ARN}&RoleSessionName={}", "a".repeat(65)));
-        assert!(e.message.contains("less than or equal to 64"), "{}", e.message);
+        assert!(
+            e.message.contains("less than or equal to 64"),
+            "{}",
+            e.message
+        );
         let e = err("RoleSessionName=ok");
-        assert!(e.message.contains("Value null at 'roleArn'"), "{}", e.message);
+        assert!(
+            e.message.contains("Value null at 'roleArn'"),
+            "{}",
+            e.message
+        );
         let e = err(&format!("{ARN}&RoleSessionName=ok&DurationSeconds=43201"));
-        assert!(e.message.contains("less than or equal to 43200"), "{}", e.message);
-        let e = err(&format!("{ARN}&RoleSessionName=ok&Policy={}", "x".repeat(2049)));
+        assert!(
+            e.message.contains("less than or equal to 43200"),
+            "{}",
+            e.message
+        );
+        let e = err(&format!(
+            "{ARN}&RoleSessionName=ok&Policy={}",
+            "x".repeat(2049)
+        ));
         assert!(e.message.contains("at 'policy'"), "{}", e.message);
     }
 
     #[test]
     fn list_members_and_tags_are_read_and_bounded() {
-        let ok = check(&QueryParams::from_body(&format!(
+        let params = QueryParams::from_body(&format!(
             "{ARN}&RoleSessionName=job-1&Tags.member.2.Key=b&Tags.member.2.Value=2\
              &Tags.member.1.Key=a&Tags.member.1.Value=&PolicyArns.member.1.arn=\
              arn%3Aaws%3Aiam%3A%3Aaws%3Apolicy%2FReadOnlyAccess"
-        )))
-        .unwrap();
+        ));
+        let ok = check(&params).unwrap();
         assert_eq!(ok.tags, [("a", ""), ("b", "2")]);
         assert_eq!(ok.policy_arns, ["arn:aws:iam::aws:policy/ReadOnlyAccess"]);
         assert_eq!(ok.duration, 3600);
@@ -439,7 +470,11 @@ mod tests {
         ));
         assert_eq!(e.code, "InvalidParameterValue");
         let e = err(&format!("{ARN}&RoleSessionName=ok&Tags.member.1.Key=a"));
-        assert!(e.message.contains("Value null at 'tags.1.member.value'"), "{}", e.message);
+        assert!(
+            e.message.contains("Value null at 'tags.1.member.value'"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
