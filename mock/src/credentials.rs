@@ -242,6 +242,40 @@ mod tests {
     }
 
     #[test]
+    fn assumed_sessions_are_kept_up_to_a_bound() {
+        use crate::iam::{Iam, IamConfig};
+        let mut config = IamConfig::default();
+        config.assumable_roles.insert("deploy".into(), None);
+        let iam = Iam::new("123456789012", config);
+        let session = Arc::new(RoleSession {
+            role: iam
+                .role_by_arn("arn:aws:iam::123456789012:role/deploy")
+                .unwrap(),
+            session_name: "job".into(),
+            session_policies: Vec::new(),
+            tags: Vec::new(),
+            assumed_by: "arn:aws:sts::123456789012:assumed-role/r/i-0123456789abcdef0".into(),
+        });
+        let store = CredentialStore::new(Duration::from_hours(1));
+        let t0 = SystemTime::now();
+        let life = Duration::from_mins(15);
+        let first = store.issue_session(session.clone(), t0, life).unwrap();
+        for _ in 1..MAX_SESSIONS {
+            store.issue_session(session.clone(), t0, life).unwrap();
+        }
+        assert!(store.issue_session(session.clone(), t0, life).is_none());
+        // The instance role's sets are never crowded out.
+        assert!(store
+            .lookup(&store.current(ImdsVersion::V2, t0).access_key_id)
+            .is_some());
+        assert!(store.lookup(&first.access_key_id).is_some());
+        // Once the old sessions are past remembering, new ones fit again.
+        let later = t0 + life + REMEMBER_EXPIRED;
+        assert!(store.issue_session(session, later, life).is_some());
+        assert!(store.lookup(&first.access_key_id).is_none());
+    }
+
+    #[test]
     fn debug_never_shows_secrets() {
         let store = CredentialStore::new(Duration::from_secs(10));
         let creds = store.current(ImdsVersion::V2, SystemTime::now());

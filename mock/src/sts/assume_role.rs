@@ -477,6 +477,133 @@ mod tests {
         );
     }
 
+    /// A mock's state with `deploy` assumable, and the instance role's IMDSv2 principal.
+    fn state() -> (MockState, Principal) {
+        let mut config = crate::config::MockConfig::default();
+        config.iam.assumable_roles.insert("deploy".into(), None);
+        (
+            MockState::new(config),
+            Principal::InstanceRole(crate::credentials::ImdsVersion::V2),
+        )
+    }
+
+    fn call(state: &MockState, caller: &Principal, body: &str) -> Result<String, StsError> {
+        assume_role(
+            state,
+            caller,
+            &QueryParams::from_body(body),
+            "req",
+            SystemTime::now(),
+        )
+    }
+
+    #[test]
+    fn hostile_input_is_refused_and_leaves_nothing_behind() {
+        let (state, caller) = state();
+        let deeply_nested = format!("{}{}", "[".repeat(1000), "]".repeat(1000));
+        let many_arns: String = (1..=11)
+            .map(|i| format!("&PolicyArns.member.{i}.arn=arn%3Aaws%3Aiam%3A%3Aaws%3Apolicy%2Fp{i}"))
+            .collect();
+        let star_storm = format!(
+            r#"{{"Statement":{{"Effect":"Allow","Action":"*","Resource":"{}b"}}}}"#,
+            "*a".repeat(800)
+        );
+        for (body, code) in [
+            (String::new(), "ValidationError"),
+            (format!("{ARN}&RoleSessionName=%00%FF"), "ValidationError"),
+            (
+                format!("{ARN}&RoleSessionName=caf%C3%A9"),
+                "ValidationError",
+            ),
+            (
+                format!("{ARN}&RoleSessionName=ok&DurationSeconds=-1"),
+                "ValidationError",
+            ),
+            (
+                format!("{ARN}&RoleSessionName=ok&DurationSeconds=99999999999999999999999"),
+                "ValidationError",
+            ),
+            (
+                format!("{ARN}&RoleSessionName=ok&Policy={deeply_nested}"),
+                "MalformedPolicyDocument",
+            ),
+            (
+                format!("{ARN}&RoleSessionName=ok{many_arns}"),
+                "ValidationError",
+            ),
+            (
+                format!("{ARN}&RoleSessionName=ok&Tags.member.1.Key=%3Cx%3E&Tags.member.1.Value=v"),
+                "ValidationError",
+            ),
+            (
+                "RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fdeploy%2F..%2Fadmin\
+                 &RoleSessionName=ok"
+                    .to_string(),
+                "AccessDenied",
+            ),
+        ] {
+            let err = call(&state, &caller, &body).unwrap_err();
+            assert_eq!(err.code, code, "{body:.80}: {}", err.message);
+        }
+        // A pathological pattern is evaluated in bounded time, and a role it does not
+        // match is refused.
+        let body = format!(
+            "{ARN}&RoleSessionName=ok&Policy={}",
+            form_urlencoded::byte_serialize(star_storm.as_bytes()).collect::<String>()
+        );
+        let answer = call(&state, &caller, &body).unwrap();
+        let key = answer
+            .split("<AccessKeyId>")
+            .nth(1)
+            .and_then(|r| r.split('<').next())
+            .unwrap();
+        let Principal::RoleSession(session) = &state.credentials.lookup(key).unwrap().principal
+        else {
+            panic!("an assumed session");
+        };
+        let perms = Principal::RoleSession(session.clone());
+        assert_ne!(
+            perms
+                .permissions(&state.iam)
+                .evaluate("ec2:DescribeInstances", &"a".repeat(2000)),
+            Decision::Allow
+        );
+        assert_eq!(
+            state.events.snapshot().assume_role,
+            1,
+            "only the good call made a session"
+        );
+        assert!(answer.contains("<AssumedRoleId>AROA"));
+        assert!(!answer.contains("<SessionTokenSize>"));
+    }
+
+    #[test]
+    fn the_response_has_sts_shape_and_escapes_what_it_echoes() {
+        let (state, caller) = state();
+        let answer = call(
+            &state,
+            &caller,
+            &format!("{ARN}&RoleSessionName=a.b%40c&Tags.member.1.Key=k&Tags.member.1.Value=v"),
+        )
+        .unwrap();
+        for element in [
+            "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">",
+            "<Arn>arn:aws:sts::123456789012:assumed-role/deploy/a.b@c</Arn>",
+            "<PackedPolicySize>1</PackedPolicySize>",
+            "<RequestId>req</RequestId>",
+        ] {
+            assert!(answer.contains(element), "{element} in {answer}");
+        }
+        let err = call(
+            &state,
+            &caller,
+            &format!("{ARN}&RoleSessionName=%3Cscript%3E"),
+        )
+        .unwrap_err();
+        let body = crate::sts::service::error_body(&err, "req");
+        assert!(body.contains("Value &apos;&lt;script&gt;&apos;"), "{body}");
+    }
+
     #[test]
     fn packed_size_counts_inline_policies_arns_and_tags() {
         let policy = PolicyDocument::parse(
