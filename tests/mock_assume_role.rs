@@ -712,3 +712,214 @@ async fn botocore_assumes_a_role_and_sees_each_refusal() {
     assert_eq!(mock.events().assume_role, 1);
     mock.shutdown().await;
 }
+
+// ---------------------------------------------------------------- imds-harness mock
+
+/// `imds-harness mock`, killed when dropped (the test's end or its failure).
+struct MockCommand(std::process::Child);
+
+impl Drop for MockCommand {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn mock_command_refuses_bad_role_flags_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let malformed = dir.path().join("malformed.json");
+    std::fs::write(
+        &malformed,
+        r#"{"Statement":[{"Effect":"Allow","Action":"*"}]}"#,
+    )
+    .unwrap();
+    let good = dir.path().join("good.json");
+    std::fs::write(&good, DESCRIBE_ONLY).unwrap();
+    let missing = dir.path().join("missing.json");
+    let arg = |flag: &str, value: String| vec!["mock".to_string(), flag.to_string(), value];
+    for (args, expect) in [
+        (
+            arg("--assumable-role", format!("deploy={}", missing.display())),
+            "--assumable-role",
+        ),
+        (
+            arg(
+                "--assumable-role",
+                format!("deploy={}", malformed.display()),
+            ),
+            "must contain resources",
+        ),
+        (
+            arg("--assumable-role", "a/b".into()),
+            "assumable role \"a/b\"",
+        ),
+        (
+            arg("--assumable-role", "deploy=".into()),
+            "NAME=POLICY_FILE",
+        ),
+        (
+            arg("--managed-policy", format!("ReadOnly={}", good.display())),
+            "managed policy ARN",
+        ),
+        (
+            arg("--managed-policy", "arn:aws:iam::aws:policy/x".into()),
+            "ARN=POLICY_FILE",
+        ),
+        (
+            arg("--instance-role-policy", malformed.display().to_string()),
+            "--instance-role-policy",
+        ),
+    ] {
+        let out = std::process::Command::new(imds_e2e::bins::harness())
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expect), "{args:?}: {stderr}");
+    }
+    let help = std::process::Command::new(imds_e2e::bins::harness())
+        .args(["mock", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--assumable-role <NAME[=POLICY_FILE]>",
+        "--managed-policy <ARN=POLICY_FILE>",
+        "--instance-role-policy <POLICY_FILE>",
+    ] {
+        assert!(help.contains(flag), "{flag} in {help}");
+    }
+}
+
+#[test]
+fn mock_command_roles_and_policies_reach_sts_and_ec2_and_no_secret_reaches_its_logs() {
+    if !require("mock_command_assumable_roles", &[Requirement::AwsCli]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let describe_only = dir.path().join("describe-only.json");
+    std::fs::write(&describe_only, DESCRIBE_ONLY).unwrap();
+    let deny_modify = dir.path().join("deny-modify.json");
+    std::fs::write(&deny_modify, DENY_MODIFY).unwrap();
+    let mut child = std::process::Command::new(imds_e2e::bins::harness())
+        .args(["mock", "--assumable-role", "deploy", "--assumable-role"])
+        .arg(format!("audit={}", describe_only.display()))
+        .arg("--managed-policy")
+        .arg(format!("{DENY_MODIFY_ARN}={}", deny_modify.display()))
+        .env("IMDS_HARNESS_LOG", "trace")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("imds-harness runs");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let mut mock = MockCommand(child);
+    let endpoints: serde_json::Value = serde_json::from_str(&line).expect("one JSON line");
+    let (sts_url, ec2_url) = (
+        endpoints["sts"].as_str().unwrap(),
+        endpoints["ec2"].as_str().unwrap(),
+    );
+    let home = tempfile::tempdir().unwrap();
+    let env = isolated(home.path(), endpoints["imds"].as_str().unwrap());
+    let run = |env: &imds_harness::probe::env::ClientEnv, args: &[&str]| {
+        let out = env
+            .apply(duct::cmd(AWS_CLI, args))
+            .stdout_capture()
+            .stderr_capture()
+            .unchecked()
+            .run()
+            .unwrap();
+        (
+            out.status.success(),
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let assume = |role: &str, extra: &[&str]| {
+        let mut args = vec![
+            "sts",
+            "assume-role",
+            "--endpoint-url",
+            sts_url,
+            "--role-arn",
+            role,
+            "--role-session-name",
+            "cmd-job",
+        ];
+        args.extend_from_slice(extra);
+        let (ok, out, stderr) = run(&env, &args);
+        assert!(ok, "{stderr}");
+        let creds = &out["Credentials"];
+        let session = env
+            .clone()
+            .with("AWS_ACCESS_KEY_ID", creds["AccessKeyId"].as_str().unwrap())
+            .with(
+                "AWS_SECRET_ACCESS_KEY",
+                creds["SecretAccessKey"].as_str().unwrap(),
+            )
+            .with("AWS_SESSION_TOKEN", creds["SessionToken"].as_str().unwrap());
+        let secrets = vec![
+            creds["SecretAccessKey"].as_str().unwrap().to_owned(),
+            creds["SessionToken"].as_str().unwrap().to_owned(),
+        ];
+        (session, secrets)
+    };
+    let modify = |session: &imds_harness::probe::env::ClientEnv| {
+        run(
+            session,
+            &[
+                "ec2",
+                "modify-instance-metadata-options",
+                "--endpoint-url",
+                ec2_url,
+                "--instance-id",
+                INSTANCE_ID,
+                "--http-put-response-hop-limit",
+                "2",
+            ],
+        )
+    };
+    let (audit, mut secrets) = assume(AUDIT, &[]);
+    let (ok, _, stderr) = modify(&audit);
+    assert!(
+        !ok && stderr.contains("no identity-based policy allows"),
+        "{stderr}"
+    );
+    let (denied, more) = assume(
+        DEPLOY,
+        &["--policy-arns", &format!("arn={DENY_MODIFY_ARN}")],
+    );
+    secrets.extend(more);
+    let (ok, _, stderr) = modify(&denied);
+    assert!(
+        !ok && stderr.contains("explicit deny in a session policy"),
+        "{stderr}"
+    );
+    let (deploy, more) = assume(DEPLOY, &[]);
+    secrets.extend(more);
+    let (ok, out, stderr) = modify(&deploy);
+    assert!(ok, "{stderr}");
+    assert_eq!(out["InstanceMetadataOptions"]["HttpPutResponseHopLimit"], 2);
+
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &mock.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let mut logs = String::new();
+    std::io::Read::read_to_string(&mut mock.0.stderr.take().unwrap(), &mut logs).unwrap();
+    assert_eq!(mock.0.wait().unwrap().code(), Some(0), "SIGTERM exits 0");
+    assert!(logs.contains("role assumed"), "{logs}");
+    for secret in &secrets {
+        assert!(
+            !logs.contains(secret.as_str()),
+            "a session's secret reached the logs"
+        );
+    }
+}
