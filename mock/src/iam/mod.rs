@@ -27,7 +27,7 @@ pub struct IamConfig {
 pub(crate) struct Role {
     pub(crate) name: String,
     /// `AROA` and 17 characters, derived from the account and the name.
-    pub(crate) role_id: String,
+    pub(crate) id: String,
     pub(crate) arn: String,
     pub(crate) policy: Option<PolicyDocument>,
 }
@@ -48,7 +48,7 @@ impl Iam {
             .into_iter()
             .map(|(name, policy)| {
                 let role = Role {
-                    role_id: role_id(account, &name),
+                    id: role_id(account, &name),
                     arn: role_arn(account, &name),
                     name: name.clone(),
                     policy,
@@ -127,9 +127,9 @@ mod tests {
             .role_by_arn("arn:aws:iam::123456789012:role/deploy")
             .unwrap();
         assert_eq!(role.arn, "arn:aws:iam::123456789012:role/deploy");
-        assert!(role.role_id.starts_with("AROA") && role.role_id.len() == 21);
-        assert_eq!(role.role_id, role_id("123456789012", "deploy"));
-        assert_ne!(role.role_id, role_id("123456789012", "other"));
+        assert!(role.id.starts_with("AROA") && role.id.len() == 21);
+        assert_eq!(role.id, role_id("123456789012", "deploy"));
+        assert_ne!(role.id, role_id("123456789012", "other"));
         assert!(iam
             .role_by_arn("arn:aws:iam::210987654321:role/deploy")
             .is_none());

@@ -189,7 +189,7 @@ impl PolicyDocument {
                 if actions
                     .patterns()
                     .iter()
-                    .any(|a| a != "*" && !a.split_once(':').is_some_and(|(v, _)| !v.is_empty()))
+                    .any(|a| a != "*" && a.split_once(':').is_none_or(|(v, _)| v.is_empty()))
                 {
                     return Err(PolicyError::Vendor);
                 }

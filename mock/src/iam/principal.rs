@@ -41,7 +41,7 @@ impl RoleSession {
 
     /// `AROA...:SESSION`.
     pub(crate) fn user_id(&self) -> String {
-        format!("{}:{}", self.role.role_id, self.session_name)
+        format!("{}:{}", self.role.id, self.session_name)
     }
 }
 

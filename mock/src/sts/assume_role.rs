@@ -459,9 +459,10 @@ mod tests {
         assert_eq!(ok.policy_arns, ["arn:aws:iam::aws:policy/ReadOnlyAccess"]);
         assert_eq!(ok.duration, 3600);
 
-        let many: String = (1..=51)
+        let many = (1..=51)
             .map(|i| format!("&Tags.member.{i}.Key=k{i}&Tags.member.{i}.Value=v"))
-            .collect();
+            .collect::<Vec<_>>()
+            .concat();
         let e = err(&format!("{ARN}&RoleSessionName=ok{many}"));
         assert!(e.message.contains("'tags'"), "{}", e.message);
         let e = err(&format!(
@@ -501,9 +502,10 @@ mod tests {
     fn hostile_input_is_refused_and_leaves_nothing_behind() {
         let (state, caller) = state();
         let deeply_nested = format!("{}{}", "[".repeat(1000), "]".repeat(1000));
-        let many_arns: String = (1..=11)
+        let many_arns = (1..=11)
             .map(|i| format!("&PolicyArns.member.{i}.arn=arn%3Aaws%3Aiam%3A%3Aaws%3Apolicy%2Fp{i}"))
-            .collect();
+            .collect::<Vec<_>>()
+            .concat();
         let star_storm = format!(
             r#"{{"Statement":{{"Effect":"Allow","Action":"*","Resource":"{}b"}}}}"#,
             "*a".repeat(800)
