@@ -301,6 +301,43 @@ async fn an_instance_role_policy_bounds_what_it_may_assume_and_do() {
     mock.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_short_session_lifetime_expires_sessions_for_refresh_tests() {
+    let mock = MockAws::builder()
+        .assumable_role("deploy", None)
+        .session_lifetime(Duration::from_secs(2))
+        .start()
+        .await
+        .unwrap();
+    let client = sts(&mock, instance_credentials(&mock).await).await;
+    let before = SystemTime::now();
+    let out = client
+        .assume_role()
+        .role_arn(DEPLOY)
+        .role_session_name("short")
+        .duration_seconds(900)
+        .send()
+        .await
+        .unwrap();
+    let creds = out.credentials().unwrap();
+    let expires = SystemTime::try_from(*creds.expiration()).unwrap();
+    assert!(
+        expires <= before + Duration::from_secs(3),
+        "Expiration says 2 s"
+    );
+    let session = sts(&mock, session_credentials(creds)).await;
+    session.get_caller_identity().send().await.expect("fresh");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let err = session
+        .get_caller_identity()
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert_eq!(err.code(), Some("ExpiredToken"));
+    mock.shutdown().await;
+}
+
 /// AssumeRole on `role` with `session_name` and whatever `extra` sets: the error's code
 /// and message.
 async fn refusal(
@@ -788,6 +825,7 @@ fn mock_command_refuses_bad_role_flags_with_a_clear_message() {
         "--assumable-role <NAME[=POLICY_FILE]>",
         "--managed-policy <ARN=POLICY_FILE>",
         "--instance-role-policy <POLICY_FILE>",
+        "--session-lifetime <SECONDS>",
     ] {
         assert!(help.contains(flag), "{flag} in {help}");
     }

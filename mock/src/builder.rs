@@ -43,6 +43,9 @@ pub enum MockError {
     /// The credential lifetime.
     #[error("credential lifetime 0: credentials must live at least a second")]
     CredentialLifetime,
+    /// The assumed sessions' lifetime.
+    #[error("session lifetime 0: assumed sessions must live at least a second")]
+    SessionLifetime,
     /// The throttle rate.
     #[error("throttle rate {0}: a share of calls from 0 up to, not including, 1")]
     Throttle(f64),
@@ -227,6 +230,13 @@ impl MockBuilder {
         self
     }
 
+    /// How long assumed sessions live at most, whatever `DurationSeconds` asks (their
+    /// `Expiration` says so): for tests of refreshing across expiry.
+    pub fn session_lifetime(mut self, lifetime: Duration) -> Self {
+        self.config.iam.session_lifetime = Some(lifetime);
+        self
+    }
+
     /// The instance role's identity policy (without one it may do everything).
     pub fn instance_role_policy(mut self, policy: PolicyDocument) -> Self {
         self.config.iam.instance_role_policy = Some(policy);
@@ -330,6 +340,9 @@ impl MockBuilder {
         if config.credential_lifetime.is_zero() {
             return Err(MockError::CredentialLifetime);
         }
+        if config.iam.session_lifetime.is_some_and(|l| l.is_zero()) {
+            return Err(MockError::SessionLifetime);
+        }
         if !(0.0..1.0).contains(&config.throttle_rate) {
             return Err(MockError::Throttle(config.throttle_rate));
         }
@@ -411,6 +424,9 @@ mod tests {
         assert!(err(MockAws::builder().instance_id("vm-1")).contains("instance id"));
         assert!(err(MockAws::builder().region("us east")).contains("us-east-1"));
         assert!(err(MockAws::builder().credential_lifetime(Duration::ZERO)).contains("lifetime"));
+        assert!(
+            err(MockAws::builder().session_lifetime(Duration::ZERO)).contains("session lifetime")
+        );
         assert!(err(MockAws::builder().tag("a/b", "c")).contains("tag key"));
         assert!(err(MockAws::builder().user_data(vec![b'x'; 16385])).contains("16 KB"));
         assert!(MockAws::builder()

@@ -126,6 +126,10 @@ pub(super) struct MockArgs {
     /// role may do everything. The EC2 API and AssumeRole evaluate it.
     #[arg(long, value_name = "POLICY_FILE")]
     instance_role_policy: Option<PathBuf>,
+    /// Assumed sessions live at most this many seconds, whatever DurationSeconds asks
+    /// (their Expiration says so): for tests of refreshing across expiry.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    session_lifetime: Option<u64>,
 }
 
 fn parse_role(s: &str) -> Result<(String, Option<PathBuf>), String> {
@@ -278,6 +282,9 @@ impl MockArgs {
         }
         if let Some(policy) = policies.instance_role {
             builder = builder.instance_role_policy(policy);
+        }
+        if let Some(seconds) = self.session_lifetime {
+            builder = builder.session_lifetime(Duration::from_secs(seconds));
         }
         self.deny
             .iter()

@@ -5,6 +5,7 @@ pub(crate) mod policy;
 pub(crate) mod principal;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
@@ -20,6 +21,10 @@ pub struct IamConfig {
     pub assumable_roles: BTreeMap<String, Option<PolicyDocument>>,
     /// Managed policies a session may name in `PolicyArns`, by ARN.
     pub managed_policies: BTreeMap<String, PolicyDocument>,
+    /// How long assumed sessions live at most, whatever `DurationSeconds` asks (their
+    /// `Expiration` says so): for tests of refreshing across expiry, which STS's
+    /// 15-minute floor would make slow. `None`: as asked.
+    pub session_lifetime: Option<Duration>,
 }
 
 /// A role of the account that `AssumeRole` may assume.
@@ -37,6 +42,7 @@ pub(crate) struct Role {
 pub(crate) struct Iam {
     pub(crate) account: String,
     pub(crate) instance_role_policy: Option<PolicyDocument>,
+    pub(crate) session_lifetime: Option<Duration>,
     roles: BTreeMap<String, std::sync::Arc<Role>>,
     managed_policies: BTreeMap<String, PolicyDocument>,
 }
@@ -59,6 +65,7 @@ impl Iam {
         Iam {
             account: account.to_string(),
             instance_role_policy: config.instance_role_policy,
+            session_lifetime: config.session_lifetime,
             roles,
             managed_policies: config.managed_policies,
         }

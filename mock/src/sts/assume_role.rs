@@ -302,9 +302,14 @@ pub(crate) fn assume_role(
             .collect(),
         assumed_by: caller_arn,
     });
+    let asked = Duration::from_secs(request.duration);
+    let lifetime = state
+        .iam
+        .session_lifetime
+        .map_or(asked, |cap| cap.min(asked));
     let creds = state
         .credentials
-        .issue_session(session.clone(), now, Duration::from_secs(request.duration))
+        .issue_session(session.clone(), now, lifetime)
         .ok_or_else(|| StsError {
             status: StatusCode::BAD_REQUEST,
             code: "Throttling",
