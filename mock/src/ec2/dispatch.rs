@@ -20,7 +20,7 @@ use crate::ec2::launch_templates::{
 use crate::ec2::metadata_defaults::{
     GET_INSTANCE_METADATA_DEFAULTS, MODIFY_INSTANCE_METADATA_DEFAULTS,
 };
-use crate::iam::policy::Decision;
+use crate::iam::policy::{Decision, PolicyKind};
 use crate::iam::principal::Principal;
 use crate::instance::InstanceIdentity;
 use crate::options::MetadataOptionsChange;
@@ -146,7 +146,7 @@ impl Ec2 {
     fn authorize(&self, caller: &Principal, action: &str, resource: &str) -> Result<(), Ec2Error> {
         let iam_action = format!("ec2:{action}");
         let decision = if self.state.is_denied(action) {
-            Decision::ImplicitDeny(crate::iam::policy::PolicyKind::Identity)
+            Decision::ImplicitDeny(PolicyKind::Identity)
         } else {
             caller
                 .permissions(&self.state.iam)

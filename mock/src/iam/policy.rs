@@ -5,7 +5,6 @@
 //! patterns case-sensitively, both with `*` (any run) and `?` (one character).
 //! `Condition` is kept but not evaluated: a statement with one applies as if it held.
 
-use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -318,15 +317,6 @@ impl Permissions<'_> {
             return Decision::ImplicitDeny(PolicyKind::Session);
         }
         Decision::Allow
-    }
-}
-
-impl fmt::Display for PolicyKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            PolicyKind::Identity => "identity-based policy",
-            PolicyKind::Session => "session policy",
-        })
     }
 }
 
