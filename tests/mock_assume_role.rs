@@ -179,6 +179,20 @@ async fn rust_sdk_assumes_a_role_and_sts_names_the_session() {
     )]
     let packed = chained.packed_policy_size();
     assert_eq!(packed, None, "nothing to pack");
+    let sessions = mock.assumed_sessions();
+    let named: Vec<_> = sessions
+        .iter()
+        .map(|s| (s.role.as_str(), s.session_name.as_str()))
+        .collect();
+    assert_eq!(named, [("deploy", "job-42"), ("audit", "job-42-audit")]);
+    assert_eq!(sessions[0].tags, [("job".to_string(), "42".to_string())]);
+    assert_eq!(sessions[0].access_key_id, creds.access_key_id());
+    assert_eq!(
+        sessions[0].assumed_by,
+        format!("arn:aws:sts::{ACCOUNT}:assumed-role/imds-harness-build-role/{INSTANCE_ID}")
+    );
+    assert_eq!(sessions[1].assumed_by, sessions[0].arn, "chained");
+    assert!(!format!("{sessions:?}").contains(creds.secret_access_key()));
     let events = mock.events();
     assert_eq!(events.assume_role, 2);
     assert_eq!(events.identity_role_session, 1);

@@ -199,6 +199,21 @@ impl CredentialStore {
         Some(fresh)
     }
 
+    /// The assumed roles' sessions kept, oldest first.
+    pub(crate) fn sessions(&self) -> Vec<Arc<SessionCredentials>> {
+        let issued = self.inner.lock().expect("credential store lock");
+        let mut sessions: Vec<_> = issued
+            .by_access_key
+            .values()
+            .filter(|c| matches!(c.principal, Principal::RoleSession(_)))
+            .cloned()
+            .collect();
+        sessions.sort_by(|a, b| {
+            (a.last_updated, &a.access_key_id).cmp(&(b.last_updated, &b.access_key_id))
+        });
+        sessions
+    }
+
     /// A set this store issued (expired or not), by its access key id.
     pub(crate) fn lookup(&self, access_key_id: &str) -> Option<Arc<SessionCredentials>> {
         self.inner

@@ -170,6 +170,7 @@ pub use ec2::launch_templates::{LaunchTemplateSpec, LaunchTemplates};
 pub use ec2::metadata_defaults::MetadataDefaults;
 pub use events::EventCounts;
 pub use iam::policy::{PolicyDocument, PolicyError};
+pub use iam::principal::AssumedSession;
 pub use iam::IamConfig;
 pub use imds::notices::{
     LifecycleState, MaintenanceCode, MaintenanceEvent, NoticeValueError, Notices, SpotAction,

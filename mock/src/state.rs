@@ -15,6 +15,7 @@ use crate::ec2::launch_templates::LaunchTemplates;
 use crate::ec2::metadata_defaults::MetadataDefaults;
 use crate::ec2::throttle::Throttle;
 use crate::events::MockEvents;
+use crate::iam::principal::{AssumedSession, Principal};
 use crate::iam::Iam;
 use crate::imds::notices::Notices;
 use crate::imds::tokens::TokenMint;
@@ -112,6 +113,27 @@ impl MockState {
         } else {
             MetadataState::Applied
         }
+    }
+
+    /// The sessions STS `AssumeRole` made and the store still keeps, oldest first.
+    pub(crate) fn assumed_sessions(&self) -> Vec<AssumedSession> {
+        self.credentials
+            .sessions()
+            .iter()
+            .filter_map(|creds| match &creds.principal {
+                Principal::RoleSession(session) => Some(AssumedSession {
+                    role: session.role.name.clone(),
+                    session_name: session.session_name.clone(),
+                    arn: session.arn(&self.identity.account),
+                    assumed_by: session.assumed_by.clone(),
+                    access_key_id: creds.access_key_id.clone(),
+                    expiration: creds.expiration,
+                    session_policies: session.session_policies.len(),
+                    tags: session.tags.clone(),
+                }),
+                Principal::InstanceRole(_) => None,
+            })
+            .collect()
     }
 
     pub(crate) fn is_denied(&self, action: &str) -> bool {

@@ -30,6 +30,28 @@ pub(crate) struct RoleSession {
     pub(crate) assumed_by: String,
 }
 
+/// A session `AssumeRole` made, as a test reads it: who, for whom, until when, with
+/// what. No secret: the access key id only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AssumedSession {
+    /// The role's name.
+    pub role: String,
+    /// `RoleSessionName`.
+    pub session_name: String,
+    /// `arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION`.
+    pub arn: String,
+    /// The ARN of the caller of `AssumeRole`.
+    pub assumed_by: String,
+    /// The session's access key id.
+    pub access_key_id: String,
+    /// When its credentials expire.
+    pub expiration: std::time::SystemTime,
+    /// How many session policies narrow it (the inline one and the `PolicyArns`).
+    pub session_policies: usize,
+    /// Its session tags, as given.
+    pub tags: Vec<(String, String)>,
+}
+
 impl RoleSession {
     /// `arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION`.
     pub(crate) fn arn(&self, account: &str) -> String {
