@@ -224,7 +224,7 @@ async fn rust_sdk_sessions_get_the_intersection_of_role_and_session_policies() {
         .await
         .expect("the session policy allows DescribeInstances");
     assert_eq!(described.reservations().len(), 1);
-    let (code, message) = modify_code(&mock, look).await.expect("refused");
+    let (code, message) = modify_code(&mock, look.clone()).await.expect("refused");
     assert_eq!(code, "UnauthorizedOperation");
     assert_eq!(
         message,
@@ -241,6 +241,17 @@ async fn rust_sdk_sessions_get_the_intersection_of_role_and_session_policies() {
         1,
         "the hop limit is unchanged"
     );
+    // Nor may it widen itself by assuming another role: sts:AssumeRole is not allowed.
+    let widen = sts(&mock, look)
+        .await
+        .assume_role()
+        .role_arn(DEPLOY)
+        .role_session_name("wider")
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert_eq!(widen.code(), Some("AccessDenied"));
 
     // audit's own policy bounds it, however wide the session policy.
     let wide = r#"{"Statement":{"Effect":"Allow","Action":"*","Resource":"*"}}"#;
