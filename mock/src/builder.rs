@@ -10,6 +10,8 @@ use crate::config::{FleetSpec, MockConfig};
 use crate::ec2::launch_template_data::LaunchTemplateData;
 use crate::ec2::launch_templates::LaunchTemplateSpec;
 use crate::ec2::metadata_defaults::MetadataDefaults;
+use crate::iam::policy::PolicyDocument;
+use crate::iam::{is_valid_policy_arn, is_valid_role_name};
 use crate::imds::notices::{LifecycleState, MaintenanceEvent, SpotAction};
 use crate::instance::InstanceIdentity;
 use crate::mock_aws::{Listeners, MockAws};
@@ -41,12 +43,24 @@ pub enum MockError {
     /// The credential lifetime.
     #[error("credential lifetime 0: credentials must live at least a second")]
     CredentialLifetime,
+    /// The assumed sessions' lifetime.
+    #[error("session lifetime 0: assumed sessions must live at least a second")]
+    SessionLifetime,
     /// The throttle rate.
     #[error("throttle rate {0}: a share of calls from 0 up to, not including, 1")]
     Throttle(f64),
     /// A launch template's name.
     #[error("launch template name {0:?}: 3 to 128 letters, digits and ( ) . / - _")]
     LaunchTemplateName(String),
+    /// An assumable role's name.
+    #[error("assumable role {0:?}: a role name is 1 to 64 letters, digits and + = , . @ _ -")]
+    AssumableRole(String),
+    /// A managed policy's ARN.
+    #[error(
+        "managed policy ARN {0:?}: a policy ARN looks like arn:aws:iam::123456789012:policy/NAME \
+         or arn:aws:iam::aws:policy/NAME"
+    )]
+    PolicyArn(String),
     /// A listener could not be bound.
     #[error("{0}; pick another address or port 0")]
     Bind(std::io::Error),
@@ -199,6 +213,36 @@ impl MockBuilder {
         self
     }
 
+    /// A role of the account that STS `AssumeRole` may assume, with its identity policy
+    /// (`None`: it may do everything). Undeclared roles are `AccessDenied`.
+    pub fn assumable_role(
+        mut self,
+        name: impl Into<String>,
+        policy: Option<PolicyDocument>,
+    ) -> Self {
+        self.config.iam.assumable_roles.insert(name.into(), policy);
+        self
+    }
+
+    /// A managed policy that `AssumeRole`'s `PolicyArns` may name.
+    pub fn managed_policy(mut self, arn: impl Into<String>, policy: PolicyDocument) -> Self {
+        self.config.iam.managed_policies.insert(arn.into(), policy);
+        self
+    }
+
+    /// How long assumed sessions live at most, whatever `DurationSeconds` asks (their
+    /// `Expiration` says so): for tests of refreshing across expiry.
+    pub fn session_lifetime(mut self, lifetime: Duration) -> Self {
+        self.config.iam.session_lifetime = Some(lifetime);
+        self
+    }
+
+    /// The instance role's identity policy (without one it may do everything).
+    pub fn instance_role_policy(mut self, policy: PolicyDocument) -> Self {
+        self.config.iam.instance_role_policy = Some(policy);
+        self
+    }
+
     /// `size` more instances beside the mock's own, generated from `seed` (the same seed
     /// gives the same fleet), with their launch templates; `DescribeInstances` pages them.
     pub fn fleet(mut self, size: usize, seed: u64) -> Self {
@@ -296,8 +340,27 @@ impl MockBuilder {
         if config.credential_lifetime.is_zero() {
             return Err(MockError::CredentialLifetime);
         }
+        if config.iam.session_lifetime.is_some_and(|l| l.is_zero()) {
+            return Err(MockError::SessionLifetime);
+        }
         if !(0.0..1.0).contains(&config.throttle_rate) {
             return Err(MockError::Throttle(config.throttle_rate));
+        }
+        if let Some(name) = config
+            .iam
+            .assumable_roles
+            .keys()
+            .find(|n| !is_valid_role_name(n))
+        {
+            return Err(MockError::AssumableRole(name.clone()));
+        }
+        if let Some(arn) = config
+            .iam
+            .managed_policies
+            .keys()
+            .find(|a| !is_valid_policy_arn(a))
+        {
+            return Err(MockError::PolicyArn(arn.clone()));
         }
         if let Some(spec) = config.launch_templates.iter().find(|t| {
             !(3..=128).contains(&t.name.len())
@@ -361,6 +424,9 @@ mod tests {
         assert!(err(MockAws::builder().instance_id("vm-1")).contains("instance id"));
         assert!(err(MockAws::builder().region("us east")).contains("us-east-1"));
         assert!(err(MockAws::builder().credential_lifetime(Duration::ZERO)).contains("lifetime"));
+        assert!(
+            err(MockAws::builder().session_lifetime(Duration::ZERO)).contains("session lifetime")
+        );
         assert!(err(MockAws::builder().tag("a/b", "c")).contains("tag key"));
         assert!(err(MockAws::builder().user_data(vec![b'x'; 16385])).contains("16 KB"));
         assert!(MockAws::builder()
@@ -373,6 +439,23 @@ mod tests {
             err(MockAws::builder().launch_template("a b", LaunchTemplateData::default()))
                 .contains("launch template name")
         );
+        assert!(err(MockAws::builder().assumable_role("a/b", None)).contains("assumable role"));
+        let policy = PolicyDocument::parse(
+            r#"{"Statement":{"Effect":"Allow","Action":"ec2:Describe*","Resource":"*"}}"#,
+        )
+        .unwrap();
+        assert!(
+            err(MockAws::builder().managed_policy("ReadOnly", policy.clone()))
+                .contains("managed policy ARN")
+        );
+        let config = MockAws::builder()
+            .assumable_role("deploy", Some(policy.clone()))
+            .managed_policy("arn:aws:iam::aws:policy/ReadOnlyAccess", policy.clone())
+            .instance_role_policy(policy.clone())
+            .config()
+            .unwrap();
+        assert_eq!(config.iam.assumable_roles["deploy"], Some(policy.clone()));
+        assert_eq!(config.iam.instance_role_policy, Some(policy));
         let config = MockAws::builder()
             .fleet(10, 3)
             .throttle(0.3)

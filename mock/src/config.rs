@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::ec2::launch_templates::LaunchTemplateSpec;
 use crate::ec2::metadata_defaults::MetadataDefaults;
+use crate::iam::IamConfig;
 use crate::imds::notices::Notices;
 use crate::instance::InstanceIdentity;
 use crate::options::MetadataOptions;
@@ -37,6 +38,8 @@ pub struct MockConfig {
     pub metadata_defaults: MetadataDefaults,
     /// The share of EC2 calls answered with `RequestLimitExceeded` (0.0..1.0).
     pub throttle_rate: f64,
+    /// The account's roles, managed policies and the instance role's policy.
+    pub iam: IamConfig,
 }
 
 /// How many fleet instances to generate, and from which seed.
@@ -62,6 +65,7 @@ impl Default for MockConfig {
             launch_templates: Vec::new(),
             metadata_defaults: MetadataDefaults::default(),
             throttle_rate: 0.0,
+            iam: IamConfig::default(),
         }
     }
 }

@@ -14,6 +14,8 @@ pub(crate) struct MockEvents {
     credentials_v2: AtomicU64,
     identity_v1: AtomicU64,
     identity_v2: AtomicU64,
+    assume_role: AtomicU64,
+    identity_role_session: AtomicU64,
 }
 
 /// A snapshot of what the services have been asked.
@@ -29,6 +31,10 @@ pub struct EventCounts {
     pub identity_v1: u64,
     /// `GetCallerIdentity` calls signed with IMDSv2 credentials.
     pub identity_v2: u64,
+    /// `AssumeRole` calls answered with a session's credentials.
+    pub assume_role: u64,
+    /// `GetCallerIdentity` calls signed with an assumed role's session credentials.
+    pub identity_role_session: u64,
 }
 
 impl MockEvents {
@@ -44,12 +50,19 @@ impl MockEvents {
         .fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn caller_identity(&self, version: ImdsVersion) {
+    /// A `GetCallerIdentity` call signed with the instance role's credentials from
+    /// `version` (`None`: with an assumed role's session's).
+    pub(crate) fn caller_identity(&self, version: Option<ImdsVersion>) {
         match version {
-            ImdsVersion::V1 => &self.identity_v1,
-            ImdsVersion::V2 => &self.identity_v2,
+            Some(ImdsVersion::V1) => &self.identity_v1,
+            Some(ImdsVersion::V2) => &self.identity_v2,
+            None => &self.identity_role_session,
         }
         .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn role_assumed(&self) {
+        self.assume_role.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn snapshot(&self) -> EventCounts {
@@ -60,6 +73,8 @@ impl MockEvents {
             credentials_v2: get(&self.credentials_v2),
             identity_v1: get(&self.identity_v1),
             identity_v2: get(&self.identity_v2),
+            assume_role: get(&self.assume_role),
+            identity_role_session: get(&self.identity_role_session),
         }
     }
 }

@@ -8,11 +8,15 @@
 //!   Scaling lifecycle state, scheduled maintenance), and the instance role's temporary
 //!   credentials: one set for IMDSv1 callers and another for IMDSv2 callers, so that a
 //!   test can tell which path a client took.
-//! - **STS** `GetCallerIdentity`, SigV4-verified against the credentials the IMDS issued.
+//! - **STS** `GetCallerIdentity` and `AssumeRole`, SigV4-verified against the credentials
+//!   the mock issued: the roles [`MockBuilder::assumable_role`] declares may be assumed
+//!   (role chaining included), with session policies ([`PolicyDocument`]) and tags.
 //! - **EC2**: `DescribeInstances` and `ModifyInstanceMetadataOptions` (the metadata
 //!   options change at run time, without restarting a listener), a seeded fleet of
 //!   build hosts, launch templates, the account's metadata defaults and throttling on
-//!   demand; SigV4-verified too.
+//!   demand; SigV4-verified too, and each action evaluated against the caller's
+//!   effective permissions (its role's policy and its session policies; an explicit
+//!   deny wins), refused with `UnauthorizedOperation`.
 //!
 //! # The hop limit is the token response's IP TTL
 //!
@@ -145,6 +149,7 @@ mod config;
 mod credentials;
 mod ec2;
 mod events;
+mod iam;
 mod imds;
 mod instance;
 mod mock_aws;
@@ -168,6 +173,9 @@ pub use ec2::launch_template_data::{LaunchTemplateData, TemplateMetadataOptions}
 pub use ec2::launch_templates::{LaunchTemplateSpec, LaunchTemplates};
 pub use ec2::metadata_defaults::MetadataDefaults;
 pub use events::EventCounts;
+pub use iam::policy::{PolicyDocument, PolicyError};
+pub use iam::principal::AssumedSession;
+pub use iam::IamConfig;
 pub use imds::notices::{
     LifecycleState, MaintenanceCode, MaintenanceEvent, NoticeValueError, Notices, SpotAction,
 };

@@ -24,6 +24,7 @@ use crate::ec2::fleet::Fleet;
 use crate::ec2::launch_templates::LaunchTemplates;
 use crate::ec2::metadata_defaults::MetadataDefaults;
 use crate::events::EventCounts;
+use crate::iam::principal::AssumedSession;
 use crate::imds::notices::{LifecycleState, MaintenanceEvent, Notices, SpotAction};
 use crate::imds::service::Imds;
 use crate::instance::InstanceIdentity;
@@ -235,6 +236,12 @@ impl MockAws {
     /// EC2 calls answered with `RequestLimitExceeded` so far.
     pub fn throttled(&self) -> u64 {
         self.state.throttle.refused()
+    }
+
+    /// The sessions STS `AssumeRole` made (kept until an hour past their expiry),
+    /// oldest first; no secret in them.
+    pub fn assumed_sessions(&self) -> Vec<AssumedSession> {
+        self.state.assumed_sessions()
     }
 
     /// What the services have been asked so far.

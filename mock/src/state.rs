@@ -1,5 +1,6 @@
 //! The simulated instance as the three services share it: its options and notices
-//! (changed at run time), its credentials and tokens, its fleet and account.
+//! (changed at run time), its credentials and tokens (the assumed roles' sessions
+//! among them), its fleet and account.
 
 use std::collections::BTreeSet;
 use std::sync::RwLock;
@@ -14,6 +15,8 @@ use crate::ec2::launch_templates::LaunchTemplates;
 use crate::ec2::metadata_defaults::MetadataDefaults;
 use crate::ec2::throttle::Throttle;
 use crate::events::MockEvents;
+use crate::iam::principal::{AssumedSession, Principal};
+use crate::iam::Iam;
 use crate::imds::notices::Notices;
 use crate::imds::tokens::TokenMint;
 use crate::instance::InstanceIdentity;
@@ -44,6 +47,7 @@ pub(crate) struct MockState {
     pub(crate) launch_templates: RwLock<LaunchTemplates>,
     pub(crate) metadata_defaults: RwLock<MetadataDefaults>,
     pub(crate) throttle: Throttle,
+    pub(crate) iam: Iam,
 }
 
 impl MockState {
@@ -64,6 +68,7 @@ impl MockState {
             launch_templates: RwLock::new(LaunchTemplates::new(&templates)),
             metadata_defaults: RwLock::new(config.metadata_defaults),
             throttle: Throttle::new(config.throttle_rate, throttle_seed),
+            iam: Iam::new(&config.identity.account, config.iam),
             identity: config.identity,
             options: RwLock::new(OptionsCell {
                 options: config.options,
@@ -108,6 +113,27 @@ impl MockState {
         } else {
             MetadataState::Applied
         }
+    }
+
+    /// The sessions STS `AssumeRole` made and the store still keeps, oldest first.
+    pub(crate) fn assumed_sessions(&self) -> Vec<AssumedSession> {
+        self.credentials
+            .sessions()
+            .iter()
+            .filter_map(|creds| match &creds.principal {
+                Principal::RoleSession(session) => Some(AssumedSession {
+                    role: session.role.name.clone(),
+                    session_name: session.session_name.clone(),
+                    arn: session.arn(&self.identity.account),
+                    assumed_by: session.assumed_by.clone(),
+                    access_key_id: creds.access_key_id.clone(),
+                    expiration: creds.expiration,
+                    session_policies: session.session_policies.len(),
+                    tags: session.tags.clone(),
+                }),
+                Principal::InstanceRole(_) => None,
+            })
+            .collect()
     }
 
     pub(crate) fn is_denied(&self, action: &str) -> bool {

@@ -1,13 +1,14 @@
 //! `imds-harness mock`: the mock AWS side on its own, for any client to test against.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use clap::Args;
 use imds_mock::{
     LaunchTemplateData, LifecycleState, MaintenanceCode, MaintenanceEvent, MockAws, MockBuilder,
-    MockError, SpotAction, TemplateMetadataOptions,
+    MockError, PolicyDocument, SpotAction, TemplateMetadataOptions,
 };
 use imds_vocab::{HopLimit, HttpEndpoint, HttpTokens, Toggle};
 
@@ -97,7 +98,7 @@ pub(super) struct MockArgs {
     maintenance: Vec<MaintenanceCode>,
     /// Serve this file's content as /latest/user-data (at most 16 KB).
     #[arg(long, value_name = "PATH")]
-    user_data_file: Option<std::path::PathBuf>,
+    user_data_file: Option<PathBuf>,
     /// N more instances beside the mock's own: build hosts with tags and a spread of
     /// metadata options, with their launch templates; DescribeInstances pages them.
     #[arg(long, value_name = "N", default_value = "0")]
@@ -112,6 +113,79 @@ pub(super) struct MockArgs {
     /// required); repeatable.
     #[arg(long, value_name = "NAME[:HOPS]", value_parser = parse_template)]
     launch_template: Vec<(String, Option<HopLimit>)>,
+    /// A role of the account that STS AssumeRole may assume (repeatable), with its
+    /// identity policy from POLICY_FILE (IAM policy JSON); without one it may do
+    /// everything. AssumeRole on any other role is AccessDenied.
+    #[arg(long, value_name = "NAME[=POLICY_FILE]", value_parser = parse_role)]
+    assumable_role: Vec<(String, Option<PathBuf>)>,
+    /// A managed policy that AssumeRole's PolicyArns may name: ARN=POLICY_FILE
+    /// (repeatable), e.g. arn:aws:iam::aws:policy/ReadOnlyAccess=readonly.json.
+    #[arg(long, value_name = "ARN=POLICY_FILE", value_parser = parse_managed_policy)]
+    managed_policy: Vec<(String, PathBuf)>,
+    /// The instance role's identity policy (IAM policy JSON); without one the instance
+    /// role may do everything. The EC2 API and AssumeRole evaluate it.
+    #[arg(long, value_name = "POLICY_FILE")]
+    instance_role_policy: Option<PathBuf>,
+    /// Assumed sessions live at most this many seconds, whatever DurationSeconds asks
+    /// (their Expiration says so): for tests of refreshing across expiry.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    session_lifetime: Option<u64>,
+}
+
+fn parse_role(s: &str) -> Result<(String, Option<PathBuf>), String> {
+    match s.split_once('=') {
+        None => Ok((s.to_owned(), None)),
+        Some((name, path)) if !path.is_empty() => Ok((name.to_owned(), Some(path.into()))),
+        Some(_) => Err(format!("{s:?}: NAME or NAME=POLICY_FILE")),
+    }
+}
+
+fn parse_managed_policy(s: &str) -> Result<(String, PathBuf), String> {
+    // Policy names may hold a `=`: the file is what follows the last one.
+    match s.rsplit_once('=') {
+        Some((arn, path)) if !arn.is_empty() && !path.is_empty() => {
+            Ok((arn.to_owned(), path.into()))
+        }
+        _ => Err(format!("{s:?}: a managed policy is ARN=POLICY_FILE")),
+    }
+}
+
+/// The policy in `path`, or what is wrong with it, naming the flag and the file.
+fn read_policy(flag: &str, path: &Path) -> Result<PolicyDocument, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{flag} {}: {e}; give a readable file", path.display()))?;
+    PolicyDocument::parse(&text)
+        .map_err(|e| format!("{flag} {}: not an IAM policy: {e}", path.display()))
+}
+
+/// The policies the flags name, read and parsed.
+#[derive(Default)]
+struct Policies {
+    roles: Vec<(String, Option<PolicyDocument>)>,
+    managed: Vec<(String, PolicyDocument)>,
+    instance_role: Option<PolicyDocument>,
+}
+
+impl Policies {
+    fn read(args: &MockArgs) -> Result<Self, String> {
+        let mut policies = Policies::default();
+        for (name, path) in &args.assumable_role {
+            let policy = path
+                .as_deref()
+                .map(|p| read_policy("--assumable-role", p))
+                .transpose()?;
+            policies.roles.push((name.clone(), policy));
+        }
+        for (arn, path) in &args.managed_policy {
+            policies
+                .managed
+                .push((arn.clone(), read_policy("--managed-policy", path)?));
+        }
+        if let Some(path) = &args.instance_role_policy {
+            policies.instance_role = Some(read_policy("--instance-role-policy", path)?);
+        }
+        Ok(policies)
+    }
 }
 
 fn parse_template(s: &str) -> Result<(String, Option<HopLimit>), String> {
@@ -132,7 +206,7 @@ fn parse_tag(s: &str) -> Result<(String, String), String> {
 
 impl MockArgs {
     /// The mock these flags describe (`user_data`: the content of `--user-data-file`).
-    fn builder(&self, user_data: Option<Vec<u8>>) -> MockBuilder {
+    fn builder(&self, user_data: Option<Vec<u8>>, policies: Policies) -> MockBuilder {
         /// How far ahead a `--maintenance` event is scheduled.
         const WEEK: Duration = Duration::from_hours(168);
         let mut builder = MockAws::builder()
@@ -200,6 +274,18 @@ impl MockArgs {
             };
             builder = builder.launch_template(name.clone(), data);
         }
+        for (name, policy) in policies.roles {
+            builder = builder.assumable_role(name, policy);
+        }
+        for (arn, policy) in policies.managed {
+            builder = builder.managed_policy(arn, policy);
+        }
+        if let Some(policy) = policies.instance_role {
+            builder = builder.instance_role_policy(policy);
+        }
+        if let Some(seconds) = self.session_lifetime {
+            builder = builder.session_lifetime(Duration::from_secs(seconds));
+        }
         self.deny
             .iter()
             .fold(builder, |builder, action| builder.deny(action.clone()))
@@ -220,7 +306,14 @@ pub(super) fn run(args: &MockArgs) -> anyhow::Result<Exit> {
         },
         None => None,
     };
-    let builder = args.builder(user_data);
+    let policies = match Policies::read(args) {
+        Ok(policies) => policies,
+        Err(err) => {
+            eprintln!("imds-harness mock: {err}");
+            return Ok(Exit::Usage);
+        }
+    };
+    let builder = args.builder(user_data, policies);
     if let Err(err) = builder.config() {
         eprintln!("imds-harness mock: {err}");
         return Ok(Exit::Usage);

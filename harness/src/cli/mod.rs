@@ -25,7 +25,7 @@ enum Command {
     #[command(after_help = measure::EXIT_CODES)]
     Measure(measure::MeasureArgs),
     /// Serve the mock IMDS, STS and EC2 API on local ports until SIGINT or SIGTERM.
-    Mock(mock::MockArgs),
+    Mock(Box<mock::MockArgs>),
     /// Remove what killed runs left behind: network namespaces, the slirp4netns and pasta
     /// serving them, containers and Docker networks.
     Cleanup(cleanup::CleanupArgs),

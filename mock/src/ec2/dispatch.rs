@@ -20,6 +20,8 @@ use crate::ec2::launch_templates::{
 use crate::ec2::metadata_defaults::{
     GET_INSTANCE_METADATA_DEFAULTS, MODIFY_INSTANCE_METADATA_DEFAULTS,
 };
+use crate::iam::policy::{Decision, PolicyKind};
+use crate::iam::principal::Principal;
 use crate::instance::InstanceIdentity;
 use crate::options::MetadataOptionsChange;
 use crate::query::{escape, request_id, xml_response, QueryParams};
@@ -32,6 +34,8 @@ const XMLNS: &str = "http://ec2.amazonaws.com/doc/2016-11-15/";
 /// The EC2 actions on the instance itself, as IAM names them after `ec2:`.
 const DESCRIBE_INSTANCES: &str = "DescribeInstances";
 const MODIFY_INSTANCE_METADATA_OPTIONS: &str = "ModifyInstanceMetadataOptions";
+/// The resource of actions without resource-level permissions (`Describe*`, ...).
+const ANY_RESOURCE: &str = "*";
 
 /// The EC2 API's handler: checks the signature, the throttle and the permissions,
 /// then hands the action to its family.
@@ -45,27 +49,27 @@ impl Ec2 {
     }
 
     fn answer(&self, request: &Request<Bytes>, request_id: &str) -> Result<String, Ec2Error> {
-        sigv4::verify(request, "ec2", &self.state.credentials, SystemTime::now()).map_err(
-            |failure| {
+        let creds = sigv4::verify(request, "ec2", &self.state.credentials, SystemTime::now())
+            .map_err(|failure| {
                 tracing::debug!(target: "ec2", %failure, "refused");
                 auth_error(&failure)
-            },
-        )?;
+            })?;
+        let caller = &creds.principal;
         self.state.throttle.check()?;
         let params = QueryParams::from_request(request);
         match params.action() {
-            Some(DESCRIBE_INSTANCES) => self.describe_instances(&params, request_id),
+            Some(DESCRIBE_INSTANCES) => self.describe_instances(caller, &params, request_id),
             Some(MODIFY_INSTANCE_METADATA_OPTIONS) => {
-                self.modify_metadata_options(&params, request_id)
+                self.modify_metadata_options(caller, &params, request_id)
             }
             Some(
                 action @ (DESCRIBE_LAUNCH_TEMPLATES
                 | DESCRIBE_LAUNCH_TEMPLATE_VERSIONS
                 | CREATE_LAUNCH_TEMPLATE_VERSION
                 | MODIFY_LAUNCH_TEMPLATE),
-            ) => self.launch_templates(action, &params, request_id),
+            ) => self.launch_templates(caller, action, &params, request_id),
             Some(action @ (GET_INSTANCE_METADATA_DEFAULTS | MODIFY_INSTANCE_METADATA_DEFAULTS)) => {
-                self.metadata_defaults(action, &params, request_id)
+                self.metadata_defaults(caller, action, &params, request_id)
             }
             Some(other) => Err(Ec2Error::bad_request(
                 "InvalidAction",
@@ -80,11 +84,12 @@ impl Ec2 {
 
     fn launch_templates(
         &self,
+        caller: &Principal,
         action: &str,
         params: &QueryParams,
         request_id: &str,
     ) -> Result<String, Ec2Error> {
-        self.admit(action, params)?;
+        self.admit(caller, action, ANY_RESOURCE, params)?;
         let account = &self.state.identity.account;
         let lock = &self.state.launch_templates;
         let body = match action {
@@ -104,11 +109,12 @@ impl Ec2 {
 
     fn metadata_defaults(
         &self,
+        caller: &Principal,
         action: &str,
         params: &QueryParams,
         request_id: &str,
     ) -> Result<String, Ec2Error> {
-        self.admit(action, params)?;
+        self.admit(caller, action, ANY_RESOURCE, params)?;
         let mut defaults = self.state.metadata_defaults.write().expect("defaults lock");
         let body = if action == MODIFY_INSTANCE_METADATA_DEFAULTS {
             defaults.modify(params)?;
@@ -119,33 +125,59 @@ impl Ec2 {
         Ok(envelope(action, request_id, &body))
     }
 
-    /// `UnauthorizedOperation` when `action` is denied, else `DryRunOperation` for a dry run.
-    fn admit(&self, action: &str, params: &QueryParams) -> Result<(), Ec2Error> {
-        self.authorize(action)?;
+    /// `UnauthorizedOperation` when `caller` may not do `action` on `resource`, else
+    /// `DryRunOperation` for a dry run.
+    fn admit(
+        &self,
+        caller: &Principal,
+        action: &str,
+        resource: &str,
+        params: &QueryParams,
+    ) -> Result<(), Ec2Error> {
+        self.authorize(caller, action, resource)?;
         if params.get("DryRun") == Some("true") {
             return Err(dry_run());
         }
         Ok(())
     }
 
-    fn authorize(&self, action: &str) -> Result<(), Ec2Error> {
-        if !self.state.is_denied(action) {
+    /// The caller's effective permissions (its role's policy and its session policies)
+    /// decide, and so does [`MockState::deny`] for everyone.
+    fn authorize(&self, caller: &Principal, action: &str, resource: &str) -> Result<(), Ec2Error> {
+        let iam_action = format!("ec2:{action}");
+        let decision = if self.state.is_denied(action) {
+            Decision::ImplicitDeny(PolicyKind::Identity)
+        } else {
+            caller
+                .permissions(&self.state.iam)
+                .evaluate(&iam_action, resource)
+        };
+        let Some(reason) = decision.reason(&iam_action) else {
             return Ok(());
-        }
-        let id = &self.state.identity;
+        };
+        let on_resource = if resource == ANY_RESOURCE {
+            String::new()
+        } else {
+            format!(" on resource: {resource}")
+        };
         Err(Ec2Error {
             status: StatusCode::FORBIDDEN,
             code: "UnauthorizedOperation",
             message: format!(
                 "You are not authorized to perform this operation. User: {} is not authorized \
-                 to perform: ec2:{action} on resource: arn:aws:ec2:{}:{}:instance/{} because no \
-                 identity-based policy allows the ec2:{action} action",
-                id.assumed_role_arn(),
-                id.region,
-                id.account,
-                id.instance_id
+                 to perform: {iam_action}{on_resource} {reason}",
+                caller.arn(&self.state.identity),
             ),
         })
+    }
+
+    /// The ARN IAM evaluates an action on `instance_id` against.
+    fn instance_arn(&self, instance_id: &str) -> String {
+        let id = &self.state.identity;
+        format!(
+            "arn:aws:ec2:{}:{}:instance/{instance_id}",
+            id.region, id.account
+        )
     }
 
     /// Whether `instance_id` is the mock's own instance (`true`) or one of its fleet's.
@@ -177,6 +209,7 @@ impl Ec2 {
 
     fn describe_instances(
         &self,
+        caller: &Principal,
         params: &QueryParams,
         request_id: &str,
     ) -> Result<String, Ec2Error> {
@@ -184,7 +217,7 @@ impl Ec2 {
         for id in query.ids() {
             self.check_instance_id(id)?;
         }
-        self.admit(DESCRIBE_INSTANCES, params)?;
+        self.admit(caller, DESCRIBE_INSTANCES, ANY_RESOURCE, params)?;
         let id = &self.state.identity;
         let profile_arn = id.instance_profile_arn();
         let tags = self.state.notices().tags;
@@ -224,6 +257,7 @@ impl Ec2 {
 
     fn modify_metadata_options(
         &self,
+        caller: &Principal,
         params: &QueryParams,
         request_id: &str,
     ) -> Result<String, Ec2Error> {
@@ -235,7 +269,8 @@ impl Ec2 {
         })?;
         let own = self.check_instance_id(instance_id)?;
         let change = parse_change(params)?;
-        self.admit(MODIFY_INSTANCE_METADATA_OPTIONS, params)?;
+        let resource = self.instance_arn(instance_id);
+        self.admit(caller, MODIFY_INSTANCE_METADATA_OPTIONS, &resource, params)?;
         let options = if own {
             self.state.modify_options(change)
         } else {

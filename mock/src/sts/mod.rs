@@ -1,3 +1,4 @@
-//! STS: `GetCallerIdentity`.
+//! STS: `GetCallerIdentity` and `AssumeRole`.
 
+pub(crate) mod assume_role;
 pub(crate) mod service;

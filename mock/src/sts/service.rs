@@ -1,5 +1,6 @@
-//! STS `GetCallerIdentity` over the Query protocol, SigV4-verified against the
-//! credentials the mock IMDS issued.
+//! STS over the Query protocol, SigV4-verified against the credentials the mock issued
+//! (by IMDS, or by `AssumeRole` for role chaining): `GetCallerIdentity`, always allowed
+//! as in AWS, and `AssumeRole`.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -12,8 +13,9 @@ use crate::query::{escape, request_id, xml_response, QueryParams};
 use crate::server::{Connection, Handler};
 use crate::sigv4::{self, AuthFailure};
 use crate::state::MockState;
+use crate::sts::assume_role;
 
-const XMLNS: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
+pub(crate) const XMLNS: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
 pub(crate) const API_VERSION: &str = "2011-06-15";
 
 /// An STS error as the service reports it.
@@ -86,32 +88,39 @@ impl Sts {
         Sts { state }
     }
 
-    /// The answer's body, and which credential set signed the call.
+    /// The answer's body, and which IMDS path served the credentials that signed it
+    /// (`None`: an assumed role's session signed it).
     fn answer(
         &self,
         request: &Request<Bytes>,
         request_id: &str,
-    ) -> Result<(String, ImdsVersion), StsError> {
-        let creds = sigv4::verify(request, "sts", &self.state.credentials, SystemTime::now())
-            .map_err(|failure| {
+    ) -> Result<(String, Option<ImdsVersion>), StsError> {
+        let now = SystemTime::now();
+        let creds =
+            sigv4::verify(request, "sts", &self.state.credentials, now).map_err(|failure| {
                 tracing::debug!(target: "sts", %failure, "refused");
                 auth_error(&failure)
             })?;
+        let caller = &creds.principal;
         let params = QueryParams::from_request(request);
         match params.action() {
             Some("GetCallerIdentity") => {
-                self.state.events.caller_identity(creds.issued_to);
+                self.state.events.caller_identity(caller.imds_version());
                 let id = &self.state.identity;
                 let body = format!(
                     "<GetCallerIdentityResponse xmlns=\"{XMLNS}\">\n  <GetCallerIdentityResult>\n    \
                      <Arn>{}</Arn>\n    <UserId>{}</UserId>\n    <Account>{}</Account>\n  \
                      </GetCallerIdentityResult>\n  <ResponseMetadata>\n    <RequestId>{request_id}</RequestId>\n  \
                      </ResponseMetadata>\n</GetCallerIdentityResponse>\n",
-                    escape(&id.assumed_role_arn()),
-                    escape(&id.assumed_role_user_id()),
+                    escape(&caller.arn(id)),
+                    escape(&caller.user_id(id)),
                     escape(&id.account),
                 );
-                Ok((body, creds.issued_to))
+                Ok((body, caller.imds_version()))
+            }
+            Some(assume_role::ACTION) => {
+                let body = assume_role::assume_role(&self.state, caller, &params, request_id, now)?;
+                Ok((body, caller.imds_version()))
             }
             Some(other) => Err(StsError {
                 status: StatusCode::BAD_REQUEST,
@@ -133,7 +142,9 @@ impl Handler for Sts {
         let response = match self.answer(&request, &request_id) {
             Ok((body, signed_with)) => {
                 let mut response = xml_response(StatusCode::OK, body, &request_id);
-                response.extensions_mut().insert(signed_with);
+                if let Some(version) = signed_with {
+                    response.extensions_mut().insert(version);
+                }
                 response
             }
             Err(error) => xml_response(error.status, error_body(&error, &request_id), &request_id),
