@@ -8,7 +8,7 @@ use crate::ec2::error::{self as ec2_error, Ec2Error};
 use crate::imds::service::{error_page, SERVER_NAME};
 use crate::query::{request_id, xml_response};
 use crate::request_log::Service;
-use crate::sts::service::{self as sts, StsError};
+use crate::sts::error::{self as sts, StsError};
 
 /// The code both APIs answer an oversized body with (the mock's wording: AWS documents
 /// no code for it).

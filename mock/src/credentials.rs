@@ -11,20 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use serde::Serialize;
 
 use crate::iam::principal::{Principal, RoleSession};
+use crate::imds_version::ImdsVersion;
 use crate::timestamp::iso8601;
-
-/// How the caller reached the credentials.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ImdsVersion {
-    /// A tokenless GET (`HttpTokens=optional` only).
-    V1,
-    /// A GET with a session token.
-    V2,
-}
 
 /// One credential set. `Debug` redacts the secret and the session token.
 #[derive(Clone, PartialEq, Eq)]

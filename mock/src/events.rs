@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
-use crate::credentials::ImdsVersion;
+use crate::imds_version::ImdsVersion;
 
 /// The live counters, bumped by the services.
 #[derive(Debug, Default)]

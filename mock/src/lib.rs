@@ -151,6 +151,7 @@ mod ec2;
 mod events;
 mod iam;
 mod imds;
+mod imds_version;
 mod instance;
 mod mock_aws;
 mod options;
@@ -167,7 +168,6 @@ mod timestamp;
 
 pub use builder::{MockBuilder, MockError};
 pub use config::{FleetSpec, MockConfig};
-pub use credentials::ImdsVersion;
 pub use ec2::fleet::{Fleet, FleetInstance, Generated};
 pub use ec2::launch_template_data::{LaunchTemplateData, TemplateMetadataOptions};
 pub use ec2::launch_templates::{LaunchTemplateSpec, LaunchTemplates};
@@ -179,6 +179,7 @@ pub use iam::IamConfig;
 pub use imds::notices::{
     LifecycleState, MaintenanceCode, MaintenanceEvent, NoticeValueError, Notices, SpotAction,
 };
+pub use imds_version::ImdsVersion;
 pub use instance::InstanceIdentity;
 pub use mock_aws::{Endpoints, Listeners, MockAws};
 pub use options::{MetadataOptions, MetadataOptionsChange};

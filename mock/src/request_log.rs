@@ -7,7 +7,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use serde::Serialize;
 
-use crate::credentials::ImdsVersion;
+use crate::imds_version::ImdsVersion;
 
 /// Which of the mock's services answered a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

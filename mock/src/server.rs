@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admission::{Admission, Ticket};
-use crate::credentials::ImdsVersion;
+use crate::imds_version::ImdsVersion;
 use crate::request_log::{RequestLog, RequestRecord, Service};
 
 /// How long one connection may live, whatever happens to it.

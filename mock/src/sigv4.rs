@@ -214,7 +214,7 @@ fn parse_amz_date(value: &str) -> Result<SystemTime, AuthFailure> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::credentials::ImdsVersion;
+    use crate::imds_version::ImdsVersion;
 
     fn signed_request(creds: &SessionCredentials, body: &str, at: SystemTime) -> Request<Bytes> {
         let mut request = Request::builder()

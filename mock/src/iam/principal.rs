@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use crate::credentials::ImdsVersion;
 use crate::iam::policy::{Permissions, PolicyDocument};
 use crate::iam::{Iam, Role};
+use crate::imds_version::ImdsVersion;
 use crate::instance::InstanceIdentity;
 
 /// The principal a credential set stands for.

@@ -22,10 +22,10 @@ use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode
 
 use imds_vocab::{HttpEndpoint, HttpTokens, Toggle};
 
-use crate::credentials::ImdsVersion;
 use crate::imds::network::NetworkInterface;
 use crate::imds::notices::Notices;
 use crate::imds::tokens::{TokenRejection, TTL_RANGE};
+use crate::imds_version::ImdsVersion;
 use crate::server::{Connection, Handler};
 use crate::state::MockState;
 use crate::timestamp::iso8601;

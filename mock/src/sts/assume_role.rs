@@ -19,7 +19,7 @@ use crate::iam::principal::{Principal, RoleSession};
 use crate::iam::Role;
 use crate::query::{escape, QueryParams};
 use crate::state::MockState;
-use crate::sts::service::{StsError, XMLNS};
+use crate::sts::error::{StsError, XMLNS};
 use crate::timestamp::iso8601;
 
 pub(crate) const ACTION: &str = "AssumeRole";
@@ -489,7 +489,7 @@ mod tests {
         config.iam.assumable_roles.insert("deploy".into(), None);
         (
             MockState::new(config),
-            Principal::InstanceRole(crate::credentials::ImdsVersion::V2),
+            Principal::InstanceRole(crate::imds_version::ImdsVersion::V2),
         )
     }
 
@@ -607,7 +607,7 @@ mod tests {
             &format!("{ARN}&RoleSessionName=%3Cscript%3E"),
         )
         .unwrap_err();
-        let body = crate::sts::service::error_body(&err, "req");
+        let body = crate::sts::error::error_body(&err, "req");
         assert!(body.contains("Value &apos;&lt;script&gt;&apos;"), "{body}");
     }
 

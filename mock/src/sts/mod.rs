@@ -1,4 +1,5 @@
 //! STS: `GetCallerIdentity` and `AssumeRole`.
 
 pub(crate) mod assume_role;
+pub(crate) mod error;
 pub(crate) mod service;
