@@ -219,3 +219,50 @@ fn qualified(test: &str) -> String {
         _ => format!("{binary}::{test}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{require, Requirement};
+    use std::process::Command;
+
+    /// Set in the child this test starts: the child is the test that asks for root and
+    /// Docker in the fast tier.
+    const CHILD: &str = "IMDS_E2E_TIER_CHILD";
+
+    #[test]
+    fn the_fast_tier_fails_a_test_that_asks_for_root_or_docker_and_names_the_filter() {
+        if std::env::var_os(CHILD).is_some() {
+            require(
+                "tier_child",
+                &[Requirement::Root, Requirement::NetTools, Requirement::Docker],
+            );
+            return;
+        }
+        // This test binary again, running only this test, as `make check` runs it.
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "require::tests::the_fast_tier_fails_a_test_that_asks_for_root_or_docker_and_names_the_filter",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .env("IMDS_TIER", "fast")
+            .env_remove("CI")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "passed in the fast tier:\n{stdout}\n{stderr}"
+        );
+        assert!(
+            stdout.contains("1 failed") && stderr.contains(
+                "needs root and a Docker Engine, which the fast tier (`make check`, \
+                 IMDS_TIER=fast) must not run"
+            ) && stderr.contains("[profile.check] in .config/nextest.toml"),
+            "{stdout}\n{stderr}"
+        );
+    }
+}
