@@ -41,8 +41,17 @@ bench-deps: deps
 		if echo " $$missing " | grep -q ' nginx ' && [ -d /run/systemd/system ]; then systemctl disable -q nginx; fi; \
 	fi
 
-build: deps
-	cargo build --workspace --bins
+# apt and cargo at once: nothing cargo builds needs a Debian package (no -sys crate links
+# a system library), and on a fresh machine each takes minutes. apt's output is shown when
+# it is done; an interrupted build waits for apt rather than leave dpkg half-way.
+build:
+	@log=$$(mktemp); \
+	$(MAKE) --no-print-directory deps > $$log 2>&1 & apt=$$!; \
+	trap 'wait $$apt; rm -f $$log' INT TERM; \
+	cargo build --workspace --bins; built=$$?; \
+	wait $$apt; installed=$$?; cat $$log; rm -f $$log; \
+	if [ $$installed -ne 0 ]; then echo "make deps failed (exit $$installed)"; exit $$installed; fi; \
+	exit $$built
 
 # A test that cannot run here (no root, no Docker, no AWS CLI) appends itself to SKIPPED
 # (tests/support/require.rs; under CI=true it fails instead). The list is cleared before
