@@ -234,7 +234,11 @@ mod tests {
         if std::env::var_os(CHILD).is_some() {
             require(
                 "tier_child",
-                &[Requirement::Root, Requirement::NetTools, Requirement::Docker],
+                &[
+                    Requirement::Root,
+                    Requirement::NetTools,
+                    Requirement::Docker,
+                ],
             );
             return;
         }
@@ -258,10 +262,12 @@ mod tests {
             "passed in the fast tier:\n{stdout}\n{stderr}"
         );
         assert!(
-            stdout.contains("1 failed") && stderr.contains(
-                "needs root and a Docker Engine, which the fast tier (`make check`, \
+            stdout.contains("1 failed")
+                && stderr.contains(
+                    "needs root and a Docker Engine, which the fast tier (`make check`, \
                  IMDS_TIER=fast) must not run"
-            ) && stderr.contains("[profile.check] in .config/nextest.toml"),
+                )
+                && stderr.contains("[profile.check] in .config/nextest.toml"),
             "{stdout}\n{stderr}"
         );
     }
