@@ -74,6 +74,7 @@ lint:
 # put it in), each test in its own process, in parallel (nextest runs no doctests: cargo
 # test does). The binaries are built first: the end-to-end tests run them.
 check: lint
+	@command -v cargo-nextest >/dev/null || { echo "make check runs cargo-nextest: cargo install --locked cargo-nextest"; exit 2; }
 	cargo build --workspace --bins
 	@rm -f $(SKIPPED)
 	@status=0; \
