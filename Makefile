@@ -1,7 +1,9 @@
-# The two commands of the README, and what they need.
+# The commands of the README, and what they need.
 #   make measure   the main job: the minimal hop limit of every topology (netns backend)
 #   make test      the whole test suite, as CI runs it
-# Both install the Debian packages they need, idempotently, and share one cargo
+#   make check     the contributor's fast tier: fmt, clippy, every test that needs
+#                  neither root nor Docker (installs nothing)
+# measure and test install the Debian packages they need, idempotently; all share one cargo
 # profile and one target directory outside the clone, so a second run is warm.
 
 export CARGO_TARGET_DIR ?= /var/cache/imds-harness/target
@@ -11,7 +13,7 @@ DEB_PACKAGES := $(shell grep -v '^#' packages/debian.txt)
 BENCH_PACKAGES := $(shell grep -v '^#' packages/debian-bench.txt)
 BIN := $(CARGO_TARGET_DIR)/debug
 
-.PHONY: deps pydeps bench-deps build test measure bench bench-backends bench-fleet bench-relay client-fixtures cleanup dist images mock-image
+.PHONY: deps pydeps bench-deps build lint check test measure bench bench-backends bench-fleet bench-relay client-fixtures cleanup dist images mock-image
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
@@ -39,26 +41,59 @@ bench-deps: deps
 		if echo " $$missing " | grep -q ' nginx ' && [ -d /run/systemd/system ]; then systemctl disable -q nginx; fi; \
 	fi
 
-build: deps
-	cargo build --workspace --bins
+# apt and cargo at once: nothing cargo builds needs a Debian package (no -sys crate links
+# a system library), and on a fresh machine each takes minutes. apt's output is shown when
+# it is done; an interrupted build waits for apt rather than leave dpkg half-way.
+build:
+	@log=$$(mktemp); \
+	$(MAKE) --no-print-directory deps > $$log 2>&1 & apt=$$!; \
+	trap 'wait $$apt; rm -f $$log' INT TERM; \
+	cargo build --workspace --bins; built=$$?; \
+	wait $$apt; installed=$$?; cat $$log; rm -f $$log; \
+	if [ $$installed -ne 0 ]; then echo "make deps failed (exit $$installed)"; exit $$installed; fi; \
+	exit $$built
 
 # A test that cannot run here (no root, no Docker, no AWS CLI) appends itself to SKIPPED
 # (tests/support/require.rs; under CI=true it fails instead). The list is cleared before
-# the suite and printed after it, pass or fail; check-leftovers runs either way.
+# the tests and printed after them, pass or fail.
 SKIPPED := $(BIN)/skipped-tests.txt
-
-test: build pydeps
-	cargo fmt --all --check
-	cargo clippy --workspace --all-targets -- -D warnings
-	@rm -f $(SKIPPED)
-	status=0; \
-	IMDS_SKIPPED_FILE=$(SKIPPED) cargo test --workspace --lib --bins --tests || status=$$?; \
-	cargo test --workspace --doc || status=$$?; \
+define report_skipped
 	n=$$(cat $(SKIPPED) 2>/dev/null | wc -l); \
 	if [ "$$n" -gt 0 ]; then \
 		echo; echo "!!!!! skipped: $$n test(s) did not run here (they fail under CI=true) !!!!!"; \
 		sed 's/^/!!!!!   /' $(SKIPPED); echo; \
-	else echo "skipped: 0"; fi; \
+	else echo "skipped: 0"; fi
+endef
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+# The fast tier: the `check` profile of .config/nextest.toml (every test that needs
+# neither root nor Docker; IMDS_TIER=fast makes one that does fail, naming the filter to
+# put it in), each test in its own process, in parallel (nextest runs no doctests: cargo
+# test does). The binaries are built first: the end-to-end tests run them.
+check: lint
+	@command -v cargo-nextest >/dev/null || { echo "make check runs cargo-nextest: cargo install --locked cargo-nextest"; exit 2; }
+	cargo build --workspace --bins
+	@rm -f $(SKIPPED)
+	@status=0; \
+	IMDS_TIER=fast IMDS_SKIPPED_FILE=$(SKIPPED) cargo nextest run --workspace --lib --bins --tests --profile check || status=$$?; \
+	cargo test --workspace --doc || status=$$?; \
+	$(report_skipped); \
+	exit $$status
+
+# Everything, the fast tier included, with cargo test: the slow tier's tests rely on
+# running one test binary at a time (they compare the root namespace, the engine's
+# containers and the run's namespaces before and after, and serialise their cleanups
+# with in-process locks), which cargo test gives and nextest's process per test does not.
+# check-leftovers runs either way.
+test: build pydeps lint
+	@rm -f $(SKIPPED)
+	status=0; \
+	IMDS_SKIPPED_FILE=$(SKIPPED) cargo test --workspace --lib --bins --tests || status=$$?; \
+	cargo test --workspace --doc || status=$$?; \
+	$(report_skipped); \
 	tests/check-leftovers || status=1; \
 	exit $$status
 

@@ -1,6 +1,11 @@
 //! What a test needs from the machine. Missing: under `CI=true` the test fails; elsewhere
 //! it is skipped, loudly: a SKIPPED line on the terminal and an entry in the list that
 //! `make test` prints at the end ([`skipped_file`]).
+//!
+//! The tiers: `make check` runs, with `IMDS_TIER=fast`, every test that needs neither root
+//! nor Docker; `make test` runs them all. A test that asks for [`Requirement::Root`] or
+//! [`Requirement::Docker`] in the fast tier fails (see [`require`]), so a new one cannot
+//! land there unnoticed: the `check` profile of `.config/nextest.toml` must leave it out.
 
 #![allow(
     unsafe_code,
@@ -30,6 +35,20 @@ pub enum Requirement {
 }
 
 impl Requirement {
+    /// What a test that needs this asks of the machine, when that puts it in the slow tier
+    /// (`make test` only): root or a Docker Engine.
+    fn slow_tier(self) -> Option<&'static str> {
+        match self {
+            Requirement::Root => Some("root"),
+            Requirement::Docker => Some("a Docker Engine"),
+            Requirement::NetTools
+            | Requirement::AwsCli
+            | Requirement::SdkClients
+            | Requirement::JunitParser
+            | Requirement::UserStacks => None,
+        }
+    }
+
     fn missing(self) -> Option<String> {
         match self {
             Requirement::Root => (nix_euid() != 0).then(|| "not running as root".to_string()),
@@ -111,9 +130,29 @@ extern "C" {
     fn libc_geteuid() -> u32;
 }
 
+/// Whether this run is the fast tier (`IMDS_TIER=fast`, what `make check` sets).
+pub fn fast_tier() -> bool {
+    std::env::var("IMDS_TIER").as_deref() == Ok("fast")
+}
+
 /// True when every need is met. Otherwise panics under `CI=true`, or skips loudly (see
 /// [`skip`]) and returns false so the test can return early.
+///
+/// In the fast tier ([`fast_tier`]) a need of root or Docker panics, whether the machine
+/// has it or not: the test belongs to the slow tier, and the `check` profile's filter must
+/// leave it out.
 pub fn require(test: &str, needs: &[Requirement]) -> bool {
+    if fast_tier() {
+        let slow: Vec<&str> = needs.iter().filter_map(|n| n.slow_tier()).collect();
+        assert!(
+            slow.is_empty(),
+            "{}: needs {}, which the fast tier (`make check`, IMDS_TIER=fast) must not run: \
+             add it to the slow tier, the `default-filter` of [profile.check] in \
+             .config/nextest.toml (`make test` runs it)",
+            qualified(test),
+            slow.join(" and ")
+        );
+    }
     let missing: Vec<String> = needs.iter().filter_map(|n| n.missing()).collect();
     if missing.is_empty() {
         return true;
@@ -178,5 +217,58 @@ fn qualified(test: &str) -> String {
     match std::thread::current().name() {
         Some(name) if name != "main" && name != test => format!("{binary}::{name} ({test})"),
         _ => format!("{binary}::{test}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{require, Requirement};
+    use std::process::Command;
+
+    /// Set in the child this test starts: the child is the test that asks for root and
+    /// Docker in the fast tier.
+    const CHILD: &str = "IMDS_E2E_TIER_CHILD";
+
+    #[test]
+    fn the_fast_tier_fails_a_test_that_asks_for_root_or_docker_and_names_the_filter() {
+        if std::env::var_os(CHILD).is_some() {
+            require(
+                "tier_child",
+                &[
+                    Requirement::Root,
+                    Requirement::NetTools,
+                    Requirement::Docker,
+                ],
+            );
+            return;
+        }
+        // This test binary again, running only this test, as `make check` runs it.
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "require::tests::the_fast_tier_fails_a_test_that_asks_for_root_or_docker_and_names_the_filter",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .env("IMDS_TIER", "fast")
+            .env_remove("CI")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "passed in the fast tier:\n{stdout}\n{stderr}"
+        );
+        assert!(
+            stdout.contains("1 failed")
+                && stderr.contains(
+                    "needs root and a Docker Engine, which the fast tier (`make check`, \
+                 IMDS_TIER=fast) must not run"
+                )
+                && stderr.contains("[profile.check] in .config/nextest.toml"),
+            "{stdout}\n{stderr}"
+        );
     }
 }

@@ -20,8 +20,16 @@ use super::*;
 use crate::lifecycle::{self, lock, NAME_PREFIX};
 use crate::topology::Topology;
 
-/// Whether the namespace tests can run here; see the module documentation.
+/// Whether the namespace tests can run here; see the module documentation. In the fast
+/// tier (`make check`, `IMDS_TIER=fast`; tests/support/require.rs) a test that needs root
+/// fails: the `check` profile of `.config/nextest.toml` must leave it out.
 fn privileged() -> bool {
+    assert!(
+        std::env::var("IMDS_TIER").as_deref() != Ok("fast"),
+        "this netns test needs root, which the fast tier (`make check`, IMDS_TIER=fast) must \
+         not run: add it to the slow tier, the `default-filter` of [profile.check] in \
+         .config/nextest.toml (`make test` runs it)"
+    );
     match check_prerequisites() {
         Ok(()) => true,
         Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
