@@ -193,6 +193,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         per_second: args.rate,
         burst: args.burst,
     };
+    relay::logging::init();
     let place = Place::from_env(|name| std::env::var(name).ok())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKERS)
@@ -210,11 +211,12 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         };
         let source = RoleSource::new(&place, timeout).map_err(|e| no_credentials(&e))?;
         let first = source.fetch().await.map_err(|e| no_credentials(&e))?;
-        let records = match &args.state {
-            Some(path) => state::load(path)?,
-            None => Vec::new(),
+        let state = match &args.state {
+            Some(path) => Some(state::open(path)?),
+            None => None,
         };
-        let restored = records.len();
+        let restored = state.as_ref().map_or(0, |(_, records)| records.len());
+        let records = state.as_ref().map(|(_, r)| r.clone()).unwrap_or_default();
         let control_listener = control::bind(&args.control.control)?;
         let control_file = RemovedOnDrop(args.control.control.clone());
         let owned = address::claim(args.listen, &args.link)?;
@@ -233,8 +235,9 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             args.listen,
             Grants::restore(records, rate),
             cache.clone(),
-            args.state.clone(),
-        ));
+            state,
+        )?);
+        tokio::spawn(relay::logging::flush_forever(relay.refusals.clone()));
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let refresher = tokio::spawn(role::refresh_forever(cache, source, |line| log(&line)));
         let http = tokio::spawn(imds_shim::relay::server::serve(

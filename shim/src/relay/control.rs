@@ -65,7 +65,7 @@ pub struct GrantInfo {
 
 impl GrantInfo {
     fn of(record: &GrantRecord, now: SystemTime) -> Self {
-        let time = |secs| super::role::rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
+        let time = |secs| super::role::rfc3339(super::grants::epoch_time(secs));
         Self {
             id: record.id.clone(),
             label: record.label.clone(),
@@ -202,7 +202,7 @@ async fn answer(stream: UnixStream, relay: &Relay) -> io::Result<()> {
         .read_line(&mut line)
         .await?;
     let reply = match serde_json::from_str::<ControlRequest>(&line) {
-        Ok(request) => execute(relay, request),
+        Ok(request) => execute(relay, request).await,
         Err(e) => ControlReply::Error {
             message: format!("not a control request: {e}"),
         },
@@ -213,14 +213,14 @@ async fn answer(stream: UnixStream, relay: &Relay) -> io::Result<()> {
     write.shutdown().await
 }
 
-fn execute(relay: &Relay, request: ControlRequest) -> ControlReply {
+async fn execute(relay: &Relay, request: ControlRequest) -> ControlReply {
     let now = SystemTime::now();
     let failed = |e: &dyn std::fmt::Display| ControlReply::Error {
         message: e.to_string(),
     };
     match request {
         ControlRequest::Grant { ttl_secs, label } => {
-            match relay.grant(Duration::from_secs(ttl_secs), &label) {
+            match relay.grant(Duration::from_secs(ttl_secs), &label).await {
                 Ok(issued) => {
                     let grant = GrantInfo::of(&issued.record, now);
                     log(&format!(
@@ -235,7 +235,7 @@ fn execute(relay: &Relay, request: ControlRequest) -> ControlReply {
                 Err(e) => failed(&e),
             }
         }
-        ControlRequest::Revoke { id } => match relay.revoke(&id) {
+        ControlRequest::Revoke { id } => match relay.revoke(&id).await {
             Ok(record) => {
                 log(&format!("revoked {} ({:?})", record.id, record.label));
                 ControlReply::Revoked {

@@ -24,10 +24,17 @@ const ID_BYTES: usize = 8;
 const SECRET_BYTES: usize = 32;
 /// The longest label accepted.
 pub const MAX_LABEL_CHARS: usize = 64;
-/// The most grants a relay holds (live, expired and revoked ones alike).
+/// The most live (neither expired nor revoked) grants a relay holds.
 pub const MAX_GRANTS: usize = 10_000;
+/// The most ended (expired or revoked) grants remembered besides; the oldest are forgotten first.
+pub const MAX_ENDED: usize = 90_000;
 /// How long an expired or revoked grant is remembered (so a late request is logged as such).
 const REMEMBER_ENDED: Duration = Duration::from_hours(24);
+/// The latest time a record may name: 9999-12-31T23:59:59Z, the last RFC 3339 can write.
+pub const MAX_EPOCH_SECS: u64 = 253_402_300_799;
+/// Compared with the presented secret when the id is unknown, so that an unknown id costs what
+/// a known one does.
+const DUMMY_DIGEST: [u8; 32] = [0; 32];
 /// The longest grant.
 pub const MAX_TTL: Duration = Duration::from_hours(168);
 
@@ -119,17 +126,74 @@ impl GrantRecord {
         }
     }
 
-    fn digest(&self, presented: Presented) -> &str {
-        match presented {
-            Presented::Path => &self.path_digest,
-            Presented::Token => &self.token_digest,
-        }
+    /// When it stops or stopped being usable.
+    fn ended(&self) -> u64 {
+        self.revoked.map_or(self.expires, |r| r.min(self.expires))
     }
 
-    /// When it stopped being usable, if it has.
-    fn ended(&self) -> Option<u64> {
-        self.revoked.or(Some(self.expires))
+    /// Whether it has ended at `now` (seconds since the epoch).
+    fn has_ended(&self, now: u64) -> bool {
+        self.revoked.is_some() || now >= self.expires
     }
+
+    /// Checks a record read from outside (the state file): every field in its range, both
+    /// digests 32 bytes of hex. The error says which field and why.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.id.len() != ID_BYTES * 2 || !self.id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "id {:?} is not {} hex digits",
+                self.id,
+                ID_BYTES * 2
+            ));
+        }
+        if !label_is_valid(&self.label) {
+            return Err(format!(
+                "label of grant {}: at most {MAX_LABEL_CHARS} printable characters",
+                self.id
+            ));
+        }
+        for (name, value) in [
+            ("created", Some(self.created)),
+            ("expires", Some(self.expires)),
+            ("revoked", self.revoked),
+        ] {
+            if value.is_some_and(|v| v > MAX_EPOCH_SECS) {
+                return Err(format!(
+                    "{name} of grant {} is {}, after 9999-12-31 ({MAX_EPOCH_SECS})",
+                    self.id,
+                    value.unwrap_or_default()
+                ));
+            }
+        }
+        if self.expires <= self.created || self.expires - self.created > MAX_TTL.as_secs() {
+            return Err(format!(
+                "grant {}: expires {} is not within 7 days after created {}",
+                self.id, self.expires, self.created
+            ));
+        }
+        for (name, digest) in [
+            ("path_digest", &self.path_digest),
+            ("token_digest", &self.token_digest),
+        ] {
+            if decode_digest(digest).is_none() {
+                return Err(format!(
+                    "{name} of grant {} is not a SHA-256 digest (64 hex digits)",
+                    self.id
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn label_is_valid(label: &str) -> bool {
+    label.chars().count() <= MAX_LABEL_CHARS && !label.chars().any(char::is_control)
+}
+
+fn decode_digest(text: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(text, &mut out).ok()?;
+    Some(out)
 }
 
 /// A new grant as handed to the user: the record and the two secrets.
@@ -223,11 +287,32 @@ pub enum GrantError {
     NoSuchGrant(String),
 }
 
-/// A live grant: its record and its rate limiter.
+/// A grant the relay knows: its record, its digests as bytes and its rate limiter.
 #[derive(Debug)]
 struct Entry {
     record: GrantRecord,
+    path_digest: [u8; 32],
+    token_digest: [u8; 32],
     bucket: TokenBucket,
+}
+
+impl Entry {
+    fn new(record: GrantRecord, rate: RateLimit) -> Self {
+        // A digest that does not decode (records are validated before) matches no secret.
+        Self {
+            path_digest: decode_digest(&record.path_digest).unwrap_or(DUMMY_DIGEST),
+            token_digest: decode_digest(&record.token_digest).unwrap_or(DUMMY_DIGEST),
+            bucket: TokenBucket::new(rate, Instant::now()),
+            record,
+        }
+    }
+
+    fn digest(&self, presented: Presented) -> &[u8; 32] {
+        match presented {
+            Presented::Path => &self.path_digest,
+            Presented::Token => &self.token_digest,
+        }
+    }
 }
 
 /// Every grant the relay knows.
@@ -246,17 +331,13 @@ impl Grants {
         }
     }
 
-    /// Grants read back from a state file.
+    /// Grants read back from a state file (validated records).
     pub fn restore(records: Vec<GrantRecord>, rate: RateLimit) -> Self {
         let mut grants = Self::new(rate);
         for record in records {
-            grants.entries.insert(
-                record.id.clone(),
-                Entry {
-                    bucket: TokenBucket::new(rate, Instant::now()),
-                    record,
-                },
-            );
+            grants
+                .entries
+                .insert(record.id.clone(), Entry::new(record, rate));
         }
         grants
     }
@@ -268,16 +349,22 @@ impl Grants {
         label: &str,
         now: SystemTime,
     ) -> Result<IssuedGrant, GrantError> {
-        if label.chars().count() > MAX_LABEL_CHARS || label.chars().any(char::is_control) {
+        if !label_is_valid(label) {
             return Err(GrantError::BadLabel);
         }
         if ttl.is_zero() || ttl > MAX_TTL {
             return Err(GrantError::BadTtl);
         }
-        self.prune(now);
-        if self.entries.len() >= MAX_GRANTS {
+        let secs = epoch_secs(now);
+        let live = self
+            .entries
+            .values()
+            .filter(|e| !e.record.has_ended(secs))
+            .count();
+        if live >= MAX_GRANTS {
             return Err(GrantError::Full);
         }
+        self.prune(now);
         let id = loop {
             let id = random_hex::<ID_BYTES>();
             if !self.entries.contains_key(&id) {
@@ -286,23 +373,17 @@ impl Grants {
         };
         let path_secret = random_hex::<SECRET_BYTES>();
         let token_secret = random_hex::<SECRET_BYTES>();
-        let created = epoch_secs(now);
         let record = GrantRecord {
             id: id.clone(),
             label: label.to_owned(),
-            created,
-            expires: created.saturating_add(ttl.as_secs().max(1)),
+            created: secs,
+            expires: secs.saturating_add(ttl.as_secs().max(1)),
             revoked: None,
             path_digest: digest(&path_secret),
             token_digest: digest(&token_secret),
         };
-        self.entries.insert(
-            id.clone(),
-            Entry {
-                record: record.clone(),
-                bucket: TokenBucket::new(self.rate, Instant::now()),
-            },
-        );
+        self.entries
+            .insert(id.clone(), Entry::new(record.clone(), self.rate));
         Ok(IssuedGrant {
             record,
             path_capability: Secret(format!("{id}.{path_secret}")),
@@ -310,14 +391,37 @@ impl Grants {
         })
     }
 
-    /// Revokes grant `id` (again: no change).
-    pub fn revoke(&mut self, id: &str, now: SystemTime) -> Result<GrantRecord, GrantError> {
+    /// Forgets grant `id` entirely: one issued whose record could not be kept.
+    pub fn forget(&mut self, id: &str) {
+        self.entries.remove(id);
+    }
+
+    /// Revokes grant `id` (again: no change). Also says whether this call revoked it.
+    pub fn revoke(&mut self, id: &str, now: SystemTime) -> Result<(GrantRecord, bool), GrantError> {
         let entry = self
             .entries
             .get_mut(id)
             .ok_or_else(|| GrantError::NoSuchGrant(id.to_owned()))?;
+        let newly = entry.record.revoked.is_none();
         entry.record.revoked.get_or_insert(epoch_secs(now));
-        Ok(entry.record.clone())
+        Ok((entry.record.clone(), newly))
+    }
+
+    /// Undoes a revoke that could not be kept.
+    pub fn unrevoke(&mut self, id: &str) {
+        if let Some(entry) = self.entries.get_mut(id) {
+            entry.record.revoked = None;
+        }
+    }
+
+    /// How many grants are remembered (live and ended).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 
     /// Every grant, oldest first.
@@ -327,18 +431,30 @@ impl Grants {
         all
     }
 
-    /// Forgets grants that ended more than a day before `now`.
+    /// Forgets what [`remembered`] would not keep.
     fn prune(&mut self, now: SystemTime) {
-        let now = epoch_secs(now);
+        let secs = epoch_secs(now);
         self.entries.retain(|_, e| {
-            e.record
-                .ended()
-                .is_none_or(|ended| now < ended.saturating_add(REMEMBER_ENDED.as_secs()))
+            !e.record.has_ended(secs)
+                || secs < e.record.ended().saturating_add(REMEMBER_ENDED.as_secs())
         });
+        let ended = self
+            .entries
+            .values()
+            .filter(|e| e.record.has_ended(secs))
+            .count();
+        if ended > MAX_ENDED {
+            let keep: std::collections::HashSet<String> =
+                remembered(self.entries.values().map(|e| &e.record), now)
+                    .map(|r| r.id.clone())
+                    .collect();
+            self.entries.retain(|id, _| keep.contains(id));
+        }
     }
 
     /// Checks `capability` (`<id>.<secret>`, as presented in the way `presented` says) at
-    /// `now`, and takes one request from the grant's rate limit.
+    /// `now`, and takes one request from the grant's rate limit. An unknown id costs what a
+    /// known one with a wrong secret does: the secret is hashed and compared either way.
     pub fn authorize(
         &mut self,
         presented: Presented,
@@ -354,18 +470,23 @@ impl Grants {
                 what: "not a grant id",
             });
         }
-        let entry = self
-            .entries
-            .get_mut(id)
-            .ok_or_else(|| Refusal::Unknown { id: id.to_owned() })?;
+        let mut entry = self.entries.get_mut(id);
+        let want = entry
+            .as_ref()
+            .map_or(&DUMMY_DIGEST, |e| e.digest(presented));
+        let got: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        let matches = bool::from(want.ct_eq(&got));
+        let Some(entry) = entry.as_mut().filter(|_| matches) else {
+            return Err(match entry {
+                Some(e) => Refusal::WrongSecret {
+                    id: e.record.id.clone(),
+                    label: e.record.label.clone(),
+                },
+                None => Refusal::Unknown { id: id.to_owned() },
+            });
+        };
         let record = &entry.record;
         let named = || (record.id.clone(), record.label.clone());
-        let want = hex::decode(record.digest(presented)).unwrap_or_default();
-        let got = Sha256::digest(secret.as_bytes());
-        if !bool::from(want.as_slice().ct_eq(got.as_slice())) {
-            let (id, label) = named();
-            return Err(Refusal::WrongSecret { id, label });
-        }
         match record.state(now) {
             GrantState::Active => {}
             GrantState::Expired => {
@@ -383,6 +504,28 @@ impl Grants {
         }
         Ok(entry.record.clone())
     }
+}
+
+/// The records worth remembering at `now`: every live one, and the ended ones of the last
+/// 24 hours, at most [`MAX_ENDED`] of them (the latest ended).
+pub fn remembered<'a>(
+    records: impl Iterator<Item = &'a GrantRecord>,
+    now: SystemTime,
+) -> impl Iterator<Item = &'a GrantRecord> {
+    let now = epoch_secs(now);
+    let (mut ended, live): (Vec<&GrantRecord>, Vec<&GrantRecord>) =
+        records.partition(|r| r.has_ended(now));
+    ended.retain(|r| now < r.ended().saturating_add(REMEMBER_ENDED.as_secs()));
+    if ended.len() > MAX_ENDED {
+        ended.sort_unstable_by_key(|r| std::cmp::Reverse((r.ended(), r.created)));
+        ended.truncate(MAX_ENDED);
+    }
+    live.into_iter().chain(ended)
+}
+
+/// The time `secs` seconds after the epoch, saturating at [`MAX_EPOCH_SECS`].
+pub fn epoch_time(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs.min(MAX_EPOCH_SECS))
 }
 
 /// Seconds since the epoch (0 before it).

@@ -91,11 +91,19 @@ fn json(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
         .expect("a valid response")
 }
 
-/// The answer to one request (logged when refused).
+/// The answer to one request. Refusals are logged through [`Relay::refusals`]: the first from
+/// an address in full, the rest as counts.
 fn answer(relay: &Relay, peer: SocketAddr, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let from = peer.ip();
+    let refused = |status: StatusCode, line: &dyn Fn() -> String| {
+        relay
+            .refusals
+            .refused(from, status.as_u16(), line, Instant::now(), &mut |l| log(l));
+    };
     if req.method() != Method::GET {
-        log(&format!("405 from {from}: method {}", req.method()));
+        refused(StatusCode::METHOD_NOT_ALLOWED, &|| {
+            format!("405 from {from}: method {}", req.method())
+        });
         return reply(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",
@@ -104,7 +112,9 @@ fn answer(relay: &Relay, peer: SocketAddr, req: &Request<Incoming>) -> Response<
     }
     let has_body = req.body().size_hint().upper() != Some(0);
     if has_body {
-        log(&format!("413 from {from}: a request body"));
+        refused(StatusCode::PAYLOAD_TOO_LARGE, &|| {
+            format!("413 from {from}: a request body")
+        });
         return reply(
             StatusCode::PAYLOAD_TOO_LARGE,
             "PayloadTooLarge",
@@ -113,10 +123,9 @@ fn answer(relay: &Relay, peer: SocketAddr, req: &Request<Incoming>) -> Response<
     }
     let path = req.uri().path();
     let presented = if path == CREDENTIALS_PATH {
-        match req.headers().get(header::AUTHORIZATION) {
-            Some(value) => Some((Presented::Token, value.to_str().unwrap_or(""))),
-            None => None,
-        }
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .map(|value| (Presented::Token, value.to_str().unwrap_or("")))
     } else {
         path.strip_prefix(CREDENTIALS_PATH)
             .and_then(|rest| rest.strip_prefix('/'))
@@ -124,7 +133,9 @@ fn answer(relay: &Relay, peer: SocketAddr, req: &Request<Incoming>) -> Response<
     };
     let Some((how, capability)) = presented else {
         if path == CREDENTIALS_PATH {
-            log(&format!("403 from {from}: no Authorization header"));
+            refused(StatusCode::FORBIDDEN, &|| {
+                format!("403 from {from}: no Authorization header")
+            });
             return reply(
                 StatusCode::FORBIDDEN,
                 "AccessDenied",
@@ -132,10 +143,12 @@ fn answer(relay: &Relay, peer: SocketAddr, req: &Request<Incoming>) -> Response<
             );
         }
         // The path is not logged: it may hold a mistyped secret.
-        log(&format!(
-            "404 from {from}: not a credentials path ({} bytes)",
-            path.len()
-        ));
+        refused(StatusCode::NOT_FOUND, &|| {
+            format!(
+                "404 from {from}: not a credentials path ({} bytes)",
+                path.len()
+            )
+        });
         return reply(StatusCode::NOT_FOUND, "NotFound", "no such path");
     };
     let authorized = relay
@@ -152,7 +165,9 @@ fn answer(relay: &Relay, peer: SocketAddr, req: &Request<Incoming>) -> Response<
                 | Refusal::Expired { .. }
                 | Refusal::Revoked { .. } => (StatusCode::FORBIDDEN, "AccessDenied"),
             };
-            log(&format!("{} from {from}: {refusal}", status.as_u16()));
+            refused(status, &|| {
+                format!("{} from {from}: {refusal}", status.as_u16())
+            });
             return reply(status, code, refusal.public_message());
         }
     };
