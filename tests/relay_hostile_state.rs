@@ -545,3 +545,89 @@ async fn a_rejected_imds_token_is_replaced_at_once() {
         "{log}"
     );
 }
+
+/// 100,000 grants (10,000 live, the cap, and 90,000 revoked in the last day): `relay list`
+/// shows every one (in pages), the cap counts live grants only (a revoke frees a place), and
+/// `relay grant --output` writes the secret readable by root only. Before: `list` failed past
+/// ~8,400 grants (a reply over 1 MiB), the ended grants filled the cap for 24 h, and there was
+/// no `--output` (`> build.env` under umask 022 is world-readable).
+#[tokio::test(flavor = "multi_thread")]
+async fn list_and_the_cap_work_at_100000_grants_and_grants_can_be_written_privately() {
+    if !require("relay_grants_volume", NEEDS) {
+        return;
+    }
+    const LIVE: usize = 10_000;
+    const ENDED: usize = 90_000;
+    let sim = sim();
+    let now = now_secs();
+    let records: Vec<serde_json::Value> = (0..LIVE + ENDED)
+        .map(|i| {
+            let mut r = record(&format!("{i:016x}"), "s", now + 3600);
+            if i >= LIVE {
+                r["revoked"] = (now - 30).into();
+            }
+            r
+        })
+        .collect();
+    let state = sim.path("grants.json");
+    fs::write(
+        &state,
+        serde_json::json!({ "version": 1, "grants": records }).to_string(),
+    )
+    .unwrap();
+    fs::set_permissions(&state, fs::Permissions::from_mode(0o600)).unwrap();
+    let _relay = sim
+        .start(
+            "volume",
+            IMDS_URL,
+            Stderr::Log,
+            &["--state", state.to_str().unwrap()],
+        )
+        .unwrap();
+
+    let out = sim.relay_cmd(&["list", "--json"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.len(), LIVE + ENDED);
+    let mut ids: Vec<&str> = listed.iter().map(|g| g["id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), LIVE + ENDED);
+
+    let full = sim.relay_cmd(&["grant"]);
+    assert!(!full.status.success(), "{}", show(&full));
+    assert!(
+        text(&full.stderr).contains("10000 grants"),
+        "{}",
+        show(&full)
+    );
+    assert!(sim
+        .relay_cmd(&["revoke", &format!("{:016x}", 0)])
+        .status
+        .success());
+
+    // The freed place, with the environment written to a file only root can read (an
+    // existing, world-readable one is narrowed first).
+    let env_file = sim.path("build.env");
+    fs::write(&env_file, "old").unwrap();
+    fs::set_permissions(&env_file, fs::Permissions::from_mode(0o644)).unwrap();
+    let out = sim.relay_cmd(&["grant", "--output", env_file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(out.stdout.is_empty(), "{}", show(&out));
+    let mode = fs::metadata(&env_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let written = fs::read_to_string(&env_file).unwrap();
+    assert!(
+        written.starts_with("AWS_CONTAINER_CREDENTIALS_FULL_URI=")
+            && written.contains("\nAWS_CONTAINER_AUTHORIZATION_TOKEN="),
+        "{written}"
+    );
+    // A symlink is not followed.
+    let target = sim.path("elsewhere");
+    fs::write(&target, "").unwrap();
+    let link = sim.path("link.env");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let out = sim.relay_cmd(&["grant", "--output", link.to_str().unwrap()]);
+    assert!(!out.status.success(), "{}", show(&out));
+    assert_eq!(fs::read_to_string(&target).unwrap(), "");
+}

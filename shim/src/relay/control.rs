@@ -44,9 +44,16 @@ pub enum ControlRequest {
         /// The grant's id.
         id: String,
     },
-    /// Every grant.
-    List,
+    /// The grants, a page at a time: the first page, or the one after cursor `after`.
+    List {
+        /// The `next` of the previous page.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
+    },
 }
+
+/// The most grants in one `list` reply (about 170 bytes each: far below a client's 1 MiB).
+const LIST_PAGE: usize = 2000;
 
 /// A grant as `list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,10 +111,13 @@ pub enum ControlReply {
         /// The grant.
         grant: GrantInfo,
     },
-    /// Every grant.
+    /// A page of grants.
     Listed {
         /// The grants.
         grants: Vec<GrantInfo>,
+        /// The cursor of the next page, when there is one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<String>,
     },
     /// The request failed.
     Error {
@@ -244,14 +254,16 @@ async fn execute(relay: &Relay, request: ControlRequest) -> ControlReply {
             }
             Err(e) => failed(&e),
         },
-        ControlRequest::List => ControlReply::Listed {
-            grants: relay
-                .grants()
-                .records()
-                .iter()
-                .map(|r| GrantInfo::of(r, now))
-                .collect(),
-        },
+        ControlRequest::List { after } => {
+            let page = relay.grants().page(after.as_deref(), LIST_PAGE);
+            match page {
+                Ok((records, next)) => ControlReply::Listed {
+                    grants: records.iter().map(|r| GrantInfo::of(r, now)).collect(),
+                    next,
+                },
+                Err(e) => failed(&e),
+            }
+        }
     }
 }
 

@@ -285,6 +285,9 @@ pub enum GrantError {
     /// No such grant.
     #[error("no grant with id {0}")]
     NoSuchGrant(String),
+    /// A `list` cursor that no page gave.
+    #[error("{0:?} is not a cursor of `relay list`")]
+    BadCursor(String),
 }
 
 /// A grant the relay knows: its record, its digests as bytes and its rate limiter.
@@ -429,6 +432,40 @@ impl Grants {
         let mut all: Vec<GrantRecord> = self.entries.values().map(|e| e.record.clone()).collect();
         all.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
         all
+    }
+
+    /// At most `limit` grants, oldest first, after the one `after` names (a cursor from an
+    /// earlier page), and the cursor of the next page when there is one.
+    pub fn page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<GrantRecord>, Option<String>), GrantError> {
+        let after = match after {
+            None => None,
+            Some(cursor) => {
+                let bad = || GrantError::BadCursor(cursor.chars().take(40).collect());
+                let (created, id) = cursor.split_once(':').ok_or_else(bad)?;
+                Some((created.parse::<u64>().map_err(|_| bad())?, id))
+            }
+        };
+        let mut rest: Vec<&GrantRecord> = self
+            .entries
+            .values()
+            .map(|e| &e.record)
+            .filter(|r| after.is_none_or(|a| (r.created, r.id.as_str()) > a))
+            .collect();
+        let key = |r: &&GrantRecord| (r.created, r.id.clone());
+        let more = rest.len() > limit;
+        if more {
+            rest.select_nth_unstable_by_key(limit, key);
+            rest.truncate(limit);
+        }
+        rest.sort_unstable_by_key(key);
+        let next = more
+            .then(|| rest.last().map(|r| format!("{}:{}", r.created, r.id)))
+            .flatten();
+        Ok((rest.into_iter().cloned().collect(), next))
     }
 
     /// Forgets what [`remembered`] would not keep.
@@ -716,6 +753,76 @@ mod tests {
         for bad in ["", "0", "8d", "1w", "h", "-1"] {
             assert!(parse_ttl(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn ended_grants_do_not_count_against_the_cap() {
+        let mut g = grants();
+        let now = SystemTime::now();
+        let ids: Vec<String> = (0..MAX_GRANTS)
+            .map(|_| g.issue(Duration::from_mins(1), "x", now).unwrap().record.id)
+            .collect();
+        assert_eq!(
+            g.issue(Duration::from_mins(1), "x", now).unwrap_err(),
+            GrantError::Full
+        );
+        g.revoke(&ids[0], now).unwrap();
+        let a = g.issue(Duration::from_mins(1), "x", now).unwrap();
+        // The revoked one is still remembered, so a late request is told it was revoked.
+        assert_eq!(g.len(), MAX_GRANTS + 1);
+        // Expired ones free their place too.
+        let later = now + Duration::from_secs(61);
+        assert!(g.issue(Duration::from_mins(1), "x", later).is_ok());
+        assert!(g
+            .authorize(Presented::Token, a.token.expose(), later, Instant::now())
+            .is_err());
+    }
+
+    #[test]
+    fn pages_cover_every_grant_once_in_order() {
+        let mut g = grants();
+        let now = SystemTime::now();
+        for i in 0..25u64 {
+            g.issue(
+                Duration::from_mins(1),
+                "x",
+                now + Duration::from_secs(i % 3),
+            )
+            .unwrap();
+        }
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let (page, next) = g.page(cursor.as_deref(), 7).unwrap();
+            assert!(page.len() <= 7);
+            seen.extend(page);
+            match next {
+                Some(n) => cursor = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(seen, g.records());
+        assert!(matches!(
+            g.page(Some("nope"), 7),
+            Err(GrantError::BadCursor(_))
+        ));
+    }
+
+    #[test]
+    fn records_out_of_range_are_refused_and_times_saturate() {
+        let mut g = grants();
+        let now = SystemTime::now();
+        let good = g.issue(Duration::from_mins(1), "x", now).unwrap().record;
+        assert_eq!(good.validate(), Ok(()));
+        let mut bad = good.clone();
+        bad.expires = 1 << 63;
+        assert!(bad.validate().unwrap_err().contains("expires"));
+        let mut bad = good.clone();
+        bad.path_digest = "00".into();
+        assert!(bad.validate().unwrap_err().contains("path_digest"));
+        assert_eq!(epoch_time(u64::MAX), epoch_time(MAX_EPOCH_SECS));
+        // A record far in the future is listed without overflow.
+        assert!(bad.state(epoch_time(u64::MAX)) == GrantState::Expired);
     }
 
     #[test]
