@@ -40,7 +40,10 @@ fn control(path: &Path, request: &serde_json::Value) -> serde_json::Value {
 }
 
 fn grant(path: &Path) -> serde_json::Value {
-    let reply = control(path, &serde_json::json!({"op": "grant", "ttl_secs": 3600, "label": "bench"}));
+    let reply = control(
+        path,
+        &serde_json::json!({"op": "grant", "ttl_secs": 3600, "label": "bench"}),
+    );
     assert_eq!(reply["reply"], "granted", "{reply}");
     reply
 }
@@ -114,8 +117,11 @@ fn main() {
         bins::shim().display(),
         machine()
     );
-    let site = NetnsSite::start(&Topology::parse("docker-run").unwrap(), MockConfig::default())
-        .unwrap();
+    let site = NetnsSite::start(
+        &Topology::parse("docker-run").unwrap(),
+        MockConfig::default(),
+    )
+    .unwrap();
     let dir = tempfile::Builder::new()
         .prefix("imdsh-relay-grants-bench-")
         .tempdir()
@@ -147,7 +153,10 @@ fn main() {
     let pid = relay.pids()[0];
     let started = Instant::now();
     while !sock.exists() || UnixStream::connect(&sock).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(20), "the relay did not start");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the relay did not start"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(300));

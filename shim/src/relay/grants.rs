@@ -257,6 +257,18 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Its kind, with the status it is answered with, for the log's counts.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Refusal::Malformed { .. } => "403 not a grant",
+            Refusal::Unknown { .. } => "403 unknown grant",
+            Refusal::WrongSecret { .. } => "403 wrong secret",
+            Refusal::Expired { .. } => "403 expired",
+            Refusal::Revoked { .. } => "403 revoked",
+            Refusal::RateLimited { .. } => "429 rate limited",
+        }
+    }
+
     /// What the client is told: the state of its grant only when it proved it holds it.
     pub fn public_message(&self) -> &'static str {
         match self {

@@ -3,9 +3,11 @@
 //! line, nothing else (tracing-subscriber ignores the write error; its own report of it, on
 //! stderr with `eprintln!`, is turned off).
 //!
-//! Refusals are summarised per client address: in each 10 s window the first refusal from an
-//! address is logged in full, the others are counted, and one line per address gives the counts
-//! when the window ends. A flood of refusals writes a bounded number of lines.
+//! Refusals are summarised per client address: in each 10 s window the first refusal of each
+//! kind (`403 wrong secret`, `404 path`, ...) from an address is logged in full, the others are
+//! counted, and one line per address gives the counts when the window ends. A flood of
+//! refusals writes a bounded number of lines (a few kinds per address, at most 4096 addresses
+//! apart).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -75,10 +77,10 @@ pub struct Refusals {
 #[derive(Debug)]
 struct Window {
     started: Instant,
-    /// Per address: the refusals not logged in full, by status.
-    clients: HashMap<IpAddr, BTreeMap<u16, u64>>,
-    /// The same for addresses beyond [`MAX_CLIENTS`].
-    others: BTreeMap<u16, u64>,
+    /// Per address: per kind, the refusals not logged in full.
+    clients: HashMap<IpAddr, BTreeMap<&'static str, u64>>,
+    /// The same for addresses beyond [`MAX_CLIENTS`], every one counted.
+    others: BTreeMap<&'static str, u64>,
 }
 
 impl Default for Refusals {
@@ -99,12 +101,13 @@ impl Refusals {
         }
     }
 
-    /// Records a refusal with `status` to `from` at `now`: logs `line()` when it is the first
-    /// from this address in the window, counts it otherwise; lines go to `out`.
+    /// Records a refusal of `kind` (e.g. `403 wrong secret`) to `from` at `now`: logs
+    /// `line()` when it is the first of its kind from this address in the window, counts it
+    /// otherwise; lines go to `out`.
     pub fn refused(
         &self,
         from: IpAddr,
-        status: u16,
+        kind: &'static str,
         line: impl FnOnce() -> String,
         now: Instant,
         out: &mut impl FnMut(&str),
@@ -113,15 +116,30 @@ impl Refusals {
         if now.saturating_duration_since(window.started) >= SUMMARY_INTERVAL {
             window.flush(now, out);
         }
-        let full = window.clients.len();
-        match window.clients.get_mut(&from) {
-            Some(counts) => *counts.entry(status).or_default() += 1,
-            None if full < MAX_CLIENTS => {
-                window.clients.insert(from, BTreeMap::new());
-                drop(window);
-                out(&line());
+        let full = window.clients.len() >= MAX_CLIENTS;
+        let first = match window.clients.get_mut(&from) {
+            Some(kinds) => match kinds.get_mut(kind) {
+                Some(count) => {
+                    *count += 1;
+                    false
+                }
+                None => {
+                    kinds.insert(kind, 0);
+                    true
+                }
+            },
+            None if !full => {
+                window.clients.insert(from, BTreeMap::from([(kind, 0)]));
+                true
             }
-            None => *window.others.entry(status).or_default() += 1,
+            None => {
+                *window.others.entry(kind).or_default() += 1;
+                false
+            }
+        };
+        drop(window);
+        if first {
+            out(&line());
         }
     }
 
@@ -140,7 +158,7 @@ impl Window {
         let mut clients: Vec<_> = self
             .clients
             .drain()
-            .filter(|(_, c)| !c.is_empty())
+            .filter(|(_, kinds)| kinds.values().any(|n| *n > 0))
             .collect();
         clients.sort_unstable_by_key(|(ip, _)| *ip);
         for (ip, counts) in clients {
@@ -158,9 +176,13 @@ impl Window {
     }
 }
 
-fn summary(from: &str, seconds: u64, counts: &BTreeMap<u16, u64>) -> String {
+fn summary(from: &str, seconds: u64, counts: &BTreeMap<&'static str, u64>) -> String {
     let total: u64 = counts.values().sum();
-    let by_status: Vec<String> = counts.iter().map(|(s, n)| format!("{s}: {n}")).collect();
+    let by_status: Vec<String> = counts
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(s, n)| format!("{s}: {n}"))
+        .collect();
     format!(
         "{total} more refusal(s) {from} in the last {seconds} s ({}), not logged one by one",
         by_status.join(", ")
@@ -188,38 +210,49 @@ mod tests {
         let mut lines = Vec::new();
         let a: IpAddr = "10.0.0.2".parse().unwrap();
         let b: IpAddr = "10.0.0.3".parse().unwrap();
+        let mut push = |l: &str| lines.push(l.to_owned());
         for i in 0..25_000u64 {
             let now = t + Duration::from_micros(i * 480); // 12 s in all
-            r.refused(a, 403, || "403 from a".into(), now, &mut |l| {
-                lines.push(l.to_owned())
-            });
+            r.refused(
+                a,
+                "403 wrong secret",
+                || "403 from a".into(),
+                now,
+                &mut push,
+            );
         }
-        r.refused(
-            b,
-            404,
-            || "404 from b".into(),
-            t + Duration::from_secs(12),
-            &mut |l| {
-                lines.push(l.to_owned());
-            },
-        );
-        r.flush_if_due(t + Duration::from_secs(25), &mut |l| {
-            lines.push(l.to_owned())
-        });
-        assert_eq!(lines.len(), 5, "{lines:#?}");
+        let later = t + Duration::from_secs(12);
+        r.refused(b, "404 path", || "404 from b".into(), later, &mut push);
+        // Another kind from the same address is logged in full once too.
+        for _ in 0..3 {
+            r.refused(
+                a,
+                "403 revoked",
+                || "403 revoked a".into(),
+                later,
+                &mut push,
+            );
+        }
+        r.flush_if_due(t + Duration::from_secs(25), &mut push);
+        assert_eq!(lines.len(), 6, "{lines:#?}");
         assert_eq!(lines[0], "403 from a");
         assert!(
-            lines[1]
-                .starts_with("20833 more refusal(s) from 10.0.0.2 in the last 10 s (403: 20833)"),
+            lines[1].starts_with(
+                "20833 more refusal(s) from 10.0.0.2 in the last 10 s (403 wrong secret: 20833)"
+            ),
             "{}",
             lines[1]
         );
         assert_eq!(lines[2], "403 from a");
         assert_eq!(lines[3], "404 from b");
+        assert_eq!(lines[4], "403 revoked a");
         assert!(
-            lines[4].starts_with("4165 more refusal(s) from 10.0.0.2"),
+            lines[5].starts_with(
+                "4167 more refusal(s) from 10.0.0.2 in the last 14 s \
+                 (403 revoked: 2, 403 wrong secret: 4165)"
+            ),
             "{}",
-            lines[4]
+            lines[5]
         );
     }
 
@@ -230,7 +263,9 @@ mod tests {
         let mut lines = 0;
         for i in 0..(MAX_CLIENTS as u32 + 500) {
             let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
-            r.refused(ip, 403, || "x".into(), t, &mut |_| lines += 1);
+            r.refused(ip, "403 unknown grant", || "x".into(), t, &mut |_| {
+                lines += 1
+            });
         }
         assert_eq!(lines, MAX_CLIENTS);
         let mut summary = Vec::new();

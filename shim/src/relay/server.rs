@@ -95,13 +95,13 @@ fn json(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
 /// an address in full, the rest as counts.
 fn answer(relay: &Relay, peer: SocketAddr, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let from = peer.ip();
-    let refused = |status: StatusCode, line: &dyn Fn() -> String| {
+    let refused = |kind: &'static str, line: &dyn Fn() -> String| {
         relay
             .refusals
-            .refused(from, status.as_u16(), line, Instant::now(), &mut |l| log(l));
+            .refused(from, kind, line, Instant::now(), &mut |l| log(l));
     };
     if req.method() != Method::GET {
-        refused(StatusCode::METHOD_NOT_ALLOWED, &|| {
+        refused("405 method", &|| {
             format!("405 from {from}: method {}", req.method())
         });
         return reply(
@@ -112,9 +112,7 @@ fn answer(relay: &Relay, peer: SocketAddr, req: &Request<Incoming>) -> Response<
     }
     let has_body = req.body().size_hint().upper() != Some(0);
     if has_body {
-        refused(StatusCode::PAYLOAD_TOO_LARGE, &|| {
-            format!("413 from {from}: a request body")
-        });
+        refused("413 body", &|| format!("413 from {from}: a request body"));
         return reply(
             StatusCode::PAYLOAD_TOO_LARGE,
             "PayloadTooLarge",
@@ -133,7 +131,7 @@ fn answer(relay: &Relay, peer: SocketAddr, req: &Request<Incoming>) -> Response<
     };
     let Some((how, capability)) = presented else {
         if path == CREDENTIALS_PATH {
-            refused(StatusCode::FORBIDDEN, &|| {
+            refused("403 no Authorization header", &|| {
                 format!("403 from {from}: no Authorization header")
             });
             return reply(
@@ -143,7 +141,7 @@ fn answer(relay: &Relay, peer: SocketAddr, req: &Request<Incoming>) -> Response<
             );
         }
         // The path is not logged: it may hold a mistyped secret.
-        refused(StatusCode::NOT_FOUND, &|| {
+        refused("404 path", &|| {
             format!(
                 "404 from {from}: not a credentials path ({} bytes)",
                 path.len()
@@ -165,7 +163,7 @@ fn answer(relay: &Relay, peer: SocketAddr, req: &Request<Incoming>) -> Response<
                 | Refusal::Expired { .. }
                 | Refusal::Revoked { .. } => (StatusCode::FORBIDDEN, "AccessDenied"),
             };
-            refused(status, &|| {
+            refused(refusal.kind(), &|| {
                 format!("{} from {from}: {refusal}", status.as_u16())
             });
             return reply(status, code, refusal.public_message());
