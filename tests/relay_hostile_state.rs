@@ -5,6 +5,7 @@
 //! The relay runs in the netns site's EC2 host namespace and listens on that namespace's own
 //! loopback (no link needed); every request is sent from inside that namespace.
 
+use std::fmt::Write as _;
 use std::fs;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
@@ -32,6 +33,7 @@ struct Sim {
 }
 
 /// How the relay's stderr is set up.
+#[derive(Clone, Copy)]
 enum Stderr {
     /// Into `<name>.log` in the scratch directory.
     Log,
@@ -185,6 +187,25 @@ impl Sim {
     }
 }
 
+/// Makes a state file untrustworthy, one way.
+type Setup = Box<dyn Fn(&Path)>;
+
+/// `chattr +i` for as long as it lives, even when the test fails.
+struct Immutable<'a>(&'a Path);
+
+impl Drop for Immutable<'_> {
+    fn drop(&mut self) {
+        let _ = duct::cmd!("chattr", "-i", self.0).run();
+    }
+}
+
+/// The flood: requests, and the connections they are sent on.
+const FLOOD: usize = 25_000;
+const CONNECTIONS: usize = 25;
+/// The grants of the volume test: live (the cap) and ended.
+const LIVE: usize = 10_000;
+const ENDED: usize = 90_000;
+
 /// A state file record, as the relay writes it, for a grant whose secret the writer chose.
 fn record(id: &str, secret: &str, expires: u64) -> serde_json::Value {
     use sha2::Digest as _;
@@ -223,7 +244,6 @@ async fn a_state_file_not_to_be_trusted_stops_the_relay_before_it_serves() {
     let state_arg = state.to_str().unwrap().to_owned();
 
     // (setup, what the refusal names)
-    type Setup = Box<dyn Fn(&Path)>;
     let cases: Vec<(&str, Setup, &str)> = vec![
         (
             "owned by nobody",
@@ -332,13 +352,6 @@ async fn a_revoke_that_cannot_be_saved_is_not_in_force_anywhere() {
     let (id, uri) = sim.grant();
     assert_eq!(sim.get(&uri), "HTTP/1.1 200 OK");
 
-    /// `chattr +i` for as long as it lives, even when the test fails.
-    struct Immutable<'a>(&'a Path);
-    impl Drop for Immutable<'_> {
-        fn drop(&mut self) {
-            let _ = duct::cmd!("chattr", "-i", self.0).run();
-        }
-    }
     duct::cmd!("chattr", "+i", &state).run().unwrap();
     let guard = Immutable(&state);
     let out = sim.relay_cmd(&["revoke", &id]);
@@ -400,8 +413,6 @@ async fn a_flood_of_refusals_writes_a_bounded_log() {
     if !require("relay_refusal_flood", NEEDS) {
         return;
     }
-    const FLOOD: usize = 25_000;
-    const CONNECTIONS: usize = 25;
     let sim = sim();
     let relay = sim.start("flood", IMDS_URL, Stderr::Log, &[]).unwrap();
     let (id, _) = sim.grant();
@@ -416,13 +427,13 @@ async fn a_flood_of_refusals_writes_a_bounded_log() {
                 s.set_read_timeout(Some(Duration::from_secs(10)))?;
                 let mut reader = BufReader::new(s.try_clone()?);
                 let per = FLOOD / CONNECTIONS;
-                let requests: String = (0..per)
-                    .map(|i| {
-                        format!(
-                            "GET /imds-shim/credentials/{id}.guess{c}x{i} HTTP/1.1\r\nHost: x\r\n\r\n"
-                        )
-                    })
-                    .collect();
+                let requests = (0..per).fold(String::new(), |mut all, i| {
+                    let _ = write!(
+                        all,
+                        "GET /imds-shim/credentials/{id}.guess{c}x{i} HTTP/1.1\r\nHost: x\r\n\r\n"
+                    );
+                    all
+                });
                 let writer = std::thread::spawn({
                     let mut s = s.try_clone()?;
                     move || s.write_all(requests.as_bytes())
@@ -556,8 +567,6 @@ async fn list_and_the_cap_work_at_100000_grants_and_grants_can_be_written_privat
     if !require("relay_grants_volume", NEEDS) {
         return;
     }
-    const LIVE: usize = 10_000;
-    const ENDED: usize = 90_000;
     let sim = sim();
     let now = now_secs();
     let records: Vec<serde_json::Value> = (0..LIVE + ENDED)

@@ -163,11 +163,10 @@ fn client(action: &Action) -> anyhow::Result<ExitCode> {
     match (reply, action) {
         (ControlReply::Granted { grant, env }, Action::Grant { export, output, .. }) => {
             let prefix = if *export { "export " } else { "" };
-            let lines: String = env
-                .0
-                .iter()
-                .map(|(name, value)| format!("{prefix}{name}={}\n", value.expose()))
-                .collect();
+            let mut lines = String::new();
+            for (name, value) in &env.0 {
+                lines.push_str(&format!("{prefix}{name}={}\n", value.expose()));
+            }
             match output {
                 Some(path) => write_secret_file(path, &lines)
                     .with_context(|| format!("cannot write the grant to {}", path.display()))?,

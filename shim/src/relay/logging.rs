@@ -118,16 +118,15 @@ impl Refusals {
         }
         let full = window.clients.len() >= MAX_CLIENTS;
         let first = match window.clients.get_mut(&from) {
-            Some(kinds) => match kinds.get_mut(kind) {
-                Some(count) => {
+            Some(kinds) => {
+                if let Some(count) = kinds.get_mut(kind) {
                     *count += 1;
                     false
-                }
-                None => {
+                } else {
                     kinds.insert(kind, 0);
                     true
                 }
-            },
+            }
             None if !full => {
                 window.clients.insert(from, BTreeMap::from([(kind, 0)]));
                 true
@@ -264,7 +263,7 @@ mod tests {
         for i in 0..(MAX_CLIENTS as u32 + 500) {
             let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
             r.refused(ip, "403 unknown grant", || "x".into(), t, &mut |_| {
-                lines += 1
+                lines += 1;
             });
         }
         assert_eq!(lines, MAX_CLIENTS);

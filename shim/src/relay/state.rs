@@ -240,7 +240,10 @@ fn sorted(records: HashMap<String, GrantRecord>) -> Vec<GrantRecord> {
 }
 
 /// Applies one change to `records`; says why when it does not fit them.
-pub fn apply(records: &mut HashMap<String, GrantRecord>, change: Change) -> Result<(), String> {
+pub fn apply<S: std::hash::BuildHasher>(
+    records: &mut HashMap<String, GrantRecord, S>,
+    change: Change,
+) -> Result<(), String> {
     match change {
         Change::Issued(record) => {
             record.validate()?;
