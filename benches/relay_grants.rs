@@ -7,8 +7,11 @@
 //! - mixed: `IMDSH_BENCH_MIXED_SECS` (default 150) of grants, revokes, granted GETs and
 //!   wrong-secret GETs; the RSS every 15 s.
 //!
-//! The relay is the `imds-shim` of the profile this is built with; it runs in the netns site's
-//! EC2 host namespace, listening on that namespace's loopback, with the mock's IMDS.
+//! The relay is the `imds-shim` of the profile this is built with, or `IMDSH_BENCH_RELAY` (a
+//! release build, with this client side unoptimised: `cargo build --release -p imds-shim`,
+//! then `IMDSH_BENCH_RELAY=target/release/imds-shim cargo bench --profile dev --bench
+//! relay_grants`); it runs in the netns site's EC2 host namespace, listening on that
+//! namespace's loopback, with the mock's IMDS.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
@@ -110,11 +113,12 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(150);
+    let shim = std::env::var_os("IMDSH_BENCH_RELAY").map_or_else(bins::shim, Into::into);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let _guard = runtime.enter();
     println!(
         "relay grants benchmark, relay {}, {}",
-        bins::shim().display(),
+        shim.display(),
         machine()
     );
     let site = NetnsSite::start(
@@ -130,7 +134,7 @@ fn main() {
     let state = dir.path().join("grants.json");
     let relay = ClientEnv::new(dir.path(), IMDS_URL)
         .apply(site.host().exec(
-            bins::shim(),
+            &shim,
             [
                 "relay",
                 "--listen",
