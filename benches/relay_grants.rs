@@ -4,6 +4,8 @@
 //! client GETs credentials over and over, then a mixed load, watching the relay's RSS.
 //!
 //! - grants: per-grant p50/p99/max, and the HTTP p50/p99 before (3 s alone) and during.
+//! - unknown vs known id: 3,000 GETs each, alternating, with an unknown id and with a known
+//!   id and a wrong secret: the medians (they should not differ).
 //! - mixed: `IMDSH_BENCH_MIXED_SECS` (default 150) of grants, revokes, granted GETs and
 //!   wrong-secret GETs; the RSS every 15 s.
 //!
@@ -209,6 +211,29 @@ fn main() {
         percentile(&mut during, 0.99)
     );
     let rss_after_grants = rss_kib(pid);
+
+    // An unknown id against a known one with a wrong secret.
+    let known_wrong = format!("{}.{}", &probe[..16], "1".repeat(64));
+    let unknown = format!("{}.{}", "f".repeat(16), "1".repeat(64));
+    let (mut known_times, mut unknown_times) = host
+        .run_in(|| {
+            let (mut k, mut u) = (Vec::new(), Vec::new());
+            for _ in 0..3000 {
+                let (status, took) = get(&known_wrong);
+                assert_eq!(status, 403);
+                k.push(took);
+                let (status, took) = get(&unknown);
+                assert_eq!(status, 403);
+                u.push(took);
+            }
+            (k, u)
+        })
+        .unwrap();
+    println!(
+        "refusals: known id, wrong secret p50 {:.1} µs; unknown id p50 {:.1} µs (3000 each, alternating)",
+        percentile(&mut known_times, 0.5) * 1e3,
+        percentile(&mut unknown_times, 0.5) * 1e3
+    );
 
     // Mixed load: grants and revokes (the cap is full: revoke first), granted and wrong GETs.
     let list = control(&sock, &serde_json::json!({"op": "list"}));
