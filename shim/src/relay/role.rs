@@ -145,40 +145,46 @@ impl RoleSource {
             .get(&format!("{ROLE_PATH}{role}"))
             .await
             .map_err(diagnose)?;
-        let doc: CredentialsDocument = serde_json::from_str(text.as_ref()).map_err(|e| {
+        served_from(text.as_ref(), role, SystemTime::now())
+    }
+}
+
+/// The credentials of `role` in IMDS's document `text`, as they are to be served at `now`: with
+/// IMDS's own expiry, and refused when that has passed.
+fn served_from(text: &str, role: &str, now: SystemTime) -> Result<Served, ImdsFailure> {
+    let doc: CredentialsDocument = serde_json::from_str(text).map_err(|e| {
+        ImdsFailure::Other(format!(
+            "IMDS gave a credentials document that is not JSON: {e}"
+        ))
+    })?;
+    if doc.code != "Success" {
+        return Err(ImdsFailure::Other(format!(
+            "IMDS gave no credentials for role {role}: code {}",
+            doc.code
+        )));
+    }
+    let expiration = DateTime::from_str(&doc.expiration, Format::DateTime)
+        .ok()
+        .and_then(|t| SystemTime::try_from(t).ok())
+        .ok_or_else(|| {
             ImdsFailure::Other(format!(
-                "IMDS gave a credentials document that is not JSON: {e}"
+                "IMDS gave credentials with an expiry that is not a date: {:?}",
+                doc.expiration
             ))
         })?;
-        if doc.code != "Success" {
-            return Err(ImdsFailure::Other(format!(
-                "IMDS gave no credentials for role {role}: code {}",
-                doc.code
-            )));
-        }
-        let expiration = DateTime::from_str(&doc.expiration, Format::DateTime)
-            .ok()
-            .and_then(|t| SystemTime::try_from(t).ok())
-            .ok_or_else(|| {
-                ImdsFailure::Other(format!(
-                    "IMDS gave credentials with an expiry that is not a date: {:?}",
-                    doc.expiration
-                ))
-            })?;
-        if expiration <= SystemTime::now() {
-            return Err(ImdsFailure::Other(format!(
-                "IMDS gave credentials {} that expired already, at {}",
-                doc.access_key_id, doc.expiration
-            )));
-        }
-        Served::new(&RoleCredentials::new(Credentials::new(
-            doc.access_key_id,
-            doc.secret_access_key,
-            Some(doc.token),
-            Some(expiration),
-            "imds-shim-relay",
-        )))
+    if expiration <= now {
+        return Err(ImdsFailure::Other(format!(
+            "IMDS gave credentials {} that expired already, at {}",
+            doc.access_key_id, doc.expiration
+        )));
     }
+    Served::new(&RoleCredentials::new(Credentials::new(
+        doc.access_key_id,
+        doc.secret_access_key,
+        Some(doc.token),
+        Some(expiration),
+        "imds-shim-relay",
+    )))
 }
 
 /// When to refresh credentials that have `remaining` left: 15 minutes before expiry, or halfway
@@ -310,6 +316,30 @@ mod tests {
             !shown.contains("sEcReT") && !shown.contains("ToKeN"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn the_served_expiry_is_imds_own_and_expired_credentials_are_refused() {
+        let doc = |expiration: &str| {
+            serde_json::json!({
+                "Code": "Success", "AccessKeyId": "ASIAKEY", "SecretAccessKey": "sEcReT",
+                "Token": "ToKeN", "Expiration": expiration,
+            })
+            .to_string()
+        };
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_632_197_000);
+        let s = served_from(&doc("2021-09-21T04:16:53Z"), "role", now).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&s.body()).unwrap();
+        assert_eq!(v["Expiration"], "2021-09-21T04:16:53Z");
+        let later = now + Duration::from_hours(1);
+        let err = served_from(&doc("2021-09-21T04:16:53Z"), "role", later)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("expired already"), "{err}");
+        assert!(!err.contains("sEcReT") && !err.contains("ToKeN"), "{err}");
+        for bad in [doc("tomorrow"), "{}".to_owned(), "not json".to_owned()] {
+            assert!(served_from(&bad, "role", now).is_err(), "{bad}");
+        }
     }
 
     #[test]
