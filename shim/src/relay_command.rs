@@ -99,6 +99,11 @@ enum Action {
         #[arg(long)]
         export: bool,
 
+        /// Write the lines to FILE (created with mode 0600; a symlink is not followed) instead
+        /// of stdout, which a shell redirection would create readable by everyone
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+
         #[command(flatten)]
         control: ControlArg,
     },
@@ -129,6 +134,9 @@ pub(crate) fn relay_command(args: RelayArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn client(action: &Action) -> anyhow::Result<ExitCode> {
+    if let Action::List { json, control } = action {
+        return list(&control.control, *json);
+    }
     let (path, request) = match action {
         Action::Grant {
             ttl,
@@ -145,7 +153,7 @@ fn client(action: &Action) -> anyhow::Result<ExitCode> {
         Action::Revoke { id, control } => {
             (&control.control, ControlRequest::Revoke { id: id.clone() })
         }
-        Action::List { control, .. } => (&control.control, ControlRequest::List),
+        Action::List { .. } => unreachable!("answered above"),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -153,10 +161,16 @@ fn client(action: &Action) -> anyhow::Result<ExitCode> {
         .context("could not start the async runtime")?;
     let reply = rt.block_on(control::call(path, &request))?;
     match (reply, action) {
-        (ControlReply::Granted { grant, env }, Action::Grant { export, .. }) => {
+        (ControlReply::Granted { grant, env }, Action::Grant { export, output, .. }) => {
             let prefix = if *export { "export " } else { "" };
+            let mut lines = String::new();
             for (name, value) in &env.0 {
-                println!("{prefix}{name}={}", value.expose());
+                lines.push_str(&format!("{prefix}{name}={}\n", value.expose()));
+            }
+            match output {
+                Some(path) => write_secret_file(path, &lines)
+                    .with_context(|| format!("cannot write the grant to {}", path.display()))?,
+                None => print!("{lines}"),
             }
             eprintln!(
                 "imds-shim: grant {} ({:?}) until {}; revoke it with `imds-shim relay revoke {}`",
@@ -166,21 +180,60 @@ fn client(action: &Action) -> anyhow::Result<ExitCode> {
         (ControlReply::Revoked { grant }, _) => {
             println!("revoked {} ({:?})", grant.id, grant.label);
         }
-        (ControlReply::Listed { grants }, Action::List { json, .. }) => {
-            if *json {
-                println!("{}", serde_json::to_string(&grants)?);
-            } else {
-                println!("{:<16}  {:<7}  {:<20}  LABEL", "ID", "STATE", "EXPIRES");
-                for g in grants {
-                    println!(
-                        "{:<16}  {:<7}  {:<20}  {}",
-                        g.id, g.state, g.expires, g.label
-                    );
-                }
-            }
-        }
         (ControlReply::Error { message }, _) => bail!("the relay refused: {message}"),
         (other, _) => bail!("unexpected reply from the relay: {other:?}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `text` to `path`, readable by its owner only, without following a symlink.
+fn write_secret_file(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    // An existing file keeps its mode on open: narrow it before the secret is written.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
+}
+
+/// `relay list`: every page, as one table or one JSON array.
+fn list(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")?;
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        match rt.block_on(control::call(path, &ControlRequest::List { after }))? {
+            ControlReply::Listed { grants, next } => {
+                all.extend(grants);
+                match next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+            ControlReply::Error { message } => bail!("the relay refused: {message}"),
+            other => bail!("unexpected reply from the relay: {other:?}"),
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string(&all)?);
+    } else {
+        println!("{:<16}  {:<7}  {:<20}  LABEL", "ID", "STATE", "EXPIRES");
+        for g in all {
+            println!(
+                "{:<16}  {:<7}  {:<20}  {}",
+                g.id, g.state, g.expires, g.label
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -193,6 +246,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         per_second: args.rate,
         burst: args.burst,
     };
+    relay::logging::init();
     let place = Place::from_env(|name| std::env::var(name).ok())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKERS)
@@ -210,11 +264,12 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         };
         let source = RoleSource::new(&place, timeout).map_err(|e| no_credentials(&e))?;
         let first = source.fetch().await.map_err(|e| no_credentials(&e))?;
-        let records = match &args.state {
-            Some(path) => state::load(path)?,
-            None => Vec::new(),
+        let state = match &args.state {
+            Some(path) => Some(state::open(path)?),
+            None => None,
         };
-        let restored = records.len();
+        let restored = state.as_ref().map_or(0, |(_, records)| records.len());
+        let records = state.as_ref().map(|(_, r)| r.clone()).unwrap_or_default();
         let control_listener = control::bind(&args.control.control)?;
         let control_file = RemovedOnDrop(args.control.control.clone());
         let owned = address::claim(args.listen, &args.link)?;
@@ -233,8 +288,9 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             args.listen,
             Grants::restore(records, rate),
             cache.clone(),
-            args.state.clone(),
-        ));
+            state,
+        )?);
+        tokio::spawn(relay::logging::flush_forever(relay.refusals.clone()));
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let refresher = tokio::spawn(role::refresh_forever(cache, source, |line| log(&line)));
         let http = tokio::spawn(imds_shim::relay::server::serve(

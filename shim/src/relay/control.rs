@@ -44,9 +44,16 @@ pub enum ControlRequest {
         /// The grant's id.
         id: String,
     },
-    /// Every grant.
-    List,
+    /// The grants, a page at a time: the first page, or the one after cursor `after`.
+    List {
+        /// The `next` of the previous page.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
+    },
 }
+
+/// The most grants in one `list` reply (about 170 bytes each: far below a client's 1 MiB).
+const LIST_PAGE: usize = 2000;
 
 /// A grant as `list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,7 +72,7 @@ pub struct GrantInfo {
 
 impl GrantInfo {
     fn of(record: &GrantRecord, now: SystemTime) -> Self {
-        let time = |secs| super::role::rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
+        let time = |secs| super::role::rfc3339(super::grants::epoch_time(secs));
         Self {
             id: record.id.clone(),
             label: record.label.clone(),
@@ -104,10 +111,13 @@ pub enum ControlReply {
         /// The grant.
         grant: GrantInfo,
     },
-    /// Every grant.
+    /// A page of grants.
     Listed {
         /// The grants.
         grants: Vec<GrantInfo>,
+        /// The cursor of the next page, when there is one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<String>,
     },
     /// The request failed.
     Error {
@@ -202,7 +212,7 @@ async fn answer(stream: UnixStream, relay: &Relay) -> io::Result<()> {
         .read_line(&mut line)
         .await?;
     let reply = match serde_json::from_str::<ControlRequest>(&line) {
-        Ok(request) => execute(relay, request),
+        Ok(request) => execute(relay, request).await,
         Err(e) => ControlReply::Error {
             message: format!("not a control request: {e}"),
         },
@@ -213,14 +223,14 @@ async fn answer(stream: UnixStream, relay: &Relay) -> io::Result<()> {
     write.shutdown().await
 }
 
-fn execute(relay: &Relay, request: ControlRequest) -> ControlReply {
+async fn execute(relay: &Relay, request: ControlRequest) -> ControlReply {
     let now = SystemTime::now();
     let failed = |e: &dyn std::fmt::Display| ControlReply::Error {
         message: e.to_string(),
     };
     match request {
         ControlRequest::Grant { ttl_secs, label } => {
-            match relay.grant(Duration::from_secs(ttl_secs), &label) {
+            match relay.grant(Duration::from_secs(ttl_secs), &label).await {
                 Ok(issued) => {
                     let grant = GrantInfo::of(&issued.record, now);
                     log(&format!(
@@ -235,7 +245,7 @@ fn execute(relay: &Relay, request: ControlRequest) -> ControlReply {
                 Err(e) => failed(&e),
             }
         }
-        ControlRequest::Revoke { id } => match relay.revoke(&id) {
+        ControlRequest::Revoke { id } => match relay.revoke(&id).await {
             Ok(record) => {
                 log(&format!("revoked {} ({:?})", record.id, record.label));
                 ControlReply::Revoked {
@@ -244,14 +254,16 @@ fn execute(relay: &Relay, request: ControlRequest) -> ControlReply {
             }
             Err(e) => failed(&e),
         },
-        ControlRequest::List => ControlReply::Listed {
-            grants: relay
-                .grants()
-                .records()
-                .iter()
-                .map(|r| GrantInfo::of(r, now))
-                .collect(),
-        },
+        ControlRequest::List { after } => {
+            let page = relay.grants().page(after.as_deref(), LIST_PAGE);
+            match page {
+                Ok((records, next)) => ControlReply::Listed {
+                    grants: records.iter().map(|r| GrantInfo::of(r, now)).collect(),
+                    next,
+                },
+                Err(e) => failed(&e),
+            }
+        }
     }
 }
 

@@ -24,10 +24,17 @@ const ID_BYTES: usize = 8;
 const SECRET_BYTES: usize = 32;
 /// The longest label accepted.
 pub const MAX_LABEL_CHARS: usize = 64;
-/// The most grants a relay holds (live, expired and revoked ones alike).
+/// The most live (neither expired nor revoked) grants a relay holds.
 pub const MAX_GRANTS: usize = 10_000;
+/// The most ended (expired or revoked) grants remembered besides; the oldest are forgotten first.
+pub const MAX_ENDED: usize = 90_000;
 /// How long an expired or revoked grant is remembered (so a late request is logged as such).
 const REMEMBER_ENDED: Duration = Duration::from_hours(24);
+/// The latest time a record may name: 9999-12-31T23:59:59Z, the last RFC 3339 can write.
+pub const MAX_EPOCH_SECS: u64 = 253_402_300_799;
+/// Compared with the presented secret when the id is unknown, so that an unknown id costs what
+/// a known one does.
+const DUMMY_DIGEST: [u8; 32] = [0; 32];
 /// The longest grant.
 pub const MAX_TTL: Duration = Duration::from_hours(168);
 
@@ -119,17 +126,74 @@ impl GrantRecord {
         }
     }
 
-    fn digest(&self, presented: Presented) -> &str {
-        match presented {
-            Presented::Path => &self.path_digest,
-            Presented::Token => &self.token_digest,
-        }
+    /// When it stops or stopped being usable.
+    fn ended(&self) -> u64 {
+        self.revoked.map_or(self.expires, |r| r.min(self.expires))
     }
 
-    /// When it stopped being usable, if it has.
-    fn ended(&self) -> Option<u64> {
-        self.revoked.or(Some(self.expires))
+    /// Whether it has ended at `now` (seconds since the epoch).
+    fn has_ended(&self, now: u64) -> bool {
+        self.revoked.is_some() || now >= self.expires
     }
+
+    /// Checks a record read from outside (the state file): every field in its range, both
+    /// digests 32 bytes of hex. The error says which field and why.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.id.len() != ID_BYTES * 2 || !self.id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "id {:?} is not {} hex digits",
+                self.id,
+                ID_BYTES * 2
+            ));
+        }
+        if !label_is_valid(&self.label) {
+            return Err(format!(
+                "label of grant {}: at most {MAX_LABEL_CHARS} printable characters",
+                self.id
+            ));
+        }
+        for (name, value) in [
+            ("created", Some(self.created)),
+            ("expires", Some(self.expires)),
+            ("revoked", self.revoked),
+        ] {
+            if value.is_some_and(|v| v > MAX_EPOCH_SECS) {
+                return Err(format!(
+                    "{name} of grant {} is {}, after 9999-12-31 ({MAX_EPOCH_SECS})",
+                    self.id,
+                    value.unwrap_or_default()
+                ));
+            }
+        }
+        if self.expires <= self.created || self.expires - self.created > MAX_TTL.as_secs() {
+            return Err(format!(
+                "grant {}: expires {} is not within 7 days after created {}",
+                self.id, self.expires, self.created
+            ));
+        }
+        for (name, digest) in [
+            ("path_digest", &self.path_digest),
+            ("token_digest", &self.token_digest),
+        ] {
+            if decode_digest(digest).is_none() {
+                return Err(format!(
+                    "{name} of grant {} is not a SHA-256 digest (64 hex digits)",
+                    self.id
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn label_is_valid(label: &str) -> bool {
+    label.chars().count() <= MAX_LABEL_CHARS && !label.chars().any(char::is_control)
+}
+
+fn decode_digest(text: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(text, &mut out).ok()?;
+    Some(out)
 }
 
 /// A new grant as handed to the user: the record and the two secrets.
@@ -193,6 +257,18 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Its kind, with the status it is answered with, for the log's counts.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Refusal::Malformed { .. } => "403 not a grant",
+            Refusal::Unknown { .. } => "403 unknown grant",
+            Refusal::WrongSecret { .. } => "403 wrong secret",
+            Refusal::Expired { .. } => "403 expired",
+            Refusal::Revoked { .. } => "403 revoked",
+            Refusal::RateLimited { .. } => "429 rate limited",
+        }
+    }
+
     /// What the client is told: the state of its grant only when it proved it holds it.
     pub fn public_message(&self) -> &'static str {
         match self {
@@ -221,13 +297,37 @@ pub enum GrantError {
     /// No such grant.
     #[error("no grant with id {0}")]
     NoSuchGrant(String),
+    /// A `list` cursor that no page gave.
+    #[error("{0:?} is not a cursor of `relay list`")]
+    BadCursor(String),
 }
 
-/// A live grant: its record and its rate limiter.
+/// A grant the relay knows: its record, its digests as bytes and its rate limiter.
 #[derive(Debug)]
 struct Entry {
     record: GrantRecord,
+    path_digest: [u8; 32],
+    token_digest: [u8; 32],
     bucket: TokenBucket,
+}
+
+impl Entry {
+    fn new(record: GrantRecord, rate: RateLimit) -> Self {
+        // A digest that does not decode (records are validated before) matches no secret.
+        Self {
+            path_digest: decode_digest(&record.path_digest).unwrap_or(DUMMY_DIGEST),
+            token_digest: decode_digest(&record.token_digest).unwrap_or(DUMMY_DIGEST),
+            bucket: TokenBucket::new(rate, Instant::now()),
+            record,
+        }
+    }
+
+    fn digest(&self, presented: Presented) -> &[u8; 32] {
+        match presented {
+            Presented::Path => &self.path_digest,
+            Presented::Token => &self.token_digest,
+        }
+    }
 }
 
 /// Every grant the relay knows.
@@ -246,17 +346,13 @@ impl Grants {
         }
     }
 
-    /// Grants read back from a state file.
+    /// Grants read back from a state file (validated records).
     pub fn restore(records: Vec<GrantRecord>, rate: RateLimit) -> Self {
         let mut grants = Self::new(rate);
         for record in records {
-            grants.entries.insert(
-                record.id.clone(),
-                Entry {
-                    bucket: TokenBucket::new(rate, Instant::now()),
-                    record,
-                },
-            );
+            grants
+                .entries
+                .insert(record.id.clone(), Entry::new(record, rate));
         }
         grants
     }
@@ -268,16 +364,22 @@ impl Grants {
         label: &str,
         now: SystemTime,
     ) -> Result<IssuedGrant, GrantError> {
-        if label.chars().count() > MAX_LABEL_CHARS || label.chars().any(char::is_control) {
+        if !label_is_valid(label) {
             return Err(GrantError::BadLabel);
         }
         if ttl.is_zero() || ttl > MAX_TTL {
             return Err(GrantError::BadTtl);
         }
-        self.prune(now);
-        if self.entries.len() >= MAX_GRANTS {
+        let secs = epoch_secs(now);
+        let live = self
+            .entries
+            .values()
+            .filter(|e| !e.record.has_ended(secs))
+            .count();
+        if live >= MAX_GRANTS {
             return Err(GrantError::Full);
         }
+        self.prune(now);
         let id = loop {
             let id = random_hex::<ID_BYTES>();
             if !self.entries.contains_key(&id) {
@@ -286,23 +388,17 @@ impl Grants {
         };
         let path_secret = random_hex::<SECRET_BYTES>();
         let token_secret = random_hex::<SECRET_BYTES>();
-        let created = epoch_secs(now);
         let record = GrantRecord {
             id: id.clone(),
             label: label.to_owned(),
-            created,
-            expires: created.saturating_add(ttl.as_secs().max(1)),
+            created: secs,
+            expires: secs.saturating_add(ttl.as_secs().max(1)),
             revoked: None,
             path_digest: digest(&path_secret),
             token_digest: digest(&token_secret),
         };
-        self.entries.insert(
-            id.clone(),
-            Entry {
-                record: record.clone(),
-                bucket: TokenBucket::new(self.rate, Instant::now()),
-            },
-        );
+        self.entries
+            .insert(id.clone(), Entry::new(record.clone(), self.rate));
         Ok(IssuedGrant {
             record,
             path_capability: Secret(format!("{id}.{path_secret}")),
@@ -310,14 +406,37 @@ impl Grants {
         })
     }
 
-    /// Revokes grant `id` (again: no change).
-    pub fn revoke(&mut self, id: &str, now: SystemTime) -> Result<GrantRecord, GrantError> {
+    /// Forgets grant `id` entirely: one issued whose record could not be kept.
+    pub fn forget(&mut self, id: &str) {
+        self.entries.remove(id);
+    }
+
+    /// Revokes grant `id` (again: no change). Also says whether this call revoked it.
+    pub fn revoke(&mut self, id: &str, now: SystemTime) -> Result<(GrantRecord, bool), GrantError> {
         let entry = self
             .entries
             .get_mut(id)
             .ok_or_else(|| GrantError::NoSuchGrant(id.to_owned()))?;
+        let newly = entry.record.revoked.is_none();
         entry.record.revoked.get_or_insert(epoch_secs(now));
-        Ok(entry.record.clone())
+        Ok((entry.record.clone(), newly))
+    }
+
+    /// Undoes a revoke that could not be kept.
+    pub fn unrevoke(&mut self, id: &str) {
+        if let Some(entry) = self.entries.get_mut(id) {
+            entry.record.revoked = None;
+        }
+    }
+
+    /// How many grants are remembered (live and ended).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 
     /// Every grant, oldest first.
@@ -327,18 +446,64 @@ impl Grants {
         all
     }
 
-    /// Forgets grants that ended more than a day before `now`.
+    /// At most `limit` grants, oldest first, after the one `after` names (a cursor from an
+    /// earlier page), and the cursor of the next page when there is one.
+    pub fn page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<GrantRecord>, Option<String>), GrantError> {
+        let after = match after {
+            None => None,
+            Some(cursor) => {
+                let bad = || GrantError::BadCursor(cursor.chars().take(40).collect());
+                let (created, id) = cursor.split_once(':').ok_or_else(bad)?;
+                Some((created.parse::<u64>().map_err(|_| bad())?, id))
+            }
+        };
+        let mut rest: Vec<&GrantRecord> = self
+            .entries
+            .values()
+            .map(|e| &e.record)
+            .filter(|r| after.is_none_or(|a| (r.created, r.id.as_str()) > a))
+            .collect();
+        let key = |r: &&GrantRecord| (r.created, r.id.clone());
+        let more = rest.len() > limit;
+        if more {
+            rest.select_nth_unstable_by_key(limit, key);
+            rest.truncate(limit);
+        }
+        rest.sort_unstable_by_key(key);
+        let next = more
+            .then(|| rest.last().map(|r| format!("{}:{}", r.created, r.id)))
+            .flatten();
+        Ok((rest.into_iter().cloned().collect(), next))
+    }
+
+    /// Forgets what [`remembered`] would not keep.
     fn prune(&mut self, now: SystemTime) {
-        let now = epoch_secs(now);
+        let secs = epoch_secs(now);
         self.entries.retain(|_, e| {
-            e.record
-                .ended()
-                .is_none_or(|ended| now < ended.saturating_add(REMEMBER_ENDED.as_secs()))
+            !e.record.has_ended(secs)
+                || secs < e.record.ended().saturating_add(REMEMBER_ENDED.as_secs())
         });
+        let ended = self
+            .entries
+            .values()
+            .filter(|e| e.record.has_ended(secs))
+            .count();
+        if ended > MAX_ENDED {
+            let keep: std::collections::HashSet<String> =
+                remembered(self.entries.values().map(|e| &e.record), now)
+                    .map(|r| r.id.clone())
+                    .collect();
+            self.entries.retain(|id, _| keep.contains(id));
+        }
     }
 
     /// Checks `capability` (`<id>.<secret>`, as presented in the way `presented` says) at
-    /// `now`, and takes one request from the grant's rate limit.
+    /// `now`, and takes one request from the grant's rate limit. An unknown id costs what a
+    /// known one with a wrong secret does: the secret is hashed and compared either way.
     pub fn authorize(
         &mut self,
         presented: Presented,
@@ -354,18 +519,23 @@ impl Grants {
                 what: "not a grant id",
             });
         }
-        let entry = self
-            .entries
-            .get_mut(id)
-            .ok_or_else(|| Refusal::Unknown { id: id.to_owned() })?;
+        let mut entry = self.entries.get_mut(id);
+        let want = entry
+            .as_ref()
+            .map_or(&DUMMY_DIGEST, |e| e.digest(presented));
+        let got: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        let matches = bool::from(want.ct_eq(&got));
+        let Some(entry) = entry.as_mut().filter(|_| matches) else {
+            return Err(match entry {
+                Some(e) => Refusal::WrongSecret {
+                    id: e.record.id.clone(),
+                    label: e.record.label.clone(),
+                },
+                None => Refusal::Unknown { id: id.to_owned() },
+            });
+        };
         let record = &entry.record;
         let named = || (record.id.clone(), record.label.clone());
-        let want = hex::decode(record.digest(presented)).unwrap_or_default();
-        let got = Sha256::digest(secret.as_bytes());
-        if !bool::from(want.as_slice().ct_eq(got.as_slice())) {
-            let (id, label) = named();
-            return Err(Refusal::WrongSecret { id, label });
-        }
         match record.state(now) {
             GrantState::Active => {}
             GrantState::Expired => {
@@ -383,6 +553,28 @@ impl Grants {
         }
         Ok(entry.record.clone())
     }
+}
+
+/// The records worth remembering at `now`: every live one, and the ended ones of the last
+/// 24 hours, at most [`MAX_ENDED`] of them (the latest ended).
+pub fn remembered<'a>(
+    records: impl Iterator<Item = &'a GrantRecord>,
+    now: SystemTime,
+) -> impl Iterator<Item = &'a GrantRecord> {
+    let now = epoch_secs(now);
+    let (mut ended, live): (Vec<&GrantRecord>, Vec<&GrantRecord>) =
+        records.partition(|r| r.has_ended(now));
+    ended.retain(|r| now < r.ended().saturating_add(REMEMBER_ENDED.as_secs()));
+    if ended.len() > MAX_ENDED {
+        ended.sort_unstable_by_key(|r| std::cmp::Reverse((r.ended(), r.created)));
+        ended.truncate(MAX_ENDED);
+    }
+    live.into_iter().chain(ended)
+}
+
+/// The time `secs` seconds after the epoch, saturating at [`MAX_EPOCH_SECS`].
+pub fn epoch_time(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs.min(MAX_EPOCH_SECS))
 }
 
 /// Seconds since the epoch (0 before it).
@@ -573,6 +765,76 @@ mod tests {
         for bad in ["", "0", "8d", "1w", "h", "-1"] {
             assert!(parse_ttl(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn ended_grants_do_not_count_against_the_cap() {
+        let mut g = grants();
+        let now = SystemTime::now();
+        let ids: Vec<String> = (0..MAX_GRANTS)
+            .map(|_| g.issue(Duration::from_mins(1), "x", now).unwrap().record.id)
+            .collect();
+        assert_eq!(
+            g.issue(Duration::from_mins(1), "x", now).unwrap_err(),
+            GrantError::Full
+        );
+        g.revoke(&ids[0], now).unwrap();
+        let a = g.issue(Duration::from_mins(1), "x", now).unwrap();
+        // The revoked one is still remembered, so a late request is told it was revoked.
+        assert_eq!(g.len(), MAX_GRANTS + 1);
+        // Expired ones free their place too.
+        let later = now + Duration::from_secs(61);
+        assert!(g.issue(Duration::from_mins(1), "x", later).is_ok());
+        assert!(g
+            .authorize(Presented::Token, a.token.expose(), later, Instant::now())
+            .is_err());
+    }
+
+    #[test]
+    fn pages_cover_every_grant_once_in_order() {
+        let mut g = grants();
+        let now = SystemTime::now();
+        for i in 0..25u64 {
+            g.issue(
+                Duration::from_mins(1),
+                "x",
+                now + Duration::from_secs(i % 3),
+            )
+            .unwrap();
+        }
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let (page, next) = g.page(cursor.as_deref(), 7).unwrap();
+            assert!(page.len() <= 7);
+            seen.extend(page);
+            match next {
+                Some(n) => cursor = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(seen, g.records());
+        assert!(matches!(
+            g.page(Some("nope"), 7),
+            Err(GrantError::BadCursor(_))
+        ));
+    }
+
+    #[test]
+    fn records_out_of_range_are_refused_and_times_saturate() {
+        let mut g = grants();
+        let now = SystemTime::now();
+        let good = g.issue(Duration::from_mins(1), "x", now).unwrap().record;
+        assert_eq!(good.validate(), Ok(()));
+        let mut bad = good.clone();
+        bad.expires = 1 << 63;
+        assert!(bad.validate().unwrap_err().contains("expires"));
+        let mut bad = good.clone();
+        bad.path_digest = "00".into();
+        assert!(bad.validate().unwrap_err().contains("path_digest"));
+        assert_eq!(epoch_time(u64::MAX), epoch_time(MAX_EPOCH_SECS));
+        // A record far in the future is listed without overflow.
+        assert!(bad.state(epoch_time(u64::MAX)) == GrantState::Expired);
     }
 
     #[test]

@@ -13,22 +13,29 @@
 //! - [`server`]: the HTTP endpoint.
 //! - [`control`]: `relay grant`, `revoke` and `list`, over a unix socket (mode 0600).
 //! - [`state`]: the grants kept across restarts (`--state FILE`).
+//! - [`writer`]: the thread that makes changes to the state file durable.
+//! - [`logging`]: the log on stderr, and refusals summarised per client.
 
 pub mod address;
 pub mod control;
 pub mod grants;
 pub mod limit;
+pub mod logging;
 pub mod role;
 pub mod server;
 pub mod state;
+pub mod writer;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
+
+use parking_lot::{Mutex, MutexGuard};
 
 use grants::{GrantError, GrantRecord, Grants, IssuedGrant};
 use role::RoleCache;
+use state::Change;
+use writer::{StateWriter, Undo};
 
 /// Where the relay listens by default: the ECS container credentials address.
 pub const DEFAULT_LISTEN: &str = "169.254.170.2:80";
@@ -46,74 +53,102 @@ pub const ENV_FULL_URI: &str = "AWS_CONTAINER_CREDENTIALS_FULL_URI";
 /// The authorization token variable.
 pub const ENV_AUTH_TOKEN: &str = "AWS_CONTAINER_AUTHORIZATION_TOKEN";
 
-/// One log line on stderr, with the time. Never given a secret.
-pub fn log(line: &str) {
-    eprintln!(
-        "{} imds-shim relay: {line}",
-        role::rfc3339(SystemTime::now())
-    );
-}
+pub use logging::log;
 
 /// What the relay's tasks share.
 #[derive(Debug)]
 pub struct Relay {
     /// The address served.
     pub listen: SocketAddr,
-    /// The grants.
-    grants: Mutex<Grants>,
+    /// The grants (a lock no panic can poison: parking_lot's).
+    grants: Arc<Mutex<Grants>>,
     /// The role's credentials.
     pub role: Arc<RoleCache>,
-    /// Where grants are kept across restarts.
-    state: Option<PathBuf>,
+    /// Where changes are made durable, with `--state`.
+    writer: Option<StateWriter>,
+    /// The refusals of the current log window.
+    pub refusals: Arc<logging::Refusals>,
 }
 
 impl Relay {
-    /// A relay serving `listen` with `grants` and `role`, saving grants to `state`.
+    /// A relay serving `listen` with `grants` and `role`, keeping grants in `state` (the file
+    /// and the records it holds) when given.
     pub fn new(
         listen: SocketAddr,
         grants: Grants,
         role: Arc<RoleCache>,
-        state: Option<PathBuf>,
-    ) -> Self {
-        Self {
+        state: Option<(state::StateFile, Vec<GrantRecord>)>,
+    ) -> Result<Self, RelayError> {
+        let grants = Arc::new(Mutex::new(grants));
+        let writer = match state {
+            Some((file, records)) => Some(
+                StateWriter::start(file, &records, grants.clone())
+                    .map_err(|e| RelayError::NotKept(format!("no state writer thread: {e}")))?,
+            ),
+            None => None,
+        };
+        Ok(Self {
             listen,
-            grants: Mutex::new(grants),
+            grants,
             role,
-            state,
-        }
+            writer,
+            refusals: Arc::default(),
+        })
     }
 
     /// The grants, locked.
-    pub(crate) fn grants(&self) -> std::sync::MutexGuard<'_, Grants> {
-        self.grants.lock().expect("grants lock")
+    pub(crate) fn grants(&self) -> MutexGuard<'_, Grants> {
+        self.grants.lock()
     }
 
-    /// Writes the grants to the state file, if there is one.
-    fn save(&self, grants: &Grants) -> Result<(), state::StateError> {
-        match &self.state {
-            Some(path) => state::save(path, &grants.records()),
+    /// Makes `change` durable, if there is a state file.
+    async fn commit(&self, change: Change, undo: Undo) -> Result<(), String> {
+        match &self.writer {
+            Some(writer) => writer.commit(change, undo).await,
             None => Ok(()),
         }
     }
 
-    /// Issues a grant and saves the state.
-    pub fn grant(&self, ttl: std::time::Duration, label: &str) -> Result<IssuedGrant, RelayError> {
-        let mut grants = self.grants();
-        let issued = grants.issue(ttl, label, SystemTime::now())?;
-        if let Err(e) = self.save(&grants) {
-            // Not kept, not given: a grant the next start would forget is refused.
-            let _ = grants.revoke(&issued.record.id, SystemTime::now());
-            return Err(e.into());
-        }
+    /// Issues a grant; returns once it is durable. A grant that could not be kept is not given.
+    pub async fn grant(
+        &self,
+        ttl: std::time::Duration,
+        label: &str,
+    ) -> Result<IssuedGrant, RelayError> {
+        let issued = self.grants().issue(ttl, label, SystemTime::now())?;
+        let id = issued.record.id.clone();
+        self.commit(Change::Issued(issued.record.clone()), Undo::Forget(id))
+            .await
+            .map_err(RelayError::NotKept)?;
         Ok(issued)
     }
 
-    /// Revokes a grant and saves the state.
-    pub fn revoke(&self, id: &str) -> Result<GrantRecord, RelayError> {
-        let mut grants = self.grants();
-        let record = grants.revoke(id, SystemTime::now())?;
-        self.save(&grants)?;
-        Ok(record)
+    /// Revokes a grant at once; returns once that is durable. A revoke that could not be kept
+    /// is undone (a restart would undo it) and the error says so.
+    pub async fn revoke(&self, id: &str) -> Result<GrantRecord, RelayError> {
+        let (record, newly) = self.grants().revoke(id, SystemTime::now())?;
+        let undo = if newly {
+            Undo::Unrevoke(id.to_owned())
+        } else {
+            Undo::Nothing
+        };
+        let at = record
+            .revoked
+            .unwrap_or_else(|| grants::epoch_secs(SystemTime::now()));
+        match self
+            .commit(
+                Change::Revoked {
+                    id: id.to_owned(),
+                    at,
+                },
+                undo,
+            )
+            .await
+        {
+            // Again: a failed revoke of the same grant may have undone it meanwhile.
+            Ok(()) => Ok(self.grants().revoke(id, SystemTime::now())?.0),
+            Err(why) => Err(RelayError::RevokeNotKept(why)),
+        }
     }
 
     /// The environment a build needs for `issued`.
@@ -152,9 +187,15 @@ pub enum RelayError {
     /// The grant request is not valid.
     #[error(transparent)]
     Grant(#[from] GrantError),
-    /// The state file could not be written.
-    #[error("the grant is not kept: {0}")]
-    State(#[from] state::StateError),
+    /// The new grant could not be written to the state file: it is not given.
+    #[error("the grant is not kept (the state file could not be written: {0}); it was not issued")]
+    NotKept(String),
+    /// The revoke could not be written to the state file: it is not in force.
+    #[error(
+        "the revoke is not kept (the state file could not be written: {0}); the grant is NOT \
+         revoked: fix the state file's disk and revoke again"
+    )]
+    RevokeNotKept(String),
 }
 
 #[cfg(test)]
@@ -172,16 +213,20 @@ mod tests {
             Arc::new(RoleCache::default()),
             None,
         )
+        .unwrap()
     }
 
     fn names(env: &[(String, grants::Secret)]) -> Vec<&str> {
         env.iter().map(|(k, _)| k.as_str()).collect()
     }
 
-    #[test]
-    fn the_default_address_gets_both_forms_another_the_full_uri_only() {
+    #[tokio::test]
+    async fn the_default_address_gets_both_forms_another_the_full_uri_only() {
         let r = relay(DEFAULT_LISTEN);
-        let issued = r.grant(std::time::Duration::from_mins(1), "x").unwrap();
+        let issued = r
+            .grant(std::time::Duration::from_mins(1), "x")
+            .await
+            .unwrap();
         let env = r.environment(&issued);
         assert_eq!(
             names(&env),
@@ -199,7 +244,10 @@ mod tests {
         assert_eq!(env[2].1, issued.token);
 
         let r = relay("127.0.0.1:8099");
-        let issued = r.grant(std::time::Duration::from_mins(1), "x").unwrap();
+        let issued = r
+            .grant(std::time::Duration::from_mins(1), "x")
+            .await
+            .unwrap();
         let env = r.environment(&issued);
         assert_eq!(names(&env), [ENV_FULL_URI, ENV_AUTH_TOKEN]);
         assert_eq!(

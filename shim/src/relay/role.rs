@@ -1,18 +1,28 @@
 //! The instance role's credentials as the relay serves them: fetched from IMDS on the host
-//! (depth 0, where hop limit 1 reaches) with the same aws-config IMDS client and credentials
-//! provider the probe uses, and refreshed before they expire.
+//! (depth 0, where hop limit 1 reaches) with the same aws-config IMDS client the probe uses,
+//! and refreshed before they expire.
+//!
+//! Each fetch uses a new client, so a new session token: a token IMDS no longer accepts (IMDS
+//! restarted, or forgot it) costs one failed fetch, never minutes of them. The credentials
+//! document is read as IMDS gives it, not through aws-config's credentials provider, which
+//! gives credentials that IMDS returned already expired a made-up expiry in the future (its
+//! "static stability"): the relay serves the real `Expiration`, and never credentials past it.
 
 use std::fmt;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use aws_config::imds;
 use aws_config::provider_config::ProviderConfig;
+use aws_credential_types::Credentials;
 use aws_smithy_types::date_time::{DateTime, Format};
 use bytes::Bytes;
+use parking_lot::RwLock;
+use serde::Deserialize;
 
+use crate::endpoint::ImdsEndpoint;
 use crate::probe::clients;
-use crate::probe::credentials::{self, RoleCredentials};
+use crate::probe::credentials::RoleCredentials;
 use crate::probe::diagnosis::ImdsFailure;
 use crate::probe::Place;
 
@@ -86,10 +96,23 @@ pub fn rfc3339(t: SystemTime) -> String {
 
 /// Where the credentials come from: IMDS on the host.
 pub struct RoleSource {
-    client: imds::Client,
+    endpoint: ImdsEndpoint,
     conf: ProviderConfig,
     timeout: Duration,
 }
+
+/// The document at `/latest/meta-data/iam/security-credentials/<role>`.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CredentialsDocument {
+    code: String,
+    access_key_id: String,
+    secret_access_key: String,
+    token: String,
+    expiration: String,
+}
+
+const ROLE_PATH: &str = "/latest/meta-data/iam/security-credentials/";
 
 impl RoleSource {
     /// The IMDS of `place` (its endpoint from `AWS_EC2_METADATA_SERVICE_ENDPOINT`).
@@ -98,19 +121,70 @@ impl RoleSource {
             return Err(ImdsFailure::Disabled);
         }
         let conf = clients::provider_config();
-        let client = clients::imds_client(&place.imds.endpoint, timeout, &conf)?;
+        // Checks the endpoint once, here.
+        clients::imds_client(&place.imds.endpoint, timeout, &conf)?;
         Ok(Self {
-            client,
+            endpoint: place.imds.endpoint.clone(),
             conf,
             timeout,
         })
     }
 
-    /// Fetches the role's current credentials.
+    /// Fetches the role's current credentials, with a new session token.
     pub async fn fetch(&self) -> Result<Served, ImdsFailure> {
-        let creds = credentials::fetch(self.client.clone(), &self.conf, self.timeout).await?;
-        Served::new(&creds)
+        let client = clients::imds_client(&self.endpoint, self.timeout, &self.conf)?;
+        let diagnose = |e: imds::client::error::ImdsError| ImdsFailure::diagnose(&e, self.timeout);
+        let roles = client.get(ROLE_PATH).await.map_err(diagnose)?;
+        let role = roles.as_ref().lines().next().unwrap_or_default().trim();
+        if role.is_empty() {
+            return Err(ImdsFailure::Other(
+                "IMDS names no role: the instance has no instance profile".to_owned(),
+            ));
+        }
+        let text = client
+            .get(&format!("{ROLE_PATH}{role}"))
+            .await
+            .map_err(diagnose)?;
+        served_from(text.as_ref(), role, SystemTime::now())
     }
+}
+
+/// The credentials of `role` in IMDS's document `text`, as they are to be served at `now`: with
+/// IMDS's own expiry, and refused when that has passed.
+fn served_from(text: &str, role: &str, now: SystemTime) -> Result<Served, ImdsFailure> {
+    let doc: CredentialsDocument = serde_json::from_str(text).map_err(|e| {
+        ImdsFailure::Other(format!(
+            "IMDS gave a credentials document that is not JSON: {e}"
+        ))
+    })?;
+    if doc.code != "Success" {
+        return Err(ImdsFailure::Other(format!(
+            "IMDS gave no credentials for role {role}: code {}",
+            doc.code
+        )));
+    }
+    let expiration = DateTime::from_str(&doc.expiration, Format::DateTime)
+        .ok()
+        .and_then(|t| SystemTime::try_from(t).ok())
+        .ok_or_else(|| {
+            ImdsFailure::Other(format!(
+                "IMDS gave credentials with an expiry that is not a date: {:?}",
+                doc.expiration
+            ))
+        })?;
+    if expiration <= now {
+        return Err(ImdsFailure::Other(format!(
+            "IMDS gave credentials {} that expired already, at {}",
+            doc.access_key_id, doc.expiration
+        )));
+    }
+    Served::new(&RoleCredentials::new(Credentials::new(
+        doc.access_key_id,
+        doc.secret_access_key,
+        Some(doc.token),
+        Some(expiration),
+        "imds-shim-relay",
+    )))
 }
 
 /// When to refresh credentials that have `remaining` left: 15 minutes before expiry, or halfway
@@ -149,7 +223,7 @@ impl RoleCache {
 
     /// The credentials to serve at `now`, or why there are none.
     pub fn current(&self, now: SystemTime) -> Result<Arc<Served>, String> {
-        let state = self.inner.read().expect("role cache lock");
+        let state = self.inner.read();
         match &state.current {
             Some(c) if !c.is_expired(now) => Ok(c.clone()),
             Some(_) => Err(format!(
@@ -164,13 +238,13 @@ impl RoleCache {
     }
 
     fn store(&self, served: Served) {
-        let mut state = self.inner.write().expect("role cache lock");
+        let mut state = self.inner.write();
         state.current = Some(Arc::new(served));
         state.last_error = None;
     }
 
     fn failed(&self, error: String) {
-        self.inner.write().expect("role cache lock").last_error = Some(error);
+        self.inner.write().last_error = Some(error);
     }
 }
 
@@ -242,6 +316,30 @@ mod tests {
             !shown.contains("sEcReT") && !shown.contains("ToKeN"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn the_served_expiry_is_imds_own_and_expired_credentials_are_refused() {
+        let doc = |expiration: &str| {
+            serde_json::json!({
+                "Code": "Success", "AccessKeyId": "ASIAKEY", "SecretAccessKey": "sEcReT",
+                "Token": "ToKeN", "Expiration": expiration,
+            })
+            .to_string()
+        };
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_632_197_000);
+        let s = served_from(&doc("2021-09-21T04:16:53Z"), "role", now).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&s.body()).unwrap();
+        assert_eq!(v["Expiration"], "2021-09-21T04:16:53Z");
+        let later = now + Duration::from_hours(1);
+        let err = served_from(&doc("2021-09-21T04:16:53Z"), "role", later)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("expired already"), "{err}");
+        assert!(!err.contains("sEcReT") && !err.contains("ToKeN"), "{err}");
+        for bad in [doc("tomorrow"), "{}".to_owned(), "not json".to_owned()] {
+            assert!(served_from(&bad, "role", now).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -91,11 +91,19 @@ fn json(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
         .expect("a valid response")
 }
 
-/// The answer to one request (logged when refused).
+/// The answer to one request. Refusals are logged through [`Relay::refusals`]: the first from
+/// an address in full, the rest as counts.
 fn answer(relay: &Relay, peer: SocketAddr, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let from = peer.ip();
+    let refused = |kind: &'static str, line: &dyn Fn() -> String| {
+        relay
+            .refusals
+            .refused(from, kind, line, Instant::now(), &mut |l| log(l));
+    };
     if req.method() != Method::GET {
-        log(&format!("405 from {from}: method {}", req.method()));
+        refused("405 method", &|| {
+            format!("405 from {from}: method {}", req.method())
+        });
         return reply(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",
@@ -104,7 +112,7 @@ fn answer(relay: &Relay, peer: SocketAddr, req: &Request<Incoming>) -> Response<
     }
     let has_body = req.body().size_hint().upper() != Some(0);
     if has_body {
-        log(&format!("413 from {from}: a request body"));
+        refused("413 body", &|| format!("413 from {from}: a request body"));
         return reply(
             StatusCode::PAYLOAD_TOO_LARGE,
             "PayloadTooLarge",
@@ -113,10 +121,9 @@ fn answer(relay: &Relay, peer: SocketAddr, req: &Request<Incoming>) -> Response<
     }
     let path = req.uri().path();
     let presented = if path == CREDENTIALS_PATH {
-        match req.headers().get(header::AUTHORIZATION) {
-            Some(value) => Some((Presented::Token, value.to_str().unwrap_or(""))),
-            None => None,
-        }
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .map(|value| (Presented::Token, value.to_str().unwrap_or("")))
     } else {
         path.strip_prefix(CREDENTIALS_PATH)
             .and_then(|rest| rest.strip_prefix('/'))
@@ -124,7 +131,9 @@ fn answer(relay: &Relay, peer: SocketAddr, req: &Request<Incoming>) -> Response<
     };
     let Some((how, capability)) = presented else {
         if path == CREDENTIALS_PATH {
-            log(&format!("403 from {from}: no Authorization header"));
+            refused("403 no Authorization header", &|| {
+                format!("403 from {from}: no Authorization header")
+            });
             return reply(
                 StatusCode::FORBIDDEN,
                 "AccessDenied",
@@ -132,10 +141,12 @@ fn answer(relay: &Relay, peer: SocketAddr, req: &Request<Incoming>) -> Response<
             );
         }
         // The path is not logged: it may hold a mistyped secret.
-        log(&format!(
-            "404 from {from}: not a credentials path ({} bytes)",
-            path.len()
-        ));
+        refused("404 path", &|| {
+            format!(
+                "404 from {from}: not a credentials path ({} bytes)",
+                path.len()
+            )
+        });
         return reply(StatusCode::NOT_FOUND, "NotFound", "no such path");
     };
     let authorized = relay
@@ -152,7 +163,9 @@ fn answer(relay: &Relay, peer: SocketAddr, req: &Request<Incoming>) -> Response<
                 | Refusal::Expired { .. }
                 | Refusal::Revoked { .. } => (StatusCode::FORBIDDEN, "AccessDenied"),
             };
-            log(&format!("{} from {from}: {refusal}", status.as_u16()));
+            refused(refusal.kind(), &|| {
+                format!("{} from {from}: {refusal}", status.as_u16())
+            });
             return reply(status, code, refusal.public_message());
         }
     };
