@@ -236,8 +236,8 @@ impl Drop for Relay {
 /// 1,000 idle sockets from a neighbour (reopened as soon as the relay closes them) do not
 /// delay a granted request from the build beyond an SDK's 1 s. Before: every connection slot
 /// was taken before `accept` and held by an idle socket; the granted request timed out.
-#[test]
-fn idle_sockets_from_a_neighbour_do_not_delay_a_granted_request() {
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_sockets_from_a_neighbour_do_not_delay_a_granted_request() {
     if !require("relay_hostile_idle", NEEDS) {
         return;
     }
@@ -257,8 +257,9 @@ fn idle_sockets_from_a_neighbour_do_not_delay_a_granted_request() {
         "{statuses:?}\n{}",
         relay.log()
     );
-    // The attack was real: the relay closed the neighbour's surplus sockets again and again.
-    assert!(reopened > 1000, "{reopened}");
+    // The attack was real: the relay closed the neighbour's sockets over its cap (32 per
+    // client), and they were reopened.
+    assert!(reopened >= 900, "{reopened}");
     relay.stop_with("TERM");
 }
 
@@ -266,9 +267,9 @@ fn idle_sockets_from_a_neighbour_do_not_delay_a_granted_request() {
 /// permissions: under `umask 000`, with the socket then made world-writable, `nobody` gets no
 /// grant and the refusal is logged with its uid; with `--control-group nogroup`, the socket
 /// is 0660 root:nogroup from the start and `nobody` (gid nogroup) gets a grant, while a caller
-/// of another group does not. Before: any caller who could open the socket got a grant.
-#[test]
-fn only_root_and_the_control_group_get_grants() {
+/// outside the group does not. Before: any caller who could open the socket got a grant.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_root_and_the_control_group_get_grants() {
     if !require("relay_hostile_control", NEEDS) {
         return;
     }
@@ -276,7 +277,8 @@ fn only_root_and_the_control_group_get_grants() {
     // `nobody` must reach the socket's directory.
     fs::set_permissions(sim.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     let nobody = ["--reuid", NOBODY, "--regid", NOBODY, "--clear-groups"];
-    let daemon_group = ["--reuid", NOBODY, "--regid", "1", "--clear-groups"];
+    // uid 1 (daemon): neither root nor in nogroup.
+    let daemon = ["--reuid", "1", "--regid", "1", "--clear-groups"];
 
     let relay = sim.start_relay("root-only", &[]);
     let meta = fs::metadata(&relay.control).unwrap();
@@ -302,21 +304,21 @@ fn only_root_and_the_control_group_get_grants() {
     assert!(out.status.success(), "{}", show(&out));
     assert!(text(&out.stdout).contains("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI="));
     fs::set_permissions(&relay.control, fs::Permissions::from_mode(0o666)).unwrap();
-    let out = sim.relay_cmd(&relay, &daemon_group, &["grant"]);
+    let out = sim.relay_cmd(&relay, &daemon, &["grant"]);
     assert!(!out.status.success(), "{}", show(&out));
     let log = relay.stop_with("TERM");
     assert!(
-        log.contains("uid 65534 (gid 1) is neither root nor a member of --control-group nogroup"),
+        log.contains("uid 1 (gid 1) is neither root nor a member of --control-group nogroup"),
         "{log}"
     );
 }
 
-/// A second relay on 169.254.170.23 runs beside the first on its own link; a third that names
-/// the first's link is refused, and the first still serves. Before: the second deleted the
+/// A second relay on 169.254.170.23 runs beside the first on its own link; then a third on
+/// 169.254.170.23 that names the first's link is refused, and the first still serves. Before: the second deleted the
 /// first's link (the default name was the same for every address), and the first became
 /// unreachable.
-#[test]
-fn a_second_relay_does_not_take_the_first_ones_address() {
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_relay_does_not_take_the_first_ones_address() {
     if !require("relay_hostile_second", NEEDS) {
         return;
     }
@@ -333,6 +335,10 @@ fn a_second_relay_does_not_take_the_first_ones_address() {
     assert_eq!(sim.get(eks, "/imds-shim/credentials", Some(&token), wait), ok);
     assert!(sim.link_exists(LINK) && sim.link_exists("imdsh-r23"));
 
+    second.stop_with("TERM");
+    assert!(!sim.link_exists("imdsh-r23"));
+    assert_eq!(sim.get(RELAY_ADDR, &first_path, None, wait), ok);
+
     // A third relay told to use the first's link is refused; the first keeps it.
     let third = sim.control("third");
     let out = sim
@@ -342,7 +348,7 @@ fn a_second_relay_does_not_take_the_first_ones_address() {
             [
                 "relay",
                 "--listen",
-                "169.254.170.23:8080",
+                "169.254.170.23:80",
                 "--link",
                 LINK,
                 "--control",
@@ -362,17 +368,14 @@ fn a_second_relay_does_not_take_the_first_ones_address() {
     );
     assert_eq!(sim.get(RELAY_ADDR, &first_path, None, wait), ok);
 
-    second.stop_with("TERM");
-    assert!(!sim.link_exists("imdsh-r23"));
-    assert_eq!(sim.get(RELAY_ADDR, &first_path, None, wait), ok);
     first.stop_with("TERM");
     assert!(!sim.link_exists(LINK));
 }
 
 /// SIGHUP stops the relay as SIGTERM does: no link, no control socket left. Before: SIGHUP
 /// killed it and left both.
-#[test]
-fn sighup_leaves_no_link_and_no_socket() {
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_leaves_no_link_and_no_socket() {
     if !require("relay_hostile_sighup", NEEDS) {
         return;
     }
@@ -388,32 +391,56 @@ fn sighup_leaves_no_link_and_no_socket() {
 
 /// The check that nothing serves the address yet reads the host's tables and sends nothing:
 /// with 169.254.170.2 routed to a capture link (as a real host's default route would take
-/// it), the link has sent no packet once the relay serves. Before: a connect went out there.
-#[test]
-fn the_pre_start_check_sends_no_packet() {
+/// it), the host namespace has sent no TCP packet to 169.254.170.2 (an iptables counter) once
+/// the relay serves, nor after a second relay was refused. Before: the check's connect went
+/// out there.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pre_start_check_sends_no_packet() {
     if !require("relay_hostile_no_packet", NEEDS) {
         return;
     }
     let sim = sim();
     let h = sim.site.host().name();
+    let kind = if ip(&["-n", h, "link", "add", "imdsh-cap0", "type", "dummy"]).status.success() {
+        "dummy"
+    } else {
+        // No dummy driver (as on the machine this was written on): a bridge without ports.
+        "bridge"
+    };
+    if kind == "bridge" {
+        let out = ip(&["-n", h, "link", "add", "imdsh-cap0", "type", "bridge"]);
+        assert!(out.status.success(), "{}", show(&out));
+    }
     for args in [
-        vec!["-n", h, "link", "add", "imdsh-cap0", "type", "dummy"],
         vec!["-n", h, "link", "set", "imdsh-cap0", "up"],
         vec!["-n", h, "route", "add", "169.254.170.2/32", "dev", "imdsh-cap0"],
     ] {
         let out = ip(&args);
-        if !out.status.success() && text(&out.stderr).contains("Unknown device type") {
-            // No dummy driver (as on the machine this was written on): a bridge without ports.
-            let out = ip(&["-n", h, "link", "add", "imdsh-cap0", "type", "bridge"]);
-            assert!(out.status.success(), "{}", show(&out));
-            continue;
-        }
         assert!(out.status.success(), "ip {args:?}: {}", show(&out));
     }
+    let iptables = |args: &[&str]| {
+        let out = sim
+            .site
+            .host()
+            .exec("/usr/sbin/iptables", args)
+            .stdout_capture()
+            .stderr_capture()
+            .unchecked()
+            .run()
+            .unwrap();
+        assert!(out.status.success(), "iptables {args:?}: {}", show(&out));
+        text(&out.stdout)
+    };
+    iptables(&["-w", "-A", "OUTPUT", "-d", "169.254.170.2/32", "-p", "tcp"]);
     let sent = || -> u64 {
-        let out = ip(&["-n", h, "-j", "-s", "link", "show", "dev", "imdsh-cap0"]);
-        let links: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        links[0]["stats64"]["tx"]["packets"].as_u64().unwrap()
+        let table = iptables(&["-w", "-nvxL", "OUTPUT"]);
+        table
+            .lines()
+            .find(|l| l.contains("169.254.170.2"))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or_else(|| panic!("{table}"))
+            .parse()
+            .unwrap()
     };
     let before = sent();
     let relay = sim.start_relay("relay", &[]);
@@ -442,8 +469,8 @@ fn the_pre_start_check_sends_no_packet() {
 
 /// Once serving, every thread of the relay holds CAP_NET_ADMIN only (bounding set included)
 /// with no_new_privs, and it still removes its link at exit. Before: all capabilities.
-#[test]
-fn after_start_the_relay_keeps_cap_net_admin_only() {
+#[tokio::test(flavor = "multi_thread")]
+async fn after_start_the_relay_keeps_cap_net_admin_only() {
     if !require("relay_hostile_caps", NEEDS) {
         return;
     }
