@@ -63,7 +63,11 @@ fn main() {
     println!("relay under attack, {runs} run(s), {}", machine());
     println!("relay: {}", shim.display());
 
-    let site = NetnsSite::start(&Topology::parse("docker-run").unwrap(), MockConfig::default()).unwrap();
+    let site = NetnsSite::start(
+        &Topology::parse("docker-run").unwrap(),
+        MockConfig::default(),
+    )
+    .unwrap();
     site.mock().modify(&MetadataOptionsChange {
         hop_limit: Some(HopLimit::new(1).unwrap()),
         http_tokens: Some(HttpTokens::Required),
@@ -102,7 +106,10 @@ fn main() {
         if out.status.success() {
             break String::from_utf8(out.stdout).unwrap();
         }
-        assert!(started.elapsed() < Duration::from_secs(15), "the relay did not start");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the relay did not start"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     let token = grant

@@ -725,7 +725,11 @@ async fn connections_and_requests_per_grant_are_bounded() {
     idle[0]
         .set_read_timeout(Some(Duration::from_secs(1)))
         .unwrap();
-    assert_eq!(idle[0].read(&mut [0; 1]).unwrap(), 0, "the oldest was closed");
+    assert_eq!(
+        idle[0].read(&mut [0; 1]).unwrap(),
+        0,
+        "the oldest was closed"
+    );
     drop(idle);
 
     // Grant a's burst of 2 is soon used up (the waiting request may have taken one); then

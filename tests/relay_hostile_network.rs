@@ -27,7 +27,8 @@ use imds_mock::{MetadataOptionsChange, MockConfig};
 use imds_vocab::{HopLimit, HttpTokens};
 
 const NEEDS: &[Requirement] = &[Requirement::Root, Requirement::NetTools];
-const RELAY_ADDR: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(169, 254, 170, 2), 80));
+const RELAY_ADDR: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(169, 254, 170, 2), 80));
 const LINK: &str = "imdsh-relay0";
 /// The SDKs' timeout for the container credentials endpoint (botocore, the Rust SDK: 1 s-ish).
 const SDK_TIMEOUT: Duration = Duration::from_secs(1);
@@ -170,12 +171,22 @@ impl Sim {
     }
 
     fn link_exists(&self, link: &str) -> bool {
-        ip(&["-n", self.site.host().name(), "link", "show", "dev", link]).status.success()
+        ip(&["-n", self.site.host().name(), "link", "show", "dev", link])
+            .status
+            .success()
     }
 }
 
-fn get_in(ns: &Namespace, addr: SocketAddr, path: &str, auth: Option<&str>, wait: Duration) -> String {
-    let auth = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+fn get_in(
+    ns: &Namespace,
+    addr: SocketAddr,
+    path: &str,
+    auth: Option<&str>,
+    wait: Duration,
+) -> String {
+    let auth = auth
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
     ns.run_in(move || -> std::io::Result<String> {
         let mut s = TcpStream::connect_timeout(&addr, wait)?;
@@ -221,7 +232,10 @@ impl Relay {
                 assert_eq!(out.status.code(), Some(0), "{signal}: {}", self.log());
                 return self.log();
             }
-            assert!(Instant::now() < deadline, "the relay did not stop on {signal}");
+            assert!(
+                Instant::now() < deadline,
+                "the relay did not stop on {signal}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -287,8 +301,16 @@ async fn only_root_and_the_control_group_get_grants() {
     fs::set_permissions(&relay.control, fs::Permissions::from_mode(0o666)).unwrap();
     let out = sim.relay_cmd(&relay, &nobody, &["grant", "--label", "stolen"]);
     assert!(!out.status.success(), "nobody got a grant: {}", show(&out));
-    assert!(text(&out.stderr).contains("permission denied"), "{}", show(&out));
-    assert!(!text(&out.stdout).contains("AWS_CONTAINER"), "{}", show(&out));
+    assert!(
+        text(&out.stderr).contains("permission denied"),
+        "{}",
+        show(&out)
+    );
+    assert!(
+        !text(&out.stdout).contains("AWS_CONTAINER"),
+        "{}",
+        show(&out)
+    );
     let list = sim.relay_cmd(&relay, &[], &["list", "--json"]);
     assert_eq!(text(&list.stdout).trim(), "[]", "{}", show(&list));
     let log = relay.stop_with("TERM");
@@ -331,8 +353,16 @@ async fn a_second_relay_does_not_take_the_first_ones_address() {
     assert_eq!(full_uri, "http://169.254.170.23/imds-shim/credentials");
     let ok = "HTTP/1.1 200 OK";
     let wait = Duration::from_secs(2);
-    assert_eq!(sim.get(RELAY_ADDR, &first_path, None, wait), ok, "{}", second.log());
-    assert_eq!(sim.get(eks, "/imds-shim/credentials", Some(&token), wait), ok);
+    assert_eq!(
+        sim.get(RELAY_ADDR, &first_path, None, wait),
+        ok,
+        "{}",
+        second.log()
+    );
+    assert_eq!(
+        sim.get(eks, "/imds-shim/credentials", Some(&token), wait),
+        ok
+    );
     assert!(sim.link_exists(LINK) && sim.link_exists("imdsh-r23"));
 
     second.stop_with("TERM");
@@ -362,7 +392,10 @@ async fn a_second_relay_does_not_take_the_first_ones_address() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     assert!(
-        text(&out.stderr).contains(&format!("link {LINK} belongs to a running relay (pid {})", first.pid())),
+        text(&out.stderr).contains(&format!(
+            "link {LINK} belongs to a running relay (pid {})",
+            first.pid()
+        )),
         "{}",
         show(&out)
     );
@@ -401,7 +434,10 @@ async fn the_pre_start_check_sends_no_packet() {
     }
     let sim = sim();
     let h = sim.site.host().name();
-    let kind = if ip(&["-n", h, "link", "add", "imdsh-cap0", "type", "dummy"]).status.success() {
+    let kind = if ip(&["-n", h, "link", "add", "imdsh-cap0", "type", "dummy"])
+        .status
+        .success()
+    {
         "dummy"
     } else {
         // No dummy driver (as on the machine this was written on): a bridge without ports.
@@ -413,7 +449,15 @@ async fn the_pre_start_check_sends_no_packet() {
     }
     for args in [
         vec!["-n", h, "link", "set", "imdsh-cap0", "up"],
-        vec!["-n", h, "route", "add", "169.254.170.2/32", "dev", "imdsh-cap0"],
+        vec![
+            "-n",
+            h,
+            "route",
+            "add",
+            "169.254.170.2/32",
+            "dev",
+            "imdsh-cap0",
+        ],
     ] {
         let out = ip(&args);
         assert!(out.status.success(), "ip {args:?}: {}", show(&out));
@@ -444,13 +488,22 @@ async fn the_pre_start_check_sends_no_packet() {
     };
     let before = sent();
     let relay = sim.start_relay("relay", &[]);
-    assert_eq!(sent() - before, 0, "the relay sent packets towards 169.254.170.2\n{}", relay.log());
+    assert_eq!(
+        sent() - before,
+        0,
+        "the relay sent packets towards 169.254.170.2\n{}",
+        relay.log()
+    );
     // The check still finds a relay already serving (by its listening socket).
     let out = sim
         .env()
         .apply(sim.site.host().exec(
             bins::shim(),
-            ["relay", "--control", sim.control("second").to_str().unwrap()],
+            [
+                "relay",
+                "--control",
+                sim.control("second").to_str().unwrap(),
+            ],
         ))
         .stdout_capture()
         .stderr_capture()
@@ -459,7 +512,8 @@ async fn the_pre_start_check_sends_no_packet() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     assert!(
-        text(&out.stderr).contains("169.254.170.2:80 is already served (a socket listens on 169.254.170.2:80)"),
+        text(&out.stderr)
+            .contains("169.254.170.2:80 is already served (a socket listens on 169.254.170.2:80)"),
         "{}",
         show(&out)
     );
@@ -477,7 +531,9 @@ async fn after_start_the_relay_keeps_cap_net_admin_only() {
     let sim = sim();
     let relay = sim.start_relay("relay", &[]);
     let net_admin = format!("{:016x}", 1u64 << 12);
-    let tasks = Path::new("/proc").join(relay.pid().to_string()).join("task");
+    let tasks = Path::new("/proc")
+        .join(relay.pid().to_string())
+        .join("task");
     let mut threads = 0;
     for task in fs::read_dir(&tasks).unwrap() {
         let status = fs::read_to_string(task.unwrap().path().join("status")).unwrap();
@@ -497,7 +553,10 @@ async fn after_start_the_relay_keeps_cap_net_admin_only() {
     }
     assert!(threads >= 3, "{threads} threads");
     relay.stop_with("TERM");
-    assert!(!sim.link_exists(LINK), "the link is left after the privileges were dropped");
+    assert!(
+        !sim.link_exists(LINK),
+        "the link is left after the privileges were dropped"
+    );
 }
 
 /// `--listen` takes what SDKs accept over http and explains the refusal otherwise (no root
@@ -505,19 +564,27 @@ async fn after_start_the_relay_keeps_cap_net_admin_only() {
 #[test]
 fn listen_outside_what_sdks_accept_is_refused_with_the_reason() {
     for bad in ["0.0.0.0:80", "10.0.0.5:80", "169.254.169.254:80"] {
-        let out = duct::cmd(bins::shim(), ["relay", "--listen", bad, "--control", "/nonexistent/x.sock"])
-            .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:9/")
-            .stdout_capture()
-            .stderr_capture()
-            .unchecked()
-            .run()
-            .unwrap();
+        let out = duct::cmd(
+            bins::shim(),
+            ["relay", "--listen", bad, "--control", "/nonexistent/x.sock"],
+        )
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:9/")
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .unwrap();
         assert_eq!(out.status.code(), Some(2), "{}", show(&out));
         let stderr = text(&out.stderr);
         assert!(
-            stderr.contains(&format!("{bad} is not an address AWS SDKs fetch container credentials from over http")),
+            stderr.contains(&format!(
+                "{bad} is not an address AWS SDKs fetch container credentials from over http"
+            )),
             "{stderr}"
         );
-        assert!(stderr.contains("169.254.170.23 and [fd00:ec2::23]"), "{stderr}");
+        assert!(
+            stderr.contains("169.254.170.23 and [fd00:ec2::23]"),
+            "{stderr}"
+        );
     }
 }

@@ -73,13 +73,40 @@ impl Neighbour {
         let h = host.name();
         for args in [
             vec!["netns", "add", &name],
-            vec!["-n", h, "link", "add", &outer, "type", "veth", "peer", "name", &inner, "netns", &name],
-            vec!["-n", h, "addr", "add", &format!("10.251.{n}.1/30"), "dev", &outer],
+            vec![
+                "-n", h, "link", "add", &outer, "type", "veth", "peer", "name", &inner, "netns",
+                &name,
+            ],
+            vec![
+                "-n",
+                h,
+                "addr",
+                "add",
+                &format!("10.251.{n}.1/30"),
+                "dev",
+                &outer,
+            ],
             vec!["-n", h, "link", "set", &outer, "up"],
-            vec!["-n", &name, "addr", "add", &format!("10.251.{n}.2/30"), "dev", &inner],
+            vec![
+                "-n",
+                &name,
+                "addr",
+                "add",
+                &format!("10.251.{n}.2/30"),
+                "dev",
+                &inner,
+            ],
             vec!["-n", &name, "link", "set", &inner, "up"],
             vec!["-n", &name, "link", "set", "lo", "up"],
-            vec!["-n", &name, "route", "add", "default", "via", &format!("10.251.{n}.1")],
+            vec![
+                "-n",
+                &name,
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("10.251.{n}.1"),
+            ],
         ] {
             let out = ip(&args);
             assert!(out.status.success(), "ip {args:?}: {}", show(&out));
@@ -142,4 +169,3 @@ impl Drop for Neighbour {
         let _ = ip(&["netns", "del", self.ns.name()]);
     }
 }
-

@@ -71,7 +71,8 @@ pub fn wrk(
             .find_map(|l| l.trim().strip_prefix(prefix))
             .map(str::trim)
     };
-    let needed = |prefix: &str| field(prefix).unwrap_or_else(|| panic!("no {prefix:?} in:\n{text}"));
+    let needed =
+        |prefix: &str| field(prefix).unwrap_or_else(|| panic!("no {prefix:?} in:\n{text}"));
     Wrk {
         rate: needed("Requests/sec:").parse().unwrap(),
         p50: micros(needed("50%")),

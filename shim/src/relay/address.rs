@@ -42,7 +42,9 @@ const EKS_ADDRESS_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x2
 #[derive(Debug, Error)]
 pub enum AddressError {
     /// Something answers there already.
-    #[error("{addr} is already served ({by}): refusing to start; use --listen for another address")]
+    #[error(
+        "{addr} is already served ({by}): refusing to start; use --listen for another address"
+    )]
     Served {
         /// The address.
         addr: SocketAddr,
@@ -465,7 +467,9 @@ mod tests {
             let why = parse_listen(bad).unwrap_err();
             assert!(why.contains("169.254.170.2 (ECS)"), "{bad}: {why}");
         }
-        assert!(parse_listen("169.254.170.2").unwrap_err().contains("IP:PORT"));
+        assert!(parse_listen("169.254.170.2")
+            .unwrap_err()
+            .contains("IP:PORT"));
     }
 
     #[test]
@@ -484,10 +488,7 @@ mod tests {
         let v4 = "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1";
         let v4_established = "   1: 00000000:0016 0100007F:D431 01 00000000:00000000";
         let v6 = "   0: 00000000000000000000000001000000:0050 00000000000000000000000000000000:0000 0A 0";
-        assert_eq!(
-            listening_entry(v4),
-            Some("127.0.0.1:8080".parse().unwrap())
-        );
+        assert_eq!(listening_entry(v4), Some("127.0.0.1:8080".parse().unwrap()));
         assert_eq!(listening_entry(v4_established), None);
         assert_eq!(listening_entry(v6), Some("[::1]:80".parse().unwrap()));
         assert_eq!(listening_entry("garbage"), None);

@@ -81,7 +81,9 @@ impl Admission {
         let mut table = self.table();
         let mine = table.by_client.get(&client).map_or(0, BTreeSet::len);
         if mine >= self.caps.per_client {
-            let oldest = table.oldest_idle(Some(client)).ok_or(Full { per_client: true })?;
+            let oldest = table
+                .oldest_idle(Some(client))
+                .ok_or(Full { per_client: true })?;
             table.evict(oldest);
         }
         if table.conns.len() >= self.caps.total {
@@ -210,7 +212,10 @@ mod tests {
         assert_eq!(admission.len(), 3);
         // Busy connections are kept: with both of client 1's busy, a new one is refused.
         let _busy = (a2.busy(), a3.busy());
-        assert_eq!(admission.admit(ip(1)).unwrap_err(), Full { per_client: true });
+        assert_eq!(
+            admission.admit(ip(1)).unwrap_err(),
+            Full { per_client: true }
+        );
         // Client 2 is not affected.
         let b2 = admission.admit(ip(2)).unwrap();
         // Full in all: the oldest idle one (b1) goes, not a busy one.
@@ -230,7 +235,10 @@ mod tests {
         });
         let a = admission.admit(ip(1)).unwrap();
         let _busy = a.busy();
-        assert_eq!(admission.admit(ip(2)).unwrap_err(), Full { per_client: false });
+        assert_eq!(
+            admission.admit(ip(2)).unwrap_err(),
+            Full { per_client: false }
+        );
         drop(_busy);
         assert!(admission.admit(ip(2)).is_ok());
     }

@@ -220,7 +220,11 @@ pub fn bind(
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     if !dir.exists() {
-        let mode = if gid.is_some() { GROUP_DIR_MODE } else { DIR_MODE };
+        let mode = if gid.is_some() {
+            GROUP_DIR_MODE
+        } else {
+            DIR_MODE
+        };
         fs::DirBuilder::new()
             .recursive(true)
             .mode(mode)
@@ -233,10 +237,9 @@ pub fn bind(
     if path.exists() && std::os::unix::net::UnixStream::connect(path).is_ok() {
         return Err(ControlError::InUse(path.to_owned()));
     }
-    let name = path.file_name().map_or_else(
-        || "relay.sock".into(),
-        |n| n.to_string_lossy().into_owned(),
-    );
+    let name = path
+        .file_name()
+        .map_or_else(|| "relay.sock".into(), |n| n.to_string_lossy().into_owned());
     // Mode 0700 at most whatever the umask: only this process (root) enters it.
     let private = dir.join(format!(".{name}.{}.binding", std::process::id()));
     let _ = fs::remove_dir_all(&private);
@@ -307,9 +310,7 @@ async fn admit(stream: &UnixStream, group: &Arc<Option<ControlGroup>>) -> Result
     }
     let group = group.clone();
     let member = tokio::task::spawn_blocking(move || {
-        (*group)
-            .as_ref()
-            .map(|g| (g.name.clone(), g.has(uid, gid)))
+        (*group).as_ref().map(|g| (g.name.clone(), g.has(uid, gid)))
     })
     .await
     .unwrap_or(None);

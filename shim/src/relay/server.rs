@@ -69,7 +69,12 @@ pub async fn serve(
 }
 
 /// One connection, until it ends, times out or is closed to make room for another.
-async fn connection(stream: TcpStream, peer: SocketAddr, relay: Arc<Relay>, admitted: Arc<Admitted>) {
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    relay: Arc<Relay>,
+    admitted: Arc<Admitted>,
+) {
     let this = admitted.clone();
     let service = service_fn(move |req| {
         let busy = this.busy();
