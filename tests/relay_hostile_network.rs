@@ -113,58 +113,6 @@ impl Sim {
         }
     }
 
-    /// `imds-shim relay <args> --control <relay's>` from the root namespace, run by `user`
-    /// (`setpriv` arguments) or root.
-    fn relay_cmd(&self, relay: &Relay, user: &[&str], args: &[&str]) -> Output {
-        let shim = bins::shim();
-        let mut all: Vec<&str> = Vec::new();
-        if !user.is_empty() {
-            all.extend_from_slice(user);
-            all.push("--");
-        }
-        all.push(shim.to_str().unwrap());
-        all.push("relay");
-        all.extend_from_slice(args);
-        all.extend_from_slice(&["--control", relay.control.to_str().unwrap()]);
-        let (program, rest) = if user.is_empty() {
-            (all[0], &all[1..])
-        } else {
-            ("setpriv", &all[..])
-        };
-        duct::cmd(program, rest)
-            .stdout_capture()
-            .stderr_capture()
-            .unchecked()
-            .run()
-            .unwrap()
-    }
-
-    /// A grant's relative URI, from root.
-    fn grant(&self, relay: &Relay) -> String {
-        let out = self.relay_cmd(relay, &[], &["grant"]);
-        assert!(out.status.success(), "{}", show(&out));
-        text(&out.stdout)
-            .lines()
-            .find_map(|l| l.strip_prefix("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI="))
-            .map_or_else(|| panic!("{}", show(&out)), str::to_owned)
-    }
-
-    /// A grant's full URI and token, from root.
-    fn grant_full(&self, relay: &Relay) -> (String, String) {
-        let out = self.relay_cmd(relay, &[], &["grant"]);
-        assert!(out.status.success(), "{}", show(&out));
-        let var = |name: &str| {
-            text(&out.stdout)
-                .lines()
-                .find_map(|l| l.strip_prefix(&format!("{name}=")).map(str::to_owned))
-                .unwrap_or_else(|| panic!("{name}: {}", show(&out)))
-        };
-        (
-            var("AWS_CONTAINER_CREDENTIALS_FULL_URI"),
-            var("AWS_CONTAINER_AUTHORIZATION_TOKEN"),
-        )
-    }
-
     /// A GET from the leaf: the status line, or why there is none within `wait`.
     fn get(&self, addr: SocketAddr, path: &str, auth: Option<&str>, wait: Duration) -> String {
         get_in(self.site.leaf(), addr, path, auth, wait)
@@ -213,6 +161,58 @@ fn ip(args: &[&str]) -> Output {
 }
 
 impl Relay {
+    /// A grant's relative URI, from root.
+    fn grant(&self) -> String {
+        let out = self.cmd(&[], &["grant"]);
+        assert!(out.status.success(), "{}", show(&out));
+        text(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI="))
+            .map_or_else(|| panic!("{}", show(&out)), str::to_owned)
+    }
+
+    /// A grant's full URI and token, from root.
+    fn grant_full(&self) -> (String, String) {
+        let out = self.cmd(&[], &["grant"]);
+        assert!(out.status.success(), "{}", show(&out));
+        let var = |name: &str| {
+            text(&out.stdout)
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}=")).map(str::to_owned))
+                .unwrap_or_else(|| panic!("{name}: {}", show(&out)))
+        };
+        (
+            var("AWS_CONTAINER_CREDENTIALS_FULL_URI"),
+            var("AWS_CONTAINER_AUTHORIZATION_TOKEN"),
+        )
+    }
+
+    /// `imds-shim relay <args> --control <relay's>` from the root namespace, run by `user`
+    /// (`setpriv` arguments) or root.
+    fn cmd(&self, user: &[&str], args: &[&str]) -> Output {
+        let shim = bins::shim();
+        let mut all: Vec<&str> = Vec::new();
+        if !user.is_empty() {
+            all.extend_from_slice(user);
+            all.push("--");
+        }
+        all.push(shim.to_str().unwrap());
+        all.push("relay");
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--control", self.control.to_str().unwrap()]);
+        let (program, rest) = if user.is_empty() {
+            (all[0], &all[1..])
+        } else {
+            ("setpriv", &all[..])
+        };
+        duct::cmd(program, rest)
+            .stdout_capture()
+            .stderr_capture()
+            .unchecked()
+            .run()
+            .unwrap()
+    }
+
     fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -257,7 +257,7 @@ async fn idle_sockets_from_a_neighbour_do_not_delay_a_granted_request() {
     }
     let sim = sim();
     let relay = sim.start_relay("relay", &[]);
-    let path = sim.grant(&relay);
+    let path = relay.grant();
     let neighbour = Neighbour::attach(sim.site.host(), 1);
     let idle = neighbour.hold_idle(RELAY_ADDR, 1000);
     // Let the 1,000 sockets fill every place the relay has.
@@ -299,7 +299,7 @@ async fn only_root_and_the_control_group_get_grants() {
     assert_eq!(meta.mode() & 0o777, 0o600, "created under umask 000");
     // The window of old, or a careless chmod: the socket is open to all.
     fs::set_permissions(&relay.control, fs::Permissions::from_mode(0o666)).unwrap();
-    let out = sim.relay_cmd(&relay, &nobody, &["grant", "--label", "stolen"]);
+    let out = relay.cmd(&nobody, &["grant", "--label", "stolen"]);
     assert!(!out.status.success(), "nobody got a grant: {}", show(&out));
     assert!(
         text(&out.stderr).contains("permission denied"),
@@ -311,7 +311,7 @@ async fn only_root_and_the_control_group_get_grants() {
         "{}",
         show(&out)
     );
-    let list = sim.relay_cmd(&relay, &[], &["list", "--json"]);
+    let list = relay.cmd(&[], &["list", "--json"]);
     assert_eq!(text(&list.stdout).trim(), "[]", "{}", show(&list));
     let log = relay.stop_with("TERM");
     assert!(
@@ -322,11 +322,11 @@ async fn only_root_and_the_control_group_get_grants() {
     let relay = sim.start_relay("group", &["--control-group", "nogroup"]);
     let meta = fs::metadata(&relay.control).unwrap();
     assert_eq!((meta.mode() & 0o777, meta.gid()), (0o660, 65534));
-    let out = sim.relay_cmd(&relay, &nobody, &["grant", "--label", "member"]);
+    let out = relay.cmd(&nobody, &["grant", "--label", "member"]);
     assert!(out.status.success(), "{}", show(&out));
     assert!(text(&out.stdout).contains("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI="));
     fs::set_permissions(&relay.control, fs::Permissions::from_mode(0o666)).unwrap();
-    let out = sim.relay_cmd(&relay, &daemon, &["grant"]);
+    let out = relay.cmd(&daemon, &["grant"]);
     assert!(!out.status.success(), "{}", show(&out));
     let log = relay.stop_with("TERM");
     assert!(
@@ -346,10 +346,10 @@ async fn a_second_relay_does_not_take_the_first_ones_address() {
     }
     let sim = sim();
     let first = sim.start_relay("first", &[]);
-    let first_path = sim.grant(&first);
+    let first_path = first.grant();
     let eks: SocketAddr = "169.254.170.23:80".parse().unwrap();
     let second = sim.start_relay("second", &["--listen", "169.254.170.23:80"]);
-    let (full_uri, token) = sim.grant_full(&second);
+    let (full_uri, token) = second.grant_full();
     assert_eq!(full_uri, "http://169.254.170.23/imds-shim/credentials");
     let ok = "HTTP/1.1 200 OK";
     let wait = Duration::from_secs(2);

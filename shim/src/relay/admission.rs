@@ -234,12 +234,12 @@ mod tests {
             per_client: 1,
         });
         let a = admission.admit(ip(1)).unwrap();
-        let _busy = a.busy();
+        let busy = a.busy();
         assert_eq!(
             admission.admit(ip(2)).unwrap_err(),
             Full { per_client: false }
         );
-        drop(_busy);
+        drop(busy);
         assert!(admission.admit(ip(2)).is_ok());
     }
 }
