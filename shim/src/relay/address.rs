@@ -253,7 +253,7 @@ pub fn claim(listen: SocketAddr, link: &str) -> Result<Option<OwnedAddress>, Add
 }
 
 /// Who made a link with `alias`: a relay's mark names its pid, which is running when
-/// `/proc/<pid>` is an `imds-shim` process.
+/// `/proc/<pid>` is an `imds-shim` process that is not a zombie.
 fn owner(alias: Option<&str>) -> Owner {
     let Some(pid) = alias
         .and_then(|a| a.strip_prefix(MARK))
@@ -263,7 +263,12 @@ fn owner(alias: Option<&str>) -> Owner {
         return Owner::Other;
     };
     let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    if comm.trim_end() == "imds-shim" && pid != std::process::id() {
+    // `pid (comm) S ...`: a zombie (Z) or dead (X) process has let its link go.
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let running = stat
+        .rsplit_once(") ")
+        .is_some_and(|(_, rest)| !rest.starts_with(['Z', 'X']));
+    if comm.trim_end() == "imds-shim" && running && pid != std::process::id() {
         Owner::LiveRelay(pid)
     } else {
         Owner::GoneRelay
