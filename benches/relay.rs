@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use imds_e2e::bins;
 use imds_e2e::stats::{machine, median, runs as runs_of};
+use imds_e2e::wrk::Wrk;
 use imds_harness::backend::endpoints::IMDS_URL;
 use imds_harness::backend::netns::{Namespace, NetnsSite};
 use imds_harness::probe::env::ClientEnv;
@@ -31,65 +32,14 @@ use imds_vocab::HopLimit;
 const DURATION: &str = "4s";
 const ROLE_PATH: &str = "/latest/meta-data/iam/security-credentials/imds-harness-build-role";
 
-/// wrk's figures: requests/s, p50 and p99 latency in µs.
-struct Wrk {
-    rate: f64,
-    p50: f64,
-    p99: f64,
-}
-
-fn micros(text: &str) -> f64 {
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (n, unit) = text.split_at(split);
-    let n: f64 = n.parse().unwrap_or_else(|_| panic!("wrk latency {text:?}"));
-    n * match unit {
-        "us" => 1.0,
-        "ms" => 1e3,
-        "s" => 1e6,
-        other => panic!("wrk latency unit {other:?}"),
-    }
-}
-
 fn wrk(leaf: &Namespace, threads: u32, connections: u32, headers: &[String], url: &str) -> Wrk {
-    let mut args = vec![
-        "netns".to_owned(),
-        "exec".to_owned(),
-        leaf.name().to_owned(),
-        "wrk".to_owned(),
-        format!("-t{threads}"),
-        format!("-c{connections}"),
-        format!("-d{DURATION}"),
-        "--latency".to_owned(),
-    ];
-    for h in headers {
-        args.push("-H".to_owned());
-        args.push(h.clone());
-    }
-    args.push(url.to_owned());
-    let out = Command::new("ip").args(&args).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let run = imds_e2e::wrk::wrk(leaf, threads, connections, DURATION, headers, url);
     assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
+        run.non_2xx == 0 && run.socket_errors.is_none(),
+        "wrk saw errors:\n{}",
+        run.text
     );
-    assert!(
-        !text.contains("Non-2xx") && !text.contains("Socket errors"),
-        "wrk saw errors:\n{text}"
-    );
-    let field = |prefix: &str| -> &str {
-        text.lines()
-            .find_map(|l| l.trim().strip_prefix(prefix))
-            .unwrap_or_else(|| panic!("no {prefix:?} in:\n{text}"))
-            .trim()
-    };
-    Wrk {
-        rate: field("Requests/sec:").parse().unwrap(),
-        p50: micros(field("50%")),
-        p99: micros(field("99%")),
-    }
+    run
 }
 
 /// An IMDSv2 token fetched from inside `leaf`.

@@ -692,7 +692,7 @@ async fn credentials_refresh_across_expiry_and_grants_survive_a_restart() {
     );
 }
 
-/// The limits: connections beyond `--max-connections` wait until one closes; a grant over its
+/// The limits: a connection beyond `--max-connections` closes the oldest idle one; a grant over its
 /// rate limit gets 429 and a log line, other grants are not affected.
 #[tokio::test(flavor = "multi_thread")]
 async fn connections_and_requests_per_grant_are_bounded() {
@@ -709,7 +709,8 @@ async fn connections_and_requests_per_grant_are_bounded() {
     let b_path = b.var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI").to_owned();
     let status = |r: Option<String>| r.map(|r| r.lines().next().unwrap_or("").to_owned());
 
-    // Two idle connections take both places: a third is not served...
+    // Two idle connections take both places: a third is served at once, and the oldest idle
+    // one is closed to make room for it.
     let connect = || {
         sim.site
             .leaf()
@@ -717,13 +718,19 @@ async fn connections_and_requests_per_grant_are_bounded() {
             .unwrap()
             .unwrap()
     };
-    let idle = [connect(), connect()];
+    let mut idle = [connect(), connect()];
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(sim.get_within(&a_path, Duration::from_secs(1)), None);
-    // ... until one of them closes.
-    drop(idle);
-    let ok = status(sim.get_within(&a_path, Duration::from_secs(5)));
+    let ok = status(sim.get_within(&a_path, Duration::from_secs(1)));
     assert_eq!(ok.as_deref(), Some("HTTP/1.1 200 OK"));
+    idle[0]
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    assert_eq!(
+        idle[0].read(&mut [0; 1]).unwrap(),
+        0,
+        "the oldest was closed"
+    );
+    drop(idle);
 
     // Grant a's burst of 2 is soon used up (the waiting request may have taken one); then
     // 429, while grant b is served.

@@ -12,12 +12,15 @@ use clap::{Args, Subcommand};
 use tokio::signal::unix::{signal, SignalKind};
 
 use imds_shim::probe::Place;
-use imds_shim::relay::control::{self, ControlReply, ControlRequest};
+use imds_shim::relay::admission::Caps;
+use imds_shim::relay::control::{self, ControlGroup, ControlReply, ControlRequest};
 use imds_shim::relay::grants::{self, Grants};
 use imds_shim::relay::limit::RateLimit;
 use imds_shim::relay::role::{self, RoleCache, RoleSource};
-use imds_shim::relay::{self, address, log, state, Relay};
+use imds_shim::relay::{self, address, log, privilege, state, Relay};
 
+/// How long the runtime of the first IMDS fetch may take to stop.
+const FIRST_FETCH_STOP: Duration = Duration::from_secs(1);
 /// How long the relay waits for its tasks after a signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Worker threads of the relay's runtime.
@@ -51,24 +54,32 @@ struct ControlArg {
 
 #[derive(Debug, Args)]
 struct ServeArgs {
-    /// The address and port to serve (the address is added to --link unless it is a loopback address)
-    #[arg(long, value_name = "IP:PORT", default_value = relay::DEFAULT_LISTEN)]
+    /// The address and port to serve: 169.254.170.2, 169.254.170.23, [fd00:ec2::23] or a loopback address, the ones SDKs accept over http (the address is added to --link unless it is a loopback address)
+    #[arg(long, value_name = "IP:PORT", default_value = relay::DEFAULT_LISTEN, value_parser = address::parse_listen)]
     listen: SocketAddr,
 
-    /// The dummy link the relay creates to hold the address, and removes on exit
-    #[arg(long, value_name = "NAME", default_value = relay::DEFAULT_LINK)]
-    link: String,
+    /// The link the relay creates to hold the address, marks as its own and removes on exit [default: imdsh-relay0 for 169.254.170.2, one name per address]
+    #[arg(long, value_name = "NAME")]
+    link: Option<String>,
 
     #[command(flatten)]
     control: ControlArg,
+
+    /// Let the members of GROUP use the control socket (grant, revoke, list) besides root
+    #[arg(long, value_name = "GROUP")]
+    control_group: Option<String>,
 
     /// Keep grants in FILE (mode 0600, written atomically) so that they survive a restart
     #[arg(long, value_name = "FILE")]
     state: Option<PathBuf>,
 
-    /// The most connections served at once
+    /// The most connections kept at once; when full, the oldest idle one is closed for a new one
     #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65_536))]
     max_connections: u32,
+
+    /// The most connections kept at once from one client address; past it, the client's oldest idle one is closed
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    max_connections_per_client: u32,
 
     /// Requests per second allowed per grant
     #[arg(long, value_name = "N", default_value_t = 10.0)]
@@ -247,37 +258,63 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         burst: args.burst,
     };
     relay::logging::init();
+    let caps = Caps {
+        total: args.max_connections as usize,
+        per_client: args.max_connections_per_client as usize,
+    };
+    let group = args
+        .control_group
+        .as_deref()
+        .map(ControlGroup::lookup)
+        .transpose()?;
+    let link = args
+        .link
+        .clone()
+        .unwrap_or_else(|| address::default_link(args.listen.ip()));
     let place = Place::from_env(|name| std::env::var(name).ok())?;
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let no_credentials = |e: &dyn std::fmt::Display| {
+        anyhow::anyhow!(
+            "IMDS on this host gave no credentials ({e}): the relay serves the instance \
+             role's credentials, so run it on the EC2 host itself (not in a container), on \
+             an instance with an IAM role (instance profile) and its metadata endpoint enabled"
+        )
+    };
+    let source = RoleSource::new(&place, timeout).map_err(|e| no_credentials(&e))?;
+    // The first fetch runs on a runtime of its own, stopped before the privileges are dropped:
+    // capabilities are per thread, and the serving runtime's threads must start without them.
+    let first = {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("could not start the async runtime")?;
+        let first = rt.block_on(source.fetch());
+        rt.shutdown_timeout(FIRST_FETCH_STOP);
+        first.map_err(|e| no_credentials(&e))?
+    };
+    let state = match &args.state {
+        Some(path) => Some(state::open(path)?),
+        None => None,
+    };
+    let restored = state.as_ref().map_or(0, |(_, records)| records.len());
+    let records = state.as_ref().map(|(_, r)| r.clone()).unwrap_or_default();
+    let control_listener = control::bind(&args.control.control, group.as_ref())?;
+    let control_file = RemovedOnDrop(args.control.control.clone());
+    control_listener.set_nonblocking(true)?;
+    let owned = address::claim(args.listen, &link)?;
+    let listener = std::net::TcpListener::bind(args.listen)
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    listener.set_nonblocking(true)?;
+    privilege::keep_net_admin_only()?;
+
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKERS)
         .enable_all()
         .build()
         .context("could not start the async runtime")?;
     rt.block_on(async {
-        let timeout = Duration::from_millis(args.timeout_ms);
-        let no_credentials = |e: &dyn std::fmt::Display| {
-            anyhow::anyhow!(
-                "IMDS on this host gave no credentials ({e}): the relay serves the instance \
-                 role's credentials, so run it on the EC2 host itself (not in a container), on \
-                 an instance with an IAM role (instance profile) and its metadata endpoint enabled"
-            )
-        };
-        let source = RoleSource::new(&place, timeout).map_err(|e| no_credentials(&e))?;
-        let first = source.fetch().await.map_err(|e| no_credentials(&e))?;
-        let state = match &args.state {
-            Some(path) => Some(state::open(path)?),
-            None => None,
-        };
-        let restored = state.as_ref().map_or(0, |(_, records)| records.len());
-        let records = state.as_ref().map(|(_, r)| r.clone()).unwrap_or_default();
-        let control_listener = control::bind(&args.control.control)?;
-        let control_file = RemovedOnDrop(args.control.control.clone());
-        let owned = address::claim(args.listen, &args.link)?;
-        let listener = std::net::TcpListener::bind(args.listen)
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
-        listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
-
+        let control_listener = tokio::net::UnixListener::from_std(control_listener)?;
         log(&format!(
             "the role's credentials: {} until {}",
             first.access_key_id,
@@ -296,12 +333,13 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         let http = tokio::spawn(imds_shim::relay::server::serve(
             listener,
             relay.clone(),
-            args.max_connections as usize,
+            caps,
             stopped.clone(),
         ));
-        let ctl = tokio::spawn(control::serve(control_listener, relay, stopped));
+        let ctl = tokio::spawn(control::serve(control_listener, relay, group, stopped));
         log(&format!(
-            "serving on {}{}; control socket {}; {restored} grant(s) from the state file",
+            "serving on {}{}; control socket {}; {restored} grant(s) from the state file; \
+             capabilities kept: CAP_NET_ADMIN only",
             args.listen,
             owned
                 .as_ref()
@@ -312,9 +350,11 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
 
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
         let name = tokio::select! {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
+            _ = hup.recv() => "SIGHUP",
         };
         log(&format!("{name}: stopping"));
         let _ = stop.send(true);

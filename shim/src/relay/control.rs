@@ -1,11 +1,17 @@
-//! The control channel of a running relay: a unix socket (mode 0600, in a directory of mode
-//! 0700 when the relay creates it) on which `relay grant`, `revoke` and `list` send one JSON
-//! request line and read one JSON reply line.
+//! The control channel of a running relay: a unix socket on which `relay grant`, `revoke` and
+//! `list` send one JSON request line and read one JSON reply line.
+//!
+//! Who may call: root, and with `--control-group GROUP` the members of that group (its gid, or
+//! its member list), checked by the caller's credentials from the kernel (`SO_PEERCRED`) on
+//! every connection; a refusal is logged with the caller's uid. The socket has mode 0600
+//! (0660 and the group with `--control-group`) from the moment its path exists: it is bound
+//! inside a fresh directory only the relay can enter, given its mode there, and then renamed
+//! into place. A directory the relay creates for it has mode 0700 (0750 and the group).
 
 use std::fmt;
 use std::fs;
 use std::io;
-use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -25,8 +31,52 @@ const MAX_LINE: u64 = 4096;
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
 /// The socket's permissions.
 const SOCKET_MODE: u32 = 0o600;
+/// The socket's permissions with `--control-group`.
+const GROUP_SOCKET_MODE: u32 = 0o660;
 /// The permissions of a directory the relay creates for it.
 const DIR_MODE: u32 = 0o700;
+/// The same, with `--control-group`.
+const GROUP_DIR_MODE: u32 = 0o750;
+
+/// The group whose members may use the control socket besides root (`--control-group`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlGroup {
+    /// Its name, as given.
+    pub name: String,
+    /// Its gid.
+    pub gid: u32,
+}
+
+impl ControlGroup {
+    /// The group named `name` (or numbered, when it is a number).
+    pub fn lookup(name: &str) -> Result<Self, ControlError> {
+        let unknown = || ControlError::UnknownGroup(name.to_owned());
+        let group = match name.parse::<u32>() {
+            Ok(gid) => nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid)),
+            Err(_) => nix::unistd::Group::from_name(name),
+        };
+        let group = group.ok().flatten().ok_or_else(unknown)?;
+        Ok(Self {
+            name: name.to_owned(),
+            gid: group.gid.as_raw(),
+        })
+    }
+
+    /// Whether the caller with `uid` and primary `gid` is a member.
+    fn has(&self, uid: u32, gid: u32) -> bool {
+        if gid == self.gid {
+            return true;
+        }
+        let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid));
+        let group = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(self.gid));
+        match (user, group) {
+            (Ok(Some(user)), Ok(Some(group))) => {
+                user.gid.as_raw() == self.gid || group.mem.contains(&user.name)
+            }
+            _ => false,
+        }
+    }
+}
 
 /// A control request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +191,9 @@ pub enum ControlError {
     /// The socket is in use by a running relay.
     #[error("another relay is running on control socket {0}")]
     InUse(PathBuf),
+    /// `--control-group` names no group.
+    #[error("--control-group {0}: no such group")]
+    UnknownGroup(String),
     /// Talking failed.
     #[error("control socket {path}: {source}")]
     Io {
@@ -160,32 +213,76 @@ pub enum ControlError {
     },
 }
 
-/// Binds the control socket at `path` (mode 0600). A socket file no relay answers on is
-/// replaced; one a relay answers on is refused.
-pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
+/// Binds the control socket at `path` (mode 0600, or 0660 and `group`'s), with no moment in
+/// which its path exists with other permissions. A socket file no relay answers on is replaced;
+/// one a relay answers on is refused.
+pub fn bind(
+    path: &Path,
+    group: Option<&ControlGroup>,
+) -> Result<std::os::unix::net::UnixListener, ControlError> {
     let io_err = |source| ControlError::Io {
         path: path.to_owned(),
         source,
     };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.exists() {
-            fs::create_dir_all(dir).map_err(io_err)?;
-            fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE)).map_err(io_err)?;
-        }
+    let gid = group.map(|g| g.gid);
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.exists() {
+        let mode = if gid.is_some() {
+            GROUP_DIR_MODE
+        } else {
+            DIR_MODE
+        };
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(mode)
+            .create(dir)
+            .map_err(io_err)?;
+        // The umask may have taken bits away; the group's are given back on purpose.
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode)).map_err(io_err)?;
+        std::os::unix::fs::chown(dir, None, gid).map_err(io_err)?;
     }
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(ControlError::InUse(path.to_owned()));
-        }
-        fs::remove_file(path).map_err(io_err)?;
+    if path.exists() && std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(ControlError::InUse(path.to_owned()));
     }
-    let listener = UnixListener::bind(path).map_err(io_err)?;
-    fs::set_permissions(path, fs::Permissions::from_mode(SOCKET_MODE)).map_err(io_err)?;
-    Ok(listener)
+    let name = path
+        .file_name()
+        .map_or_else(|| "relay.sock".into(), |n| n.to_string_lossy().into_owned());
+    // Mode 0700 at most whatever the umask: only this process (root) enters it.
+    let private = dir.join(format!(".{name}.{}.binding", std::process::id()));
+    let _ = fs::remove_dir_all(&private);
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&private)
+        .map_err(io_err)?;
+    let bound = (|| {
+        let inner = private.join("socket");
+        let listener = std::os::unix::net::UnixListener::bind(&inner)?;
+        let mode = if gid.is_some() {
+            GROUP_SOCKET_MODE
+        } else {
+            SOCKET_MODE
+        };
+        fs::set_permissions(&inner, fs::Permissions::from_mode(mode))?;
+        std::os::unix::fs::chown(&inner, None, gid)?;
+        // Replaces a stale socket file at `path` at once.
+        fs::rename(&inner, path)?;
+        Ok(listener)
+    })();
+    let _ = fs::remove_dir_all(&private);
+    bound.map_err(io_err)
 }
 
-/// Answers control requests until `shutdown` turns true.
-pub async fn serve(listener: UnixListener, relay: Arc<Relay>, mut shutdown: watch::Receiver<bool>) {
+/// Answers control requests from the callers `group` allows until `shutdown` turns true.
+pub async fn serve(
+    listener: UnixListener,
+    relay: Arc<Relay>,
+    group: Option<ControlGroup>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let group = Arc::new(group);
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -199,10 +296,55 @@ pub async fn serve(listener: UnixListener, relay: Arc<Relay>, mut shutdown: watc
             _ = shutdown.changed() => return,
         };
         let relay = relay.clone();
+        let group = group.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(CONTROL_TIMEOUT, answer(stream, &relay)).await;
+            let _ = tokio::time::timeout(CONTROL_TIMEOUT, async {
+                match admit(&stream, &group).await {
+                    Ok(()) => answer(stream, &relay).await,
+                    Err(refusal) => refuse(stream, refusal).await,
+                }
+            })
+            .await;
         });
     }
+}
+
+/// Whether the caller at the other end of `stream` may use the socket: the refusal otherwise.
+async fn admit(stream: &UnixStream, group: &Arc<Option<ControlGroup>>) -> Result<(), String> {
+    let cred = stream
+        .peer_cred()
+        .map_err(|e| format!("the caller's credentials are unknown ({e})"))?;
+    let (uid, gid) = (cred.uid(), cred.gid());
+    if uid == 0 {
+        return Ok(());
+    }
+    let group = group.clone();
+    let member = tokio::task::spawn_blocking(move || {
+        (*group).as_ref().map(|g| (g.name.clone(), g.has(uid, gid)))
+    })
+    .await
+    .unwrap_or(None);
+    match member {
+        Some((_, true)) => Ok(()),
+        Some((name, false)) => Err(format!(
+            "uid {uid} (gid {gid}) is neither root nor a member of --control-group {name}"
+        )),
+        None => Err(format!(
+            "uid {uid} (gid {gid}) is not root (give others access with --control-group)"
+        )),
+    }
+}
+
+async fn refuse(stream: UnixStream, why: String) -> io::Result<()> {
+    log(&format!("control: refused a caller: {why}"));
+    let (_, mut write) = stream.into_split();
+    let reply = ControlReply::Error {
+        message: format!("permission denied: {why}"),
+    };
+    let mut out = serde_json::to_vec(&reply).map_err(io::Error::other)?;
+    out.push(b'\n');
+    write.write_all(&out).await?;
+    write.shutdown().await
 }
 
 async fn answer(stream: UnixStream, relay: &Relay) -> io::Result<()> {

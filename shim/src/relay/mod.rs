@@ -7,6 +7,8 @@
 //! deep gets them while the instance keeps hop limit 1, and only a build that was given a grant.
 //!
 //! - [`address`]: owning 169.254.170.2 on a dummy link of the relay's own.
+//! - [`admission`]: which connections are kept (caps per client and in all).
+//! - [`privilege`]: the capabilities kept after start.
 //! - [`grants`]: grants, their capabilities and the checks of a request.
 //! - [`limit`]: the per-grant rate limit.
 //! - [`role`]: the role's credentials from IMDS, refreshed before expiry.
@@ -17,10 +19,12 @@
 //! - [`logging`]: the log on stderr, and refusals summarised per client.
 
 pub mod address;
+pub mod admission;
 pub mod control;
 pub mod grants;
 pub mod limit;
 pub mod logging;
+pub mod privilege;
 pub mod role;
 pub mod server;
 pub mod state;

@@ -3,28 +3,32 @@
 //! (the full URI form) answer with the container credentials JSON. Nothing else is served, and
 //! nothing is passed to IMDS.
 //!
-//! Limits: at most `max_connections` connections at once (more wait in the listen backlog),
-//! request heads of at most 8 KiB read within 5 s, no request body, each connection closed after
-//! 30 s; a rate limit per grant. Refusals: 403 (no valid grant), 429 (over the rate limit), 404
+//! Limits: connections are accepted at once and kept under a cap per client address and one in
+//! all, the oldest idle ones closed first to make room ([`super::admission`]); request heads of
+//! at most 8 KiB read within 5 s, no request body, each connection closed after 30 s, and after
+//! any refusal; a rate limit per grant. Refusals: 403 (no valid grant), 429 (over the rate limit), 404
 //! (another path), 405 (another method), 413 (a body), 503 (no credentials from IMDS), each with
 //! a JSON body `{"code": ..., "message": ...}` and a log line naming the grant's id and label and
 //! the client's address, never a secret.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http::{header, Method, Request, Response, StatusCode};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::{Body as _, Incoming};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
+use super::admission::{Admission, Admitted, Busy, Caps};
 use super::grants::{Presented, Refusal};
 use super::{log, Relay, CREDENTIALS_PATH};
 
@@ -35,19 +39,16 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a connection may stay open.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Serves `listener` until `shutdown` turns true.
+/// Serves `listener` until `shutdown` turns true: each connection is accepted at once and kept
+/// or not by [`Admission`] under `caps`.
 pub async fn serve(
     listener: TcpListener,
     relay: Arc<Relay>,
-    max_connections: usize,
+    caps: Caps,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let permits = Arc::new(Semaphore::new(max_connections));
+    let admission = Admission::new(caps);
     loop {
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            _ = shutdown.changed() => return,
-        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -59,21 +60,70 @@ pub async fn serve(
             },
             _ = shutdown.changed() => return,
         };
-        let relay = relay.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let service = service_fn(move |req| {
-                let relay = relay.clone();
-                async move { Ok::<_, Infallible>(answer(&relay, peer, &req)) }
-            });
-            let mut builder = http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEAD_TIMEOUT)
-                .max_buf_size(MAX_HEAD_BYTES);
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
-        });
+        // Every place within the caps is answering a request: this one is closed unanswered.
+        let Ok(admitted) = admission.admit(peer.ip()) else {
+            continue;
+        };
+        tokio::spawn(connection(stream, peer, relay.clone(), Arc::new(admitted)));
+    }
+}
+
+/// One connection, until it ends, times out or is closed to make room for another.
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    relay: Arc<Relay>,
+    admitted: Arc<Admitted>,
+) {
+    let this = admitted.clone();
+    let service = service_fn(move |req| {
+        let busy = this.busy();
+        let mut response = answer(&relay, peer, &req);
+        // A refused client gets no kept-alive connection to hold on to.
+        if response.status() != StatusCode::OK {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        let response = response.map(|body| Held { body, _busy: busy });
+        async move { Ok::<_, Infallible>(response) }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES);
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn) => {}
+        () = admitted.evicted() => {}
+    }
+}
+
+/// A response body that keeps its connection marked busy (not closed to make room) until it
+/// has been sent.
+struct Held {
+    body: Full<Bytes>,
+    _busy: Busy,
+}
+
+impl Body for Held {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
