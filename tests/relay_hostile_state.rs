@@ -5,7 +5,6 @@
 //! The relay runs in the netns site's EC2 host namespace and listens on that namespace's own
 //! loopback (no link needed); every request is sent from inside that namespace.
 
-use std::fmt::Write as _;
 use std::fs;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
@@ -199,7 +198,7 @@ impl Drop for Immutable<'_> {
     }
 }
 
-/// The flood: requests, and the connections they are sent on.
+/// The flood: requests, each on a connection of its own, and the threads that send them.
 const FLOOD: usize = 25_000;
 const CONNECTIONS: usize = 25;
 /// The grants of the volume test: live (the cap) and ended.
@@ -421,42 +420,31 @@ async fn a_flood_of_refusals_writes_a_bounded_log() {
         .site
         .host()
         .run_in(move || -> std::io::Result<usize> {
+            // The relay closes a connection after refusing on it, so each wrong secret
+            // comes on a connection of its own, from CONNECTIONS threads at once.
+            let threads: Vec<_> = (0..CONNECTIONS)
+                .map(|c| {
+                    let id = id.clone();
+                    std::thread::spawn(move || -> std::io::Result<usize> {
+                        let mut forbidden = 0;
+                        for i in 0..FLOOD / CONNECTIONS {
+                            let mut s = TcpStream::connect(addr)?;
+                            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+                            write!(
+                                s,
+                                "GET /imds-shim/credentials/{id}.guess{c}x{i} HTTP/1.1\r\nHost: x\r\n\r\n"
+                            )?;
+                            let mut status = String::new();
+                            BufReader::new(s).read_line(&mut status)?;
+                            forbidden += usize::from(status.starts_with("HTTP/1.1 403"));
+                        }
+                        Ok(forbidden)
+                    })
+                })
+                .collect();
             let mut forbidden = 0;
-            for c in 0..CONNECTIONS {
-                let s = TcpStream::connect(addr)?;
-                s.set_read_timeout(Some(Duration::from_secs(10)))?;
-                let mut reader = BufReader::new(s.try_clone()?);
-                let per = FLOOD / CONNECTIONS;
-                let requests = (0..per).fold(String::new(), |mut all, i| {
-                    let _ = write!(
-                        all,
-                        "GET /imds-shim/credentials/{id}.guess{c}x{i} HTTP/1.1\r\nHost: x\r\n\r\n"
-                    );
-                    all
-                });
-                let writer = std::thread::spawn({
-                    let mut s = s.try_clone()?;
-                    move || s.write_all(requests.as_bytes())
-                });
-                for _ in 0..per {
-                    let mut status = String::new();
-                    reader.read_line(&mut status)?;
-                    let mut length = 0;
-                    loop {
-                        let mut line = String::new();
-                        reader.read_line(&mut line)?;
-                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                            length = v.trim().parse().unwrap_or(0);
-                        }
-                        if line == "\r\n" || line.is_empty() {
-                            break;
-                        }
-                    }
-                    let mut body = vec![0; length];
-                    reader.read_exact(&mut body)?;
-                    forbidden += usize::from(status.starts_with("HTTP/1.1 403"));
-                }
-                writer.join().unwrap()?;
+            for t in threads {
+                forbidden += t.join().expect("a flooding thread")?;
             }
             Ok(forbidden)
         })
