@@ -169,7 +169,10 @@ impl CellRun<'_> {
     /// [`RETRIES`] times: one the mock saw nothing of (a connect that timed out on a busy
     /// machine), or one whose token came through (a GET was answered, then something
     /// timed out).
-    fn run_with_retries(&self, h: HopLimit) -> Result<(ProbeOutcome, Option<ImdsVersion>), Stopped> {
+    fn run_with_retries(
+        &self,
+        h: HopLimit,
+    ) -> Result<(ProbeOutcome, Option<ImdsVersion>), Stopped> {
         let mut attempt = 0;
         let (before, outcome, after) = loop {
             let before = self.mock.events();
@@ -179,11 +182,7 @@ impl CellRun<'_> {
             if outcome.ok || attempt == RETRIES {
                 break (before, outcome, after);
             }
-            let token_came_through = self
-                .mock
-                .requests_since(mark)
-                .iter()
-                .any(answered_imds_get);
+            let token_came_through = self.mock.requests_since(mark).iter().any(answered_imds_get);
             if after != before && !token_came_through {
                 break (before, outcome, after);
             }

@@ -38,10 +38,10 @@ pub use crate::probe::Tools;
 use crate::probe::{cli, sdk, shim, Client, Leaf, Probe, ProbeError, ProbeOutcome, Program};
 use crate::topology::Topology;
 use cell::CellRun;
-use start_ups::StartUps;
 use imds_mock::{MetadataOptionsChange, MockAws};
 use imds_vocab::{HopLimit, HttpTokens};
 pub use search::{search, Search};
+use start_ups::StartUps;
 
 /// How the minimal hop limit is searched for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -235,9 +235,7 @@ fn run_client_at(
 /// answer is confirmed by probes anyway); elsewhere none, and the first client measured
 /// (the TTL probe, when asked for) seeds the others.
 fn model_seed(topology: &Topology) -> Option<HopLimit> {
-    topology
-        .is_proxied()
-        .then(|| topology.min_hop_limit())
+    topology.is_proxied().then(|| topology.min_hop_limit())
 }
 
 /// A folder for the clients' HOME, removed when dropped.
@@ -557,10 +555,6 @@ mod tests {
         assert_eq!(one_by_one.len(), plan.len());
         assert!(one_by_one.iter().zip(&plan).all(|(b, t)| b == &[t]));
     }
-
-
-
-
 
     #[test]
     fn the_ttl_probe_runs_first_and_the_cli_last_each_once() {

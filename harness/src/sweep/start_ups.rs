@@ -92,7 +92,11 @@ mod tests {
             }
         });
         assert_eq!(most.load(Ordering::SeqCst), 2);
-        assert_eq!(*start_ups.free.lock().unwrap(), 2, "every place came back once");
+        assert_eq!(
+            *start_ups.free.lock().unwrap(),
+            2,
+            "every place came back once"
+        );
         let _held = start_ups.enter();
         assert_eq!(*start_ups.free.lock().unwrap(), 1);
     }

@@ -13,7 +13,9 @@ pub(crate) const IMDS_ADDR: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 ///
 /// [`Site::cell_mock`]: crate::backend::Site::cell_mock
 pub(super) fn cell_mock_addr(n: u32) -> Option<Ipv4Addr> {
-    let last = u8::try_from(n.checked_add(1)?).ok().filter(|last| *last <= 250)?;
+    let last = u8::try_from(n.checked_add(1)?)
+        .ok()
+        .filter(|last| *last <= 250)?;
     Some(Ipv4Addr::new(169, 254, 100, last))
 }
 

@@ -59,8 +59,17 @@ pub(crate) fn start_mock(ns: &Namespace, config: MockConfig) -> Result<MockAws, 
 
 /// Starts a mock in `ns` at `addr`, on the ports of
 /// [`endpoints`](crate::backend::endpoints).
-fn start_mock_at(ns: &Namespace, config: MockConfig, addr: Ipv4Addr) -> Result<MockAws, NetnsError> {
-    let bind_error = || io_error(format!("binding the mock at {addr} in namespace {}", ns.name()));
+fn start_mock_at(
+    ns: &Namespace,
+    config: MockConfig,
+    addr: Ipv4Addr,
+) -> Result<MockAws, NetnsError> {
+    let bind_error = || {
+        io_error(format!(
+            "binding the mock at {addr} in namespace {}",
+            ns.name()
+        ))
+    };
     let at = |port| SocketAddr::V4(SocketAddrV4::new(addr, port));
     let listeners = Listeners {
         imds: ns.bind_tcp(at(IMDS_PORT)).map_err(bind_error())?,

@@ -57,9 +57,10 @@ impl SweepProgress {
                 .progress_chars("=> "),
             ),
         );
-        let style = ProgressStyle::with_template("  {prefix:<22} [{bar:14}] {pos:>2}/{len} {wide_msg}")
-            .expect("a valid template")
-            .progress_chars("=> ");
+        let style =
+            ProgressStyle::with_template("  {prefix:<22} [{bar:14}] {pos:>2}/{len} {wide_msg}")
+                .expect("a valid template")
+                .progress_chars("=> ");
         let bars = plan
             .topologies
             .iter()
@@ -146,10 +147,11 @@ impl SweepProgress {
                 bar.set_message(state.waiting_for(topology));
             }
         }
-        self.overall.set_message(match state.time_left(self.cells_at_once) {
-            Some(left) => format!("~{} s left", left.as_secs()),
-            None => String::new(),
-        });
+        self.overall
+            .set_message(match state.time_left(self.cells_at_once) {
+                Some(left) => format!("~{} s left", left.as_secs()),
+                None => String::new(),
+            });
     }
 
     /// Removes the bars; what the run spent waiting for time-outs.
@@ -330,7 +332,9 @@ mod tests {
         state.unsettled.remove(&key(ruby));
         assert_eq!(state.time_left(true), Some(Duration::from_secs(1)));
         assert!(state.waiting_for(topology).is_empty());
-        state.running.insert(key(sdk), (HopLimit::new(2).ok(), Instant::now()));
+        state
+            .running
+            .insert(key(sdk), (HopLimit::new(2).ok(), Instant::now()));
         assert_eq!(state.waiting_for(topology), "waiting for required: sdk@2");
     }
 }
