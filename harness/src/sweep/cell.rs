@@ -49,7 +49,7 @@ pub(super) struct CellRun<'a> {
 }
 
 /// How often a run's start-up is checked for being over.
-const START_UP_POLL: Duration = Duration::from_millis(10);
+const START_UP_POLL: Duration = Duration::from_millis(20);
 
 impl CellRun<'_> {
     /// Runs the client once at the mock's current hop limit (`None`: the TTL probe, which
@@ -65,7 +65,7 @@ impl CellRun<'_> {
         let outcome = std::thread::scope(|scope| {
             // The start-up is over when the mock hears from the client, or the run ends.
             scope.spawn(|| {
-                while !ended.load(Ordering::SeqCst) && self.mock.requests_since(mark).is_empty() {
+                while !ended.load(Ordering::SeqCst) && self.mock.request_mark() == mark {
                     std::thread::sleep(START_UP_POLL);
                 }
                 place.leave();
