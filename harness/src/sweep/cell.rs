@@ -195,13 +195,13 @@ impl CellRun<'_> {
                 "the mock saw nothing of a failed run; again"
             );
         };
-        let via = outcome.ok.then(|| {
-            if after.identity_v1 > before.identity_v1 {
+        let via = outcome
+            .ok
+            .then_some(if after.identity_v1 > before.identity_v1 {
                 ImdsVersion::V1
             } else {
                 ImdsVersion::V2
-            }
-        });
+            });
         Ok((outcome, via))
     }
 }

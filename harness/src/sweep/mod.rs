@@ -214,8 +214,9 @@ pub fn run_client(
     run_client_at(leaf, env, timeout, client, STS_URL)
 }
 
-/// [`run_client`] with STS at `sts_url` (the IMDS is where `env` says).
-fn run_client_at(
+/// [`run_client`] with STS at `sts_url` (the IMDS is where `env` says): for a client of
+/// a mock other than the site's own ([`Site::cell_mock`]).
+pub fn run_client_at(
     leaf: &dyn Leaf,
     env: &ClientEnv,
     timeout: Duration,
@@ -344,7 +345,7 @@ impl TopologyRun<'_> {
                         let mut cells = Vec::new();
                         let mut seed = seed;
                         for &client in leaders {
-                            let cell = self.cell_with_own_mock(mock()?, client, mode, seed)?;
+                            let cell = self.cell_with_own_mock(&mock()?, client, mode, seed)?;
                             seed = cell.minimal_hop_limit;
                             cells.push(cell);
                         }
@@ -354,7 +355,7 @@ impl TopologyRun<'_> {
                                 .map(|&client| {
                                     scope.spawn(move || {
                                         let _runtime = runtime.enter();
-                                        self.cell_with_own_mock(mock()?, client, mode, seed)
+                                        self.cell_with_own_mock(&mock()?, client, mode, seed)
                                     })
                                 })
                                 .collect();
@@ -378,12 +379,12 @@ impl TopologyRun<'_> {
     /// One cell against `mock`, which serves it alone.
     fn cell_with_own_mock(
         &self,
-        mock: MockAws,
+        mock: &MockAws,
         client: Probe,
         mode: HttpTokens,
         seed: Option<HopLimit>,
     ) -> Result<Cell, Stopped> {
-        set_tokens(&mock, mode);
+        set_tokens(mock, mode);
         let home = home(self.stop)?;
         let endpoints = mock.endpoints();
         let env = ClientEnv::new(home.path(), &endpoints.imds)
@@ -391,7 +392,7 @@ impl TopologyRun<'_> {
         CellRun {
             key: self.key(client, mode),
             leaf: self.site.leaf(),
-            mock: &mock,
+            mock,
             env: &env,
             sts_url: &endpoints.sts,
             plan: self.plan,
