@@ -215,8 +215,9 @@ async fn a_cell_mock_is_where_the_imds_is_and_keeps_its_own_hop_limit() {
     ] {
         let topology = topology(name);
         tokio::task::block_in_place(|| {
-            lab.worker().unwrap();
-            let site = lab.realise(&mut (), &topology).unwrap();
+            #[expect(clippy::let_unit_value, reason = "a lab's worker, () on netns")]
+            let mut worker = lab.worker().unwrap();
+            let site = lab.realise(&mut worker, &topology).unwrap();
             let [works, fails] = [(); 2].map(|()| {
                 let mock = site.cell_mock().expect("netns makes cell mocks").unwrap();
                 mock.modify(&MetadataOptionsChange {
