@@ -9,13 +9,14 @@ use imds_e2e::require::{require, Requirement};
 use imds_harness::backend::endpoints::STS_URL;
 use imds_harness::backend::netns::NamespaceLeaf;
 use imds_harness::backend::netns::{NetnsLab, NetnsSite};
+use imds_harness::backend::{Lab, Site};
 use imds_harness::cell::{Cell, ModelCheck};
 use imds_harness::probe::env::ClientEnv;
 use imds_harness::probe::{cli, Client, Probe};
 use imds_harness::report;
 use imds_harness::sweep::{self, Strategy, SweepPlan, Tools};
 use imds_harness::topology::{Forwarding, Topology};
-use imds_mock::{MetadataOptionsChange, MockConfig, IMDS_PORT};
+use imds_mock::{MetadataOptionsChange, MockAws, MockConfig, IMDS_PORT};
 use imds_vocab::{HopLimit, HttpTokens};
 
 const NEEDS: &[Requirement] = &[
@@ -166,6 +167,98 @@ async fn hop_limit_2_serves_docker_but_not_earthly_and_3_serves_all() {
 
     for (name, ok, reason) in outcomes(3) {
         assert!(ok, "{name} at hop limit 3: {reason:?}");
+    }
+}
+
+/// A cell's own mock ([`Site::cell_mock`], on an address of its own beside
+/// 169.254.169.254) is where the IMDS is: behind a router, two, slirp4netns and pasta
+/// the TTL probe needs there what it needs at the IMDS, and the Ruby SDK (which takes
+/// the endpoint's host but always port 80) gets its identity from it at the
+/// topology's need. Two cell mocks of one site, probed at the same time at the need and
+/// one below, keep their own hop limit and events: one serves the identity, the other
+/// only a token that never arrives.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cell_mock_is_where_the_imds_is_and_keeps_its_own_hop_limit() {
+    if !require(
+        "cell_mock",
+        &[
+            Requirement::Root,
+            Requirement::NetTools,
+            Requirement::UserStacks,
+            Requirement::SdkClients,
+        ],
+    ) {
+        return;
+    }
+    let ruby = Probe::Client(Client::RubySdk);
+    let lab = NetnsLab {
+        tools: Tools::locate(&[ruby, Probe::Ttl]).unwrap(),
+    };
+    let home = tempfile::tempdir().unwrap();
+    let run = |site: &dyn Site, mock: &MockAws, probe: Probe| {
+        let endpoints = mock.endpoints();
+        let env = ClientEnv::new(home.path(), &endpoints.imds);
+        sweep::run_client_at(
+            site.leaf(),
+            &env,
+            Duration::from_millis(300),
+            probe,
+            &endpoints.sts,
+        )
+        .unwrap()
+    };
+    for name in [
+        "docker-run",
+        "earthly-run",
+        "podman-rootless",
+        "podman-rootless-pasta",
+    ] {
+        let topology = topology(name);
+        tokio::task::block_in_place(|| {
+            #[expect(clippy::let_unit_value, reason = "a lab's worker, () on netns")]
+            let mut worker = lab.worker().unwrap();
+            let site = lab.realise(&mut worker, &topology).unwrap();
+            let [works, fails] = [(); 2].map(|()| {
+                let mock = site.cell_mock().expect("netns makes cell mocks").unwrap();
+                mock.modify(&MetadataOptionsChange {
+                    http_tokens: Some(HttpTokens::Required),
+                    ..Default::default()
+                });
+                mock
+            });
+            assert_ne!(works.endpoints().imds, fails.endpoints().imds);
+            assert_ne!(works.endpoints().imds, site.mock().endpoints().imds);
+
+            let ttl = run(&*site, &works, Probe::Ttl);
+            assert_eq!(
+                ttl.hop_limit_needed,
+                Some(topology.ttl_probe_hop_limit().get()),
+                "{name}: {ttl:?}"
+            );
+
+            let need = topology.min_hop_limit();
+            works.set_hop_limit(need);
+            let Some(below) = need.below() else {
+                let outcome = run(&*site, &works, ruby);
+                assert!(outcome.ok, "{name} at {need}: {outcome:?}");
+                return;
+            };
+            fails.set_hop_limit(below);
+            let (worked, failed) = std::thread::scope(|scope| {
+                let failed = scope.spawn(|| run(&*site, &fails, ruby));
+                (run(&*site, &works, ruby), failed.join().unwrap())
+            });
+            assert!(worked.ok, "{name} at {need}: {worked:?}");
+            assert!(!failed.ok, "{name} at {below}: {failed:?}");
+            let (served, starved) = (works.events(), fails.events());
+            assert_eq!(served.identity_v2, 1, "{name}: {served:?}");
+            assert_eq!(
+                (starved.identity_v1, starved.identity_v2),
+                (0, 0),
+                "{name}: {starved:?}"
+            );
+            assert!(starved.tokens_issued >= 1, "{name}: {starved:?}");
+        });
     }
 }
 

@@ -21,11 +21,19 @@ use crate::topology::Topology;
 use imds_mock::MockAws;
 
 /// A realised topology with its mock, as the sweep uses it.
-pub trait Site {
-    /// The mock AWS side the topology's instance talks to.
+pub trait Site: Sync {
+    /// The mock AWS side the topology's instance talks to, at the URLs of [`endpoints`].
     fn mock(&self) -> &MockAws;
     /// Where the clients run.
     fn leaf(&self) -> &dyn Leaf;
+    /// A new mock AWS side for one cell of the sweep, serving where [`Site::mock`] does
+    /// (reached from the leaf through the same chain) on ports of its own, which its
+    /// [`MockAws::endpoints`] name: the cells of a site that makes them probe at the same
+    /// time, each with its own hop limit, tokens mode, events and request log. `None`:
+    /// the site has its one mock only, and its cells run one after another.
+    fn cell_mock(&self) -> Option<Result<MockAws, Box<dyn std::error::Error + Send + Sync>>> {
+        None
+    }
 }
 
 /// A backend as the sweep uses it: each sweep worker realises topologies in a

@@ -1,6 +1,7 @@
 //! `imds-harness measure`: the minimal hop limit per topology, client and tokens mode,
 //! as a table (and JSON), recorded as or compared with a baseline.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -16,14 +17,16 @@ use imds_harness::gate::{self, Baseline, Comparison, GateError, Judgement, Never
 use imds_harness::lifecycle;
 use imds_harness::probe::{shim, Probe};
 use imds_harness::report;
-use imds_harness::sweep::{self, Strategy, SweepError, SweepPlan, Tools};
+use imds_harness::sweep::{self, Strategy, SweepError, SweepEvent, SweepPlan, Tools};
 use imds_harness::topology::{self, Topology};
 use imds_vocab::HttpTokens;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use tokio::runtime::Runtime;
 
 use super::exit::Exit;
+use progress::{SweepProgress, TimeOuts};
+
+mod progress;
 
 #[derive(Args, Debug)]
 pub(super) struct MeasureArgs {
@@ -50,8 +53,9 @@ pub(super) struct MeasureArgs {
     /// 1000 for linear). The AWS CLI keeps its own 1 s.
     #[arg(long, value_name = "MS")]
     probe_timeout_ms: Option<u64>,
-    /// Topologies measured at once (default: 4 on netns; 2 on docker, each with a
-    /// simulated instance of its own).
+    /// Topologies measured at once (default: 16 on netns, where a topology's cells also
+    /// probe at once; 2 on docker, each with a simulated instance of its own, its cells
+    /// one after another).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=32))]
     parallel: Option<u16>,
     /// Also write the full result as JSON to FILE.
@@ -150,7 +154,9 @@ fn run_sweep(args: &MeasureArgs) -> anyhow::Result<Exit> {
         Err(err) => return Ok(usage(err)),
     };
     let started = Instant::now();
-    let cells = match measure(&runtime, &lab, &plan) {
+    let visible = args.json.is_none() && std::io::stderr().is_terminal();
+    let (measured, time_outs) = measure(&runtime, &lab, &plan, visible);
+    let cells = match measured {
         Ok(cells) => cells,
         Err(err) => {
             eprintln!("imds-harness measure: the measurement failed: {err}");
@@ -160,7 +166,7 @@ fn run_sweep(args: &MeasureArgs) -> anyhow::Result<Exit> {
     let elapsed = started.elapsed();
 
     let model = ModelCheck::of(&cells);
-    print_results(args.backend, &plan, &cells, &model, elapsed);
+    print_results(args.backend, &plan, &cells, &model, elapsed, time_outs);
     let judgement = judge(args, recorded.as_ref(), &cells);
     print_judgement(&judgement, args.baseline.as_deref());
     if let (Some(path), Some(to_record)) = (&args.record, &judgement.to_record) {
@@ -217,13 +223,21 @@ fn prepare(args: &MeasureArgs) -> anyhow::Result<(SweepPlan, Tools, Option<Basel
         parallel: args
             .parallel
             .unwrap_or(match args.backend {
-                Backend::Docker => 2,
-                Backend::Netns | Backend::Earthly => 4,
+                Backend::Docker => DOCKER_PARALLEL,
+                Backend::Netns | Backend::Earthly => NETNS_PARALLEL,
             })
             .into(),
     };
     Ok((plan, tools, recorded))
 }
+
+/// `--parallel`'s default on netns: every preset at once. A topology costs milliseconds
+/// to realise and its waiting costs no CPU; what loads the machine is the clients'
+/// start-up, which the topologies' cells spread over their searches.
+const NETNS_PARALLEL: u16 = 16;
+
+/// `--parallel`'s default on docker: each worker is a simulated instance with an engine.
+const DOCKER_PARALLEL: u16 = 2;
 
 /// Where a sweep runs.
 enum SweepLab {
@@ -256,32 +270,23 @@ impl SweepLab {
     }
 }
 
-/// Runs the plan on the lab, with a progress bar on stderr.
-fn measure(runtime: &Runtime, lab: &SweepLab, plan: &SweepPlan) -> Result<Vec<Cell>, SweepError> {
-    let cells_total = plan.topologies.len() * plan.clients.len() * plan.modes.len();
-    let progress = ProgressBar::new(cells_total as u64).with_style(
-        ProgressStyle::with_template("{spinner} {elapsed:>4} [{bar:30}] {pos}/{len} {msg}")
-            .expect("a valid template")
-            .progress_chars("=> "),
-    );
-    progress.enable_steady_tick(Duration::from_millis(120));
-    let on_cell = |cell: &Cell| {
-        progress.inc(1);
-        progress.set_message(format!(
-            "{} {} {}: {}",
-            cell.topology,
-            cell.client,
-            cell.http_tokens,
-            cell.verdict()
-        ));
-    };
+/// Runs the plan on the lab, with progress bars on stderr (when it is a terminal and the
+/// run writes no JSON); how much of the run was time-outs.
+fn measure(
+    runtime: &Runtime,
+    lab: &SweepLab,
+    plan: &SweepPlan,
+    visible: bool,
+) -> (Result<Vec<Cell>, SweepError>, TimeOuts) {
+    let progress = SweepProgress::new(plan, matches!(lab, SweepLab::Netns(_)), visible);
+    let on_event = |event: SweepEvent<'_>| progress.on_event(event);
     let result = runtime.block_on(async {
         tokio::task::block_in_place(|| match lab {
-            SweepLab::Docker(lab) => sweep::run(lab, plan, &on_cell),
-            SweepLab::Netns(lab) => sweep::run(lab, plan, &on_cell),
+            SweepLab::Docker(lab) => sweep::run(lab, plan, &on_event),
+            SweepLab::Netns(lab) => sweep::run(lab, plan, &on_event),
         })
     });
-    progress.finish_and_clear();
+    let time_outs = progress.finish();
     if INTERRUPTED.load(Ordering::SeqCst) {
         // The signal handler is taking the run down and exits with 130; whatever
         // failed here failed because of that.
@@ -289,7 +294,7 @@ fn measure(runtime: &Runtime, lab: &SweepLab, plan: &SweepPlan) -> Result<Vec<Ce
             std::thread::park();
         }
     }
-    result
+    (result, time_outs)
 }
 
 /// The table, a line on the run and the model's check, on stdout.
@@ -299,18 +304,19 @@ fn print_results(
     cells: &[Cell],
     model: &ModelCheck,
     elapsed: Duration,
+    time_outs: TimeOuts,
 ) {
     println!("{}", report::table(cells, &plan.clients, true));
+    println!("{model}");
     println!(
         "minimal hop limit per topology, client and tokens mode; {backend} backend, {} search, \
-         {:.1} s",
+         {:.1} s, {time_outs}",
         match plan.strategy {
             Strategy::Bisect => "bisect",
             Strategy::Linear => "linear",
         },
         elapsed.as_secs_f64()
     );
-    println!("{model}");
 }
 
 /// The gate on the cells: against the baseline when one was given, with the baseline to

@@ -54,6 +54,15 @@ pub enum NetnsError {
         #[source]
         source: io::Error,
     },
+    /// A site has made a mock for as many cells as it has addresses for.
+    #[error(
+        "no address left in the mock namespace for another cell's mock ({made} made); \
+         measure fewer clients or tokens modes per topology"
+    )]
+    NoCellMockAddress {
+        /// How many cell mocks the site made.
+        made: u32,
+    },
     /// The run is shutting down: nothing new is made.
     #[error(transparent)]
     ShuttingDown(#[from] ShuttingDown),

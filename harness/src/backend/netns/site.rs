@@ -2,10 +2,11 @@
 //! side serving inside its mock namespace, at 169.254.169.254 as on EC2; and the lab
 //! the sweep uses.
 
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::error::{io_error, NetnsError};
-use super::layout::IMDS_ADDR;
+use super::layout::{cell_mock_addr, IMDS_ADDR, LINK_PREFIX_LEN, UPLINK};
 use super::leaf::NamespaceLeaf;
 use super::namespace::Namespace;
 use super::realisation::NetnsRealisation;
@@ -53,8 +54,23 @@ impl NetnsSite {
 /// Starts the mock in `ns`, at [`IMDS_ADDR`] on the ports of
 /// [`endpoints`](crate::backend::endpoints).
 pub(crate) fn start_mock(ns: &Namespace, config: MockConfig) -> Result<MockAws, NetnsError> {
-    let bind_error = || io_error(format!("binding the mock in namespace {}", ns.name()));
-    let at = |port| SocketAddr::V4(SocketAddrV4::new(IMDS_ADDR, port));
+    start_mock_at(ns, config, IMDS_ADDR)
+}
+
+/// Starts a mock in `ns` at `addr`, on the ports of
+/// [`endpoints`](crate::backend::endpoints).
+fn start_mock_at(
+    ns: &Namespace,
+    config: MockConfig,
+    addr: Ipv4Addr,
+) -> Result<MockAws, NetnsError> {
+    let bind_error = || {
+        io_error(format!(
+            "binding the mock at {addr} in namespace {}",
+            ns.name()
+        ))
+    };
+    let at = |port| SocketAddr::V4(SocketAddrV4::new(addr, port));
     let listeners = Listeners {
         imds: ns.bind_tcp(at(IMDS_PORT)).map_err(bind_error())?,
         sts: ns.bind_tcp(at(STS_PORT)).map_err(bind_error())?,
@@ -63,8 +79,9 @@ pub(crate) fn start_mock(ns: &Namespace, config: MockConfig) -> Result<MockAws, 
     MockAws::start(config, listeners).map_err(bind_error())
 }
 
-/// The netns backend for the sweep: every topology gets namespaces and a mock of its
-/// own; clients are this machine's programs.
+/// The netns backend for the sweep: every topology gets namespaces of its own, and every
+/// cell a mock of its own in them ([`Site::cell_mock`]); clients are this machine's
+/// programs.
 pub struct NetnsLab {
     /// This machine's programs, run as the clients at each leaf.
     pub tools: Tools,
@@ -73,6 +90,19 @@ pub struct NetnsLab {
 struct NetnsSweepSite {
     site: NetnsSite,
     leaf: NamespaceLeaf,
+    /// How many cell mocks it has made.
+    cell_mocks: AtomicU32,
+}
+
+impl NetnsSweepSite {
+    /// A mock at the next [`cell_mock_addr`], given to the mock namespace's link first.
+    fn start_cell_mock(&self) -> Result<MockAws, NetnsError> {
+        let made = self.cell_mocks.fetch_add(1, Ordering::SeqCst);
+        let addr = cell_mock_addr(made).ok_or(NetnsError::NoCellMockAddress { made })?;
+        let ns = self.site.realisation.mock_ns();
+        ns.ip_batch(&format!("addr add {addr}/{LINK_PREFIX_LEN} dev {UPLINK}\n"))?;
+        start_mock_at(ns, MockConfig::default(), addr)
+    }
 }
 
 impl Site for NetnsSweepSite {
@@ -82,6 +112,13 @@ impl Site for NetnsSweepSite {
 
     fn leaf(&self) -> &dyn Leaf {
         &self.leaf
+    }
+
+    /// Another mock in the mock namespace, on an address of its own on the host–mock
+    /// link ([`cell_mock_addr`]): the host reaches it on-link as it reaches
+    /// [`IMDS_ADDR`], and every layer routes, masquerades or proxies to it alike.
+    fn cell_mock(&self) -> Option<Result<MockAws, Box<dyn std::error::Error + Send + Sync>>> {
+        Some(self.start_cell_mock().map_err(Into::into))
     }
 }
 
@@ -103,6 +140,10 @@ impl Lab for NetnsLab {
             namespace: site.leaf().clone(),
             tools: self.tools.clone(),
         };
-        Ok(Box::new(NetnsSweepSite { site, leaf }))
+        Ok(Box::new(NetnsSweepSite {
+            site,
+            leaf,
+            cell_mocks: AtomicU32::new(0),
+        }))
     }
 }
