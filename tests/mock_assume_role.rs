@@ -4,17 +4,15 @@
 
 use std::time::{Duration, SystemTime};
 
-use aws_config::imds;
-use aws_config::provider_config::ProviderConfig;
-use aws_config::BehaviorVersion;
-use aws_credential_types::provider::ProvideCredentials;
 use aws_credential_types::Credentials;
 use aws_sdk_sts::error::ProvideErrorMetadata;
 use aws_sdk_sts::types::{PolicyDescriptorType, Tag};
-use aws_smithy_http_client::Builder as HttpClientBuilder;
 use imds_e2e::aws_env::{isolated, AWS_CLI};
 use imds_e2e::require::{require, Requirement};
 use imds_mock::{MockAws, PolicyDocument};
+
+mod sdk;
+use sdk::{ec2, imds_credentials, sts};
 
 const ACCOUNT: &str = "123456789012";
 const INSTANCE_ID: &str = "i-0123456789abcdef0";
@@ -48,41 +46,6 @@ async fn start() -> MockAws {
 
 // ---------------------------------------------------------------- the Rust SDK
 
-async fn instance_credentials(mock: &MockAws) -> Credentials {
-    let provider =
-        ProviderConfig::without_region().with_http_client(HttpClientBuilder::new().build_http());
-    let client = imds::Client::builder()
-        .configure(&provider)
-        .endpoint(&mock.endpoints().imds)
-        .expect("endpoint URL")
-        .build();
-    imds::credentials::ImdsCredentialsProvider::builder()
-        .configure(&provider)
-        .imds_client(client)
-        .build()
-        .provide_credentials()
-        .await
-        .expect("IMDS credentials")
-}
-
-async fn config(endpoint: &str, credentials: Credentials) -> aws_config::SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .http_client(HttpClientBuilder::new().build_http())
-        .credentials_provider(credentials)
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .load()
-        .await
-}
-
-async fn sts(mock: &MockAws, credentials: Credentials) -> aws_sdk_sts::Client {
-    aws_sdk_sts::Client::new(&config(&mock.endpoints().sts, credentials).await)
-}
-
-async fn ec2(mock: &MockAws, credentials: Credentials) -> aws_sdk_ec2::Client {
-    aws_sdk_ec2::Client::new(&config(&mock.endpoints().ec2, credentials).await)
-}
-
 fn session_credentials(output: &aws_sdk_sts::types::Credentials) -> Credentials {
     Credentials::new(
         output.access_key_id(),
@@ -115,7 +78,7 @@ async fn modify_code(mock: &MockAws, credentials: Credentials) -> Option<(String
 #[tokio::test]
 async fn rust_sdk_assumes_a_role_and_sts_names_the_session() {
     let mock = start().await;
-    let instance = instance_credentials(&mock).await;
+    let instance = imds_credentials(&mock).await.expect("IMDS credentials");
     let before = SystemTime::now();
     let out = sts(&mock, instance)
         .await
@@ -203,7 +166,7 @@ async fn rust_sdk_assumes_a_role_and_sts_names_the_session() {
 #[tokio::test]
 async fn rust_sdk_sessions_get_the_intersection_of_role_and_session_policies() {
     let mock = start().await;
-    let instance = instance_credentials(&mock).await;
+    let instance = imds_credentials(&mock).await.expect("IMDS credentials");
     let client = sts(&mock, instance.clone()).await;
     let assume = |role: &'static str, name: &'static str| {
         client.assume_role().role_arn(role).role_session_name(name)
@@ -302,7 +265,7 @@ async fn an_instance_role_policy_bounds_what_it_may_assume_and_do() {
         .start()
         .await
         .unwrap();
-    let instance = instance_credentials(&mock).await;
+    let instance = imds_credentials(&mock).await.expect("IMDS credentials");
     let err = sts(&mock, instance.clone())
         .await
         .assume_role()
@@ -334,7 +297,11 @@ async fn a_short_session_lifetime_expires_sessions_for_refresh_tests() {
         .start()
         .await
         .unwrap();
-    let client = sts(&mock, instance_credentials(&mock).await).await;
+    let client = sts(
+        &mock,
+        imds_credentials(&mock).await.expect("IMDS credentials"),
+    )
+    .await;
     let before = SystemTime::now();
     let out = client
         .assume_role()
@@ -392,7 +359,11 @@ async fn refusal(
 #[tokio::test]
 async fn rust_sdk_bad_input_gets_each_its_error_and_no_session() {
     let mock = start().await;
-    let client = sts(&mock, instance_credentials(&mock).await).await;
+    let client = sts(
+        &mock,
+        imds_credentials(&mock).await.expect("IMDS credentials"),
+    )
+    .await;
     let me = format!("arn:aws:sts::{ACCOUNT}:assumed-role/imds-harness-build-role/{INSTANCE_ID}");
     let unknown = "arn:aws:iam::123456789012:role/unknown";
     assert_eq!(

@@ -4,19 +4,17 @@
 
 use std::time::Duration;
 
-use aws_config::imds;
-use aws_config::provider_config::ProviderConfig;
-use aws_config::BehaviorVersion;
-use aws_credential_types::provider::ProvideCredentials;
 use aws_credential_types::Credentials;
 use aws_sdk_ec2::types::{HttpTokensState, InstanceMetadataEndpointState};
-use aws_smithy_http_client::Builder as HttpClientBuilder;
 use http::StatusCode;
 use imds_e2e::aws_env::{isolated, AWS_CLI};
 use imds_e2e::raw_http::{send, RawResponse};
 use imds_e2e::require::{require, skip, Requirement};
 use imds_mock::{Listeners, MetadataOptions, MetadataOptionsChange, MockAws, MockConfig};
 use imds_vocab::{HopLimit, HttpEndpoint, HttpTokens};
+
+mod sdk;
+use sdk::{ec2, imds_client, imds_credentials, sts};
 
 const TTL: (&str, &str) = ("x-aws-ec2-metadata-token-ttl-seconds", "21600");
 const INSTANCE_ID: &str = "i-0123456789abcdef0";
@@ -66,42 +64,6 @@ fn assert_refused(response: &RawResponse, status: StatusCode) {
 
 // ---------------------------------------------------------------- the Rust SDK
 
-fn provider_config() -> ProviderConfig {
-    ProviderConfig::without_region().with_http_client(HttpClientBuilder::new().build_http())
-}
-
-fn imds_client(mock: &MockAws) -> imds::Client {
-    imds::Client::builder()
-        .configure(&provider_config())
-        .endpoint(&mock.endpoints().imds)
-        .expect("endpoint URL")
-        .build()
-}
-
-async fn sdk_credentials(mock: &MockAws) -> Result<Credentials, String> {
-    imds::credentials::ImdsCredentialsProvider::builder()
-        .configure(&provider_config())
-        .imds_client(imds_client(mock))
-        .build()
-        .provide_credentials()
-        .await
-        .map_err(|e| format!("{e}: {:?}", std::error::Error::source(&e)))
-}
-
-async fn sdk_config(endpoint: &str, credentials: Credentials) -> aws_config::SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .http_client(HttpClientBuilder::new().build_http())
-        .credentials_provider(credentials)
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .load()
-        .await
-}
-
-async fn sts(mock: &MockAws, credentials: Credentials) -> aws_sdk_sts::Client {
-    aws_sdk_sts::Client::new(&sdk_config(&mock.endpoints().sts, credentials).await)
-}
-
 /// GetCallerIdentity with `credentials`, which must succeed.
 async fn caller_identity(
     mock: &MockAws,
@@ -115,14 +77,10 @@ async fn caller_identity(
         .unwrap()
 }
 
-async fn ec2(mock: &MockAws, credentials: Credentials) -> aws_sdk_ec2::Client {
-    aws_sdk_ec2::Client::new(&sdk_config(&mock.endpoints().ec2, credentials).await)
-}
-
 #[tokio::test]
 async fn rust_sdk_gets_credentials_from_imds_and_an_identity_from_sts() {
     let mock = start(MockConfig::default());
-    let creds = sdk_credentials(&mock).await.expect("IMDS credentials");
+    let creds = imds_credentials(&mock).await.expect("IMDS credentials");
     assert!(creds.access_key_id().starts_with("ASIA"));
     assert!(creds.session_token().is_some());
 
@@ -142,7 +100,7 @@ async fn rust_sdk_gets_credentials_from_imds_and_an_identity_from_sts() {
 #[tokio::test]
 async fn rust_sdk_describes_and_modifies_metadata_options_and_imds_obeys() {
     let mock = start(MockConfig::default());
-    let creds = sdk_credentials(&mock).await.unwrap();
+    let creds = imds_credentials(&mock).await.unwrap();
     let ec2 = ec2(&mock, creds).await;
 
     let described = ec2
@@ -202,7 +160,7 @@ async fn rust_sdk_describes_and_modifies_metadata_options_and_imds_obeys() {
 #[tokio::test]
 async fn rust_sdk_sees_ec2_refusals_with_their_codes() {
     let mock = start(MockConfig::default());
-    let creds = sdk_credentials(&mock).await.unwrap();
+    let creds = imds_credentials(&mock).await.unwrap();
     let ec2 = ec2(&mock, creds).await;
     let code = |e: &aws_sdk_ec2::error::SdkError<_>| {
         aws_sdk_ec2::error::ProvideErrorMetadata::code(e)
@@ -276,7 +234,7 @@ async fn imdsv1_credentials(mock: &MockAws, role: &str) -> Credentials {
 #[tokio::test]
 async fn rust_sdk_never_falls_back_to_imdsv1_but_v1_and_v2_sets_differ() {
     let mock = start(optional_tokens());
-    let v2 = sdk_credentials(&mock).await.unwrap();
+    let v2 = imds_credentials(&mock).await.unwrap();
     let v1 = imdsv1_credentials(&mock, "imds-harness-build-role").await;
     assert_ne!(v1.access_key_id(), v2.access_key_id());
     caller_identity(&mock, v1).await;
@@ -309,7 +267,7 @@ async fn sts_code(mock: &MockAws, credentials: Credentials) -> (String, String) 
 #[tokio::test]
 async fn sts_refuses_bad_credentials_as_the_real_service_does() {
     let mock = start(MockConfig::default());
-    let good = sdk_credentials(&mock).await.unwrap();
+    let good = imds_credentials(&mock).await.unwrap();
 
     let unknown = Credentials::new(
         "ASIAUNKNOWNUNKNOWN00",
@@ -373,13 +331,13 @@ async fn sts_refuses_expired_credentials_and_imds_rotates_them() {
         credential_lifetime: Duration::from_secs(2),
         ..MockConfig::default()
     });
-    let first = sdk_credentials(&mock).await.unwrap();
+    let first = imds_credentials(&mock).await.unwrap();
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(
         sts_code(&mock, first.clone()).await,
         ("ExpiredToken".into(), "403".into())
     );
-    let second = sdk_credentials(&mock).await.unwrap();
+    let second = imds_credentials(&mock).await.unwrap();
     assert_ne!(first.access_key_id(), second.access_key_id());
     caller_identity(&mock, second).await;
 }
@@ -602,7 +560,7 @@ async fn the_ipv6_endpoint_answers_only_with_http_protocol_ipv6_enabled() {
     });
     let home = tempfile::tempdir().unwrap();
     assert_eq!(token(&mock).await.len(), 56);
-    assert!(sdk_credentials(&mock).await.is_ok());
+    assert!(imds_credentials(&mock).await.is_ok());
     let sts_url = mock.endpoints().sts.clone();
     let expr = duct::cmd!(
         AWS_CLI,
@@ -784,7 +742,7 @@ async fn the_library_api_configures_serves_changes_and_tells_what_happened() {
     let arn = "arn:aws:sts::210987654321:assumed-role/ci-runner/i-0123456789abcdef0";
 
     // The Rust SDK: IMDSv2 only.
-    let creds = sdk_credentials(&mock).await.unwrap();
+    let creds = imds_credentials(&mock).await.unwrap();
     let identity = caller_identity(&mock, creds).await;
     assert_eq!(identity.arn(), Some(arn));
 

@@ -24,6 +24,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinSet;
 
+mod sdk;
+use sdk::{imds_credentials, sts};
+
 /// The connection caps of docs/mock.md ("Limits"): per server, and per peer address.
 const MAX_PER_PEER: usize = 128;
 /// Bodies each service takes at most (docs/mock.md, "Limits").
@@ -408,7 +411,7 @@ async fn garbage_signatures_are_refused_and_a_flood_of_them_changes_nothing() {
     }
     assert_eq!(refused, 64 * garbage_authorizations().len());
     // The real credentials' key with a wrong secret, signed by the real SDK.
-    let real = imds_credentials(&mock).await;
+    let real = imds_credentials(&mock).await.expect("IMDS credentials");
     let forged = Credentials::new(
         real.access_key_id(),
         "not-the-secret",
@@ -416,7 +419,7 @@ async fn garbage_signatures_are_refused_and_a_flood_of_them_changes_nothing() {
         None,
         "forged",
     );
-    let sts = sts_client(&mock, forged).await;
+    let sts = sts(&mock, forged).await;
     let error = sts.get_caller_identity().send().await.unwrap_err();
     let code = aws_sdk_sts::error::ProvideErrorMetadata::code(&error);
     assert_eq!(code, Some("SignatureDoesNotMatch"));
@@ -427,34 +430,6 @@ async fn garbage_signatures_are_refused_and_a_flood_of_them_changes_nothing() {
     assert!(logged.iter().filter(|r| r.status >= 400).count() > refused);
     assert_serves_the_sdk(&mock).await;
     assert_no_panic();
-}
-
-async fn imds_credentials(mock: &MockAws) -> Credentials {
-    let provider =
-        ProviderConfig::without_region().with_http_client(HttpClientBuilder::new().build_http());
-    let client = imds::Client::builder()
-        .configure(&provider)
-        .endpoint(&mock.endpoints().imds)
-        .expect("endpoint URL")
-        .build();
-    imds::credentials::ImdsCredentialsProvider::builder()
-        .configure(&provider)
-        .imds_client(client)
-        .build()
-        .provide_credentials()
-        .await
-        .expect("IMDS credentials")
-}
-
-async fn sts_client(mock: &MockAws, credentials: Credentials) -> aws_sdk_sts::Client {
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .http_client(HttpClientBuilder::new().build_http())
-        .credentials_provider(credentials)
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(&mock.endpoints().sts)
-        .load()
-        .await;
-    aws_sdk_sts::Client::new(&config)
 }
 
 // ------------------------------------------------------------------- connections

@@ -9,9 +9,11 @@ use std::time::{Duration, Instant};
 use imds_mock::{ImdsVersion, MockAws, RequestRecord, Service};
 use imds_vocab::HopLimit;
 
-use super::search::{search, Search};
+use super::client::run_client_at;
+use super::error::{Stop, Stopped, SweepError};
+use super::plan::{CellKey, SweepEvent, SweepPlan};
+use super::search::{search, Search, Strategy};
 use super::start_ups::StartUps;
-use super::{run_client_at, CellKey, Stop, Stopped, Strategy, SweepError, SweepEvent, SweepPlan};
 use crate::cell::Cell;
 use crate::model;
 use crate::probe::env::ClientEnv;

@@ -15,175 +15,39 @@
 //! limit and tokens mode changed between probes, and the cells run one after another.
 //! Topologies run on [`SweepPlan::parallel`] workers.
 //!
+//! - [`plan`]: what a sweep is asked to measure, and the events it reports.
 //! - [`search`]: the search over hop limits.
 //! - [`cell`]: one cell's measurement at a mock: the retry rule and the attribution.
+//! - [`client`]: one run of one client at a leaf.
+//! - [`start_ups`]: how many clients may be starting at once.
+//! - [`error`]: the first error, which stops the sweep.
 
 mod cell;
+mod client;
+mod error;
+mod plan;
 mod search;
 mod start_ups;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
-
-use imds_vocab::report::Steps;
-use serde::Serialize;
 
 use crate::backend::endpoints::{IMDS_URL, STS_URL};
 use crate::backend::{Lab, Site};
 use crate::cell::Cell;
 use crate::probe::env::ClientEnv;
 pub use crate::probe::Tools;
-use crate::probe::{cli, sdk, shim, Client, Leaf, Probe, ProbeError, ProbeOutcome, Program};
+use crate::probe::{Client, Probe};
 use crate::topology::Topology;
 use cell::CellRun;
+pub use client::{run_client, run_client_at};
+pub use error::SweepError;
+use error::{Stop, Stopped};
 use imds_mock::{MetadataOptionsChange, MockAws};
 use imds_vocab::{HopLimit, HttpTokens};
-pub use search::{search, Search};
+pub use plan::{CellKey, SweepEvent, SweepPlan};
+pub use search::{search, Search, Strategy};
 use start_ups::StartUps;
-
-/// How the minimal hop limit is searched for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Strategy {
-    /// Binary search, seeded by earlier measurements, confirmed at the neighbours.
-    Bisect,
-    /// 1, 2, 3, ... until the client works: the naive sweep, for comparison.
-    Linear,
-}
-
-/// What to measure.
-#[derive(Clone, Debug)]
-pub struct SweepPlan {
-    /// The nestings to realise, each measured on its own.
-    pub topologies: Vec<Topology>,
-    /// The clients to run at each topology's leaf, in any order: the TTL probe runs first
-    /// and the CLI last whatever the order given.
-    pub clients: Vec<Probe>,
-    /// The tokens modes the mock is set to, in turn, for every topology.
-    pub modes: Vec<HttpTokens>,
-    /// How the hop limits are searched.
-    pub strategy: Strategy,
-    /// The IMDS timeout the `sdk` and `ttl` probes use. The AWS CLI keeps its own (1 s).
-    pub probe_timeout: Duration,
-    /// How many topologies are measured at once.
-    pub parallel: usize,
-}
-
-/// Why a sweep stopped: the first error ends it, and nothing after it is measured.
-#[derive(Debug, thiserror::Error)]
-pub enum SweepError {
-    /// The backend could not make a worker or realise a topology.
-    #[error("topology {topology}: {source}")]
-    Site {
-        /// The topology being realised.
-        topology: Topology,
-        /// The backend's error.
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-    /// A client could not be run at all (as opposed to running and getting no identity).
-    #[error("topology {topology}, client {client}: {source}")]
-    Probe {
-        /// The topology whose leaf the client ran at.
-        topology: Topology,
-        /// The client that could not be run.
-        client: Probe,
-        /// Why it could not be run.
-        source: ProbeError,
-    },
-    #[error(
-        "topology {topology}, client {client}, tokens {http_tokens}: the mock stopped \
-         serving during the measurement, so nothing after it can be trusted"
-    )]
-    /// The mock stopped serving while a client ran, so the client's result means nothing.
-    MockDied {
-        /// The topology being measured.
-        topology: Topology,
-        /// The client that had just run.
-        client: Probe,
-        /// The tokens mode the mock was set to.
-        http_tokens: HttpTokens,
-    },
-    /// The clients' temporary HOME folder could not be made.
-    #[error("a temporary folder for the clients' HOME: {0}")]
-    Home(std::io::Error),
-}
-
-/// Where a cell is: its topology, client and tokens mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct CellKey {
-    /// The topology whose leaf the client runs at.
-    pub topology: Topology,
-    /// The client.
-    pub client: Probe,
-    /// The tokens mode the cell's mock is set to.
-    pub http_tokens: HttpTokens,
-}
-
-/// What a sweep reports as it goes, from its worker threads.
-#[derive(Clone, Copy, Debug)]
-pub enum SweepEvent<'a> {
-    /// A client starts a run at a hop limit (`None`: the TTL probe, which needs none).
-    Probing {
-        /// The cell.
-        key: CellKey,
-        /// The hop limit its mock is set to.
-        hop_limit: Option<HopLimit>,
-    },
-    /// That run ended.
-    Probed {
-        /// The cell.
-        key: CellKey,
-        /// The hop limit its mock was set to.
-        hop_limit: Option<HopLimit>,
-        /// Whether the client got the role's identity.
-        ok: bool,
-        /// When the run started.
-        started: Instant,
-        /// How long it took (for a failure, mostly the client's time-out).
-        elapsed: Duration,
-    },
-    /// A cell is settled.
-    Settled(&'a Cell),
-}
-
-/// The first error of a sweep, which stops it: every cell sees it before its next run.
-#[derive(Default)]
-struct Stop {
-    first: Mutex<Option<SweepError>>,
-    stopped: AtomicBool,
-}
-
-/// A measurement ended because the sweep stopped; the [`Stop`] says why.
-#[derive(Debug)]
-struct Stopped;
-
-impl Stop {
-    /// Stops the sweep with `err`, unless an earlier error stopped it already.
-    fn fail(&self, err: SweepError) -> Stopped {
-        self.first.lock().expect("stop").get_or_insert(err);
-        self.stopped.store(true, Ordering::SeqCst);
-        Stopped
-    }
-
-    /// `Err` once the sweep is stopping.
-    fn check(&self) -> Result<(), Stopped> {
-        if self.stopped.load(Ordering::SeqCst) {
-            Err(Stopped)
-        } else {
-            Ok(())
-        }
-    }
-
-    /// `value`, or the error that stopped the sweep.
-    fn into_result<T>(self, value: T) -> Result<T, SweepError> {
-        match self.first.into_inner().expect("stop") {
-            Some(err) => Err(err),
-            None => Ok(value),
-        }
-    }
-}
 
 /// The order in which a topology's clients run: the cheap TTL probe first, to seed the
 /// others, then the Rust SDK, the SDK programs, and the slow CLI.
@@ -201,34 +65,6 @@ fn ordered(clients: &[Probe]) -> Vec<Probe> {
     ordered.sort_by_key(rank);
     ordered.dedup();
     ordered
-}
-
-/// Runs one client at `leaf`, STS at the leaf's [`STS_URL`]; `timeout` is the IMDS
-/// timeout of the `sdk` and `ttl` probes (the other clients keep their own).
-pub fn run_client(
-    leaf: &dyn Leaf,
-    env: &ClientEnv,
-    timeout: Duration,
-    client: Probe,
-) -> Result<ProbeOutcome, ProbeError> {
-    run_client_at(leaf, env, timeout, client, STS_URL)
-}
-
-/// [`run_client`] with STS at `sts_url` (the IMDS is where `env` says): for a client of
-/// a mock other than the site's own ([`Site::cell_mock`]).
-pub fn run_client_at(
-    leaf: &dyn Leaf,
-    env: &ClientEnv,
-    timeout: Duration,
-    client: Probe,
-    sts_url: &str,
-) -> Result<ProbeOutcome, ProbeError> {
-    match client.program() {
-        Program::Shim if client == Probe::Ttl => shim::run(leaf, env, Steps::Ttl, timeout),
-        Program::Shim => shim::run(leaf, env, Steps::Sdk, timeout),
-        Program::AwsCli => cli::run(leaf, env, sts_url),
-        Program::Sdk(program) => sdk::run(leaf, env, program, sts_url),
-    }
 }
 
 /// The seed of a topology's searches before any client is measured: behind a user-space

@@ -5,7 +5,17 @@ use std::collections::BTreeMap;
 
 use imds_vocab::HopLimit;
 
-use super::Strategy;
+use serde::Serialize;
+
+/// How the minimal hop limit is searched for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// Binary search, seeded by earlier measurements, confirmed at the neighbours.
+    Bisect,
+    /// 1, 2, 3, ... until the client works: the naive sweep, for comparison.
+    Linear,
+}
 
 /// The result of a search over hop limits.
 #[derive(Clone, Debug, PartialEq, Eq)]
