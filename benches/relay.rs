@@ -16,10 +16,10 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use imds_e2e::bins;
+use imds_e2e::relay_grant::first_grant;
 use imds_e2e::stats::{machine, median, runs as runs_of};
 use imds_e2e::wrk::Wrk;
 use imds_harness::backend::endpoints::IMDS_URL;
@@ -92,6 +92,8 @@ fn main() {
                 "1000000000",
                 "--max-connections",
                 "1024",
+                "--max-connections-per-client",
+                "1024",
             ],
         ))
         .stdout_null()
@@ -99,28 +101,7 @@ fn main() {
         .unchecked()
         .start()
         .unwrap();
-    let started = Instant::now();
-    let grant = loop {
-        let out = Command::new(bins::shim())
-            .args([
-                "relay",
-                "grant",
-                "--label",
-                "bench",
-                "--control",
-                control.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
-        if out.status.success() {
-            break String::from_utf8(out.stdout).unwrap();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "the relay did not start"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let grant = first_grant(&bins::shim(), &control, &["--label", "bench"]);
     let relative = grant
         .lines()
         .find_map(|l| l.strip_prefix("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI="))

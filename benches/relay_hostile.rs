@@ -9,11 +9,11 @@
 //! `cargo bench --profile dev --bench relay_hostile [-- RUNS]` (default 1 run).
 
 use std::path::PathBuf;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use imds_e2e::bins;
 use imds_e2e::neighbour::Neighbour;
+use imds_e2e::relay_grant::first_grant;
 use imds_e2e::stats::{machine, median, runs as runs_of};
 use imds_e2e::wrk::{wrk, Wrk};
 use imds_harness::backend::endpoints::IMDS_URL;
@@ -102,21 +102,7 @@ fn main() {
         .unchecked()
         .start()
         .unwrap();
-    let started = Instant::now();
-    let grant = loop {
-        let out = Command::new(&shim)
-            .args(["relay", "grant", "--control", control.to_str().unwrap()])
-            .output()
-            .unwrap();
-        if out.status.success() {
-            break String::from_utf8(out.stdout).unwrap();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "the relay did not start"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let grant = first_grant(&shim, &control, &[]);
     let token = grant
         .lines()
         .find_map(|l| l.strip_prefix("AWS_CONTAINER_AUTHORIZATION_TOKEN="))

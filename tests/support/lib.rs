@@ -10,6 +10,7 @@ pub mod measure;
 pub mod neighbour;
 pub mod output;
 pub mod raw_http;
+pub mod relay_grant;
 pub mod require;
 pub mod shim_site;
 pub mod stats;
