@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use imds_e2e::bins;
 use imds_e2e::clients::assert_needs_what_the_model_says;
-use imds_e2e::docker::{lab, project_containers};
+use imds_e2e::docker::lab;
 use imds_e2e::require::{require, Requirement};
+use imds_e2e::runs::{containers_of, run_of};
 use imds_harness::backend::docker::instance::DockerInstance;
 use imds_harness::backend::docker::lab::DockerLab;
 use imds_harness::backend::docker::leaf::DockerLeaf;
@@ -279,7 +280,8 @@ fn interrupted_runs_leave_nothing_after_cleanup() {
     // The images are made (once, by this process) before the runs below look for them.
     let runtime = tokio::runtime::Runtime::new().unwrap();
     lab(&runtime);
-    let before = project_containers();
+    // Only this test's runs are looked at: other binaries' runs may be going on beside it.
+    let mut killed = None;
     for (signal, exit) in [("INT", Some(130)), ("KILL", None)] {
         let mut child = Command::new(bins::harness())
             .args([
@@ -297,13 +299,16 @@ fn interrupted_runs_leave_nothing_after_cleanup() {
             .spawn()
             .unwrap();
         let started = Instant::now();
-        while project_containers().len() <= before.len() {
+        let run = loop {
+            if let Some(run) = run_of(child.id()).filter(|run| !containers_of(run).is_empty()) {
+                break run;
+            }
             assert!(
                 started.elapsed() < Duration::from_mins(2),
                 "no container appeared"
             );
             std::thread::sleep(Duration::from_millis(200));
-        }
+        };
         std::thread::sleep(Duration::from_secs(2));
         Command::new("kill")
             .args([format!("-{signal}"), child.id().to_string()])
@@ -313,11 +318,18 @@ fn interrupted_runs_leave_nothing_after_cleanup() {
         drop(child.stderr.take());
         assert_eq!(status.code(), exit, "signal {signal}");
         if exit.is_some() {
-            assert_eq!(project_containers(), before, "Ctrl-C left a container");
+            assert_eq!(
+                containers_of(&run),
+                Vec::<String>::new(),
+                "Ctrl-C left a container"
+            );
+        } else {
+            killed = Some(run);
         }
     }
+    let killed = killed.unwrap();
     assert!(
-        project_containers().len() > before.len(),
+        !containers_of(&killed).is_empty(),
         "SIGKILL left nothing to reap"
     );
     let out = Command::new(bins::harness())
@@ -327,5 +339,5 @@ fn interrupted_runs_leave_nothing_after_cleanup() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("container(s) of dead runs"), "{stdout}");
-    assert_eq!(project_containers(), before);
+    assert_eq!(containers_of(&killed), Vec::<String>::new());
 }

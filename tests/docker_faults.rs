@@ -7,9 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use imds_e2e::bins;
-use imds_e2e::docker::{docker, lab, project_containers};
+use imds_e2e::docker::{docker, lab};
 use imds_e2e::measure;
 use imds_e2e::require::{require, Requirement};
+use imds_e2e::runs::{containers_left_since, containers_of, project_containers, run_of};
 use imds_harness::backend::docker::instance::DockerInstance;
 use imds_harness::backend::docker::RUN_LABEL;
 use imds_mock::MockConfig;
@@ -21,8 +22,8 @@ const NEEDS: &[Requirement] = &[
     Requirement::Docker,
 ];
 
-/// The tests that start `measure` processes compare the engine's containers before and
-/// after: one at a time.
+/// The tests that start `measure` processes: one at a time (two at once of their own
+/// each, and an engine cut away from one).
 static SUBPROCESS_RUNS: Mutex<()> = Mutex::new(());
 
 #[test]
@@ -93,7 +94,7 @@ fn two_docker_runs_at_once_both_measure_right_and_leave_nothing() {
             assert_eq!(cell["minimal_hop_limit"], 2, "{cell}");
         }
     }
-    assert_eq!(project_containers(), before);
+    assert_eq!(containers_left_since(&before), Vec::new());
 }
 
 /// A proxy for the engine's socket that can be cut: what the harness sees when the
@@ -147,7 +148,6 @@ fn an_engine_that_goes_away_mid_run_fails_the_measurement_and_cleanup_reaps_the_
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     lab(&runtime);
-    let before = project_containers();
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("engine.sock");
     let proxy = EngineProxy::start(&runtime, &socket);
@@ -162,12 +162,8 @@ fn an_engine_that_goes_away_mid_run_fails_the_measurement_and_cleanup_reaps_the_
         .unwrap();
     let started = Instant::now();
     let run = loop {
-        let new: Vec<(String, String)> = project_containers()
-            .into_iter()
-            .filter(|c| !before.contains(c))
-            .collect();
-        if let Some((_, run)) = new.first() {
-            break run.clone();
+        if let Some(run) = run_of(child.id()).filter(|run| !containers_of(run).is_empty()) {
+            break run;
         }
         assert!(
             started.elapsed() < Duration::from_mins(2),
@@ -203,5 +199,5 @@ fn an_engine_that_goes_away_mid_run_fails_the_measurement_and_cleanup_reaps_the_
         .output()
         .unwrap();
     assert!(out.status.success());
-    assert_eq!(project_containers(), before);
+    assert_eq!(containers_of(&run), Vec::<String>::new());
 }

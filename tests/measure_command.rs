@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use imds_e2e::bins;
 use imds_e2e::measure;
 use imds_e2e::require::{require, Requirement};
+use imds_e2e::runs::{namespaces, namespaces_left_since, namespaces_of, run_of};
 
 const NEEDS: &[Requirement] = &[Requirement::Root, Requirement::NetTools];
 
@@ -19,16 +20,6 @@ fn cleanup() -> std::process::Output {
         .arg("cleanup")
         .output()
         .unwrap()
-}
-
-fn namespaces_with(prefix: &str) -> Vec<String> {
-    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with(prefix))
-        .map(str::to_string)
-        .collect()
 }
 
 #[test]
@@ -183,7 +174,6 @@ fn ctrl_c_removes_the_runs_namespaces_and_cleanup_reaps_a_killed_run() {
         return;
     }
     for (signal, expect_left) in [("INT", false), ("TERM", false), ("KILL", true)] {
-        let before = namespaces_with("imdsh-");
         let mut child = Command::new(bins::harness())
             .args([
                 "measure",
@@ -201,14 +191,7 @@ fn ctrl_c_removes_the_runs_namespaces_and_cleanup_reaps_a_killed_run() {
         // Only this run's: the other tests of this file run beside it.
         let (run, mine) = loop {
             let run = run_of(child.id());
-            let now: Vec<String> = namespaces_with("imdsh-")
-                .into_iter()
-                .filter(|n| !before.contains(n))
-                .filter(|n| {
-                    run.as_ref()
-                        .is_some_and(|r| n.starts_with(&format!("imdsh-{r}-")))
-                })
-                .collect();
+            let now = run.as_deref().map(namespaces_of).unwrap_or_default();
             if now.len() >= 10 || Instant::now() > deadline {
                 break (run, now);
             }
@@ -222,7 +205,7 @@ fn ctrl_c_removes_the_runs_namespaces_and_cleanup_reaps_a_killed_run() {
         let status = child.wait().unwrap();
         let mut stderr = String::new();
         std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-        let left: Vec<String> = namespaces_with("imdsh-")
+        let left: Vec<String> = namespaces()
             .into_iter()
             .filter(|n| mine.contains(n))
             .collect();
@@ -235,7 +218,7 @@ fn ctrl_c_removes_the_runs_namespaces_and_cleanup_reaps_a_killed_run() {
                 cleanup()
             };
             assert_eq!(out.status.code(), Some(0));
-            let still: Vec<String> = namespaces_with("imdsh-")
+            let still: Vec<String> = namespaces()
                 .into_iter()
                 .filter(|n| mine.contains(n))
                 .collect();
@@ -245,20 +228,6 @@ fn ctrl_c_removes_the_runs_namespaces_and_cleanup_reaps_a_killed_run() {
             assert!(left.is_empty(), "SIG{signal} left {left:?}\n{stderr}");
         }
     }
-}
-
-/// The run id of the harness process `pid`, once it has one: the name of the liveness
-/// socket it holds.
-fn run_of(pid: u32) -> Option<String> {
-    let out = Command::new("ss").args(["-xlpH"]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|line| line.contains(&format!("pid={pid},")))
-        .find_map(|line| {
-            let at = line.find("@imdsh-run-")?;
-            let rest = &line[at + "@imdsh-run-".len()..];
-            Some(rest.split_whitespace().next()?.to_owned())
-        })
 }
 
 /// Runs `measure` with `args`; its exit code, stdout and stderr.
@@ -280,7 +249,7 @@ fn two_runs_at_once_both_measure_right_and_leave_nothing() {
     if !require("measure_concurrent", NEEDS) {
         return;
     }
-    let before = namespaces_with("imdsh-");
+    let before = namespaces();
     let dir = tempfile::tempdir().unwrap();
     let args = [
         "--topology",
@@ -316,10 +285,7 @@ fn two_runs_at_once_both_measure_right_and_leave_nothing() {
         );
         assert_eq!(report["exit_code"], 0);
     }
-    let left: Vec<String> = namespaces_with("imdsh-")
-        .into_iter()
-        .filter(|n| !before.contains(n))
-        .collect();
+    let left = namespaces_left_since(&before);
     assert!(left.is_empty(), "{left:?}");
 }
 

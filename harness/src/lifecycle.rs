@@ -46,7 +46,7 @@ fn bind_run_token(run: &str) -> io::Result<UnixListener> {
 }
 
 /// Whether the run `run` is still going (in this or another process).
-pub(crate) fn run_is_alive(run: &str) -> bool {
+pub fn run_is_alive(run: &str) -> bool {
     // If the name can be bound, nobody holds it; the probe socket is closed at once.
     bind_run_token(run).is_err()
 }

@@ -12,6 +12,7 @@ pub mod output;
 pub mod raw_http;
 pub mod relay_grant;
 pub mod require;
+pub mod runs;
 pub mod shim_site;
 pub mod stats;
 pub mod wrk;
