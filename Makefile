@@ -84,14 +84,24 @@ check: lint
 	exit $$status
 
 # Everything, the fast tier included, with cargo test: the slow tier's tests rely on
-# running one test binary at a time (they compare the root namespace, the engine's
-# containers and the run's namespaces before and after, and serialise their cleanups
-# with in-process locks), which cargo test gives and nextest's process per test does not.
-# check-leftovers runs either way.
+# running the tests of one binary in one process (they share expensive set-ups, and
+# serialise their cleanups with in-process locks), which cargo test gives and nextest's
+# process per test does not. Two streams of binaries run side by side: the Docker
+# backend's own (mostly waiting on engines) and all the others; each test compares only
+# what its own runs made (tests/support/runs.rs), never the machine before and after.
+# check-leftovers runs when both are done.
+DOCKER_TESTS := docker_backend docker_faults docker_images mock_container
+OTHER_TESTS := $(filter-out $(DOCKER_TESTS),$(basename $(notdir $(wildcard tests/*.rs shim/tests/*.rs))))
+test: SHELL := /bin/bash
 test: build pydeps lint
 	@rm -f $(SKIPPED)
-	status=0; \
-	IMDS_SKIPPED_FILE=$(SKIPPED) cargo test --workspace --lib --bins --tests || status=$$?; \
+	cargo test --workspace --lib --bins --tests --no-run
+	@export IMDS_SKIPPED_FILE=$(SKIPPED); status=0; \
+	{ cargo test $(addprefix --test ,$(DOCKER_TESTS)) 2>&1 | sed -u 's/^/[docker] /'; \
+	  exit $${PIPESTATUS[0]}; } & docker=$$!; \
+	trap 'wait $$docker' INT TERM; \
+	cargo test --workspace --lib --bins $(addprefix --test ,$(OTHER_TESTS)) || status=$$?; \
+	wait $$docker || status=$$?; \
 	cargo test --workspace --doc || status=$$?; \
 	$(report_skipped); \
 	tests/check-leftovers || status=1; \
