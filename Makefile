@@ -97,7 +97,7 @@ test: build pydeps lint
 	@rm -f $(SKIPPED)
 	cargo test --workspace --lib --bins --tests --no-run
 	@export IMDS_SKIPPED_FILE=$(SKIPPED); status=0; \
-	{ cargo test $(addprefix --test ,$(DOCKER_TESTS)) 2>&1 | sed -u 's/^/[docker] /'; \
+	{ cargo test --workspace $(addprefix --test ,$(DOCKER_TESTS)) 2>&1 | sed -u 's/^/[docker] /'; \
 	  exit $${PIPESTATUS[0]}; } & docker=$$!; \
 	trap 'wait $$docker' INT TERM; \
 	cargo test --workspace --lib --bins $(addprefix --test ,$(OTHER_TESTS)) || status=$$?; \
