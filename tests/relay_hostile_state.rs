@@ -111,7 +111,9 @@ impl Sim {
             }
         };
         let relay = Relay { handle, log };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // A guard against a hang, not a time limit: reading 100,000 grants back took over
+        // 20 s at a load average of 19.
+        let deadline = Instant::now() + Duration::from_mins(2);
         loop {
             if let Some(out) = relay.handle.try_wait().unwrap() {
                 let mut out = out.clone();
