@@ -22,10 +22,14 @@ use imds_harness::backend::endpoints::STS_URL;
 
 /// Where the workspace is (the test's own manifest directory).
 const WORKSPACE: &str = env!("CARGO_MANIFEST_DIR");
-/// The derived image: the instance image plus systemd, man-db, curl and the AWS CLI.
+/// The derived image: the instance image plus systemd, man-db, curl, procps and the AWS CLI.
 const HOST_REPOSITORY: &str = "imdsh-package/host";
 /// Bumped when [`HOST_DOCKERFILE`] changes.
-const HOST_RECIPE: &str = "v1";
+const HOST_RECIPE: &str = "v3";
+/// The instance image's engines, which this host does not need at boot.
+const ENGINES: &str = "docker.service docker.socket containerd.service podman.service \
+                       podman.socket podman-restart.service podman-auto-update.service \
+                       podman-auto-update.timer";
 /// The label of what these tests make in the engine.
 const LABEL: &str = "imdsh-package=1";
 /// The mock's Arn for the instance role, as the real CLI prints it.
@@ -268,7 +272,13 @@ impl Host {
                 bins::harness().display()
             ),
             image,
-            "/sbin/init",
+            // systemd tracks each unit in a cgroup of its own: the named hierarchy it uses
+            // (cgroup v1 here) is the container's own subtree (private cgroup namespace),
+            // made writable. Read-only, every process stays in the root cgroup, and processes
+            // of `docker exec` were killed (SIGKILL) now and then.
+            "sh",
+            "-c",
+            "mount -o remount,bind,rw /sys/fs/cgroup/systemd && exec /sbin/init",
         ]);
         host.wait_for_boot();
         host
@@ -340,6 +350,8 @@ impl Host {
              -o -path /etc/ld.so.cache \\) -prune -o -print",
         )
         .lines()
+        // Each boot's private /tmp of other services (systemd-logind's).
+        .filter(|p| !p.starts_with("/var/tmp/systemd-private-") || p.contains("imds-shim"))
         .map(str::to_owned)
         .collect()
     }
@@ -367,15 +379,17 @@ impl Host {
 
 /// The Dockerfile of the derived image: the instance image (`imds-harness images`, Debian
 /// bookworm by mmdebstrap) with what a host booting systemd and reading man pages has; man
-/// pages are no longer excluded from installs (mmdebstrap's minbase setting).
+/// pages are no longer excluded from installs (mmdebstrap's minbase setting); its container
+/// engines are masked (nothing here needs them, and they would cost memory at every boot).
 fn host_dockerfile(instance: &str) -> String {
     format!(
         "FROM {instance}\n\
          RUN rm -f /etc/dpkg/dpkg.cfg.d/99mmdebstrap \\\n\
           && apt-get update \\\n\
           && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \\\n\
-             systemd systemd-sysv dbus man-db curl awscli \\\n\
-          && rm -rf /var/lib/apt/lists/*\n\
+             systemd systemd-sysv dbus man-db curl procps awscli \\\n\
+          && rm -rf /var/lib/apt/lists/* \\\n\
+          && systemctl mask {ENGINES}\n\
          LABEL {LABEL}\n"
     )
 }
@@ -477,7 +491,7 @@ ip -n imdsh-router addr add 10.77.1.1/30 dev imdsh-r1
 ip -n imdsh-router link set imdsh-r0 up && ip -n imdsh-router link set imdsh-r1 up
 ip -n imdsh-router link set lo up
 ip -n imdsh-router route add default via 10.77.0.1
-ip netns exec imdsh-router sysctl -qw net.ipv4.ip_forward=1
+ip netns exec imdsh-router sh -c 'echo 1 > /proc/sys/net/ipv4/ip_forward'
 ip -n imdsh-build addr add 10.77.1.2/30 dev imdsh-b0
 ip -n imdsh-build link set imdsh-b0 up && ip -n imdsh-build link set lo up
 ip -n imdsh-build route add default via 10.77.1.1
@@ -631,11 +645,12 @@ fn on_a_systemd_host_the_relay_serves_a_build_at_hop_limit_1_enforce_runs_at_boo
     assert!(now_3.status.success(), "{}", show(&now_3));
 
     // Purge: the units stopped and gone, the configuration and state too.
-    host.ok("systemctl disable --now imdsh-mock imds-shim-enforce");
     host.ok("systemctl enable --now imds-shim-relay");
     host.ok("dpkg --purge imds-shim");
     assert!(!host.sh("pgrep -x imds-shim").status.success());
     assert!(!host.sh("ip link show imdsh-relay0").status.success());
+    // What the test added itself.
+    host.ok("systemctl disable --now imdsh-mock");
     host.ok("rm -rf /etc/systemd/system/imds-shim-enforce.service.d /root/build.env");
     let after = host.files();
     let left: Vec<&String> = after.difference(&before).collect();

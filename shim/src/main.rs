@@ -557,6 +557,31 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_configuration_fits_the_command_line_and_the_command_line_wins() {
+        let path = std::path::Path::new(config::DEFAULT_PATH);
+        let shipped = config::Config::parse(path, include_str!("../debian/config.toml")).unwrap();
+        let cmd = command_line();
+        assert_eq!(
+            shipped.flags(&cmd, &["enforce"]).unwrap(),
+            ["--topology", "earthly-run"]
+        );
+        let relay = shipped.flags(&cmd, &["relay"]).unwrap();
+        assert_eq!(relay, ["--state", "/var/lib/imds-shim/grants.json"]);
+        let mut argv: Vec<OsString> = ["imds-shim", "--config", "x", "relay"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        argv.extend(relay);
+        argv.extend(["--state", "/tmp/mine.json"].map(OsString::from));
+        let cli = Cli::from_arg_matches(&cmd.get_matches_from(argv)).unwrap();
+        assert_eq!(cli.config.as_deref(), Some(std::path::Path::new("x")));
+        let Command::Relay(args) = cli.command else {
+            panic!("not relay")
+        };
+        assert!(format!("{args:?}").contains("/tmp/mine.json"), "{args:?}");
+    }
+
+    #[test]
     fn probe_defaults() {
         let cli = Cli::try_parse_from(["imds-shim", "probe"]).unwrap();
         let Command::Probe(args) = cli.command else {
