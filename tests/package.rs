@@ -10,7 +10,6 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use imds_e2e::bins;
@@ -48,36 +47,34 @@ const UNITS: [&str; 3] = [
     "imds-shim-fence.service",
 ];
 
-/// The package made from the dev build, once per test binary: (its path, its directory).
-fn package() -> &'static (PathBuf, tempfile::TempDir) {
-    static PACKAGE: OnceLock<(PathBuf, tempfile::TempDir)> = OnceLock::new();
-    PACKAGE.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("imdsh-package-")
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .tempdir()
-            .unwrap();
-        let target = bins::target_profile_dir().parent().unwrap().to_path_buf();
-        assert!(bins::shim().exists());
-        let out = Command::new(Path::new(WORKSPACE).join("shim/debian/build"))
-            .args(["dev", dir.path().to_str().unwrap()])
-            .env("CARGO_TARGET_DIR", &target)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "shim/debian/build dev: {}",
-            show(&out)
-        );
-        let debs: Vec<PathBuf> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "deb"))
-            .collect();
-        assert_eq!(debs.len(), 1, "{debs:?}");
-        (debs[0].clone(), dir)
-    })
+/// The package made from the dev build, in a directory of its own removed with it: (its
+/// path, the directory). `shim/debian/build` runs one at a time.
+fn package() -> (PathBuf, tempfile::TempDir) {
+    let dir = tempfile::Builder::new()
+        .prefix("imdsh-package-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .tempdir()
+        .unwrap();
+    let target = bins::target_profile_dir().parent().unwrap().to_path_buf();
+    assert!(bins::shim().exists());
+    let out = Command::new(Path::new(WORKSPACE).join("shim/debian/build"))
+        .args(["dev", dir.path().to_str().unwrap()])
+        .env("CARGO_TARGET_DIR", &target)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "shim/debian/build dev: {}",
+        show(&out)
+    );
+    let debs: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "deb"))
+        .collect();
+    assert_eq!(debs.len(), 1, "{debs:?}");
+    (debs[0].clone(), dir)
 }
 
 fn is_root() -> bool {
@@ -104,7 +101,7 @@ fn the_package_holds_the_binary_pages_completions_units_and_conffile_and_lintian
     ) {
         return;
     }
-    let (deb, _) = package();
+    let (deb, _dir) = package();
     let deb = deb.to_str().unwrap();
     let contents = stdout(&run("dpkg-deb", &["--contents", deb]));
     let mut wanted = vec![
