@@ -13,7 +13,7 @@ DEB_PACKAGES := $(shell grep -v '^#' packages/debian.txt)
 BENCH_PACKAGES := $(shell grep -v '^#' packages/debian-bench.txt)
 BIN := $(CARGO_TARGET_DIR)/debug
 
-.PHONY: deps pydeps bench-deps build lint check test measure bench bench-backends bench-fleet bench-relay client-fixtures cleanup dist images mock-image
+.PHONY: deb deb-tools deps pydeps bench-deps build lint check test measure bench bench-backends bench-fleet bench-relay client-fixtures cleanup dist images mock-image
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
@@ -93,7 +93,7 @@ check: lint
 DOCKER_TESTS := docker_backend docker_faults docker_images mock_container
 OTHER_TESTS := $(filter-out $(DOCKER_TESTS),$(basename $(notdir $(wildcard tests/*.rs shim/tests/*.rs))))
 test: SHELL := /bin/bash
-test: build pydeps lint
+test: build pydeps deb-tools lint
 	@rm -f $(SKIPPED)
 	cargo test --workspace --lib --bins --tests --no-run
 	@export IMDS_SKIPPED_FILE=$(SKIPPED); status=0; \
@@ -140,6 +140,17 @@ cleanup: build
 dist:
 	RUSTFLAGS="-C target-feature=+crt-static" cargo build --profile dist -p imds-shim --target x86_64-unknown-linux-gnu
 	@ls -l $(CARGO_TARGET_DIR)/x86_64-unknown-linux-gnu/dist/imds-shim
+
+# The Debian package (docs/packaging.md): the release binary, its man pages and completions,
+# the units and /etc/imds-shim/config.toml, made by cargo-deb (installed if missing) into
+# $(CARGO_TARGET_DIR)/debian/. The test suite packages the dev build instead.
+deb-tools:
+	@command -v cargo-deb >/dev/null || cargo install --locked cargo-deb
+
+deb: deb-tools
+	cargo build --release -p imds-shim --bin imds-shim
+	shim/debian/build release
+	@ls -l $(CARGO_TARGET_DIR)/debian/*.deb
 
 images: build
 	$(BIN)/imds-harness images

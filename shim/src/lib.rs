@@ -5,6 +5,8 @@
 //! - [`baseline`]: the hop limit a topology needs, from the recorded baseline or `--need`.
 //! - [`instance`]: the instance's metadata options through the EC2 API.
 //! - [`check`], [`enforce`], [`run`], [`relay`]: the subcommands of the same names.
+//! - [`config`]: the configuration file, each subcommand's options (`--config`).
+//! - [`manual`]: the manual pages and shell completions the package ships.
 //! - [`fleet`]: `audit`, and `enforce` at the source (launch templates, account defaults,
 //!   infrastructure code).
 
@@ -12,10 +14,12 @@
 
 pub mod baseline;
 pub mod check;
+pub mod config;
 pub mod endpoint;
 pub mod enforce;
 pub mod fleet;
 pub mod instance;
+pub mod manual;
 pub mod probe;
 pub mod relay;
 pub mod run;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 use imds_shim::baseline::{self, Need};
 use imds_shim::check::{self, Verdict};
@@ -18,6 +18,7 @@ use imds_shim::fleet::iac::{self, Dialect};
 use imds_shim::fleet::launch_template::{self, TemplateRef};
 use imds_shim::probe::{self, render, Place, ProbeOptions, Steps};
 use imds_shim::run::{self, classify, diagnosis};
+use imds_shim::{config, manual};
 use imds_vocab::{HopLimit, Topology};
 
 mod relay_command;
@@ -39,6 +40,10 @@ const EXIT_USAGE: u8 = 2;
                   of the build."
 )]
 struct Cli {
+    /// Read the subcommand's options from FILE first (a TOML table per subcommand, e.g. [relay]; options given here win); must come first
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -153,6 +158,14 @@ enum Command {
                       a dummy link of its own and removes it on exit."
     )]
     Relay(relay_command::RelayArgs),
+
+    /// Write the manual pages and shell completions (for packaging)
+    #[command(hide = true)]
+    Manual {
+        /// The directory to write man1/ and completions/ in
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -307,8 +320,31 @@ struct ProbeArgs {
     only: Steps,
 }
 
+/// The command line, where an option given twice takes its last value: those of `--config`
+/// come first, the command line's after them.
+fn command_line() -> clap::Command {
+    fn override_self(cmd: clap::Command) -> clap::Command {
+        cmd.args_override_self(true).mut_subcommands(override_self)
+    }
+    override_self(Cli::command())
+}
+
+/// The arguments, with those of `--config FILE` in place; a bad file stops here.
+fn parse() -> Cli {
+    let cmd = command_line();
+    let args = match config::expand(&cmd, std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("imds-shim: error: {e}");
+            std::process::exit(EXIT_USAGE.into());
+        }
+    };
+    let matches = cmd.get_matches_from(args);
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse();
     let result = match cli.command {
         Command::Probe(args) => probe_command(&args),
         Command::Check(args) => check_command(&args),
@@ -316,6 +352,9 @@ fn main() -> ExitCode {
         Command::Audit(args) => audit_command(&args),
         Command::Run(args) => run_command(&args),
         Command::Relay(args) => relay_command::relay_command(args),
+        Command::Manual { out } => manual::write(&Cli::command(), &out)
+            .map(|_| ExitCode::SUCCESS)
+            .map_err(Into::into),
     };
     result.unwrap_or_else(|e| {
         eprintln!("imds-shim: error: {e:#}");
@@ -515,6 +554,31 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_shipped_configuration_fits_the_command_line_and_the_command_line_wins() {
+        let path = std::path::Path::new(config::DEFAULT_PATH);
+        let shipped = config::Config::parse(path, include_str!("../debian/config.toml")).unwrap();
+        let cmd = command_line();
+        assert_eq!(
+            shipped.flags(&cmd, &["enforce"]).unwrap(),
+            ["--topology", "earthly-run"]
+        );
+        let relay = shipped.flags(&cmd, &["relay"]).unwrap();
+        assert_eq!(relay, ["--state", "/var/lib/imds-shim/grants.json"]);
+        let mut argv: Vec<OsString> = ["imds-shim", "--config", "x", "relay"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        argv.extend(relay);
+        argv.extend(["--state", "/tmp/mine.json"].map(OsString::from));
+        let cli = Cli::from_arg_matches(&cmd.get_matches_from(argv)).unwrap();
+        assert_eq!(cli.config.as_deref(), Some(std::path::Path::new("x")));
+        let Command::Relay(args) = cli.command else {
+            panic!("not relay")
+        };
+        assert!(format!("{args:?}").contains("/tmp/mine.json"), "{args:?}");
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub enum Requirement {
     JunitParser,
     /// The user-space network stacks of the proxied layers: slirp4netns and pasta.
     UserStacks,
+    /// `cargo deb` (cargo-deb, a cargo subcommand) and Debian's `lintian`: the package.
+    DebTools,
 }
 
 impl Requirement {
@@ -45,7 +47,8 @@ impl Requirement {
             | Requirement::AwsCli
             | Requirement::SdkClients
             | Requirement::JunitParser
-            | Requirement::UserStacks => None,
+            | Requirement::UserStacks
+            | Requirement::DebTools => None,
         }
     }
 
@@ -87,6 +90,24 @@ impl Requirement {
             .map(|(p, package)| {
                 format!("{p} is missing (apt-get install {package}; make test installs it)")
             }),
+            Requirement::DebTools => {
+                let cargo_deb = std::process::Command::new(env!("CARGO"))
+                    .args(["deb", "--version"])
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .is_ok_and(|out| out.status.success());
+                if cargo_deb {
+                    (!Path::new("/usr/bin/lintian").exists()).then(|| {
+                        "/usr/bin/lintian is missing (apt-get install lintian; make test installs it)"
+                            .to_string()
+                    })
+                } else {
+                    Some(
+                        "cargo-deb is missing (cargo install --locked cargo-deb; make test installs it)"
+                            .to_string(),
+                    )
+                }
+            }
             Requirement::JunitParser => {
                 let found = std::process::Command::new("python3")
                     .args(["-c", "import junitparser"])
