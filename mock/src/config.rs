@@ -9,6 +9,7 @@ use crate::iam::IamConfig;
 use crate::imds::notices::Notices;
 use crate::instance::InstanceIdentity;
 use crate::options::MetadataOptions;
+use crate::organizations::model::OrganizationSpec;
 
 /// EC2's default lifetime of instance-role credentials.
 const DEFAULT_CREDENTIAL_LIFETIME: Duration = Duration::from_hours(6);
@@ -40,6 +41,9 @@ pub struct MockConfig {
     pub throttle_rate: f64,
     /// The account's roles, managed policies and the instance role's policy.
     pub iam: IamConfig,
+    /// An organization around the account: member accounts and regions, each with
+    /// their own EC2 ([`MockConfig::fleet`] is then the fleet of every one of them).
+    pub organization: Option<OrganizationSpec>,
 }
 
 /// How many fleet instances to generate, and from which seed.
@@ -66,6 +70,7 @@ impl Default for MockConfig {
             metadata_defaults: MetadataDefaults::default(),
             throttle_rate: 0.0,
             iam: IamConfig::default(),
+            organization: None,
         }
     }
 }

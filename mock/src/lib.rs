@@ -155,9 +155,11 @@ mod imds_version;
 mod instance;
 mod mock_aws;
 mod options;
+mod organizations;
 mod ports;
 mod query;
 mod request_log;
+mod router;
 mod server;
 mod sigv4;
 mod state;
@@ -183,6 +185,9 @@ pub use imds_version::ImdsVersion;
 pub use instance::InstanceIdentity;
 pub use mock_aws::{Endpoints, Listeners, MockAws};
 pub use options::{MetadataOptions, MetadataOptionsChange};
+pub use organizations::model::{
+    is_opt_in, Account, AccountStatus, JoinedMethod, OrganizationSpec, ACCESS_ROLE, OPT_IN_REGIONS,
+};
 pub use ports::{EC2_PORT, IMDS_PORT, STS_PORT};
 pub use request_log::{RequestLog, RequestMark, RequestRecord, Service};
 #[cfg(feature = "testcontainers")]

@@ -14,4 +14,5 @@ pub mod relay_grant;
 pub mod require;
 pub mod shim_site;
 pub mod stats;
+pub mod verdict;
 pub mod wrk;

@@ -24,7 +24,7 @@ use crate::baseline::{self, Need};
 use crate::instance::InstanceError;
 
 /// `DescribeInstances` page size: EC2's largest.
-const PAGE_SIZE: i32 = 1000;
+pub(crate) const PAGE_SIZE: i32 = 1000;
 
 /// One instance's verdict, worst first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, VariantArray)]
@@ -57,7 +57,7 @@ impl AuditVerdict {
         }
     }
 
-    fn short(self) -> &'static str {
+    pub(crate) fn short(self) -> &'static str {
         match self {
             Self::EndpointDisabled => "endpoint disabled",
             Self::TooLow => "too low",
@@ -182,9 +182,19 @@ pub fn parse_filter(text: &str) -> Result<(String, Vec<String>), String> {
 }
 
 /// The needs of topologies named by tags, each looked up once.
-struct Needs<'a> {
+pub(crate) struct Needs<'a> {
     request: &'a AuditRequest,
     known: BTreeMap<String, Option<HopLimit>>,
+}
+
+impl<'a> Needs<'a> {
+    /// None looked up yet.
+    pub(crate) fn new(request: &'a AuditRequest) -> Self {
+        Needs {
+            request,
+            known: BTreeMap::new(),
+        }
+    }
 }
 
 impl Needs<'_> {
@@ -217,7 +227,10 @@ fn tag<'a>(instance: &'a Instance, key: &str) -> Option<&'a str> {
 }
 
 /// One row, or `None` when the instance has no metadata options.
-fn row(instance: &Instance, needs: &mut Needs<'_>) -> Result<Option<AuditRow>, InstanceError> {
+pub(crate) fn row(
+    instance: &Instance,
+    needs: &mut Needs<'_>,
+) -> Result<Option<AuditRow>, InstanceError> {
     let Some(options) = instance.metadata_options() else {
         return Ok(None);
     };
@@ -261,11 +274,9 @@ fn row(instance: &Instance, needs: &mut Needs<'_>) -> Result<Option<AuditRow>, I
     }))
 }
 
-/// Pages through `DescribeInstances` and judges every instance.
-pub async fn audit(api: &FleetApi, request: &AuditRequest) -> Result<AuditReport, InstanceError> {
-    const ACTION: &str = "DescribeInstances";
-    let started = Instant::now();
-    let filters: Vec<Filter> = request
+/// The `DescribeInstances` filters of `request`.
+pub(crate) fn filters(request: &AuditRequest) -> Vec<Filter> {
+    request
         .filters
         .iter()
         .map(|(name, values)| {
@@ -274,7 +285,14 @@ pub async fn audit(api: &FleetApi, request: &AuditRequest) -> Result<AuditReport
                 .set_values(Some(values.clone()))
                 .build()
         })
-        .collect();
+        .collect()
+}
+
+/// Pages through `DescribeInstances` and judges every instance.
+pub async fn audit(api: &FleetApi, request: &AuditRequest) -> Result<AuditReport, InstanceError> {
+    const ACTION: &str = "DescribeInstances";
+    let started = Instant::now();
+    let filters = filters(request);
     let mut pages = api
         .ec2
         .describe_instances()
@@ -282,10 +300,7 @@ pub async fn audit(api: &FleetApi, request: &AuditRequest) -> Result<AuditReport
         .max_results(PAGE_SIZE)
         .into_paginator()
         .send();
-    let mut needs = Needs {
-        request,
-        known: BTreeMap::new(),
-    };
+    let mut needs = Needs::new(request);
     let (mut rows, mut skipped, mut page_count) = (Vec::new(), 0, 0);
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| InstanceError::from_sdk(ACTION, &e))?;
@@ -333,7 +348,7 @@ fn plural(n: u64, noun: &str) -> String {
 
 /// 1 when builds fail somewhere, 2 when an instance cannot be judged, 3 when some
 /// instance is more exposed than needed, 0 when every one is right.
-fn exit_code(verdicts: &BTreeMap<AuditVerdict, usize>) -> u8 {
+pub(crate) fn exit_code(verdicts: &BTreeMap<AuditVerdict, usize>) -> u8 {
     let any = |v: &[AuditVerdict]| v.iter().any(|v| verdicts.get(v).copied().unwrap_or(0) > 0);
     if any(&[AuditVerdict::EndpointDisabled, AuditVerdict::TooLow]) {
         1
