@@ -24,7 +24,7 @@ use imds_vocab::baseline::Baseline;
 use imds_vocab::tags::{
     ASG as ASG_TAG, LAUNCH_TEMPLATE_ID as LAUNCH_TEMPLATE_ID_TAG, TOPOLOGY as TOPOLOGY_TAG,
 };
-use imds_vocab::{HopLimit, HttpEndpoint, HttpTokens, Toggle, Topology};
+use imds_vocab::{HopLimit, HttpEndpoint, HttpTokens, Toggle};
 use serde_json::Value;
 
 const BASELINE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/hop-limits.toml");

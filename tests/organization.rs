@@ -30,6 +30,11 @@ async fn start(builder: MockBuilder) -> MockAws {
 /// `program args` with credentials only from the mock's IMDS and every API at the
 /// mock's one endpoint.
 fn run(mock: &MockAws, program: &str, args: &[&str]) -> Output {
+    // Debian's AWS CLI reads no AWS_ENDPOINT_URL: without the flag it would call AWS.
+    assert!(
+        program != AWS_CLI || args.contains(&"--endpoint-url"),
+        "the AWS CLI must be given --endpoint-url: {args:?}"
+    );
     let home = tempfile::tempdir().unwrap();
     let env = isolated(home.path(), &mock.endpoints().imds)
         .with("AWS_ENDPOINT_URL", &mock.endpoints().ec2);
@@ -212,19 +217,21 @@ async fn botocore_and_the_cli_read_the_organization_by_signature() {
     let b = mock.fleet_in(&accounts[2].id, "us-east-1").unwrap();
     assert_ne!(a.instances()[0].instance_id, b.instances()[0].instance_id);
 
-    // The AWS CLI pages ListAccounts on its own and reads the regions' opt-in status.
+    // The AWS CLI pages ListAccounts on its own and reads the regions' opt-in status
+    // (Debian's 2.9.19 reads no AWS_ENDPOINT_URL: --endpoint-url).
+    let url = mock.endpoints().ec2.clone();
     let out = run(
         &mock,
         AWS_CLI,
         &[
             "organizations",
             "list-accounts",
-            "--max-items",
-            "100",
             "--page-size",
             "4",
             "--output",
             "json",
+            "--endpoint-url",
+            &url,
         ],
     );
     assert!(out.status.success(), "{}", show(&out));
@@ -239,6 +246,8 @@ async fn botocore_and_the_cli_read_the_organization_by_signature() {
             "--all-regions",
             "--output",
             "json",
+            "--endpoint-url",
+            &url,
         ],
     );
     assert!(out.status.success(), "{}", show(&out));
@@ -322,7 +331,7 @@ fn audit(mock: &MockAws, extra: &[&str]) -> Audit {
 }
 
 impl Audit {
-    fn of(&self, kind: &str) -> impl Iterator<Item = &Value> {
+    fn of<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Value> {
         self.records.iter().filter(move |r| r["record"] == kind)
     }
 
