@@ -98,22 +98,12 @@ fn audit(mock: &MockAws, args: &[&str], organization: bool) -> Run {
     }
 }
 
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
-        .unwrap_or_default()
-}
-
 fn main() {
     let runs = imds_e2e::stats::runs_requested(3);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     println!(
-        "organization audit benchmark, {runs} runs, {} cores ({}), load average {}",
-        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
-        cpu_model(),
+        "organization audit benchmark, {runs} runs, {}, load average {}",
+        imds_e2e::stats::machine(),
         std::fs::read_to_string("/proc/loadavg")
             .unwrap_or_default()
             .split_whitespace()

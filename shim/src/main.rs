@@ -233,6 +233,10 @@ struct CheckArgs {
 }
 
 #[derive(Debug, Args)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "each is a command-line switch of its own"
+)]
 struct EnforceArgs {
     #[command(flatten)]
     need: NeedArgs,

@@ -89,7 +89,8 @@ impl Ec2 {
         let identity = &self.state.identity;
         let account = caller.account(identity);
         let scope = self.state.scope(account, &scope_region).map_err(refused)?;
-        let home = std::ptr::eq(scope, &self.state.home);
+        let home = self.state.organization.is_none()
+            || (account == identity.account && scope_region == identity.region);
         let target = Target {
             scope,
             account,

@@ -10,14 +10,12 @@
 use std::sync::Arc;
 
 use aws_config::SdkConfig;
-use aws_sdk_ec2::types::{
-    DefaultInstanceMetadataEndpointState, LaunchTemplateVersion, MetadataDefaultHttpTokensState,
-    RequestLaunchTemplateData,
-};
+use aws_sdk_ec2::types::{LaunchTemplateVersion, RequestLaunchTemplateData};
 use tokio::sync::mpsc::{self, Sender};
 
 use super::api::FleetApi;
 use super::audit::{AuditRequest, AuditVerdict};
+use super::defaults;
 use super::launch_template::request_options;
 use super::org_report::{FixStatus, OrgSummary, Record, ScopeSummary, SourceRecord};
 use super::organization::{walk, OrgAuditError, OrgAuditRequest};
@@ -108,22 +106,6 @@ async fn fix_template(
     Ok(version)
 }
 
-async fn fix_defaults(api: &FleetApi, wanted: Wanted) -> Result<(), InstanceError> {
-    api.ec2
-        .modify_instance_metadata_defaults()
-        .http_put_response_hop_limit(wanted.hop_limit.into())
-        .http_tokens(MetadataDefaultHttpTokensState::from(
-            wanted.http_tokens.as_ref(),
-        ))
-        .http_endpoint(DefaultInstanceMetadataEndpointState::from(
-            wanted.http_endpoint.as_ref(),
-        ))
-        .send()
-        .await
-        .map_err(|e| InstanceError::from_sdk("ModifyInstanceMetadataDefaults", &e))?;
-    Ok(())
-}
-
 /// Audits one scope (its records kept here), then plans and makes its fixes.
 async fn enforce_scope(
     api: FleetApi,
@@ -190,7 +172,7 @@ async fn enforce_scope(
                 Err(e) => FixStatus::Failed(e.to_string()),
             }
         } else {
-            match fix_defaults(&api, wanted).await {
+            match defaults::set(&api, wanted).await {
                 Ok(()) => FixStatus::Applied("set".to_owned()),
                 Err(e) => FixStatus::Failed(e.to_string()),
             }

@@ -160,7 +160,10 @@ async fn accounts(
         for account in page.accounts() {
             listed += 1;
             let id = account.id().unwrap_or_default().to_owned();
-            match account.status().map(|s| s.as_str()) {
+            match account
+                .status()
+                .map(aws_sdk_organizations::types::AccountStatus::as_str)
+            {
                 Some("ACTIVE") => active.push(id),
                 other => {
                     skipped += 1;

@@ -4,7 +4,10 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_ec2::types::{LaunchTemplate, LaunchTemplateInstanceMetadataOptions, Reservation};
+use aws_sdk_ec2::types::{
+    InstanceMetadataDefaultsResponse, LaunchTemplate, LaunchTemplateInstanceMetadataOptions,
+    LaunchTemplateVersion, Reservation,
+};
 use imds_vocab::{HopLimit, HttpEndpoint, HttpTokens};
 use tokio::sync::mpsc::Sender;
 
@@ -120,7 +123,9 @@ pub(crate) async fn audit_scope(
         .map_err(|e| InstanceError::from_sdk("GetInstanceMetadataDefaults", &e))?;
     let level = defaults.account_level();
     let defaults_set = SetOptions {
-        hop_limit: parse_hops(level.and_then(|d| d.http_put_response_hop_limit())),
+        hop_limit: parse_hops(
+            level.and_then(InstanceMetadataDefaultsResponse::http_put_response_hop_limit),
+        ),
         http_tokens: level
             .and_then(|d| d.http_tokens())
             .and_then(|t| t.as_str().parse().ok()),
@@ -251,7 +256,7 @@ async fn audit_template(
     record.name = template.launch_template_name().map(str::to_owned);
     record.default_version = template
         .default_version_number()
-        .or_else(|| version.and_then(|v| v.version_number()));
+        .or_else(|| version.and_then(LaunchTemplateVersion::version_number));
     record.launch_template_id = Some(id);
     Ok(record)
 }
