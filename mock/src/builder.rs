@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use imds_vocab::{HopLimit, HttpEndpoint, HttpTokens, Toggle};
 
+use crate::config::OrganizationSpec;
 use crate::config::{FleetSpec, MockConfig};
 use crate::ec2::launch_template_data::LaunchTemplateData;
 use crate::ec2::launch_templates::LaunchTemplateSpec;
@@ -15,7 +16,6 @@ use crate::iam::{is_valid_policy_arn, is_valid_role_name};
 use crate::imds::notices::{LifecycleState, MaintenanceEvent, SpotAction};
 use crate::instance::InstanceIdentity;
 use crate::mock_aws::{Listeners, MockAws};
-use crate::organizations::model::OrganizationSpec;
 
 /// EC2's limit on user data, before base64 encoding.
 const MAX_USER_DATA: usize = 16 * 1024;
@@ -282,7 +282,7 @@ impl MockBuilder {
     /// `regions` (empty: the mock's region alone), each with a fleet of the size and
     /// seed [`MockBuilder::fleet`] gives, its templates and defaults, its own throttle.
     /// Which accounts are odd (one cannot be assumed, one is suspended, one has not
-    /// enabled the opt-in regions) is said in [`crate::OrganizationSpec`]'s module.
+    /// enabled the opt-in regions) is said in the module of [`crate::Account`].
     pub fn organization<R: Into<String>>(
         mut self,
         accounts: usize,

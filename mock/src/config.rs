@@ -9,7 +9,6 @@ use crate::iam::IamConfig;
 use crate::imds::notices::Notices;
 use crate::instance::InstanceIdentity;
 use crate::options::MetadataOptions;
-use crate::organizations::model::OrganizationSpec;
 
 /// EC2's default lifetime of instance-role credentials.
 const DEFAULT_CREDENTIAL_LIFETIME: Duration = Duration::from_hours(6);
@@ -73,4 +72,17 @@ impl Default for MockConfig {
             organization: None,
         }
     }
+}
+
+/// How big an organization to make, and from which seed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrganizationSpec {
+    /// Accounts, the management account (the mock's own) included.
+    pub accounts: usize,
+    /// The regions every account's EC2 answers in (the mock's own region among them).
+    pub regions: Vec<String>,
+    /// Instances per account and region.
+    pub fleet: usize,
+    /// The seed of everything generated.
+    pub seed: u64,
 }

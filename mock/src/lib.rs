@@ -169,7 +169,7 @@ mod testcontainer;
 mod timestamp;
 
 pub use builder::{MockBuilder, MockError};
-pub use config::{FleetSpec, MockConfig};
+pub use config::{FleetSpec, MockConfig, OrganizationSpec};
 pub use ec2::fleet::{Fleet, FleetInstance, Generated};
 pub use ec2::launch_template_data::{LaunchTemplateData, TemplateMetadataOptions};
 pub use ec2::launch_templates::{LaunchTemplateSpec, LaunchTemplates};
@@ -186,7 +186,7 @@ pub use instance::InstanceIdentity;
 pub use mock_aws::{Endpoints, Listeners, MockAws};
 pub use options::{MetadataOptions, MetadataOptionsChange};
 pub use organizations::model::{
-    is_opt_in, Account, AccountStatus, JoinedMethod, OrganizationSpec, ACCESS_ROLE, OPT_IN_REGIONS,
+    is_opt_in, Account, AccountStatus, JoinedMethod, ACCESS_ROLE, OPT_IN_REGIONS,
 };
 pub use ports::{EC2_PORT, IMDS_PORT, STS_PORT};
 pub use request_log::{RequestLog, RequestMark, RequestRecord, Service};

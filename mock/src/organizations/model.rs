@@ -20,7 +20,7 @@ use rand::rngs::ChaCha8Rng;
 use rand::{RngExt as _, SeedableRng};
 use serde::Serialize;
 
-use crate::config::FleetSpec;
+use crate::config::{FleetSpec, OrganizationSpec};
 use crate::ec2::metadata_defaults::MetadataDefaults;
 use crate::ec2::scope::Scope;
 use crate::iam::Role;
@@ -46,19 +46,6 @@ pub const OPT_IN_REGIONS: &[&str] = &[
     "me-south-1",
     "mx-central-1",
 ];
-
-/// How big an organization to make, and from which seed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OrganizationSpec {
-    /// Accounts, the management account (the mock's own) included.
-    pub accounts: usize,
-    /// The regions every account's EC2 answers in (the mock's own region among them).
-    pub regions: Vec<String>,
-    /// Instances per account and region.
-    pub fleet: usize,
-    /// The seed of everything generated.
-    pub seed: u64,
-}
 
 /// An account's status, as `ListAccounts` says it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -251,7 +251,7 @@ impl Handler for Organizations {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::organizations::model::OrganizationSpec;
+    use crate::config::OrganizationSpec;
 
     fn org(accounts: usize) -> Organization {
         let spec = OrganizationSpec {
