@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use aws_sdk_ec2::operation::describe_instances::paginator::DescribeInstancesPaginator;
 use aws_sdk_ec2::types::{Filter, Instance};
 use imds_vocab::tags::{
     ASG as ASG_TAG, LAUNCH_TEMPLATE_ID as LAUNCH_TEMPLATE_ID_TAG,
@@ -24,7 +25,7 @@ use crate::baseline::{self, Need};
 use crate::instance::InstanceError;
 
 /// `DescribeInstances` page size: EC2's largest.
-pub(crate) const PAGE_SIZE: i32 = 1000;
+const PAGE_SIZE: i32 = 1000;
 
 /// One instance's verdict, worst first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, VariantArray)]
@@ -274,9 +275,9 @@ pub(crate) fn row(
     }))
 }
 
-/// The `DescribeInstances` filters of `request`.
-pub(crate) fn filters(request: &AuditRequest) -> Vec<Filter> {
-    request
+/// `DescribeInstances` with `request`'s filters, [`PAGE_SIZE`] a page.
+pub(crate) fn instance_pages(api: &FleetApi, request: &AuditRequest) -> DescribeInstancesPaginator {
+    let filters: Vec<Filter> = request
         .filters
         .iter()
         .map(|(name, values)| {
@@ -285,21 +286,19 @@ pub(crate) fn filters(request: &AuditRequest) -> Vec<Filter> {
                 .set_values(Some(values.clone()))
                 .build()
         })
-        .collect()
+        .collect();
+    api.ec2
+        .describe_instances()
+        .set_filters((!filters.is_empty()).then_some(filters))
+        .max_results(PAGE_SIZE)
+        .into_paginator()
 }
 
 /// Pages through `DescribeInstances` and judges every instance.
 pub async fn audit(api: &FleetApi, request: &AuditRequest) -> Result<AuditReport, InstanceError> {
     const ACTION: &str = "DescribeInstances";
     let started = Instant::now();
-    let filters = filters(request);
-    let mut pages = api
-        .ec2
-        .describe_instances()
-        .set_filters((!filters.is_empty()).then_some(filters))
-        .max_results(PAGE_SIZE)
-        .into_paginator()
-        .send();
+    let mut pages = instance_pages(api, request).send();
     let mut needs = Needs::new(request);
     let (mut rows, mut skipped, mut page_count) = (Vec::new(), 0, 0);
     while let Some(page) = pages.next().await {

@@ -12,7 +12,7 @@ use imds_vocab::{HopLimit, HttpEndpoint, HttpTokens};
 use tokio::sync::mpsc::Sender;
 
 use super::api::FleetApi;
-use super::audit::{self, AuditRequest, AuditVerdict, Needs, PAGE_SIZE};
+use super::audit::{self, AuditRequest, AuditVerdict, Needs};
 use super::compliance::{Compliance, ResourceKind};
 use super::org_report::{
     empty_counts, Record, ScopeSummary, SetOptions, SourceNeedFrom, SourceRecord,
@@ -151,14 +151,7 @@ pub(crate) async fn audit_scope(
     // The largest known need of the instances launched from each template.
     let mut template_needs: HashMap<String, HopLimit> = HashMap::new();
     let mut needs = Needs::new(request);
-    let filters = audit::filters(request);
-    let mut pages = api
-        .ec2
-        .describe_instances()
-        .set_filters((!filters.is_empty()).then_some(filters))
-        .max_results(PAGE_SIZE)
-        .into_paginator()
-        .send();
+    let mut pages = audit::instance_pages(api, request).send();
     let mut page_count = 0;
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| InstanceError::from_sdk("DescribeInstances", &e))?;
