@@ -15,6 +15,7 @@ use aws_smithy_http_client::Builder as HttpClientBuilder;
 use imds_e2e::aws_env::{isolated, AWS_CLI};
 use imds_e2e::bins;
 use imds_e2e::require::{require, Requirement};
+use imds_e2e::verdict::expected_verdict;
 use imds_mock::{
     Fleet, FleetInstance, LaunchTemplateData, LaunchTemplateSpec, MetadataDefaults, MockAws,
     MockBuilder, Service, TemplateMetadataOptions,
@@ -23,15 +24,13 @@ use imds_vocab::baseline::Baseline;
 use imds_vocab::tags::{
     ASG as ASG_TAG, LAUNCH_TEMPLATE_ID as LAUNCH_TEMPLATE_ID_TAG, TOPOLOGY as TOPOLOGY_TAG,
 };
-use imds_vocab::{HopLimit, HttpEndpoint, HttpTokens, Toggle, Topology};
+use imds_vocab::{HopLimit, HttpEndpoint, HttpTokens, Toggle};
 use serde_json::Value;
 
 const BASELINE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/hop-limits.toml");
 /// The fleet of the issue: 5,000 build hosts.
 const FLEET: usize = 5000;
 const SEED: u64 = 42;
-/// The need of an untagged instance: `--topology earthly-run`, the default.
-const DEFAULT_TOPOLOGY: &str = "earthly-run";
 
 async fn start(builder: MockBuilder) -> MockAws {
     builder.start().await.expect("the mock starts")
@@ -73,37 +72,6 @@ fn audit_json(mock: &MockAws, extra: &[&str], code: i32) -> Value {
     let out = shim(mock, &args);
     assert_eq!(out.status.code(), Some(code), "{}", show(&out));
     serde_json::from_slice(&out.stdout).expect("audit --json prints JSON")
-}
-
-/// What the audit must say of an instance, worked out from the seed's data and the
-/// baseline file (not from the shim's code).
-fn expected_verdict(
-    hop_limit: HopLimit,
-    tokens: HttpTokens,
-    endpoint: HttpEndpoint,
-    tags: &BTreeMap<String, String>,
-    baseline: &Baseline,
-) -> &'static str {
-    let topology = tags
-        .get(TOPOLOGY_TAG)
-        .map_or(DEFAULT_TOPOLOGY, String::as_str);
-    let Some(need) = Topology::parse(topology)
-        .ok()
-        .and_then(|t| baseline.get(&t))
-    else {
-        return "unknown-topology";
-    };
-    if endpoint == HttpEndpoint::Disabled {
-        "endpoint-disabled"
-    } else if hop_limit < need {
-        "too-low"
-    } else if tokens == HttpTokens::Optional {
-        "tokens-optional"
-    } else if hop_limit > need {
-        "too-high"
-    } else {
-        "right"
-    }
 }
 
 /// Every instance's expected verdict: the mock's own (hop limit 1, tokens required, no

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use imds_vocab::{HopLimit, HttpEndpoint, HttpTokens, Toggle};
 
+use crate::config::OrganizationSpec;
 use crate::config::{FleetSpec, MockConfig};
 use crate::ec2::launch_template_data::LaunchTemplateData;
 use crate::ec2::launch_templates::LaunchTemplateSpec;
@@ -18,6 +19,15 @@ use crate::mock_aws::{Listeners, MockAws};
 
 /// EC2's limit on user data, before base64 encoding.
 const MAX_USER_DATA: usize = 16 * 1024;
+/// The most accounts an organization of the mock has.
+pub(crate) const MAX_ACCOUNTS: usize = 10_000;
+
+fn is_region_name(region: &str) -> bool {
+    !region.is_empty()
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
 
 /// What is wrong with a mock's configuration, or why it could not start.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +71,21 @@ pub enum MockError {
          or arn:aws:iam::aws:policy/NAME"
     )]
     PolicyArn(String),
+    /// The organization's size.
+    #[error(
+        "organization of {0} accounts: from 1 (the management account alone) to {MAX_ACCOUNTS}"
+    )]
+    OrganizationAccounts(usize),
+    /// The organization's regions.
+    #[error(
+        "organization regions {regions:?}: each looks like us-east-1, and the mock's own region          {home} must be one of them"
+    )]
+    OrganizationRegions {
+        /// The regions given.
+        regions: Vec<String>,
+        /// The mock's region.
+        home: String,
+    },
     /// A listener could not be bound.
     #[error("{0}; pick another address or port 0")]
     Bind(std::io::Error),
@@ -82,6 +107,7 @@ pub struct MockBuilder {
     account: Option<String>,
     instance_id: Option<String>,
     region: Option<String>,
+    organization: Option<(usize, Vec<String>)>,
 }
 
 impl Default for MockBuilder {
@@ -96,6 +122,7 @@ impl Default for MockBuilder {
             account: None,
             instance_id: None,
             region: None,
+            organization: None,
         }
     }
 }
@@ -250,6 +277,21 @@ impl MockBuilder {
         self
     }
 
+    /// An organization around the mock's account: `accounts` accounts (the mock's own,
+    /// the management account, among them), each with its own EC2 in every one of
+    /// `regions` (empty: the mock's region alone), each with a fleet of the size and
+    /// seed [`MockBuilder::fleet`] gives, its templates and defaults, its own throttle.
+    /// Which accounts are odd (one cannot be assumed, one is suspended, one has not
+    /// enabled the opt-in regions) is said in the module of [`crate::Account`].
+    pub fn organization<R: Into<String>>(
+        mut self,
+        accounts: usize,
+        regions: impl IntoIterator<Item = R>,
+    ) -> Self {
+        self.organization = Some((accounts, regions.into_iter().map(Into::into).collect()));
+        self
+    }
+
     /// Answers `RequestLimitExceeded` (HTTP 503) to `rate` (0.0..1.0) of the EC2 calls.
     pub fn throttle(mut self, rate: f64) -> Self {
         self.config.throttle_rate = rate;
@@ -312,11 +354,7 @@ impl MockBuilder {
             identity.instance_id.clone_from(id);
         }
         if let Some(region) = &self.region {
-            let well_formed = !region.is_empty()
-                && region
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-');
-            if !well_formed {
+            if !is_region_name(region) {
                 return Err(MockError::Region(region.clone()));
             }
             identity.region.clone_from(region);
@@ -370,6 +408,31 @@ impl MockBuilder {
                     .all(|b| b.is_ascii_alphanumeric() || b"()./-_".contains(&b))
         }) {
             return Err(MockError::LaunchTemplateName(spec.name.clone()));
+        }
+        if let Some((accounts, regions)) = &self.organization {
+            if !(1..=MAX_ACCOUNTS).contains(accounts) {
+                return Err(MockError::OrganizationAccounts(*accounts));
+            }
+            let home = config.identity.region.clone();
+            let mut regions = regions.clone();
+            if regions.is_empty() {
+                regions.push(home.clone());
+            }
+            let mut unique = regions.clone();
+            unique.sort();
+            unique.dedup();
+            if !regions.iter().all(|r| is_region_name(r))
+                || !regions.contains(&home)
+                || unique.len() != regions.len()
+            {
+                return Err(MockError::OrganizationRegions { regions, home });
+            }
+            config.organization = Some(OrganizationSpec {
+                accounts: *accounts,
+                regions,
+                fleet: config.fleet.map_or(0, |f| f.size),
+                seed: config.fleet.map_or(0, |f| f.seed),
+            });
         }
         Ok(config)
     }
@@ -462,5 +525,26 @@ mod tests {
             .config()
             .unwrap();
         assert_eq!(config.fleet, Some(FleetSpec { size: 10, seed: 3 }));
+        let config = MockAws::builder()
+            .fleet(10, 3)
+            .organization(5, ["us-east-1", "af-south-1"])
+            .config()
+            .unwrap();
+        assert_eq!(
+            config.organization,
+            Some(OrganizationSpec {
+                accounts: 5,
+                regions: vec!["us-east-1".into(), "af-south-1".into()],
+                fleet: 10,
+                seed: 3
+            })
+        );
+        assert!(err(MockAws::builder().organization(0, ["us-east-1"])).contains("from 1"));
+        assert!(err(MockAws::builder().organization(3, ["eu-west-1"])).contains("us-east-1 must"));
+        assert!(
+            err(MockAws::builder().organization(3, ["us-east-1", "us-east-1"]))
+                .contains("must be one of them")
+        );
+        assert!(err(MockAws::builder().organization(3, ["us-east-1", "a b"])).contains("a b"));
     }
 }

@@ -40,6 +40,9 @@ pub struct MockConfig {
     pub throttle_rate: f64,
     /// The account's roles, managed policies and the instance role's policy.
     pub iam: IamConfig,
+    /// An organization around the account: member accounts and regions, each with
+    /// their own EC2 ([`MockConfig::fleet`] is then the fleet of every one of them).
+    pub organization: Option<OrganizationSpec>,
 }
 
 /// How many fleet instances to generate, and from which seed.
@@ -66,6 +69,20 @@ impl Default for MockConfig {
             metadata_defaults: MetadataDefaults::default(),
             throttle_rate: 0.0,
             iam: IamConfig::default(),
+            organization: None,
         }
     }
+}
+
+/// How big an organization to make, and from which seed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrganizationSpec {
+    /// Accounts, the management account (the mock's own) included.
+    pub accounts: usize,
+    /// The regions every account's EC2 answers in (the mock's own region among them).
+    pub regions: Vec<String>,
+    /// Instances per account and region.
+    pub fleet: usize,
+    /// The seed of everything generated.
+    pub seed: u64,
 }

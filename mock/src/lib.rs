@@ -155,9 +155,11 @@ mod imds_version;
 mod instance;
 mod mock_aws;
 mod options;
+mod organizations;
 mod ports;
 mod query;
 mod request_log;
+mod router;
 mod server;
 mod sigv4;
 mod state;
@@ -167,7 +169,7 @@ mod testcontainer;
 mod timestamp;
 
 pub use builder::{MockBuilder, MockError};
-pub use config::{FleetSpec, MockConfig};
+pub use config::{FleetSpec, MockConfig, OrganizationSpec};
 pub use ec2::fleet::{Fleet, FleetInstance, Generated};
 pub use ec2::launch_template_data::{LaunchTemplateData, TemplateMetadataOptions};
 pub use ec2::launch_templates::{LaunchTemplateSpec, LaunchTemplates};
@@ -183,6 +185,9 @@ pub use imds_version::ImdsVersion;
 pub use instance::InstanceIdentity;
 pub use mock_aws::{Endpoints, Listeners, MockAws};
 pub use options::{MetadataOptions, MetadataOptionsChange};
+pub use organizations::model::{
+    is_opt_in, Account, AccountStatus, JoinedMethod, ACCESS_ROLE, OPT_IN_REGIONS,
+};
 pub use ports::{EC2_PORT, IMDS_PORT, STS_PORT};
 pub use request_log::{RequestLog, RequestMark, RequestRecord, Service};
 #[cfg(feature = "testcontainers")]

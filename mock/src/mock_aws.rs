@@ -19,7 +19,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::MockConfig;
-use crate::ec2::dispatch::Ec2;
 use crate::ec2::fleet::Fleet;
 use crate::ec2::launch_templates::LaunchTemplates;
 use crate::ec2::metadata_defaults::MetadataDefaults;
@@ -29,7 +28,9 @@ use crate::imds::notices::{LifecycleState, MaintenanceEvent, Notices, SpotAction
 use crate::imds::service::Imds;
 use crate::instance::InstanceIdentity;
 use crate::options::{MetadataOptions, MetadataOptionsChange};
+use crate::organizations::model::Account;
 use crate::request_log::{RequestLog, RequestMark, RequestRecord, Service};
+use crate::router::Router;
 use crate::server::{self, Handler, ServerStats};
 use crate::state::MockState;
 use crate::sts::service::Sts;
@@ -105,7 +106,7 @@ impl MockAws {
         let imds_stats = Arc::new(ServerStats::default());
         let imds: Arc<dyn Handler> = Arc::new(Imds::new(state.clone()));
         let sts: Arc<dyn Handler> = Arc::new(Sts::new(state.clone()));
-        let ec2: Arc<dyn Handler> = Arc::new(Ec2::new(state.clone()));
+        let ec2: Arc<dyn Handler> = Arc::new(Router::new(&state));
         // IMDS closes every connection, as the real one does; the APIs keep them alive.
         let log = Arc::new(RequestLog::default());
         let tasks = vec![
@@ -212,12 +213,13 @@ impl MockAws {
 
     /// The fleet beside the mock's own instance, as it is now.
     pub fn fleet(&self) -> Fleet {
-        self.state.fleet.read().expect("fleet lock").clone()
+        self.state.home.fleet.read().expect("fleet lock").clone()
     }
 
     /// The launch templates, as they are now.
     pub fn launch_templates(&self) -> LaunchTemplates {
         self.state
+            .home
             .launch_templates
             .read()
             .expect("launch templates lock")
@@ -228,14 +230,60 @@ impl MockAws {
     pub fn metadata_defaults(&self) -> MetadataDefaults {
         *self
             .state
+            .home
             .metadata_defaults
             .read()
             .expect("metadata defaults lock")
     }
 
-    /// EC2 calls answered with `RequestLimitExceeded` so far.
+    /// EC2 calls answered with `RequestLimitExceeded` so far (in an organization, in
+    /// the mock's own account and region: [`Self::throttled_in`] for the others).
     pub fn throttled(&self) -> u64 {
-        self.state.throttle.refused()
+        self.state.home.throttle.refused()
+    }
+
+    /// EC2 calls answered with `RequestLimitExceeded` in `account`'s `region` so far
+    /// (`None`: the mock does not serve that account there).
+    pub fn throttled_in(&self, account: &str, region: &str) -> Option<u64> {
+        Some(self.state.scope(account, region).ok()?.throttle.refused())
+    }
+
+    /// EC2 calls answered with `RequestLimitExceeded` in every account and region.
+    pub fn throttled_everywhere(&self) -> u64 {
+        let members = self.state.organization.as_ref().map_or(0, |org| {
+            org.scopes()
+                .map(|(_, scope)| scope.throttle.refused())
+                .sum()
+        });
+        self.throttled() + members
+    }
+
+    /// The organization's accounts, the management account (the mock's own) first;
+    /// empty without an organization.
+    pub fn organization_accounts(&self) -> Vec<Account> {
+        self.state
+            .organization
+            .as_ref()
+            .map(|org| org.accounts.clone())
+            .unwrap_or_default()
+    }
+
+    /// The fleet of `account` in `region`, as it is now (`None`: not served there).
+    pub fn fleet_in(&self, account: &str, region: &str) -> Option<Fleet> {
+        let scope = self.state.scope(account, region).ok()?;
+        Some(scope.fleet.read().expect("fleet lock").clone())
+    }
+
+    /// The launch templates of `account` in `region`, as they are now.
+    pub fn launch_templates_in(&self, account: &str, region: &str) -> Option<LaunchTemplates> {
+        let scope = self.state.scope(account, region).ok()?;
+        Some(scope.launch_templates.read().expect("lt lock").clone())
+    }
+
+    /// The instance metadata defaults of `account` in `region`, as they are now.
+    pub fn metadata_defaults_in(&self, account: &str, region: &str) -> Option<MetadataDefaults> {
+        let scope = self.state.scope(account, region).ok()?;
+        Some(*scope.metadata_defaults.read().expect("defaults lock"))
     }
 
     /// The sessions STS `AssumeRole` made (kept until an hour past their expiry),

@@ -100,6 +100,13 @@ impl Authorization {
     }
 }
 
+/// The credential scope `request` claims (its access key, date, region and service),
+/// unverified: which service and region a request on the one endpoint is for.
+pub(crate) fn credential_scope(request: &Request<Bytes>) -> Option<Authorization> {
+    let value = request.headers().get(http::header::AUTHORIZATION)?;
+    Authorization::parse(value.to_str().ok()?).ok()
+}
+
 /// The credential set that signed `request` for `service`, if the signature holds.
 pub(crate) fn verify(
     request: &Request<Bytes>,

@@ -10,17 +10,15 @@ use imds_vocab::MetadataState;
 
 use crate::config::MockConfig;
 use crate::credentials::CredentialStore;
-use crate::ec2::fleet::Fleet;
-use crate::ec2::launch_templates::LaunchTemplates;
-use crate::ec2::metadata_defaults::MetadataDefaults;
-use crate::ec2::throttle::Throttle;
+use crate::ec2::scope::Scope;
 use crate::events::MockEvents;
 use crate::iam::principal::{AssumedSession, Principal};
-use crate::iam::Iam;
+use crate::iam::{Iam, Role};
 use crate::imds::notices::Notices;
 use crate::imds::tokens::TokenMint;
 use crate::instance::InstanceIdentity;
 use crate::options::{MetadataOptions, MetadataOptionsChange};
+use crate::organizations::model::{AccountStatus, Organization};
 
 /// The seed of the throttle's draws when there is no fleet seed to derive it from.
 const THROTTLE_SEED: u64 = 0x1d5_7a7e;
@@ -43,31 +41,45 @@ pub(crate) struct MockState {
     pub(crate) credentials: CredentialStore,
     pub(crate) events: MockEvents,
     denied: RwLock<BTreeSet<String>>,
-    pub(crate) fleet: RwLock<Fleet>,
-    pub(crate) launch_templates: RwLock<LaunchTemplates>,
-    pub(crate) metadata_defaults: RwLock<MetadataDefaults>,
-    pub(crate) throttle: Throttle,
+    /// EC2 of the mock's own account in its own region.
+    pub(crate) home: Scope,
+    /// The organization around the account, if there is one.
+    pub(crate) organization: Option<Organization>,
     pub(crate) iam: Iam,
+}
+
+/// Why EC2 of an account in a region does not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ScopeRefusal {
+    /// The account is suspended.
+    Suspended,
+    /// The region is not one the account has enabled (or not one the mock simulates).
+    RegionDisabled,
 }
 
 impl MockState {
     pub(crate) fn new(config: MockConfig) -> Self {
-        let (fleet, mut templates) = match config.fleet {
-            Some(spec) => {
-                let generated = Fleet::generate(spec.size, spec.seed);
-                (generated.fleet, generated.templates)
-            }
-            None => (Fleet::default(), Vec::new()),
-        };
-        templates.extend(config.launch_templates.iter().cloned());
         let throttle_seed = config
             .fleet
             .map_or(THROTTLE_SEED, |f| f.seed ^ THROTTLE_SEED);
+        let home = Scope::new(
+            config.fleet,
+            &config.launch_templates,
+            config.metadata_defaults,
+            config.throttle_rate,
+            throttle_seed,
+        );
+        let organization = config.organization.as_ref().map(|spec| {
+            Organization::generate(
+                spec,
+                &config.identity.account,
+                &config.identity.region,
+                config.throttle_rate,
+            )
+        });
         MockState {
-            fleet: RwLock::new(fleet),
-            launch_templates: RwLock::new(LaunchTemplates::new(&templates)),
-            metadata_defaults: RwLock::new(config.metadata_defaults),
-            throttle: Throttle::new(config.throttle_rate, throttle_seed),
+            home,
+            organization,
             iam: Iam::new(&config.identity.account, config.iam),
             identity: config.identity,
             options: RwLock::new(OptionsCell {
@@ -124,7 +136,7 @@ impl MockState {
                 Principal::RoleSession(session) => Some(AssumedSession {
                     role: session.role.name.clone(),
                     session_name: session.session_name.clone(),
-                    arn: session.arn(&self.identity.account),
+                    arn: session.arn(),
                     assumed_by: session.assumed_by.clone(),
                     access_key_id: creds.access_key_id.clone(),
                     expiration: creds.expiration,
@@ -134,6 +146,35 @@ impl MockState {
                 Principal::InstanceRole(_) => None,
             })
             .collect()
+    }
+
+    /// The role an ARN names: one of the account's assumable roles, or a member's
+    /// access role.
+    pub(crate) fn role_by_arn(&self, arn: &str) -> Option<std::sync::Arc<Role>> {
+        self.iam.role_by_arn(arn).or_else(|| {
+            self.organization
+                .as_ref()
+                .and_then(|org| org.role_by_arn(arn))
+        })
+    }
+
+    /// EC2 of `account` in `region`. Without an organization every request is the
+    /// mock's own account and region, whatever region it was signed for.
+    pub(crate) fn scope(&self, account: &str, region: &str) -> Result<&Scope, ScopeRefusal> {
+        let Some(org) = &self.organization else {
+            return Ok(&self.home);
+        };
+        if account == self.identity.account && region == self.identity.region {
+            return Ok(&self.home);
+        }
+        if org
+            .account(account)
+            .is_some_and(|a| a.status == AccountStatus::Suspended)
+        {
+            return Err(ScopeRefusal::Suspended);
+        }
+        org.scope(account, region)
+            .ok_or(ScopeRefusal::RegionDisabled)
     }
 
     pub(crate) fn is_denied(&self, action: &str) -> bool {

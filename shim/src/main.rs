@@ -11,11 +11,15 @@ use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use imds_shim::baseline::{self, Need};
 use imds_shim::check::{self, Verdict};
 use imds_shim::enforce::{self, EnforceOutcome};
-use imds_shim::fleet::api::FleetApi;
+use imds_shim::fleet::api::{self, FleetApi};
 use imds_shim::fleet::audit::{self, AuditRequest};
 use imds_shim::fleet::defaults;
 use imds_shim::fleet::iac::{self, Dialect};
 use imds_shim::fleet::launch_template::{self, TemplateRef};
+use imds_shim::fleet::org_enforce::{self, OrgEnforceRequest};
+use imds_shim::fleet::org_report::{OrgSummary, Record};
+use imds_shim::fleet::org_writer;
+use imds_shim::fleet::organization::{self, AccountIds, OrgAuditError, OrgAuditRequest, Regions};
 use imds_shim::probe::{self, render, Place, ProbeOptions, Steps};
 use imds_shim::run::{self, classify, diagnosis};
 use imds_shim::{config, manual};
@@ -99,7 +103,10 @@ enum Command {
                       chains): --launch-template ID|NAME [--set-default] makes a new template \
                       version from the default one with exactly these options; --account-defaults \
                       sets the region's instance metadata defaults; --print terraform|cloudformation \
-                      prints the block for infrastructure code. Each prints the AWS CLI equivalent.",
+                      prints the block for infrastructure code, --print scp|config-rule the policy \
+                      documents. Each prints the AWS CLI equivalent. With --organization, \
+                      --launch-templates and --account-defaults plan the fixes in every account \
+                      and region (--apply makes them).",
         after_help = "Exit status: 0 done, nothing to do, or dry run; 1 applied but the verification\n\
                       failed; 2 could not read or change the options (no IMDS, no permission, bad\n\
                       arguments)."
@@ -239,6 +246,10 @@ struct CheckArgs {
 }
 
 #[derive(Debug, Args)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "each is a command-line switch of its own"
+)]
 struct EnforceArgs {
     #[command(flatten)]
     need: NeedArgs,
@@ -249,19 +260,34 @@ struct EnforceArgs {
 
     /// Fix a launch template instead (an id lt-... or a name): a new version from its default
     /// version with exactly the need, tokens required; every other parameter unchanged
-    #[arg(long, value_name = "ID|NAME", conflicts_with_all = ["account_defaults", "print"])]
+    #[arg(long, value_name = "ID|NAME", conflicts_with_all = ["account_defaults", "print", "organization"])]
     launch_template: Option<String>,
 
     /// With --launch-template: make the new version the template's default
     #[arg(long, requires = "launch_template")]
     set_default: bool,
 
-    /// Fix the account's instance metadata defaults for the region instead
+    /// Fix the account's instance metadata defaults for the region instead (with
+    /// --organization: every account's in every region)
     #[arg(long, conflicts_with = "print")]
     account_defaults: bool,
 
-    /// Print the metadata options block for infrastructure code instead: terraform or cloudformation
-    #[arg(long, value_name = "DIALECT")]
+    /// With --organization: fix every launch template whose default version gives less
+    /// or more than the builds launched from it need
+    #[arg(long, requires = "organization")]
+    launch_templates: bool,
+
+    /// With --organization and --json: JSON lines, one per fix, the summary last
+    #[arg(long, requires = "organization")]
+    json: bool,
+
+    #[command(flatten)]
+    org: OrgArgs,
+
+    /// Print the metadata options block for infrastructure code instead (terraform,
+    /// cloudformation), or a policy that holds an organization to the need (scp: a service
+    /// control policy's content; config-rule: AWS Config's PutConfigRule input)
+    #[arg(long, value_name = "DIALECT", conflicts_with = "organization")]
     print: Option<Dialect>,
 }
 
@@ -274,9 +300,61 @@ struct AuditArgs {
     #[arg(long, value_name = "tag:KEY=VALUE", value_parser = audit::parse_filter)]
     filter: Vec<(String, Vec<String>)>,
 
-    /// Print one JSON object on stdout instead of the summary and table
+    /// Print JSON instead of the summary and table (with --organization: JSON lines, one
+    /// record per resource as it is audited, the summary last)
     #[arg(long)]
     json: bool,
+
+    #[command(flatten)]
+    org: OrgArgs,
+}
+
+/// Where `audit` and `enforce` work across an organization.
+#[derive(Debug, Args)]
+struct OrgArgs {
+    /// Every account of the organization (Organizations ListAccounts; needs the management
+    /// account's credentials) in every region, assuming --role-name in each
+    #[arg(long)]
+    organization: bool,
+
+    /// With --organization: these accounts instead of ListAccounts' (ID,...)
+    #[arg(long, value_name = "ID,...", requires = "organization")]
+    accounts: Option<AccountIds>,
+
+    /// With --organization: `all` (the regions each account has enabled) or R,...
+    #[arg(
+        long,
+        value_name = "all|R,...",
+        default_value = "all",
+        requires = "organization"
+    )]
+    regions: Regions,
+
+    /// With --organization: the role assumed in each account
+    #[arg(long, value_name = "NAME", default_value = organization::DEFAULT_ROLE_NAME, requires = "organization")]
+    role_name: String,
+
+    /// With --organization: accounts and regions worked on at a time
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256), requires = "organization")]
+    concurrency: u16,
+
+    /// With --organization: exit by the verdicts even when some account or region could
+    /// not be reached (it is still named)
+    #[arg(long, requires = "organization")]
+    allow_partial: bool,
+}
+
+impl OrgArgs {
+    fn request(&self, audit: AuditRequest) -> OrgAuditRequest {
+        OrgAuditRequest {
+            accounts: self.accounts.clone().map(|a| a.0),
+            regions: self.regions.clone(),
+            role_name: self.role_name.clone(),
+            concurrency: usize::from(self.concurrency),
+            audit,
+            allow_partial: self.allow_partial,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -383,6 +461,16 @@ fn audit_command(args: &AuditArgs) -> anyhow::Result<ExitCode> {
         default_need: args.need.resolve()?,
         baseline: args.need.baseline.clone(),
     };
+    if args.org.organization {
+        let request = args.org.request(request);
+        let allow_partial = args.org.allow_partial;
+        return run_organization(
+            args.json,
+            args.need.timeout(),
+            |sdk, tx| async move { organization::audit_organization(&sdk, &request, tx).await },
+            |summary| organization::exit_code(summary, allow_partial),
+        );
+    }
     let report = runtime()?.block_on(async {
         let api = FleetApi::connect(args.need.timeout()).await?;
         audit::audit(&api, &request).await
@@ -394,6 +482,40 @@ fn audit_command(args: &AuditArgs) -> anyhow::Result<ExitCode> {
     };
     write_stdout(&text)?;
     Ok(ExitCode::from(report.summary.exit_code))
+}
+
+/// `audit --organization` or `enforce --organization`: `work` sends its records to a
+/// writer thread as they come; its summary goes last, with the exit status.
+fn run_organization<F, Fut>(
+    json: bool,
+    imds_timeout: std::time::Duration,
+    work: F,
+    exit: impl Fn(&OrgSummary) -> u8,
+) -> anyhow::Result<ExitCode>
+where
+    F: FnOnce(aws_config::SdkConfig, tokio::sync::mpsc::Sender<Record>) -> Fut,
+    Fut: std::future::Future<Output = Result<OrgSummary, OrgAuditError>>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")?;
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    let writer = org_writer::spawn(rx, json);
+    let summary = runtime.block_on(async {
+        let sdk = api::sdk_config(imds_timeout).await?;
+        let mut summary = work(sdk, tx.clone()).await?;
+        summary.exit_code = exit(&summary);
+        let _ = tx.send(Record::Summary(summary.clone())).await;
+        anyhow::Ok(summary)
+    });
+    drop(tx);
+    let written = writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
+    let summary = summary?;
+    written.context("cannot write to stdout")?;
+    Ok(ExitCode::from(summary.exit_code))
 }
 
 /// Writes `text` to stdout; a reader that stopped early (`audit | head`) is no error.
@@ -432,8 +554,38 @@ fn enforce_at_source(args: &EnforceArgs, need: &Need) -> anyhow::Result<Option<E
     Ok(None)
 }
 
+/// `enforce --organization --launch-templates --account-defaults`.
+fn organization_enforce_command(args: &EnforceArgs, need: Need) -> anyhow::Result<ExitCode> {
+    if !args.launch_templates && !args.account_defaults {
+        anyhow::bail!(
+            "enforce --organization fixes --launch-templates, --account-defaults or both: name \
+             which"
+        );
+    }
+    let request = OrgEnforceRequest {
+        walk: args.org.request(AuditRequest {
+            filters: Vec::new(),
+            default_need: need,
+            baseline: args.need.baseline.clone(),
+        }),
+        launch_templates: args.launch_templates,
+        account_defaults: args.account_defaults,
+        apply: args.apply,
+    };
+    let allow_partial = args.org.allow_partial;
+    run_organization(
+        args.json,
+        args.need.timeout(),
+        |sdk, tx| async move { org_enforce::enforce_organization(&sdk, &request, tx).await },
+        |summary| u8::from(!summary.not_audited.is_empty() && !allow_partial) * 2,
+    )
+}
+
 fn enforce_command(args: &EnforceArgs) -> anyhow::Result<ExitCode> {
     let need = args.need.resolve()?;
+    if args.org.organization {
+        return organization_enforce_command(args, need);
+    }
     if let Some(code) = enforce_at_source(args, &need)? {
         return Ok(code);
     }

@@ -15,4 +15,5 @@ pub mod require;
 pub mod runs;
 pub mod shim_site;
 pub mod stats;
+pub mod verdict;
 pub mod wrk;

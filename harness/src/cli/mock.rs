@@ -106,7 +106,23 @@ pub(super) struct MockArgs {
     /// The seed the fleet is generated from (the same seed, the same fleet).
     #[arg(long, value_name = "SEED", default_value = "1")]
     seed: u64,
-    /// Answer RequestLimitExceeded (HTTP 503) to this share of EC2 calls (0 up to, not including, 1).
+    /// An organization of N accounts around the mock's (its management account): each
+    /// account has its own EC2 in every --regions region, with a --fleet of its own
+    /// (seeded by --seed); Organizations ListAccounts and DescribeOrganization, and
+    /// AssumeRole into each member's OrganizationAccountAccessRole, on the EC2 endpoint.
+    #[arg(long, value_name = "N")]
+    accounts: Option<usize>,
+    /// The organization's regions (with --accounts; the mock's --region among them):
+    /// requests go to the region their signature's credential scope names.
+    #[arg(
+        long,
+        value_name = "R,...",
+        value_delimiter = ',',
+        requires = "accounts"
+    )]
+    regions: Vec<String>,
+    /// Answer RequestLimitExceeded (HTTP 503) to this share of EC2 calls (0 up to, not
+    /// including, 1); with --accounts, in every account and region on its own.
     #[arg(long, value_name = "RATE", default_value = "0")]
     throttle: f64,
     /// A launch template, NAME or NAME:HOPS (its MetadataOptions: that hop limit, tokens
@@ -261,6 +277,9 @@ impl MockArgs {
             builder = builder.fleet(self.fleet, self.seed);
         }
         builder = builder.throttle(self.throttle);
+        if let Some(accounts) = self.accounts {
+            builder = builder.organization(accounts, self.regions.clone());
+        }
         for (name, hops) in &self.launch_template {
             let data = LaunchTemplateData {
                 image_id: Some("ami-0abcdef1234567890".into()),

@@ -20,6 +20,8 @@ use crate::ec2::launch_templates::{
 use crate::ec2::metadata_defaults::{
     GET_INSTANCE_METADATA_DEFAULTS, MODIFY_INSTANCE_METADATA_DEFAULTS,
 };
+use crate::ec2::regions::{self, DESCRIBE_REGIONS};
+use crate::ec2::scope::Scope;
 use crate::iam::policy::{Decision, PolicyKind};
 use crate::iam::principal::Principal;
 use crate::instance::InstanceIdentity;
@@ -27,7 +29,7 @@ use crate::options::MetadataOptionsChange;
 use crate::query::{escape, request_id, xml_response, QueryParams};
 use crate::server::{Connection, Handler};
 use crate::sigv4;
-use crate::state::MockState;
+use crate::state::{MockState, ScopeRefusal};
 
 const XMLNS: &str = "http://ec2.amazonaws.com/doc/2016-11-15/";
 
@@ -43,6 +45,32 @@ pub(crate) struct Ec2 {
     state: Arc<MockState>,
 }
 
+/// Whose EC2 a request reaches: an account in a region.
+struct Target<'a> {
+    scope: &'a Scope,
+    account: &'a str,
+    region: &'a str,
+    /// Whether it is the mock's own account and region (which lists its own instance).
+    home: bool,
+}
+
+/// How EC2 answers a request for a region the account cannot use.
+fn refused(refusal: ScopeRefusal) -> Ec2Error {
+    match refusal {
+        ScopeRefusal::RegionDisabled => Ec2Error {
+            status: StatusCode::UNAUTHORIZED,
+            code: "AuthFailure",
+            message: "AWS was not able to validate the provided access credentials".to_string(),
+        },
+        ScopeRefusal::Suspended => Ec2Error {
+            status: StatusCode::UNAUTHORIZED,
+            code: "OptInRequired",
+            message: "You are not subscribed to this service. Please go to http://aws.amazon.com                       to subscribe."
+                .to_string(),
+        },
+    }
+}
+
 impl Ec2 {
     pub(crate) fn new(state: Arc<MockState>) -> Self {
         Ec2 { state }
@@ -55,21 +83,53 @@ impl Ec2 {
                 auth_error(&failure)
             })?;
         let caller = &creds.principal;
-        self.state.throttle.check()?;
+        let scope_region = sigv4::credential_scope(request)
+            .map(|a| a.region)
+            .unwrap_or_default();
+        let identity = &self.state.identity;
+        let account = caller.account(identity);
+        let scope = self.state.scope(account, &scope_region).map_err(refused)?;
+        let home = self.state.organization.is_none()
+            || (account == identity.account && scope_region == identity.region);
+        let target = Target {
+            scope,
+            account,
+            region: if home {
+                &identity.region
+            } else {
+                &scope_region
+            },
+            home,
+        };
+        scope.throttle.check()?;
         let params = QueryParams::from_request(request);
         match params.action() {
-            Some(DESCRIBE_INSTANCES) => self.describe_instances(caller, &params, request_id),
+            Some(DESCRIBE_INSTANCES) => {
+                self.describe_instances(caller, &target, &params, request_id)
+            }
             Some(MODIFY_INSTANCE_METADATA_OPTIONS) => {
-                self.modify_metadata_options(caller, &params, request_id)
+                self.modify_metadata_options(caller, &target, &params, request_id)
             }
             Some(
                 action @ (DESCRIBE_LAUNCH_TEMPLATES
                 | DESCRIBE_LAUNCH_TEMPLATE_VERSIONS
                 | CREATE_LAUNCH_TEMPLATE_VERSION
                 | MODIFY_LAUNCH_TEMPLATE),
-            ) => self.launch_templates(caller, action, &params, request_id),
+            ) => self.launch_templates(caller, &target, action, &params, request_id),
             Some(action @ (GET_INSTANCE_METADATA_DEFAULTS | MODIFY_INSTANCE_METADATA_DEFAULTS)) => {
-                self.metadata_defaults(caller, action, &params, request_id)
+                self.metadata_defaults(caller, &target, action, &params, request_id)
+            }
+            Some(DESCRIBE_REGIONS) => {
+                self.admit(caller, DESCRIBE_REGIONS, ANY_RESOURCE, &params)?;
+                let listed = match &self.state.organization {
+                    Some(org) => org.regions_of(account, regions::wants_all(&params)),
+                    None => vec![(identity.region.clone(), "opt-in-not-required")],
+                };
+                Ok(envelope(
+                    DESCRIBE_REGIONS,
+                    request_id,
+                    &regions::xml(&listed, &params),
+                ))
             }
             Some(other) => Err(Ec2Error::bad_request(
                 "InvalidAction",
@@ -85,13 +145,14 @@ impl Ec2 {
     fn launch_templates(
         &self,
         caller: &Principal,
+        target: &Target<'_>,
         action: &str,
         params: &QueryParams,
         request_id: &str,
     ) -> Result<String, Ec2Error> {
         self.admit(caller, action, ANY_RESOURCE, params)?;
-        let account = &self.state.identity.account;
-        let lock = &self.state.launch_templates;
+        let account = target.account;
+        let lock = &target.scope.launch_templates;
         let body = match action {
             DESCRIBE_LAUNCH_TEMPLATES => lock.read().expect("lt lock").describe(params, account),
             DESCRIBE_LAUNCH_TEMPLATE_VERSIONS => lock
@@ -110,12 +171,17 @@ impl Ec2 {
     fn metadata_defaults(
         &self,
         caller: &Principal,
+        target: &Target<'_>,
         action: &str,
         params: &QueryParams,
         request_id: &str,
     ) -> Result<String, Ec2Error> {
         self.admit(caller, action, ANY_RESOURCE, params)?;
-        let mut defaults = self.state.metadata_defaults.write().expect("defaults lock");
+        let mut defaults = target
+            .scope
+            .metadata_defaults
+            .write()
+            .expect("defaults lock");
         let body = if action == MODIFY_INSTANCE_METADATA_DEFAULTS {
             defaults.modify(params)?;
             "<return>true</return>".to_string()
@@ -172,27 +238,27 @@ impl Ec2 {
     }
 
     /// The ARN IAM evaluates an action on `instance_id` against.
-    fn instance_arn(&self, instance_id: &str) -> String {
-        let id = &self.state.identity;
+    fn instance_arn(target: &Target<'_>, instance_id: &str) -> String {
         format!(
             "arn:aws:ec2:{}:{}:instance/{instance_id}",
-            id.region, id.account
+            target.region, target.account
         )
     }
 
-    /// Whether `instance_id` is the mock's own instance (`true`) or one of its fleet's.
-    fn check_instance_id(&self, instance_id: &str) -> Result<bool, Ec2Error> {
+    /// Whether `instance_id` is the mock's own instance (`true`) or one of the target's
+    /// fleet.
+    fn check_instance_id(&self, target: &Target<'_>, instance_id: &str) -> Result<bool, Ec2Error> {
         if !InstanceIdentity::is_well_formed_instance_id(instance_id) {
             return Err(Ec2Error::bad_request(
                 "InvalidInstanceID.Malformed",
                 format!("Invalid id: \"{instance_id}\""),
             ));
         }
-        if instance_id == self.state.identity.instance_id {
+        if target.home && instance_id == self.state.identity.instance_id {
             return Ok(true);
         }
-        if self
-            .state
+        if target
+            .scope
             .fleet
             .read()
             .expect("fleet lock")
@@ -210,12 +276,13 @@ impl Ec2 {
     fn describe_instances(
         &self,
         caller: &Principal,
+        target: &Target<'_>,
         params: &QueryParams,
         request_id: &str,
     ) -> Result<String, Ec2Error> {
         let query = Query::parse(params)?;
         for id in query.ids() {
-            self.check_instance_id(id)?;
+            self.check_instance_id(target, id)?;
         }
         self.admit(caller, DESCRIBE_INSTANCES, ANY_RESOURCE, params)?;
         let id = &self.state.identity;
@@ -234,13 +301,14 @@ impl Ec2 {
             options_state: self.state.options_state(SystemTime::now()),
             tags: &tags,
         };
-        let fleet = self.state.fleet.read().expect("fleet lock");
+        let zone = format!("{}a", target.region);
+        let fleet = target.scope.fleet.read().expect("fleet lock");
         let others = fleet.instances().iter().map(|i| InstanceView {
             id: &i.instance_id,
-            account: &id.account,
+            account: target.account,
             image_id: &id.image_id,
             instance_type: i.instance_type,
-            availability_zone: &id.availability_zone,
+            availability_zone: &zone,
             private_ip: &i.private_ip,
             instance_profile_arn: &profile_arn,
             instance_profile_id: &id.instance_profile_id,
@@ -248,7 +316,7 @@ impl Ec2 {
             options_state: MetadataState::Applied,
             tags: &i.tags,
         });
-        let page = query.page(std::iter::once(own).chain(others));
+        let page = query.page(std::iter::once(own).filter(|_| target.home).chain(others));
         Ok(format!(
             "<DescribeInstancesResponse xmlns=\"{XMLNS}\">\n  <requestId>{request_id}</requestId>\n  \
              {page}\n</DescribeInstancesResponse>\n"
@@ -258,6 +326,7 @@ impl Ec2 {
     fn modify_metadata_options(
         &self,
         caller: &Principal,
+        target: &Target<'_>,
         params: &QueryParams,
         request_id: &str,
     ) -> Result<String, Ec2Error> {
@@ -267,14 +336,14 @@ impl Ec2 {
                 "The request must contain the parameter InstanceId".to_string(),
             )
         })?;
-        let own = self.check_instance_id(instance_id)?;
+        let own = self.check_instance_id(target, instance_id)?;
         let change = parse_change(params)?;
-        let resource = self.instance_arn(instance_id);
+        let resource = Self::instance_arn(target, instance_id);
         self.admit(caller, MODIFY_INSTANCE_METADATA_OPTIONS, &resource, params)?;
         let options = if own {
             self.state.modify_options(change)
         } else {
-            let mut fleet = self.state.fleet.write().expect("fleet lock");
+            let mut fleet = target.scope.fleet.write().expect("fleet lock");
             let instance = fleet.get_mut(instance_id).expect("checked above");
             instance.options.apply(&change);
             instance.options

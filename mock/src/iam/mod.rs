@@ -30,11 +30,26 @@ pub struct IamConfig {
 /// A role of the account that `AssumeRole` may assume.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Role {
+    /// The account the role is in.
+    pub(crate) account: String,
     pub(crate) name: String,
     /// `AROA` and 17 characters, derived from the account and the name.
     pub(crate) id: String,
     pub(crate) arn: String,
     pub(crate) policy: Option<PolicyDocument>,
+}
+
+impl Role {
+    /// The role `name` of `account`, with its identity policy.
+    pub(crate) fn new(account: &str, name: &str, policy: Option<PolicyDocument>) -> Self {
+        Role {
+            account: account.to_owned(),
+            id: role_id(account, name),
+            arn: role_arn(account, name),
+            name: name.to_owned(),
+            policy,
+        }
+    }
 }
 
 /// The account's roles and managed policies while the mock serves.
@@ -53,12 +68,7 @@ impl Iam {
             .assumable_roles
             .into_iter()
             .map(|(name, policy)| {
-                let role = Role {
-                    id: role_id(account, &name),
-                    arn: role_arn(account, &name),
-                    name: name.clone(),
-                    policy,
-                };
+                let role = Role::new(account, &name, policy);
                 (name, std::sync::Arc::new(role))
             })
             .collect();

@@ -53,11 +53,11 @@ pub struct AssumedSession {
 }
 
 impl RoleSession {
-    /// `arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION`.
-    pub(crate) fn arn(&self, account: &str) -> String {
+    /// `arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION`, in the role's account.
+    pub(crate) fn arn(&self) -> String {
         format!(
-            "arn:aws:sts::{account}:assumed-role/{}/{}",
-            self.role.name, self.session_name
+            "arn:aws:sts::{}:assumed-role/{}/{}",
+            self.role.account, self.role.name, self.session_name
         )
     }
 
@@ -72,7 +72,15 @@ impl Principal {
     pub(crate) fn arn(&self, identity: &InstanceIdentity) -> String {
         match self {
             Principal::InstanceRole(_) => identity.assumed_role_arn(),
-            Principal::RoleSession(session) => session.arn(&identity.account),
+            Principal::RoleSession(session) => session.arn(),
+        }
+    }
+
+    /// The account the principal is in: the instance's, or the assumed role's.
+    pub(crate) fn account<'a>(&'a self, identity: &'a InstanceIdentity) -> &'a str {
+        match self {
+            Principal::InstanceRole(_) => &identity.account,
+            Principal::RoleSession(session) => &session.role.account,
         }
     }
 

@@ -328,14 +328,14 @@ pub(crate) fn assume_role(
     Ok(response_body(
         &session,
         &creds,
-        &state.identity.account,
         narrowed.then_some(packed),
         request_id,
     ))
 }
 
 /// The role `role_arn` names, if `caller` may assume it; STS's `AccessDenied` otherwise
-/// (an undeclared role is refused in the same words: STS does not tell them apart).
+/// (an undeclared role is refused in the same words: STS does not tell them apart). The
+/// role may be the account's own or, in an organization, a member's access role.
 fn authorize(
     state: &MockState,
     caller: &Principal,
@@ -345,7 +345,7 @@ fn authorize(
     let decision = caller
         .permissions(&state.iam)
         .evaluate("sts:AssumeRole", role_arn);
-    match state.iam.role_by_arn(role_arn) {
+    match state.role_by_arn(role_arn) {
         Some(role) if decision == Decision::Allow => Ok(role),
         _ => Err(StsError {
             status: StatusCode::FORBIDDEN,
@@ -371,7 +371,6 @@ fn packed_percent(inline: Option<&PolicyDocument>, arns: &[&str], tags: &[(&str,
 fn response_body(
     session: &RoleSession,
     creds: &SessionCredentials,
-    account: &str,
     packed: Option<usize>,
     request_id: &str,
 ) -> String {
@@ -381,7 +380,7 @@ fn response_body(
          <Credentials>\n      <AccessKeyId>{}</AccessKeyId>\n      <SecretAccessKey>{}</SecretAccessKey>\n      \
          <SessionToken>{}</SessionToken>\n      <Expiration>{}</Expiration>\n    </Credentials>\n",
         escape(&session.user_id()),
-        escape(&session.arn(account)),
+        escape(&session.arn()),
         creds.access_key_id,
         escape(&creds.secret_access_key),
         escape(&creds.session_token),

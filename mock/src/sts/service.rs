@@ -51,7 +51,7 @@ impl Sts {
                      </ResponseMetadata>\n</GetCallerIdentityResponse>\n",
                     escape(&caller.arn(id)),
                     escape(&caller.user_id(id)),
-                    escape(&id.account),
+                    escape(caller.account(id)),
                 );
                 Ok((body, caller.imds_version()))
             }

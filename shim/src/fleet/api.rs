@@ -11,8 +11,9 @@ use std::time::Duration;
 use aws_config::default_provider::credentials::DefaultCredentialsChain;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
-use aws_config::BehaviorVersion;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::ProvideCredentials as _;
+use aws_credential_types::Credentials;
 use aws_sdk_ec2::config::Intercept;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::{
@@ -93,6 +94,41 @@ impl Intercept for CountCalls {
     }
 }
 
+/// The SDK's configuration from its default chains (environment, profile, then the
+/// instance role through IMDS with `imds_timeout`), the standard retry mode with
+/// [`MAX_ATTEMPTS`] attempts and a bound on each call. Fails when no credentials are
+/// found, saying why.
+pub async fn sdk_config(imds_timeout: Duration) -> Result<SdkConfig, InstanceError> {
+    let conf = clients::provider_config();
+    let imds = aws_config::imds::Client::builder()
+        .configure(&conf)
+        .connect_timeout(imds_timeout)
+        .read_timeout(imds_timeout)
+        .build();
+    let credentials = DefaultCredentialsChain::builder()
+        .configure(conf)
+        .imds_client(imds)
+        .build()
+        .await;
+    // Asked once here, so that a missing credential is said as such (the SDK caches
+    // what it gets for the calls).
+    if let Err(e) = credentials.provide_credentials().await {
+        return Err(InstanceError::NoCredentials(chain(&e)));
+    }
+    Ok(aws_config::defaults(BehaviorVersion::latest())
+        .http_client(clients::http_client())
+        .credentials_provider(credentials)
+        .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .operation_timeout(OPERATION_TIMEOUT)
+                .build(),
+        )
+        .load()
+        .await)
+}
+
 /// The EC2 client and its counts.
 #[derive(Debug, Clone)]
 pub struct FleetApi {
@@ -108,47 +144,29 @@ impl FleetApi {
     /// `imds_timeout` as its connect and read timeout; the endpoint from
     /// `AWS_ENDPOINT_URL_EC2` or `AWS_ENDPOINT_URL` as the SDK reads them.
     pub async fn connect(imds_timeout: Duration) -> Result<Self, InstanceError> {
-        let conf = clients::provider_config();
-        let imds = aws_config::imds::Client::builder()
-            .configure(&conf)
-            .connect_timeout(imds_timeout)
-            .read_timeout(imds_timeout)
-            .build();
-        let credentials = DefaultCredentialsChain::builder()
-            .configure(conf)
-            .imds_client(imds)
-            .build()
-            .await;
-        // Asked once here, so that a missing credential is said as such (the SDK
-        // caches what it gets for the calls).
-        if let Err(e) = credentials.provide_credentials().await {
-            return Err(InstanceError::NoCredentials(chain(&e)));
-        }
-        let sdk = aws_config::defaults(BehaviorVersion::latest())
-            .http_client(clients::http_client())
-            .credentials_provider(credentials)
-            .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(CONNECT_TIMEOUT)
-                    .operation_timeout(OPERATION_TIMEOUT)
-                    .build(),
-            )
-            .load()
-            .await;
+        let sdk = sdk_config(imds_timeout).await?;
         let region = sdk
             .region()
             .map(ToString::to_string)
             .ok_or(InstanceError::NoFleetRegion)?;
+        Ok(Self::for_scope(&sdk, None, &region))
+    }
+
+    /// A client of `sdk`'s for `region`, signing with `credentials` (`None`: `sdk`'s),
+    /// with counts of its own.
+    pub fn for_scope(sdk: &SdkConfig, credentials: Option<Credentials>, region: &str) -> Self {
         let counters = Arc::new(Counters::default());
-        let config = aws_sdk_ec2::config::Builder::from(&sdk)
-            .interceptor(CountCalls(counters.clone()))
-            .build();
-        Ok(FleetApi {
-            ec2: aws_sdk_ec2::Client::from_conf(config),
-            region,
+        let mut config = aws_sdk_ec2::config::Builder::from(sdk)
+            .region(Region::new(region.to_owned()))
+            .interceptor(CountCalls(counters.clone()));
+        if let Some(credentials) = credentials {
+            config = config.credentials_provider(credentials);
+        }
+        FleetApi {
+            ec2: aws_sdk_ec2::Client::from_conf(config.build()),
+            region: region.to_owned(),
             counters,
-        })
+        }
     }
 
     /// What was sent so far.

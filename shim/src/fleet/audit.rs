@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use aws_sdk_ec2::operation::describe_instances::paginator::DescribeInstancesPaginator;
 use aws_sdk_ec2::types::{Filter, Instance};
 use imds_vocab::tags::{
     ASG as ASG_TAG, LAUNCH_TEMPLATE_ID as LAUNCH_TEMPLATE_ID_TAG,
@@ -57,7 +58,7 @@ impl AuditVerdict {
         }
     }
 
-    fn short(self) -> &'static str {
+    pub(crate) fn short(self) -> &'static str {
         match self {
             Self::EndpointDisabled => "endpoint disabled",
             Self::TooLow => "too low",
@@ -182,9 +183,19 @@ pub fn parse_filter(text: &str) -> Result<(String, Vec<String>), String> {
 }
 
 /// The needs of topologies named by tags, each looked up once.
-struct Needs<'a> {
+pub(crate) struct Needs<'a> {
     request: &'a AuditRequest,
     known: BTreeMap<String, Option<HopLimit>>,
+}
+
+impl<'a> Needs<'a> {
+    /// None looked up yet.
+    pub(crate) fn new(request: &'a AuditRequest) -> Self {
+        Needs {
+            request,
+            known: BTreeMap::new(),
+        }
+    }
 }
 
 impl Needs<'_> {
@@ -217,7 +228,10 @@ fn tag<'a>(instance: &'a Instance, key: &str) -> Option<&'a str> {
 }
 
 /// One row, or `None` when the instance has no metadata options.
-fn row(instance: &Instance, needs: &mut Needs<'_>) -> Result<Option<AuditRow>, InstanceError> {
+pub(crate) fn row(
+    instance: &Instance,
+    needs: &mut Needs<'_>,
+) -> Result<Option<AuditRow>, InstanceError> {
     let Some(options) = instance.metadata_options() else {
         return Ok(None);
     };
@@ -261,10 +275,8 @@ fn row(instance: &Instance, needs: &mut Needs<'_>) -> Result<Option<AuditRow>, I
     }))
 }
 
-/// Pages through `DescribeInstances` and judges every instance.
-pub async fn audit(api: &FleetApi, request: &AuditRequest) -> Result<AuditReport, InstanceError> {
-    const ACTION: &str = "DescribeInstances";
-    let started = Instant::now();
+/// `DescribeInstances` with `request`'s filters, [`PAGE_SIZE`] a page.
+pub(crate) fn instance_pages(api: &FleetApi, request: &AuditRequest) -> DescribeInstancesPaginator {
     let filters: Vec<Filter> = request
         .filters
         .iter()
@@ -275,17 +287,19 @@ pub async fn audit(api: &FleetApi, request: &AuditRequest) -> Result<AuditReport
                 .build()
         })
         .collect();
-    let mut pages = api
-        .ec2
+    api.ec2
         .describe_instances()
         .set_filters((!filters.is_empty()).then_some(filters))
         .max_results(PAGE_SIZE)
         .into_paginator()
-        .send();
-    let mut needs = Needs {
-        request,
-        known: BTreeMap::new(),
-    };
+}
+
+/// Pages through `DescribeInstances` and judges every instance.
+pub async fn audit(api: &FleetApi, request: &AuditRequest) -> Result<AuditReport, InstanceError> {
+    const ACTION: &str = "DescribeInstances";
+    let started = Instant::now();
+    let mut pages = instance_pages(api, request).send();
+    let mut needs = Needs::new(request);
     let (mut rows, mut skipped, mut page_count) = (Vec::new(), 0, 0);
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| InstanceError::from_sdk(ACTION, &e))?;
@@ -333,7 +347,7 @@ fn plural(n: u64, noun: &str) -> String {
 
 /// 1 when builds fail somewhere, 2 when an instance cannot be judged, 3 when some
 /// instance is more exposed than needed, 0 when every one is right.
-fn exit_code(verdicts: &BTreeMap<AuditVerdict, usize>) -> u8 {
+pub(crate) fn exit_code(verdicts: &BTreeMap<AuditVerdict, usize>) -> u8 {
     let any = |v: &[AuditVerdict]| v.iter().any(|v| verdicts.get(v).copied().unwrap_or(0) > 0);
     if any(&[AuditVerdict::EndpointDisabled, AuditVerdict::TooLow]) {
         1

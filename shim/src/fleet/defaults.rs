@@ -85,6 +85,23 @@ async fn get(api: &FleetApi) -> Result<Option<InstanceMetadataDefaultsResponse>,
         .cloned())
 }
 
+/// Sets the defaults to `wanted` (`ModifyInstanceMetadataDefaults`).
+pub(crate) async fn set(api: &FleetApi, wanted: Wanted) -> Result<(), InstanceError> {
+    api.ec2
+        .modify_instance_metadata_defaults()
+        .http_put_response_hop_limit(wanted.hop_limit.into())
+        .http_tokens(MetadataDefaultHttpTokensState::from(
+            wanted.http_tokens.as_ref(),
+        ))
+        .http_endpoint(DefaultInstanceMetadataEndpointState::from(
+            wanted.http_endpoint.as_ref(),
+        ))
+        .send()
+        .await
+        .map_err(|e| InstanceError::from_sdk("ModifyInstanceMetadataDefaults", &e))?;
+    Ok(())
+}
+
 /// Runs `enforce --account-defaults`, printing as it goes.
 pub async fn enforce(
     api: &FleetApi,
@@ -122,18 +139,7 @@ pub async fn enforce(
         println!("dry run: nothing changed; run again with --apply to make this change");
         return Ok(DefaultsOutcome::DryRun);
     }
-    api.ec2
-        .modify_instance_metadata_defaults()
-        .http_put_response_hop_limit(wanted.hop_limit.into())
-        .http_tokens(MetadataDefaultHttpTokensState::from(
-            wanted.http_tokens.as_ref(),
-        ))
-        .http_endpoint(DefaultInstanceMetadataEndpointState::from(
-            wanted.http_endpoint.as_ref(),
-        ))
-        .send()
-        .await
-        .map_err(|e| InstanceError::from_sdk("ModifyInstanceMetadataDefaults", &e))?;
+    set(api, wanted).await?;
     let after = read(get(api).await?.as_ref());
     let left: Vec<_> = after
         .iter()

@@ -1,9 +1,11 @@
-//! `imds-shim enforce --print terraform|cloudformation`: the metadata options block to
-//! paste into infrastructure code, so that instances launched from it get the need.
+//! `imds-shim enforce --print terraform|cloudformation|scp|config-rule`: the metadata
+//! options block to paste into infrastructure code, so that instances launched from it
+//! get the need; or the policy documents that hold the organization to it
+//! ([`super::policy`]).
 
 use strum::{Display, EnumString, VariantNames};
 
-use super::Wanted;
+use super::{policy, Wanted};
 use crate::baseline::Need;
 
 /// The infrastructure-code dialects printed.
@@ -14,6 +16,11 @@ pub enum Dialect {
     Terraform,
     /// CloudFormation: `MetadataOptions` of `AWS::EC2::LaunchTemplate`'s `LaunchTemplateData` or of `AWS::EC2::Instance`.
     CloudFormation,
+    /// A service control policy's content: no launch or change above the need or with tokens optional.
+    Scp,
+    /// AWS Config's `PutConfigRule` input: `ec2-token-hop-limit-check` with `tokenHopLimit` at the need.
+    #[strum(serialize = "config-rule")]
+    ConfigRule,
 }
 
 fn unknown_dialect(name: &str) -> String {
@@ -27,7 +34,15 @@ pub fn render(dialect: Dialect, need: &Need) -> String {
         "{} needs hop limit {} (from {}); imds-shim enforce --print {dialect}",
         need.topology, need.hop_limit, need.source
     );
+    let json = |value: serde_json::Value| {
+        format!(
+            "{}\n",
+            serde_json::to_string_pretty(&value).expect("JSON values serialize")
+        )
+    };
     match dialect {
+        Dialect::Scp => json(policy::scp(need)),
+        Dialect::ConfigRule => json(policy::config_rule(need)),
         Dialect::Terraform => format!(
             "# {why}\n\
              # in resource \"aws_launch_template\" (or \"aws_instance\"):\n\
@@ -84,7 +99,12 @@ mod tests {
         assert_eq!(Dialect::CloudFormation.to_string(), "cloudformation");
         assert_eq!(
             "pulumi".parse::<Dialect>().unwrap_err(),
-            "\"pulumi\": print terraform or cloudformation"
+            "\"pulumi\": print terraform or cloudformation or scp or config-rule"
         );
+        assert_eq!(
+            "config-rule".parse::<Dialect>().unwrap(),
+            Dialect::ConfigRule
+        );
+        assert_eq!("scp".parse::<Dialect>().unwrap(), Dialect::Scp);
     }
 }

@@ -87,7 +87,7 @@ pub fn plan(
 }
 
 /// The `MetadataOptions` of the new version: the wanted three, the rest as they were.
-fn request_options(
+pub(crate) fn request_options(
     current: Option<&LaunchTemplateInstanceMetadataOptions>,
     wanted: Wanted,
 ) -> LaunchTemplateInstanceMetadataOptionsRequest {

@@ -6,17 +6,29 @@
 //!   standard retry mode with enough attempts to ride out throttling, and a count of the
 //!   calls, attempts and throttled answers.
 //! - [`audit`]: `imds-shim audit`.
-//! - [`launch_template`], [`defaults`], [`iac`]: `imds-shim enforce --launch-template`,
-//!   `--account-defaults` and `--print`.
+//! - [`launch_template`], [`defaults`], [`iac`], [`policy`]: `imds-shim enforce
+//!   --launch-template`, `--account-defaults` and `--print` (infrastructure code, a
+//!   service control policy, a Config rule).
+//! - [`organization`]: `imds-shim audit --organization`, every account and region,
+//!   each audited by [`scope_audit`], its records ([`org_report`]) written by
+//!   [`org_writer`] as they come, with the checks each trips ([`compliance`]);
+//!   [`org_enforce`]: `enforce --organization`, the fixes at the source everywhere.
 //! - [`origin`]: where one instance came from (its Auto Scaling group, its launch
 //!   template's version), for the per-instance `enforce`.
 
 pub mod api;
 pub mod audit;
+pub mod compliance;
 pub mod defaults;
 pub mod iac;
 pub mod launch_template;
+pub mod org_enforce;
+pub mod org_report;
+pub mod org_writer;
+pub mod organization;
 pub mod origin;
+pub mod policy;
+pub mod scope_audit;
 
 use imds_vocab::{HopLimit, HttpEndpoint, HttpTokens};
 
