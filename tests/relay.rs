@@ -10,7 +10,10 @@ mod relay_sim;
 
 use std::fmt::Write as _;
 use std::fs;
-use std::time::{Duration, Instant};
+use std::io::Read as _;
+use std::net::TcpStream;
+use std::process::Output;
+use std::time::Duration;
 
 use imds_e2e::bins;
 use imds_e2e::output::{show, text};
@@ -485,7 +488,7 @@ fn docker_backend_every_preset_gets_the_role_through_a_grant_at_hop_limit_1() {
     use imds_harness::backend::docker::instance::DockerInstance;
     use imds_harness::backend::docker::leaf::DockerLeaf;
     use imds_harness::probe::cli;
-    use imds_harness::probe::leaf::{Leaf as _, Program};
+    use imds_harness::probe::{Leaf as _, Program};
 
     if !require(
         "relay_docker",

@@ -251,6 +251,7 @@ async fn bad_input_is_a_clear_error_and_no_grant_is_kept() {
     fs::set_permissions(&closed, fs::Permissions::from_mode(0o700)).unwrap();
     let token = closed.join("token");
     let unknown = "arn:aws:iam::123456789012:role/nope";
+    let long_name = "s".repeat(65);
 
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
@@ -270,7 +271,7 @@ async fn bad_input_is_a_clear_error_and_no_grant_is_kept() {
             "--session-name \"x\": a session name is 2 to 64 characters",
         ),
         (
-            vec!["--role-arn", DEPLOY_ARN, "--session-name", &"s".repeat(65)],
+            vec!["--role-arn", DEPLOY_ARN, "--session-name", &long_name],
             "a session name is 2 to 64 characters",
         ),
         (
@@ -312,13 +313,19 @@ async fn bad_input_is_a_clear_error_and_no_grant_is_kept() {
 
     // The relay checks what the control socket says, whatever the client checked.
     let control = dir.join("relay.sock");
+    // The reply; a line over the relay's 64 KiB is answered before it is read whole, and the
+    // rest of it may meet a closed socket (a reset): `None`.
     let ask = |line: String| {
         let mut s = std::os::unix::net::UnixStream::connect(&control).unwrap();
-        s.write_all(line.as_bytes()).unwrap();
-        s.write_all(b"\n").unwrap();
+        let sent = s
+            .write_all(line.as_bytes())
+            .and_then(|()| s.write_all(b"\n"));
         let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
+        match (sent, s.read_to_string(&mut out)) {
+            (Ok(()), Ok(_)) => Some(out),
+            _ if !out.is_empty() => Some(out),
+            _ => None,
+        }
     };
     let scoped = |fields: &str| {
         format!(
@@ -354,9 +361,14 @@ async fn bad_input_is_a_clear_error_and_no_grant_is_kept() {
             "not a control request",
         ),
     ] {
-        let reply = ask(line);
-        assert!(reply.contains(r#""reply":"error""#), "{reply}");
-        assert!(reply.contains(said), "{said}: {reply}");
+        let oversized = line.len() > 64 * 1024;
+        match ask(line) {
+            Some(reply) => {
+                assert!(reply.contains(r#""reply":"error""#), "{reply}");
+                assert!(reply.contains(said), "{said}: {reply}");
+            }
+            None => assert!(oversized, "{said}: no reply"),
+        }
     }
 
     // Nothing was kept, and nothing assumed but what STS refused.

@@ -7,7 +7,6 @@
     reason = "each test file that includes this module uses a part of it"
 )]
 
-use std::fmt::Write as _;
 use std::fs;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
@@ -17,69 +16,67 @@ use std::time::{Duration, Instant};
 
 use imds_e2e::bins;
 use imds_e2e::output::{show, text};
-use imds_e2e::require::{require, Requirement};
+use imds_e2e::require::Requirement;
 use imds_harness::backend::endpoints::{EC2_URL, IMDS_URL, STS_URL};
 use imds_harness::backend::netns::{Namespace, NetnsSite};
 use imds_harness::probe::env::ClientEnv;
-use imds_harness::probe::programs::SdkProgram;
 use imds_harness::topology::{Layer, Topology};
 use imds_mock::{MetadataOptionsChange, MockConfig};
 use imds_vocab::{HopLimit, HttpTokens};
-use strum::VariantArray;
 
-pub const NEEDS: &[Requirement] = &[
+pub(crate) const NEEDS: &[Requirement] = &[
     Requirement::Root,
     Requirement::NetTools,
     Requirement::AwsCli,
 ];
 /// The preset test also runs the other SDKs' clients.
-pub const PRESET_NEEDS: &[Requirement] = &[
+pub(crate) const PRESET_NEEDS: &[Requirement] = &[
     Requirement::Root,
     Requirement::NetTools,
     Requirement::AwsCli,
     Requirement::SdkClients,
 ];
-pub const ARN: &str =
+pub(crate) const ARN: &str =
     "arn:aws:sts::123456789012:assumed-role/imds-harness-build-role/i-0123456789abcdef0";
-pub const LINK: &str = "imdsh-relay0";
+pub(crate) const LINK: &str = "imdsh-relay0";
 /// The role scoped grants assume: the mock declares it (see [`scoped_config`]).
-pub const DEPLOY_ARN: &str = "arn:aws:iam::123456789012:role/deploy";
+pub(crate) const DEPLOY_ARN: &str = "arn:aws:iam::123456789012:role/deploy";
 /// The instance the mock serves.
-pub const INSTANCE_ID: &str = "i-0123456789abcdef0";
+pub(crate) const INSTANCE_ID: &str = "i-0123456789abcdef0";
 /// The session policy of issue 20: an identity and a look, nothing else.
-pub const LOOK_ONLY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow",
+pub(crate) const LOOK_ONLY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow",
     "Action":["sts:GetCallerIdentity","ec2:DescribeInstances"],"Resource":"*"}]}"#;
 
 /// What GetCallerIdentity says for a session `session` of the deploy role.
-pub fn scoped_arn(session: &str) -> String {
+pub(crate) fn scoped_arn(session: &str) -> String {
     format!("arn:aws:sts::123456789012:assumed-role/deploy/{session}")
 }
 
 /// A mock whose account has the role `deploy` (which may do everything) to assume.
-pub fn scoped_config() -> MockConfig {
+pub(crate) fn scoped_config() -> MockConfig {
     let mut config = MockConfig::default();
     config.iam.assumable_roles.insert("deploy".into(), None);
     config
 }
-pub const RELAY_ADDR: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+pub(crate) const RELAY_ADDR: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
     std::net::Ipv4Addr::new(169, 254, 170, 2),
     80,
 ));
 /// Set in the child's environment: run the SDK calls of [`rust_sdk_child`].
-pub const CHILD: &str = "IMDSH_RELAY_SDK_CHILD";
+pub(crate) const CHILD: &str = "IMDSH_RELAY_SDK_CHILD";
 /// How many calls the child makes, and the pause between them in milliseconds.
-pub const CHILD_CALLS: &str = "IMDSH_RELAY_SDK_CALLS";
-pub const CHILD_PAUSE_MS: &str = "IMDSH_RELAY_SDK_PAUSE_MS";
+pub(crate) const CHILD_CALLS: &str = "IMDSH_RELAY_SDK_CALLS";
+pub(crate) const CHILD_PAUSE_MS: &str = "IMDSH_RELAY_SDK_PAUSE_MS";
 /// Starts each line of the child's results (libtest writes its own text around them).
-pub const MARK: &str = "@@relay-sdk@@ ";
+pub(crate) const MARK: &str = "@@relay-sdk@@ ";
 
 /// A simulated instance at hop limit 1, tokens required, and a scratch directory.
-pub struct Sim {
-    pub site: NetnsSite,
-    pub dir: tempfile::TempDir,
+pub(crate) struct Sim {
+    pub(crate) site: NetnsSite,
+    pub(crate) dir: tempfile::TempDir,
 }
 
-pub fn sim(topology: &str, config: MockConfig) -> Sim {
+pub(crate) fn sim(topology: &str, config: MockConfig) -> Sim {
     let site = NetnsSite::start(&Topology::parse(topology).unwrap(), config).unwrap();
     site.mock().modify(&MetadataOptionsChange {
         hop_limit: Some(HopLimit::new(1).unwrap()),
@@ -95,7 +92,7 @@ pub fn sim(topology: &str, config: MockConfig) -> Sim {
 
 /// The address the relay sees a build's requests come from: the outermost layer's, as every
 /// routed layer masquerades what it forwards.
-pub fn first_hop_address(topology: &Topology) -> std::net::Ipv4Addr {
+pub(crate) fn first_hop_address(topology: &Topology) -> std::net::Ipv4Addr {
     match topology.layers().first() {
         Some(Layer::Routed(bridge)) => bridge.member(),
         other => panic!("{topology}: the outermost layer is {other:?}, not a routed one"),
@@ -103,37 +100,37 @@ pub fn first_hop_address(topology: &Topology) -> std::net::Ipv4Addr {
 }
 
 /// A running `imds-shim relay`, killed on drop if still running.
-pub struct Relay {
-    pub handle: duct::Handle,
-    pub log: PathBuf,
+pub(crate) struct Relay {
+    pub(crate) handle: duct::Handle,
+    pub(crate) log: PathBuf,
 }
 
 impl Sim {
-    pub fn state(&self) -> PathBuf {
+    pub(crate) fn state(&self) -> PathBuf {
         self.dir.path().join("grants.json")
     }
 
     /// A client environment: IMDS and STS of the mock, nothing else.
-    pub fn env(&self) -> ClientEnv {
+    pub(crate) fn env(&self) -> ClientEnv {
         ClientEnv::new(self.dir.path(), IMDS_URL).with("AWS_ENDPOINT_URL_STS", STS_URL)
     }
 
     /// Starts the relay in the host namespace; waits until it serves.
-    pub fn start_relay(&self, name: &str, extra: &[&str]) -> Relay {
+    pub(crate) fn start_relay(&self, name: &str, extra: &[&str]) -> Relay {
         start_relay(self.site.host(), self.dir.path(), &self.env(), name, extra)
     }
 
-    pub fn relay_cmd(&self, args: &[&str]) -> Output {
+    pub(crate) fn relay_cmd(&self, args: &[&str]) -> Output {
         relay_cmd(self.dir.path(), args)
     }
 
-    pub fn grant(&self, extra: &[&str]) -> Grant {
+    pub(crate) fn grant(&self, extra: &[&str]) -> Grant {
         grant(self.dir.path(), extra)
     }
 
     /// A grant of the deploy role narrowed by [`LOOK_ONLY`], labelled `label` (the session
     /// name), with `extra` arguments.
-    pub fn scoped_grant(&self, label: &str, extra: &[&str]) -> Grant {
+    pub(crate) fn scoped_grant(&self, label: &str, extra: &[&str]) -> Grant {
         let policy = self.dir.path().join("look-only.json");
         fs::write(&policy, LOOK_ONLY).unwrap();
         let mut args = vec![
@@ -150,7 +147,7 @@ impl Sim {
 
     /// `aws ec2 modify-instance-metadata-options` raising the hop limit to 5, in the leaf
     /// with `vars` added.
-    pub fn cli_modify(&self, vars: &[(&str, &str)]) -> Output {
+    pub(crate) fn cli_modify(&self, vars: &[(&str, &str)]) -> Output {
         let mut env = self.env();
         for (k, v) in vars {
             env = env.with(k, v);
@@ -173,7 +170,7 @@ impl Sim {
     }
 
     /// `aws sts get-caller-identity` in the leaf with `vars` added.
-    pub fn cli(&self, vars: &[(&str, &str)]) -> Output {
+    pub(crate) fn cli(&self, vars: &[(&str, &str)]) -> Output {
         let mut env = self.env();
         for (k, v) in vars {
             env = env.with(k, v);
@@ -195,7 +192,7 @@ impl Sim {
 
     /// The AWS SDK for Rust's default chain in the leaf with `vars`: `calls` GetCallerIdentity
     /// calls with one client, `pause` apart. One line per call: `ARN <arn>` or `ERROR <why>`.
-    pub fn rust_sdk(&self, vars: &[(&str, &str)], calls: u32, pause: Duration) -> Vec<String> {
+    pub(crate) fn rust_sdk(&self, vars: &[(&str, &str)], calls: u32, pause: Duration) -> Vec<String> {
         let mut env = self
             .env()
             .with(CHILD, "1")
@@ -225,7 +222,7 @@ impl Sim {
     }
 
     /// One raw HTTP exchange with the relay from the leaf.
-    pub fn raw(&self, request: String) -> String {
+    pub(crate) fn raw(&self, request: String) -> String {
         self.site
             .leaf()
             .run_in(move || -> std::io::Result<String> {
@@ -241,7 +238,7 @@ impl Sim {
     }
 
     /// A GET of `path` from the leaf: the response, or `None` when none came within `wait`.
-    pub fn get_within(&self, path: &str, wait: Duration) -> Option<String> {
+    pub(crate) fn get_within(&self, path: &str, wait: Duration) -> Option<String> {
         let request =
             format!("GET {path} HTTP/1.1\r\nHost: 169.254.170.2\r\nConnection: close\r\n\r\n");
         self.site
@@ -259,7 +256,7 @@ impl Sim {
             .filter(|r| !r.is_empty())
     }
 
-    pub fn link_exists(&self) -> bool {
+    pub(crate) fn link_exists(&self) -> bool {
         duct::cmd!(
             "ip",
             "-n",
@@ -280,7 +277,7 @@ impl Sim {
 }
 
 /// Starts `imds-shim relay` in `ns` (its control socket and log in `dir`); waits until it serves.
-pub fn start_relay(ns: &Namespace, dir: &Path, env: &ClientEnv, name: &str, extra: &[&str]) -> Relay {
+pub(crate) fn start_relay(ns: &Namespace, dir: &Path, env: &ClientEnv, name: &str, extra: &[&str]) -> Relay {
     let log = dir.join(format!("{name}.log"));
     let control = dir.join("relay.sock");
     let mut args = vec!["relay", "--control", control.to_str().unwrap()];
@@ -309,7 +306,7 @@ pub fn start_relay(ns: &Namespace, dir: &Path, env: &ClientEnv, name: &str, extr
 
 /// `imds-shim relay <args>` (grant, revoke, list) from the root namespace: the control
 /// socket is a file, and no packet is sent.
-pub fn relay_cmd(dir: &Path, args: &[&str]) -> Output {
+pub(crate) fn relay_cmd(dir: &Path, args: &[&str]) -> Output {
     let control = dir.join("relay.sock");
     let mut all = vec!["relay"];
     all.extend_from_slice(args);
@@ -323,7 +320,7 @@ pub fn relay_cmd(dir: &Path, args: &[&str]) -> Output {
 }
 
 /// A new grant: its id and environment.
-pub fn grant(dir: &Path, extra: &[&str]) -> Grant {
+pub(crate) fn grant(dir: &Path, extra: &[&str]) -> Grant {
     let mut args = vec!["grant"];
     args.extend_from_slice(extra);
     let out = relay_cmd(dir, &args);
@@ -344,13 +341,13 @@ pub fn grant(dir: &Path, extra: &[&str]) -> Grant {
     Grant { id, env }
 }
 
-pub struct Grant {
-    pub id: String,
-    pub env: Vec<(String, String)>,
+pub(crate) struct Grant {
+    pub(crate) id: String,
+    pub(crate) env: Vec<(String, String)>,
 }
 
 impl Grant {
-    pub fn var(&self, name: &str) -> &str {
+    pub(crate) fn var(&self, name: &str) -> &str {
         &self
             .env
             .iter()
@@ -359,12 +356,12 @@ impl Grant {
             .1
     }
 
-    pub fn relative(&self) -> Vec<(&str, &str)> {
+    pub(crate) fn relative(&self) -> Vec<(&str, &str)> {
         let name = "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI";
         vec![(name, self.var(name))]
     }
 
-    pub fn full(&self) -> Vec<(&str, &str)> {
+    pub(crate) fn full(&self) -> Vec<(&str, &str)> {
         [
             "AWS_CONTAINER_CREDENTIALS_FULL_URI",
             "AWS_CONTAINER_AUTHORIZATION_TOKEN",
@@ -375,7 +372,7 @@ impl Grant {
     }
 
     /// The secrets: the part after the id of the capability and the token.
-    pub fn secrets(&self) -> Vec<String> {
+    pub(crate) fn secrets(&self) -> Vec<String> {
         [
             self.var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"),
             self.var("AWS_CONTAINER_AUTHORIZATION_TOKEN"),
@@ -387,12 +384,12 @@ impl Grant {
 }
 
 impl Relay {
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// SIGTERM, then waits for a clean exit.
-    pub fn stop(self) -> String {
+    pub(crate) fn stop(self) -> String {
         let pid = self.handle.pids()[0].to_string();
         duct::cmd!("kill", "-TERM", &pid).run().unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -408,12 +405,12 @@ impl Relay {
 }
 
 impl Drop for Relay {
-    pub fn drop(&mut self) {
+    fn drop(&mut self) {
         let _ = self.handle.kill();
     }
 }
 
-pub fn run_in(env: &ClientEnv, ns: &Namespace, program: &Path, args: &[&str]) -> Output {
+pub(crate) fn run_in(env: &ClientEnv, ns: &Namespace, program: &Path, args: &[&str]) -> Output {
     tokio::task::block_in_place(|| {
         env.apply(ns.exec(program, args))
             .stdout_capture()
@@ -424,7 +421,7 @@ pub fn run_in(env: &ClientEnv, ns: &Namespace, program: &Path, args: &[&str]) ->
     })
 }
 
-pub fn cli_arn(out: &Output) -> Option<String> {
+pub(crate) fn cli_arn(out: &Output) -> Option<String> {
     serde_json::from_slice::<serde_json::Value>(&out.stdout)
         .ok()
         .and_then(|v| v["Arn"].as_str().map(str::to_owned))
@@ -432,7 +429,7 @@ pub fn cli_arn(out: &Output) -> Option<String> {
 
 /// The SDK side of [`Sim::rust_sdk`]: does nothing unless [`CHILD`] is set. Each test binary
 /// that uses [`Sim::rust_sdk`] calls it from a test named `rust_sdk_child`.
-pub fn rust_sdk_child() {
+pub(crate) fn rust_sdk_child() {
     if std::env::var_os(CHILD).is_none() {
         return;
     }

@@ -259,7 +259,7 @@ pub fn check_policy(policy: &str) -> Result<(), ScopeError> {
 }
 
 fn is_tag_char(c: char) -> bool {
-    c.is_alphanumeric() || c.is_whitespace() || "_.:/=+-@".contains(c)
+    c.is_alphanumeric() || (c.is_whitespace() && !c.is_control()) || "_.:/=+-@".contains(c)
 }
 
 fn check_tags(tags: &[(String, String)]) -> Result<(), ScopeError> {
