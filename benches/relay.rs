@@ -14,7 +14,9 @@
 //! Each case: wrk 2 threads, 32 connections, 4 s for the rate; 1 thread, 1 connection, 4 s for
 //! the latency (p50 and p99). The cases alternate, RUNS times (default 5); medians are printed
 //! with every run. The relay is the binary of the `dev` profile this is built with
-//! (`cargo bench --profile dev`): unoptimised, as is the mock.
+//! (`cargo bench --profile dev`): unoptimised, as is the mock; or `IMDSH_BENCH_RELAY` (a
+//! release build: `IMDSH_BENCH_RELAY=target/release/imds-shim cargo bench --profile dev
+//! --bench relay`).
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
@@ -71,6 +73,8 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let _guard = runtime.enter();
     println!("relay benchmark, {runs} runs, {}", machine());
+    let shim = std::env::var_os("IMDSH_BENCH_RELAY").map_or_else(bins::shim, Into::into);
+    println!("relay: {}", std::path::Path::new(&shim).display());
 
     let topology = Topology::parse("earthly-with-docker").unwrap();
     let mut config = MockConfig::default();
@@ -85,7 +89,7 @@ fn main() {
     let env = ClientEnv::new(home, IMDS_URL);
     let relay = env
         .apply(site.host().exec(
-            bins::shim(),
+            shim.clone(),
             [
                 "relay",
                 "--control",
@@ -107,14 +111,18 @@ fn main() {
         .unchecked()
         .start()
         .unwrap();
-    let grant = first_grant(&bins::shim(), &control, &["--instance-role", "--label", "bench"]);
+    let grant = first_grant(
+        &shim,
+        &control,
+        &["--instance-role", "--label", "bench"],
+    );
     let relative = grant
         .lines()
         .find_map(|l| l.strip_prefix("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI="))
         .unwrap()
         .to_owned();
     let relay_url = format!("http://169.254.170.2{relative}");
-    let scoped = std::process::Command::new(bins::shim())
+    let scoped = std::process::Command::new(&shim)
         .args(["relay", "grant", "--control"])
         .arg(&control)
         .args([
@@ -234,10 +242,7 @@ fn main() {
         .filter(|l| l.contains("200 to ") && l.contains("role deploy"))
         .count();
     let assumed = site.mock().events().assume_role - assumed_before;
-    #[expect(
-        clippy::cast_precision_loss,
-        reason = "counts far below 2^52"
-    )]
+    #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
     let per_thousand = assumed as f64 * 1000.0 / scoped_fetches.max(1) as f64;
     println!(
         "upstream calls of the scoped grant: {assumed} AssumeRole for {scoped_fetches} fetches \

@@ -126,15 +126,24 @@ async fn every_preset_gets_the_role_through_a_grant_at_hop_limit_1() {
         // still 1; one AssumeRole (at grant time) served the scoped grant's every fetch.
         let mock = sim.site.mock();
         assert_eq!(mock.options().hop_limit.get(), 1, "{what}");
-        assert!(mock.events().identity_v2 >= 4, "{what}");
-        assert_eq!(mock.events().assume_role, 1, "{what}");
+        let events = mock.events();
+        assert!(events.identity_v2 >= 2, "{what}");
+        assert_eq!(
+            events.identity_role_session,
+            2 + SdkProgram::VARIANTS.len() as u64,
+            "{what}"
+        );
+        assert_eq!(events.assume_role, 1, "{what}");
         let sessions = mock.assumed_sessions();
         assert_eq!(sessions[0].session_name, "scoped-build");
         let log = relay.stop();
         let served = 5 + SdkProgram::VARIANTS.len();
         assert_eq!(log.matches("200 to ").count(), served, "{what}: {log}");
         assert!(
-            log.contains(&format!("grant {} (\"preset-build\"), instance role", grant.id)),
+            log.contains(&format!(
+                "grant {} (\"preset-build\"), instance role",
+                grant.id
+            )),
             "{log}"
         );
         assert!(!sim.link_exists(), "{what}: the relay's link is left");
@@ -565,17 +574,8 @@ fn docker_backend_every_preset_gets_the_role_through_a_grant_at_hop_limit_1() {
                     show(&out)
                 );
             }
-            let modify = [
-                "ec2",
-                "modify-instance-metadata-options",
-                "--instance-id",
-                INSTANCE_ID,
-                "--http-put-response-hop-limit",
-                "5",
-                "--endpoint-url",
-                imds_harness::backend::endpoints::EC2_URL,
-            ];
-            let out = leaf.run(Program::AwsCli, &modify, &with_scoped).unwrap();
+
+            let out = leaf.run(Program::AwsCli, &MODIFY_HOP_LIMIT, &with_scoped).unwrap();
             assert!(
                 text(&out.stderr).contains("UnauthorizedOperation"),
                 "{topology}: {}",
@@ -638,7 +638,10 @@ rm -rf "$d"
     );
 
     let list = text(&relay_cmd(dir.path(), &["list"]).stdout);
-    assert!(list.contains("instance role") && list.contains("docker-scoped"), "{list}");
+    assert!(
+        list.contains("instance role") && list.contains("docker-scoped"),
+        "{list}"
+    );
     assert_eq!(instance.mock().events().assume_role, 1);
     let log = relay.stop();
     assert_eq!(

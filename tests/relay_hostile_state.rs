@@ -608,7 +608,12 @@ async fn list_and_the_cap_work_at_100000_grants_and_grants_can_be_written_privat
     let env_file = sim.path("build.env");
     fs::write(&env_file, "old").unwrap();
     fs::set_permissions(&env_file, fs::Permissions::from_mode(0o644)).unwrap();
-    let out = sim.relay_cmd(&["grant", "--instance-role", "--output", env_file.to_str().unwrap()]);
+    let out = sim.relay_cmd(&[
+        "grant",
+        "--instance-role",
+        "--output",
+        env_file.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", show(&out));
     assert!(out.stdout.is_empty(), "{}", show(&out));
     let mode = fs::metadata(&env_file).unwrap().permissions().mode() & 0o777;
@@ -624,7 +629,12 @@ async fn list_and_the_cap_work_at_100000_grants_and_grants_can_be_written_privat
     fs::write(&target, "").unwrap();
     let link = sim.path("link.env");
     std::os::unix::fs::symlink(&target, &link).unwrap();
-    let out = sim.relay_cmd(&["grant", "--instance-role", "--output", link.to_str().unwrap()]);
+    let out = sim.relay_cmd(&[
+        "grant",
+        "--instance-role",
+        "--output",
+        link.to_str().unwrap(),
+    ]);
     assert!(!out.status.success(), "{}", show(&out));
     assert_eq!(fs::read_to_string(&target).unwrap(), "");
 }

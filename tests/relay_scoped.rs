@@ -112,7 +112,9 @@ async fn a_thousand_fetches_at_once_cost_one_assume_role() {
     args.extend_from_slice(&["--state", state.to_str().unwrap()]);
     let first = sim.start_relay("first", &args);
     let grant = sim.scoped_grant("single flight", &["--duration", "30m"]);
-    let path = grant.var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI").to_owned();
+    let path = grant
+        .var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+        .to_owned();
     assert_eq!(sim.site.mock().events().assume_role, 1);
 
     let keys = |results: &[(u16, String)]| {
@@ -131,7 +133,11 @@ async fn a_thousand_fetches_at_once_cost_one_assume_role() {
     let results = fetch_at_once(&sim, &path, CONCURRENT);
     assert_eq!(results.len(), CONCURRENT);
     assert_eq!(keys(&results).len(), 1, "one session served");
-    assert_eq!(sim.site.mock().events().assume_role, 1, "no AssumeRole per fetch");
+    assert_eq!(
+        sim.site.mock().events().assume_role,
+        1,
+        "no AssumeRole per fetch"
+    );
 
     // The session lasts what was asked (30 minutes), and `list` says until when.
     let sessions = sim.site.mock().assumed_sessions();
@@ -151,13 +157,20 @@ async fn a_thousand_fetches_at_once_cost_one_assume_role() {
         "{lifetime:?}"
     );
     let table = text(&sim.relay_cmd(&["list"]).stdout);
-    assert!(table.contains("ROLE") && table.contains("deploy"), "{table}");
+    assert!(
+        table.contains("ROLE") && table.contains("deploy"),
+        "{table}"
+    );
 
     // Restarted: the grant is kept, its session is not; 1,000 at once cause one AssumeRole.
     first.stop();
     let second = sim.start_relay("second", &args);
     let results = fetch_at_once(&sim, &path, CONCURRENT);
-    assert_eq!(keys(&results).len(), 1, "one session served after the restart");
+    assert_eq!(
+        keys(&results).len(),
+        1,
+        "one session served after the restart"
+    );
     assert_eq!(sim.site.mock().events().assume_role, 2);
     let log = second.stop();
     assert_eq!(log.matches("assumed arn:aws:iam::").count(), 1, "{log}");
@@ -168,8 +181,9 @@ async fn a_thousand_fetches_at_once_cost_one_assume_role() {
 
 /// RFC 3339 `2026-11-29T12:00:00Z` as a time.
 fn humantime_secs(text: &str) -> SystemTime {
-    let t = aws_smithy_types::DateTime::from_str(text, aws_smithy_types::date_time::Format::DateTime)
-        .unwrap();
+    let t =
+        aws_smithy_types::DateTime::from_str(text, aws_smithy_types::date_time::Format::DateTime)
+            .unwrap();
     SystemTime::try_from(t).unwrap()
 }
 
@@ -186,7 +200,9 @@ async fn sessions_refresh_across_expiry_without_a_failed_fetch() {
     let sim = sim("earthly-run", config);
     let relay = sim.start_relay("relay", &WIDE);
     let grant = sim.scoped_grant("short sessions", &[]);
-    let path = grant.var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI").to_owned();
+    let path = grant
+        .var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+        .to_owned();
 
     let (fetches, sdk) = std::thread::scope(|scope| {
         let sdk = scope.spawn(|| sim.rust_sdk(&grant.full(), 7, Duration::from_secs(2)));
@@ -244,7 +260,10 @@ async fn bad_input_is_a_clear_error_and_no_grant_is_kept() {
         fs::write(&p, text).unwrap();
         p.to_str().unwrap().to_owned()
     };
-    let grammar = policy("grammar.json", r#"{"Version":"2012-10-17","Statement":"nope"}"#);
+    let grammar = policy(
+        "grammar.json",
+        r#"{"Version":"2012-10-17","Statement":"nope"}"#,
+    );
     let not_json = policy("not.json", "{ Allow everything");
     let closed = dir.join("closed");
     fs::create_dir(&closed).unwrap();
@@ -305,10 +324,8 @@ async fn bad_input_is_a_clear_error_and_no_grant_is_kept() {
         assert!(!stderr.contains("panicked"), "{stderr}");
         assert!(out.stdout.is_empty(), "{args:?} printed: {}", show(&out));
     }
-    assert!(
-        text(&sim.relay_cmd(&["grant", "--label", "x"]).stderr)
-            .contains("--instance-role (the instance role itself)")
-    );
+    assert!(text(&sim.relay_cmd(&["grant", "--label", "x"]).stderr)
+        .contains("--instance-role (the instance role itself)"));
     assert!(!token.exists());
 
     // The relay checks what the control socket says, whatever the client checked.
@@ -333,8 +350,14 @@ async fn bad_input_is_a_clear_error_and_no_grant_is_kept() {
         )
     };
     for (line, said) in [
-        (scoped(r#""session_name":"x","duration_secs":900"#), "a session name is 2 to 64"),
-        (scoped(r#""session_name":"ok-name","duration_secs":86400"#), "--duration 86400 s"),
+        (
+            scoped(r#""session_name":"x","duration_secs":900"#),
+            "a session name is 2 to 64",
+        ),
+        (
+            scoped(r#""session_name":"ok-name","duration_secs":86400"#),
+            "--duration 86400 s",
+        ),
         (
             scoped(r#""session_name":"ok-name","duration_secs":900,"policy":"[1]""#),
             "not a JSON object",
@@ -415,7 +438,11 @@ async fn a_token_file_belongs_to_its_owner_and_the_rust_sdk_reads_it() {
     let secret = fs::read_to_string(&token).unwrap();
     assert!(secret.starts_with(&grant.id), "the token is the grant's");
 
-    let vars: Vec<(&str, &str)> = grant.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let vars: Vec<(&str, &str)> = grant
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let arn = scoped_arn("token-file");
     let sdk = sim.rust_sdk(&vars, 1, Duration::ZERO);
     assert_eq!(sdk, [format!("ARN {arn}")]);
@@ -426,8 +453,16 @@ async fn a_token_file_belongs_to_its_owner_and_the_rust_sdk_reads_it() {
     for &program in SdkProgram::VARIANTS {
         let path = program.prepare().unwrap();
         let env = vars.iter().fold(sim.env(), |env, (k, v)| env.with(k, v));
-        let out = run_in(&env, sim.site.leaf(), &path, &[imds_harness::backend::endpoints::STS_URL]);
-        got.push((program.file_name(), cli_arn(&out).as_deref() == Some(arn.as_str())));
+        let out = run_in(
+            &env,
+            sim.site.leaf(),
+            &path,
+            &[imds_harness::backend::endpoints::STS_URL],
+        );
+        got.push((
+            program.file_name(),
+            cli_arn(&out).as_deref() == Some(arn.as_str()),
+        ));
     }
     assert_eq!(got, TOKEN_FILE_CLIENTS, "{}", relay.log());
     let log = relay.stop();
@@ -475,7 +510,12 @@ async fn one_relay_answers_on_ipv6_and_ipv4() {
     let sdk = sim.rust_sdk(&grant.full(), 1, Duration::ZERO);
     assert_eq!(sdk, [format!("ARN {arn}")], "{}", relay.log());
     let out = sim.cli(&grant.relative());
-    assert_eq!(cli_arn(&out).as_deref(), Some(arn.as_str()), "{}", show(&out));
+    assert_eq!(
+        cli_arn(&out).as_deref(),
+        Some(arn.as_str()),
+        "{}",
+        show(&out)
+    );
     let log = relay.stop();
     assert!(log.contains("200 to fd00:ec2::23"), "{log}");
     assert!(log.contains("200 to 169.254.170.2"), "{log}");

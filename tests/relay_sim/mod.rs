@@ -47,6 +47,18 @@ pub(crate) const INSTANCE_ID: &str = "i-0123456789abcdef0";
 pub(crate) const LOOK_ONLY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow",
     "Action":["sts:GetCallerIdentity","ec2:DescribeInstances"],"Resource":"*"}]}"#;
 
+/// The AWS CLI's arguments that raise the mock instance's hop limit to 5.
+pub(crate) const MODIFY_HOP_LIMIT: [&str; 8] = [
+    "ec2",
+    "modify-instance-metadata-options",
+    "--instance-id",
+    INSTANCE_ID,
+    "--http-put-response-hop-limit",
+    "5",
+    "--endpoint-url",
+    EC2_URL,
+];
+
 /// What GetCallerIdentity says for a session `session` of the deploy role.
 pub(crate) fn scoped_arn(session: &str) -> String {
     format!("arn:aws:sts::123456789012:assumed-role/deploy/{session}")
@@ -148,37 +160,13 @@ impl Sim {
     /// `aws ec2 modify-instance-metadata-options` raising the hop limit to 5, in the leaf
     /// with `vars` added.
     pub(crate) fn cli_modify(&self, vars: &[(&str, &str)]) -> Output {
-        let mut env = self.env();
-        for (k, v) in vars {
-            env = env.with(k, v);
-        }
-        run_in(
-            &env,
-            self.site.leaf(),
-            imds_e2e::aws_env::AWS_CLI.as_ref(),
-            &[
-                "ec2",
-                "modify-instance-metadata-options",
-                "--instance-id",
-                INSTANCE_ID,
-                "--http-put-response-hop-limit",
-                "5",
-                "--endpoint-url",
-                EC2_URL,
-            ],
-        )
+        self.aws(vars, &MODIFY_HOP_LIMIT)
     }
 
     /// `aws sts get-caller-identity` in the leaf with `vars` added.
     pub(crate) fn cli(&self, vars: &[(&str, &str)]) -> Output {
-        let mut env = self.env();
-        for (k, v) in vars {
-            env = env.with(k, v);
-        }
-        run_in(
-            &env,
-            self.site.leaf(),
-            imds_e2e::aws_env::AWS_CLI.as_ref(),
+        self.aws(
+            vars,
             &[
                 "sts",
                 "get-caller-identity",
@@ -190,9 +178,27 @@ impl Sim {
         )
     }
 
+    /// The AWS CLI with `args` in the leaf with `vars` added.
+    fn aws(&self, vars: &[(&str, &str)], args: &[&str]) -> Output {
+        let env = vars
+            .iter()
+            .fold(self.env(), |env, (k, v)| env.with(k, v));
+        run_in(
+            &env,
+            self.site.leaf(),
+            imds_e2e::aws_env::AWS_CLI.as_ref(),
+            args,
+        )
+    }
+
     /// The AWS SDK for Rust's default chain in the leaf with `vars`: `calls` GetCallerIdentity
     /// calls with one client, `pause` apart. One line per call: `ARN <arn>` or `ERROR <why>`.
-    pub(crate) fn rust_sdk(&self, vars: &[(&str, &str)], calls: u32, pause: Duration) -> Vec<String> {
+    pub(crate) fn rust_sdk(
+        &self,
+        vars: &[(&str, &str)],
+        calls: u32,
+        pause: Duration,
+    ) -> Vec<String> {
         let mut env = self
             .env()
             .with(CHILD, "1")
@@ -277,7 +283,13 @@ impl Sim {
 }
 
 /// Starts `imds-shim relay` in `ns` (its control socket and log in `dir`); waits until it serves.
-pub(crate) fn start_relay(ns: &Namespace, dir: &Path, env: &ClientEnv, name: &str, extra: &[&str]) -> Relay {
+pub(crate) fn start_relay(
+    ns: &Namespace,
+    dir: &Path,
+    env: &ClientEnv,
+    name: &str,
+    extra: &[&str],
+) -> Relay {
     let log = dir.join(format!("{name}.log"));
     let control = dir.join("relay.sock");
     let mut args = vec!["relay", "--control", control.to_str().unwrap()];

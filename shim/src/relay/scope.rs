@@ -101,7 +101,8 @@ impl AssumedRole {
     /// never longer than the grant by more than STS's 15-minute floor.
     pub fn duration_for(&self, remaining: Duration) -> Duration {
         let asked = Duration::from_secs(self.duration_secs);
-        let whole = Duration::from_secs(remaining.as_secs() + u64::from(remaining.subsec_nanos() > 0));
+        let whole =
+            Duration::from_secs(remaining.as_secs() + u64::from(remaining.subsec_nanos() > 0));
         whole.clamp(MIN_SESSION, asked.max(MIN_SESSION))
     }
 
@@ -158,7 +159,9 @@ pub enum ScopeError {
     #[error("--policy-arn: at most {MAX_POLICY_ARNS} managed session policies, not {0}")]
     TooManyPolicyArns(usize),
     /// Not a managed policy ARN.
-    #[error("--policy-arn {0:?} is not a policy ARN (arn:aws:iam::<account or aws>:policy/<name>)")]
+    #[error(
+        "--policy-arn {0:?} is not a policy ARN (arn:aws:iam::<account or aws>:policy/<name>)"
+    )]
     PolicyArn(String),
     /// A tag STS would refuse.
     #[error("--tag {0}")]
@@ -367,7 +370,10 @@ mod tests {
             "arn:aws:iam::123456789012:role/de ploy",
         ] {
             assert!(
-                matches!(ok(&|a| a.role_arn = bad.into()), Err(ScopeError::RoleArn(_))),
+                matches!(
+                    ok(&|a| a.role_arn = bad.into()),
+                    Err(ScopeError::RoleArn(_))
+                ),
                 "{bad}"
             );
         }
@@ -397,11 +403,21 @@ mod tests {
             f(&mut a);
             a.validate(false)
         };
-        assert!(matches!(ok(&|a| a.policy = Some("{not json".into())), Err(ScopeError::Policy(m)) if m.contains("not JSON")));
-        assert!(matches!(ok(&|a| a.policy = Some("[]".into())), Err(ScopeError::Policy(_))));
+        assert!(
+            matches!(ok(&|a| a.policy = Some("{not json".into())), Err(ScopeError::Policy(m)) if m.contains("not JSON"))
+        );
+        assert!(matches!(
+            ok(&|a| a.policy = Some("[]".into())),
+            Err(ScopeError::Policy(_))
+        ));
         let long = format!(r#"{{"x":"{}"}}"#, "a".repeat(MAX_POLICY_CHARS));
-        assert!(matches!(ok(&|a| a.policy = Some(long.clone())), Err(ScopeError::Policy(m)) if m.contains("2048")));
-        assert_eq!(ok(&|a| a.policy = Some(r#"{"Statement":[]}"#.into())), Ok(()));
+        assert!(
+            matches!(ok(&|a| a.policy = Some(long.clone())), Err(ScopeError::Policy(m)) if m.contains("2048"))
+        );
+        assert_eq!(
+            ok(&|a| a.policy = Some(r#"{"Statement":[]}"#.into())),
+            Ok(())
+        );
         assert_eq!(
             ok(&|a| a.policy_arns = vec!["arn:aws:iam::aws:policy/ReadOnlyAccess".into()]),
             Ok(())
@@ -421,7 +437,10 @@ mod tests {
             vec![("k".into(), "1".into()), ("K".into(), "2".into())],
             vec![("k".into(), "v".repeat(257))],
         ] {
-            assert!(matches!(ok(&|a| a.tags = tags.clone()), Err(ScopeError::Tag(_))), "{tags:?}");
+            assert!(
+                matches!(ok(&|a| a.tags = tags.clone()), Err(ScopeError::Tag(_))),
+                "{tags:?}"
+            );
         }
         assert_eq!(parse_tag("a=b=c"), Ok(("a".into(), "b=c".into())));
         assert!(parse_tag("ab").is_err());
@@ -431,7 +450,10 @@ mod tests {
     fn the_session_never_outlives_the_grant_by_more_than_the_floor() {
         let a = assumed();
         assert_eq!(a.duration_for(Duration::from_hours(5)), MAX_SESSION);
-        assert_eq!(a.duration_for(Duration::from_mins(20)), Duration::from_mins(20));
+        assert_eq!(
+            a.duration_for(Duration::from_mins(20)),
+            Duration::from_mins(20)
+        );
         assert_eq!(a.duration_for(Duration::from_secs(3)), MIN_SESSION);
         assert_eq!(
             a.duration_for(Duration::from_millis(1_200_500)),

@@ -178,11 +178,7 @@ fn json(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
 
 /// The answer to one request. Refusals are logged through [`Relay::refusals`]: the first from
 /// an address in full, the rest as counts.
-async fn answer(
-    relay: &Relay,
-    peer: SocketAddr,
-    req: Request<Incoming>,
-) -> Response<Full<Bytes>> {
+async fn answer(relay: &Relay, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let from = peer.ip();
     let refused = |kind: &'static str, line: &dyn Fn() -> String| {
         relay
@@ -259,7 +255,10 @@ async fn answer(
         }
     };
     let (served, what) = match &grant.session {
-        None => (relay.role.current(SystemTime::now()), "instance role".to_owned()),
+        None => (
+            relay.role.current(SystemTime::now()),
+            "instance role".to_owned(),
+        ),
         Some(session) => (
             session
                 .cache

@@ -37,9 +37,7 @@ const STS_OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum AssumeError {
     /// No region to find the STS endpoint in.
-    #[error(
-        "no region for STS: give the relay --region or --sts-endpoint (IMDS gave none: {0})"
-    )]
+    #[error("no region for STS: give the relay --region or --sts-endpoint (IMDS gave none: {0})")]
     NoRegion(String),
     /// The instance role's credentials, which sign `AssumeRole`, are missing.
     #[error("no instance role credentials to call STS with: {0}")]
@@ -203,10 +201,7 @@ struct Held {
 
 impl Held {
     fn new(served: Served, now: SystemTime) -> Self {
-        let lifetime = served
-            .expiration
-            .duration_since(now)
-            .unwrap_or_default();
+        let lifetime = served.expiration.duration_since(now).unwrap_or_default();
         Self {
             refresh_at: now + refresh_after(lifetime),
             served: Arc::new(served),
@@ -297,7 +292,7 @@ impl SessionCache {
             Ok(served) => {
                 let held = Held::new(served, SystemTime::now());
                 let served = held.served.clone();
-                super::log(&format!(
+                super::logging::log(&format!(
                     "assumed {} as session {:?}: {} until {}",
                     role.role_arn,
                     role.session_name,
@@ -310,7 +305,7 @@ impl SessionCache {
             }
             Err(e) => {
                 let why = e.to_string();
-                super::log(&format!("refreshing a session failed: {why}"));
+                super::logging::log(&format!("refreshing a session failed: {why}"));
                 state.failure = Some((Instant::now(), why.clone()));
                 Err(why)
             }

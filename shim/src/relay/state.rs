@@ -513,7 +513,10 @@ mod tests {
         let (g, _) = grants_with(1);
         let mut old = serde_json::to_value(&g.records()[0]).unwrap();
         old.as_object_mut().unwrap().remove("scope");
-        let text = format!("{{\"version\":2}}\n{}\n", serde_json::json!({ "issued": old }));
+        let text = format!(
+            "{{\"version\":2}}\n{}\n",
+            serde_json::json!({ "issued": old })
+        );
         fs::write(&path, text).unwrap();
         let (_, back) = open(&path).unwrap();
         assert_eq!(back[0].scope, crate::relay::scope::Scope::InstanceRole);

@@ -230,7 +230,10 @@ mod tests {
         // Written anyway (a link made after the check) replaces the link, not its target.
         write(&link, &me, "id.secret").unwrap();
         assert_eq!(fs::read_to_string(&target).unwrap(), "keep");
-        assert!(!fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert!(!fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
 
         let err = check(&dir.path().join("missing/token"), &me)
             .unwrap_err()
