@@ -111,11 +111,7 @@ fn main() {
         .unchecked()
         .start()
         .unwrap();
-    let grant = first_grant(
-        &shim,
-        &control,
-        &["--instance-role", "--label", "bench"],
-    );
+    let grant = first_grant(&shim, &control, &["--instance-role", "--label", "bench"]);
     let relative = grant
         .lines()
         .find_map(|l| l.strip_prefix("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI="))

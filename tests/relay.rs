@@ -575,7 +575,9 @@ fn docker_backend_every_preset_gets_the_role_through_a_grant_at_hop_limit_1() {
                 );
             }
 
-            let out = leaf.run(Program::AwsCli, &MODIFY_HOP_LIMIT, &with_scoped).unwrap();
+            let out = leaf
+                .run(Program::AwsCli, &MODIFY_HOP_LIMIT, &with_scoped)
+                .unwrap();
             assert!(
                 text(&out.stderr).contains("UnauthorizedOperation"),
                 "{topology}: {}",

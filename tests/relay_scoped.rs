@@ -371,9 +371,8 @@ async fn bad_input_is_a_clear_error_and_no_grant_is_kept() {
             "--role-arn ARN",
         ),
         (
-            format!(
-                r#"{{"op":"grant","ttl_secs":600,"label":"raw","scope":{{"assumed":{{"role_arn":"arn:aws:iam::1:role/x","session_name":"ok-name","duration_secs":900}}}}}}"#
-            ),
+            r#"{"op":"grant","ttl_secs":600,"label":"raw","scope":{"assumed":{"role_arn":"arn:aws:iam::1:role/x","session_name":"ok-name","duration_secs":900}}}"#
+                .to_owned(),
             "is not a role ARN",
         ),
         (

@@ -152,7 +152,7 @@ enum Command {
                       run, while the instance keeps hop limit 1. Run as root: it adds its address to \
                       a dummy link of its own and removes it on exit."
     )]
-    Relay(relay_command::RelayArgs),
+    Relay(Box<relay_command::RelayArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -315,7 +315,7 @@ fn main() -> ExitCode {
         Command::Enforce(args) => enforce_command(&args),
         Command::Audit(args) => audit_command(&args),
         Command::Run(args) => run_command(&args),
-        Command::Relay(args) => relay_command::relay_command(args),
+        Command::Relay(args) => relay_command::relay_command(*args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("imds-shim: error: {e:#}");

@@ -154,7 +154,7 @@ impl ScopeArgs {
                 return Err(ScopeError::Unnamed.into());
             }
             if let Some((name, _)) = session_options.iter().find(|(_, given)| *given) {
-                return Err(ScopeError::NotForInstanceRole(*name).into());
+                return Err(ScopeError::NotForInstanceRole(name).into());
             }
             return Ok(Scope::InstanceRole);
         };
@@ -165,14 +165,14 @@ impl ScopeArgs {
             Some(path) => Some(read_policy(path)?),
             None => None,
         };
-        let scope = Scope::Assumed(AssumedRole {
+        let scope = Scope::Assumed(Box::new(AssumedRole {
             role_arn: role_arn.clone(),
             session_name: self.session_name.clone().unwrap_or_default(),
             policy,
             policy_arns: self.policy_arn.clone(),
             tags: self.tag.clone(),
             duration_secs: self.duration.unwrap_or(scope::MAX_SESSION).as_secs(),
-        });
+        }));
         scope.validate(true)?;
         Ok(scope)
     }
@@ -197,7 +197,7 @@ enum Action {
         ttl: Duration,
 
         #[command(flatten)]
-        scope: ScopeArgs,
+        scope: Box<ScopeArgs>,
 
         /// Write the authorization token to PATH (mode 0600, owned by --owner) and print AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE instead of the token
         #[arg(long, value_name = "PATH")]

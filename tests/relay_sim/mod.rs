@@ -180,9 +180,7 @@ impl Sim {
 
     /// The AWS CLI with `args` in the leaf with `vars` added.
     fn aws(&self, vars: &[(&str, &str)], args: &[&str]) -> Output {
-        let env = vars
-            .iter()
-            .fold(self.env(), |env, (k, v)| env.with(k, v));
+        let env = vars.iter().fold(self.env(), |env, (k, v)| env.with(k, v));
         run_in(
             &env,
             self.site.leaf(),

@@ -340,7 +340,7 @@ impl Entry {
         let session = match &record.scope {
             Scope::InstanceRole => None,
             Scope::Assumed(role) => Some(Session {
-                role: Arc::new(role.clone()),
+                role: Arc::from(role.clone()),
                 cache: Arc::new(first.map(SessionCache::with).unwrap_or_default()),
             }),
         };

@@ -52,7 +52,7 @@ impl fmt::Debug for Served {
             .field("access_key_id", &self.access_key_id)
             .field("expiration", &rfc3339(self.expiration))
             .field("body", &"** redacted **")
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 

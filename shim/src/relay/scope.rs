@@ -34,8 +34,8 @@ const MAX_ARN_CHARS: usize = 2048;
 pub enum Scope {
     /// The instance role's own credentials, from IMDS on the host.
     InstanceRole,
-    /// A role assumed for the grant.
-    Assumed(AssumedRole),
+    /// A role assumed for the grant (boxed: a grant record stays small).
+    Assumed(Box<AssumedRole>),
 }
 
 /// A role assumed with STS `AssumeRole` for one grant, and how its session is narrowed.
@@ -353,7 +353,7 @@ mod tests {
         let ok = |f: &dyn Fn(&mut AssumedRole)| {
             let mut a = assumed();
             f(&mut a);
-            Scope::Assumed(a).validate(false)
+            Scope::Assumed(Box::new(a)).validate(false)
         };
         assert_eq!(ok(&|_| {}), Ok(()));
         assert_eq!(
@@ -393,7 +393,7 @@ mod tests {
         // A request may leave the session name to the relay.
         let mut a = assumed();
         a.session_name.clear();
-        assert_eq!(Scope::Assumed(a).validate(true), Ok(()));
+        assert_eq!(Scope::Assumed(Box::new(a)).validate(true), Ok(()));
     }
 
     #[test]
@@ -478,7 +478,7 @@ mod tests {
     #[test]
     fn old_records_serve_the_instance_role_and_scopes_round_trip() {
         assert_eq!(Scope::legacy(), Scope::InstanceRole);
-        let s = Scope::Assumed(assumed());
+        let s = Scope::Assumed(Box::new(assumed()));
         let json = serde_json::to_string(&s).unwrap();
         assert_eq!(serde_json::from_str::<Scope>(&json).unwrap(), s);
         assert_eq!(

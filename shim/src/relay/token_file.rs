@@ -97,7 +97,7 @@ impl Owner {
         let user = user
             .ok()
             .flatten()
-            .ok_or_else(|| TokenFileError::NoSuchUser(shown))?;
+            .ok_or(TokenFileError::NoSuchUser(shown))?;
         let groups = std::ffi::CString::new(user.name.clone())
             .ok()
             .and_then(|c| nix::unistd::getgrouplist(&c, user.gid).ok())
