@@ -30,8 +30,9 @@ use crate::probe::diagnosis::chain;
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// The connect timeout of STS calls.
 const STS_CONNECT_TIMEOUT: Duration = Duration::from_millis(3100);
-/// An upper bound for one `AssumeRole`, retries included.
-const STS_OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+/// An upper bound for one `AssumeRole`, retries included: within the control socket's 5 s, so
+/// that `relay grant` hears why STS did not answer.
+const STS_OPERATION_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Why a scoped grant has no credentials.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
