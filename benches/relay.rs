@@ -4,7 +4,9 @@
 //!
 //! - relay: the relay in the host namespace (the instance at hop limit 1), wrk in the leaf
 //!   GETting the grant's relative URI. With `Connection: close` (each fetch a new connection,
-//!   as a fresh SDK client or `aws` process makes) and kept alive.
+//!   as a fresh SDK client or `aws` process makes) and kept alive; for an `--instance-role`
+//!   grant and for a scoped one (a session of the mock's `deploy` role, assumed with the mock's
+//!   STS and cached per grant), with the AssumeRole calls per 1,000 fetches it cost.
 //! - direct: the instance at hop limit 4 (depth + 1, so the leaf gets a token), a token PUT
 //!   from the leaf, then wrk GETting the role's credentials from IMDS with it. The mock closes
 //!   every connection, as IMDS does.
@@ -12,7 +14,9 @@
 //! Each case: wrk 2 threads, 32 connections, 4 s for the rate; 1 thread, 1 connection, 4 s for
 //! the latency (p50 and p99). The cases alternate, RUNS times (default 5); medians are printed
 //! with every run. The relay is the binary of the `dev` profile this is built with
-//! (`cargo bench --profile dev`): unoptimised, as is the mock.
+//! (`cargo bench --profile dev`): unoptimised, as is the mock; or `IMDSH_BENCH_RELAY` (a
+//! release build: `IMDSH_BENCH_RELAY=target/release/imds-shim cargo bench --profile dev
+//! --bench relay`).
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
@@ -22,7 +26,7 @@ use imds_e2e::bins;
 use imds_e2e::relay_grant::first_grant;
 use imds_e2e::stats::{machine, median, runs as runs_of};
 use imds_e2e::wrk::Wrk;
-use imds_harness::backend::endpoints::IMDS_URL;
+use imds_harness::backend::endpoints::{IMDS_URL, STS_URL};
 use imds_harness::backend::netns::{Namespace, NetnsSite};
 use imds_harness::probe::env::ClientEnv;
 use imds_harness::topology::Topology;
@@ -69,9 +73,13 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let _guard = runtime.enter();
     println!("relay benchmark, {runs} runs, {}", machine());
+    let shim = std::env::var_os("IMDSH_BENCH_RELAY").map_or_else(bins::shim, Into::into);
+    println!("relay: {}", std::path::Path::new(&shim).display());
 
     let topology = Topology::parse("earthly-with-docker").unwrap();
-    let site = NetnsSite::start(&topology, MockConfig::default()).unwrap();
+    let mut config = MockConfig::default();
+    config.iam.assumable_roles.insert("deploy".into(), None);
+    let site = NetnsSite::start(&topology, config).unwrap();
     let dir = tempfile::Builder::new()
         .prefix("imdsh-relay-bench-")
         .tempdir()
@@ -81,7 +89,7 @@ fn main() {
     let env = ClientEnv::new(home, IMDS_URL);
     let relay = env
         .apply(site.host().exec(
-            bins::shim(),
+            shim.clone(),
             [
                 "relay",
                 "--control",
@@ -94,6 +102,8 @@ fn main() {
                 "1024",
                 "--max-connections-per-client",
                 "1024",
+                "--sts-endpoint",
+                STS_URL,
             ],
         ))
         .stdout_null()
@@ -101,13 +111,33 @@ fn main() {
         .unchecked()
         .start()
         .unwrap();
-    let grant = first_grant(&bins::shim(), &control, &["--label", "bench"]);
+    let grant = first_grant(&shim, &control, &["--instance-role", "--label", "bench"]);
     let relative = grant
         .lines()
         .find_map(|l| l.strip_prefix("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI="))
         .unwrap()
         .to_owned();
     let relay_url = format!("http://169.254.170.2{relative}");
+    let scoped = std::process::Command::new(&shim)
+        .args(["relay", "grant", "--control"])
+        .arg(&control)
+        .args([
+            "--role-arn",
+            "arn:aws:iam::123456789012:role/deploy",
+            "--label",
+            "bench-scoped",
+        ])
+        .output()
+        .unwrap();
+    assert!(scoped.status.success(), "{scoped:?}");
+    let scoped_url = format!(
+        "http://169.254.170.2{}",
+        String::from_utf8(scoped.stdout)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI="))
+            .unwrap()
+    );
     let direct_url = format!("http://169.254.169.254{ROLE_PATH}");
     let close = vec!["Connection: close".to_owned()];
     let leaf = site.leaf();
@@ -122,12 +152,16 @@ fn main() {
     .unwrap();
 
     let (mut relay_close, mut relay_alive, mut direct) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut scoped_close, mut scoped_alive, mut scoped_lat) = (Vec::new(), Vec::new(), Vec::new());
     let (mut relay_lat, mut direct_lat) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         site.mock().set_hop_limit(HopLimit::new(1).unwrap());
         relay_close.push(wrk(leaf, 2, 32, &close, &relay_url).rate);
         relay_alive.push(wrk(leaf, 2, 32, &[], &relay_url).rate);
         relay_lat.push(wrk(leaf, 1, 1, &close, &relay_url));
+        scoped_close.push(wrk(leaf, 2, 32, &close, &scoped_url).rate);
+        scoped_alive.push(wrk(leaf, 2, 32, &[], &scoped_url).rate);
+        scoped_lat.push(wrk(leaf, 1, 1, &close, &scoped_url));
 
         site.mock().set_hop_limit(HopLimit::new(4).unwrap());
         let token = vec![format!("X-aws-ec2-metadata-token: {}", token(leaf))];
@@ -147,12 +181,26 @@ fn main() {
         runs_of(&relay_alive, 0)
     );
     println!(
+        "  scoped, a connection per fetch median {:>8.0}  (runs: {})",
+        median(scoped_close.clone()),
+        runs_of(&scoped_close, 0)
+    );
+    println!(
+        "  scoped, kept alive             median {:>8.0}  (runs: {})",
+        median(scoped_alive.clone()),
+        runs_of(&scoped_alive, 0)
+    );
+    println!(
         "  direct IMDS (hop limit 4)      median {:>8.0}  (runs: {})",
         median(direct.clone()),
         runs_of(&direct, 0)
     );
     println!("latency of one fetch at a time from depth 3 (wrk -t1 -c1 -d{DURATION}, µs, a connection per fetch):");
-    for (name, xs) in [("relay", &relay_lat), ("direct IMDS", &direct_lat)] {
+    for (name, xs) in [
+        ("relay", &relay_lat),
+        ("scoped", &scoped_lat),
+        ("direct IMDS", &direct_lat),
+    ] {
         println!(
             "  {name:<12} p50 median {:>7.0}  p99 median {:>7.0}  (p99 runs: {})",
             median(p(xs, |w| w.p50)),
@@ -170,5 +218,30 @@ fn main() {
         median(added.clone()),
         runs_of(&added, 0)
     );
+    let added: Vec<f64> = scoped_lat
+        .iter()
+        .zip(&direct_lat)
+        .map(|(r, d)| r.p99 - d.p99)
+        .collect();
+    println!(
+        "  p99 added by the relay, scoped grant: median {:.0} µs (runs: {})",
+        median(added.clone()),
+        runs_of(&added, 0)
+    );
     let _ = relay.kill();
+    let _ = relay.wait();
+    // Every fetch the relay answered is a line of its log; the scoped ones name the role.
+    let log = std::fs::read_to_string(dir.path().join("relay.log")).unwrap_or_default();
+    let scoped_fetches = log
+        .lines()
+        .filter(|l| l.contains("200 to ") && l.contains("role deploy"))
+        .count();
+    // The relay is the mock's only STS caller: every AssumeRole, the grant's own included.
+    let assumed = site.mock().events().assume_role;
+    #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+    let per_thousand = assumed as f64 * 1000.0 / scoped_fetches.max(1) as f64;
+    println!(
+        "upstream calls of the scoped grant: {assumed} AssumeRole for {scoped_fetches} fetches \
+         ({per_thousand:.4} per 1,000)"
+    );
 }

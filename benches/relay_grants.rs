@@ -47,7 +47,7 @@ fn control(path: &Path, request: &serde_json::Value) -> serde_json::Value {
 fn grant(path: &Path) -> serde_json::Value {
     let reply = control(
         path,
-        &serde_json::json!({"op": "grant", "ttl_secs": 3600, "label": "bench"}),
+        &serde_json::json!({"op": "grant", "ttl_secs": 3600, "label": "bench", "scope": "instance_role"}),
     );
     assert_eq!(reply["reply"], "granted", "{reply}");
     reply

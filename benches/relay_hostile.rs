@@ -102,7 +102,7 @@ fn main() {
         .unchecked()
         .start()
         .unwrap();
-    let grant = first_grant(&shim, &control, &[]);
+    let grant = first_grant(&shim, &control, &["--instance-role"]);
     let token = grant
         .lines()
         .find_map(|l| l.strip_prefix("AWS_CONTAINER_AUTHORIZATION_TOKEN="))

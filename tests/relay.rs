@@ -6,414 +6,50 @@
 //! credentials chain (this test binary re-run in the leaf namespace as a child, see
 //! [`rust_sdk_child`]), each with nothing but the grant's environment variables.
 
+mod relay_sim;
+
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::io::Read as _;
+use std::net::TcpStream;
 use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use imds_e2e::bins;
 use imds_e2e::output::{show, text};
 use imds_e2e::require::{require, Requirement};
 use imds_harness::backend::endpoints::{IMDS_URL, STS_URL};
-use imds_harness::backend::netns::{Namespace, NetnsSite};
 use imds_harness::probe::env::ClientEnv;
 use imds_harness::probe::programs::SdkProgram;
-use imds_harness::topology::{Layer, Topology};
-use imds_mock::{MetadataOptionsChange, MockConfig};
-use imds_vocab::{HopLimit, HttpTokens};
+use imds_harness::topology::Topology;
+use imds_mock::MockConfig;
+use imds_vocab::HttpTokens;
 use strum::VariantArray;
 
-const NEEDS: &[Requirement] = &[
-    Requirement::Root,
-    Requirement::NetTools,
-    Requirement::AwsCli,
-];
-/// The preset test also runs the other SDKs' clients.
-const PRESET_NEEDS: &[Requirement] = &[
-    Requirement::Root,
-    Requirement::NetTools,
-    Requirement::AwsCli,
-    Requirement::SdkClients,
-];
-const ARN: &str =
-    "arn:aws:sts::123456789012:assumed-role/imds-harness-build-role/i-0123456789abcdef0";
-const LINK: &str = "imdsh-relay0";
-const RELAY_ADDR: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
-    std::net::Ipv4Addr::new(169, 254, 170, 2),
-    80,
-));
-/// Set in the child's environment: run the SDK calls of [`rust_sdk_child`].
-const CHILD: &str = "IMDSH_RELAY_SDK_CHILD";
-/// How many calls the child makes, and the pause between them in milliseconds.
-const CHILD_CALLS: &str = "IMDSH_RELAY_SDK_CALLS";
-const CHILD_PAUSE_MS: &str = "IMDSH_RELAY_SDK_PAUSE_MS";
-/// Starts each line of the child's results (libtest writes its own text around them).
-const MARK: &str = "@@relay-sdk@@ ";
+use relay_sim::*;
 
-/// A simulated instance at hop limit 1, tokens required, and a scratch directory.
-struct Sim {
-    site: NetnsSite,
-    dir: tempfile::TempDir,
-}
-
-fn sim(topology: &str, config: MockConfig) -> Sim {
-    let site = NetnsSite::start(&Topology::parse(topology).unwrap(), config).unwrap();
-    site.mock().modify(&MetadataOptionsChange {
-        hop_limit: Some(HopLimit::new(1).unwrap()),
-        http_tokens: Some(HttpTokens::Required),
-        ..Default::default()
-    });
-    let dir = tempfile::Builder::new()
-        .prefix("imdsh-relay-test-")
-        .tempdir()
-        .unwrap();
-    Sim { site, dir }
-}
-
-/// The address the relay sees a build's requests come from: the outermost layer's, as every
-/// routed layer masquerades what it forwards.
-fn first_hop_address(topology: &Topology) -> std::net::Ipv4Addr {
-    match topology.layers().first() {
-        Some(Layer::Routed(bridge)) => bridge.member(),
-        other => panic!("{topology}: the outermost layer is {other:?}, not a routed one"),
-    }
-}
-
-/// A running `imds-shim relay`, killed on drop if still running.
-struct Relay {
-    handle: duct::Handle,
-    log: PathBuf,
-}
-
-impl Sim {
-    fn state(&self) -> PathBuf {
-        self.dir.path().join("grants.json")
-    }
-
-    /// A client environment: IMDS and STS of the mock, nothing else.
-    fn env(&self) -> ClientEnv {
-        ClientEnv::new(self.dir.path(), IMDS_URL).with("AWS_ENDPOINT_URL_STS", STS_URL)
-    }
-
-    /// Starts the relay in the host namespace; waits until it serves.
-    fn start_relay(&self, name: &str, extra: &[&str]) -> Relay {
-        start_relay(self.site.host(), self.dir.path(), &self.env(), name, extra)
-    }
-
-    fn relay_cmd(&self, args: &[&str]) -> Output {
-        relay_cmd(self.dir.path(), args)
-    }
-
-    fn grant(&self, extra: &[&str]) -> Grant {
-        grant(self.dir.path(), extra)
-    }
-
-    /// `aws sts get-caller-identity` in the leaf with `vars` added.
-    fn cli(&self, vars: &[(&str, &str)]) -> Output {
-        let mut env = self.env();
-        for (k, v) in vars {
-            env = env.with(k, v);
-        }
-        run_in(
-            &env,
-            self.site.leaf(),
-            imds_e2e::aws_env::AWS_CLI.as_ref(),
-            &[
-                "sts",
-                "get-caller-identity",
-                "--output",
-                "json",
-                "--endpoint-url",
-                STS_URL,
-            ],
-        )
-    }
-
-    /// The AWS SDK for Rust's default chain in the leaf with `vars`: `calls` GetCallerIdentity
-    /// calls with one client, `pause` apart. One line per call: `ARN <arn>` or `ERROR <why>`.
-    fn rust_sdk(&self, vars: &[(&str, &str)], calls: u32, pause: Duration) -> Vec<String> {
-        let mut env = self
-            .env()
-            .with(CHILD, "1")
-            .with(CHILD_CALLS, &calls.to_string())
-            .with(CHILD_PAUSE_MS, &pause.as_millis().to_string());
-        for (k, v) in vars {
-            env = env.with(k, v);
-        }
-        let exe = std::env::current_exe().unwrap();
-        let out = run_in(
-            &env,
-            self.site.leaf(),
-            &exe,
-            &[
-                "--exact",
-                "rust_sdk_child",
-                "--nocapture",
-                "--test-threads=1",
-            ],
-        );
-        assert!(out.status.success(), "{}", show(&out));
-        text(&out.stdout)
-            .lines()
-            .filter_map(|l| l.strip_prefix(MARK))
-            .map(str::to_owned)
-            .collect()
-    }
-
-    /// One raw HTTP exchange with the relay from the leaf.
-    fn raw(&self, request: String) -> String {
-        self.site
-            .leaf()
-            .run_in(move || -> std::io::Result<String> {
-                let mut s = TcpStream::connect_timeout(&RELAY_ADDR, Duration::from_secs(2))?;
-                s.set_read_timeout(Some(Duration::from_secs(5)))?;
-                s.write_all(request.as_bytes())?;
-                let mut out = String::new();
-                s.read_to_string(&mut out)?;
-                Ok(out)
-            })
-            .unwrap()
-            .unwrap()
-    }
-
-    /// A GET of `path` from the leaf: the response, or `None` when none came within `wait`.
-    fn get_within(&self, path: &str, wait: Duration) -> Option<String> {
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: 169.254.170.2\r\nConnection: close\r\n\r\n");
-        self.site
-            .leaf()
-            .run_in(move || -> std::io::Result<String> {
-                let mut s = TcpStream::connect_timeout(&RELAY_ADDR, Duration::from_secs(2))?;
-                s.set_read_timeout(Some(wait))?;
-                s.write_all(request.as_bytes())?;
-                let mut out = String::new();
-                s.read_to_string(&mut out)?;
-                Ok(out)
-            })
-            .unwrap()
-            .ok()
-            .filter(|r| !r.is_empty())
-    }
-
-    fn link_exists(&self) -> bool {
-        duct::cmd!(
-            "ip",
-            "-n",
-            self.site.host().name(),
-            "link",
-            "show",
-            "dev",
-            LINK
-        )
-        .stdout_null()
-        .stderr_null()
-        .unchecked()
-        .run()
-        .unwrap()
-        .status
-        .success()
-    }
-}
-
-/// Starts `imds-shim relay` in `ns` (its control socket and log in `dir`); waits until it serves.
-fn start_relay(ns: &Namespace, dir: &Path, env: &ClientEnv, name: &str, extra: &[&str]) -> Relay {
-    let log = dir.join(format!("{name}.log"));
-    let control = dir.join("relay.sock");
-    let mut args = vec!["relay", "--control", control.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    let handle = env
-        .apply(ns.exec(bins::shim(), &args))
-        .stdout_null()
-        .stderr_path(&log)
-        .unchecked()
-        .start()
-        .unwrap();
-    let relay = Relay { handle, log };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let log = relay.log();
-        if log.contains("serving on") {
-            return relay;
-        }
-        if let Ok(Some(out)) = relay.handle.try_wait() {
-            panic!("the relay exited: {:?}\n{log}", out.status);
-        }
-        assert!(Instant::now() < deadline, "the relay did not start:\n{log}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// `imds-shim relay <args>` (grant, revoke, list) from the root namespace: the control
-/// socket is a file, and no packet is sent.
-fn relay_cmd(dir: &Path, args: &[&str]) -> Output {
-    let control = dir.join("relay.sock");
-    let mut all = vec!["relay"];
-    all.extend_from_slice(args);
-    all.extend_from_slice(&["--control", control.to_str().unwrap()]);
-    duct::cmd(bins::shim(), &all)
-        .stdout_capture()
-        .stderr_capture()
-        .unchecked()
-        .run()
-        .unwrap()
-}
-
-/// A new grant: its id and environment.
-fn grant(dir: &Path, extra: &[&str]) -> Grant {
-    let mut args = vec!["grant"];
-    args.extend_from_slice(extra);
-    let out = relay_cmd(dir, &args);
-    assert!(out.status.success(), "{}", show(&out));
-    let env: Vec<(String, String)> = text(&out.stdout)
-        .lines()
-        .map(|l| {
-            let (k, v) = l.split_once('=').unwrap();
-            (k.to_owned(), v.to_owned())
-        })
-        .collect();
-    let stderr = text(&out.stderr);
-    let id = stderr
-        .split_whitespace()
-        .nth(2)
-        .unwrap_or_else(|| panic!("{stderr}"))
-        .to_owned();
-    Grant { id, env }
-}
-
-struct Grant {
-    id: String,
-    env: Vec<(String, String)>,
-}
-
-impl Grant {
-    fn var(&self, name: &str) -> &str {
-        &self
-            .env
-            .iter()
-            .find(|(k, _)| k == name)
-            .unwrap_or_else(|| panic!("{name} not in {:?}", self.env))
-            .1
-    }
-
-    fn relative(&self) -> Vec<(&str, &str)> {
-        let name = "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI";
-        vec![(name, self.var(name))]
-    }
-
-    fn full(&self) -> Vec<(&str, &str)> {
-        [
-            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-            "AWS_CONTAINER_AUTHORIZATION_TOKEN",
-        ]
-        .into_iter()
-        .map(|n| (n, self.var(n)))
-        .collect()
-    }
-
-    /// The secrets: the part after the id of the capability and the token.
-    fn secrets(&self) -> Vec<String> {
-        [
-            self.var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"),
-            self.var("AWS_CONTAINER_AUTHORIZATION_TOKEN"),
-        ]
-        .iter()
-        .map(|v| v.rsplit_once('.').unwrap().1.to_owned())
-        .collect()
-    }
-}
-
-impl Relay {
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, then waits for a clean exit.
-    fn stop(self) -> String {
-        let pid = self.handle.pids()[0].to_string();
-        duct::cmd!("kill", "-TERM", &pid).run().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(out) = self.handle.try_wait().unwrap() {
-                assert_eq!(out.status.code(), Some(0), "{}", self.log());
-                return self.log();
-            }
-            assert!(Instant::now() < deadline, "the relay did not stop");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.handle.kill();
-    }
-}
-
-fn run_in(env: &ClientEnv, ns: &Namespace, program: &Path, args: &[&str]) -> Output {
-    tokio::task::block_in_place(|| {
-        env.apply(ns.exec(program, args))
-            .stdout_capture()
-            .stderr_capture()
-            .unchecked()
-            .run()
-            .unwrap()
-    })
-}
-
-fn cli_arn(out: &Output) -> Option<String> {
-    serde_json::from_slice::<serde_json::Value>(&out.stdout)
-        .ok()
-        .and_then(|v| v["Arn"].as_str().map(str::to_owned))
-}
-
-/// The SDK side of [`Sim::rust_sdk`]: does nothing unless [`CHILD`] is set.
+/// The SDK side of [`Sim::rust_sdk`], re-run in the leaf.
 #[test]
 fn rust_sdk_child() {
-    if std::env::var_os(CHILD).is_none() {
-        return;
-    }
-    let calls: u32 = std::env::var(CHILD_CALLS).unwrap().parse().unwrap();
-    let pause = Duration::from_millis(std::env::var(CHILD_PAUSE_MS).unwrap().parse().unwrap());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        use aws_config::BehaviorVersion;
-        let conf = aws_config::defaults(BehaviorVersion::latest())
-            .http_client(aws_smithy_http_client::Builder::new().build_http())
-            .load()
-            .await;
-        let sts = aws_sdk_sts::Client::new(&conf);
-        for i in 0..calls {
-            if i > 0 {
-                tokio::time::sleep(pause).await;
-            }
-            match sts.get_caller_identity().send().await {
-                Ok(out) => println!("\n{MARK}ARN {}", out.arn().unwrap_or_default()),
-                Err(e) => println!(
-                    "\n{MARK}ERROR {}",
-                    aws_smithy_types::error::display::DisplayErrorContext(&e)
-                ),
-            }
-        }
-    });
+    relay_sim::rust_sdk_child();
 }
 
-/// Every preset: the AWS CLI (both forms), the Rust SDK (both forms) and the Go v2, Go v1,
-/// Ruby and boto3 clients get the role through a grant.
+/// Every preset, a grant of the instance role (`--instance-role`) and a scoped one (the deploy
+/// role narrowed by a session policy that allows GetCallerIdentity and DescribeInstances only):
+/// the AWS CLI, the Rust SDK (both forms each) and the Go v2, Go v1, Ruby and boto3 clients
+/// get what their grant serves; the scoped session may not raise the hop limit; `relay list`
+/// names both; one AssumeRole serves every fetch of the scoped grant.
 #[tokio::test(flavor = "multi_thread")]
 async fn every_preset_gets_the_role_through_a_grant_at_hop_limit_1() {
     if !require("relay_presets", PRESET_NEEDS) {
         return;
     }
     for topology in Topology::presets() {
-        let sim = sim(&topology.name(), MockConfig::default());
-        let relay = sim.start_relay("relay", &[]);
-        let grant = sim.grant(&["--label", "preset-build"]);
+        let sim = sim(&topology.name(), scoped_config());
+        let relay = sim.start_relay("relay", &["--sts-endpoint", STS_URL]);
+        let grant = sim.grant(&["--instance-role", "--label", "preset-build"]);
+        let scoped = sim.scoped_grant("scoped build", &[]);
+        let scoped_arn = scoped_arn("scoped-build");
         let what = format!("{topology} (depth {})", topology.depth());
 
         // Without a grant: nothing where the place needs more than hop limit 1; behind a
@@ -430,43 +66,86 @@ async fn every_preset_gets_the_role_through_a_grant_at_hop_limit_1() {
             );
         }
 
-        for vars in [grant.relative(), grant.full()] {
+        // Each client once per form, the two grants shared out between the forms.
+        for (vars, arn) in [
+            (grant.relative(), ARN),
+            (scoped.full(), scoped_arn.as_str()),
+        ] {
             let out = sim.cli(&vars);
             assert_eq!(
                 cli_arn(&out).as_deref(),
-                Some(ARN),
+                Some(arn),
                 "{what}: {}",
                 show(&out)
             );
         }
-        for vars in [grant.relative(), grant.full()] {
+        for (vars, arn) in [
+            (scoped.relative(), scoped_arn.as_str()),
+            (grant.full(), ARN),
+        ] {
             let sdk = sim.rust_sdk(&vars, 1, Duration::ZERO);
-            assert_eq!(sdk, [format!("ARN {ARN}")], "{what}");
+            assert_eq!(sdk, [format!("ARN {arn}")], "{what}");
         }
-        // The other SDKs the project runs (Go v2, Go v1, Ruby, boto3), the relative URI
-        // form: aws-sdk-go-v2 1.17.1 takes a full URI only on a loopback host ("invalid
-        // endpoint host, \"169.254.170.2\", only loopback hosts are allowed").
+        // The other SDKs the project runs (Go v2, Go v1, Ruby, boto3), with the scoped grant
+        // in the relative URI form: aws-sdk-go-v2 1.17.1 takes a full URI only on a loopback
+        // host ("invalid endpoint host, \"169.254.170.2\", only loopback hosts are allowed").
         for &program in SdkProgram::VARIANTS {
             let path = program.prepare().unwrap();
-            let env = grant
+            let env = scoped
                 .relative()
                 .into_iter()
                 .fold(sim.env(), |env, (k, v)| env.with(k, v));
             let out = run_in(&env, sim.site.leaf(), &path, &[STS_URL]);
             assert_eq!(
                 cli_arn(&out).as_deref(),
-                Some(ARN),
+                Some(scoped_arn.as_str()),
                 "{what}, {program}: {}",
                 show(&out)
             );
         }
+        // The scoped session may look, not raise the hop limit.
+        let out = sim.cli_modify(&scoped.relative());
+        assert!(
+            !out.status.success() && text(&out.stderr).contains("UnauthorizedOperation"),
+            "{what}: {}",
+            show(&out)
+        );
+        let list = sim.relay_cmd(&["list"]);
+        let list = text(&list.stdout);
+        let row = |id: &str| {
+            list.lines()
+                .find(|l| l.starts_with(id))
+                .unwrap_or_else(|| panic!("{id} not listed: {list}"))
+                .to_owned()
+        };
+        assert!(row(&grant.id).contains("instance role"), "{list}");
+        assert!(row(&scoped.id).contains("deploy"), "{list}");
+        assert!(row(&scoped.id).contains("scoped-build"), "{list}");
 
-        // The role's credentials came from IMDSv2 at depth 0, once; the hop limit is still 1.
-        assert_eq!(sim.site.mock().options().hop_limit.get(), 1);
-        assert!(sim.site.mock().events().identity_v2 >= 4, "{what}");
+        // The instance role's credentials came from IMDSv2 at depth 0; the hop limit is
+        // still 1; one AssumeRole (at grant time) served the scoped grant's every fetch.
+        let mock = sim.site.mock();
+        assert_eq!(mock.options().hop_limit.get(), 1, "{what}");
+        let events = mock.events();
+        assert!(events.identity_v2 >= 2, "{what}");
+        assert_eq!(
+            events.identity_role_session,
+            2 + SdkProgram::VARIANTS.len() as u64,
+            "{what}"
+        );
+        assert_eq!(events.assume_role, 1, "{what}");
+        let sessions = mock.assumed_sessions();
+        assert_eq!(sessions[0].session_name, "scoped-build");
         let log = relay.stop();
-        let served = 4 + SdkProgram::VARIANTS.len();
+        let served = 5 + SdkProgram::VARIANTS.len();
         assert_eq!(log.matches("200 to ").count(), served, "{what}: {log}");
+        assert!(
+            log.contains(&format!(
+                "grant {} (\"preset-build\"), instance role",
+                grant.id
+            )),
+            "{log}"
+        );
         assert!(!sim.link_exists(), "{what}: the relay's link is left");
     }
 }
@@ -500,7 +179,7 @@ async fn without_a_valid_grant_builds_get_nothing_and_the_log_says_why() {
     assert!(relay.log().contains("403 from 172."), "{}", relay.log());
     assert!(relay.log().contains("no Authorization header"));
 
-    let good = sim.grant(&["--label", "the-good-one"]);
+    let good = sim.grant(&["--instance-role", "--label", "the-good-one"]);
     let guessed = format!("/imds-shim/credentials/{}.{}", good.id, "0".repeat(64));
     let out = sim.cli(&[("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", &guessed)]);
     assert!(cli_arn(&out).is_none(), "{}", show(&out));
@@ -520,7 +199,7 @@ async fn without_a_valid_grant_builds_get_nothing_and_the_log_says_why() {
         .contains(&format!("unknown grant {}", "ab".repeat(8))));
 
     // Revoked: the CLI and the SDK get nothing.
-    let revoked = sim.grant(&["--label", "revoked-build"]);
+    let revoked = sim.grant(&["--instance-role", "--label", "revoked-build"]);
     assert!(cli_arn(&sim.cli(&revoked.relative())).is_some());
     let out = sim.relay_cmd(&["revoke", &revoked.id]);
     assert!(out.status.success(), "{}", show(&out));
@@ -538,7 +217,7 @@ async fn without_a_valid_grant_builds_get_nothing_and_the_log_says_why() {
     );
 
     // Expired.
-    let expired = sim.grant(&["--ttl", "1s", "--label", "short"]);
+    let expired = sim.grant(&["--instance-role", "--ttl", "1s", "--label", "short"]);
     std::thread::sleep(Duration::from_millis(2100));
     let out = sim.cli(&expired.full());
     assert!(cli_arn(&out).is_none(), "{}", show(&out));
@@ -636,8 +315,8 @@ async fn credentials_refresh_across_expiry_and_grants_survive_a_restart() {
     let state = sim.state();
     let state_arg = ["--state", state.to_str().unwrap()];
     let first = sim.start_relay("first", &state_arg);
-    let grant = sim.grant(&["--label", "long-build"]);
-    let revoked = sim.grant(&["--label", "revoked-before-restart"]);
+    let grant = sim.grant(&["--instance-role", "--label", "long-build"]);
+    let revoked = sim.grant(&["--instance-role", "--label", "revoked-before-restart"]);
     assert!(sim.relay_cmd(&["revoke", &revoked.id]).status.success());
     let mode = fs::metadata(&state).unwrap();
     assert_eq!(
@@ -703,8 +382,8 @@ async fn connections_and_requests_per_grant_are_bounded() {
     let source = first_hop_address(&Topology::parse("docker-run").unwrap());
     let limits = ["--max-connections", "2", "--rate", "0.2", "--burst", "2"];
     let relay = sim.start_relay("relay", &limits);
-    let a = sim.grant(&["--label", "a"]);
-    let b = sim.grant(&["--label", "b"]);
+    let a = sim.grant(&["--instance-role", "--label", "a"]);
+    let b = sim.grant(&["--instance-role", "--label", "b"]);
     let a_path = a.var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI").to_owned();
     let b_path = b.var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI").to_owned();
     let status = |r: Option<String>| r.map(|r| r.lines().next().unwrap_or("").to_owned());
@@ -750,7 +429,7 @@ async fn connections_and_requests_per_grant_are_bounded() {
     killed.handle.kill().unwrap();
     assert!(sim.link_exists());
     let next = sim.start_relay("next", &[]);
-    let c = sim.grant(&[]);
+    let c = sim.grant(&["--instance-role"]);
     let c_path = c.var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
     let ok = status(sim.get_within(c_path, Duration::from_secs(5)));
     assert_eq!(ok.as_deref(), Some("HTTP/1.1 200 OK"));
@@ -808,14 +487,17 @@ fn no_credentials_from_imds_is_a_clear_error() {
 
 /// The docker backend: the simulated instance is a container with an engine of its own, at
 /// hop limit 1, tokens required; the relay runs in its network namespace (the EC2 host). At
-/// every preset the AWS CLI of the probe image gets the role through a grant in its environment
-/// (`docker run --env`, a `docker build` RUN step, earthly-buildkitd's steps, ...), and nothing
-/// without one.
+/// every preset the AWS CLI of the probe image gets the deploy role's narrowed session through
+/// a scoped grant in its environment (`docker run --env`, a `docker build` RUN step,
+/// earthly-buildkitd's steps, ...), and nothing without one; at the deepest, the Go v2, Go v1,
+/// Ruby and boto3 clients get it too and the session may not raise the hop limit. The docs'
+/// Docker examples get the instance role through an `--instance-role` grant.
 #[test]
 fn docker_backend_every_preset_gets_the_role_through_a_grant_at_hop_limit_1() {
     use imds_harness::backend::docker::instance::DockerInstance;
     use imds_harness::backend::docker::leaf::DockerLeaf;
     use imds_harness::probe::cli;
+    use imds_harness::probe::{Leaf as _, Program};
 
     if !require(
         "relay_docker",
@@ -831,7 +513,7 @@ fn docker_backend_every_preset_gets_the_role_through_a_grant_at_hop_limit_1() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let _guard = runtime.enter();
     let lab = imds_e2e::docker::lab(&runtime);
-    let instance = DockerInstance::start(&lab.docker, &lab.images, MockConfig::default()).unwrap();
+    let instance = DockerInstance::start(&lab.docker, &lab.images, scoped_config()).unwrap();
     let options = instance.mock().options();
     assert_eq!(options.hop_limit.get(), 1);
     assert_eq!(options.http_tokens, HttpTokens::Required);
@@ -840,22 +522,69 @@ fn docker_backend_every_preset_gets_the_role_through_a_grant_at_hop_limit_1() {
         .tempdir()
         .unwrap();
     let env = ClientEnv::new(dir.path(), IMDS_URL);
-    let relay = start_relay(instance.host_ns(), dir.path(), &env, "relay", &[]);
-    let granted = grant(dir.path(), &["--label", "docker-build"]);
+    let relay = start_relay(
+        instance.host_ns(),
+        dir.path(),
+        &env,
+        "relay",
+        &["--sts-endpoint", STS_URL],
+    );
+    let granted = grant(dir.path(), &["--instance-role", "--label", "docker-build"]);
+    let policy = dir.path().join("look-only.json");
+    fs::write(&policy, LOOK_ONLY).unwrap();
+    let scoped = grant(
+        dir.path(),
+        &[
+            "--role-arn",
+            DEPLOY_ARN,
+            "--policy",
+            policy.to_str().unwrap(),
+            "--label",
+            "docker-scoped",
+        ],
+    );
+    let scoped_arn = scoped_arn("docker-scoped");
+    let with_scoped = scoped
+        .relative()
+        .into_iter()
+        .fold(env.clone(), |env, (k, v)| env.with(k, v));
+    let deepest = Topology::presets()
+        .into_iter()
+        .max_by_key(Topology::min_hop_limit)
+        .unwrap();
 
     for topology in Topology::presets() {
         let leaf = DockerLeaf::realise(&instance, &topology, &lab.tools).unwrap();
-        let mut with_grant = env.clone();
-        for (k, v) in granted.relative() {
-            with_grant = with_grant.with(k, v);
-        }
-        let outcome = cli::run(&leaf, &with_grant, STS_URL).unwrap();
+        let outcome = cli::run(&leaf, &with_scoped, STS_URL).unwrap();
         assert_eq!(
             outcome.arn.as_deref(),
-            Some(ARN),
+            Some(scoped_arn.as_str()),
             "{topology}: {:?}",
             outcome.reason
         );
+        if topology == deepest {
+            for &program in SdkProgram::VARIANTS {
+                let out = leaf
+                    .run(Program::Sdk(program), &[STS_URL], &with_scoped)
+                    .unwrap();
+                assert_eq!(
+                    cli_arn(&out).as_deref(),
+                    Some(scoped_arn.as_str()),
+                    "{topology}, {program}: {}",
+                    show(&out)
+                );
+            }
+
+            let out = leaf
+                .run(Program::AwsCli, &MODIFY_HOP_LIMIT, &with_scoped)
+                .unwrap();
+            assert!(
+                text(&out.stderr).contains("UnauthorizedOperation"),
+                "{topology}: {}",
+                show(&out)
+            );
+            assert_eq!(instance.mock().options().hop_limit.get(), 1);
+        }
         // Without a grant, hop limit 1 keeps the role from every place that needs more; a
         // place behind a user-space stack (rootless Podman) needs no more than 1, so it
         // reaches IMDS itself, grant or not: the relay cannot fence it off.
@@ -910,13 +639,19 @@ rm -rf "$d"
         show(&out)
     );
 
+    let list = text(&relay_cmd(dir.path(), &["list"]).stdout);
+    assert!(
+        list.contains("instance role") && list.contains("docker-scoped"),
+        "{list}"
+    );
+    assert_eq!(instance.mock().events().assume_role, 1);
     let log = relay.stop();
     assert_eq!(
         log.matches("200 to ").count(),
-        Topology::presets().len() + 2,
+        Topology::presets().len() + SdkProgram::VARIANTS.len() + 3,
         "{log}"
     );
-    for secret in granted.secrets() {
+    for secret in granted.secrets().into_iter().chain(scoped.secrets()) {
         assert!(!log.contains(&secret), "a grant's secret in the log");
     }
 }

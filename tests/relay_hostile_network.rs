@@ -163,7 +163,7 @@ fn ip(args: &[&str]) -> Output {
 impl Relay {
     /// A grant's relative URI, from root.
     fn grant(&self) -> String {
-        let out = self.cmd(&[], &["grant"]);
+        let out = self.cmd(&[], &["grant", "--instance-role"]);
         assert!(out.status.success(), "{}", show(&out));
         text(&out.stdout)
             .lines()
@@ -173,7 +173,7 @@ impl Relay {
 
     /// A grant's full URI and token, from root.
     fn grant_full(&self) -> (String, String) {
-        let out = self.cmd(&[], &["grant"]);
+        let out = self.cmd(&[], &["grant", "--instance-role"]);
         assert!(out.status.success(), "{}", show(&out));
         let var = |name: &str| {
             text(&out.stdout)
@@ -299,7 +299,7 @@ async fn only_root_and_the_control_group_get_grants() {
     assert_eq!(meta.mode() & 0o777, 0o600, "created under umask 000");
     // The window of old, or a careless chmod: the socket is open to all.
     fs::set_permissions(&relay.control, fs::Permissions::from_mode(0o666)).unwrap();
-    let out = relay.cmd(&nobody, &["grant", "--label", "stolen"]);
+    let out = relay.cmd(&nobody, &["grant", "--instance-role", "--label", "stolen"]);
     assert!(!out.status.success(), "nobody got a grant: {}", show(&out));
     assert!(
         text(&out.stderr).contains("permission denied"),
@@ -322,11 +322,11 @@ async fn only_root_and_the_control_group_get_grants() {
     let relay = sim.start_relay("group", &["--control-group", "nogroup"]);
     let meta = fs::metadata(&relay.control).unwrap();
     assert_eq!((meta.mode() & 0o777, meta.gid()), (0o660, 65534));
-    let out = relay.cmd(&nobody, &["grant", "--label", "member"]);
+    let out = relay.cmd(&nobody, &["grant", "--instance-role", "--label", "member"]);
     assert!(out.status.success(), "{}", show(&out));
     assert!(text(&out.stdout).contains("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI="));
     fs::set_permissions(&relay.control, fs::Permissions::from_mode(0o666)).unwrap();
-    let out = relay.cmd(&daemon, &["grant"]);
+    let out = relay.cmd(&daemon, &["grant", "--instance-role"]);
     assert!(!out.status.success(), "{}", show(&out));
     let log = relay.stop_with("TERM");
     assert!(

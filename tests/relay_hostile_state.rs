@@ -149,7 +149,7 @@ impl Sim {
     /// A new grant: its id and its path (`/imds-shim/credentials/<id>.<secret>`, the form the
     /// relay takes on any address; only the default one prints it as a relative URI).
     fn grant(&self) -> (String, String) {
-        let out = self.relay_cmd(&["grant", "--label", "t"]);
+        let out = self.relay_cmd(&["grant", "--instance-role", "--label", "t"]);
         assert!(out.status.success(), "{}", show(&out));
         let stdout = text(&out.stdout);
         let token = stdout
@@ -593,7 +593,7 @@ async fn list_and_the_cap_work_at_100000_grants_and_grants_can_be_written_privat
     ids.dedup();
     assert_eq!(ids.len(), LIVE + ENDED);
 
-    let full = sim.relay_cmd(&["grant"]);
+    let full = sim.relay_cmd(&["grant", "--instance-role"]);
     assert!(!full.status.success(), "{}", show(&full));
     assert!(
         text(&full.stderr).contains("10000 grants"),
@@ -610,7 +610,12 @@ async fn list_and_the_cap_work_at_100000_grants_and_grants_can_be_written_privat
     let env_file = sim.path("build.env");
     fs::write(&env_file, "old").unwrap();
     fs::set_permissions(&env_file, fs::Permissions::from_mode(0o644)).unwrap();
-    let out = sim.relay_cmd(&["grant", "--output", env_file.to_str().unwrap()]);
+    let out = sim.relay_cmd(&[
+        "grant",
+        "--instance-role",
+        "--output",
+        env_file.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", show(&out));
     assert!(out.stdout.is_empty(), "{}", show(&out));
     let mode = fs::metadata(&env_file).unwrap().permissions().mode() & 0o777;
@@ -626,7 +631,12 @@ async fn list_and_the_cap_work_at_100000_grants_and_grants_can_be_written_privat
     fs::write(&target, "").unwrap();
     let link = sim.path("link.env");
     std::os::unix::fs::symlink(&target, &link).unwrap();
-    let out = sim.relay_cmd(&["grant", "--output", link.to_str().unwrap()]);
+    let out = sim.relay_cmd(&[
+        "grant",
+        "--instance-role",
+        "--output",
+        link.to_str().unwrap(),
+    ]);
     assert!(!out.status.success(), "{}", show(&out));
     assert_eq!(fs::read_to_string(&target).unwrap(), "");
 }

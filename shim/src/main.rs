@@ -164,7 +164,7 @@ enum Command {
                       run, while the instance keeps hop limit 1. Run as root: it adds its address to \
                       a dummy link of its own and removes it on exit."
     )]
-    Relay(relay_command::RelayArgs),
+    Relay(Box<relay_command::RelayArgs>),
 
     /// Write the manual pages and shell completions (for packaging)
     #[command(hide = true)]

@@ -17,6 +17,9 @@ use imds_shim::relay::control::{self, ControlGroup, ControlReply, ControlRequest
 use imds_shim::relay::grants::{self, Grants};
 use imds_shim::relay::limit::RateLimit;
 use imds_shim::relay::role::{self, RoleCache, RoleSource};
+use imds_shim::relay::scope::{self, AssumedRole, Scope, ScopeError};
+use imds_shim::relay::session::Assumer;
+use imds_shim::relay::token_file::{self, Owner};
 use imds_shim::relay::{self, address, log, privilege, state, Relay};
 
 /// How long the runtime of the first IMDS fetch may take to stop.
@@ -25,6 +28,8 @@ const FIRST_FETCH_STOP: Duration = Duration::from_secs(1);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Worker threads of the relay's runtime.
 const WORKERS: usize = 2;
+/// The largest `--policy` file read (STS takes 2,048 characters).
+const MAX_POLICY_FILE: u64 = 64 * 1024;
 
 /// A file removed when this is dropped: the control socket, on every way out of `serve`.
 struct RemovedOnDrop(PathBuf);
@@ -54,13 +59,21 @@ struct ControlArg {
 
 #[derive(Debug, Args)]
 struct ServeArgs {
-    /// The address and port to serve: 169.254.170.2, 169.254.170.23, [fd00:ec2::23] or a loopback address, the ones SDKs accept over http (the address is added to --link unless it is a loopback address)
+    /// The address and port to serve: 169.254.170.2, 169.254.170.23, [fd00:ec2::23] or a loopback address, the ones SDKs accept over http (the address is added to a link of its own unless it is a loopback address); repeat it to serve several, the first is the one `grant` prints
     #[arg(long, value_name = "IP:PORT", default_value = relay::DEFAULT_LISTEN, value_parser = address::parse_listen)]
-    listen: SocketAddr,
+    listen: Vec<SocketAddr>,
 
-    /// The link the relay creates to hold the address, marks as its own and removes on exit [default: imdsh-relay0 for 169.254.170.2, one name per address]
+    /// The link the relay creates to hold the address, marks as its own and removes on exit (with one --listen only) [default: imdsh-relay0 for 169.254.170.2, one name per address]
     #[arg(long, value_name = "NAME")]
     link: Option<String>,
+
+    /// The STS endpoint scoped grants' sessions are assumed at [default: the regional endpoint of the instance's region]
+    #[arg(long, value_name = "URL")]
+    sts_endpoint: Option<String>,
+
+    /// The region of STS [default: AWS_REGION, else the instance's region from IMDS]
+    #[arg(long, value_name = "REGION")]
+    region: Option<String>,
 
     #[command(flatten)]
     control: ControlArg,
@@ -94,6 +107,87 @@ struct ServeArgs {
     timeout_ms: u64,
 }
 
+/// What a grant serves.
+#[derive(Debug, Args)]
+struct ScopeArgs {
+    /// Serve a session of this role, assumed by the relay with the instance role's credentials (STS AssumeRole)
+    #[arg(long, value_name = "ARN")]
+    role_arn: Option<String>,
+
+    /// Serve the instance role itself (it must be spelled out)
+    #[arg(long)]
+    instance_role: bool,
+
+    /// A session policy (JSON file) that narrows the session further
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+
+    /// A managed session policy (repeatable)
+    #[arg(long, value_name = "ARN")]
+    policy_arn: Vec<String>,
+
+    /// The session name CloudTrail shows (2 to 64 of letters, digits and +=,.@_-) [default: from --label]
+    #[arg(long, value_name = "NAME")]
+    session_name: Option<String>,
+
+    /// A session tag KEY=VALUE (repeatable)
+    #[arg(long, value_name = "KEY=VALUE", value_parser = scope::parse_tag)]
+    tag: Vec<(String, String)>,
+
+    /// The session's lifetime, 15m to 1h (STS caps role chaining at 1 h); never longer than the grant by more than 15 minutes
+    #[arg(long, value_name = "DURATION", value_parser = grants::parse_ttl)]
+    duration: Option<Duration>,
+}
+
+impl ScopeArgs {
+    /// The scope asked for, checked as the relay will check it.
+    fn scope(&self) -> anyhow::Result<Scope> {
+        let session_options = [
+            ("--policy", self.policy.is_some()),
+            ("--policy-arn", !self.policy_arn.is_empty()),
+            ("--session-name", self.session_name.is_some()),
+            ("--tag", !self.tag.is_empty()),
+            ("--duration", self.duration.is_some()),
+        ];
+        let Some(role_arn) = &self.role_arn else {
+            if !self.instance_role {
+                return Err(ScopeError::Unnamed.into());
+            }
+            if let Some((name, _)) = session_options.iter().find(|(_, given)| *given) {
+                return Err(ScopeError::NotForInstanceRole(name).into());
+            }
+            return Ok(Scope::InstanceRole);
+        };
+        if self.instance_role {
+            return Err(ScopeError::Both.into());
+        }
+        let policy = match &self.policy {
+            Some(path) => Some(read_policy(path)?),
+            None => None,
+        };
+        let scope = Scope::Assumed(Box::new(AssumedRole {
+            role_arn: role_arn.clone(),
+            session_name: self.session_name.clone().unwrap_or_default(),
+            policy,
+            policy_arns: self.policy_arn.clone(),
+            tags: self.tag.clone(),
+            duration_secs: self.duration.unwrap_or(scope::MAX_SESSION).as_secs(),
+        }));
+        scope.validate(true)?;
+        Ok(scope)
+    }
+}
+
+/// The session policy in `path` (at most 64 KiB read; STS takes 2,048 characters).
+fn read_policy(path: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_POLICY_FILE).read_to_string(&mut text))
+        .with_context(|| format!("cannot read --policy {}", path.display()))?;
+    Ok(text)
+}
+
 #[derive(Debug, Subcommand)]
 enum Action {
     /// Give one build access: print the environment it needs (NAME=value lines)
@@ -101,6 +195,17 @@ enum Action {
         /// How long the grant lasts (90s, 30m, 2h, 1d; at most 7d)
         #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = grants::parse_ttl)]
         ttl: Duration,
+
+        #[command(flatten)]
+        scope: Box<ScopeArgs>,
+
+        /// Write the authorization token to PATH (mode 0600, owned by --owner) and print AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE instead of the token
+        #[arg(long, value_name = "PATH")]
+        token_file: Option<PathBuf>,
+
+        /// The user the token file belongs to [default: the caller]
+        #[arg(long, value_name = "USER", requires = "token_file")]
+        owner: Option<String>,
 
         /// A label for `relay list` and the relay's log
         #[arg(long, value_name = "TEXT", default_value = "")]
@@ -148,19 +253,31 @@ fn client(action: &Action) -> anyhow::Result<ExitCode> {
     if let Action::List { json, control } = action {
         return list(&control.control, *json);
     }
+    let mut token_file = None;
     let (path, request) = match action {
         Action::Grant {
             ttl,
             label,
             control,
+            scope,
+            token_file: file,
+            owner,
             ..
-        } => (
-            &control.control,
-            ControlRequest::Grant {
-                ttl_secs: ttl.as_secs(),
-                label: label.clone(),
-            },
-        ),
+        } => {
+            let scope = scope.scope()?;
+            if let Some(file) = file {
+                let owner = Owner::lookup(owner.as_deref())?;
+                token_file = Some((token_file::check(file, &owner)?, owner));
+            }
+            (
+                &control.control,
+                ControlRequest::Grant {
+                    ttl_secs: ttl.as_secs(),
+                    label: label.clone(),
+                    scope: Some(scope),
+                },
+            )
+        }
         Action::Revoke { id, control } => {
             (&control.control, ControlRequest::Revoke { id: id.clone() })
         }
@@ -172,7 +289,36 @@ fn client(action: &Action) -> anyhow::Result<ExitCode> {
         .context("could not start the async runtime")?;
     let reply = rt.block_on(control::call(path, &request))?;
     match (reply, action) {
-        (ControlReply::Granted { grant, env }, Action::Grant { export, output, .. }) => {
+        (ControlReply::Granted { grant, mut env }, Action::Grant { export, output, .. }) => {
+            if let Some((file, owner)) = &token_file {
+                let token = env.0.iter().find(|(k, _)| k == relay::ENV_AUTH_TOKEN);
+                let written = match token {
+                    Some((_, token)) => token_file::write(file, owner, token.expose()),
+                    None => Err(std::io::Error::other("the relay gave no token")),
+                };
+                if let Err(e) = written {
+                    let revoked = rt.block_on(control::call(
+                        path,
+                        &ControlRequest::Revoke {
+                            id: grant.id.clone(),
+                        },
+                    ));
+                    let undone = match revoked {
+                        Ok(ControlReply::Revoked { .. }) => "it was revoked".to_owned(),
+                        other => format!("revoking it failed too ({other:?}): revoke it by hand"),
+                    };
+                    bail!(
+                        "cannot write the token to {}: {e}; grant {}: {undone}",
+                        file.display(),
+                        grant.id
+                    );
+                }
+                env.0.retain(|(k, _)| k == relay::ENV_FULL_URI);
+                env.0.push((
+                    relay::ENV_AUTH_TOKEN_FILE.to_owned(),
+                    grants::Secret::new(file.display().to_string()),
+                ));
+            }
             let prefix = if *export { "export " } else { "" };
             let mut lines = String::new();
             for (name, value) in &env.0 {
@@ -183,8 +329,13 @@ fn client(action: &Action) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("cannot write the grant to {}", path.display()))?,
                 None => print!("{lines}"),
             }
+            let serves = match grant.role.as_str() {
+                "instance role" => "the instance role".to_owned(),
+                role => format!("role {role} as session {}", grant.session),
+            };
             eprintln!(
-                "imds-shim: grant {} ({:?}) until {}; revoke it with `imds-shim relay revoke {}`",
+                "imds-shim: grant {} ({:?}) until {}, {serves}; revoke it with `imds-shim relay \
+                 revoke {}`",
                 grant.id, grant.label, grant.expires, grant.id
             );
         }
@@ -238,11 +389,20 @@ fn list(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
     if json {
         println!("{}", serde_json::to_string(&all)?);
     } else {
-        println!("{:<16}  {:<7}  {:<20}  LABEL", "ID", "STATE", "EXPIRES");
+        println!(
+            "{:<16}  {:<7}  {:<20}  {:<16}  {:<24}  {:<20}  LABEL",
+            "ID", "STATE", "EXPIRES", "ROLE", "SESSION", "CREDENTIALS EXPIRE"
+        );
         for g in all {
             println!(
-                "{:<16}  {:<7}  {:<20}  {}",
-                g.id, g.state, g.expires, g.label
+                "{:<16}  {:<7}  {:<20}  {:<16}  {:<24}  {:<20}  {}",
+                g.id,
+                g.state,
+                g.expires,
+                g.role,
+                g.session,
+                g.credentials_expire.as_deref().unwrap_or("-"),
+                g.label
             );
         }
     }
@@ -267,10 +427,25 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         .as_deref()
         .map(ControlGroup::lookup)
         .transpose()?;
-    let link = args
-        .link
-        .clone()
-        .unwrap_or_else(|| address::default_link(args.listen.ip()));
+    if args.link.is_some() && args.listen.len() > 1 {
+        bail!("--link names the link of one --listen address; with several, each gets its own");
+    }
+    let listens = args.listen.clone();
+    if let Some(twice) = listens
+        .iter()
+        .enumerate()
+        .find_map(|(i, a)| listens[..i].contains(a).then_some(a))
+    {
+        bail!("--listen {twice} is given twice");
+    }
+    let links: Vec<String> = listens
+        .iter()
+        .map(|l| {
+            args.link
+                .clone()
+                .unwrap_or_else(|| address::default_link(l.ip()))
+        })
+        .collect();
     let place = Place::from_env(|name| std::env::var(name).ok())?;
     let timeout = Duration::from_millis(args.timeout_ms);
     let no_credentials = |e: &dyn std::fmt::Display| {
@@ -283,14 +458,19 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let source = RoleSource::new(&place, timeout).map_err(|e| no_credentials(&e))?;
     // The first fetch runs on a runtime of its own, stopped before the privileges are dropped:
     // capabilities are per thread, and the serving runtime's threads must start without them.
-    let first = {
+    let (first, region) = {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .context("could not start the async runtime")?;
         let first = rt.block_on(source.fetch());
+        let region = match args.region.clone().or_else(|| place.region.clone()) {
+            Some(region) => Ok(region),
+            None if args.sts_endpoint.is_some() => Err("not needed".to_owned()),
+            None => rt.block_on(source.region()).map_err(|e| e.to_string()),
+        };
         rt.shutdown_timeout(FIRST_FETCH_STOP);
-        first.map_err(|e| no_credentials(&e))?
+        (first.map_err(|e| no_credentials(&e))?, region)
     };
     let state = match &args.state {
         Some(path) => Some(state::open(path)?),
@@ -301,10 +481,15 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let control_listener = control::bind(&args.control.control, group.as_ref())?;
     let control_file = RemovedOnDrop(args.control.control.clone());
     control_listener.set_nonblocking(true)?;
-    let owned = address::claim(args.listen, &link)?;
-    let listener = std::net::TcpListener::bind(args.listen)
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    listener.set_nonblocking(true)?;
+    let mut owned = Vec::new();
+    let mut listeners = Vec::new();
+    for (listen, link) in listens.iter().zip(&links) {
+        owned.push(address::claim(*listen, link)?);
+        let listener = std::net::TcpListener::bind(listen)
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        listener.set_nonblocking(true)?;
+        listeners.push(listener);
+    }
     privilege::keep_net_admin_only()?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -313,38 +498,59 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("could not start the async runtime")?;
     rt.block_on(async {
-        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let listeners = listeners
+            .into_iter()
+            .map(tokio::net::TcpListener::from_std)
+            .collect::<Result<Vec<_>, _>>()?;
         let control_listener = tokio::net::UnixListener::from_std(control_listener)?;
         log(&format!(
             "the role's credentials: {} until {}",
             first.access_key_id,
             role::rfc3339(first.expiration)
         ));
+        if let Err(why) = &region {
+            log(&format!(
+                "no region for STS ({why}): scoped grants need --region or --sts-endpoint"
+            ));
+        }
         let cache = Arc::new(RoleCache::with(first));
+        let assumer = Arc::new(Assumer::new(
+            cache.clone(),
+            region,
+            args.sts_endpoint.clone(),
+        ));
         let relay = Arc::new(Relay::new(
-            args.listen,
+            listens.clone(),
             Grants::restore(records, rate),
             cache.clone(),
+            assumer,
             state,
         )?);
         tokio::spawn(relay::logging::flush_forever(relay.refusals.clone()));
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let refresher = tokio::spawn(role::refresh_forever(cache, source, |line| log(&line)));
-        let http = tokio::spawn(imds_shim::relay::server::serve(
-            listener,
+        let http = tokio::spawn(imds_shim::relay::server::serve_all(
+            listeners,
             relay.clone(),
             caps,
             stopped.clone(),
         ));
         let ctl = tokio::spawn(control::serve(control_listener, relay, group, stopped));
+        let places: Vec<String> = listens
+            .iter()
+            .zip(&owned)
+            .map(|(listen, owned)| {
+                let link = owned
+                    .as_ref()
+                    .map(|o| format!(" ({} on {} link {})", o.ip(), o.kind(), o.link()))
+                    .unwrap_or_default();
+                format!("{listen}{link}")
+            })
+            .collect();
         log(&format!(
-            "serving on {}{}; control socket {}; {restored} grant(s) from the state file; \
+            "serving on {}; control socket {}; {restored} grant(s) from the state file; \
              capabilities kept: CAP_NET_ADMIN only",
-            args.listen,
-            owned
-                .as_ref()
-                .map(|o| format!(" ({} on {} link {})", o.ip(), o.kind(), o.link()))
-                .unwrap_or_default(),
+            places.join(", "),
             args.control.control.display()
         ));
 

@@ -247,7 +247,13 @@ pub fn claim(listen: SocketAddr, link: &str) -> Result<Option<OwnedAddress>, Add
         mark,
     };
     ip(&["link", "set", "dev", link, "alias", &owned.mark])?;
-    ip(&["addr", "add", &cidr, "dev", link])?;
+    // An IPv6 address is usable at once, not after duplicate address detection (which never
+    // ends on a link without carrier, a bridge without ports).
+    if addr.is_ipv4() {
+        ip(&["addr", "add", &cidr, "dev", link])?;
+    } else {
+        ip(&["addr", "add", &cidr, "dev", link, "nodad"])?;
+    }
     ip(&["link", "set", link, "up"])?;
     Ok(Some(owned))
 }

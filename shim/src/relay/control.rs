@@ -23,10 +23,11 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 
 use super::grants::{GrantRecord, GrantState, Secret};
+use super::scope::Scope;
 use super::{log, Relay};
 
-/// The longest request line read.
-const MAX_LINE: u64 = 4096;
+/// The longest request line read (a grant's session policy, ARNs and tags fit in a quarter).
+const MAX_LINE: u64 = 64 * 1024;
 /// How long a control client may take.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
 /// The socket's permissions.
@@ -88,6 +89,9 @@ pub enum ControlRequest {
         ttl_secs: u64,
         /// Its label.
         label: String,
+        /// What it serves; none is refused (it must be spelled out).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<Scope>,
     },
     /// Revoke a grant.
     Revoke {
@@ -102,8 +106,9 @@ pub enum ControlRequest {
     },
 }
 
-/// The most grants in one `list` reply (about 170 bytes each: far below a client's 1 MiB).
-const LIST_PAGE: usize = 2000;
+/// The most grants in one `list` reply (at most about 700 bytes each, with a 256-byte label and
+/// a role and session name of 64: below a client's 1 MiB).
+const LIST_PAGE: usize = 1000;
 
 /// A grant as `list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,10 +123,19 @@ pub struct GrantInfo {
     pub created: String,
     /// RFC 3339.
     pub expires: String,
+    /// The role served: `instance role`, or the assumed role's name.
+    #[serde(default)]
+    pub role: String,
+    /// The session name (`-` for the instance role).
+    #[serde(default)]
+    pub session: String,
+    /// When a scoped grant's current credentials expire (RFC 3339), while it has some.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_expire: Option<String>,
 }
 
 impl GrantInfo {
-    fn of(record: &GrantRecord, now: SystemTime) -> Self {
+    fn of(record: &GrantRecord, now: SystemTime, session_expires: Option<SystemTime>) -> Self {
         let time = |secs| super::role::rfc3339(super::grants::epoch_time(secs));
         Self {
             id: record.id.clone(),
@@ -129,6 +143,9 @@ impl GrantInfo {
             state: record.state(now),
             created: time(record.created),
             expires: time(record.expires),
+            role: record.scope.role(),
+            session: record.scope.session().to_owned(),
+            credentials_expire: session_expires.map(super::role::rfc3339),
         }
     }
 }
@@ -371,13 +388,28 @@ async fn execute(relay: &Relay, request: ControlRequest) -> ControlReply {
         message: e.to_string(),
     };
     match request {
-        ControlRequest::Grant { ttl_secs, label } => {
-            match relay.grant(Duration::from_secs(ttl_secs), &label).await {
+        ControlRequest::Grant {
+            ttl_secs,
+            label,
+            scope,
+        } => {
+            match relay
+                .grant(Duration::from_secs(ttl_secs), &label, scope)
+                .await
+            {
                 Ok(issued) => {
-                    let grant = GrantInfo::of(&issued.record, now);
+                    let expires = relay.grants().session_expires(&issued.record.id);
+                    let grant = GrantInfo::of(&issued.record, now, expires);
                     log(&format!(
-                        "granted {} ({:?}) until {}",
-                        grant.id, grant.label, grant.expires
+                        "granted {} ({:?}) until {}: {}",
+                        grant.id,
+                        grant.label,
+                        grant.expires,
+                        match &issued.record.scope {
+                            Scope::InstanceRole => "the instance role".to_owned(),
+                            Scope::Assumed(a) =>
+                                format!("role {} as session {}", a.role_arn, a.session_name),
+                        }
                     ));
                     ControlReply::Granted {
                         env: GrantEnv(relay.environment(&issued)),
@@ -391,16 +423,19 @@ async fn execute(relay: &Relay, request: ControlRequest) -> ControlReply {
             Ok(record) => {
                 log(&format!("revoked {} ({:?})", record.id, record.label));
                 ControlReply::Revoked {
-                    grant: GrantInfo::of(&record, now),
+                    grant: GrantInfo::of(&record, now, None),
                 }
             }
             Err(e) => failed(&e),
         },
         ControlRequest::List { after } => {
-            let page = relay.grants().page(after.as_deref(), LIST_PAGE);
-            match page {
+            let grants = relay.grants();
+            match grants.page(after.as_deref(), LIST_PAGE) {
                 Ok((records, next)) => ControlReply::Listed {
-                    grants: records.iter().map(|r| GrantInfo::of(r, now)).collect(),
+                    grants: records
+                        .iter()
+                        .map(|r| GrantInfo::of(r, now, grants.session_expires(&r.id)))
+                        .collect(),
                     next,
                 },
                 Err(e) => failed(&e),
@@ -450,9 +485,13 @@ mod tests {
         let req = ControlRequest::Grant {
             ttl_secs: 60,
             label: "ci".into(),
+            scope: Some(Scope::InstanceRole),
         };
         let line = serde_json::to_string(&req).unwrap();
-        assert_eq!(line, r#"{"op":"grant","ttl_secs":60,"label":"ci"}"#);
+        assert_eq!(
+            line,
+            r#"{"op":"grant","ttl_secs":60,"label":"ci","scope":"instance_role"}"#
+        );
         assert_eq!(serde_json::from_str::<ControlRequest>(&line).unwrap(), req);
         let env = GrantEnv(vec![(
             "AWS_CONTAINER_AUTHORIZATION_TOKEN".into(),

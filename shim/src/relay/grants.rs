@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,9 @@ use subtle::ConstantTimeEq;
 use thiserror::Error;
 
 use super::limit::{RateLimit, TokenBucket};
+use super::role::Served;
+use super::scope::{AssumedRole, Scope};
+use super::session::SessionCache;
 
 /// Bytes of randomness in a grant id.
 const ID_BYTES: usize = 8;
@@ -87,6 +91,9 @@ pub struct GrantRecord {
     path_digest: String,
     /// SHA-256 of the token secret, hex.
     token_digest: String,
+    /// What it serves (records written before scopes existed: the instance role).
+    #[serde(default = "Scope::legacy")]
+    pub scope: Scope,
 }
 
 impl fmt::Debug for GrantRecord {
@@ -97,6 +104,7 @@ impl fmt::Debug for GrantRecord {
             .field("created", &self.created)
             .field("expires", &self.expires)
             .field("revoked", &self.revoked)
+            .field("scope", &self.scope)
             .finish_non_exhaustive()
     }
 }
@@ -182,7 +190,9 @@ impl GrantRecord {
                 ));
             }
         }
-        Ok(())
+        self.scope
+            .validate(false)
+            .map_err(|e| format!("scope of grant {}: {e}", self.id))
     }
 }
 
@@ -294,6 +304,9 @@ pub enum GrantError {
     /// Too many grants.
     #[error("the relay holds {MAX_GRANTS} grants already; revoke some")]
     Full,
+    /// The id chosen for it was taken meanwhile (64 random bits: practically never).
+    #[error("the grant's id was taken meanwhile; ask again")]
+    IdTaken,
     /// No such grant.
     #[error("no grant with id {0}")]
     NoSuchGrant(String),
@@ -309,16 +322,35 @@ struct Entry {
     path_digest: [u8; 32],
     token_digest: [u8; 32],
     bucket: TokenBucket,
+    /// A scoped grant's role and session cache (dropped when it ends).
+    session: Option<Session>,
+}
+
+/// A scoped grant's role and its cached session.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The role and how its session is narrowed.
+    pub role: Arc<AssumedRole>,
+    /// The current session.
+    pub cache: Arc<SessionCache>,
 }
 
 impl Entry {
-    fn new(record: GrantRecord, rate: RateLimit) -> Self {
+    fn new(record: GrantRecord, rate: RateLimit, first: Option<Served>) -> Self {
+        let session = match &record.scope {
+            Scope::InstanceRole => None,
+            Scope::Assumed(role) => Some(Session {
+                role: Arc::from(role.clone()),
+                cache: Arc::new(first.map(SessionCache::with).unwrap_or_default()),
+            }),
+        };
         // A digest that does not decode (records are validated before) matches no secret.
         Self {
             path_digest: decode_digest(&record.path_digest).unwrap_or(DUMMY_DIGEST),
             token_digest: decode_digest(&record.token_digest).unwrap_or(DUMMY_DIGEST),
             bucket: TokenBucket::new(rate, Instant::now()),
             record,
+            session,
         }
     }
 
@@ -352,24 +384,55 @@ impl Grants {
         for record in records {
             grants
                 .entries
-                .insert(record.id.clone(), Entry::new(record, rate));
+                .insert(record.id.clone(), Entry::new(record, rate, None));
         }
         grants
     }
 
-    /// A new grant valid for `ttl` from `now`.
+    /// An id no grant has, for a grant about to be issued.
+    pub fn fresh_id(&self) -> String {
+        loop {
+            let id = random_hex::<ID_BYTES>();
+            if !self.entries.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// A new grant of the instance role valid for `ttl` from `now`.
     pub fn issue(
         &mut self,
         ttl: Duration,
         label: &str,
         now: SystemTime,
     ) -> Result<IssuedGrant, GrantError> {
-        if !label_is_valid(label) {
-            return Err(GrantError::BadLabel);
-        }
-        if ttl.is_zero() || ttl > MAX_TTL {
-            return Err(GrantError::BadTtl);
-        }
+        let id = self.fresh_id();
+        self.issue_scoped(
+            NewGrant {
+                id,
+                ttl,
+                label,
+                scope: Scope::InstanceRole,
+                first: None,
+            },
+            now,
+        )
+    }
+
+    /// A new grant as `new` describes it, at `now`.
+    pub fn issue_scoped(
+        &mut self,
+        new: NewGrant<'_>,
+        now: SystemTime,
+    ) -> Result<IssuedGrant, GrantError> {
+        let NewGrant {
+            id,
+            ttl,
+            label,
+            scope,
+            first,
+        } = new;
+        check_label_and_ttl(label, ttl)?;
         let secs = epoch_secs(now);
         let live = self
             .entries
@@ -380,12 +443,9 @@ impl Grants {
             return Err(GrantError::Full);
         }
         self.prune(now);
-        let id = loop {
-            let id = random_hex::<ID_BYTES>();
-            if !self.entries.contains_key(&id) {
-                break id;
-            }
-        };
+        if self.entries.contains_key(&id) {
+            return Err(GrantError::IdTaken);
+        }
         let path_secret = random_hex::<SECRET_BYTES>();
         let token_secret = random_hex::<SECRET_BYTES>();
         let record = GrantRecord {
@@ -396,9 +456,10 @@ impl Grants {
             revoked: None,
             path_digest: digest(&path_secret),
             token_digest: digest(&token_secret),
+            scope,
         };
         self.entries
-            .insert(id.clone(), Entry::new(record.clone(), self.rate));
+            .insert(id.clone(), Entry::new(record.clone(), self.rate, first));
         Ok(IssuedGrant {
             record,
             path_capability: Secret(format!("{id}.{path_secret}")),
@@ -419,6 +480,10 @@ impl Grants {
             .ok_or_else(|| GrantError::NoSuchGrant(id.to_owned()))?;
         let newly = entry.record.revoked.is_none();
         entry.record.revoked.get_or_insert(epoch_secs(now));
+        // No new session for it: the cached one is dropped.
+        if let Some(session) = &mut entry.session {
+            session.cache = Arc::default();
+        }
         Ok((entry.record.clone(), newly))
     }
 
@@ -427,6 +492,14 @@ impl Grants {
         if let Some(entry) = self.entries.get_mut(id) {
             entry.record.revoked = None;
         }
+    }
+
+    /// When the current session of scoped grant `id` expires, if it has one.
+    pub fn session_expires(&self, id: &str) -> Option<SystemTime> {
+        self.entries
+            .get(id)
+            .and_then(|e| e.session.as_ref())
+            .and_then(|s| s.cache.expires())
     }
 
     /// How many grants are remembered (live and ended).
@@ -510,7 +583,7 @@ impl Grants {
         capability: &str,
         now: SystemTime,
         instant: Instant,
-    ) -> Result<GrantRecord, Refusal> {
+    ) -> Result<Authorized, Refusal> {
         let (id, secret) = capability.split_once('.').ok_or(Refusal::Malformed {
             what: "no `<id>.<secret>`",
         })?;
@@ -551,8 +624,52 @@ impl Grants {
             let (id, label) = named();
             return Err(Refusal::RateLimited { id, label });
         }
-        Ok(entry.record.clone())
+        Ok(Authorized {
+            id: entry.record.id.clone(),
+            label: entry.record.label.clone(),
+            expires: epoch_time(entry.record.expires),
+            session: entry.session.clone(),
+        })
     }
+}
+
+/// A grant about to be issued.
+#[derive(Debug)]
+pub struct NewGrant<'a> {
+    /// Its id, from [`Grants::fresh_id`].
+    pub id: String,
+    /// How long it lasts.
+    pub ttl: Duration,
+    /// Its label.
+    pub label: &'a str,
+    /// What it serves.
+    pub scope: Scope,
+    /// A scoped grant's first session, assumed before it was issued.
+    pub first: Option<Served>,
+}
+
+/// A request's grant, authorized: what the answer needs.
+#[derive(Debug, Clone)]
+pub struct Authorized {
+    /// The grant's id.
+    pub id: String,
+    /// Its label.
+    pub label: String,
+    /// When it ends.
+    pub expires: SystemTime,
+    /// A scoped grant's session (`None`: the instance role).
+    pub session: Option<Session>,
+}
+
+/// Checks a grant's label and TTL.
+pub fn check_label_and_ttl(label: &str, ttl: Duration) -> Result<(), GrantError> {
+    if !label_is_valid(label) {
+        return Err(GrantError::BadLabel);
+    }
+    if ttl.is_zero() || ttl > MAX_TTL {
+        return Err(GrantError::BadTtl);
+    }
+    Ok(())
 }
 
 /// The records worth remembering at `now`: every live one, and the ended ones of the last

@@ -10,11 +10,14 @@
 //! - [`admission`]: which connections are kept (caps per client and in all).
 //! - [`privilege`]: the capabilities kept after start.
 //! - [`grants`]: grants, their capabilities and the checks of a request.
+//! - [`scope`]: what a grant serves (the instance role, or a role assumed for it).
+//! - [`session`]: a scoped grant's session, assumed with STS and cached per grant.
 //! - [`limit`]: the per-grant rate limit.
 //! - [`role`]: the role's credentials from IMDS, refreshed before expiry.
 //! - [`server`]: the HTTP endpoint.
 //! - [`control`]: `relay grant`, `revoke` and `list`, over a unix socket (mode 0600).
 //! - [`state`]: the grants kept across restarts (`--state FILE`).
+//! - [`token_file`]: `relay grant --token-file`, the token in a file of its owner's.
 //! - [`writer`]: the thread that makes changes to the state file durable.
 //! - [`logging`]: the log on stderr, and refusals summarised per client.
 
@@ -26,8 +29,11 @@ pub mod limit;
 pub mod logging;
 pub mod privilege;
 pub mod role;
+pub mod scope;
 pub mod server;
+pub mod session;
 pub mod state;
+pub mod token_file;
 pub mod writer;
 
 use std::net::SocketAddr;
@@ -36,8 +42,10 @@ use std::time::SystemTime;
 
 use parking_lot::{Mutex, MutexGuard};
 
-use grants::{GrantError, GrantRecord, Grants, IssuedGrant};
+use grants::{GrantError, GrantRecord, Grants, IssuedGrant, NewGrant};
 use role::RoleCache;
+use scope::{Scope, ScopeError};
+use session::{AssumeError, Assumer};
 use state::Change;
 use writer::{StateWriter, Undo};
 
@@ -56,18 +64,23 @@ pub const ENV_RELATIVE_URI: &str = "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI";
 pub const ENV_FULL_URI: &str = "AWS_CONTAINER_CREDENTIALS_FULL_URI";
 /// The authorization token variable.
 pub const ENV_AUTH_TOKEN: &str = "AWS_CONTAINER_AUTHORIZATION_TOKEN";
+/// The variable naming a file that holds the authorization token (`--token-file`).
+pub const ENV_AUTH_TOKEN_FILE: &str = "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE";
 
 pub use logging::log;
 
 /// What the relay's tasks share.
 #[derive(Debug)]
 pub struct Relay {
-    /// The address served.
-    pub listen: SocketAddr,
+    /// The addresses served (`--listen`, repeatable), the first the one printed in the full
+    /// URI.
+    pub listen: Vec<SocketAddr>,
     /// The grants (a lock no panic can poison: parking_lot's).
     grants: Arc<Mutex<Grants>>,
     /// The role's credentials.
     pub role: Arc<RoleCache>,
+    /// Where scoped grants' sessions come from.
+    pub assumer: Arc<Assumer>,
     /// Where changes are made durable, with `--state`.
     writer: Option<StateWriter>,
     /// The refusals of the current log window.
@@ -78,9 +91,10 @@ impl Relay {
     /// A relay serving `listen` with `grants` and `role`, keeping grants in `state` (the file
     /// and the records it holds) when given.
     pub fn new(
-        listen: SocketAddr,
+        listen: Vec<SocketAddr>,
         grants: Grants,
         role: Arc<RoleCache>,
+        assumer: Arc<Assumer>,
         state: Option<(state::StateFile, Vec<GrantRecord>)>,
     ) -> Result<Self, RelayError> {
         let grants = Arc::new(Mutex::new(grants));
@@ -95,6 +109,7 @@ impl Relay {
             listen,
             grants,
             role,
+            assumer,
             writer,
             refusals: Arc::default(),
         })
@@ -113,13 +128,45 @@ impl Relay {
         }
     }
 
-    /// Issues a grant; returns once it is durable. A grant that could not be kept is not given.
+    /// Issues a grant of `scope`; returns once it is durable. A scoped grant's first session is
+    /// assumed before: STS's refusal fails the grant. A grant that could not be kept is not
+    /// given.
     pub async fn grant(
         &self,
         ttl: std::time::Duration,
         label: &str,
+        scope: Option<Scope>,
     ) -> Result<IssuedGrant, RelayError> {
-        let issued = self.grants().issue(ttl, label, SystemTime::now())?;
+        grants::check_label_and_ttl(label, ttl)?;
+        let mut scope = scope.ok_or(ScopeError::Unnamed)?;
+        scope.validate(true)?;
+        let id = self.grants().fresh_id();
+        let first = match &mut scope {
+            Scope::InstanceRole => None,
+            Scope::Assumed(role) => {
+                if role.session_name.is_empty() {
+                    role.session_name = scope::session_name_from(label, &id);
+                }
+                // metrics: assume_role outcome
+                let served = self.assumer.assume(role, role.duration_for(ttl)).await?;
+                log(&format!(
+                    "assumed {} as session {:?} for grant {id}: {} until {}",
+                    role.role_arn,
+                    role.session_name,
+                    served.access_key_id,
+                    role::rfc3339(served.expiration)
+                ));
+                Some(served)
+            }
+        };
+        let new = NewGrant {
+            id,
+            ttl,
+            label,
+            scope,
+            first,
+        };
+        let issued = self.grants().issue_scoped(new, SystemTime::now())?;
         let id = issued.record.id.clone();
         self.commit(Change::Issued(issued.record.clone()), Undo::Forget(id))
             .await
@@ -158,12 +205,9 @@ impl Relay {
     /// The environment a build needs for `issued`.
     pub fn environment(&self, issued: &IssuedGrant) -> Vec<(String, grants::Secret)> {
         let mut env = Vec::new();
-        let host = match self.listen {
-            SocketAddr::V4(a) => a.ip().to_string(),
-            SocketAddr::V6(a) => format!("[{}]", a.ip()),
-        };
         let default_place: SocketAddr = DEFAULT_LISTEN.parse().expect("a socket address");
-        if self.listen == default_place {
+        let first = self.listen.first().copied().unwrap_or(default_place);
+        if self.listen.contains(&default_place) {
             env.push((
                 ENV_RELATIVE_URI.to_owned(),
                 grants::Secret::new(format!(
@@ -172,17 +216,26 @@ impl Relay {
                 )),
             ));
         }
-        let port = match self.listen.port() {
-            80 => String::new(),
-            p => format!(":{p}"),
-        };
         env.push((
             ENV_FULL_URI.to_owned(),
-            grants::Secret::new(format!("http://{host}{port}{CREDENTIALS_PATH}")),
+            grants::Secret::new(full_uri(first)),
         ));
         env.push((ENV_AUTH_TOKEN.to_owned(), issued.token.clone()));
         env
     }
+}
+
+/// `http://<address>[:port]/imds-shim/credentials`.
+fn full_uri(listen: SocketAddr) -> String {
+    let host = match listen {
+        SocketAddr::V4(a) => a.ip().to_string(),
+        SocketAddr::V6(a) => format!("[{}]", a.ip()),
+    };
+    let port = match listen.port() {
+        80 => String::new(),
+        p => format!(":{p}"),
+    };
+    format!("http://{host}{port}{CREDENTIALS_PATH}")
 }
 
 /// A control request that failed.
@@ -191,6 +244,12 @@ pub enum RelayError {
     /// The grant request is not valid.
     #[error(transparent)]
     Grant(#[from] GrantError),
+    /// The grant's scope is not valid.
+    #[error(transparent)]
+    Scope(#[from] ScopeError),
+    /// STS gave no session for the grant: it is not given.
+    #[error("{0}; the grant was not given")]
+    Assume(#[from] AssumeError),
     /// The new grant could not be written to the state file: it is not given.
     #[error("the grant is not kept (the state file could not be written: {0}); it was not issued")]
     NotKept(String),
@@ -209,12 +268,17 @@ mod tests {
 
     fn relay(listen: &str) -> Relay {
         Relay::new(
-            listen.parse().unwrap(),
+            vec![listen.parse().unwrap()],
             Grants::new(RateLimit {
                 per_second: 1.0,
                 burst: 1,
             }),
             Arc::new(RoleCache::default()),
+            Arc::new(Assumer::new(
+                Arc::new(RoleCache::default()),
+                Err("none".into()),
+                None,
+            )),
             None,
         )
         .unwrap()
@@ -228,7 +292,11 @@ mod tests {
     async fn the_default_address_gets_both_forms_another_the_full_uri_only() {
         let r = relay(DEFAULT_LISTEN);
         let issued = r
-            .grant(std::time::Duration::from_mins(1), "x")
+            .grant(
+                std::time::Duration::from_mins(1),
+                "x",
+                Some(Scope::InstanceRole),
+            )
             .await
             .unwrap();
         let env = r.environment(&issued);
@@ -249,7 +317,11 @@ mod tests {
 
         let r = relay("127.0.0.1:8099");
         let issued = r
-            .grant(std::time::Duration::from_mins(1), "x")
+            .grant(
+                std::time::Duration::from_mins(1),
+                "x",
+                Some(Scope::InstanceRole),
+            )
             .await
             .unwrap();
         let env = r.environment(&issued);

@@ -42,6 +42,8 @@ pub struct Served {
     pub expiration: SystemTime,
     /// The JSON body: `AccessKeyId`, `SecretAccessKey`, `Token`, `Expiration`.
     body: Bytes,
+    /// The same, to sign with (`AssumeRole` for a scoped grant); its `Debug` redacts.
+    credentials: Credentials,
 }
 
 impl fmt::Debug for Served {
@@ -50,7 +52,7 @@ impl fmt::Debug for Served {
             .field("access_key_id", &self.access_key_id)
             .field("expiration", &rfc3339(self.expiration))
             .field("body", &"** redacted **")
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -73,7 +75,13 @@ impl Served {
             access_key_id: c.access_key_id().to_owned(),
             expiration,
             body,
+            credentials: c.clone(),
         })
+    }
+
+    /// The credentials, to sign requests with.
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
     }
 
     /// The JSON body.
@@ -146,6 +154,16 @@ impl RoleSource {
             .await
             .map_err(diagnose)?;
         served_from(text.as_ref(), role, SystemTime::now())
+    }
+
+    /// The instance's region, from IMDS.
+    pub async fn region(&self) -> Result<String, ImdsFailure> {
+        let client = clients::imds_client(&self.endpoint, self.timeout, &self.conf)?;
+        let region = client
+            .get("/latest/meta-data/placement/region")
+            .await
+            .map_err(|e| ImdsFailure::diagnose(&e, self.timeout))?;
+        Ok(region.as_ref().trim().to_owned())
     }
 }
 

@@ -45,9 +45,42 @@ pub async fn serve(
     listener: TcpListener,
     relay: Arc<Relay>,
     caps: Caps,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
+) {
+    serve_all(vec![listener], relay, caps, shutdown).await;
+}
+
+/// Serves every one of `listeners` (`--listen` repeated) under one [`Admission`] until
+/// `shutdown` turns true.
+pub async fn serve_all(
+    listeners: Vec<TcpListener>,
+    relay: Arc<Relay>,
+    caps: Caps,
+    shutdown: watch::Receiver<bool>,
 ) {
     let admission = Admission::new(caps);
+    let loops: Vec<_> = listeners
+        .into_iter()
+        .map(|listener| {
+            tokio::spawn(accept(
+                listener,
+                relay.clone(),
+                admission.clone(),
+                shutdown.clone(),
+            ))
+        })
+        .collect();
+    for task in loops {
+        let _ = task.await;
+    }
+}
+
+async fn accept(
+    listener: TcpListener,
+    relay: Arc<Relay>,
+    admission: Arc<Admission>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -78,15 +111,17 @@ async fn connection(
     let this = admitted.clone();
     let service = service_fn(move |req| {
         let busy = this.busy();
-        let mut response = answer(&relay, peer, &req);
-        // A refused client gets no kept-alive connection to hold on to.
-        if response.status() != StatusCode::OK {
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        let relay = relay.clone();
+        async move {
+            let mut response = answer(&relay, peer, req).await;
+            // A refused client gets no kept-alive connection to hold on to.
+            if response.status() != StatusCode::OK {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok::<_, Infallible>(response.map(|body| Held { body, _busy: busy }))
         }
-        let response = response.map(|body| Held { body, _busy: busy });
-        async move { Ok::<_, Infallible>(response) }
     });
     let mut builder = http1::Builder::new();
     builder
@@ -143,7 +178,7 @@ fn json(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
 
 /// The answer to one request. Refusals are logged through [`Relay::refusals`]: the first from
 /// an address in full, the rest as counts.
-fn answer(relay: &Relay, peer: SocketAddr, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn answer(relay: &Relay, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let from = peer.ip();
     let refused = |kind: &'static str, line: &dyn Fn() -> String| {
         relay
@@ -219,17 +254,34 @@ fn answer(relay: &Relay, peer: SocketAddr, req: &Request<Incoming>) -> Response<
             return reply(status, code, refusal.public_message());
         }
     };
-    match relay.role.current(SystemTime::now()) {
+    let (served, what) = match &grant.session {
+        None => (
+            relay.role.current(SystemTime::now()),
+            "instance role".to_owned(),
+        ),
+        Some(session) => (
+            session
+                .cache
+                .credentials(&relay.assumer, &session.role, grant.expires)
+                .await,
+            format!(
+                "role {} session {}",
+                session.role.role_name(),
+                session.role.session_name
+            ),
+        ),
+    };
+    match served {
         Ok(served) => {
             log(&format!(
-                "200 to {from}: grant {} ({:?}): {}",
+                "200 to {from}: grant {} ({:?}), {what}: {}",
                 grant.id, grant.label, served.access_key_id
             ));
             json(StatusCode::OK, served.body())
         }
         Err(why) => {
             log(&format!(
-                "503 to {from}: grant {} ({:?}): {why}",
+                "503 to {from}: grant {} ({:?}), {what}: {why}",
                 grant.id, grant.label
             ));
             reply(StatusCode::SERVICE_UNAVAILABLE, "NoCredentials", &why)

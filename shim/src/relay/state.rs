@@ -463,6 +463,17 @@ mod tests {
             (serde_json::json!({"id": "../x"}), "id"),
             (serde_json::json!({"label": "a\u{1b}[2J"}), "label"),
             (serde_json::json!({"revoked": u64::MAX}), "revoked"),
+            (
+                serde_json::json!({"scope": {"assumed": {"role_arn": "arn:aws:iam::123456789012:role/x",
+                    "session_name": "x", "duration_secs": 900}}}),
+                "scope of grant",
+            ),
+            (
+                serde_json::json!({"scope": {"assumed": {"role_arn": "arn:aws:iam::123456789012:role/x",
+                    "session_name": "ok-name", "duration_secs": 7200}}}),
+                "--duration 7200 s",
+            ),
+            (serde_json::json!({"scope": "everything"}), "line 2"),
         ];
         for (patch, named) in cases {
             let mut record = good.clone();
@@ -492,6 +503,26 @@ mod tests {
             let shown = open(&path).unwrap_err().to_string();
             assert!(shown.contains(named), "{named}: {shown}");
         }
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn records_written_before_scopes_serve_the_instance_role() {
+        let dir = scratch("legacy");
+        let path = dir.join("grants.json");
+        let (g, _) = grants_with(1);
+        let mut old = serde_json::to_value(&g.records()[0]).unwrap();
+        old.as_object_mut().unwrap().remove("scope");
+        let text = format!(
+            "{{\"version\":2}}\n{}\n",
+            serde_json::json!({ "issued": old })
+        );
+        fs::write(&path, text).unwrap();
+        let (_, back) = open(&path).unwrap();
+        assert_eq!(back[0].scope, crate::relay::scope::Scope::InstanceRole);
+        assert!(fs::read_to_string(&path)
+            .unwrap()
+            .contains(r#""scope":"instance_role""#));
         fs::remove_dir_all(&dir).unwrap();
     }
 
