@@ -429,7 +429,7 @@ fn main() -> ExitCode {
         Command::Enforce(args) => enforce_command(&args),
         Command::Audit(args) => audit_command(&args),
         Command::Run(args) => run_command(&args),
-        Command::Relay(args) => relay_command::relay_command(args),
+        Command::Relay(args) => relay_command::relay_command(*args),
         Command::Manual { out } => manual::write(&Cli::command(), &out)
             .map(|_| ExitCode::SUCCESS)
             .map_err(Into::into),
