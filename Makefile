@@ -91,7 +91,10 @@ check: lint
 # what its own runs made (tests/support/runs.rs), never the machine before and after.
 # check-leftovers runs when both are done.
 DOCKER_TESTS := docker_backend docker_faults docker_images mock_container
-OTHER_TESTS := $(filter-out $(DOCKER_TESTS),$(basename $(notdir $(wildcard tests/*.rs shim/tests/*.rs))))
+# Every test target of the workspace (cargo metadata: a file or a directory of tests alike).
+TEST_TARGETS = $(shell cargo metadata --no-deps --format-version 1 | python3 -c \
+	'import json,sys; print(*sorted({t["name"] for p in json.load(sys.stdin)["packages"] for t in p["targets"] if "test" in t["kind"]}))')
+OTHER_TESTS = $(filter-out $(DOCKER_TESTS),$(TEST_TARGETS))
 test: SHELL := /bin/bash
 test: build pydeps deb-tools lint
 	@rm -f $(SKIPPED)

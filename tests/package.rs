@@ -586,7 +586,9 @@ fn on_a_systemd_host_the_relay_serves_a_build_at_hop_limit_1_enforce_runs_at_boo
     // Without a grant the build gets nothing at hop limit 1; with one, the role.
     let none = build_identity(&host, "");
     assert!(!none.status.success(), "{}", show(&none));
-    host.ok("imds-shim relay grant --instance-role --label 'build 1' --ttl 2h --output /root/build.env");
+    host.ok(
+        "imds-shim relay grant --instance-role --label 'build 1' --ttl 2h --output /root/build.env",
+    );
     let grant_env = host.ok("cat /root/build.env").replace('\n', " ");
     let granted = build_identity(&host, &grant_env);
     assert!(
