@@ -4,7 +4,7 @@
 //! - [`probe`]: whether a place gets the instance role's credentials, and why not.
 //! - [`baseline`]: the hop limit a topology needs, from the recorded baseline or `--need`.
 //! - [`instance`]: the instance's metadata options through the EC2 API.
-//! - [`check`], [`enforce`], [`run`], [`relay`]: the subcommands of the same names.
+//! - [`check`], [`enforce`], [`run`], [`relay`], [`fence`]: the subcommands of the same names.
 //! - [`fleet`]: `audit`, and `enforce` at the source (launch templates, account defaults,
 //!   infrastructure code).
 
@@ -14,6 +14,7 @@ pub mod baseline;
 pub mod check;
 pub mod endpoint;
 pub mod enforce;
+pub mod fence;
 pub mod fleet;
 pub mod instance;
 pub mod probe;

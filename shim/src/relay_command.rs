@@ -16,6 +16,7 @@ use imds_shim::relay::admission::Caps;
 use imds_shim::relay::control::{self, ControlGroup, ControlReply, ControlRequest};
 use imds_shim::relay::grants::{self, Grants};
 use imds_shim::relay::limit::RateLimit;
+use imds_shim::relay::metrics::Metrics;
 use imds_shim::relay::role::{self, RoleCache, RoleSource};
 use imds_shim::relay::{self, address, log, privilege, state, Relay};
 
@@ -92,6 +93,10 @@ struct ServeArgs {
     /// IMDS connect and read timeout in milliseconds
     #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     timeout_ms: u64,
+
+    /// Serve Prometheus metrics (OpenMetrics text) at http://ADDR/metrics, e.g. 127.0.0.1:9464: grants, requests by outcome, upstream calls, credentials' age, latency; never a secret
+    #[arg(long, value_name = "IP:PORT")]
+    metrics: Option<SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -280,7 +285,10 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
              an instance with an IAM role (instance profile) and its metadata endpoint enabled"
         )
     };
-    let source = RoleSource::new(&place, timeout).map_err(|e| no_credentials(&e))?;
+    let metrics = Arc::new(Metrics::new());
+    let source = RoleSource::new(&place, timeout)
+        .map_err(|e| no_credentials(&e))?
+        .observed(metrics.clone());
     // The first fetch runs on a runtime of its own, stopped before the privileges are dropped:
     // capabilities are per thread, and the serving runtime's threads must start without them.
     let first = {
@@ -305,6 +313,15 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let listener = std::net::TcpListener::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     listener.set_nonblocking(true)?;
+    let metrics_listener = match args.metrics {
+        Some(addr) => {
+            let l = std::net::TcpListener::bind(addr)
+                .with_context(|| format!("cannot serve the metrics on {addr}"))?;
+            l.set_nonblocking(true)?;
+            Some(l)
+        }
+        None => None,
+    };
     privilege::keep_net_admin_only()?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -321,14 +338,33 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             role::rfc3339(first.expiration)
         ));
         let cache = Arc::new(RoleCache::with(first));
-        let relay = Arc::new(Relay::new(
-            args.listen,
-            Grants::restore(records, rate),
-            cache.clone(),
-            state,
-        )?);
+        let relay = Arc::new(
+            Relay::new(
+                args.listen,
+                Grants::restore(records, rate),
+                cache.clone(),
+                state,
+            )?
+            .with_metrics(metrics),
+        );
         tokio::spawn(relay::logging::flush_forever(relay.refusals.clone()));
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        let scrapes = match metrics_listener {
+            Some(l) => {
+                let l = tokio::net::TcpListener::from_std(l)?;
+                log(&format!(
+                    "metrics on http://{}{}",
+                    l.local_addr()?,
+                    relay::metrics::METRICS_PATH
+                ));
+                Some(tokio::spawn(relay::metrics::serve(
+                    l,
+                    relay.clone(),
+                    stopped.clone(),
+                )))
+            }
+            None => None,
+        };
         let refresher = tokio::spawn(role::refresh_forever(cache, source, |line| log(&line)));
         let http = tokio::spawn(imds_shim::relay::server::serve(
             listener,
@@ -362,6 +398,9 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
             let _ = http.await;
             let _ = ctl.await;
+            if let Some(scrapes) = scrapes {
+                let _ = scrapes.await;
+            }
         })
         .await;
         drop(control_file);

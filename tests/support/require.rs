@@ -32,6 +32,8 @@ pub enum Requirement {
     JunitParser,
     /// The user-space network stacks of the proxied layers: slirp4netns and pasta.
     UserStacks,
+    /// Debian's Python `prometheus_client` (its OpenMetrics parser reads the relay's metrics).
+    PrometheusParser,
 }
 
 impl Requirement {
@@ -45,7 +47,8 @@ impl Requirement {
             | Requirement::AwsCli
             | Requirement::SdkClients
             | Requirement::JunitParser
-            | Requirement::UserStacks => None,
+            | Requirement::UserStacks
+            | Requirement::PrometheusParser => None,
         }
     }
 
@@ -99,9 +102,25 @@ impl Requirement {
                         .to_string()
                 })
             }
+            Requirement::PrometheusParser => {
+                let found = std::process::Command::new(PYTHON3)
+                    .args(["-c", "import prometheus_client.openmetrics.parser"])
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .is_ok_and(|out| out.status.success());
+                (!found).then(|| {
+                    format!(
+                        "{PYTHON3} cannot import prometheus_client (apt-get install \
+                         python3-prometheus-client; make test installs it)"
+                    )
+                })
+            }
         }
     }
 }
+
+/// Debian's Python, whose packages the tests install.
+pub const PYTHON3: &str = "/usr/bin/python3";
 
 fn docker_missing() -> Option<String> {
     let out = std::process::Command::new("docker")

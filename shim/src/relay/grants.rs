@@ -370,15 +370,10 @@ impl Grants {
         if ttl.is_zero() || ttl > MAX_TTL {
             return Err(GrantError::BadTtl);
         }
-        let secs = epoch_secs(now);
-        let live = self
-            .entries
-            .values()
-            .filter(|e| !e.record.has_ended(secs))
-            .count();
-        if live >= MAX_GRANTS {
+        if self.active(now) >= MAX_GRANTS {
             return Err(GrantError::Full);
         }
+        let secs = epoch_secs(now);
         self.prune(now);
         let id = loop {
             let id = random_hex::<ID_BYTES>();
@@ -427,6 +422,15 @@ impl Grants {
         if let Some(entry) = self.entries.get_mut(id) {
             entry.record.revoked = None;
         }
+    }
+
+    /// How many grants are usable at `now` (neither expired nor revoked).
+    pub fn active(&self, now: SystemTime) -> usize {
+        let secs = epoch_secs(now);
+        self.entries
+            .values()
+            .filter(|e| !e.record.has_ended(secs))
+            .count()
     }
 
     /// How many grants are remembered (live and ended).

@@ -17,6 +17,7 @@
 //! - [`state`]: the grants kept across restarts (`--state FILE`).
 //! - [`writer`]: the thread that makes changes to the state file durable.
 //! - [`logging`]: the log on stderr, and refusals summarised per client.
+//! - [`metrics`]: what `--metrics` serves to Prometheus.
 
 pub mod address;
 pub mod admission;
@@ -24,6 +25,7 @@ pub mod control;
 pub mod grants;
 pub mod limit;
 pub mod logging;
+pub mod metrics;
 pub mod privilege;
 pub mod role;
 pub mod server;
@@ -72,6 +74,8 @@ pub struct Relay {
     writer: Option<StateWriter>,
     /// The refusals of the current log window.
     pub refusals: Arc<logging::Refusals>,
+    /// The counts `--metrics` serves (kept whether served or not).
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl Relay {
@@ -97,7 +101,15 @@ impl Relay {
             role,
             writer,
             refusals: Arc::default(),
+            metrics: Arc::default(),
         })
+    }
+
+    /// The same, counting in `metrics` (shared with what else counts, e.g. the role's source).
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<metrics::Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The grants, locked.
