@@ -104,16 +104,24 @@ fn assert_status(out: &Output, code: i32, says: &str) {
 
 /// The fence's whole life at one place: not covered, applied (twice: the second changes
 /// nothing), covered, the clients without and with a grant, removed.
-fn fence_and_serve(
-    what: &str,
-    host: &Namespace,
-    leaf: &dyn Leaf,
-    env: &ClientEnv,
-    relay: &RelayProcess,
-    uid: u32,
-    firewall: &[&str],
-    while_fenced: &dyn Fn(),
-) {
+/// Where [`fence_and_serve`] runs: the instance's host namespace, the leaf, the clients'
+/// environment and the relay.
+struct Place<'a> {
+    what: &'a str,
+    host: &'a Namespace,
+    leaf: &'a dyn Leaf,
+    env: &'a ClientEnv,
+    relay: &'a RelayProcess,
+}
+
+fn fence_and_serve(place: &Place<'_>, uid: u32, firewall: &[&str], while_fenced: &dyn Fn()) {
+    let &Place {
+        what,
+        host,
+        leaf,
+        env,
+        relay,
+    } = place;
     let uid_arg = uid.to_string();
     let who = [&["--uid", uid_arg.as_str()][..], firewall].concat();
     let granted = with_grant(env, &relay.grant(&["--label", "fenced-build"]));
@@ -243,16 +251,16 @@ fn netns_rootless_presets_get_the_role_only_through_a_grant_once_fenced() {
             namespace: site.leaf().clone(),
             tools: tools.clone(),
         };
-        fence_and_serve(
-            topology,
-            site.host(),
-            &leaf,
-            &env,
-            &relay,
-            STACK_UID,
-            firewall,
-            &|| says_fenced(&site, &env, topology, true),
-        );
+        let place = Place {
+            what: topology,
+            host: site.host(),
+            leaf: &leaf,
+            env: &env,
+            relay: &relay,
+        };
+        fence_and_serve(&place, STACK_UID, firewall, &|| {
+            says_fenced(&site, &env, topology, true);
+        });
         // The relay fetched the role at depth 0, as root: the fence never kept it from IMDS.
         let log = relay.stop();
         assert!(log.contains("200 to "), "{log}");
@@ -453,16 +461,15 @@ fn docker_rootless_presets_get_the_role_only_through_a_grant_once_fenced() {
     ] {
         let leaf = DockerLeaf::realise(&instance, &Topology::parse(topology).unwrap(), &lab.tools)
             .unwrap();
-        fence_and_serve(
-            &format!("docker {topology}"),
-            instance.host_ns(),
-            &leaf,
-            &env,
-            &relay,
-            ROOTLESS_UID,
-            firewall,
-            &|| (),
-        );
+        let what = format!("docker {topology}");
+        let place = Place {
+            what: &what,
+            host: instance.host_ns(),
+            leaf: &leaf,
+            env: &env,
+            relay: &relay,
+        };
+        fence_and_serve(&place, ROOTLESS_UID, firewall, &|| ());
     }
     let log = relay.stop();
     assert!(log.contains("200 to "), "{log}");

@@ -5,6 +5,10 @@
 //!
 //! The relay runs in a simulated instance's host namespace (netns backend), the metrics on
 //! that namespace's loopback, the builds' requests from a leaf one routing hop away.
+#![expect(
+    clippy::float_cmp,
+    reason = "the samples compared exactly are counts: whole numbers, exact in an f64"
+)]
 
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};

@@ -91,7 +91,7 @@ pub(crate) fn fence_command(args: &FenceArgs) -> anyhow::Result<ExitCode> {
             Change::Nothing => println!("{user} was fenced already: nothing changed ({place})"),
         }
         println!(
-            "  its sockets cannot reach IMDS ({IMDS_V4}, {IMDS_V6}): refused at once; the relay \
+            "  its sockets cannot reach IMDS ({IMDS_V4}, {IMDS_V6}): refused on the host; the relay \
              ({RELAY_ADDRESSES}) and every other address are not touched"
         );
         return Ok(ExitCode::SUCCESS);

@@ -91,13 +91,12 @@ fn listed(family: Family) -> Result<Option<String>, FenceError> {
         return Ok(None);
     }
     let head = format!("-A {CHAIN} ");
-    Ok(Some(
-        table
-            .lines()
-            .filter(|l| l.starts_with(&head))
-            .map(|l| format!("{l}\n"))
-            .collect(),
-    ))
+    let mut rules = String::new();
+    for line in table.lines().filter(|l| l.starts_with(&head)) {
+        rules.push_str(line);
+        rules.push('\n');
+    }
+    Ok(Some(rules))
 }
 
 /// The uids `-S` lists rules for.

@@ -4,7 +4,7 @@
 //! each connection and open a new one from the host, as the user who runs them: the IP TTL
 //! starts afresh there, so hop limit 1 does not keep such a build from the instance role. A
 //! rule by socket owner in the host's output path does: the named users' sockets cannot reach
-//! IMDS (169.254.169.254 and fd00:ec2::254; refused at once, so clients fail fast), while
+//! IMDS (169.254.169.254 and fd00:ec2::254; refused on the host at once), while
 //! every other address, the relay's among them (169.254.170.2, 169.254.170.23,
 //! fd00:ec2::23), stays as it was.
 //!
