@@ -99,24 +99,15 @@ fn upstream(samples: &BTreeMap<String, f64>, what: &str, upstream: &str) -> f64 
     samples[&format!("imds_shim_relay_upstream_{what}_total{{upstream=\"{upstream}\"}}")]
 }
 
-#[test]
-fn the_numbers_move_with_requests_and_hold_no_secret() {
-    if !require(
-        "relay_metrics",
-        &[
-            Requirement::Root,
-            Requirement::NetTools,
-            Requirement::PrometheusParser,
-        ],
-    ) {
-        return;
-    }
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let _guard = runtime.enter();
-    let config = MockConfig {
-        credential_lifetime: Duration::from_secs(8),
-        ..MockConfig::default()
-    };
+const NEEDS: &[Requirement] = &[
+    Requirement::Root,
+    Requirement::NetTools,
+    Requirement::PrometheusParser,
+];
+
+/// A `docker-run` site of `config` at hop limit 1, tokens required, and `imds-shim relay
+/// <extra>` in its host namespace (its files in the directory returned). In a Tokio runtime.
+fn relay_at(config: MockConfig, extra: &[&str]) -> (NetnsSite, tempfile::TempDir, RelayProcess) {
     let site = NetnsSite::start(&Topology::parse("docker-run").unwrap(), config).unwrap();
     site.mock().modify(&MetadataOptionsChange {
         hop_limit: Some(HopLimit::new(1).unwrap()),
@@ -128,10 +119,23 @@ fn the_numbers_move_with_requests_and_hold_no_secret() {
         .tempdir()
         .unwrap();
     let env = ClientEnv::new(dir.path(), IMDS_URL).with("AWS_ENDPOINT_URL_STS", STS_URL);
-    let relay = RelayProcess::start(
-        site.host(),
-        dir.path(),
-        &env,
+    let relay = RelayProcess::start(site.host(), dir.path(), &env, extra);
+    (site, dir, relay)
+}
+
+#[test]
+fn the_numbers_move_with_requests_and_hold_no_secret() {
+    if !require("relay_metrics", NEEDS) {
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _guard = runtime.enter();
+    let config = MockConfig {
+        credential_lifetime: Duration::from_secs(8),
+        ..MockConfig::default()
+    };
+    let (site, _dir, relay) = relay_at(
+        config,
         &["--metrics", METRICS, "--rate", "0.01", "--burst", "3"],
     );
     let (host, leaf) = (site.host(), site.leaf());
@@ -271,30 +275,12 @@ fn the_numbers_move_with_requests_and_hold_no_secret() {
 /// neither stop the credentials being served nor the metrics once the bad clients are gone.
 #[test]
 fn a_hostile_scraper_does_not_hurt_serving() {
-    if !require(
-        "relay_metrics_hostile",
-        &[
-            Requirement::Root,
-            Requirement::NetTools,
-            Requirement::PrometheusParser,
-        ],
-    ) {
+    if !require("relay_metrics_hostile", NEEDS) {
         return;
     }
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let _guard = runtime.enter();
-    let site = NetnsSite::start(
-        &Topology::parse("docker-run").unwrap(),
-        MockConfig::default(),
-    )
-    .unwrap();
-    site.mock().set_hop_limit(HopLimit::new(1).unwrap());
-    let dir = tempfile::Builder::new()
-        .prefix("imdsh-metrics-test-")
-        .tempdir()
-        .unwrap();
-    let env = ClientEnv::new(dir.path(), IMDS_URL);
-    let relay = RelayProcess::start(site.host(), dir.path(), &env, &["--metrics", METRICS]);
+    let (site, _dir, relay) = relay_at(MockConfig::default(), &["--metrics", METRICS]);
     let (host, leaf) = (site.host(), site.leaf());
     let grant = relay.grant(&["--label", "busy"]);
     let path = grant
