@@ -357,9 +357,11 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
                     l.local_addr()?,
                     relay::metrics::METRICS_PATH
                 ));
+                let counted = relay.clone();
                 Some(tokio::spawn(relay::metrics::serve(
                     l,
-                    relay.clone(),
+                    relay.metrics.clone(),
+                    move || counted.grants_active(),
                     stopped.clone(),
                 )))
             }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{run, Change, FenceError, FenceStatus, IMDS_V4, IMDS_V6};
+use super::rules::{run, Change, FenceError, FenceStatus, IMDS_V4, IMDS_V6};
 
 /// The chain, ours alone.
 pub const CHAIN: &str = "imdsh-fence";

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use super::{run, Change, FenceError, FenceStatus, IMDS_V4, IMDS_V6};
+use super::rules::{run, Change, FenceError, FenceStatus, IMDS_V4, IMDS_V6};
 
 /// The table, ours alone.
 pub const TABLE: &str = "imdsh_fence";

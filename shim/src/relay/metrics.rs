@@ -41,7 +41,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use super::grants::Refusal;
-use super::{log, Relay};
+use super::logging::log;
 
 /// The most scrapes served at once.
 pub const MAX_SCRAPERS: usize = 8;
@@ -243,8 +243,17 @@ impl Metrics {
     }
 }
 
-/// Serves [`METRICS_PATH`] on `listener` until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, relay: Arc<Relay>, mut shutdown: watch::Receiver<bool>) {
+/// Serves [`METRICS_PATH`] on `listener` until `shutdown` turns true: `metrics`, with
+/// `grants_active()` counted at each scrape.
+pub async fn serve<F>(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    grants_active: F,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    F: Fn() -> usize + Send + Sync + 'static,
+{
+    let grants_active = Arc::new(grants_active);
     let places = Arc::new(Semaphore::new(MAX_SCRAPERS));
     loop {
         let stream = tokio::select! {
@@ -262,10 +271,10 @@ pub async fn serve(listener: TcpListener, relay: Arc<Relay>, mut shutdown: watch
         let Ok(place) = places.clone().try_acquire_owned() else {
             continue;
         };
-        let relay = relay.clone();
+        let (metrics, grants_active) = (metrics.clone(), grants_active.clone());
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let response = scrape(&relay, &req);
+                let response = scrape(&metrics, grants_active(), &req);
                 async move { Ok::<_, Infallible>(response) }
             });
             let mut builder = http1::Builder::new();
@@ -281,7 +290,11 @@ pub async fn serve(listener: TcpListener, relay: Arc<Relay>, mut shutdown: watch
     }
 }
 
-fn scrape(relay: &Relay, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn scrape(
+    metrics: &Metrics,
+    grants_active: usize,
+    req: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let plain = |status: StatusCode, text: &'static str| {
         Response::builder()
             .status(status)
@@ -299,11 +312,10 @@ fn scrape(relay: &Relay, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if req.uri().path() != METRICS_PATH {
         return plain(StatusCode::NOT_FOUND, "only /metrics\n");
     }
-    let active = relay.grants().active(SystemTime::now());
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, CONTENT_TYPE)
-        .body(Full::new(Bytes::from(relay.metrics.render(active))))
+        .body(Full::new(Bytes::from(metrics.render(grants_active))))
         .expect("a valid response")
 }
 

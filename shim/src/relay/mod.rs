@@ -112,6 +112,11 @@ impl Relay {
         self
     }
 
+    /// How many grants are usable now.
+    pub fn grants_active(&self) -> usize {
+        self.grants().active(SystemTime::now())
+    }
+
     /// The grants, locked.
     pub(crate) fn grants(&self) -> MutexGuard<'_, Grants> {
         self.grants.lock()
