@@ -314,12 +314,12 @@ fn bad_input_changes_nothing_and_a_damaged_fence_is_found_and_mended() {
     let out = fence(host, &["--uid", "4242", "--firewall", "pf", "--apply"]);
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     let out = fence(host, &["--uid", "4242"]);
-    assert_status(&out, 0, "add rule inet imdsh_fence output ip daddr 169.254.169.254 meta skuid @users counter reject");
+    assert_status(&out, 0, "add rule inet imdsh_fence output ip daddr 169.254.169.254 tcp dport 80 meta skuid @users counter reject");
     let out = fence(host, &["--uid", "4242", "--firewall", "iptables"]);
     assert_status(
         &out,
         0,
-        "iptables -w -A imdsh-fence -d 169.254.169.254/32 -m owner --uid-owner 4242",
+        "iptables -w -A imdsh-fence -d 169.254.169.254/32 -p tcp --dport 80 -m owner --uid-owner 4242",
     );
     untouched();
 

@@ -51,6 +51,10 @@ fn rule(family: Family, uid: u32) -> Vec<String> {
     [
         "-d",
         family.imds,
+        "-p",
+        "tcp",
+        "--dport",
+        "80",
         "-m",
         "owner",
         "--uid-owner",
@@ -243,7 +247,7 @@ mod tests {
     fn the_plan_names_only_its_own_chain() {
         let plan = plan(1000);
         assert!(plan.contains(
-            "iptables -w -A imdsh-fence -d 169.254.169.254/32 -m owner --uid-owner 1000 -m comment --comment 'imds-shim fence' -j REJECT\n"
+            "iptables -w -A imdsh-fence -d 169.254.169.254/32 -p tcp --dport 80 -m owner --uid-owner 1000 -m comment --comment 'imds-shim fence' -j REJECT\n"
         ), "{plan}");
         assert!(
             plan.contains("ip6tables -w -A imdsh-fence -d fd00:ec2::254/128 "),

@@ -29,8 +29,8 @@ pub fn script(uid: u32) -> String {
          \t}}\n\
          }}\n\
          flush chain inet {TABLE} {CHAIN}\n\
-         add rule inet {TABLE} {CHAIN} ip daddr {IMDS_V4} meta skuid @{SET} counter reject\n\
-         add rule inet {TABLE} {CHAIN} ip6 daddr {IMDS_V6} meta skuid @{SET} counter reject\n\
+         add rule inet {TABLE} {CHAIN} ip daddr {IMDS_V4} tcp dport 80 meta skuid @{SET} counter reject\n\
+         add rule inet {TABLE} {CHAIN} ip6 daddr {IMDS_V6} tcp dport 80 meta skuid @{SET} counter reject\n\
          add element inet {TABLE} {SET} {{ {uid} }}\n"
     )
 }
@@ -152,8 +152,10 @@ mod tests {
                 "{line}"
             );
         }
-        assert!(script.contains("ip daddr 169.254.169.254 meta skuid @users counter reject"));
-        assert!(script.contains("ip6 daddr fd00:ec2::254 meta skuid @users counter reject"));
+        assert!(script
+            .contains("ip daddr 169.254.169.254 tcp dport 80 meta skuid @users counter reject"));
+        assert!(script
+            .contains("ip6 daddr fd00:ec2::254 tcp dport 80 meta skuid @users counter reject"));
         assert!(script.ends_with("add element inet imdsh_fence users { 1000 }\n"));
     }
 }
