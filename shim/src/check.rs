@@ -9,6 +9,7 @@ use imds_vocab::fix::FixCommand;
 use imds_vocab::{HopLimit, HttpTokens};
 
 use crate::baseline::Need;
+use crate::fence::Survey;
 use crate::instance::{Instance, InstanceError, MetadataOptions};
 use crate::probe::Place;
 
@@ -54,6 +55,8 @@ pub struct CheckOutcome {
     pub options: MetadataOptions,
     /// What the builds need.
     pub need: Need,
+    /// For builds behind a user-space stack: whether a fence keeps them from IMDS.
+    pub fence: Option<Survey>,
 }
 
 impl CheckOutcome {
@@ -94,6 +97,9 @@ impl CheckOutcome {
         if let Some(why) = crate::baseline::user_space_why(topology) {
             out.push_str(&format!("note: {topology} is {why}\n"));
         }
+        if let Some(fence) = &self.fence {
+            out.push_str(&format!("note: {}\n", fence.note()));
+        }
         if options.http_tokens != HttpTokens::Required {
             out.push_str(&format!(
                 "note: HttpTokens is {}: IMDSv1 answers at any depth whatever the hop limit; \
@@ -114,11 +120,13 @@ pub async fn check(
     let instance = Instance::discover(place, timeout).await?;
     let ec2 = instance.ec2().await;
     let options = instance.describe(&ec2).await?;
+    let fence = crate::baseline::user_space_why(&need.topology).map(|_| Survey::of_this_host());
     Ok(CheckOutcome {
         instance_id: instance.instance_id,
         region: instance.region,
         options,
         need,
+        fence,
     })
 }
 
@@ -160,6 +168,14 @@ mod tests {
         );
         // Routed topologies get no such note.
         assert!(!outcome(3, HttpTokens::Required).render().contains("note:"));
+        // Behind a stack, what the fence is.
+        o.fence = Some(Survey::Nobody);
+        assert!(o.render().ends_with(
+            "note: no `imds-shim fence` covers any user here: builds behind a user-space network \
+             stack reach IMDS at hop limit 1 and get the instance role without a grant; fence the \
+             user that runs them (rootless Podman or Docker) on this host with `imds-shim fence \
+             --user NAME --apply`, and give the builds a grant of `imds-shim relay`\n"
+        ), "{}", o.render());
     }
 
     fn outcome(current: u32, tokens: HttpTokens) -> CheckOutcome {
@@ -177,6 +193,7 @@ mod tests {
                 hop_limit: hop(3),
                 source: NeedSource::File("fixtures/hop-limits.toml".into()),
             },
+            fence: None,
         }
     }
 

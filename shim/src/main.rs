@@ -25,6 +25,7 @@ use imds_shim::run::{self, classify, diagnosis};
 use imds_shim::{config, manual};
 use imds_vocab::{HopLimit, Topology};
 
+mod fence_command;
 mod relay_command;
 
 /// Exit code when a requested step failed.
@@ -173,6 +174,24 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
+
+    /// Keep the rootless containers of a user (behind slirp4netns or pasta) from IMDS, by socket owner
+    #[command(
+        long_about = "Rootless Podman or Docker run a build's network through slirp4netns or pasta, \
+                      which open each connection anew from the host as the user who runs them: the \
+                      hop limit does not keep such builds from the instance role. `fence` installs \
+                      output rules by socket owner (nftables `meta skuid`, or iptables `-m owner` \
+                      where nft is not there) so that the user's sockets cannot reach IMDS \
+                      (169.254.169.254, fd00:ec2::254) while the relay (169.254.170.2, \
+                      169.254.170.23, fd00:ec2::23) stays reachable: builds get credentials only \
+                      through a grant. Only the table inet imdsh_fence (or the chain imdsh-fence) \
+                      is written. Without --apply, --remove or --check it prints the rules. Run on \
+                      the EC2 host, as root.",
+        after_help = "Exit status: 0 done (or, with --check, the user is fenced); 1 with --check, the\n\
+                      user is not fenced; 2 the rules could not be read or changed (no such user,\n\
+                      uid 0, no nft or iptables, not root)."
+    )]
+    Fence(fence_command::FenceArgs),
 }
 
 #[derive(Debug, Args)]
@@ -433,6 +452,7 @@ fn main() -> ExitCode {
         Command::Manual { out } => manual::write(&Cli::command(), &out)
             .map(|_| ExitCode::SUCCESS)
             .map_err(Into::into),
+        Command::Fence(args) => fence_command::fence_command(&args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("imds-shim: error: {e:#}");

@@ -16,6 +16,7 @@ use imds_shim::relay::admission::Caps;
 use imds_shim::relay::control::{self, ControlGroup, ControlReply, ControlRequest};
 use imds_shim::relay::grants::{self, Grants};
 use imds_shim::relay::limit::RateLimit;
+use imds_shim::relay::metrics::Metrics;
 use imds_shim::relay::role::{self, RoleCache, RoleSource};
 use imds_shim::relay::scope::{self, AssumedRole, Scope, ScopeError};
 use imds_shim::relay::session::Assumer;
@@ -105,6 +106,10 @@ struct ServeArgs {
     /// IMDS connect and read timeout in milliseconds
     #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     timeout_ms: u64,
+
+    /// Serve Prometheus metrics (OpenMetrics text) at http://ADDR/metrics, e.g. 127.0.0.1:9464: grants, requests by outcome, upstream calls, credentials' age, latency; never a secret
+    #[arg(long, value_name = "IP:PORT")]
+    metrics: Option<SocketAddr>,
 }
 
 /// What a grant serves.
@@ -455,7 +460,10 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
              an instance with an IAM role (instance profile) and its metadata endpoint enabled"
         )
     };
-    let source = RoleSource::new(&place, timeout).map_err(|e| no_credentials(&e))?;
+    let metrics = Arc::new(Metrics::new());
+    let source = RoleSource::new(&place, timeout)
+        .map_err(|e| no_credentials(&e))?
+        .observed(metrics.clone());
     // The first fetch runs on a runtime of its own, stopped before the privileges are dropped:
     // capabilities are per thread, and the serving runtime's threads must start without them.
     let (first, region) = {
@@ -490,6 +498,15 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         listener.set_nonblocking(true)?;
         listeners.push(listener);
     }
+    let metrics_listener = match args.metrics {
+        Some(addr) => {
+            let l = std::net::TcpListener::bind(addr)
+                .with_context(|| format!("cannot serve the metrics on {addr}"))?;
+            l.set_nonblocking(true)?;
+            Some(l)
+        }
+        None => None,
+    };
     privilege::keep_net_admin_only()?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -514,20 +531,40 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             ));
         }
         let cache = Arc::new(RoleCache::with(first));
-        let assumer = Arc::new(Assumer::new(
-            cache.clone(),
-            region,
-            args.sts_endpoint.clone(),
-        ));
-        let relay = Arc::new(Relay::new(
-            listens.clone(),
-            Grants::restore(records, rate),
-            cache.clone(),
-            assumer,
-            state,
-        )?);
+        let assumer = Arc::new(
+            Assumer::new(cache.clone(), region, args.sts_endpoint.clone())
+                .counted_in(metrics.clone()),
+        );
+        let relay = Arc::new(
+            Relay::new(
+                listens.clone(),
+                Grants::restore(records, rate),
+                cache.clone(),
+                assumer,
+                state,
+            )?
+            .with_metrics(metrics),
+        );
         tokio::spawn(relay::logging::flush_forever(relay.refusals.clone()));
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        let scrapes = match metrics_listener {
+            Some(l) => {
+                let l = tokio::net::TcpListener::from_std(l)?;
+                log(&format!(
+                    "metrics on http://{}{}",
+                    l.local_addr()?,
+                    relay::metrics::METRICS_PATH
+                ));
+                let counted = relay.clone();
+                Some(tokio::spawn(relay::metrics::serve(
+                    l,
+                    relay.metrics.clone(),
+                    move || counted.grants_active(),
+                    stopped.clone(),
+                )))
+            }
+            None => None,
+        };
         let refresher = tokio::spawn(role::refresh_forever(cache, source, |line| log(&line)));
         let http = tokio::spawn(imds_shim::relay::server::serve_all(
             listeners,
@@ -568,6 +605,9 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
             let _ = http.await;
             let _ = ctl.await;
+            if let Some(scrapes) = scrapes {
+                let _ = scrapes.await;
+            }
         })
         .await;
         drop(control_file);

@@ -11,6 +11,7 @@ pub mod neighbour;
 pub mod output;
 pub mod raw_http;
 pub mod relay_grant;
+pub mod relay_process;
 pub mod require;
 pub mod runs;
 pub mod shim_site;

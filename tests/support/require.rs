@@ -34,6 +34,8 @@ pub enum Requirement {
     UserStacks,
     /// `cargo deb` (cargo-deb, a cargo subcommand) and Debian's `lintian`: the package.
     DebTools,
+    /// Debian's Python `prometheus_client` (its OpenMetrics parser reads the relay's metrics).
+    PrometheusParser,
 }
 
 impl Requirement {
@@ -48,7 +50,8 @@ impl Requirement {
             | Requirement::SdkClients
             | Requirement::JunitParser
             | Requirement::UserStacks
-            | Requirement::DebTools => None,
+            | Requirement::DebTools
+            | Requirement::PrometheusParser => None,
         }
     }
 
@@ -120,9 +123,25 @@ impl Requirement {
                         .to_string()
                 })
             }
+            Requirement::PrometheusParser => {
+                let found = std::process::Command::new(PYTHON3)
+                    .args(["-c", "import prometheus_client.openmetrics.parser"])
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .is_ok_and(|out| out.status.success());
+                (!found).then(|| {
+                    format!(
+                        "{PYTHON3} cannot import prometheus_client (apt-get install \
+                         python3-prometheus-client; make test installs it)"
+                    )
+                })
+            }
         }
     }
 }
+
+/// Debian's Python, whose packages the tests install.
+pub const PYTHON3: &str = "/usr/bin/python3";
 
 fn docker_missing() -> Option<String> {
     let out = std::process::Command::new("docker")

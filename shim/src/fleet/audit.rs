@@ -456,7 +456,36 @@ impl AuditReport {
         for row in &cells {
             line(&row.each_ref().map(String::as_str));
         }
+        if let Some(note) = self.user_space_note() {
+            let _ = writeln!(out, "note: {note}");
+        }
         out
+    }
+
+    /// For instances whose builds run behind a user-space network stack: the hop limit does
+    /// not keep those builds from the role, and a fence on the host, which the EC2 API cannot
+    /// show, is what does.
+    pub fn user_space_note(&self) -> Option<String> {
+        let behind: Vec<&str> = self
+            .instances
+            .iter()
+            .filter(|r| {
+                Topology::parse(&r.topology)
+                    .is_ok_and(|t| crate::baseline::user_space_why(&t).is_some())
+            })
+            .map(|r| r.instance_id.as_str())
+            .collect();
+        if behind.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "{} instance(s) run builds behind a user-space network stack ({}): no hop limit \
+             keeps those builds from the instance role, only a fence on the host does, which \
+             the EC2 API cannot show; check each with `imds-shim fence --user NAME --check` \
+             (or `imds-shim check --topology ...`) on the host",
+            behind.len(),
+            behind.join(", ")
+        ))
     }
 }
 
@@ -620,6 +649,23 @@ mod tests {
     #[test]
     fn the_table() {
         insta::assert_snapshot!(sample().render());
+    }
+
+    #[test]
+    fn builds_behind_a_user_space_stack_get_a_note_on_the_fence() {
+        let mut report = sample();
+        assert_eq!(report.user_space_note(), None);
+        report.instances[0].topology = "podman-rootless-pasta".into();
+        let id = report.instances[0].instance_id.clone();
+        let note = report.user_space_note().unwrap();
+        assert!(
+            note.starts_with(&format!(
+                "1 instance(s) run builds behind a user-space network stack ({id}): no hop \
+                 limit keeps those builds from the instance role, only a fence on the host does"
+            )),
+            "{note}"
+        );
+        assert!(report.render().ends_with(&format!("note: {note}\n")));
     }
 
     #[test]

@@ -78,6 +78,25 @@ pub fn user_space_note(r: &ProbeReport) -> Option<String> {
              behind routing hops that the instance's hop limit does not cover.",
         );
     }
+    let got_the_role = r.credentials.as_ref().is_some_and(|c| c.ok);
+    let unreached = r.first_error().is_some_and(|e| {
+        ["refused", "no answer from", "could not connect"]
+            .iter()
+            .any(|s| e.contains(s))
+    });
+    if got_the_role {
+        note.push_str(
+            " No fence covers this place: whatever runs here gets the instance role without a \
+             grant. On the host, `imds-shim fence --user <the user the stack runs as> --apply` \
+             keeps it from IMDS, and `imds-shim relay` serves the builds given a grant.",
+        );
+    } else if unreached {
+        note.push_str(
+            " The stack's own connection to IMDS got nowhere: a fence on the host (`imds-shim \
+             fence`, a rule by socket owner) keeps this place from IMDS, most likely; builds \
+             here get credentials through a grant of `imds-shim relay`.",
+        );
+    }
     Some(note)
 }
 
@@ -290,8 +309,14 @@ verdict: this place gets the instance role's credentials; it needs hop limit >= 
                  note: this place is behind slirp4netns, which ends its connections"),
             "{text}"
         );
+        // It got the role: no fence covers it.
         assert!(
-            text.ends_with("run `imds-shim probe` where the stack runs.\n"),
+            text.ends_with(
+                "run `imds-shim probe` where the stack runs. No fence covers this place: whatever \
+                 runs here gets the instance role without a grant. On the host, `imds-shim fence \
+                 --user <the user the stack runs as> --apply` keeps it from IMDS, and `imds-shim \
+                 relay` serves the builds given a grant.\n"
+            ),
             "{text}"
         );
     }

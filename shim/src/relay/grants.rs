@@ -433,15 +433,10 @@ impl Grants {
             first,
         } = new;
         check_label_and_ttl(label, ttl)?;
-        let secs = epoch_secs(now);
-        let live = self
-            .entries
-            .values()
-            .filter(|e| !e.record.has_ended(secs))
-            .count();
-        if live >= MAX_GRANTS {
+        if self.active(now) >= MAX_GRANTS {
             return Err(GrantError::Full);
         }
+        let secs = epoch_secs(now);
         self.prune(now);
         if self.entries.contains_key(&id) {
             return Err(GrantError::IdTaken);
@@ -500,6 +495,15 @@ impl Grants {
             .get(id)
             .and_then(|e| e.session.as_ref())
             .and_then(|s| s.cache.expires())
+    }
+
+    /// How many grants are usable at `now` (neither expired nor revoked).
+    pub fn active(&self, now: SystemTime) -> usize {
+        let secs = epoch_secs(now);
+        self.entries
+            .values()
+            .filter(|e| !e.record.has_ended(secs))
+            .count()
     }
 
     /// How many grants are remembered (live and ended).

@@ -20,6 +20,7 @@
 //! - [`token_file`]: `relay grant --token-file`, the token in a file of its owner's.
 //! - [`writer`]: the thread that makes changes to the state file durable.
 //! - [`logging`]: the log on stderr, and refusals summarised per client.
+//! - [`metrics`]: what `--metrics` serves to Prometheus.
 
 pub mod address;
 pub mod admission;
@@ -27,6 +28,7 @@ pub mod control;
 pub mod grants;
 pub mod limit;
 pub mod logging;
+pub mod metrics;
 pub mod privilege;
 pub mod role;
 pub mod scope;
@@ -85,6 +87,8 @@ pub struct Relay {
     writer: Option<StateWriter>,
     /// The refusals of the current log window.
     pub refusals: Arc<logging::Refusals>,
+    /// The counts `--metrics` serves (kept whether served or not).
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl Relay {
@@ -112,7 +116,20 @@ impl Relay {
             assumer,
             writer,
             refusals: Arc::default(),
+            metrics: Arc::default(),
         })
+    }
+
+    /// The same, counting in `metrics` (shared with what else counts, e.g. the role's source).
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<metrics::Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// How many grants are usable now.
+    pub fn grants_active(&self) -> usize {
+        self.grants().active(SystemTime::now())
     }
 
     /// The grants, locked.
@@ -147,7 +164,6 @@ impl Relay {
                 if role.session_name.is_empty() {
                     role.session_name = scope::session_name_from(label, &id);
                 }
-                // metrics: assume_role outcome
                 let served = self.assumer.assume(role, role.duration_for(ttl)).await?;
                 log(&format!(
                     "assumed {} as session {:?} for grant {id}: {} until {}",

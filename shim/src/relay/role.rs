@@ -20,6 +20,7 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 use serde::Deserialize;
 
+use super::metrics::{Metrics, Upstream};
 use crate::endpoint::ImdsEndpoint;
 use crate::probe::clients;
 use crate::probe::credentials::RoleCredentials;
@@ -40,6 +41,8 @@ pub struct Served {
     pub access_key_id: String,
     /// When they expire.
     pub expiration: SystemTime,
+    /// When the relay got them (for the served credentials' age in the metrics).
+    pub fetched: SystemTime,
     /// The JSON body: `AccessKeyId`, `SecretAccessKey`, `Token`, `Expiration`.
     body: Bytes,
     /// The same, to sign with (`AssumeRole` for a scoped grant); its `Debug` redacts.
@@ -51,6 +54,7 @@ impl fmt::Debug for Served {
         f.debug_struct("Served")
             .field("access_key_id", &self.access_key_id)
             .field("expiration", &rfc3339(self.expiration))
+            .field("fetched", &rfc3339(self.fetched))
             .field("body", &"** redacted **")
             .finish_non_exhaustive()
     }
@@ -74,6 +78,7 @@ impl Served {
         Ok(Self {
             access_key_id: c.access_key_id().to_owned(),
             expiration,
+            fetched: SystemTime::now(),
             body,
             credentials: c.clone(),
         })
@@ -107,6 +112,7 @@ pub struct RoleSource {
     endpoint: ImdsEndpoint,
     conf: ProviderConfig,
     timeout: Duration,
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// The document at `/latest/meta-data/iam/security-credentials/<role>`.
@@ -135,11 +141,27 @@ impl RoleSource {
             endpoint: place.imds.endpoint.clone(),
             conf,
             timeout,
+            metrics: None,
         })
+    }
+
+    /// The same, each fetch counted in `metrics`.
+    #[must_use]
+    pub fn observed(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Fetches the role's current credentials, with a new session token.
     pub async fn fetch(&self) -> Result<Served, ImdsFailure> {
+        let fetched = self.fetch_uncounted().await;
+        if let Some(metrics) = &self.metrics {
+            metrics.upstream(Upstream::Imds, fetched.is_ok());
+        }
+        fetched
+    }
+
+    async fn fetch_uncounted(&self) -> Result<Served, ImdsFailure> {
         let client = clients::imds_client(&self.endpoint, self.timeout, &self.conf)?;
         let diagnose = |e: imds::client::error::ImdsError| ImdsFailure::diagnose(&e, self.timeout);
         let roles = client.get(ROLE_PATH).await.map_err(diagnose)?;

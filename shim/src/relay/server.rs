@@ -30,6 +30,7 @@ use tokio::sync::watch;
 
 use super::admission::{Admission, Admitted, Busy, Caps};
 use super::grants::{Presented, Refusal};
+use super::metrics::Outcome;
 use super::{log, Relay, CREDENTIALS_PATH};
 
 /// hyper's smallest read buffer, which bounds a request head.
@@ -113,7 +114,9 @@ async fn connection(
         let busy = this.busy();
         let relay = relay.clone();
         async move {
-            let mut response = answer(&relay, peer, req).await;
+            let started = Instant::now();
+            let (mut response, outcome) = answer(&relay, peer, req).await;
+            relay.metrics.request(outcome, started.elapsed());
             // A refused client gets no kept-alive connection to hold on to.
             if response.status() != StatusCode::OK {
                 response
@@ -178,7 +181,11 @@ fn json(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
 
 /// The answer to one request. Refusals are logged through [`Relay::refusals`]: the first from
 /// an address in full, the rest as counts.
-async fn answer(relay: &Relay, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn answer(
+    relay: &Relay,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> (Response<Full<Bytes>>, Outcome) {
     let from = peer.ip();
     let refused = |kind: &'static str, line: &dyn Fn() -> String| {
         relay
@@ -189,19 +196,25 @@ async fn answer(relay: &Relay, peer: SocketAddr, req: Request<Incoming>) -> Resp
         refused("405 method", &|| {
             format!("405 from {from}: method {}", req.method())
         });
-        return reply(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowed",
-            "only GET",
+        return (
+            reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "only GET",
+            ),
+            Outcome::MethodNotAllowed,
         );
     }
     let has_body = req.body().size_hint().upper() != Some(0);
     if has_body {
         refused("413 body", &|| format!("413 from {from}: a request body"));
-        return reply(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "PayloadTooLarge",
-            "no request body is accepted",
+        return (
+            reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PayloadTooLarge",
+                "no request body is accepted",
+            ),
+            Outcome::Body,
         );
     }
     let path = req.uri().path();
@@ -219,10 +232,13 @@ async fn answer(relay: &Relay, peer: SocketAddr, req: Request<Incoming>) -> Resp
             refused("403 no Authorization header", &|| {
                 format!("403 from {from}: no Authorization header")
             });
-            return reply(
-                StatusCode::FORBIDDEN,
-                "AccessDenied",
-                Refusal::Malformed { what: "" }.public_message(),
+            return (
+                reply(
+                    StatusCode::FORBIDDEN,
+                    "AccessDenied",
+                    Refusal::Malformed { what: "" }.public_message(),
+                ),
+                Outcome::NoAuthorization,
             );
         }
         // The path is not logged: it may hold a mistyped secret.
@@ -232,7 +248,10 @@ async fn answer(relay: &Relay, peer: SocketAddr, req: Request<Incoming>) -> Resp
                 path.len()
             )
         });
-        return reply(StatusCode::NOT_FOUND, "NotFound", "no such path");
+        return (
+            reply(StatusCode::NOT_FOUND, "NotFound", "no such path"),
+            Outcome::NotFound,
+        );
     };
     let authorized = relay
         .grants()
@@ -251,14 +270,15 @@ async fn answer(relay: &Relay, peer: SocketAddr, req: Request<Incoming>) -> Resp
             refused(refusal.kind(), &|| {
                 format!("{} from {from}: {refusal}", status.as_u16())
             });
-            return reply(status, code, refusal.public_message());
+            return (
+                reply(status, code, refusal.public_message()),
+                Outcome::from(&refusal),
+            );
         }
     };
+    let now = SystemTime::now();
     let (served, what) = match &grant.session {
-        None => (
-            relay.role.current(SystemTime::now()),
-            "instance role".to_owned(),
-        ),
+        None => (relay.role.current(now), "instance role".to_owned()),
         Some(session) => (
             session
                 .cache
@@ -273,18 +293,22 @@ async fn answer(relay: &Relay, peer: SocketAddr, req: Request<Incoming>) -> Resp
     };
     match served {
         Ok(served) => {
+            relay.metrics.served_age(served.fetched, now);
             log(&format!(
                 "200 to {from}: grant {} ({:?}), {what}: {}",
                 grant.id, grant.label, served.access_key_id
             ));
-            json(StatusCode::OK, served.body())
+            (json(StatusCode::OK, served.body()), Outcome::Served)
         }
         Err(why) => {
             log(&format!(
                 "503 to {from}: grant {} ({:?}), {what}: {why}",
                 grant.id, grant.label
             ));
-            reply(StatusCode::SERVICE_UNAVAILABLE, "NoCredentials", &why)
+            (
+                reply(StatusCode::SERVICE_UNAVAILABLE, "NoCredentials", &why),
+                Outcome::NoCredentials,
+            )
         }
     }
 }

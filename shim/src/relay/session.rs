@@ -20,6 +20,7 @@ use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use parking_lot::Mutex;
 use thiserror::Error;
 
+use super::metrics::{Metrics, Upstream};
 use super::role::{refresh_after, RoleCache, Served};
 use super::scope::AssumedRole;
 use crate::probe::clients::http_client;
@@ -69,6 +70,8 @@ pub struct Assumer {
     region: Result<String, String>,
     endpoint: Option<String>,
     http: SharedHttpClient,
+    /// Where each call to STS is counted.
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Assumer {
@@ -94,7 +97,15 @@ impl Assumer {
             region,
             endpoint,
             http: http_client(),
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// Counts its calls to STS in `metrics`.
+    #[must_use]
+    pub fn counted_in(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Assumes `role` for `duration` (whole seconds, 900..=3600).
@@ -153,7 +164,9 @@ impl Assumer {
                 .map_err(|e| failed(e.to_string()))?;
             call = call.tags(tag);
         }
-        let out = call.send().await.map_err(|e| match &e {
+        let out = call.send().await;
+        self.metrics.upstream(Upstream::AssumeRole, out.is_ok());
+        let out = out.map_err(|e| match &e {
             SdkError::ServiceError(ctx) => AssumeError::Refused {
                 role_arn: role.role_arn.clone(),
                 code: ctx.err().code().unwrap_or("unknown error").to_owned(),
@@ -286,7 +299,6 @@ impl SessionCache {
     ) -> Result<Arc<Served>, String> {
         let now = SystemTime::now();
         let remaining = grant_ends.duration_since(now).unwrap_or_default();
-        // metrics: assume_role outcome
         let outcome = assumer.assume(role, role.duration_for(remaining)).await;
         let mut state = self.state.lock();
         match outcome {

@@ -31,6 +31,8 @@ pub struct NetnsRealisation {
     layers: Vec<Namespace>,
     /// The user-space stacks of the proxied layers; stopped before the namespaces go.
     stacks: Vec<UserStackProcess>,
+    /// The uid the stacks run as (`None`: root).
+    stack_owner: Option<u32>,
     removed: bool,
 }
 
@@ -62,6 +64,7 @@ impl NetnsRealisation {
                 .collect(),
             prefix,
             stacks: Vec::new(),
+            stack_owner: None,
             removed: false,
         })
     }
@@ -78,16 +81,28 @@ impl NetnsRealisation {
     /// Realises `topology` under a fresh prefix. On error, whatever was already made is
     /// removed.
     pub fn create(topology: &Topology) -> Result<NetnsRealisation, NetnsError> {
-        Self::create_indexed(topology, &NEXT_INDEX)
+        Self::create_indexed(topology, &NEXT_INDEX, None)
+    }
+
+    /// [`Self::create`] with the user-space stacks running as `uid` (keeping only the
+    /// capabilities they need to serve a namespace root made), as rootless Podman runs them:
+    /// the connections they open on the host are that user's.
+    pub fn create_with_stack_owner(
+        topology: &Topology,
+        uid: u32,
+    ) -> Result<NetnsRealisation, NetnsError> {
+        Self::create_indexed(topology, &NEXT_INDEX, Some(uid))
     }
 
     /// [`Self::create`], its index taken from `indices`.
     pub(super) fn create_indexed(
         topology: &Topology,
         indices: &AtomicU32,
+        stack_owner: Option<u32>,
     ) -> Result<NetnsRealisation, NetnsError> {
         let started = Instant::now();
         let mut realisation = NetnsRealisation::named(topology, indices)?;
+        realisation.stack_owner = stack_owner;
         let script = realisation
             .namespaces()
             .fold(String::new(), |mut script, ns| {
@@ -194,7 +209,12 @@ impl NetnsRealisation {
                     } else {
                         &self.layers[i - 1]
                     };
-                    stacks.push(UserStackProcess::start(*stack, parent, ns)?);
+                    stacks.push(UserStackProcess::start(
+                        *stack,
+                        parent,
+                        ns,
+                        self.stack_owner,
+                    )?);
                 }
             }
             if let (Some(Layer::Routed(next)), Some(child)) =

@@ -30,6 +30,18 @@ impl NetnsSite {
         Ok(NetnsSite { mock, realisation })
     }
 
+    /// [`Self::start`] with the topology's user-space stacks running as `uid`, as rootless
+    /// Podman's do (see [`NetnsRealisation::create_with_stack_owner`]).
+    pub fn start_with_stack_owner(
+        topology: &Topology,
+        config: MockConfig,
+        uid: u32,
+    ) -> Result<NetnsSite, NetnsError> {
+        let realisation = NetnsRealisation::create_with_stack_owner(topology, uid)?;
+        let mock = start_mock(realisation.mock_ns(), config)?;
+        Ok(NetnsSite { mock, realisation })
+    }
+
     /// The mock AWS side, serving in the topology's mock namespace.
     pub fn mock(&self) -> &MockAws {
         &self.mock

@@ -483,7 +483,7 @@ fn a_namespace_name_that_exists_already_is_skipped_and_left_alone() {
         run_ok(&["ip", "netns", "add", name]);
     }
     let realisation =
-        NetnsRealisation::create_indexed(&Topology::chain(1).unwrap(), &indices).unwrap();
+        NetnsRealisation::create_indexed(&Topology::chain(1).unwrap(), &indices, None).unwrap();
     assert_eq!(
         realisation.prefix(),
         format!("{NAME_PREFIX}{run}-{}", first + 4)

@@ -12,6 +12,12 @@
 //!   enter a namespace root made.
 //!
 //! The process is killed when the value is dropped.
+//!
+//! Either runs as root, or (given an owner uid) as that user, as rootless Podman runs them, so
+//! that the connections they open on the host are that user's: `setpriv` keeps
+//! `CAP_SYS_ADMIN` and `CAP_NET_ADMIN` (to enter and configure a namespace root made) and
+//! `CAP_DAC_OVERRIDE`; pasta drops that last one, so `/dev/net/tun` (mode 0600 on some
+//! hosts) is replaced, in the stack's own mount namespace, by a node of mode 0666.
 
 #![allow(
     unsafe_code,
@@ -31,6 +37,47 @@ use crate::topology::UserStack;
 
 /// How long a stack may take to configure the child.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The capabilities a stack run by its owner keeps.
+const OWNER_CAPS: &str = "+sys_admin,+net_admin,+dac_override";
+/// Run by `sh` in the stack's mount namespace (`ip netns exec` made it) before the stack: a
+/// `/dev/net/tun` anyone may open, seen by the stack only.
+const OPEN_TUN: &str = "set -e
+d=$(mktemp -d /tmp/imdsh-tun.XXXXXX)
+mount -t tmpfs -o mode=0755,size=16k imdsh-tun \"$d\"
+mknod -m 0666 \"$d/tun\" c 10 200
+mount --bind \"$d/tun\" /dev/net/tun
+umount -l \"$d\"
+rmdir \"$d\"
+exec \"$@\"";
+
+/// What comes between `ip netns exec <parent>` and the stack's program for a stack run by
+/// `uid`.
+fn as_owner(uid: u32, stack: UserStack) -> Vec<String> {
+    let uid = uid.to_string();
+    let mut args: Vec<String> = [
+        "sh",
+        "-c",
+        OPEN_TUN,
+        "imdsh-stack",
+        "setpriv",
+        "--reuid",
+        &uid,
+        "--regid",
+        &uid,
+        "--clear-groups",
+        "--inh-caps",
+        OWNER_CAPS,
+        "--ambient-caps",
+        OWNER_CAPS,
+    ]
+    .map(str::to_owned)
+    .into();
+    if stack == UserStack::Pasta {
+        // Changing uid clears the parent-death signal set before exec: set it again.
+        args.extend(["--pdeathsig".to_owned(), "KILL".to_owned()]);
+    }
+    args
+}
 
 /// A running user-space stack serving one child namespace.
 #[derive(Debug)]
@@ -42,16 +89,22 @@ pub(crate) struct UserStackProcess {
 }
 
 impl UserStackProcess {
-    /// Starts `stack` in `parent` for `child` and waits until the child is configured.
+    /// Starts `stack` in `parent` for `child`, as root or as `owner`, and waits until the
+    /// child is configured.
     pub(crate) fn start(
         stack: UserStack,
         parent: &Namespace,
         child: &Namespace,
+        owner: Option<u32>,
     ) -> Result<UserStackProcess, NetnsError> {
         let started = Instant::now();
         let mut command = Command::new("ip");
+        command.args(["netns", "exec", parent.name()]);
+        if let Some(uid) = owner {
+            command.args(as_owner(uid, stack));
+        }
         command
-            .args(["netns", "exec", parent.name(), stack.program()])
+            .arg(stack.program())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -106,15 +159,13 @@ impl UserStackProcess {
                 }
             }
             UserStack::Pasta => {
-                command.args([
-                    "--foreground",
-                    "--quiet",
-                    "--runas",
-                    "0",
-                    "--config-net",
-                    "--netns",
-                    &child_path,
-                ]);
+                command.args(["--foreground", "--quiet"]);
+                match owner {
+                    // Already its owner: it joins the namespace, and no user namespace.
+                    Some(_) => command.arg("--netns-only"),
+                    None => command.args(["--runas", "0"]),
+                };
+                command.args(["--config-net", "--netns", &child_path]);
                 // SAFETY: only the async-signal-safe prctl between fork and exec. It
                 // ends pasta with the thread that started it (`ip netns exec` execs
                 // pasta in place), even when this process is killed.
