@@ -12,10 +12,12 @@ use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use imds_e2e::bins;
 use imds_e2e::output::{show, text};
+/// A running `imds-shim relay`, killed on drop if still running.
+pub(crate) use imds_e2e::relay_process::RelayProcess as Relay;
 use imds_e2e::require::Requirement;
 use imds_harness::backend::endpoints::{EC2_URL, IMDS_URL, STS_URL};
 use imds_harness::backend::netns::{Namespace, NetnsSite};
@@ -109,12 +111,6 @@ pub(crate) fn first_hop_address(topology: &Topology) -> std::net::Ipv4Addr {
         Some(Layer::Routed(bridge)) => bridge.member(),
         other => panic!("{topology}: the outermost layer is {other:?}, not a routed one"),
     }
-}
-
-/// A running `imds-shim relay`, killed on drop if still running.
-pub(crate) struct Relay {
-    pub(crate) handle: duct::Handle,
-    pub(crate) log: PathBuf,
 }
 
 impl Sim {
@@ -288,30 +284,7 @@ pub(crate) fn start_relay(
     name: &str,
     extra: &[&str],
 ) -> Relay {
-    let log = dir.join(format!("{name}.log"));
-    let control = dir.join("relay.sock");
-    let mut args = vec!["relay", "--control", control.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    let handle = env
-        .apply(ns.exec(bins::shim(), &args))
-        .stdout_null()
-        .stderr_path(&log)
-        .unchecked()
-        .start()
-        .unwrap();
-    let relay = Relay { handle, log };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let log = relay.log();
-        if log.contains("serving on") {
-            return relay;
-        }
-        if let Ok(Some(out)) = relay.handle.try_wait() {
-            panic!("the relay exited: {:?}\n{log}", out.status);
-        }
-        assert!(Instant::now() < deadline, "the relay did not start:\n{log}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    Relay::start_named(ns, dir, env, name, extra)
 }
 
 /// `imds-shim relay <args>` (grant, revoke, list) from the root namespace: the control
@@ -390,33 +363,6 @@ impl Grant {
         .iter()
         .map(|v| v.rsplit_once('.').unwrap().1.to_owned())
         .collect()
-    }
-}
-
-impl Relay {
-    pub(crate) fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, then waits for a clean exit.
-    pub(crate) fn stop(self) -> String {
-        let pid = self.handle.pids()[0].to_string();
-        duct::cmd!("kill", "-TERM", &pid).run().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(out) = self.handle.try_wait().unwrap() {
-                assert_eq!(out.status.code(), Some(0), "{}", self.log());
-                return self.log();
-            }
-            assert!(Instant::now() < deadline, "the relay did not stop");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.handle.kill();
     }
 }
 

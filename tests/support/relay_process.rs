@@ -22,7 +22,19 @@ impl RelayProcess {
     /// Starts `imds-shim relay <extra>` in `ns` with `env` (its log and control socket in
     /// `dir`); waits until it serves.
     pub fn start(ns: &Namespace, dir: &Path, env: &ClientEnv, extra: &[&str]) -> RelayProcess {
-        let log = dir.join("relay.log");
+        Self::start_named(ns, dir, env, "relay", extra)
+    }
+
+    /// [`RelayProcess::start`], its log in `<name>.log` (a test that restarts a relay keeps
+    /// each one's log).
+    pub fn start_named(
+        ns: &Namespace,
+        dir: &Path,
+        env: &ClientEnv,
+        name: &str,
+        extra: &[&str],
+    ) -> RelayProcess {
+        let log = dir.join(format!("{name}.log"));
         let control = dir.join("relay.sock");
         let mut args = vec!["relay", "--control", control.to_str().unwrap()];
         args.extend_from_slice(extra);
@@ -79,6 +91,11 @@ impl RelayProcess {
             .filter_map(|l| l.split_once('='))
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect()
+    }
+
+    /// SIGKILL: a relay that cannot clean up.
+    pub fn kill(&self) {
+        self.handle.kill().unwrap();
     }
 
     /// SIGTERM, then waits for a clean exit; the log.
