@@ -24,8 +24,13 @@ use imds_mock::{MetadataOptionsChange, MockConfig};
 use imds_vocab::{Client, HopLimit, HttpTokens};
 use strum::VariantArray;
 
+/// The instance role, what every client gets unfenced.
 const ARN: &str =
     "arn:aws:sts::123456789012:assumed-role/imds-harness-build-role/i-0123456789abcdef0";
+/// The role a grant names, assumed by the relay: what a granted client gets when fenced.
+const DEPLOY_ARN: &str = "arn:aws:iam::123456789012:role/deploy";
+/// Its session, named after the grant's label.
+const SCOPED_ARN: &str = "arn:aws:sts::123456789012:assumed-role/deploy/fenced-build";
 const BASELINE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/hop-limits.toml");
 /// The uid the netns backend's stacks run as here: no user of this machine needs to have it.
 const STACK_UID: u32 = 4242;
@@ -128,7 +133,7 @@ fn fence_and_serve(place: &Place<'_>, uid: u32, firewall: &[&str], while_fenced:
     let who = [&["--uid", uid_arg.as_str()][..], firewall].concat();
     let granted = with_grant(
         env,
-        &relay.grant(&["--instance-role", "--label", "fenced-build"]),
+        &relay.grant(&["--role-arn", DEPLOY_ARN, "--label", "fenced-build"]),
     );
 
     // Today's hole: at hop limit 1, with no grant, every client gets the role.
@@ -151,11 +156,11 @@ fn fence_and_serve(place: &Place<'_>, uid: u32, firewall: &[&str], while_fenced:
     );
 
     while_fenced();
-    // Fenced: nothing without a grant, the role with one, through the relay.
+    // Fenced: nothing without a grant, the grant's role with one, through the relay.
     assert_eq!(clients(leaf, env), every(None), "{what}: fenced, no grant");
     assert_eq!(
         clients(leaf, &granted),
-        every(Some(ARN)),
+        every(Some(SCOPED_ARN)),
         "{what}: fenced, granted"
     );
 
@@ -172,6 +177,13 @@ fn fence_and_serve(place: &Place<'_>, uid: u32, firewall: &[&str], while_fenced:
     // The hole is back: it was the fence that closed it.
     let cli = cli::run(leaf, env, STS_URL).unwrap();
     assert_eq!(cli.arn.as_deref(), Some(ARN), "{what}: unfenced again");
+}
+
+/// A mock whose account has the role `deploy` for grants to name.
+fn with_deploy_role() -> MockConfig {
+    let mut config = MockConfig::default();
+    config.iam.assumable_roles.insert("deploy".into(), None);
+    config
 }
 
 /// `imds-shim check` on the host and `imds-shim probe` at the leaf say whether a fence covers
@@ -236,7 +248,7 @@ fn netns_rootless_presets_get_the_role_only_through_a_grant_once_fenced() {
     ] {
         let site = NetnsSite::start_with_stack_owner(
             &Topology::parse(topology).unwrap(),
-            MockConfig::default(),
+            with_deploy_role(),
             STACK_UID,
         )
         .unwrap();
@@ -250,7 +262,8 @@ fn netns_rootless_presets_get_the_role_only_through_a_grant_once_fenced() {
             .tempdir()
             .unwrap();
         let env = ClientEnv::new(dir.path(), IMDS_URL).with("AWS_ENDPOINT_URL_STS", STS_URL);
-        let relay = RelayProcess::start(site.host(), dir.path(), &env, &[]);
+        let relay =
+            RelayProcess::start(site.host(), dir.path(), &env, &["--sts-endpoint", STS_URL]);
         says_fenced(&site, &env, topology, false);
         let leaf = NamespaceLeaf {
             namespace: site.leaf().clone(),
@@ -452,14 +465,19 @@ fn docker_rootless_presets_get_the_role_only_through_a_grant_once_fenced() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let _guard = runtime.enter();
     let lab = imds_e2e::docker::lab(&runtime);
-    let instance = DockerInstance::start(&lab.docker, &lab.images, MockConfig::default()).unwrap();
+    let instance = DockerInstance::start(&lab.docker, &lab.images, with_deploy_role()).unwrap();
     assert_eq!(instance.mock().options().hop_limit.get(), 1);
     let dir = tempfile::Builder::new()
         .prefix("imdsh-fence-test-")
         .tempdir()
         .unwrap();
     let env = ClientEnv::new(dir.path(), IMDS_URL);
-    let relay = RelayProcess::start(instance.host_ns(), dir.path(), &env, &[]);
+    let relay = RelayProcess::start(
+        instance.host_ns(),
+        dir.path(),
+        &env,
+        &["--sts-endpoint", STS_URL],
+    );
     for (topology, firewall) in [
         ("podman-rootless", &[][..]),
         ("podman-rootless-pasta", &["--firewall", "iptables"][..]),
