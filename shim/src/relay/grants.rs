@@ -18,6 +18,7 @@ use subtle::ConstantTimeEq;
 use thiserror::Error;
 
 use super::limit::{RateLimit, TokenBucket};
+use super::metrics::Outcome;
 use super::role::Served;
 use super::scope::{AssumedRole, Scope};
 use super::session::SessionCache;
@@ -276,6 +277,18 @@ impl Refusal {
             Refusal::Expired { .. } => "403 expired",
             Refusal::Revoked { .. } => "403 revoked",
             Refusal::RateLimited { .. } => "429 rate limited",
+        }
+    }
+
+    /// The outcome the metrics count it as.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Refusal::Malformed { .. } => Outcome::NotAGrant,
+            Refusal::Unknown { .. } => Outcome::UnknownGrant,
+            Refusal::WrongSecret { .. } => Outcome::WrongSecret,
+            Refusal::Expired { .. } => Outcome::Expired,
+            Refusal::Revoked { .. } => Outcome::Revoked,
+            Refusal::RateLimited { .. } => Outcome::RateLimited,
         }
     }
 

@@ -40,7 +40,6 @@ use strum::VariantArray as _;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-use super::grants::Refusal;
 use super::logging::log;
 
 /// The most scrapes served at once.
@@ -84,19 +83,6 @@ pub enum Outcome {
     Body,
     /// 503: no credentials to serve (the upstream failed).
     NoCredentials,
-}
-
-impl From<&Refusal> for Outcome {
-    fn from(refusal: &Refusal) -> Self {
-        match refusal {
-            Refusal::Malformed { .. } => Outcome::NotAGrant,
-            Refusal::Unknown { .. } => Outcome::UnknownGrant,
-            Refusal::WrongSecret { .. } => Outcome::WrongSecret,
-            Refusal::Expired { .. } => Outcome::Expired,
-            Refusal::Revoked { .. } => Outcome::Revoked,
-            Refusal::RateLimited { .. } => Outcome::RateLimited,
-        }
-    }
 }
 
 /// Where the relay gets credentials from.
@@ -340,13 +326,7 @@ mod tests {
         assert!(text.ends_with("# EOF\n"), "{text}");
 
         m.request(Outcome::Served, Duration::from_micros(300));
-        m.request(
-            Outcome::from(&Refusal::Revoked {
-                id: "ab".into(),
-                label: "x".into(),
-            }),
-            Duration::from_micros(80),
-        );
+        m.request(Outcome::Revoked, Duration::from_micros(80));
         m.upstream(Upstream::Imds, true);
         m.upstream(Upstream::AssumeRole, false);
         let now = SystemTime::now();

@@ -272,7 +272,7 @@ async fn answer(
             });
             return (
                 reply(status, code, refusal.public_message()),
-                Outcome::from(&refusal),
+                refusal.outcome(),
             );
         }
     };
