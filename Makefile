@@ -89,6 +89,7 @@ check: lint
 # process per test does not. Two streams of binaries run side by side: the Docker
 # backend's own (mostly waiting on engines) and all the others; each test compares only
 # what its own runs made (tests/support/runs.rs), never the machine before and after.
+# Every binary runs even when one fails (--no-fail-fast): CI shows the whole list.
 # check-leftovers runs when both are done.
 DOCKER_TESTS := docker_backend docker_faults docker_images mock_container
 # Every test target of the workspace (cargo metadata: a file or a directory of tests alike).
@@ -100,10 +101,10 @@ test: build pydeps deb-tools lint
 	@rm -f $(SKIPPED)
 	cargo test --workspace --lib --bins --tests --no-run
 	@export IMDS_SKIPPED_FILE=$(SKIPPED); status=0; \
-	{ cargo test --workspace $(addprefix --test ,$(DOCKER_TESTS)) 2>&1 | sed -u 's/^/[docker] /'; \
+	{ cargo test --workspace --no-fail-fast $(addprefix --test ,$(DOCKER_TESTS)) 2>&1 | sed -u 's/^/[docker] /'; \
 	  exit $${PIPESTATUS[0]}; } & docker=$$!; \
 	trap 'wait $$docker' INT TERM; \
-	cargo test --workspace --lib --bins $(addprefix --test ,$(OTHER_TESTS)) || status=$$?; \
+	cargo test --workspace --no-fail-fast --lib --bins $(addprefix --test ,$(OTHER_TESTS)) || status=$$?; \
 	wait $$docker || status=$$?; \
 	cargo test --workspace --doc || status=$$?; \
 	$(report_skipped); \
