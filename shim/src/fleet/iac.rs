@@ -68,16 +68,7 @@ pub fn render(dialect: Dialect, need: &Need) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::baseline::NeedSource;
-    use imds_vocab::{HopLimit, Preset};
-
-    fn need() -> Need {
-        Need {
-            topology: Preset::EarthlyRun.into(),
-            hop_limit: HopLimit::new(3).unwrap(),
-            source: NeedSource::Embedded,
-        }
-    }
+    use crate::fleet::policy::tests::need;
 
     #[test]
     fn terraform() {

@@ -74,12 +74,13 @@ pub fn config_rule(need: &Need) -> Value {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::baseline::NeedSource;
     use imds_vocab::{HopLimit, Preset};
 
-    fn need() -> Need {
+    /// The need the policy and infrastructure-code tests render: earthly-run, hop limit 3.
+    pub(crate) fn need() -> Need {
         Need {
             topology: Preset::EarthlyRun.into(),
             hop_limit: HopLimit::new(3).unwrap(),
