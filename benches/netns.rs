@@ -21,6 +21,7 @@ use imds_e2e::stats;
 use imds_harness::backend::endpoints::{IMDS_URL, STS_URL};
 use imds_harness::backend::netns::{NamespaceLeaf, NetnsLab, NetnsSite};
 use imds_harness::probe::env::ClientEnv;
+use imds_harness::probe::warm::Starts;
 use imds_harness::probe::{shim, Client, Probe};
 use imds_harness::sweep::{self, Strategy, SweepPlan, Tools};
 use imds_harness::topology::Topology;
@@ -56,19 +57,31 @@ fn children_cpu() -> f64 {
     ticks / 100.0
 }
 
-/// `imds-harness measure` with its defaults (netns, every installed client, both modes):
-/// its wall time and the CPU it and its clients took.
-fn measure_command() -> (f64, f64) {
+/// `imds-harness measure` with its defaults (netns, every installed client, both modes),
+/// the interpreted clients started as `starts` says: its wall time, the CPU it and its
+/// clients took, and its cells.
+fn measure_command(starts: Starts) -> (f64, f64, serde_json::Value) {
     let harness = std::env::var_os("IMDS_HARNESS").map_or_else(imds_e2e::bins::harness, Into::into);
     let json = tempfile::NamedTempFile::new().unwrap();
     let cpu = children_cpu();
     let started = Instant::now();
-    let out = duct::cmd!(harness, "measure", "--json", json.path())
-        .stdout_capture()
-        .stderr_capture()
-        .unchecked()
-        .run()
-        .unwrap();
+    let starts = match starts {
+        Starts::Warm => "warm",
+        Starts::Cold => "cold",
+    };
+    let out = duct::cmd!(
+        harness,
+        "measure",
+        "--starts",
+        starts,
+        "--json",
+        json.path()
+    )
+    .stdout_capture()
+    .stderr_capture()
+    .unchecked()
+    .run()
+    .unwrap();
     let wall = started.elapsed().as_secs_f64();
     assert!(
         out.status.success(),
@@ -81,7 +94,28 @@ fn measure_command() -> (f64, f64) {
         report["cells"].as_array().unwrap().len(),
         Topology::presets().len() * 2 * Probe::installed().len()
     );
-    (wall, children_cpu() - cpu)
+    (wall, children_cpu() - cpu, report["cells"].clone())
+}
+
+/// A cell's answer: what the warm and cold starts must agree on.
+fn answers(cells: &serde_json::Value) -> Vec<(String, String, String, String, String)> {
+    let mut answers: Vec<_> = cells
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let field = |name: &str| c[name].to_string();
+            (
+                field("topology"),
+                field("client"),
+                field("http_tokens"),
+                field("minimal_hop_limit"),
+                field("via"),
+            )
+        })
+        .collect();
+    answers.sort();
+    answers
 }
 
 /// Each client's time to fail: a run at a leaf (`docker-run`) whose token response the
@@ -255,20 +289,37 @@ fn main() {
     }
 }
 
-/// `imds-harness measure` against its bound, `runs` times.
+/// `imds-harness measure` against its bound and against its cold starts, `runs` times,
+/// in turns (warm first in even runs, cold first in odd ones).
 fn bench_measure(runs: usize) {
     let clients = Probe::installed();
     let (mut walls, mut cpus, mut bounds) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..runs {
+    let (mut cold_walls, mut cold_cpus) = (Vec::new(), Vec::new());
+    for run in 0..runs {
         let fails = times_to_fail(&clients);
         let (slowest, time_to_fail) = fails
             .iter()
             .copied()
             .max_by(|a, b| a.1.total_cmp(&b.1))
             .unwrap();
-        let (wall, cpu) = measure_command();
+        let (warm, cold) = if run % 2 == 0 {
+            let warm = measure_command(Starts::Warm);
+            (warm, measure_command(Starts::Cold))
+        } else {
+            let cold = measure_command(Starts::Cold);
+            (measure_command(Starts::Warm), cold)
+        };
+        let ((wall, cpu, cells), (cold_wall, cold_cpu, cold_cells)) = (warm, cold);
+        assert_eq!(
+            answers(&cells),
+            answers(&cold_cells),
+            "warm and cold starts measured different answers"
+        );
+        cold_walls.push(cold_wall);
+        cold_cpus.push(cold_cpu);
         println!(
-            "  measure {wall:.1} s, clients' CPU {cpu:.1} s; times to fail: {} (slowest {slowest})",
+            "  measure {wall:.1} s, clients' CPU {cpu:.1} s (cold starts: {cold_wall:.1} s, \
+             CPU {cold_cpu:.1} s); times to fail: {} (slowest {slowest})",
             fails
                 .iter()
                 .map(|(c, t)| format!("{c} {t:.2} s"))
@@ -291,5 +342,13 @@ fn bench_measure(runs: usize) {
         stats::runs(&walls, 1),
         wall / bound,
         cpu / cores as f64,
+    );
+    let (cold_wall, cold_cpu) = (stats::median(cold_walls.clone()), stats::median(cold_cpus));
+    println!(
+        "measure, cold starts           median {cold_wall:>7.1} s (runs: {}); CPU {cold_cpu:.1} s; \
+         warm starts take {:.2}x its time and {:.2}x its CPU",
+        stats::runs(&cold_walls, 1),
+        wall / cold_wall,
+        cpu / cold_cpu,
     );
 }

@@ -15,6 +15,7 @@ use imds_e2e::clients::{
 use imds_e2e::require::{require, Requirement};
 use imds_harness::backend::netns::NetnsLab;
 use imds_harness::cell::Cell;
+use imds_harness::probe::warm::Starts;
 use imds_harness::probe::{Client, Probe, Tools};
 use imds_harness::sweep::{self, Strategy, SweepPlan};
 use imds_harness::topology::{Preset, Topology};
@@ -172,6 +173,96 @@ async fn each_client_prints_what_the_fixture_keeps() {
             "{client}: the message changed; `make client-fixtures` and review"
         );
     }
+}
+
+/// The interpreted clients (the AWS CLI, boto3, Ruby) forked from an interpreter that
+/// imported their SDK (warm starts, as `measure` runs them) do at a leaf what a process
+/// of their own does (cold starts): the same verdict, words, identity and credential set,
+/// one below the need and at it, in both tokens modes; eight runs at once from one
+/// interpreter each get the role; and the interpreters end with the tools that started them.
+#[tokio::test(flavor = "multi_thread")]
+async fn warm_and_cold_starts_of_a_client_do_the_same() {
+    if !require("warm_starts", NEEDS) {
+        return;
+    }
+    let interpreted = [Client::Cli, Client::Boto3, Client::RubySdk];
+    let runtime = tokio::runtime::Handle::current();
+    let runs = |client: Client, starts: Starts| {
+        let _runtime = runtime.enter();
+        let leaf = ClientLeaf::start_with(starts);
+        let mut seen = Vec::new();
+        for tokens in [HttpTokens::Required, HttpTokens::Optional] {
+            for hop_limit in [ClientLeaf::too_low(), ClientLeaf::need()] {
+                let run = leaf.run(client, hop_limit, tokens);
+                let o = run.outcome;
+                seen.push((tokens, hop_limit, o.ok, o.reason, o.arn, run.signed_with));
+            }
+        }
+        seen
+    };
+    tokio::task::block_in_place(|| {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = interpreted
+                .iter()
+                .flat_map(|&client| {
+                    [Starts::Warm, Starts::Cold].map(|starts| {
+                        let runs = &runs;
+                        (client, starts, scope.spawn(move || runs(client, starts)))
+                    })
+                })
+                .collect();
+            let mut seen: Vec<_> = handles
+                .into_iter()
+                .map(|(client, starts, handle)| (client, starts, handle.join().unwrap()))
+                .collect();
+            while let Some((client, _, cold)) = seen.pop() {
+                let (_, _, warm) = seen.pop().unwrap();
+                assert_eq!(warm, cold, "{client}");
+                // One below the need it fails with tokens required; at it, it gets the role.
+                assert!(!warm[0].2 && warm[1].2 && warm[3].2, "{client}: {warm:?}");
+            }
+        });
+    });
+
+    let leaf = tokio::task::block_in_place(ClientLeaf::start);
+    let client = Client::Cli;
+    tokio::task::block_in_place(|| {
+        std::thread::scope(|scope| {
+            let _ = leaf.run(client, ClientLeaf::need(), HttpTokens::Required);
+            let handles: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| leaf.run_here(client)))
+                .collect();
+            for handle in handles {
+                let outcome = handle.join().unwrap();
+                assert!(outcome.ok, "{outcome:?}");
+            }
+        });
+    });
+    assert!(
+        !warm_interpreters().is_empty(),
+        "the warm start of the CLI is not running"
+    );
+    drop(leaf);
+    assert_eq!(warm_interpreters(), Vec::<u32>::new(), "left running");
+}
+
+/// The warm-start interpreters this process started (`harness/clients/warm/`).
+fn warm_interpreters() -> Vec<u32> {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let parent = stat
+                .rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().nth(1));
+            String::from_utf8_lossy(&cmdline).contains("The warm start of")
+                && parent == Some(me.as_str())
+        })
+        .collect()
 }
 
 /// Earthly's `RUN --aws`: the Earthly CLI on the host resolves credentials with

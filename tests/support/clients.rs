@@ -12,6 +12,7 @@ use imds_harness::backend::endpoints::IMDS_URL;
 use imds_harness::backend::netns::{NamespaceLeaf, NetnsSite};
 use imds_harness::cell::Cell;
 use imds_harness::probe::env::ClientEnv;
+use imds_harness::probe::warm::Starts;
 use imds_harness::probe::{Client, Probe, ProbeOutcome, Tools};
 use imds_harness::sweep;
 use imds_harness::topology::{Preset, Topology};
@@ -101,10 +102,15 @@ pub struct ClientLeaf {
 impl ClientLeaf {
     /// Must be called inside a Tokio runtime (the mock runs on it).
     pub fn start() -> ClientLeaf {
+        ClientLeaf::start_with(Starts::Warm)
+    }
+
+    /// [`ClientLeaf::start`], the interpreted clients started as `starts` says.
+    pub fn start_with(starts: Starts) -> ClientLeaf {
         let site = NetnsSite::start(&Topology::Preset(PRESET), MockConfig::default()).unwrap();
         let leaf = NamespaceLeaf {
             namespace: site.leaf().clone(),
-            tools: Tools::locate(&identity_probes()).unwrap(),
+            tools: Tools::locate(&identity_probes()).unwrap().starting(starts),
         };
         let home = tempfile::tempdir().unwrap();
         let env = ClientEnv::new(home.path(), IMDS_URL);
@@ -116,12 +122,22 @@ impl ClientLeaf {
         }
     }
 
+    /// The hop limit the leaf needs.
+    pub fn need() -> HopLimit {
+        Topology::Preset(PRESET).min_hop_limit()
+    }
+
     /// The hop limit one too low for the leaf.
     pub fn too_low() -> HopLimit {
         Topology::Preset(PRESET)
             .min_hop_limit()
             .below()
             .expect("the leaf is behind routers")
+    }
+
+    /// Runs `client` once at the mock's current hop limit and tokens mode.
+    pub fn run_here(&self, client: Client) -> ProbeOutcome {
+        sweep::run_client(&self.leaf, &self.env, SDK_TIMEOUT, Probe::Client(client)).unwrap()
     }
 
     /// Runs `client` once at `hop_limit` with `tokens`.

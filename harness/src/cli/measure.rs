@@ -15,6 +15,7 @@ use imds_harness::backend::{earthly, Backend};
 use imds_harness::cell::{Cell, ModelCheck};
 use imds_harness::gate::{self, Baseline, Comparison, GateError, Judgement, NeverCell, Recorded};
 use imds_harness::lifecycle;
+use imds_harness::probe::warm::Starts;
 use imds_harness::probe::{shim, Probe};
 use imds_harness::report;
 use imds_harness::sweep::{self, Strategy, SweepError, SweepEvent, SweepPlan, Tools};
@@ -53,6 +54,11 @@ pub(super) struct MeasureArgs {
     /// 1000 for linear). The AWS CLI keeps its own 1 s.
     #[arg(long, value_name = "MS")]
     probe_timeout_ms: Option<u64>,
+    /// How the AWS CLI, boto3 and the Ruby SDK start on the netns backend: warm (forked
+    /// from an interpreter that imported the SDK once; a run costs a fifth of the CPU)
+    /// or cold (a process of its own per run), for comparison.
+    #[arg(long, value_enum, default_value_t = Starts::Warm)]
+    starts: Starts,
     /// Topologies measured at once (default: 16 on netns, where a topology's cells also
     /// probe at once; 2 on docker, each with a simulated instance of its own, its cells
     /// one after another).
@@ -203,7 +209,7 @@ fn prepare(args: &MeasureArgs) -> anyhow::Result<(SweepPlan, Tools, Option<Basel
     } else {
         args.clients.clone()
     };
-    let tools = Tools::locate(&clients)?;
+    let tools = Tools::locate(&clients)?.starting(args.starts);
     let recorded = args.baseline.as_deref().map(Baseline::load).transpose()?;
     let plan = SweepPlan {
         topologies: if args.topology.is_empty() {

@@ -75,10 +75,21 @@ impl ClientEnv {
                   the backends' leaves and the tests call it that way"
     )]
     pub fn apply(&self, expr: duct::Expression) -> duct::Expression {
-        let mut env: HashMap<String, String> = std::env::vars()
-            .filter(|(k, _)| !CLEARED.contains(&k.as_str()))
-            .collect();
-        env.extend(self.vars.iter().cloned());
-        expr.full_env(env)
+        expr.full_env(self.full())
     }
+
+    /// The whole environment a client gets: [`base_env`] plus these variables.
+    pub(crate) fn full(&self) -> HashMap<String, String> {
+        let mut env = base_env();
+        env.extend(self.vars.iter().cloned());
+        env
+    }
+}
+
+/// This process's environment less [`CLEARED`]: what every client's environment starts
+/// from.
+pub(crate) fn base_env() -> HashMap<String, String> {
+    std::env::vars()
+        .filter(|(k, _)| !CLEARED.contains(&k.as_str()))
+        .collect()
 }

@@ -20,10 +20,12 @@ mod outcome;
 pub mod programs;
 pub mod sdk;
 pub mod shim;
+pub mod warm;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 pub use imds_vocab::Client;
 use serde::{Deserialize, Serialize};
@@ -172,6 +174,9 @@ pub struct Tools {
     pub aws_cli: Option<PathBuf>,
     /// The SDK clients' programs, made ready (see [`programs`]).
     pub programs: Vec<(SdkProgram, PathBuf)>,
+    /// Where the interpreted clients start from on a namespace leaf ([`warm`]); `None`:
+    /// each run is a process of its own.
+    pub warm: Option<Arc<warm::WarmStarts>>,
 }
 
 impl Tools {
@@ -190,7 +195,18 @@ impl Tools {
             shim: needs_shim.then(shim::locate).transpose()?,
             aws_cli: needs_cli.then(cli::locate).transpose()?,
             programs,
+            warm: Some(Arc::default()),
         })
+    }
+
+    /// These tools, the interpreted clients started as `starts` says.
+    #[must_use]
+    pub fn starting(mut self, starts: warm::Starts) -> Tools {
+        self.warm = match starts {
+            warm::Starts::Warm => self.warm.or_else(|| Some(Arc::default())),
+            warm::Starts::Cold => None,
+        };
+        self
     }
 
     /// The path of `program`, if it was located.

@@ -18,6 +18,11 @@ pub struct NamespaceLeaf {
 impl Leaf for NamespaceLeaf {
     fn run(&self, program: Program, args: &[&str], env: &ClientEnv) -> Result<Output, ProbeError> {
         let path = self.tools.path(program)?;
+        if let Some(warm) = &self.tools.warm {
+            if let Some(output) = warm.run(program, path, &self.namespace.path(), args, env) {
+                return output;
+            }
+        }
         env.apply(self.namespace.exec(path, args))
             .stdout_capture()
             .stderr_capture()
