@@ -7,6 +7,7 @@
 # reported on stdout as {"id": ID, "status": WAIT_STATUS}. At the end of stdin the
 # children are killed and this ends.
 import ctypes
+import gc
 import json
 import os
 import runpy
@@ -58,6 +59,9 @@ def main():
     for module in sys.argv[1:]:
         __import__(module)
     imported = {k: v for k, v in os.environ.items() if before.get(k) != v}
+    # What the imports made lives as long as any child: the children's collections
+    # leave it alone instead of walking (and so copying) all of it.
+    gc.freeze()
     report = os.dup(1)
     os.set_inheritable(report, False)
     selector = selectors.DefaultSelector()

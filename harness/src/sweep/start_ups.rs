@@ -1,6 +1,7 @@
 //! How many clients start up at once. A run's CPU is almost all its client's start-up
-//! (the AWS CLI's, boto3's or Ruby's imports: about a second of CPU each), and a failing
-//! run's waiting for its time-out costs none. So a run holds a place from its start
+//! (the AWS CLI's, boto3's or Ruby's session and model loading: 0.1 to 0.5 s of CPU each,
+//! warm or cold, see [`crate::probe::warm`]), and a failing run's waiting for its
+//! time-out costs none. So a run holds a place from its start
 //! until the mock hears from it (its start-up is over) or it ends: a sweep that runs
 //! many cells at once keeps the machine's cores busy with start-ups instead of
 //! thrashing them, and a client that has started is not starved while it talks to the
