@@ -58,6 +58,18 @@ impl Interpreter {
         }
     }
 
+    /// Whether `binary` is this interpreter (`python3`, `python3.11`; `ruby`, `ruby3.1`).
+    fn is(self, binary: &Path) -> bool {
+        let name = match self {
+            Interpreter::Python => "python",
+            Interpreter::Ruby => "ruby",
+        };
+        binary
+            .file_name()
+            .and_then(|f| f.to_str())
+            .is_some_and(|f| f.starts_with(name))
+    }
+
     fn inline_flag(self) -> &'static str {
         match self {
             Interpreter::Python => "-c",
@@ -116,7 +128,8 @@ impl WarmStarts {
 
     /// Runs `script args` (the path of `program`) in the network namespace `netns`, as
     /// `ip netns exec NETNS SCRIPT ARGS` would with `env`; `None` when `program` is not
-    /// started warm (a native program, or a script whose interpreter is not named).
+    /// started warm (a native program, or a script whose `#!` line names no interpreter
+    /// of the kind expected, such as a shell script standing in for the AWS CLI).
     pub fn run(
         &self,
         program: Program,
@@ -126,7 +139,7 @@ impl WarmStarts {
         env: &ClientEnv,
     ) -> Option<Result<Output, ProbeError>> {
         let (interpreter, imports) = plan(program)?;
-        let binary = shebang(script)?;
+        let binary = shebang(script).filter(|binary| interpreter.is(binary))?;
         let zygote = {
             let mut interpreters = self.lock();
             match interpreters.get(script).filter(|z| z.is_up()) {
@@ -372,6 +385,15 @@ mod tests {
             assert_eq!(shebang(&script(name, text)), None, "{text:?}");
         }
         assert_eq!(shebang(&dir.path().join("missing")), None);
+    }
+
+    #[test]
+    fn an_interpreter_is_known_by_its_name() {
+        assert!(Interpreter::Python.is(Path::new("/usr/bin/python3")));
+        assert!(Interpreter::Python.is(Path::new("/usr/bin/python3.11")));
+        assert!(Interpreter::Ruby.is(Path::new("/usr/bin/ruby")));
+        assert!(!Interpreter::Python.is(Path::new("/bin/sh")));
+        assert!(!Interpreter::Ruby.is(Path::new("/usr/bin/python3")));
     }
 
     #[test]
