@@ -26,6 +26,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use imds_vocab::Client;
 use serde::{Deserialize, Serialize};
@@ -89,6 +90,25 @@ impl Probe {
             Probe::Client(Client::RubySdk) => Program::Sdk(SdkProgram::Ruby),
             Probe::Client(Client::Boto3) => Program::Sdk(SdkProgram::Boto3),
         }
+    }
+
+    /// How long a run of it waits before it fails when its token is dropped, as measured
+    /// at a leaf and kept in `fixtures/clients/timings.toml` (`make client-fixtures`);
+    /// zero for the TTL probe, which waits for nothing, and for a client the fixture
+    /// lacks.
+    pub fn time_to_fail(self) -> Duration {
+        let Probe::Client(client) = self else {
+            return Duration::ZERO;
+        };
+        let timings: toml::Table =
+            toml::from_str(include_str!("../../../fixtures/clients/timings.toml"))
+                .expect("fixtures/clients/timings.toml is TOML");
+        timings
+            .get(client.name())
+            .and_then(|t| t.get("time_to_fail_ms"))
+            .and_then(toml::Value::as_integer)
+            .and_then(|ms| u64::try_from(ms).ok())
+            .map_or(Duration::ZERO, Duration::from_millis)
     }
 
     /// The program of ours it is, for the clients that are one.
@@ -230,6 +250,17 @@ impl Tools {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_slowest_to_fail_is_ruby_and_the_ttl_probe_waits_for_nothing() {
+        let slowest = Probe::all().max_by_key(|p| p.time_to_fail()).unwrap();
+        assert_eq!(slowest, Probe::Client(Client::RubySdk));
+        assert_eq!(Probe::Ttl.time_to_fail(), Duration::ZERO);
+        for client in Client::VARIANTS {
+            let wait = Probe::Client(*client).time_to_fail();
+            assert!(wait > Duration::from_millis(100), "{client}: {wait:?}");
+        }
+    }
 
     #[test]
     fn probes_are_named_and_parsed_as_before() {

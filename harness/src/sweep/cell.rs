@@ -48,6 +48,8 @@ pub(super) struct CellRun<'a> {
     pub(super) stop: &'a Stop,
     /// Where the client waits for its turn to start up.
     pub(super) start_ups: &'a StartUps,
+    /// Its place in that line: the longest first ([`StartUps::enter`]).
+    pub(super) precedence: Duration,
 }
 
 /// How often a run's start-up is checked for being over.
@@ -60,7 +62,7 @@ impl CellRun<'_> {
         self.stop.check()?;
         let key = self.key;
         let mark = self.mock.request_mark();
-        let mut place = self.start_ups.enter();
+        let mut place = self.start_ups.enter(self.precedence);
         (self.events)(SweepEvent::Probing { key, hop_limit });
         let started = Instant::now();
         let ended = AtomicBool::new(false);

@@ -31,6 +31,7 @@ mod start_ups;
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use crate::backend::endpoints::{IMDS_URL, STS_URL};
 use crate::backend::{Lab, Site};
@@ -141,6 +142,7 @@ impl TopologyRun<'_> {
                     events: self.events,
                     stop: self.stop,
                     start_ups: self.start_ups,
+                    precedence: precedence(client),
                 }
                 .measure(seed)?;
                 if seed.is_none() {
@@ -181,7 +183,8 @@ impl TopologyRun<'_> {
                         let mut cells = Vec::new();
                         let mut seed = seed;
                         for &client in leaders {
-                            let cell = self.cell_with_own_mock(&mock()?, client, mode, seed)?;
+                            let cell =
+                                self.cell_with_own_mock(&mock()?, client, mode, seed, LEADS)?;
                             seed = cell.minimal_hop_limit;
                             cells.push(cell);
                         }
@@ -191,7 +194,14 @@ impl TopologyRun<'_> {
                                 .map(|&client| {
                                     scope.spawn(move || {
                                         let _runtime = runtime.enter();
-                                        self.cell_with_own_mock(&mock()?, client, mode, seed)
+                                        let precedence = precedence(client);
+                                        self.cell_with_own_mock(
+                                            &mock()?,
+                                            client,
+                                            mode,
+                                            seed,
+                                            precedence,
+                                        )
                                     })
                                 })
                                 .collect();
@@ -212,13 +222,15 @@ impl TopologyRun<'_> {
         })
     }
 
-    /// One cell against `mock`, which serves it alone.
+    /// One cell against `mock`, which serves it alone; its runs start up in the order
+    /// `precedence` gives ([`StartUps::enter`]).
     fn cell_with_own_mock(
         &self,
         mock: &MockAws,
         client: Probe,
         mode: HttpTokens,
         seed: Option<HopLimit>,
+        precedence: Duration,
     ) -> Result<Cell, Stopped> {
         set_tokens(mock, mode);
         let home = home(self.stop)?;
@@ -235,8 +247,24 @@ impl TopologyRun<'_> {
             events: self.events,
             stop: self.stop,
             start_ups: self.start_ups,
+            precedence,
         }
         .measure(seed)
+    }
+}
+
+/// The precedence of a cell whose answer the others of its topology and mode wait for
+/// (the TTL probe's seed): before every other start-up.
+const LEADS: Duration = Duration::MAX;
+
+/// Where a cell's runs stand in the line for starting up: the TTL probe, which waits for
+/// nothing and takes milliseconds, first (behind it, it would wait for every other run,
+/// however late they came); the clients by how long they wait when they fail.
+fn precedence(client: Probe) -> Duration {
+    if client == Probe::Ttl {
+        LEADS
+    } else {
+        client.time_to_fail()
     }
 }
 

@@ -5,24 +5,44 @@
 //! until the mock hears from it (its start-up is over) or it ends: a sweep that runs
 //! many cells at once keeps the machine's cores busy with start-ups instead of
 //! thrashing them, and a client that has started is not starved while it talks to the
-//! mock, which would make a token look late.
+//! mock, which would make a token look late. A free place goes to the waiting run whose
+//! client waits longest when it fails (Ruby's 7 s first, the TTL probe last): its
+//! waiting then overlaps the others' start-ups instead of beginning after them.
 
-use std::sync::{Condvar, Mutex};
+use std::collections::BTreeSet;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 /// The places for starting clients, shared by every cell of a sweep.
 #[derive(Debug)]
 pub(super) struct StartUps {
-    free: Mutex<usize>,
+    state: Mutex<State>,
     freed: Condvar,
+}
+
+#[derive(Debug)]
+struct State {
+    free: usize,
+    /// The runs waiting for a place: the longest wait first, then the earliest come.
+    waiting: BTreeSet<(std::cmp::Reverse<Duration>, u64)>,
+    tickets: u64,
 }
 
 impl StartUps {
     /// `places` clients may start up at once (at least one).
     pub(super) fn new(places: usize) -> StartUps {
         StartUps {
-            free: Mutex::new(places.max(1)),
+            state: Mutex::new(State {
+                free: places.max(1),
+                waiting: BTreeSet::new(),
+                tickets: 0,
+            }),
             freed: Condvar::new(),
         }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("start-ups")
     }
 
     /// Two per core of this machine: a start-up also waits for its disk and its
@@ -31,13 +51,20 @@ impl StartUps {
         StartUps::new(2 * std::thread::available_parallelism().map_or(1, usize::from))
     }
 
-    /// Waits for a place, and takes it.
-    pub(super) fn enter(&self) -> Place<'_> {
-        let mut free = self.free.lock().expect("start-ups");
-        while *free == 0 {
-            free = self.freed.wait(free).expect("start-ups");
+    /// Waits for a place, and takes it: `time_to_fail` is how long the run's client waits
+    /// when it fails; the longest go first.
+    pub(super) fn enter(&self, time_to_fail: Duration) -> Place<'_> {
+        let mut state = self.lock();
+        let ticket = (std::cmp::Reverse(time_to_fail), state.tickets);
+        state.tickets += 1;
+        state.waiting.insert(ticket);
+        while state.free == 0 || state.waiting.first() != Some(&ticket) {
+            state = self.freed.wait(state).expect("start-ups");
         }
-        *free -= 1;
+        state.waiting.remove(&ticket);
+        state.free -= 1;
+        // The next in line may find a place too.
+        self.freed.notify_all();
         Place {
             start_ups: self,
             held: true,
@@ -56,8 +83,8 @@ impl Place<'_> {
     /// Gives the place to the next client (once; later calls do nothing).
     pub(super) fn leave(&mut self) {
         if std::mem::take(&mut self.held) {
-            *self.start_ups.free.lock().expect("start-ups") += 1;
-            self.start_ups.freed.notify_one();
+            self.start_ups.lock().free += 1;
+            self.start_ups.freed.notify_all();
         }
     }
 }
@@ -82,7 +109,7 @@ mod tests {
         std::thread::scope(|scope| {
             for _ in 0..8 {
                 scope.spawn(|| {
-                    let mut place = start_ups.enter();
+                    let mut place = start_ups.enter(Duration::ZERO);
                     let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
                     most.fetch_max(now, Ordering::SeqCst);
                     std::thread::sleep(Duration::from_millis(20));
@@ -93,12 +120,31 @@ mod tests {
             }
         });
         assert_eq!(most.load(Ordering::SeqCst), 2);
-        assert_eq!(
-            *start_ups.free.lock().unwrap(),
-            2,
-            "every place came back once"
-        );
-        let _held = start_ups.enter();
-        assert_eq!(*start_ups.free.lock().unwrap(), 1);
+        assert_eq!(start_ups.lock().free, 2, "every place came back once");
+        let _held = start_ups.enter(Duration::ZERO);
+        assert_eq!(start_ups.lock().free, 1);
+    }
+
+    #[test]
+    fn a_free_place_goes_to_the_longest_wait_first_then_the_earliest() {
+        let start_ups = StartUps::new(1);
+        let order = Mutex::new(Vec::new());
+        let held = start_ups.enter(Duration::ZERO);
+        std::thread::scope(|scope| {
+            let comers = [("cli", 2), ("ttl", 0), ("ruby", 7), ("cli2", 2), ("go", 5)];
+            for (come, (name, wait)) in comers.into_iter().enumerate() {
+                let (start_ups, order) = (&start_ups, &order);
+                scope.spawn(move || {
+                    let _place = start_ups.enter(Duration::from_secs(wait));
+                    order.lock().unwrap().push(name);
+                });
+                // Each is waiting before the next comes.
+                while start_ups.lock().waiting.len() < come + 1 {
+                    std::thread::yield_now();
+                }
+            }
+            drop(held);
+        });
+        assert_eq!(*order.lock().unwrap(), ["ruby", "go", "cli", "cli2", "ttl"]);
     }
 }
