@@ -193,32 +193,8 @@ impl Sim {
         calls: u32,
         pause: Duration,
     ) -> Vec<String> {
-        let mut env = self
-            .env()
-            .with(CHILD, "1")
-            .with(CHILD_CALLS, &calls.to_string())
-            .with(CHILD_PAUSE_MS, &pause.as_millis().to_string());
-        for (k, v) in vars {
-            env = env.with(k, v);
-        }
-        let exe = std::env::current_exe().unwrap();
-        let out = run_in(
-            &env,
-            self.site.leaf(),
-            &exe,
-            &[
-                "--exact",
-                "rust_sdk_child",
-                "--nocapture",
-                "--test-threads=1",
-            ],
-        );
-        assert!(out.status.success(), "{}", show(&out));
-        text(&out.stdout)
-            .lines()
-            .filter_map(|l| l.strip_prefix(MARK))
-            .map(str::to_owned)
-            .collect()
+        let env = vars.iter().fold(self.env(), |env, (k, v)| env.with(k, v));
+        rust_sdk_in(self.site.leaf(), &env, calls, pause)
     }
 
     /// One raw HTTP exchange with the relay from the leaf.
@@ -364,6 +340,40 @@ impl Grant {
         .map(|v| v.rsplit_once('.').unwrap().1.to_owned())
         .collect()
     }
+}
+
+/// The AWS SDK for Rust's default chain in `ns` with `env` (STS at `AWS_ENDPOINT_URL_STS`):
+/// `calls` GetCallerIdentity calls with one client, `pause` apart, by this test binary re-run
+/// as [`rust_sdk_child`]. One line per call: `ARN <arn>` or `ERROR <why>`.
+pub(crate) fn rust_sdk_in(
+    ns: &Namespace,
+    env: &ClientEnv,
+    calls: u32,
+    pause: Duration,
+) -> Vec<String> {
+    let env = env
+        .clone()
+        .with(CHILD, "1")
+        .with(CHILD_CALLS, &calls.to_string())
+        .with(CHILD_PAUSE_MS, &pause.as_millis().to_string());
+    let exe = std::env::current_exe().unwrap();
+    let out = run_in(
+        &env,
+        ns,
+        &exe,
+        &[
+            "--exact",
+            "rust_sdk_child",
+            "--nocapture",
+            "--test-threads=1",
+        ],
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    text(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix(MARK))
+        .map(str::to_owned)
+        .collect()
 }
 
 pub(crate) fn run_in(env: &ClientEnv, ns: &Namespace, program: &Path, args: &[&str]) -> Output {
