@@ -16,6 +16,7 @@ use imds_e2e::output::{show, text};
 use imds_e2e::require::require;
 use imds_harness::backend::endpoints::STS_URL;
 use imds_harness::probe::programs::SdkProgram;
+use imds_harness::topology::Topology;
 use strum::VariantArray;
 
 use relay_sim::*;
@@ -481,43 +482,69 @@ const TOKEN_FILE_CLIENTS: [(&str, bool); 5] = [
 ];
 
 /// `--listen` twice: `[fd00:ec2::23]` (EKS Pod Identity's IPv6 address, printed in the full URI
-/// as the first) and 169.254.170.2 (the relative URI). The Rust SDK at the leaf gets the
-/// scoped session over IPv6, the AWS CLI over IPv4, from one relay; both links go at exit.
+/// as the first) and 169.254.170.2 (the relative URI). At the host and at a leaf three routed
+/// layers deep (earthly-with-docker, IPv6 added beside the harness's IPv4, see
+/// [`Sim::add_ipv6`]), the Rust SDK gets the scoped session over IPv6, the AWS CLI over IPv4
+/// (Debian's botocore takes a full URI at 169.254.170.2 or on loopback only), from one relay;
+/// both links go at exit.
 #[tokio::test(flavor = "multi_thread")]
 async fn one_relay_answers_on_ipv6_and_ipv4() {
     if !require("relay_scoped_listen", NEEDS) {
         return;
     }
-    let sim = sim("host", scoped_config());
-    let relay = sim.start_relay(
-        "relay",
-        &[
-            "--sts-endpoint",
-            STS_URL,
-            "--listen",
-            "[fd00:ec2::23]:80",
-            "--listen",
-            "169.254.170.2:80",
-        ],
-    );
-    let grant = sim.scoped_grant("both families", &[]);
-    assert_eq!(
-        grant.var("AWS_CONTAINER_CREDENTIALS_FULL_URI"),
-        "http://[fd00:ec2::23]/imds-shim/credentials"
-    );
-    let arn = scoped_arn("both-families");
-    let sdk = sim.rust_sdk(&grant.full(), 1, Duration::ZERO);
-    assert_eq!(sdk, [format!("ARN {arn}")], "{}", relay.log());
-    let out = sim.cli(&grant.relative());
-    assert_eq!(
-        cli_arn(&out).as_deref(),
-        Some(arn.as_str()),
-        "{}",
-        show(&out)
-    );
-    let log = relay.stop();
-    assert!(log.contains("200 to fd00:ec2::23"), "{log}");
-    assert!(log.contains("200 to 169.254.170.2"), "{log}");
-    assert!(log.contains("link imdsh-r6-23"), "{log}");
-    assert!(!sim.link_exists());
+    // Where the relay sees each family's requests come from: at the host its own addresses; at
+    // the leaf its IPv6 address (nothing masquerades IPv6) and the first layer's IPv4 one.
+    let deep = Topology::parse("earthly-with-docker").unwrap();
+    for (topology, from_v6, from_v4) in [
+        (
+            "host",
+            "fd00:ec2::23".to_owned(),
+            "169.254.170.2".to_owned(),
+        ),
+        (
+            "earthly-with-docker",
+            "fd00:1ab:3::2".to_owned(),
+            first_hop_address(&deep).to_string(),
+        ),
+    ] {
+        let sim = sim(topology, scoped_config());
+        sim.add_ipv6();
+        let relay = sim.start_relay(
+            "relay",
+            &[
+                "--sts-endpoint",
+                STS_URL,
+                "--listen",
+                "[fd00:ec2::23]:80",
+                "--listen",
+                "169.254.170.2:80",
+            ],
+        );
+        let grant = sim.scoped_grant("both families", &[]);
+        assert_eq!(
+            grant.var("AWS_CONTAINER_CREDENTIALS_FULL_URI"),
+            "http://[fd00:ec2::23]/imds-shim/credentials"
+        );
+        let arn = scoped_arn("both-families");
+        let sdk = sim.rust_sdk(&grant.full(), 1, Duration::ZERO);
+        assert_eq!(sdk, [format!("ARN {arn}")], "{}", relay.log());
+        let out = sim.cli(&grant.relative());
+        assert_eq!(
+            cli_arn(&out).as_deref(),
+            Some(arn.as_str()),
+            "{}",
+            show(&out)
+        );
+        let log = relay.stop();
+        assert!(
+            log.contains(&format!("200 to {from_v6}: ")),
+            "{topology}: {log}"
+        );
+        assert!(
+            log.contains(&format!("200 to {from_v4}: ")),
+            "{topology}: {log}"
+        );
+        assert!(log.contains("link imdsh-r6-23"), "{topology}: {log}");
+        assert!(!sim.link_exists());
+    }
 }
