@@ -13,10 +13,11 @@ use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::time::{Duration, Instant, SystemTime};
 
 use imds_e2e::output::{show, text};
-use imds_e2e::require::require;
+use imds_e2e::require::{require, Requirement};
 use imds_harness::backend::endpoints::STS_URL;
 use imds_harness::probe::programs::SdkProgram;
 use imds_harness::topology::Topology;
+use imds_mock::MockConfig;
 use strum::VariantArray;
 
 use relay_sim::*;
@@ -467,6 +468,93 @@ async fn a_token_file_belongs_to_its_owner_and_the_rust_sdk_reads_it() {
     assert_eq!(got, TOKEN_FILE_CLIENTS, "{}", relay.log());
     let log = relay.stop();
     assert!(!log.contains(secret.split_once('.').unwrap().1));
+}
+
+/// `--token-file` in a directory whose POSIX ACL says more than its mode: the kernel's answer
+/// for the owner counts. A directory of mode 0700 whose ACL lets nobody search it takes nobody's
+/// token file, which nobody then reads; one of mode 0755 whose ACL denies nobody is refused,
+/// the error says there is an ACL, and no grant is kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_file_directory_is_judged_with_its_acl() {
+    let needs = [NEEDS, &[Requirement::AclTools]].concat();
+    if !require("relay_scoped_token_file_acl", &needs) {
+        return;
+    }
+    let sim = sim("host", MockConfig::default());
+    let relay = sim.start_relay("relay", &[]);
+    fs::set_permissions(sim.dir.path(), fs::Permissions::from_mode(0o711)).unwrap();
+    let acl_dir = |name: &str, mode: u32, entry: &str| {
+        let dir = sim.dir.path().join(name);
+        fs::create_dir(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).unwrap();
+        let out = duct::cmd!("setfacl", "-m", entry, &dir)
+            .stderr_capture()
+            .unchecked()
+            .run()
+            .unwrap();
+        assert!(out.status.success(), "setfacl -m {entry}: {}", show(&out));
+        dir
+    };
+    let as_nobody = |args: &[&str]| {
+        let mut all = vec!["--reuid=65534", "--regid=65534", "--clear-groups"];
+        all.extend_from_slice(args);
+        duct::cmd("setpriv", &all)
+            .stdout_capture()
+            .stderr_capture()
+            .unchecked()
+            .run()
+            .unwrap()
+    };
+
+    let allowed = acl_dir("allowed", 0o700, "u:nobody:x");
+    let token = allowed.join("build.token");
+    let token = token.to_str().unwrap();
+    let grant = sim.grant(&[
+        "--instance-role",
+        "--label",
+        "acl-allowed",
+        "--token-file",
+        token,
+        "--owner",
+        "nobody",
+    ]);
+    let read = as_nobody(&["cat", token]);
+    assert!(read.status.success(), "{}", show(&read));
+    assert!(
+        text(&read.stdout).starts_with(&grant.id),
+        "nobody reads the token"
+    );
+
+    let denied = acl_dir("denied", 0o755, "u:nobody:-");
+    let token = denied.join("build.token");
+    let out = sim.relay_cmd(&[
+        "grant",
+        "--instance-role",
+        "--label",
+        "acl-denied",
+        "--token-file",
+        token.to_str().unwrap(),
+        "--owner",
+        "nobody",
+    ]);
+    assert!(!out.status.success(), "{}", show(&out));
+    let said = format!(
+        "user nobody (uid 65534) cannot enter directory {} (mode 755, owner uid 0, and an ACL: \
+         see getfacl)",
+        denied.display()
+    );
+    assert!(text(&out.stderr).contains(&said), "{}", show(&out));
+    assert!(out.stdout.is_empty(), "{}", show(&out));
+    assert!(!as_nobody(&["ls", denied.to_str().unwrap()])
+        .status
+        .success());
+    assert!(!token.exists());
+    let list = text(&sim.relay_cmd(&["list"]).stdout);
+    assert!(
+        list.contains("acl-allowed") && !list.contains("acl-denied"),
+        "{list}"
+    );
+    relay.stop();
 }
 
 /// Which clients get credentials with `AWS_CONTAINER_CREDENTIALS_FULL_URI` at 169.254.170.2 and
