@@ -12,8 +12,11 @@
 //!   every connection, as IMDS does.
 //!
 //! Each case: wrk 2 threads, 32 connections, 4 s for the rate; 1 thread, 1 connection, 4 s for
-//! the latency (p50 and p99). The cases alternate, RUNS times (default 5); medians are printed
-//! with every run. The relay is the binary of the `dev` profile this is built with
+//! the latency (p50 and p99). Then the latency again, interleaved: one fetch at a time (a
+//! connection each) from the leaf, the relay's `--instance-role` grant, its scoped one and IMDS
+//! directly in turn, [`INTERLEAVED`] of each, so that the three share whatever else the
+//! machine does while they run; p50 and p99 of each and the p99 added (the relay's minus
+//! IMDS's). The cases alternate, RUNS times (default 5); medians are printed with every run. The relay is the binary of the `dev` profile this is built with
 //! (`cargo bench --profile dev`): unoptimised, as is the mock; or `IMDSH_BENCH_RELAY` (a
 //! release build: `IMDSH_BENCH_RELAY=target/release/imds-shim cargo bench --profile dev
 //! --bench relay`).
@@ -34,6 +37,8 @@ use imds_mock::MockConfig;
 use imds_vocab::HopLimit;
 
 const DURATION: &str = "4s";
+/// Fetches of each kind in one interleaved latency run.
+const INTERLEAVED: usize = 5_000;
 const ROLE_PATH: &str = "/latest/meta-data/iam/security-credentials/imds-harness-build-role";
 
 fn wrk(leaf: &Namespace, threads: u32, connections: u32, headers: &[String], url: &str) -> Wrk {
@@ -66,6 +71,64 @@ fn token(leaf: &Namespace) -> String {
     .next()
     .unwrap()
     .to_owned()
+}
+
+/// One GET of `path` at `addr` on a new connection, closed after the answer, from the thread's
+/// namespace: its time in µs, from before the connect to the end of the answer (the server
+/// closes, as IMDS does and the relay does for `Connection: close`).
+fn timed_fetch(addr: SocketAddr, host: &str, path: &str, header: &str) -> f64 {
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{header}Connection: close\r\n\r\n");
+    let started = std::time::Instant::now();
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::with_capacity(2048);
+    s.read_to_end(&mut answer).unwrap();
+    let elapsed = started.elapsed().as_secs_f64() * 1e6;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    elapsed
+}
+
+/// The `q` quantile of `xs` (nearest rank).
+fn quantile(xs: &mut [f64], q: f64) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss,
+        reason = "a rank within a few thousand samples"
+    )]
+    let rank = ((q * xs.len() as f64).ceil() as usize).clamp(1, xs.len());
+    xs[rank - 1]
+}
+
+/// p50 and p99 in µs of [`INTERLEAVED`] fetches of each of `paths` (relay paths, then IMDS's
+/// role path with `token`), taken in turn from `leaf`.
+fn interleaved(leaf: &Namespace, relay_paths: &[&str], token: &str) -> Vec<(f64, f64)> {
+    let relay = SocketAddr::from(([169, 254, 170, 2], 80));
+    let imds = SocketAddr::from(([169, 254, 169, 254], 80));
+    let token = format!("X-aws-ec2-metadata-token: {token}\r\n");
+    let relay_paths: Vec<String> = relay_paths.iter().map(|p| (*p).to_owned()).collect();
+    leaf.run_in(move || {
+        let mut times = vec![Vec::with_capacity(INTERLEAVED); relay_paths.len() + 1];
+        for _ in 0..INTERLEAVED {
+            for (path, times) in relay_paths.iter().zip(&mut times) {
+                times.push(timed_fetch(relay, "169.254.170.2", path, ""));
+            }
+            let direct = times.last_mut().unwrap();
+            direct.push(timed_fetch(imds, "169.254.169.254", ROLE_PATH, &token));
+        }
+        times
+            .iter_mut()
+            .map(|xs| (quantile(xs, 0.5), quantile(xs, 0.99)))
+            .collect()
+    })
+    .unwrap()
 }
 
 fn main() {
@@ -154,6 +217,9 @@ fn main() {
     let (mut relay_close, mut relay_alive, mut direct) = (Vec::new(), Vec::new(), Vec::new());
     let (mut scoped_close, mut scoped_alive, mut scoped_lat) = (Vec::new(), Vec::new(), Vec::new());
     let (mut relay_lat, mut direct_lat) = (Vec::new(), Vec::new());
+    let mut turns: Vec<Vec<(f64, f64)>> = Vec::new();
+    let path_of = |url: &str| url.strip_prefix("http://169.254.170.2").unwrap().to_owned();
+    let (relay_path, scoped_path) = (path_of(&relay_url), path_of(&scoped_url));
     for _ in 0..runs {
         site.mock().set_hop_limit(HopLimit::new(1).unwrap());
         relay_close.push(wrk(leaf, 2, 32, &close, &relay_url).rate);
@@ -164,9 +230,11 @@ fn main() {
         scoped_lat.push(wrk(leaf, 1, 1, &close, &scoped_url));
 
         site.mock().set_hop_limit(HopLimit::new(4).unwrap());
-        let token = vec![format!("X-aws-ec2-metadata-token: {}", token(leaf))];
-        direct.push(wrk(leaf, 2, 32, &token, &direct_url).rate);
-        direct_lat.push(wrk(leaf, 1, 1, &token, &direct_url));
+        let imds_token = token(leaf);
+        let header = vec![format!("X-aws-ec2-metadata-token: {imds_token}")];
+        direct.push(wrk(leaf, 2, 32, &header, &direct_url).rate);
+        direct_lat.push(wrk(leaf, 1, 1, &header, &direct_url));
+        turns.push(interleaved(leaf, &[&relay_path, &scoped_path], &imds_token));
     }
     let p = |xs: &[Wrk], f: fn(&Wrk) -> f64| xs.iter().map(f).collect::<Vec<f64>>();
     println!("credential fetches/s from depth 3 (wrk -t2 -c32 -d{DURATION}):");
@@ -228,6 +296,29 @@ fn main() {
         median(added.clone()),
         runs_of(&added, 0)
     );
+    println!(
+        "latency interleaved ({INTERLEAVED} fetches of each per run, one at a time, in turn, a \
+         connection each, µs):"
+    );
+    for (i, name) in ["relay", "scoped", "direct IMDS"].iter().enumerate() {
+        let of = |f: fn(&(f64, f64)) -> f64| turns.iter().map(|t| f(&t[i])).collect::<Vec<f64>>();
+        println!(
+            "  {name:<12} p50 median {:>7.0}  p99 median {:>7.0}  (p99 runs: {})",
+            median(of(|t| t.0)),
+            median(of(|t| t.1)),
+            runs_of(&of(|t| t.1), 0)
+        );
+    }
+    for (i, name) in ["instance role", "scoped grant"].iter().enumerate() {
+        let added: Vec<f64> = turns.iter().map(|t| t[i].1 - t[2].1).collect();
+        let added_p50: Vec<f64> = turns.iter().map(|t| t[i].0 - t[2].0).collect();
+        println!(
+            "  added by the relay, {name}: p99 median {:.0} µs (runs: {}), p50 median {:.0} µs",
+            median(added.clone()),
+            runs_of(&added, 0),
+            median(added_p50)
+        );
+    }
     let _ = relay.kill();
     let _ = relay.wait();
     // Every fetch the relay answered is a line of its log; the scoped ones name the role.

@@ -7,6 +7,12 @@
 //! rootless Podman's run as their user) or a container (docker backend: rootless Podman as the
 //! instance's user `imdsh`, uid [`ROOTLESS_UID`]); `imds-shim fence` runs in the instance's
 //! network namespace, and no rule is ever written in this machine's own.
+//!
+//! The clients: Debian's AWS CLI, the Go v2, Go v1, Ruby and boto3 programs and, on the netns
+//! backend, the AWS SDK for Rust's default chain (this test binary re-run at the leaf as
+//! [`rust_sdk_child`]; the probe image has no client of it that reads a grant).
+
+mod relay_sim;
 
 use std::process::Output;
 
@@ -44,6 +50,12 @@ const NETNS: &[Requirement] = &[
     Requirement::SdkClients,
 ];
 
+/// The SDK side of [`relay_sim::rust_sdk_in`], re-run at the leaf.
+#[test]
+fn rust_sdk_child() {
+    relay_sim::rust_sdk_child();
+}
+
 /// `imds-shim fence <args>` in `ns`.
 fn fence(ns: &Namespace, args: &[&str]) -> Output {
     let mut all = vec!["fence"];
@@ -68,25 +80,31 @@ fn listing(ns: &Namespace, program: &str, args: &[&str]) -> String {
     text(&out.stdout)
 }
 
-/// Every client at `leaf` with `env` (the AWS CLI, then the Go v2, Go v1, Ruby and boto3
-/// SDKs): its name and the ARN it got, if any.
-fn clients(leaf: &dyn Leaf, env: &ClientEnv) -> Vec<(String, Option<String>)> {
+/// Every client at the place with `env` (the AWS CLI, the Go v2, Go v1, Ruby and boto3 SDKs,
+/// and the Rust SDK where the place runs it): its name and the ARN it got, if any.
+fn clients(place: &Place<'_>, env: &ClientEnv) -> Vec<(String, Option<String>)> {
     // A client that gets no credentials may end with a stack trace (the Ruby SDK does): the
     // harness calls that a crash; here it is a client without the role all the same.
     let mut got = Vec::new();
-    let outcome = cli::run(leaf, env, STS_URL);
+    let outcome = cli::run(place.leaf, env, STS_URL);
     got.push(("aws-cli".to_owned(), outcome.ok().and_then(|o| o.arn)));
     for &program in SdkProgram::VARIANTS {
-        let outcome = sdk::run(leaf, env, program, STS_URL);
+        let outcome = sdk::run(place.leaf, env, program, STS_URL);
         got.push((program.to_string(), outcome.ok().and_then(|o| o.arn)));
+    }
+    if let Some(ns) = place.rust_sdk {
+        let calls = relay_sim::rust_sdk_in(ns, env, 1, std::time::Duration::ZERO);
+        let arn = calls[0].strip_prefix("ARN ").map(str::to_owned);
+        got.push(("rust-sdk".to_owned(), arn));
     }
     got
 }
 
-fn every(arn: Option<&str>) -> Vec<(String, Option<String>)> {
+fn every(place: &Place<'_>, arn: Option<&str>) -> Vec<(String, Option<String>)> {
     ["aws-cli".to_owned()]
         .into_iter()
         .chain(SdkProgram::VARIANTS.iter().map(ToString::to_string))
+        .chain(place.rust_sdk.map(|_| "rust-sdk".to_owned()))
         .map(|name| (name, arn.map(str::to_owned)))
         .collect()
 }
@@ -111,12 +129,13 @@ fn assert_status(out: &Output, code: i32, says: &str) {
 
 /// The fence's whole life at one place: not covered, applied (twice: the second changes
 /// nothing), covered, the clients without and with a grant, removed.
-/// Where [`fence_and_serve`] runs: the instance's host namespace, the leaf, the clients'
-/// environment and the relay.
+/// Where [`fence_and_serve`] runs: the instance's host namespace, the leaf (and its namespace
+/// when the Rust SDK runs there), the clients' environment and the relay.
 struct Place<'a> {
     what: &'a str,
     host: &'a Namespace,
     leaf: &'a dyn Leaf,
+    rust_sdk: Option<&'a Namespace>,
     env: &'a ClientEnv,
     relay: &'a RelayProcess,
 }
@@ -128,6 +147,7 @@ fn fence_and_serve(place: &Place<'_>, uid: u32, firewall: &[&str], while_fenced:
         leaf,
         env,
         relay,
+        ..
     } = place;
     let uid_arg = uid.to_string();
     let who = [&["--uid", uid_arg.as_str()][..], firewall].concat();
@@ -137,7 +157,11 @@ fn fence_and_serve(place: &Place<'_>, uid: u32, firewall: &[&str], while_fenced:
     );
 
     // Today's hole: at hop limit 1, with no grant, every client gets the role.
-    assert_eq!(clients(leaf, env), every(Some(ARN)), "{what}: unfenced");
+    assert_eq!(
+        clients(place, env),
+        every(place, Some(ARN)),
+        "{what}: unfenced"
+    );
     assert_status(
         &fence(host, &[&who[..], &["--check"]].concat()),
         1,
@@ -157,10 +181,14 @@ fn fence_and_serve(place: &Place<'_>, uid: u32, firewall: &[&str], while_fenced:
 
     while_fenced();
     // Fenced: nothing without a grant, the grant's role with one, through the relay.
-    assert_eq!(clients(leaf, env), every(None), "{what}: fenced, no grant");
     assert_eq!(
-        clients(leaf, &granted),
-        every(Some(SCOPED_ARN)),
+        clients(place, env),
+        every(place, None),
+        "{what}: fenced, no grant"
+    );
+    assert_eq!(
+        clients(place, &granted),
+        every(place, Some(SCOPED_ARN)),
         "{what}: fenced, granted"
     );
 
@@ -273,6 +301,7 @@ fn netns_rootless_presets_get_the_role_only_through_a_grant_once_fenced() {
             what: topology,
             host: site.host(),
             leaf: &leaf,
+            rust_sdk: Some(site.leaf()),
             env: &env,
             relay: &relay,
         };
@@ -489,6 +518,7 @@ fn docker_rootless_presets_get_the_role_only_through_a_grant_once_fenced() {
             what: &what,
             host: instance.host_ns(),
             leaf: &leaf,
+            rust_sdk: None,
             env: &env,
             relay: &relay,
         };

@@ -487,16 +487,17 @@ fn no_credentials_from_imds_is_a_clear_error() {
 
 /// The docker backend: the simulated instance is a container with an engine of its own, at
 /// hop limit 1, tokens required; the relay runs in its network namespace (the EC2 host). At
-/// every preset the AWS CLI of the probe image gets the deploy role's narrowed session through
-/// a scoped grant in its environment (`docker run --env`, a `docker build` RUN step,
-/// earthly-buildkitd's steps, ...), and nothing without one; at the deepest, the Go v2, Go v1,
-/// Ruby and boto3 clients get it too and the session may not raise the hop limit. The docs'
-/// Docker examples get the instance role through an `--instance-role` grant.
+/// every preset (`docker run --env`, a `docker build` RUN step, earthly-buildkitd's steps, ...)
+/// the AWS CLI and the Go v2, Go v1, Ruby and boto3 clients of the probe image get the deploy
+/// role's narrowed session through a scoped grant in their environment, the session may not
+/// raise the hop limit, the CLI gets the instance role through an `--instance-role` grant, and
+/// nothing without a grant; the clients of one preset run at once. The AWS SDK for Rust (this
+/// test binary) runs at `host` only: the probe image has no client of it that reads a grant.
+/// The docs' Docker examples get the instance role through an `--instance-role` grant.
 #[test]
 fn docker_backend_every_preset_gets_the_role_through_a_grant_at_hop_limit_1() {
     use imds_harness::backend::docker::instance::DockerInstance;
     use imds_harness::backend::docker::leaf::DockerLeaf;
-    use imds_harness::probe::cli;
     use imds_harness::probe::{Leaf as _, Program};
 
     if !require(
@@ -548,58 +549,113 @@ fn docker_backend_every_preset_gets_the_role_through_a_grant_at_hop_limit_1() {
         .relative()
         .into_iter()
         .fold(env.clone(), |env, (k, v)| env.with(k, v));
-    let deepest = Topology::presets()
+    let with_granted = granted
+        .relative()
         .into_iter()
-        .max_by_key(Topology::min_hop_limit)
-        .unwrap();
-
+        .fold(env.clone(), |env, (k, v)| env.with(k, v));
+    let who = [
+        "sts",
+        "get-caller-identity",
+        "--endpoint-url",
+        STS_URL,
+        "--output",
+        "json",
+    ];
+    let handle = runtime.handle();
+    let started = std::time::Instant::now();
     for topology in Topology::presets() {
         let leaf = DockerLeaf::realise(&instance, &topology, &lab.tools).unwrap();
-        let outcome = cli::run(&leaf, &with_scoped, STS_URL).unwrap();
-        assert_eq!(
-            outcome.arn.as_deref(),
-            Some(scoped_arn.as_str()),
-            "{topology}: {:?}",
-            outcome.reason
-        );
-        if topology == deepest {
-            for &program in SdkProgram::VARIANTS {
-                let out = leaf
-                    .run(Program::Sdk(program), &[STS_URL], &with_scoped)
-                    .unwrap();
-                assert_eq!(
-                    cli_arn(&out).as_deref(),
-                    Some(scoped_arn.as_str()),
-                    "{topology}, {program}: {}",
-                    show(&out)
-                );
-            }
-
-            let out = leaf
-                .run(Program::AwsCli, &MODIFY_HOP_LIMIT, &with_scoped)
-                .unwrap();
-            assert!(
-                text(&out.stderr).contains("UnauthorizedOperation"),
-                "{topology}: {}",
-                show(&out)
-            );
-            assert_eq!(instance.mock().options().hop_limit.get(), 1);
+        let scoped_session = Expect::Arn(scoped_arn.clone());
+        let mut runs = vec![
+            Run::new(Program::AwsCli, &who, &with_scoped, scoped_session.clone()),
+            Run::new(
+                Program::AwsCli,
+                &who,
+                &with_granted,
+                Expect::Arn(ARN.into()),
+            ),
+            Run::new(
+                Program::AwsCli,
+                &MODIFY_HOP_LIMIT,
+                &with_scoped,
+                Expect::Unauthorized,
+            ),
+        ];
+        for &program in SdkProgram::VARIANTS {
+            runs.push(Run::new(
+                Program::Sdk(program),
+                &[STS_URL],
+                &with_scoped,
+                scoped_session.clone(),
+            ));
         }
         // Without a grant, hop limit 1 keeps the role from every place that needs more; a
         // place behind a user-space stack (rootless Podman) needs no more than 1, so it
-        // reaches IMDS itself, grant or not: the relay cannot fence it off.
+        // reaches IMDS itself, grant or not: the relay cannot fence it off (`imds-shim
+        // fence` does, tests/fence.rs).
         if topology.depth() > 0 {
-            let outcome = cli::run(&leaf, &env, STS_URL).unwrap();
             let reachable = topology.min_hop_limit().get() == 1;
-            assert_eq!(
-                outcome.ok,
-                reachable,
-                "{topology} (needs {}) without a grant got {:?}",
-                topology.min_hop_limit(),
-                outcome.arn
+            let expect = if reachable {
+                Expect::Arn(ARN.into())
+            } else {
+                Expect::Nothing
+            };
+            runs.push(Run::new(Program::AwsCli, &who, &env, expect));
+        }
+        let outputs: Vec<Output> = std::thread::scope(|scope| {
+            let started: Vec<_> = runs
+                .iter()
+                .map(|run| {
+                    let leaf = &leaf;
+                    scope.spawn(move || {
+                        let _entered = handle.enter();
+                        let args: Vec<&str> = run.args.iter().map(String::as_str).collect();
+                        leaf.run(run.program, &args, &run.env).unwrap()
+                    })
+                })
+                .collect();
+            started.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (run, out) in runs.iter().zip(&outputs) {
+            let what = format!(
+                "{topology}, {} {:?}, {:?}: {}",
+                run.program.description(),
+                run.args,
+                run.expect,
+                show(out)
             );
+            match &run.expect {
+                Expect::Arn(arn) => assert_eq!(cli_arn(out).as_ref(), Some(arn), "{what}"),
+                Expect::Nothing => assert_eq!(cli_arn(out), None, "{what}"),
+                Expect::Unauthorized => assert!(
+                    !out.status.success() && text(&out.stderr).contains("UnauthorizedOperation"),
+                    "{what}"
+                ),
+            }
+        }
+        assert_eq!(
+            instance.mock().options().hop_limit.get(),
+            1,
+            "{topology}: the hop limit changed"
+        );
+        if topology == Topology::parse("host").unwrap() {
+            let rust_env = env.clone().with("AWS_ENDPOINT_URL_STS", STS_URL);
+            for (vars, arn) in [
+                (scoped.relative(), scoped_arn.as_str()),
+                (granted.full(), ARN),
+            ] {
+                let env = vars
+                    .into_iter()
+                    .fold(rust_env.clone(), |env, (k, v)| env.with(k, v));
+                let sdk = rust_sdk_in(instance.host_ns(), &env, 1, Duration::ZERO);
+                assert_eq!(sdk, [format!("ARN {arn}")], "{topology}, the Rust SDK");
+            }
         }
     }
+    eprintln!(
+        "every preset's clients: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 
     // docs/relay.md's ways, on the instance's engine: `docker run --env-file` with the grant's
     // env file, and a `docker build` whose RUN step reads it from a secret mount.
@@ -640,18 +696,67 @@ rm -rf "$d"
     );
 
     let list = text(&relay_cmd(dir.path(), &["list"]).stdout);
-    assert!(
-        list.contains("instance role") && list.contains("docker-scoped"),
-        "{list}"
-    );
+    let row = |id: &str| {
+        list.lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_else(|| panic!("{id} not listed: {list}"))
+            .to_owned()
+    };
+    assert!(row(&granted.id).contains("instance role"), "{list}");
+    assert!(row(&scoped.id).contains("docker-scoped"), "{list}");
     assert_eq!(instance.mock().events().assume_role, 1);
     let log = relay.stop();
+    // At every preset the CLI twice and the modify call and each SDK client once; the Rust
+    // SDK twice at `host`; the two docs examples.
     assert_eq!(
         log.matches("200 to ").count(),
-        Topology::presets().len() + SdkProgram::VARIANTS.len() + 3,
+        Topology::presets().len() * (3 + SdkProgram::VARIANTS.len()) + 2 + 2,
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "grant {} (\"docker-build\"), instance role",
+            granted.id
+        )),
         "{log}"
     );
     for secret in granted.secrets().into_iter().chain(scoped.secrets()) {
         assert!(!log.contains(&secret), "a grant's secret in the log");
+    }
+}
+
+/// One client run at a docker leaf: the program, its arguments and environment, what it
+/// should get.
+struct Run {
+    program: imds_harness::probe::Program,
+    args: Vec<String>,
+    env: ClientEnv,
+    expect: Expect,
+}
+
+/// What a client run should end with.
+#[derive(Clone, Debug)]
+enum Expect {
+    /// GetCallerIdentity says this ARN.
+    Arn(String),
+    /// No identity.
+    Nothing,
+    /// EC2 refuses the call with `UnauthorizedOperation`.
+    Unauthorized,
+}
+
+impl Run {
+    fn new(
+        program: imds_harness::probe::Program,
+        args: &[&str],
+        env: &ClientEnv,
+        expect: Expect,
+    ) -> Run {
+        Run {
+            program,
+            args: args.iter().map(ToString::to_string).collect(),
+            env: env.clone(),
+            expect,
+        }
     }
 }

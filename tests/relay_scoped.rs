@@ -13,9 +13,11 @@ use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::time::{Duration, Instant, SystemTime};
 
 use imds_e2e::output::{show, text};
-use imds_e2e::require::require;
+use imds_e2e::require::{require, Requirement};
 use imds_harness::backend::endpoints::STS_URL;
 use imds_harness::probe::programs::SdkProgram;
+use imds_harness::topology::Topology;
+use imds_mock::MockConfig;
 use strum::VariantArray;
 
 use relay_sim::*;
@@ -468,6 +470,93 @@ async fn a_token_file_belongs_to_its_owner_and_the_rust_sdk_reads_it() {
     assert!(!log.contains(secret.split_once('.').unwrap().1));
 }
 
+/// `--token-file` in a directory whose POSIX ACL says more than its mode: the kernel's answer
+/// for the owner counts. A directory of mode 0700 whose ACL lets nobody search it takes nobody's
+/// token file, which nobody then reads; one of mode 0755 whose ACL denies nobody is refused,
+/// the error says there is an ACL, and no grant is kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_file_directory_is_judged_with_its_acl() {
+    let needs = [NEEDS, &[Requirement::AclTools]].concat();
+    if !require("relay_scoped_token_file_acl", &needs) {
+        return;
+    }
+    let sim = sim("host", MockConfig::default());
+    let relay = sim.start_relay("relay", &[]);
+    fs::set_permissions(sim.dir.path(), fs::Permissions::from_mode(0o711)).unwrap();
+    let acl_dir = |name: &str, mode: u32, entry: &str| {
+        let dir = sim.dir.path().join(name);
+        fs::create_dir(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).unwrap();
+        let out = duct::cmd!("setfacl", "-m", entry, &dir)
+            .stderr_capture()
+            .unchecked()
+            .run()
+            .unwrap();
+        assert!(out.status.success(), "setfacl -m {entry}: {}", show(&out));
+        dir
+    };
+    let as_nobody = |args: &[&str]| {
+        let mut all = vec!["--reuid=65534", "--regid=65534", "--clear-groups"];
+        all.extend_from_slice(args);
+        duct::cmd("setpriv", &all)
+            .stdout_capture()
+            .stderr_capture()
+            .unchecked()
+            .run()
+            .unwrap()
+    };
+
+    let allowed = acl_dir("allowed", 0o700, "u:nobody:x");
+    let token = allowed.join("build.token");
+    let token = token.to_str().unwrap();
+    let grant = sim.grant(&[
+        "--instance-role",
+        "--label",
+        "acl-allowed",
+        "--token-file",
+        token,
+        "--owner",
+        "nobody",
+    ]);
+    let read = as_nobody(&["cat", token]);
+    assert!(read.status.success(), "{}", show(&read));
+    assert!(
+        text(&read.stdout).starts_with(&grant.id),
+        "nobody reads the token"
+    );
+
+    let denied = acl_dir("denied", 0o755, "u:nobody:-");
+    let token = denied.join("build.token");
+    let out = sim.relay_cmd(&[
+        "grant",
+        "--instance-role",
+        "--label",
+        "acl-denied",
+        "--token-file",
+        token.to_str().unwrap(),
+        "--owner",
+        "nobody",
+    ]);
+    assert!(!out.status.success(), "{}", show(&out));
+    let said = format!(
+        "user nobody (uid 65534) cannot enter directory {} (mode 755, owner uid 0, and an ACL: \
+         see getfacl)",
+        denied.display()
+    );
+    assert!(text(&out.stderr).contains(&said), "{}", show(&out));
+    assert!(out.stdout.is_empty(), "{}", show(&out));
+    assert!(!as_nobody(&["ls", denied.to_str().unwrap()])
+        .status
+        .success());
+    assert!(!token.exists());
+    let list = text(&sim.relay_cmd(&["list"]).stdout);
+    assert!(
+        list.contains("acl-allowed") && !list.contains("acl-denied"),
+        "{list}"
+    );
+    relay.stop();
+}
+
 /// Which clients get credentials with `AWS_CONTAINER_CREDENTIALS_FULL_URI` at 169.254.170.2 and
 /// `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`, with the versions Debian 12 ships (docs/relay.md's
 /// table): none of them reads the file (AWS CLI 2.9.19, botocore 1.29.27, aws-sdk-go 1.44.133,
@@ -481,43 +570,69 @@ const TOKEN_FILE_CLIENTS: [(&str, bool); 5] = [
 ];
 
 /// `--listen` twice: `[fd00:ec2::23]` (EKS Pod Identity's IPv6 address, printed in the full URI
-/// as the first) and 169.254.170.2 (the relative URI). The Rust SDK at the leaf gets the
-/// scoped session over IPv6, the AWS CLI over IPv4, from one relay; both links go at exit.
+/// as the first) and 169.254.170.2 (the relative URI). At the host and at a leaf three routed
+/// layers deep (earthly-with-docker, IPv6 added beside the harness's IPv4, see
+/// [`Sim::add_ipv6`]), the Rust SDK gets the scoped session over IPv6, the AWS CLI over IPv4
+/// (Debian's botocore takes a full URI at 169.254.170.2 or on loopback only), from one relay;
+/// both links go at exit.
 #[tokio::test(flavor = "multi_thread")]
 async fn one_relay_answers_on_ipv6_and_ipv4() {
     if !require("relay_scoped_listen", NEEDS) {
         return;
     }
-    let sim = sim("host", scoped_config());
-    let relay = sim.start_relay(
-        "relay",
-        &[
-            "--sts-endpoint",
-            STS_URL,
-            "--listen",
-            "[fd00:ec2::23]:80",
-            "--listen",
-            "169.254.170.2:80",
-        ],
-    );
-    let grant = sim.scoped_grant("both families", &[]);
-    assert_eq!(
-        grant.var("AWS_CONTAINER_CREDENTIALS_FULL_URI"),
-        "http://[fd00:ec2::23]/imds-shim/credentials"
-    );
-    let arn = scoped_arn("both-families");
-    let sdk = sim.rust_sdk(&grant.full(), 1, Duration::ZERO);
-    assert_eq!(sdk, [format!("ARN {arn}")], "{}", relay.log());
-    let out = sim.cli(&grant.relative());
-    assert_eq!(
-        cli_arn(&out).as_deref(),
-        Some(arn.as_str()),
-        "{}",
-        show(&out)
-    );
-    let log = relay.stop();
-    assert!(log.contains("200 to fd00:ec2::23"), "{log}");
-    assert!(log.contains("200 to 169.254.170.2"), "{log}");
-    assert!(log.contains("link imdsh-r6-23"), "{log}");
-    assert!(!sim.link_exists());
+    // Where the relay sees each family's requests come from: at the host its own addresses; at
+    // the leaf its IPv6 address (nothing masquerades IPv6) and the first layer's IPv4 one.
+    let deep = Topology::parse("earthly-with-docker").unwrap();
+    for (topology, from_v6, from_v4) in [
+        (
+            "host",
+            "fd00:ec2::23".to_owned(),
+            "169.254.170.2".to_owned(),
+        ),
+        (
+            "earthly-with-docker",
+            "fd00:1ab:3::2".to_owned(),
+            first_hop_address(&deep).to_string(),
+        ),
+    ] {
+        let sim = sim(topology, scoped_config());
+        sim.add_ipv6();
+        let relay = sim.start_relay(
+            "relay",
+            &[
+                "--sts-endpoint",
+                STS_URL,
+                "--listen",
+                "[fd00:ec2::23]:80",
+                "--listen",
+                "169.254.170.2:80",
+            ],
+        );
+        let grant = sim.scoped_grant("both families", &[]);
+        assert_eq!(
+            grant.var("AWS_CONTAINER_CREDENTIALS_FULL_URI"),
+            "http://[fd00:ec2::23]/imds-shim/credentials"
+        );
+        let arn = scoped_arn("both-families");
+        let sdk = sim.rust_sdk(&grant.full(), 1, Duration::ZERO);
+        assert_eq!(sdk, [format!("ARN {arn}")], "{}", relay.log());
+        let out = sim.cli(&grant.relative());
+        assert_eq!(
+            cli_arn(&out).as_deref(),
+            Some(arn.as_str()),
+            "{}",
+            show(&out)
+        );
+        let log = relay.stop();
+        assert!(
+            log.contains(&format!("200 to {from_v6}: ")),
+            "{topology}: {log}"
+        );
+        assert!(
+            log.contains(&format!("200 to {from_v4}: ")),
+            "{topology}: {log}"
+        );
+        assert!(log.contains("link imdsh-r6-23"), "{topology}: {log}");
+        assert!(!sim.link_exists());
+    }
 }

@@ -193,32 +193,8 @@ impl Sim {
         calls: u32,
         pause: Duration,
     ) -> Vec<String> {
-        let mut env = self
-            .env()
-            .with(CHILD, "1")
-            .with(CHILD_CALLS, &calls.to_string())
-            .with(CHILD_PAUSE_MS, &pause.as_millis().to_string());
-        for (k, v) in vars {
-            env = env.with(k, v);
-        }
-        let exe = std::env::current_exe().unwrap();
-        let out = run_in(
-            &env,
-            self.site.leaf(),
-            &exe,
-            &[
-                "--exact",
-                "rust_sdk_child",
-                "--nocapture",
-                "--test-threads=1",
-            ],
-        );
-        assert!(out.status.success(), "{}", show(&out));
-        text(&out.stdout)
-            .lines()
-            .filter_map(|l| l.strip_prefix(MARK))
-            .map(str::to_owned)
-            .collect()
+        let env = vars.iter().fold(self.env(), |env, (k, v)| env.with(k, v));
+        rust_sdk_in(self.site.leaf(), &env, calls, pause)
     }
 
     /// One raw HTTP exchange with the relay from the leaf.
@@ -256,6 +232,91 @@ impl Sim {
             .filter(|r| !r.is_empty())
     }
 
+    /// IPv6 beside the site's IPv4, on the routed layers between the host and the leaf, so
+    /// that a client at the leaf reaches an address the relay listens on in the host's
+    /// namespace (`[fd00:ec2::23]`): layer `n`'s bridge gets `fd00:1ab:n::1/64` in its parent,
+    /// the child's uplink `fd00:1ab:n::2/64` and its default route; every parent forwards
+    /// IPv6 and routes the deeper subnets through its child. Only this site's namespaces
+    /// change, after the harness made them: the IPv4 the harness measures is as it was.
+    pub(crate) fn add_ipv6(&self) {
+        let host = self.site.host().name();
+        let prefix = host
+            .strip_suffix("-h")
+            .expect("a host namespace named <prefix>-h");
+        let ns = |depth: usize| match depth {
+            0 => host.to_owned(),
+            d => format!("{prefix}-{d}"),
+        };
+        let layers = self.site.topology().layers();
+        assert_eq!(ns(layers.len()), self.site.leaf().name());
+        for (i, layer) in layers.iter().enumerate() {
+            let Some(bridge) = layer.bridge() else {
+                panic!(
+                    "layer {} is {layer:?}: IPv6 is added on routed layers only",
+                    i + 1
+                )
+            };
+            let (parent, child, n) = (ns(i), ns(i + 1), i + 1);
+            ip(
+                &parent,
+                &[
+                    "addr",
+                    "add",
+                    &format!("fd00:1ab:{n}::1/64"),
+                    "dev",
+                    &bridge.name(),
+                    "nodad",
+                ],
+            );
+            ip(
+                &child,
+                &[
+                    "addr",
+                    "add",
+                    &format!("fd00:1ab:{n}::2/64"),
+                    "dev",
+                    "eth0",
+                    "nodad",
+                ],
+            );
+            ip(
+                &child,
+                &[
+                    "-6",
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    &format!("fd00:1ab:{n}::1"),
+                ],
+            );
+            let forward = duct::cmd!(
+                "ip",
+                "netns",
+                "exec",
+                &parent,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.forwarding=1"
+            );
+            forward.run().unwrap();
+            for upper in 0..i {
+                let via = format!("fd00:1ab:{}::2", upper + 1);
+                ip(
+                    &ns(upper),
+                    &[
+                        "-6",
+                        "route",
+                        "add",
+                        &format!("fd00:1ab:{n}::/64"),
+                        "via",
+                        &via,
+                    ],
+                );
+            }
+        }
+    }
+
     pub(crate) fn link_exists(&self) -> bool {
         duct::cmd!(
             "ip",
@@ -274,6 +335,19 @@ impl Sim {
         .status
         .success()
     }
+}
+
+/// `ip -n <ns> <args>`, which must succeed.
+fn ip(ns: &str, args: &[&str]) {
+    let mut all = vec!["-n", ns];
+    all.extend_from_slice(args);
+    let out = duct::cmd("ip", &all)
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .unwrap();
+    assert!(out.status.success(), "ip {}: {}", all.join(" "), show(&out));
 }
 
 /// Starts `imds-shim relay` in `ns` (its control socket and log in `dir`); waits until it serves.
@@ -364,6 +438,40 @@ impl Grant {
         .map(|v| v.rsplit_once('.').unwrap().1.to_owned())
         .collect()
     }
+}
+
+/// The AWS SDK for Rust's default chain in `ns` with `env` (STS at `AWS_ENDPOINT_URL_STS`):
+/// `calls` GetCallerIdentity calls with one client, `pause` apart, by this test binary re-run
+/// as [`rust_sdk_child`]. One line per call: `ARN <arn>` or `ERROR <why>`.
+pub(crate) fn rust_sdk_in(
+    ns: &Namespace,
+    env: &ClientEnv,
+    calls: u32,
+    pause: Duration,
+) -> Vec<String> {
+    let env = env
+        .clone()
+        .with(CHILD, "1")
+        .with(CHILD_CALLS, &calls.to_string())
+        .with(CHILD_PAUSE_MS, &pause.as_millis().to_string());
+    let exe = std::env::current_exe().unwrap();
+    let out = run_in(
+        &env,
+        ns,
+        &exe,
+        &[
+            "--exact",
+            "rust_sdk_child",
+            "--nocapture",
+            "--test-threads=1",
+        ],
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    text(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix(MARK))
+        .map(str::to_owned)
+        .collect()
 }
 
 pub(crate) fn run_in(env: &ClientEnv, ns: &Namespace, program: &Path, args: &[&str]) -> Output {

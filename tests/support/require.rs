@@ -36,6 +36,8 @@ pub enum Requirement {
     DebTools,
     /// Debian's Python `prometheus_client` (its OpenMetrics parser reads the relay's metrics).
     PrometheusParser,
+    /// `setfacl` (Debian's `acl`): POSIX ACLs on test directories.
+    AclTools,
 }
 
 impl Requirement {
@@ -51,7 +53,8 @@ impl Requirement {
             | Requirement::JunitParser
             | Requirement::UserStacks
             | Requirement::DebTools
-            | Requirement::PrometheusParser => None,
+            | Requirement::PrometheusParser
+            | Requirement::AclTools => None,
         }
     }
 
@@ -92,6 +95,10 @@ impl Requirement {
             .find(|(p, _)| !Path::new(p).exists())
             .map(|(p, package)| {
                 format!("{p} is missing (apt-get install {package}; make test installs it)")
+            }),
+            Requirement::AclTools => (!Path::new("/usr/bin/setfacl").exists()).then(|| {
+                "/usr/bin/setfacl is missing (apt-get install acl; make test installs it)"
+                    .to_string()
             }),
             Requirement::DebTools => {
                 let cargo_deb = std::process::Command::new(env!("CARGO"))

@@ -4,7 +4,8 @@
 //!
 //! The file has mode 0600 and belongs to the owner. It is checked before the grant is asked for
 //! (a directory the owner cannot enter, a symbolic link, something not a file: a clear error, and
-//! no grant), then written as a new file beside it (`O_EXCL`, never following a link), owned
+//! no grant; whether the owner can enter a directory is the kernel's answer for the owner's ids,
+//! so POSIX ACLs count as they will when the build reads the file), then written as a new file beside it (`O_EXCL`, never following a link), owned
 //! and narrowed before the token goes in, synced and renamed into place: an existing link or
 //! hard link at the path is replaced, never written through.
 
@@ -52,8 +53,9 @@ pub enum TokenFileError {
     /// The owner could not reach the file.
     #[error(
         "--token-file {path}: user {user} (uid {uid}) cannot enter directory {dir} (mode {mode:o}, \
-         owner uid {dir_uid}), so it could not read the token; choose a directory it can enter \
-         or another --owner"
+         owner uid {dir_uid}{}), so it could not read the token; choose a directory it can enter \
+         or another --owner",
+        if *.acl { ", and an ACL: see getfacl" } else { "" }
     )]
     Unreadable {
         /// The token file.
@@ -68,6 +70,9 @@ pub enum TokenFileError {
         mode: u32,
         /// The directory's owner.
         dir_uid: u32,
+        /// Whether the directory carries a POSIX ACL (which may grant or deny more than its
+        /// mode says).
+        acl: bool,
     },
     /// Something other than a regular file is at the path.
     #[error("--token-file {0}: {1} is there; it is not replaced")]
@@ -113,8 +118,48 @@ impl Owner {
         })
     }
 
-    /// Whether the owner may enter (search) a directory of `meta`.
-    fn may_enter(&self, meta: &fs::Metadata) -> bool {
+    /// Whether the owner may enter (search) `dir`, as the kernel decides for the owner's ids:
+    /// mode bits and POSIX ACLs alike. Root asks in a thread of its own that takes the owner's
+    /// ids (the raw `setgroups`, `setresgid` and `setresuid` act on the calling thread only)
+    /// and ends; the owner itself asks as itself; anyone else (who could not hand the file
+    /// over anyway) gets the answer of the mode bits in `meta`.
+    fn may_enter(&self, dir: &Path, meta: &fs::Metadata) -> io::Result<bool> {
+        let search = |dir: &Path| match rustix::fs::accessat(
+            rustix::fs::CWD,
+            dir,
+            rustix::fs::Access::EXEC_OK,
+            rustix::fs::AtFlags::EACCESS,
+        ) {
+            Ok(()) => Ok(true),
+            Err(rustix::io::Errno::ACCESS) => Ok(false),
+            Err(e) => Err(io::Error::from(e)),
+        };
+        let me = Uid::effective().as_raw();
+        if me == self.uid {
+            return search(dir);
+        }
+        if me != 0 {
+            return Ok(self.may_enter_by_mode(meta));
+        }
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    use rustix::thread::{self as t, Gid, Uid};
+                    let groups: Vec<Gid> = self.groups.iter().map(|&g| Gid::from_raw(g)).collect();
+                    let gid = Gid::from_raw(self.gid);
+                    let uid = Uid::from_raw(self.uid);
+                    t::set_thread_groups(&groups)?;
+                    t::set_thread_res_gid(gid, gid, gid)?;
+                    t::set_thread_res_uid(uid, uid, uid)?;
+                    search(dir)
+                })
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    /// Whether the owner may enter (search) a directory of `meta`, by its mode bits alone.
+    fn may_enter_by_mode(&self, meta: &fs::Metadata) -> bool {
         let mode = meta.mode();
         if self.uid == 0 {
             return mode & 0o111 != 0;
@@ -127,6 +172,11 @@ impl Owner {
             mode & 0o001 != 0
         }
     }
+}
+
+/// Whether `dir` carries a POSIX access ACL.
+fn has_acl(dir: &Path) -> bool {
+    rustix::fs::getxattr_query(dir, "system.posix_acl_access").is_ok()
 }
 
 /// Checks, before anything is written, that `owner` could read a token file at `path`.
@@ -152,11 +202,12 @@ pub fn check(path: &Path, owner: &Owner) -> Result<PathBuf, TokenFileError> {
                 dir: walked,
             });
         }
-        if !owner.may_enter(&meta) {
+        if !owner.may_enter(&walked, &meta).map_err(io_err)? {
             return Err(TokenFileError::Unreadable {
                 path: path.to_owned(),
                 user: owner.name.clone(),
                 uid: owner.uid,
+                acl: has_acl(&walked),
                 dir: walked,
                 mode: meta.mode() & 0o7777,
                 dir_uid: meta.uid(),
