@@ -24,7 +24,7 @@ use imds_harness::backend::endpoints::{EC2_URL, IMDS_URL, STS_URL};
 use imds_harness::backend::netns::{Namespace, NamespaceLeaf, NetnsSite};
 use imds_harness::probe::env::ClientEnv;
 use imds_harness::probe::programs::SdkProgram;
-use imds_harness::probe::{cli, sdk, Leaf, Probe, Tools};
+use imds_harness::probe::{cli, sdk, Leaf, Probe, Program, Tools};
 use imds_harness::topology::Topology;
 use imds_mock::{MetadataOptionsChange, MockConfig};
 use imds_vocab::{Client, HopLimit, HttpTokens};
@@ -81,7 +81,8 @@ fn listing(ns: &Namespace, program: &str, args: &[&str]) -> String {
 }
 
 /// Every client at the place with `env` (the AWS CLI, the Go v2, Go v1, Ruby and boto3 SDKs,
-/// and the Rust SDK where the place runs it): its name and the ARN it got, if any.
+/// the AWS SDK for Rust's default chain in `imds-shim whoami`, and this test binary's Rust
+/// SDK client where the place runs it): its name and the ARN it got, if any.
 fn clients(place: &Place<'_>, env: &ClientEnv) -> Vec<(String, Option<String>)> {
     // A client that gets no credentials may end with a stack trace (the Ruby SDK does): the
     // harness calls that a crash; here it is a client without the role all the same.
@@ -92,6 +93,11 @@ fn clients(place: &Place<'_>, env: &ClientEnv) -> Vec<(String, Option<String>)> 
         let outcome = sdk::run(place.leaf, env, program, STS_URL);
         got.push((program.to_string(), outcome.ok().and_then(|o| o.arn)));
     }
+    let whoami = place
+        .leaf
+        .run(Program::Shim, &["whoami", "--sts-endpoint", STS_URL], env)
+        .unwrap();
+    got.push(("imds-shim whoami".to_owned(), relay_sim::cli_arn(&whoami)));
     if let Some(ns) = place.rust_sdk {
         let calls = relay_sim::rust_sdk_in(ns, env, 1, std::time::Duration::ZERO);
         let arn = calls[0].strip_prefix("ARN ").map(str::to_owned);
@@ -104,6 +110,7 @@ fn every(place: &Place<'_>, arn: Option<&str>) -> Vec<(String, Option<String>)> 
     ["aws-cli".to_owned()]
         .into_iter()
         .chain(SdkProgram::VARIANTS.iter().map(ToString::to_string))
+        .chain(["imds-shim whoami".to_owned()])
         .chain(place.rust_sdk.map(|_| "rust-sdk".to_owned()))
         .map(|name| (name, arn.map(str::to_owned)))
         .collect()
@@ -264,9 +271,9 @@ fn netns_rootless_presets_get_the_role_only_through_a_grant_once_fenced() {
     }
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let _guard = runtime.enter();
-    let probes: Vec<Probe> = [Client::Cli, Client::GoSdkV2, Client::GoSdkV1]
+    let probes: Vec<Probe> = [Client::RustSdk, Client::Cli, Client::GoSdkV2]
         .into_iter()
-        .chain([Client::RubySdk, Client::Boto3])
+        .chain([Client::GoSdkV1, Client::RubySdk, Client::Boto3])
         .map(Probe::Client)
         .collect();
     let tools = Tools::locate(&probes).unwrap();

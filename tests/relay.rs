@@ -488,12 +488,13 @@ fn no_credentials_from_imds_is_a_clear_error() {
 /// The docker backend: the simulated instance is a container with an engine of its own, at
 /// hop limit 1, tokens required; the relay runs in its network namespace (the EC2 host). At
 /// every preset (`docker run --env`, a `docker build` RUN step, earthly-buildkitd's steps, ...)
-/// the AWS CLI and the Go v2, Go v1, Ruby and boto3 clients of the probe image get the deploy
-/// role's narrowed session through a scoped grant in their environment, the session may not
-/// raise the hop limit, the CLI gets the instance role through an `--instance-role` grant, and
-/// nothing without a grant; the clients of one preset run at once. The AWS SDK for Rust (this
-/// test binary) runs at `host` only: the probe image has no client of it that reads a grant.
-/// The docs' Docker examples get the instance role through an `--instance-role` grant.
+/// the AWS CLI, the Go v2, Go v1, Ruby and boto3 clients and the AWS SDK for Rust (`imds-shim
+/// whoami`, the default chain) of the probe image get the deploy role's narrowed session
+/// through a scoped grant in their environment, the session may not raise the hop limit, the
+/// CLI gets the instance role through an `--instance-role` grant, and nothing without a
+/// grant; the clients of one preset run at once. This test binary's own Rust SDK client runs
+/// at `host` too. The docs' Docker examples get the instance role through an
+/// `--instance-role` grant.
 #[test]
 fn docker_backend_every_preset_gets_the_role_through_a_grant_at_hop_limit_1() {
     use imds_harness::backend::docker::instance::DockerInstance;
@@ -589,6 +590,13 @@ fn docker_backend_every_preset_gets_the_role_through_a_grant_at_hop_limit_1() {
                 scoped_session.clone(),
             ));
         }
+        // The AWS SDK for Rust's default chain, as the probe image has it: `imds-shim whoami`.
+        runs.push(Run::new(
+            Program::Shim,
+            &["whoami", "--sts-endpoint", STS_URL],
+            &with_scoped,
+            scoped_session.clone(),
+        ));
         // Without a grant, hop limit 1 keeps the role from every place that needs more; a
         // place behind a user-space stack (rootless Podman) needs no more than 1, so it
         // reaches IMDS itself, grant or not: the relay cannot fence it off (`imds-shim
@@ -706,11 +714,11 @@ rm -rf "$d"
     assert!(row(&scoped.id).contains("docker-scoped"), "{list}");
     assert_eq!(instance.mock().events().assume_role, 1);
     let log = relay.stop();
-    // At every preset the CLI twice and the modify call and each SDK client once; the Rust
-    // SDK twice at `host`; the two docs examples.
+    // At every preset the CLI twice and the modify call, each SDK client and `imds-shim
+    // whoami` once; the Rust SDK of this test twice at `host`; the two docs examples.
     assert_eq!(
         log.matches("200 to ").count(),
-        Topology::presets().len() * (3 + SdkProgram::VARIANTS.len()) + 2 + 2,
+        Topology::presets().len() * (4 + SdkProgram::VARIANTS.len()) + 2 + 2,
         "{log}"
     );
     assert!(

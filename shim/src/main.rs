@@ -27,6 +27,7 @@ use imds_vocab::{HopLimit, Topology};
 
 mod fence_command;
 mod relay_command;
+mod whoami_command;
 
 /// Exit code when a requested step failed.
 const EXIT_FAILED: u8 = 1;
@@ -192,6 +193,18 @@ enum Command {
                       uid 0, no nft or iptables, not root)."
     )]
     Fence(fence_command::FenceArgs),
+
+    /// Say who a build is: the identity the AWS SDK's default chain finds here
+    #[command(
+        long_about = "Say who a build is: credentials resolved by the AWS SDK for Rust's default \
+                      chain, as any program on it resolves them (the environment, the config files, \
+                      the container endpoint of a relay grant with its token or token file, IMDS), \
+                      then sts:GetCallerIdentity. Printed as `aws sts get-caller-identity` prints \
+                      it. Run it inside a build to see what the build gets.",
+        after_help = "Exit status: 0 an identity (printed as JSON); 1 none (no credentials, or STS\n\
+                      refused them; the reason on stderr); 2 bad arguments."
+    )]
+    Whoami(whoami_command::WhoamiArgs),
 }
 
 #[derive(Debug, Args)]
@@ -453,6 +466,7 @@ fn main() -> ExitCode {
             .map(|_| ExitCode::SUCCESS)
             .map_err(Into::into),
         Command::Fence(args) => fence_command::fence_command(&args),
+        Command::Whoami(args) => whoami_command::whoami_command(&args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("imds-shim: error: {e:#}");
