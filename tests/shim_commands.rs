@@ -254,6 +254,34 @@ fn needs_outside_1_to_64_are_refused() {
     }
 }
 
+/// `whoami` in a simulated instance: the instance role where hop limit 2 reaches (the
+/// host), nothing two routing hops away, and exit 1 with the default chain's attempts.
+#[tokio::test(flavor = "multi_thread")]
+async fn whoami_says_who_the_place_is_or_why_nobody() {
+    if !require("shim_whoami", NETNS) {
+        return;
+    }
+    let sim = sim(2, MockConfig::default());
+    let sts = [
+        "whoami",
+        "--sts-endpoint",
+        imds_harness::backend::endpoints::STS_URL,
+    ];
+    let host = sim.at_host(&sts);
+    assert!(host.status.success(), "{}", show(&host));
+    let identity: serde_json::Value = serde_json::from_slice(&host.stdout).unwrap();
+    let arn = identity["Arn"].as_str().unwrap();
+    assert!(arn.ends_with(&format!("/{INSTANCE}")), "{arn}");
+    assert_eq!(identity["Account"], "123456789012");
+
+    let leaf = sim.shim(sim.site.leaf(), &sts);
+    assert_eq!(leaf.status.code(), Some(1), "{}", show(&leaf));
+    let stderr = text(&leaf.stderr);
+    assert!(stderr.contains("imds-shim whoami: no identity"), "{stderr}");
+    assert!(stderr.contains("Ec2InstanceMetadata"), "{stderr}");
+    assert!(leaf.stdout.is_empty(), "{}", show(&leaf));
+}
+
 #[test]
 fn check_without_imds_says_so_and_exits_2() {
     let dir = tempfile::tempdir().unwrap();
