@@ -795,6 +795,28 @@ out["parameters"] = json.loads(rule["ConfigRule"]["InputParameters"])
 print(json.dumps(out))
 "#;
 
+/// `imds-shim enforce --print WHAT` for earthly-run (hop limit 3 in the baseline file).
+fn printed(what: &str) -> String {
+    let out = duct::cmd(
+        bins::shim(),
+        [
+            "enforce",
+            "--print",
+            what,
+            "--topology",
+            "earthly-run",
+            "--baseline",
+            BASELINE,
+        ],
+    )
+    .stdout_capture()
+    .unchecked()
+    .run()
+    .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
 #[test]
 fn the_printed_scp_and_config_rule_pass_botocores_shapes() {
     if !require(
@@ -803,28 +825,8 @@ fn the_printed_scp_and_config_rule_pass_botocores_shapes() {
     ) {
         return;
     }
-    let print = |what: &str| {
-        let out = duct::cmd(
-            bins::shim(),
-            [
-                "enforce",
-                "--print",
-                what,
-                "--topology",
-                "earthly-run",
-                "--baseline",
-                BASELINE,
-            ],
-        )
-        .stdout_capture()
-        .unchecked()
-        .run()
-        .unwrap();
-        assert!(out.status.success());
-        String::from_utf8(out.stdout).unwrap()
-    };
-    let rule = print("config-rule");
-    let scp = print("scp");
+    let rule = printed("config-rule");
+    let scp = printed("scp");
     let out = duct::cmd(PYTHON, ["-c", VALIDATE, &rule, &scp])
         .stdout_capture()
         .stderr_capture()
@@ -856,4 +858,189 @@ fn the_printed_scp_and_config_rule_pass_botocores_shapes() {
             ["ec2:MetadataHttpPutResponseHopLimit"],
         "3"
     );
+}
+
+/// The data directory of the cfn-lint that `python3` imports.
+fn cfnlint_data() -> std::path::PathBuf {
+    let out = duct::cmd(
+        "python3",
+        [
+            "-c",
+            "import cfnlint, os; print(os.path.join(os.path.dirname(cfnlint.__file__), 'data'))",
+        ],
+    )
+    .stdout_capture()
+    .run()
+    .expect("python3 finds cfnlint");
+    String::from_utf8(out.stdout).unwrap().trim().into()
+}
+
+fn read_json(path: &std::path::Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{path:?}: {e}")))
+        .unwrap()
+}
+
+/// cfn-lint on a template of `resources`: its exit status and what it said.
+fn cfn_lint(resources: &Value) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("imdsh-template.json");
+    let body = serde_json::json!({
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Resources": resources,
+    });
+    std::fs::write(&template, body.to_string()).unwrap();
+    let out = duct::cmd!("cfn-lint", &template)
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .expect("cfn-lint runs");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// The printed SCP against the IAM JSON policy grammar as a JSON Schema (the one AWS's
+/// cfn-lint ships, `schemas/other/iam/policy.json`: the top-level keys, the statement's
+/// elements, `Effect`, the condition operators), validated with the `jsonschema` crate;
+/// what the SCP syntax page adds (`Version` 2012-10-17, no `Principal`); the actions
+/// and condition keys against the service authorization data cfn-lint ships
+/// (`AdditionalSpecs/Policies.json`): both actions exist, and both keys are keys of the
+/// resource they act on. Then cfn-lint itself on a template with the SCP as an
+/// `AWS::Organizations::Policy` and the Config rule as an `AWS::Config::ConfigRule`.
+/// Documents broken on purpose fail each check, so each is seen to judge.
+#[test]
+fn the_printed_scp_and_config_rule_pass_the_grammars_aws_publishes() {
+    if !require(
+        "the_printed_scp_and_config_rule_pass_the_grammars_aws_publishes",
+        &[Requirement::CfnLint],
+    ) {
+        return;
+    }
+    let data = cfnlint_data();
+    let scp: Value = serde_json::from_str(&printed("scp")).unwrap();
+    let rule: Value = serde_json::from_str(&printed("config-rule")).unwrap();
+
+    // The grammar.
+    let mut schema = read_json(&data.join("schemas/other/iam/policy.json"));
+    // Its `Statement` is `$ref` (one statement) beside `items` (a list of them), which
+    // cfn-lint's own validator reads as either; standard JSON Schema would apply both to
+    // a list. The printed SCP has a list: the list's branch, as published.
+    let items = schema["properties"]["Statement"]["items"].clone();
+    assert_eq!(items["$ref"], "#/definitions/Statement");
+    schema["properties"]["Statement"] = serde_json::json!({ "type": "array", "items": items });
+    let grammar = jsonschema::draft7::new(&schema).expect("the policy schema compiles");
+    let errors: Vec<String> = grammar.iter_errors(&scp).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let broken = |change: &dyn Fn(&mut Value)| {
+        let mut doc = scp.clone();
+        change(&mut doc);
+        doc
+    };
+    let breakages: [(&str, Value); 5] = [
+        (
+            "an Effect IAM does not know",
+            broken(&|d| d["Statement"][0]["Effect"] = "Block".into()),
+        ),
+        (
+            "a condition operator IAM does not know",
+            broken(&|d| {
+                let c = d["Statement"][0]["Condition"].as_object_mut().unwrap();
+                let v = c.remove("NumericGreaterThan").unwrap();
+                c.insert("NumericAbove".into(), v);
+            }),
+        ),
+        (
+            "a top-level key IAM does not know",
+            broken(&|d| d["Statements"] = Value::Array(Vec::new())),
+        ),
+        (
+            "a statement without Action or NotAction",
+            broken(&|d| {
+                d["Statement"][0].as_object_mut().unwrap().remove("Action");
+            }),
+        ),
+        (
+            "a Version IAM does not know",
+            broken(&|d| d["Version"] = "2020-01-01".into()),
+        ),
+    ];
+    for (what, doc) in &breakages {
+        assert!(!grammar.is_valid(doc), "the grammar let through {what}");
+    }
+
+    // What the SCP syntax page adds to the grammar.
+    assert_eq!(scp["Version"], "2012-10-17");
+    let statements = scp["Statement"].as_array().unwrap();
+    for statement in statements {
+        assert_eq!(statement["Effect"], "Deny");
+        assert!(statement.get("Principal").is_none() && statement.get("NotPrincipal").is_none());
+    }
+
+    // The actions and their condition keys.
+    let authorization = read_json(&data.join("AdditionalSpecs/Policies.json"));
+    let mut used = BTreeSet::new();
+    for statement in statements {
+        for action in statement["Action"].as_array().unwrap() {
+            let (service, name) = action.as_str().unwrap().split_once(':').unwrap();
+            let service = &authorization[service];
+            let known = &service["Actions"][name.to_lowercase()];
+            assert!(known.is_object(), "{action} is no action AWS lists");
+            let keys: BTreeSet<&str> = known["Resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|r| {
+                    service["Resources"][r.as_str().unwrap()]["ConditionKeys"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                })
+                .chain(known["ConditionKeys"].as_array().into_iter().flatten())
+                .map(|k| k.as_str().unwrap())
+                .collect();
+            for operator in statement["Condition"].as_object().unwrap().values() {
+                for key in operator.as_object().unwrap().keys() {
+                    assert!(keys.contains(key.as_str()), "{action} takes no {key}");
+                    used.insert(key.clone());
+                }
+            }
+            assert!(!keys.contains("ec2:MetadataHttpHopLimit"));
+        }
+    }
+    assert_eq!(
+        used,
+        BTreeSet::from([
+            "ec2:MetadataHttpPutResponseHopLimit".to_owned(),
+            "ec2:MetadataHttpTokens".to_owned(),
+        ])
+    );
+
+    // cfn-lint itself: both as CloudFormation resources.
+    let resources = serde_json::json!({
+        "Scp": {
+            "Type": "AWS::Organizations::Policy",
+            "Properties": {
+                "Name": "imds-hop-limit",
+                "Type": "SERVICE_CONTROL_POLICY",
+                "Content": scp,
+            },
+        },
+        "Rule": {"Type": "AWS::Config::ConfigRule", "Properties": rule["ConfigRule"]},
+    });
+    let (code, said) = cfn_lint(&resources);
+    assert_eq!(code, 0, "{said}");
+    let mut broken_rule = resources.clone();
+    broken_rule["Rule"]["Properties"]
+        .as_object_mut()
+        .unwrap()
+        .remove("Source");
+    let (code, said) = cfn_lint(&broken_rule);
+    assert_ne!(code, 0, "cfn-lint let through a rule without Source: {said}");
+    assert!(said.contains("Source"), "{said}");
 }

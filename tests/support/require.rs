@@ -36,6 +36,9 @@ pub enum Requirement {
     DebTools,
     /// Debian's Python `prometheus_client` (its OpenMetrics parser reads the relay's metrics).
     PrometheusParser,
+    /// Python's `cfn-lint` (PyPI, AWS's CloudFormation linter): its IAM policy grammar and
+    /// service authorization data, and the linter itself.
+    CfnLint,
 }
 
 impl Requirement {
@@ -51,7 +54,8 @@ impl Requirement {
             | Requirement::JunitParser
             | Requirement::UserStacks
             | Requirement::DebTools
-            | Requirement::PrometheusParser => None,
+            | Requirement::PrometheusParser
+            | Requirement::CfnLint => None,
         }
     }
 
@@ -120,6 +124,18 @@ impl Requirement {
                 (!found).then(|| {
                     "python3 cannot import junitparser (python3 -m pip install junitparser; \
                      make test installs it)"
+                        .to_string()
+                })
+            }
+            Requirement::CfnLint => {
+                let found = std::process::Command::new("python3")
+                    .args(["-c", "import cfnlint"])
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .is_ok_and(|out| out.status.success());
+                (!found).then(|| {
+                    "python3 cannot import cfnlint (python3 -m pip install cfn-lint; make test \
+                     installs it)"
                         .to_string()
                 })
             }
