@@ -639,8 +639,16 @@ async fn enforce_across_the_organization_fixes_every_source_and_the_audit_then_n
     // account defaults in another: those fixes fail, are named with EC2's refusal, and
     // the exit status is 1 even with --allow-partial; every other fix is made.
     let refused = [
-        (accounts[2].id.clone(), "eu-west-1", "CreateLaunchTemplateVersion"),
-        (accounts[2].id.clone(), "us-east-1", "ModifyInstanceMetadataDefaults"),
+        (
+            accounts[2].id.clone(),
+            "eu-west-1",
+            "CreateLaunchTemplateVersion",
+        ),
+        (
+            accounts[2].id.clone(),
+            "us-east-1",
+            "ModifyInstanceMetadataDefaults",
+        ),
     ];
     for (account, region, action) in &refused {
         assert!(mock.deny_in(account, region, action, true));
@@ -656,9 +664,8 @@ async fn enforce_across_the_organization_fixes_every_source_and_the_audit_then_n
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     let applied_fixes = fixes(&applied);
     assert_eq!(applied_fixes.len(), planned_fixes.len());
-    let (failed, made): (Vec<&Value>, Vec<&Value>) = applied_fixes
-        .iter()
-        .partition(|f| is_refused(&fix_key(f)));
+    let (failed, made): (Vec<&Value>, Vec<&Value>) =
+        applied_fixes.iter().partition(|f| is_refused(&fix_key(f)));
     assert!(!failed.is_empty() && !made.is_empty());
     assert!(
         failed.iter().all(|f| f["status"]["status"] == "failed"
@@ -730,8 +737,7 @@ async fn enforce_across_the_organization_fixes_every_source_and_the_audit_then_n
             )
         })
         .collect();
-    let failed_keys: BTreeSet<(String, String, bool)> =
-        failed.iter().map(|f| fix_key(f)).collect();
+    let failed_keys: BTreeSet<(String, String, bool)> = failed.iter().map(|f| fix_key(f)).collect();
     assert_eq!(wrong, failed_keys);
     let low: Vec<&Value> = after
         .of("instance")
@@ -876,8 +882,8 @@ fn cfnlint_data() -> std::path::PathBuf {
 }
 
 fn read_json(path: &std::path::Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{path:?}: {e}")))
-        .unwrap()
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&bytes).unwrap()
 }
 
 /// cfn-lint on a template of `resources`: its exit status and what it said.
@@ -1041,6 +1047,9 @@ fn the_printed_scp_and_config_rule_pass_the_grammars_aws_publishes() {
         .unwrap()
         .remove("Source");
     let (code, said) = cfn_lint(&broken_rule);
-    assert_ne!(code, 0, "cfn-lint let through a rule without Source: {said}");
+    assert_ne!(
+        code, 0,
+        "cfn-lint let through a rule without Source: {said}"
+    );
     assert!(said.contains("Source"), "{said}");
 }

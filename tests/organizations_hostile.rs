@@ -186,23 +186,39 @@ async fn malformed_bodies_and_targets_get_clear_json_errors() {
         ("{\"MaxResults\": \"20\"}", "SerializationException"),
         ("{\"MaxResults\": 1e400}", "SerializationException"),
         ("{\"MaxResults\": 20.5}", "SerializationException"),
-        ("{\"MaxResults\": 99999999999999999999}", "SerializationException"),
+        (
+            "{\"MaxResults\": 99999999999999999999}",
+            "SerializationException",
+        ),
         ("{\"NextToken\": 7}", "SerializationException"),
         ("{\"Unknown\": 1}", "SerializationException"),
-        ("{\"MaxResults\": 1, \"MaxResults\": 2}", "SerializationException"),
+        (
+            "{\"MaxResults\": 1, \"MaxResults\": 2}",
+            "SerializationException",
+        ),
         ("\u{0}", "SerializationException"),
         (&deep, "SerializationException"),
         (&long_string, "SerializationException"),
         ("{\"MaxResults\": 0}", "InvalidInputException"),
         ("{\"MaxResults\": -1}", "InvalidInputException"),
         ("{\"MaxResults\": 21}", "InvalidInputException"),
-        ("{\"MaxResults\": 9223372036854775807}", "InvalidInputException"),
-        ("{\"MaxResults\": -9223372036854775808}", "InvalidInputException"),
+        (
+            "{\"MaxResults\": 9223372036854775807}",
+            "InvalidInputException",
+        ),
+        (
+            "{\"MaxResults\": -9223372036854775808}",
+            "InvalidInputException",
+        ),
     ];
     for (body, code) in &bodies {
         let answer = call(&mock, &me, Some(LIST), body).await;
-        assert_eq!(error_of(&answer).0, *code, "{:.60}", body);
-        assert!(answer.body.len() < 1024, "the answer echoes: {:.80}", answer.body);
+        assert_eq!(error_of(&answer).0, *code, "{body:.60}");
+        assert!(
+            answer.body.len() < 1024,
+            "the answer echoes: {:.80}",
+            answer.body
+        );
     }
     // At the limit, whitespace around nothing: read, parsed, answered.
     let answer = call(&mock, &me, Some(LIST), &padded).await;
@@ -217,16 +233,29 @@ async fn malformed_bodies_and_targets_get_clear_json_errors() {
     let targets: [(Option<&str>, &str); 7] = [
         (None, "UnknownOperationException"),
         (Some(""), "UnknownOperationException"),
-        (Some("AWSOrganizationsV20161128."), "UnknownOperationException"),
-        (Some("AWSOrganizationsV20161128.DeleteOrganization"), "UnknownOperationException"),
+        (
+            Some("AWSOrganizationsV20161128."),
+            "UnknownOperationException",
+        ),
+        (
+            Some("AWSOrganizationsV20161128.DeleteOrganization"),
+            "UnknownOperationException",
+        ),
         (Some("AmazonEC2.ListAccounts"), "UnknownOperationException"),
-        (Some("awsorganizationsv20161128.ListAccounts"), "UnknownOperationException"),
+        (
+            Some("awsorganizationsv20161128.ListAccounts"),
+            "UnknownOperationException",
+        ),
         (Some(&long_target), "UnknownOperationException"),
     ];
     for (target, code) in targets {
         let answer = call(&mock, &me, target, "{}").await;
-        assert_eq!(error_of(&answer).0, code, "{:.60?}", target);
-        assert!(answer.body.len() < 2048, "the answer echoes: {:.80}", answer.body);
+        assert_eq!(error_of(&answer).0, code, "{target:.60?}");
+        assert!(
+            answer.body.len() < 2048,
+            "the answer echoes: {:.80}",
+            answer.body
+        );
     }
     // Nothing changed; the SDK is served.
     assert_eq!(mock.organization_accounts(), before);
@@ -347,11 +376,10 @@ async fn many_callers_page_at_once_beside_a_slow_one_and_each_gets_every_account
         let creds = me.clone();
         let endpoint = mock.endpoints().ec2.clone();
         pagers.spawn(async move {
-            let client =
-                aws_sdk_organizations::Client::new(&sdk_config(&endpoint, creds).await);
+            let client = aws_sdk_organizations::Client::new(&sdk_config(&endpoint, creds).await);
             let mut pages = client
                 .list_accounts()
-                .max_results(i32::try_from(page).unwrap())
+                .max_results(page)
                 .into_paginator()
                 .send();
             let mut ids = Vec::new();

@@ -165,12 +165,16 @@ mod tests {
         let json: serde_json::Value = serde_json::from_slice(org.body()).unwrap();
         assert_eq!(json["__type"], "RequestEntityTooLarge");
         assert!(body(Service::Ec2.body_too_large_for(&signed("sts"))).contains("<ErrorResponse"));
-        assert!(body(Service::Ec2.body_too_large_for(&signed("ec2")))
-            .contains("<Response><Errors>"));
-        assert!(body(Service::Ec2.body_too_large_for(&HeaderMap::new()))
-            .contains("<Response><Errors>"));
+        assert!(
+            body(Service::Ec2.body_too_large_for(&signed("ec2"))).contains("<Response><Errors>")
+        );
+        assert!(
+            body(Service::Ec2.body_too_large_for(&HeaderMap::new())).contains("<Response><Errors>")
+        );
         // Only the EC2 listener answers other APIs.
-        assert!(body(Service::Sts.body_too_large_for(&signed("organizations")))
-            .contains("<ErrorResponse"));
+        assert!(
+            body(Service::Sts.body_too_large_for(&signed("organizations")))
+                .contains("<ErrorResponse")
+        );
     }
 }

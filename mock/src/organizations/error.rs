@@ -95,7 +95,6 @@ pub(crate) fn json_response(status: StatusCode, body: &Value, request_id: &str) 
     response
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

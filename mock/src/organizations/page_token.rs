@@ -86,7 +86,10 @@ mod tests {
         let token = tokens.issue(me, 20);
         assert!(token.starts_with(PREFIX) && token.len() < MAX_LEN);
         assert_eq!(tokens.open(me, &token), Some(20));
-        assert_eq!(tokens.open("arn:aws:sts::123456789012:assumed-role/r/x", &token), None);
+        assert_eq!(
+            tokens.open("arn:aws:sts::123456789012:assumed-role/r/x", &token),
+            None
+        );
         assert_eq!(PageTokens::new().open(me, &token), None);
         let mut changed = token.clone().into_bytes();
         let last = changed.len() - 1;

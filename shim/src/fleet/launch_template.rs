@@ -144,13 +144,11 @@ fn version_of(
     out: &[LaunchTemplateVersion],
     what: &str,
 ) -> Result<LaunchTemplateVersion, InstanceError> {
-    out.first()
-        .cloned()
-        .ok_or_else(|| InstanceError::Api {
-            action: "DescribeLaunchTemplateVersions",
-            code: "NoVersion".into(),
-            message: format!("EC2 listed no {what} version"),
-        })
+    out.first().cloned().ok_or_else(|| InstanceError::Api {
+        action: "DescribeLaunchTemplateVersions",
+        code: "NoVersion".into(),
+        message: format!("EC2 listed no {what} version"),
+    })
 }
 
 /// What `enforce --launch-template` did.

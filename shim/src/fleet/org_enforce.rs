@@ -177,10 +177,8 @@ fn request_wants(request: &OrgEnforceRequest, template: bool) -> bool {
 pub fn exit_code(summary: &OrgSummary, allow_partial: bool) -> u8 {
     if !summary.not_audited.is_empty() && !allow_partial {
         2
-    } else if summary.fixes.failed > 0 {
-        1
     } else {
-        0
+        u8::from(summary.fixes.failed > 0)
     }
 }
 
