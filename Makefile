@@ -22,9 +22,11 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-# Python's junitparser, the JUnit reader the --junit test checks the report with.
+# Python's junitparser, the JUnit reader the --junit test checks the report with; cfn-lint,
+# whose IAM policy grammar and linter check the printed SCP and Config rule.
 pydeps:
 	@python3 -c 'import junitparser' 2>/dev/null || python3 -m pip install --quiet --root-user-action=ignore junitparser
+	@python3 -c 'import cfnlint' 2>/dev/null || python3 -m pip install --quiet --root-user-action=ignore cfn-lint
 
 # Debian's nginx package starts a system-wide nginx on port 80 unless policy-rc.d
 # forbids it; the benchmark runs its own, so this install forbids it (and a systemd

@@ -13,9 +13,11 @@ use imds_e2e::bins;
 use imds_e2e::raw_http;
 use imds_e2e::require::{require, Requirement};
 use imds_e2e::verdict::expected_verdict;
-use imds_mock::{AccountStatus, MockAws, MockBuilder, ACCESS_ROLE};
+use imds_mock::{
+    AccountStatus, LaunchTemplateData, MockAws, MockBuilder, TemplateMetadataOptions, ACCESS_ROLE,
+};
 use imds_vocab::baseline::Baseline;
-use imds_vocab::{HopLimit, HttpEndpoint, HttpTokens};
+use imds_vocab::{HopLimit, HttpEndpoint, HttpTokens, Toggle};
 use serde_json::Value;
 
 const BASELINE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/hop-limits.toml");
@@ -478,6 +480,18 @@ async fn the_audit_of_an_organization_equals_what_botocore_reads() {
         }
     }
     assert_eq!(templates.len(), read_templates);
+    // EC2's template ids are unique across accounts and regions: every template botocore
+    // read has an id of its own, and the audit names each in its own account and region.
+    let read_ids: BTreeSet<&str> = seen["scopes"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|scope| scope["templates"].as_object().unwrap().keys())
+        .map(String::as_str)
+        .collect();
+    assert_eq!(read_ids.len(), read_templates);
+    let audited_ids: BTreeSet<&str> = templates.keys().map(|(_, id)| id.as_str()).collect();
+    assert_eq!(audited_ids, read_ids);
     // Account defaults: one per audited scope, as the mock holds them.
     let mut defaults = 0;
     for r in audited.of("account-defaults") {
@@ -531,11 +545,44 @@ async fn the_audit_of_an_organization_equals_what_botocore_reads() {
     mock.shutdown().await;
 }
 
+/// Where a fix record is, and of what kind of source.
+fn fix_key(fix: &Value) -> (String, String, bool) {
+    (
+        fix["account"].as_str().unwrap().to_owned(),
+        fix["region"].as_str().unwrap().to_owned(),
+        fix["resource"]
+            .as_str()
+            .unwrap()
+            .starts_with("launch template"),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn enforce_across_the_organization_fixes_every_source_and_the_audit_then_names_the_instances()
 {
     let regions = ["us-east-1", "eu-west-1"];
-    let mock = start(MockAws::builder().fleet(40, 9).organization(5, regions)).await;
+    // Beside the generated fleets, a template of the management account's own region
+    // that sets IPv6 and instance tags: the fix must keep them.
+    let mock = start(
+        MockAws::builder()
+            .fleet(40, 9)
+            .organization(5, regions)
+            .launch_template(
+                "ipv6-builders",
+                LaunchTemplateData {
+                    image_id: Some("ami-0abcdef1234567890".into()),
+                    metadata_options: Some(TemplateMetadataOptions {
+                        hop_limit: Some(HopLimit::MIN),
+                        http_tokens: Some(HttpTokens::Optional),
+                        http_protocol_ipv6: Some(Toggle::Enabled),
+                        instance_metadata_tags: Some(Toggle::Enabled),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            ),
+    )
+    .await;
     let accounts = mock.organization_accounts();
     let enforce = |extra: &[&str]| {
         let mut args = vec![
@@ -562,6 +609,11 @@ async fn enforce_across_the_organization_fixes_every_source_and_the_audit_then_n
             .cloned()
             .collect()
     };
+    let summary_of = |records: &[Value]| -> Value {
+        let last = records.last().cloned().unwrap();
+        assert_eq!(last["record"], "summary");
+        last
+    };
 
     // The plan: nothing changes. Account 4 (invited) cannot be assumed: exit 2, named.
     let (out, planned) = enforce(&[]);
@@ -571,6 +623,10 @@ async fn enforce_across_the_organization_fixes_every_source_and_the_audit_then_n
     assert!(planned_fixes
         .iter()
         .all(|f| f["status"]["status"] == "planned"));
+    assert_eq!(
+        summary_of(&planned)["fixes"]["planned"],
+        planned_fixes.len()
+    );
     let member = &accounts[1].id;
     assert_eq!(
         mock.launch_templates_in(member, "eu-west-1")
@@ -579,17 +635,55 @@ async fn enforce_across_the_organization_fixes_every_source_and_the_audit_then_n
         Some((1, 1))
     );
 
-    // --apply (--allow-partial: the unassumable account is still named, not fatal).
+    // A service control policy refuses new template versions in one scope and the
+    // account defaults in another: those fixes fail, are named with EC2's refusal, and
+    // the exit status is 1 even with --allow-partial; every other fix is made.
+    let refused = [
+        (
+            accounts[2].id.clone(),
+            "eu-west-1",
+            "CreateLaunchTemplateVersion",
+        ),
+        (
+            accounts[2].id.clone(),
+            "us-east-1",
+            "ModifyInstanceMetadataDefaults",
+        ),
+    ];
+    for (account, region, action) in &refused {
+        assert!(mock.deny_in(account, region, action, true));
+    }
+    let is_refused = |key: &(String, String, bool)| {
+        refused.iter().any(|(account, region, action)| {
+            &key.0 == account
+                && key.1 == *region
+                && key.2 == (*action == "CreateLaunchTemplateVersion")
+        })
+    };
     let (out, applied) = enforce(&["--apply", "--allow-partial"]);
-    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     let applied_fixes = fixes(&applied);
     assert_eq!(applied_fixes.len(), planned_fixes.len());
+    let (failed, made): (Vec<&Value>, Vec<&Value>) =
+        applied_fixes.iter().partition(|f| is_refused(&fix_key(f)));
+    assert!(!failed.is_empty() && !made.is_empty());
     assert!(
-        applied_fixes
-            .iter()
-            .all(|f| f["status"]["status"] == "applied"),
-        "{applied_fixes:?}"
+        failed.iter().all(|f| f["status"]["status"] == "failed"
+            && f["status"]["detail"]
+                .as_str()
+                .unwrap()
+                .contains("UnauthorizedOperation")
+            && !f["changes"].as_array().unwrap().is_empty()),
+        "{failed:?}"
     );
+    assert!(
+        made.iter().all(|f| f["status"]["status"] == "applied"),
+        "{made:?}"
+    );
+    let summary = summary_of(&applied);
+    assert_eq!(summary["fixes"]["failed"], failed.len());
+    assert_eq!(summary["fixes"]["applied"], made.len());
+    assert_eq!(summary["exit_code"], 1);
     assert!(applied
         .iter()
         .any(|r| r["record"] == "not-audited" && r["account"] == accounts[4].id.as_str()));
@@ -606,9 +700,25 @@ async fn enforce_across_the_organization_fixes_every_source_and_the_audit_then_n
     assert_eq!(options.http_tokens, Some(HttpTokens::Required));
     let defaults = mock.metadata_defaults_in(member, "us-east-1").unwrap();
     assert_eq!(defaults.hop_limit.map(HopLimit::get), Some(3));
+    // The template with IPv6 and instance tags keeps both, and the rest of its data.
+    let own = mock.launch_templates();
+    assert_eq!(own.versions("ipv6-builders"), Some((2, 2)));
+    let data = own.data("ipv6-builders", "$Default").unwrap();
+    assert_eq!(data.image_id.as_deref(), Some("ami-0abcdef1234567890"));
+    let options = data.metadata_options.unwrap();
+    assert_eq!(options.http_protocol_ipv6, Some(Toggle::Enabled));
+    assert_eq!(options.instance_metadata_tags, Some(Toggle::Enabled));
+    assert_eq!(options.http_tokens, Some(HttpTokens::Required));
+    // In the refused scopes nothing changed.
+    assert_eq!(
+        mock.launch_templates_in(&accounts[2].id, "eu-west-1")
+            .unwrap()
+            .versions("earthly-builders"),
+        Some((1, 1))
+    );
 
-    // The audit after: nothing too low at the source; the running instances still are,
-    // each named with its fix.
+    // The audit after: nothing too low at the source but where the SCP refused; the
+    // running instances still are, each named with its fix.
     let after = audit(&mock, &["--allow-partial"]);
     let sources: Vec<&Value> = after
         .records
@@ -616,8 +726,19 @@ async fn enforce_across_the_organization_fixes_every_source_and_the_audit_then_n
         .filter(|r| r["record"] == "launch-template" || r["record"] == "account-defaults")
         .collect();
     assert!(!sources.is_empty());
-    let wrong: Vec<_> = sources.iter().filter(|r| r["verdict"] != "right").collect();
-    assert!(wrong.is_empty(), "{wrong:?}");
+    let wrong: BTreeSet<(String, String, bool)> = sources
+        .iter()
+        .filter(|r| r["verdict"] != "right")
+        .map(|r| {
+            (
+                r["account"].as_str().unwrap().to_owned(),
+                r["region"].as_str().unwrap().to_owned(),
+                r["record"] == "launch-template",
+            )
+        })
+        .collect();
+    let failed_keys: BTreeSet<(String, String, bool)> = failed.iter().map(|f| fix_key(f)).collect();
+    assert_eq!(wrong, failed_keys);
     let low: Vec<&Value> = after
         .of("instance")
         .filter(|r| r["verdict"] == "too-low")
@@ -629,7 +750,20 @@ async fn enforce_across_the_organization_fixes_every_source_and_the_audit_then_n
             "--instance-id {}",
             r["instance_id"].as_str().unwrap()
         ))));
-    // A second enforce has nothing left to do.
+
+    // The SCP lifted: the next enforce makes exactly the fixes that failed.
+    for (account, region, action) in &refused {
+        assert!(mock.deny_in(account, region, action, false));
+    }
+    let (out, retried) = enforce(&["--apply", "--allow-partial"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let retried_keys: BTreeSet<(String, String, bool)> =
+        fixes(&retried).iter().map(fix_key).collect();
+    assert_eq!(retried_keys, failed_keys);
+    assert!(fixes(&retried)
+        .iter()
+        .all(|f| f["status"]["status"] == "applied"));
+    // A further enforce has nothing left to do.
     let (_, again) = enforce(&["--apply", "--allow-partial"]);
     assert!(fixes(&again).is_empty(), "{:?}", fixes(&again));
     mock.shutdown().await;
@@ -667,6 +801,28 @@ out["parameters"] = json.loads(rule["ConfigRule"]["InputParameters"])
 print(json.dumps(out))
 "#;
 
+/// `imds-shim enforce --print WHAT` for earthly-run (hop limit 3 in the baseline file).
+fn printed(what: &str) -> String {
+    let out = duct::cmd(
+        bins::shim(),
+        [
+            "enforce",
+            "--print",
+            what,
+            "--topology",
+            "earthly-run",
+            "--baseline",
+            BASELINE,
+        ],
+    )
+    .stdout_capture()
+    .unchecked()
+    .run()
+    .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
 #[test]
 fn the_printed_scp_and_config_rule_pass_botocores_shapes() {
     if !require(
@@ -675,28 +831,8 @@ fn the_printed_scp_and_config_rule_pass_botocores_shapes() {
     ) {
         return;
     }
-    let print = |what: &str| {
-        let out = duct::cmd(
-            bins::shim(),
-            [
-                "enforce",
-                "--print",
-                what,
-                "--topology",
-                "earthly-run",
-                "--baseline",
-                BASELINE,
-            ],
-        )
-        .stdout_capture()
-        .unchecked()
-        .run()
-        .unwrap();
-        assert!(out.status.success());
-        String::from_utf8(out.stdout).unwrap()
-    };
-    let rule = print("config-rule");
-    let scp = print("scp");
+    let rule = printed("config-rule");
+    let scp = printed("scp");
     let out = duct::cmd(PYTHON, ["-c", VALIDATE, &rule, &scp])
         .stdout_capture()
         .stderr_capture()
@@ -728,4 +864,192 @@ fn the_printed_scp_and_config_rule_pass_botocores_shapes() {
             ["ec2:MetadataHttpPutResponseHopLimit"],
         "3"
     );
+}
+
+/// The data directory of the cfn-lint that `python3` imports.
+fn cfnlint_data() -> std::path::PathBuf {
+    let out = duct::cmd(
+        "python3",
+        [
+            "-c",
+            "import cfnlint, os; print(os.path.join(os.path.dirname(cfnlint.__file__), 'data'))",
+        ],
+    )
+    .stdout_capture()
+    .run()
+    .expect("python3 finds cfnlint");
+    String::from_utf8(out.stdout).unwrap().trim().into()
+}
+
+fn read_json(path: &std::path::Path) -> Value {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// cfn-lint on a template of `resources`: its exit status and what it said.
+fn cfn_lint(resources: &Value) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("imdsh-template.json");
+    let body = serde_json::json!({
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Resources": resources,
+    });
+    std::fs::write(&template, body.to_string()).unwrap();
+    let out = duct::cmd!("cfn-lint", &template)
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .expect("cfn-lint runs");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// The printed SCP against the IAM JSON policy grammar as a JSON Schema (the one AWS's
+/// cfn-lint ships, `schemas/other/iam/policy.json`: the top-level keys, the statement's
+/// elements, `Effect`, the condition operators), validated with the `jsonschema` crate;
+/// what the SCP syntax page adds (`Version` 2012-10-17, no `Principal`); the actions
+/// and condition keys against the service authorization data cfn-lint ships
+/// (`AdditionalSpecs/Policies.json`): both actions exist, and both keys are keys of the
+/// resource they act on. Then cfn-lint itself on a template with the SCP as an
+/// `AWS::Organizations::Policy` and the Config rule as an `AWS::Config::ConfigRule`.
+/// Documents broken on purpose fail each check, so each is seen to judge.
+#[test]
+fn the_printed_scp_and_config_rule_pass_the_grammars_aws_publishes() {
+    if !require(
+        "the_printed_scp_and_config_rule_pass_the_grammars_aws_publishes",
+        &[Requirement::CfnLint],
+    ) {
+        return;
+    }
+    let data = cfnlint_data();
+    let scp: Value = serde_json::from_str(&printed("scp")).unwrap();
+    let rule: Value = serde_json::from_str(&printed("config-rule")).unwrap();
+
+    // The grammar.
+    let mut schema = read_json(&data.join("schemas/other/iam/policy.json"));
+    // Its `Statement` is `$ref` (one statement) beside `items` (a list of them), which
+    // cfn-lint's own validator reads as either; standard JSON Schema would apply both to
+    // a list. The printed SCP has a list: the list's branch, as published.
+    let items = schema["properties"]["Statement"]["items"].clone();
+    assert_eq!(items["$ref"], "#/definitions/Statement");
+    schema["properties"]["Statement"] = serde_json::json!({ "type": "array", "items": items });
+    let grammar = jsonschema::draft7::new(&schema).expect("the policy schema compiles");
+    let errors: Vec<String> = grammar.iter_errors(&scp).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let broken = |change: &dyn Fn(&mut Value)| {
+        let mut doc = scp.clone();
+        change(&mut doc);
+        doc
+    };
+    let breakages: [(&str, Value); 5] = [
+        (
+            "an Effect IAM does not know",
+            broken(&|d| d["Statement"][0]["Effect"] = "Block".into()),
+        ),
+        (
+            "a condition operator IAM does not know",
+            broken(&|d| {
+                let c = d["Statement"][0]["Condition"].as_object_mut().unwrap();
+                let v = c.remove("NumericGreaterThan").unwrap();
+                c.insert("NumericAbove".into(), v);
+            }),
+        ),
+        (
+            "a top-level key IAM does not know",
+            broken(&|d| d["Statements"] = Value::Array(Vec::new())),
+        ),
+        (
+            "a statement without Action or NotAction",
+            broken(&|d| {
+                d["Statement"][0].as_object_mut().unwrap().remove("Action");
+            }),
+        ),
+        (
+            "a Version IAM does not know",
+            broken(&|d| d["Version"] = "2020-01-01".into()),
+        ),
+    ];
+    for (what, doc) in &breakages {
+        assert!(!grammar.is_valid(doc), "the grammar let through {what}");
+    }
+
+    // What the SCP syntax page adds to the grammar.
+    assert_eq!(scp["Version"], "2012-10-17");
+    let statements = scp["Statement"].as_array().unwrap();
+    for statement in statements {
+        assert_eq!(statement["Effect"], "Deny");
+        assert!(statement.get("Principal").is_none() && statement.get("NotPrincipal").is_none());
+    }
+
+    // The actions and their condition keys.
+    let authorization = read_json(&data.join("AdditionalSpecs/Policies.json"));
+    let mut used = BTreeSet::new();
+    for statement in statements {
+        for action in statement["Action"].as_array().unwrap() {
+            let (service, name) = action.as_str().unwrap().split_once(':').unwrap();
+            let service = &authorization[service];
+            let known = &service["Actions"][name.to_lowercase()];
+            assert!(known.is_object(), "{action} is no action AWS lists");
+            let keys: BTreeSet<&str> = known["Resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|r| {
+                    service["Resources"][r.as_str().unwrap()]["ConditionKeys"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                })
+                .chain(known["ConditionKeys"].as_array().into_iter().flatten())
+                .map(|k| k.as_str().unwrap())
+                .collect();
+            for operator in statement["Condition"].as_object().unwrap().values() {
+                for key in operator.as_object().unwrap().keys() {
+                    assert!(keys.contains(key.as_str()), "{action} takes no {key}");
+                    used.insert(key.clone());
+                }
+            }
+            assert!(!keys.contains("ec2:MetadataHttpHopLimit"));
+        }
+    }
+    assert_eq!(
+        used,
+        BTreeSet::from([
+            "ec2:MetadataHttpPutResponseHopLimit".to_owned(),
+            "ec2:MetadataHttpTokens".to_owned(),
+        ])
+    );
+
+    // cfn-lint itself: both as CloudFormation resources.
+    let resources = serde_json::json!({
+        "Scp": {
+            "Type": "AWS::Organizations::Policy",
+            "Properties": {
+                "Name": "imds-hop-limit",
+                "Type": "SERVICE_CONTROL_POLICY",
+                "Content": scp,
+            },
+        },
+        "Rule": {"Type": "AWS::Config::ConfigRule", "Properties": rule["ConfigRule"]},
+    });
+    let (code, said) = cfn_lint(&resources);
+    assert_eq!(code, 0, "{said}");
+    let mut broken_rule = resources.clone();
+    broken_rule["Rule"]["Properties"]
+        .as_object_mut()
+        .unwrap()
+        .remove("Source");
+    let (code, said) = cfn_lint(&broken_rule);
+    assert_ne!(
+        code, 0,
+        "cfn-lint let through a rule without Source: {said}"
+    );
+    assert!(said.contains("Source"), "{said}");
 }

@@ -2,13 +2,25 @@
 //! own error shape, before the body is read whole.
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 
 use crate::ec2::error::{self as ec2_error, Ec2Error};
 use crate::imds::service::{error_page, SERVER_NAME};
+use crate::organizations::error::OrgError;
+use crate::organizations::service::SIGNING_NAME as ORGANIZATIONS;
 use crate::query::{request_id, xml_response};
 use crate::request_log::Service;
+use crate::sigv4;
 use crate::sts::error::{self as sts, StsError};
+
+/// The API whose error shape an oversized body is refused in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    Imds,
+    Sts,
+    Ec2,
+    Organizations,
+}
 
 /// The code both APIs answer an oversized body with (the mock's wording: AWS documents
 /// no code for it).
@@ -35,13 +47,40 @@ impl Service {
     /// The answer to a body over [`Self::max_body`]: 413 in the service's error shape,
     /// and the connection closed (the rest of the body is never read).
     pub(crate) fn body_too_large(self) -> Response<Bytes> {
+        self.refuse_body(match self {
+            Service::Imds => Shape::Imds,
+            Service::Sts => Shape::Sts,
+            Service::Ec2 => Shape::Ec2,
+        })
+    }
+
+    /// [`Self::body_too_large`] for a request with these `headers`: on the EC2 listener,
+    /// which also answers the APIs its SigV4 credential scope names, in that API's shape
+    /// (Organizations' JSON, STS's XML).
+    pub(crate) fn body_too_large_for(self, headers: &HeaderMap) -> Response<Bytes> {
+        let scoped = sigv4::credential_scope_in(headers).map(|a| a.service);
+        match (self, scoped.as_deref()) {
+            (Service::Ec2, Some(ORGANIZATIONS)) => self.refuse_body(Shape::Organizations),
+            (Service::Ec2, Some("sts")) => self.refuse_body(Shape::Sts),
+            _ => self.body_too_large(),
+        }
+    }
+
+    fn refuse_body(self, shape: Shape) -> Response<Bytes> {
         let status = StatusCode::PAYLOAD_TOO_LARGE;
         let message = format!(
             "The request body is larger than {} bytes, the most this service accepts.",
             self.max_body()
         );
-        let mut response = match self {
-            Service::Imds => {
+        let mut response = match shape {
+            Shape::Organizations => OrgError {
+                status,
+                code: TOO_LARGE_CODE,
+                message,
+                reason: None,
+            }
+            .response(&request_id()),
+            Shape::Imds => {
                 let mut response = Response::new(Bytes::from(error_page(status)));
                 *response.status_mut() = status;
                 let headers = response.headers_mut();
@@ -49,7 +88,7 @@ impl Service {
                 headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
                 response
             }
-            Service::Sts => {
+            Shape::Sts => {
                 let id = request_id();
                 let error = StsError {
                     status,
@@ -58,7 +97,7 @@ impl Service {
                 };
                 xml_response(status, sts::error_body(&error, &id), &id)
             }
-            Service::Ec2 => {
+            Shape::Ec2 => {
                 let id = request_id();
                 let error = Ec2Error {
                     status,
@@ -104,5 +143,38 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_ec2_listener_refuses_in_the_shape_of_the_signed_api() {
+        let signed = |service: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::AUTHORIZATION,
+                HeaderValue::from_str(&format!(
+                    "AWS4-HMAC-SHA256 Credential=ASIAX/20260101/us-east-1/{service}/aws4_request, \
+                     SignedHeaders=host, Signature=00"
+                ))
+                .unwrap(),
+            );
+            headers
+        };
+        let org = Service::Ec2.body_too_large_for(&signed("organizations"));
+        assert_eq!(org.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(org.headers()[header::CONNECTION], "close");
+        let json: serde_json::Value = serde_json::from_slice(org.body()).unwrap();
+        assert_eq!(json["__type"], "RequestEntityTooLarge");
+        assert!(body(Service::Ec2.body_too_large_for(&signed("sts"))).contains("<ErrorResponse"));
+        assert!(
+            body(Service::Ec2.body_too_large_for(&signed("ec2"))).contains("<Response><Errors>")
+        );
+        assert!(
+            body(Service::Ec2.body_too_large_for(&HeaderMap::new())).contains("<Response><Errors>")
+        );
+        // Only the EC2 listener answers other APIs.
+        assert!(
+            body(Service::Sts.body_too_large_for(&signed("organizations")))
+                .contains("<ErrorResponse")
+        );
     }
 }

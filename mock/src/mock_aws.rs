@@ -274,6 +274,19 @@ impl MockAws {
         Some(scope.fleet.read().expect("fleet lock").clone())
     }
 
+    /// Refuses (`true`) or allows the EC2 action `action` in `account`'s `region` only,
+    /// as a service control policy's explicit deny (`UnauthorizedOperation`); `false`
+    /// when the mock has no such scope.
+    pub fn deny_in(&self, account: &str, region: &str, action: &str, denied: bool) -> bool {
+        match self.state.scope(account, region) {
+            Ok(scope) => {
+                scope.deny(action, denied);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     /// The launch templates of `account` in `region`, as they are now.
     pub fn launch_templates_in(&self, account: &str, region: &str) -> Option<LaunchTemplates> {
         let scope = self.state.scope(account, region).ok()?;

@@ -233,7 +233,7 @@ async fn serve_connection(
                 Ok(body) => {
                     handler.handle(Request::from_parts(parts, body.to_bytes()), &connection)
                 }
-                Err(BodyRefusal::TooLarge) => service.body_too_large(),
+                Err(BodyRefusal::TooLarge) => service.body_too_large_for(&parts.headers),
                 Err(BodyRefusal::Broken) => broken_body(),
             };
             log.record(RequestRecord::new(

@@ -103,7 +103,12 @@ impl Authorization {
 /// The credential scope `request` claims (its access key, date, region and service),
 /// unverified: which service and region a request on the one endpoint is for.
 pub(crate) fn credential_scope(request: &Request<Bytes>) -> Option<Authorization> {
-    let value = request.headers().get(http::header::AUTHORIZATION)?;
+    credential_scope_in(request.headers())
+}
+
+/// [`credential_scope`] from a request's head alone (before its body is read).
+pub(crate) fn credential_scope_in(headers: &http::HeaderMap) -> Option<Authorization> {
+    let value = headers.get(http::header::AUTHORIZATION)?;
     Authorization::parse(value.to_str().ok()?).ok()
 }
 

@@ -63,6 +63,7 @@ impl MockState {
             .fleet
             .map_or(THROTTLE_SEED, |f| f.seed ^ THROTTLE_SEED);
         let home = Scope::new(
+            None,
             config.fleet,
             &config.launch_templates,
             config.metadata_defaults,

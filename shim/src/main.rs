@@ -611,7 +611,7 @@ fn organization_enforce_command(args: &EnforceArgs, need: Need) -> anyhow::Resul
         args.json,
         args.need.timeout(),
         |sdk, tx| async move { org_enforce::enforce_organization(&sdk, &request, tx).await },
-        |summary| u8::from(!summary.not_audited.is_empty() && !allow_partial) * 2,
+        |summary| org_enforce::exit_code(summary, allow_partial),
     )
 }
 

@@ -38,6 +38,9 @@ pub enum Requirement {
     PrometheusParser,
     /// `setfacl` (Debian's `acl`): POSIX ACLs on test directories.
     AclTools,
+    /// Python's `cfn-lint` (PyPI, AWS's CloudFormation linter): its IAM policy grammar and
+    /// service authorization data, and the linter itself.
+    CfnLint,
 }
 
 impl Requirement {
@@ -54,7 +57,8 @@ impl Requirement {
             | Requirement::UserStacks
             | Requirement::DebTools
             | Requirement::PrometheusParser
-            | Requirement::AclTools => None,
+            | Requirement::AclTools
+            | Requirement::CfnLint => None,
         }
     }
 
@@ -127,6 +131,18 @@ impl Requirement {
                 (!found).then(|| {
                     "python3 cannot import junitparser (python3 -m pip install junitparser; \
                      make test installs it)"
+                        .to_string()
+                })
+            }
+            Requirement::CfnLint => {
+                let found = std::process::Command::new("python3")
+                    .args(["-c", "import cfnlint"])
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .is_ok_and(|out| out.status.success());
+                (!found).then(|| {
+                    "python3 cannot import cfnlint (python3 -m pip install cfn-lint; make test \
+                     installs it)"
                         .to_string()
                 })
             }

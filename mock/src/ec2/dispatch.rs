@@ -103,6 +103,18 @@ impl Ec2 {
         };
         scope.throttle.check()?;
         let params = QueryParams::from_request(request);
+        if let Some(action) = params.action().filter(|a| scope.is_denied(a)) {
+            return Err(Ec2Error {
+                status: StatusCode::FORBIDDEN,
+                code: "UnauthorizedOperation",
+                message: format!(
+                    "You are not authorized to perform this operation. User: {} is not \
+                     authorized to perform: ec2:{action} with an explicit deny in a service \
+                     control policy",
+                    caller.arn(identity),
+                ),
+            });
+        }
         match params.action() {
             Some(DESCRIBE_INSTANCES) => {
                 self.describe_instances(caller, &target, &params, request_id)

@@ -122,8 +122,16 @@ pub struct Generated {
 }
 
 impl Fleet {
-    /// `size` instances from `seed`: the same seed gives the same fleet, byte for byte.
+    /// `size` instances from `seed` in the mock's own account and region: the same seed
+    /// gives the same fleet, byte for byte.
     pub fn generate(size: usize, seed: u64) -> Generated {
+        Self::generate_in(None, size, seed)
+    }
+
+    /// [`Fleet::generate`] in `scope` (account, region): its templates' ids, and the
+    /// instances' tags that name them, are the scope's own
+    /// ([`LaunchTemplateSpec::id_in`]).
+    pub fn generate_in(scope: Option<(&str, &str)>, size: usize, seed: u64) -> Generated {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let templates: Vec<LaunchTemplateSpec> = POOLS
             .iter()
@@ -215,7 +223,7 @@ impl Fleet {
             if matches!(pool.launch, Launch::Template(_)) {
                 tags.insert(
                     LAUNCH_TEMPLATE_ID_TAG.to_string(),
-                    LaunchTemplateSpec::id_for(pool.name),
+                    LaunchTemplateSpec::id_in(scope, pool.name),
                 );
                 tags.insert(LAUNCH_TEMPLATE_VERSION_TAG.to_string(), "1".to_string());
             }

@@ -29,10 +29,22 @@ pub struct LaunchTemplateSpec {
 }
 
 impl LaunchTemplateSpec {
-    /// The template's id, derived from its name so that it is the same in every run.
+    /// The id of the template `name` in the mock's own account and region, derived from
+    /// its name so that it is the same in every run.
     pub fn id_for(name: &str) -> String {
-        let digest = Sha256::digest(name.as_bytes());
-        format!("lt-0{}", hex::encode(&digest[..8]))
+        Self::id_in(None, name)
+    }
+
+    /// The id of the template `name` in `scope` (account, region; `None`: the mock's
+    /// own), the same in every run. EC2's ids are unique across accounts and regions,
+    /// and so are these: the same template name gives each scope its own id.
+    pub fn id_in(scope: Option<(&str, &str)>, name: &str) -> String {
+        let mut hash = Sha256::new();
+        if let Some((account, region)) = scope {
+            hash.update(format!("{account}/{region}/").as_bytes());
+        }
+        hash.update(name.as_bytes());
+        format!("lt-0{}", hex::encode(&hash.finalize()[..8]))
     }
 }
 
@@ -142,14 +154,20 @@ pub struct LaunchTemplates {
 }
 
 impl LaunchTemplates {
-    /// The templates of `specs`, each at version 1.
+    /// The templates of `specs` in the mock's own account and region, each at version 1.
     pub fn new(specs: &[LaunchTemplateSpec]) -> Self {
+        Self::new_in(None, specs)
+    }
+
+    /// The templates of `specs` in `scope` (see [`LaunchTemplateSpec::id_in`]), each at
+    /// version 1.
+    pub fn new_in(scope: Option<(&str, &str)>, specs: &[LaunchTemplateSpec]) -> Self {
         let now = SystemTime::now();
         LaunchTemplates {
             templates: specs
                 .iter()
                 .map(|spec| Template {
-                    id: LaunchTemplateSpec::id_for(&spec.name),
+                    id: LaunchTemplateSpec::id_in(scope, &spec.name),
                     name: spec.name.clone(),
                     default_version: 1,
                     versions: vec![Version {
@@ -364,6 +382,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(lts.versions("ci"), Some((2, 2)));
+    }
+
+    #[test]
+    fn ids_are_unique_across_accounts_and_regions() {
+        let home = LaunchTemplateSpec::id_for("ci");
+        let a = LaunchTemplateSpec::id_in(Some(("111122223333", "us-east-1")), "ci");
+        let b = LaunchTemplateSpec::id_in(Some(("111122223333", "eu-west-1")), "ci");
+        let c = LaunchTemplateSpec::id_in(Some(("444455556666", "us-east-1")), "ci");
+        let ids = std::collections::BTreeSet::from([&home, &a, &b, &c]);
+        assert_eq!(ids.len(), 4);
+        assert!(ids.iter().all(|id| is_well_formed_id(id)));
+        assert_eq!(
+            a,
+            LaunchTemplateSpec::id_in(Some(("111122223333", "us-east-1")), "ci")
+        );
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! What EC2 keeps for one account in one region: its fleet, its launch templates, its
-//! instance metadata defaults and its throttle. The mock's own account and region has
+//! instance metadata defaults, its throttle and the actions a service control policy
+//! denies in it. The mock's own account and region has
 //! one; an organization has one more for every other account and region.
 
+use std::collections::BTreeSet;
 use std::sync::RwLock;
 
 use crate::config::FleetSpec;
@@ -17,13 +19,16 @@ pub(crate) struct Scope {
     pub(crate) launch_templates: RwLock<LaunchTemplates>,
     pub(crate) metadata_defaults: RwLock<MetadataDefaults>,
     pub(crate) throttle: Throttle,
+    /// EC2 actions refused to every caller here, as an SCP's explicit deny does.
+    pub(crate) denied: RwLock<BTreeSet<String>>,
 }
 
 impl Scope {
-    /// A scope with `fleet` generated (if any), its templates and `extra` ones, the
-    /// defaults given, refusing `throttle_rate` of the calls with draws from
-    /// `throttle_seed`.
+    /// The scope of `account` in `region` (`None`: the mock's own), with `fleet`
+    /// generated (if any), its templates and `extra` ones, the defaults given, refusing
+    /// `throttle_rate` of the calls with draws from `throttle_seed`.
     pub(crate) fn new(
+        at: Option<(&str, &str)>,
         fleet: Option<FleetSpec>,
         extra: &[LaunchTemplateSpec],
         defaults: MetadataDefaults,
@@ -32,7 +37,7 @@ impl Scope {
     ) -> Self {
         let (fleet, mut templates) = match fleet {
             Some(spec) => {
-                let generated = Fleet::generate(spec.size, spec.seed);
+                let generated = Fleet::generate_in(at, spec.size, spec.seed);
                 (generated.fleet, generated.templates)
             }
             None => (Fleet::default(), Vec::new()),
@@ -40,9 +45,25 @@ impl Scope {
         templates.extend(extra.iter().cloned());
         Scope {
             fleet: RwLock::new(fleet),
-            launch_templates: RwLock::new(LaunchTemplates::new(&templates)),
+            launch_templates: RwLock::new(LaunchTemplates::new_in(at, &templates)),
             metadata_defaults: RwLock::new(defaults),
             throttle: Throttle::new(throttle_rate, throttle_seed),
+            denied: RwLock::new(BTreeSet::new()),
+        }
+    }
+
+    /// Whether an SCP of this scope denies `action`.
+    pub(crate) fn is_denied(&self, action: &str) -> bool {
+        self.denied.read().expect("denied lock").contains(action)
+    }
+
+    /// Denies (`true`) or allows `action` here from now on.
+    pub(crate) fn deny(&self, action: &str, denied: bool) {
+        let mut set = self.denied.write().expect("denied lock");
+        if denied {
+            set.insert(action.to_owned());
+        } else {
+            set.remove(action);
         }
     }
 }

@@ -213,6 +213,7 @@ impl Organization {
                 let scope_seed =
                     spec.seed ^ (((a as u64) << 20) | r as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
                 let scope = Scope::new(
+                    Some((&account.id, region)),
                     (spec.fleet > 0).then_some(FleetSpec {
                         size: spec.fleet,
                         seed: scope_seed,

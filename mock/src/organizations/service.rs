@@ -7,14 +7,16 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::organizations::error::{auth_error, json_response, OrgError};
 use crate::organizations::model::Organization;
+use crate::organizations::page_token::PageTokens;
 use crate::query::request_id;
 use crate::server::{Connection, Handler};
-use crate::sigv4::{self, AuthFailure};
+use crate::sigv4;
 use crate::state::MockState;
 
 /// The service's name in SigV4 credential scopes.
@@ -22,64 +24,6 @@ pub(crate) const SIGNING_NAME: &str = "organizations";
 const TARGET_PREFIX: &str = "AWSOrganizationsV20161128.";
 /// `ListAccounts`' largest (and default) page.
 const MAX_RESULTS: usize = 20;
-/// What a `NextToken` of the mock starts with (then the index of the next account).
-const TOKEN_PREFIX: &str = "imdsh-accounts-";
-
-/// An error as Organizations reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct OrgError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-    reason: Option<&'static str>,
-}
-
-impl OrgError {
-    fn new(code: &'static str, message: impl Into<String>) -> Self {
-        OrgError {
-            status: StatusCode::BAD_REQUEST,
-            code,
-            message: message.into(),
-            reason: None,
-        }
-    }
-
-    fn invalid(reason: &'static str, message: impl Into<String>) -> Self {
-        OrgError {
-            reason: Some(reason),
-            ..Self::new("InvalidInputException", message)
-        }
-    }
-}
-
-fn auth_error(failure: &AuthFailure) -> OrgError {
-    match failure {
-        AuthFailure::Missing => OrgError {
-            status: StatusCode::FORBIDDEN,
-            ..OrgError::new(
-                "MissingAuthenticationTokenException",
-                "Missing Authentication Token",
-            )
-        },
-        AuthFailure::UnknownAccessKey(_)
-        | AuthFailure::MissingSessionToken
-        | AuthFailure::WrongSessionToken => OrgError::new(
-            "UnrecognizedClientException",
-            "The security token included in the request is invalid.",
-        ),
-        AuthFailure::Expired => OrgError::new(
-            "ExpiredTokenException",
-            "The security token included in the request is expired",
-        ),
-        AuthFailure::Malformed(_)
-        | AuthFailure::WrongService { .. }
-        | AuthFailure::SignatureMismatch
-        | AuthFailure::RequestTimeSkewed(_) => OrgError::new(
-            "InvalidSignatureException",
-            "The request signature we calculated does not match the signature you provided.",
-        ),
-    }
-}
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
@@ -90,11 +34,15 @@ struct ListAccountsInput {
 
 pub(crate) struct Organizations {
     state: Arc<MockState>,
+    tokens: PageTokens,
 }
 
 impl Organizations {
     pub(crate) fn new(state: Arc<MockState>) -> Self {
-        Organizations { state }
+        Organizations {
+            state,
+            tokens: PageTokens::new(),
+        }
     }
 
     fn answer(&self, request: &Request<Bytes>) -> Result<Value, OrgError> {
@@ -139,7 +87,8 @@ impl Organizations {
                         OrgError::new("SerializationException", format!("the request body: {e}"))
                     })?
                 };
-                list_accounts(org, &input)
+                let caller = creds.principal.arn(&self.state.identity);
+                list_accounts(org, &input, &self.tokens, &caller)
             }
             other => Err(OrgError::new(
                 "UnknownOperationException",
@@ -164,7 +113,12 @@ fn describe_organization(org: &Organization) -> Value {
     })
 }
 
-fn list_accounts(org: &Organization, input: &ListAccountsInput) -> Result<Value, OrgError> {
+fn list_accounts(
+    org: &Organization,
+    input: &ListAccountsInput,
+    tokens: &PageTokens,
+    caller: &str,
+) -> Result<Value, OrgError> {
     let page = match input.max_results {
         None => MAX_RESULTS,
         Some(n) => usize::try_from(n)
@@ -179,9 +133,8 @@ fn list_accounts(org: &Organization, input: &ListAccountsInput) -> Result<Value,
     };
     let start = match &input.next_token {
         None => 0,
-        Some(token) => token
-            .strip_prefix(TOKEN_PREFIX)
-            .and_then(|i| i.parse::<usize>().ok())
+        Some(token) => tokens
+            .open(caller, token)
             .filter(|i| *i < org.accounts.len())
             .ok_or_else(|| {
                 OrgError::invalid(
@@ -207,23 +160,9 @@ fn list_accounts(org: &Organization, input: &ListAccountsInput) -> Result<Value,
         .collect();
     let mut out = json!({ "Accounts": accounts });
     if end < org.accounts.len() {
-        out["NextToken"] = json!(format!("{TOKEN_PREFIX}{end}"));
+        out["NextToken"] = json!(tokens.issue(caller, end));
     }
     Ok(out)
-}
-
-fn json_response(status: StatusCode, body: &Value, request_id: &str) -> Response<Bytes> {
-    let mut response = Response::new(Bytes::from(body.to_string()));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-amz-json-1.1"),
-    );
-    if let Ok(id) = HeaderValue::from_str(request_id) {
-        headers.insert("x-amzn-requestid", id);
-    }
-    response
 }
 
 impl Handler for Organizations {
@@ -231,13 +170,7 @@ impl Handler for Organizations {
         let request_id = request_id();
         let response = match self.answer(&request) {
             Ok(body) => json_response(StatusCode::OK, &body, &request_id),
-            Err(e) => {
-                let mut body = json!({ "__type": e.code, "Message": e.message });
-                if let Some(reason) = e.reason {
-                    body["Reason"] = json!(reason);
-                }
-                json_response(e.status, &body, &request_id)
-            }
+            Err(e) => e.response(&request_id),
         };
         tracing::debug!(
             target: "organizations",
@@ -266,46 +199,50 @@ mod tests {
     #[test]
     fn accounts_are_paged_and_bad_pages_are_refused() {
         let org = org(45);
-        let first = list_accounts(&org, &ListAccountsInput::default()).unwrap();
+        let tokens = PageTokens::new();
+        let me = "arn:aws:sts::123456789012:assumed-role/r/i-1";
+        let list = |max_results: Option<i64>, next_token: Option<String>| {
+            list_accounts(
+                &org,
+                &ListAccountsInput {
+                    max_results,
+                    next_token,
+                },
+                &tokens,
+                me,
+            )
+        };
+        let first = list(None, None).unwrap();
         assert_eq!(first["Accounts"].as_array().unwrap().len(), 20);
         assert_eq!(first["Accounts"][0]["Id"], "123456789012");
         let token = first["NextToken"].as_str().unwrap().to_owned();
-        let third = list_accounts(
-            &org,
-            &ListAccountsInput {
-                max_results: Some(20),
-                next_token: Some(format!("{TOKEN_PREFIX}40")),
-            },
-        )
-        .unwrap();
+        let second = list(Some(20), Some(token)).unwrap();
+        assert_eq!(second["Accounts"][0]["Id"], first_id_at(&org, 20));
+        let third = list(Some(20), second["NextToken"].as_str().map(str::to_owned)).unwrap();
         assert_eq!(third["Accounts"].as_array().unwrap().len(), 5);
         assert!(third.get("NextToken").is_none());
-        assert_eq!(token, format!("{TOKEN_PREFIX}20"));
-        for bad in ["x", "imdsh-accounts-45", "imdsh-accounts--1", ""] {
-            let e = list_accounts(
-                &org,
-                &ListAccountsInput {
-                    max_results: None,
-                    next_token: Some(bad.into()),
-                },
-            )
-            .unwrap_err();
+        // Past the end: sealed, but no account is there.
+        for bad in [
+            "x".to_owned(),
+            "imdsh-accounts-20".to_owned(),
+            tokens.issue(me, 45),
+            tokens.issue("arn:aws:sts::123456789012:assumed-role/r/other", 20),
+            String::new(),
+        ] {
+            let e = list(None, Some(bad.clone())).unwrap_err();
             assert_eq!(e.reason, Some("INVALID_NEXT_TOKEN"), "{bad}");
         }
-        for bad in [0, 21, -1, i64::MAX] {
-            let e = list_accounts(
-                &org,
-                &ListAccountsInput {
-                    max_results: Some(bad),
-                    next_token: None,
-                },
-            )
-            .unwrap_err();
+        for bad in [0, 21, -1, i64::MAX, i64::MIN] {
+            let e = list(Some(bad), None).unwrap_err();
             assert_eq!(e.code, "InvalidInputException", "{bad}");
         }
         assert_eq!(
             describe_organization(&org)["Organization"]["MasterAccountId"],
             "123456789012"
         );
+    }
+
+    fn first_id_at(org: &Organization, i: usize) -> String {
+        org.accounts[i].id.clone()
     }
 }

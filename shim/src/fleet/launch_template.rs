@@ -141,16 +141,14 @@ pub fn cli_commands(
 }
 
 fn version_of(
-    out: Option<&[LaunchTemplateVersion]>,
+    out: &[LaunchTemplateVersion],
     what: &str,
 ) -> Result<LaunchTemplateVersion, InstanceError> {
-    out.and_then(|v| v.first())
-        .cloned()
-        .ok_or_else(|| InstanceError::Api {
-            action: "DescribeLaunchTemplateVersions",
-            code: "NoVersion".into(),
-            message: format!("EC2 listed no {what} version"),
-        })
+    out.first().cloned().ok_or_else(|| InstanceError::Api {
+        action: "DescribeLaunchTemplateVersions",
+        code: "NoVersion".into(),
+        message: format!("EC2 listed no {what} version"),
+    })
 }
 
 /// What `enforce --launch-template` did.
@@ -167,6 +165,147 @@ pub enum TemplateOutcome {
     },
 }
 
+/// A template's default version, as EC2 has it now.
+#[derive(Debug, Clone)]
+pub(crate) struct DefaultVersion {
+    /// `lt-...`.
+    pub(crate) id: String,
+    /// Its name.
+    pub(crate) name: String,
+    /// The default version's number.
+    pub(crate) number: i64,
+    /// The latest version's number.
+    pub(crate) latest: i64,
+    /// The default version's `MetadataOptions`.
+    pub(crate) options: Option<LaunchTemplateInstanceMetadataOptions>,
+}
+
+async fn describe_versions(
+    api: &FleetApi,
+    template: &TemplateRef,
+    versions: &[&str],
+) -> Result<Vec<LaunchTemplateVersion>, InstanceError> {
+    let mut call = api.ec2.describe_launch_template_versions();
+    call = match template {
+        TemplateRef::Id(id) => call.launch_template_id(id),
+        TemplateRef::Name(name) => call.launch_template_name(name),
+    };
+    for v in versions {
+        call = call.versions(*v);
+    }
+    let out = call
+        .send()
+        .await
+        .map_err(|e| InstanceError::from_sdk("DescribeLaunchTemplateVersions", &e))?;
+    Ok(out.launch_template_versions().to_vec())
+}
+
+/// Reads `template`'s default (and latest) version.
+pub(crate) async fn read_default(
+    api: &FleetApi,
+    template: &TemplateRef,
+) -> Result<DefaultVersion, InstanceError> {
+    let versions = describe_versions(api, template, &[DEFAULT_VERSION, "$Latest"]).await?;
+    let current = versions
+        .iter()
+        .find(|v| v.default_version() == Some(true))
+        .cloned()
+        .map_or_else(|| version_of(&versions, "default"), Ok)?;
+    let latest = versions
+        .iter()
+        .filter_map(LaunchTemplateVersion::version_number)
+        .max()
+        .unwrap_or(1);
+    Ok(DefaultVersion {
+        id: current.launch_template_id().unwrap_or_default().to_owned(),
+        name: current
+            .launch_template_name()
+            .unwrap_or_default()
+            .to_owned(),
+        number: current.version_number().unwrap_or(1),
+        latest,
+        options: current
+            .launch_template_data()
+            .and_then(|d| d.metadata_options())
+            .cloned(),
+    })
+}
+
+/// The one writer of a template fix: a new version from `current` (`SourceVersion`,
+/// every other parameter inherited) whose `MetadataOptions` are `wanted` with IPv6 and
+/// instance tags as `current` has them, made the default with `set_default`, read back.
+/// Its number.
+pub(crate) async fn write_version(
+    api: &FleetApi,
+    template: &TemplateRef,
+    current: &DefaultVersion,
+    wanted: Wanted,
+    description: &str,
+    set_default: bool,
+) -> Result<i64, InstanceError> {
+    let asked = request_options(current.options.as_ref(), wanted);
+    let mut create = api
+        .ec2
+        .create_launch_template_version()
+        .source_version(current.number.to_string())
+        .version_description(description)
+        .launch_template_data(
+            RequestLaunchTemplateData::builder()
+                .metadata_options(asked.clone())
+                .build(),
+        );
+    create = match template {
+        TemplateRef::Id(id) => create.launch_template_id(id),
+        TemplateRef::Name(name) => create.launch_template_name(name),
+    };
+    let created = create
+        .send()
+        .await
+        .map_err(|e| InstanceError::from_sdk("CreateLaunchTemplateVersion", &e))?;
+    let version = created
+        .launch_template_version()
+        .and_then(LaunchTemplateVersion::version_number)
+        .ok_or_else(|| InstanceError::Api {
+            action: "CreateLaunchTemplateVersion",
+            code: "NoVersionNumber".into(),
+            message: "the answer named no version".into(),
+        })?;
+    if set_default {
+        let mut modify = api
+            .ec2
+            .modify_launch_template()
+            .default_version(version.to_string());
+        modify = match template {
+            TemplateRef::Id(id) => modify.launch_template_id(id),
+            TemplateRef::Name(name) => modify.launch_template_name(name),
+        };
+        modify
+            .send()
+            .await
+            .map_err(|e| InstanceError::from_sdk("ModifyLaunchTemplate", &e))?;
+    }
+    let check = describe_versions(api, template, &[&version.to_string()]).await?;
+    let made = version_of(&check, "new")?;
+    let options = made
+        .launch_template_data()
+        .and_then(|d| d.metadata_options());
+    let left = plan(options, &wanted);
+    // What the request carried over must read back; what it left unset EC2 may fill.
+    let kept = asked.http_protocol_ipv6().is_none_or(|v| {
+        options.and_then(LaunchTemplateInstanceMetadataOptions::http_protocol_ipv6) == Some(v)
+    }) && asked.instance_metadata_tags().is_none_or(|v| {
+        options.and_then(LaunchTemplateInstanceMetadataOptions::instance_metadata_tags) == Some(v)
+    });
+    if !left.is_empty() || !kept {
+        return Err(InstanceError::Api {
+            action: "CreateLaunchTemplateVersion",
+            code: "NotAsAsked".into(),
+            message: format!("version {version} reads back with {options:?}, not as asked"),
+        });
+    }
+    Ok(version)
+}
+
 /// Runs `enforce --launch-template`, printing as it goes.
 pub async fn enforce(
     api: &FleetApi,
@@ -176,44 +315,12 @@ pub async fn enforce(
     apply: bool,
 ) -> Result<TemplateOutcome, InstanceError> {
     let wanted = Wanted::for_need(need.hop_limit);
-    let describe = |versions: &[&str]| {
-        let mut call = api.ec2.describe_launch_template_versions();
-        call = match template {
-            TemplateRef::Id(id) => call.launch_template_id(id),
-            TemplateRef::Name(name) => call.launch_template_name(name),
-        };
-        for v in versions {
-            call = call.versions(*v);
-        }
-        call.send()
-    };
-    let out = describe(&[DEFAULT_VERSION, "$Latest"])
-        .await
-        .map_err(|e| InstanceError::from_sdk("DescribeLaunchTemplateVersions", &e))?;
-    let versions = out.launch_template_versions();
-    let current = versions
-        .iter()
-        .find(|v| v.default_version() == Some(true))
-        .cloned()
-        .map_or_else(|| version_of(Some(versions), "default"), Ok)?;
-    let latest = versions
-        .iter()
-        .filter_map(LaunchTemplateVersion::version_number)
-        .max()
-        .unwrap_or(1);
-    let default_number = current.version_number().unwrap_or(1);
-    let id = current.launch_template_id().unwrap_or_default().to_owned();
-    let name = current
-        .launch_template_name()
-        .unwrap_or_default()
-        .to_owned();
-    let current_options = current
-        .launch_template_data()
-        .and_then(|d| d.metadata_options());
-    let changes = plan(current_options, &wanted);
+    let current = read_default(api, template).await?;
+    let default_number = current.number;
+    let changes = plan(current.options.as_ref(), &wanted);
     println!(
-        "launch template {id} ({name}), default version {default_number}: {} needs hop limit {} (from {})",
-        need.topology, need.hop_limit, need.source
+        "launch template {} ({}), default version {default_number}: {} needs hop limit {} (from {})",
+        current.id, current.name, need.topology, need.hop_limit, need.source
     );
     if changes.is_empty() {
         println!("no change needed: the default version has exactly the need, tokens required and the endpoint enabled");
@@ -222,7 +329,7 @@ pub async fn enforce(
     for (field, from, to) in &changes {
         println!("  {field:<24} {from} -> {to}");
     }
-    let new_version = latest + 1;
+    let new_version = current.latest + 1;
     let description = format!(
         "imds-shim: hop limit {} for {}",
         need.hop_limit, need.topology
@@ -252,59 +359,10 @@ pub async fn enforce(
         println!("dry run: nothing changed; run again with --apply to make this change");
         return Ok(TemplateOutcome::DryRun);
     }
-    let mut create = api
-        .ec2
-        .create_launch_template_version()
-        .source_version(default_number.to_string())
-        .version_description(&description)
-        .launch_template_data(
-            RequestLaunchTemplateData::builder()
-                .metadata_options(request_options(current_options, wanted))
-                .build(),
-        );
-    create = match template {
-        TemplateRef::Id(id) => create.launch_template_id(id),
-        TemplateRef::Name(name) => create.launch_template_name(name),
-    };
-    let created = create
-        .send()
-        .await
-        .map_err(|e| InstanceError::from_sdk("CreateLaunchTemplateVersion", &e))?;
-    let version = created
-        .launch_template_version()
-        .and_then(LaunchTemplateVersion::version_number)
-        .unwrap_or(new_version);
+    let version = write_version(api, template, &current, wanted, &description, set_default).await?;
     println!("created version {version}");
     if set_default {
-        let mut modify = api
-            .ec2
-            .modify_launch_template()
-            .default_version(version.to_string());
-        modify = match template {
-            TemplateRef::Id(id) => modify.launch_template_id(id),
-            TemplateRef::Name(name) => modify.launch_template_name(name),
-        };
-        modify
-            .send()
-            .await
-            .map_err(|e| InstanceError::from_sdk("ModifyLaunchTemplate", &e))?;
         println!("version {version} is now the default");
-    }
-    let check = describe(&[&version.to_string()])
-        .await
-        .map_err(|e| InstanceError::from_sdk("DescribeLaunchTemplateVersions", &e))?;
-    let made = version_of(Some(check.launch_template_versions()), "new")?;
-    let left = plan(
-        made.launch_template_data()
-            .and_then(|d| d.metadata_options()),
-        &wanted,
-    );
-    if !left.is_empty() {
-        return Err(InstanceError::Api {
-            action: "CreateLaunchTemplateVersion",
-            code: "NotAsAsked".into(),
-            message: format!("version {version} reads back with {left:?}"),
-        });
     }
     println!(
         "read back: version {version} has hop limit {}, tokens {}, endpoint {}",

@@ -4,19 +4,19 @@
 //! against the largest need of the instances launched from it; the account's defaults
 //! against `--topology`/`--need`), the change that fixes each, and with `--apply` the
 //! change made: a new template version from the default one with the need, tokens
-//! required, the endpoint enabled, made the default; the defaults set likewise. Running
+//! required, the endpoint enabled (IPv6 and instance tags kept), made the default, by
+//! the writer of `enforce --launch-template`; the defaults set likewise. Running
 //! instances keep their options: the audit after names them.
 
 use std::sync::Arc;
 
 use aws_config::SdkConfig;
-use aws_sdk_ec2::types::{LaunchTemplateVersion, RequestLaunchTemplateData};
 use tokio::sync::mpsc::{self, Sender};
 
 use super::api::FleetApi;
 use super::audit::{AuditRequest, AuditVerdict};
 use super::defaults;
-use super::launch_template::request_options;
+use super::launch_template::{read_default, write_version, TemplateRef};
 use super::org_report::{FixStatus, OrgSummary, Record, ScopeSummary, SourceRecord};
 use super::organization::{walk, OrgAuditError, OrgAuditRequest};
 use super::scope_audit::{audit_scope, Out};
@@ -62,48 +62,20 @@ fn changes(source: &SourceRecord, wanted: Wanted) -> Vec<String> {
     .collect()
 }
 
+/// A new default version of the template `source` names, by the one writer of
+/// `enforce --launch-template` (IPv6 and instance tags as the default version has them).
 async fn fix_template(
     api: &FleetApi,
     source: &SourceRecord,
     wanted: Wanted,
 ) -> Result<i64, InstanceError> {
-    let id = source.launch_template_id.clone().unwrap_or_default();
-    let mut create = api
-        .ec2
-        .create_launch_template_version()
-        .launch_template_id(&id)
-        .version_description(format!(
-            "imds-shim enforce --organization: hop limit {}, tokens required",
-            wanted.hop_limit
-        ))
-        .launch_template_data(
-            RequestLaunchTemplateData::builder()
-                .metadata_options(request_options(None, wanted))
-                .build(),
-        );
-    if let Some(version) = source.default_version {
-        create = create.source_version(version.to_string());
-    }
-    let created = create
-        .send()
-        .await
-        .map_err(|e| InstanceError::from_sdk("CreateLaunchTemplateVersion", &e))?;
-    let version = created
-        .launch_template_version()
-        .and_then(LaunchTemplateVersion::version_number)
-        .ok_or_else(|| InstanceError::Api {
-            action: "CreateLaunchTemplateVersion",
-            code: "NoVersionNumber".into(),
-            message: "the answer named no version".into(),
-        })?;
-    api.ec2
-        .modify_launch_template()
-        .launch_template_id(&id)
-        .default_version(version.to_string())
-        .send()
-        .await
-        .map_err(|e| InstanceError::from_sdk("ModifyLaunchTemplate", &e))?;
-    Ok(version)
+    let template = TemplateRef::Id(source.launch_template_id.clone().unwrap_or_default());
+    let current = read_default(api, &template).await?;
+    let description = format!(
+        "imds-shim enforce --organization: hop limit {}, tokens required",
+        wanted.hop_limit
+    );
+    write_version(api, &template, &current, wanted, &description, true).await
 }
 
 /// Audits one scope (its records kept here), then plans and makes its fixes.
@@ -147,7 +119,7 @@ async fn enforce_scope(
         code: "Internal".into(),
         message: format!("reading the scope's sources: {e}"),
     })?;
-    let summary = summary?;
+    let mut summary = summary?;
     for (is_template, source) in sources {
         let Some(need) = source.need else { continue };
         if source.verdict == AuditVerdict::Right {
@@ -177,6 +149,7 @@ async fn enforce_scope(
                 Err(e) => FixStatus::Failed(e.to_string()),
             }
         };
+        summary.fixes.count(&status);
         let _ = tx
             .send(Record::Fix {
                 account: account.clone(),
@@ -199,8 +172,19 @@ fn request_wants(request: &OrgEnforceRequest, template: bool) -> bool {
     }
 }
 
+/// The exit status: 2 when a scope could not be audited (unless `allow_partial`), else
+/// 1 when a fix could not be made (whatever `allow_partial`), else 0.
+pub fn exit_code(summary: &OrgSummary, allow_partial: bool) -> u8 {
+    if !summary.not_audited.is_empty() && !allow_partial {
+        2
+    } else {
+        u8::from(summary.fixes.failed > 0)
+    }
+}
+
 /// Plans (and with `apply` makes) the fixes in every account and region; each a
-/// [`Record::Fix`] to `tx`. The summary's verdicts are those before the fixes.
+/// [`Record::Fix`] to `tx`. The summary's verdicts are those before the fixes; its
+/// `fixes` count what became of them.
 pub async fn enforce_organization(
     sdk: &SdkConfig,
     request: &OrgEnforceRequest,

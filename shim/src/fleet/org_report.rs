@@ -245,6 +245,54 @@ pub fn add_counts(into: &mut KindCounts, from: &KindCounts) {
     }
 }
 
+/// How many fixes at the source (`enforce --organization`) were planned, made, refused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct FixCounts {
+    /// Planned (a dry run).
+    pub planned: usize,
+    /// Made and read back.
+    pub applied: usize,
+    /// Refused or not as asked.
+    pub failed: usize,
+}
+
+impl FixCounts {
+    /// Counts `status`.
+    pub fn count(&mut self, status: &FixStatus) {
+        match status {
+            FixStatus::Planned => self.planned += 1,
+            FixStatus::Applied(_) => self.applied += 1,
+            FixStatus::Failed(_) => self.failed += 1,
+        }
+    }
+
+    /// Adds `other`.
+    pub fn add(&mut self, other: FixCounts) {
+        self.planned += other.planned;
+        self.applied += other.applied;
+        self.failed += other.failed;
+    }
+
+    /// `N planned, N applied, N FAILED`, the non-zero ones.
+    pub fn text(&self) -> String {
+        [
+            (self.planned, "planned"),
+            (self.applied, "applied"),
+            (self.failed, "FAILED"),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+    }
+
+    /// No fix at all (an audit).
+    pub fn is_empty(&self) -> bool {
+        *self == FixCounts::default()
+    }
+}
+
 /// One account in one region.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ScopeSummary {
@@ -258,6 +306,9 @@ pub struct ScopeSummary {
     pub pages: u64,
     /// EC2 calls, attempts and throttled answers (retried) in this scope.
     pub api: CallCounts,
+    /// Its fixes at the source (`enforce --organization` only).
+    #[serde(skip_serializing_if = "FixCounts::is_empty")]
+    pub fixes: FixCounts,
 }
 
 /// A scope that could not be audited.
@@ -291,6 +342,9 @@ pub struct OrgSummary {
     pub api: CallCounts,
     /// The largest number of EC2 calls one scope made.
     pub max_calls_per_scope: u64,
+    /// The fixes at the source (`enforce --organization` only).
+    #[serde(skip_serializing_if = "FixCounts::is_empty")]
+    pub fixes: FixCounts,
     /// The exit status.
     pub exit_code: u8,
 }
@@ -324,6 +378,9 @@ impl ScopeSummary {
         );
         if self.api.throttled > 0 {
             let _ = write!(line, " ({} throttled and retried)", self.api.throttled);
+        }
+        if !self.fixes.is_empty() {
+            let _ = write!(line, "; fixes: {}", self.fixes.text());
         }
         line
     }
@@ -366,6 +423,9 @@ impl OrgSummary {
             "  account defaults: {}",
             of(ResourceKind::AccountDefaults)
         );
+        if !self.fixes.is_empty() {
+            let _ = writeln!(out, "  fixes:            {}", self.fixes.text());
+        }
         out
     }
 }

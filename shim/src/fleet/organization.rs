@@ -18,7 +18,9 @@ use tokio::sync::mpsc::Sender;
 
 use super::api::{CallCounts, FleetApi};
 use super::audit::{self, AuditRequest, AuditVerdict};
-use super::org_report::{add_counts, empty_counts, OrgSummary, Record, ScopeSummary, Unaudited};
+use super::org_report::{
+    add_counts, empty_counts, FixCounts, OrgSummary, Record, ScopeSummary, Unaudited,
+};
 use super::scope_audit::{audit_scope, Out};
 use crate::instance::InstanceError;
 use crate::probe::diagnosis::chain;
@@ -441,6 +443,7 @@ where
 
     let mut verdicts = empty_counts();
     let (mut scopes_audited, mut max_calls) = (0, 0);
+    let mut fixes = FixCounts::default();
     for joined in results {
         let Ok((result, counts)) = joined else {
             continue;
@@ -451,6 +454,7 @@ where
             Ok(summary) => {
                 scopes_audited += 1;
                 add_counts(&mut verdicts, &summary.verdicts);
+                fixes.add(summary.fixes);
             }
             Err(failed) => not_audited.push(failed),
         }
@@ -465,6 +469,7 @@ where
         verdicts,
         api,
         max_calls_per_scope: max_calls,
+        fixes,
     })
 }
 

@@ -15,7 +15,7 @@ use super::api::FleetApi;
 use super::audit::{self, AuditRequest, AuditVerdict, Needs};
 use super::compliance::{Compliance, ResourceKind};
 use super::org_report::{
-    empty_counts, Record, ScopeSummary, SetOptions, SourceNeedFrom, SourceRecord,
+    empty_counts, FixCounts, Record, ScopeSummary, SetOptions, SourceNeedFrom, SourceRecord,
 };
 use crate::instance::InstanceError;
 
@@ -210,6 +210,7 @@ pub(crate) async fn audit_scope(
         verdicts,
         pages: page_count,
         api: api.counts(),
+        fixes: FixCounts::default(),
     })
 }
 
