@@ -5,8 +5,6 @@
 //! afterwards or meanwhile. Everything listens on loopback; nothing reaches real AWS.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Once;
 use std::time::Duration;
 
 use aws_config::imds;
@@ -17,6 +15,7 @@ use aws_credential_types::Credentials;
 use aws_smithy_http_client::Builder as HttpClientBuilder;
 use http::StatusCode;
 use imds_e2e::aws_env::{isolated, AWS_CLI};
+use imds_e2e::panics;
 use imds_e2e::raw_http::send;
 use imds_e2e::require::{require, Requirement};
 use imds_mock::{EventCounts, Listeners, MockAws, MockConfig, RequestLog};
@@ -37,37 +36,10 @@ const MAX_BODY_EC2: usize = 256 << 10;
 /// measure: every answer here comes in milliseconds or after the 3 s head timeout).
 const HANG: Duration = Duration::from_secs(9);
 
-// ------------------------------------------------------------------- panics
-
-static PANICS: AtomicUsize = AtomicUsize::new(0);
-
-/// Counts every panic raised outside this file (the mock's code, hyper, tokio), so that
-/// a panic in a connection task, which tokio would swallow, fails the test.
-fn watch_panics() {
-    static HOOK: Once = Once::new();
-    HOOK.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if info.location().is_none_or(|l| l.file() != file!()) {
-                PANICS.fetch_add(1, Ordering::SeqCst);
-            }
-            previous(info);
-        }));
-    });
-}
-
-fn assert_no_panic() {
-    assert_eq!(
-        PANICS.load(Ordering::SeqCst),
-        0,
-        "the mock panicked (see above)"
-    );
-}
-
 // ------------------------------------------------------------------- the mock
 
 fn start() -> MockAws {
-    watch_panics();
+    panics::watch(file!());
     MockAws::start(
         MockConfig::default(),
         Listeners::loopback().expect("loopback ports"),
@@ -193,7 +165,7 @@ async fn malformed_heads_get_400_and_the_mock_keeps_serving() {
         "nothing malformed was served: {logged:?}"
     );
     assert_serves_the_sdk(&mock).await;
-    assert_no_panic();
+    panics::assert_none();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,7 +201,7 @@ async fn oversized_heads_get_431_and_long_paths_are_logged_cut() {
     assert_eq!(logged[0].path.len(), RequestLog::MAX_PATH);
     assert!(long.starts_with(&logged[0].path));
     assert_serves_the_sdk(&mock).await;
-    assert_no_panic();
+    panics::assert_none();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,7 +235,7 @@ async fn a_slow_head_is_closed_before_the_connection_deadline() {
         );
     }
     assert_serves_the_sdk(&mock).await;
-    assert_no_panic();
+    panics::assert_none();
 }
 
 // ------------------------------------------------------------------- bodies
@@ -338,7 +310,7 @@ async fn an_oversized_body_is_refused_in_the_services_shape_without_being_read()
         );
     }
     assert_serves_the_sdk(&mock).await;
-    assert_no_panic();
+    panics::assert_none();
 }
 
 // ------------------------------------------------------------------- signatures
@@ -429,7 +401,7 @@ async fn garbage_signatures_are_refused_and_a_flood_of_them_changes_nothing() {
     let logged = mock.requests_since(mark);
     assert!(logged.iter().filter(|r| r.status >= 400).count() > refused);
     assert_serves_the_sdk(&mock).await;
-    assert_no_panic();
+    panics::assert_none();
 }
 
 // ------------------------------------------------------------------- connections
@@ -556,5 +528,5 @@ async fn the_aws_cli_is_served_while_a_thousand_idle_sockets_are_held() {
             "IMDS holds {open} of the neighbour's 1,000 idle sockets"
         );
     }
-    assert_no_panic();
+    panics::assert_none();
 }

@@ -7,13 +7,12 @@
 //! nothing panics, the organization is unchanged, and the Rust SDK pages it afterwards.
 //! Everything listens on loopback.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Once;
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
 use aws_sigv4::sign::v4::SigningParams;
+use imds_e2e::panics;
 use imds_e2e::raw_http::{send, RawResponse};
 use imds_mock::{MockAws, ACCESS_ROLE};
 use serde_json::Value;
@@ -30,29 +29,8 @@ const MAX_BODY: usize = 256 << 10;
 const LIST: &str = "AWSOrganizationsV20161128.ListAccounts";
 const DESCRIBE: &str = "AWSOrganizationsV20161128.DescribeOrganization";
 
-static PANICS: AtomicUsize = AtomicUsize::new(0);
-
-/// Counts every panic raised outside this file (a panic in a connection task, which
-/// tokio would swallow, fails the test).
-fn watch_panics() {
-    static HOOK: Once = Once::new();
-    HOOK.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if info.location().is_none_or(|l| l.file() != file!()) {
-                PANICS.fetch_add(1, Ordering::SeqCst);
-            }
-            previous(info);
-        }));
-    });
-}
-
-fn assert_no_panic() {
-    assert_eq!(PANICS.load(Ordering::SeqCst), 0, "the mock panicked");
-}
-
 async fn start() -> MockAws {
-    watch_panics();
+    panics::watch(file!());
     MockAws::builder()
         .organization(ACCOUNTS, ["us-east-1"])
         .assumable_role("imdsh-auditor", None)
@@ -261,7 +239,7 @@ async fn malformed_bodies_and_targets_get_clear_json_errors() {
     assert_eq!(mock.organization_accounts(), before);
     assert_the_sdk_pages(&mock, me).await;
     assert!(mock.is_serving());
-    assert_no_panic();
+    panics::assert_none();
     mock.shutdown().await;
 }
 
@@ -342,7 +320,7 @@ async fn page_tokens_are_the_callers_own_and_forged_ones_are_refused() {
     // The original caller's token still serves it.
     let answer = call(&mock, &me, Some(LIST), &next(&token)).await;
     assert_eq!(answer.status, 200);
-    assert_no_panic();
+    panics::assert_none();
     mock.shutdown().await;
 }
 
@@ -402,6 +380,6 @@ async fn many_callers_page_at_once_beside_a_slow_one_and_each_gets_every_account
     slow.abort();
     assert_eq!(account_ids(&mock), want);
     assert_the_sdk_pages(&mock, me).await;
-    assert_no_panic();
+    panics::assert_none();
     mock.shutdown().await;
 }

@@ -94,10 +94,20 @@ pub(crate) fn request_id() -> String {
 }
 
 pub(crate) fn xml_response(status: StatusCode, body: String, request_id: &str) -> Response<Bytes> {
-    let mut response = Response::new(Bytes::from(body));
+    aws_response(status, "text/xml", body, request_id)
+}
+
+/// `body` as an AWS API's answer: `status`, `content_type` and the request id.
+pub(crate) fn aws_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+    request_id: &str,
+) -> Response<Bytes> {
+    let mut response = Response::new(body.into());
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml"));
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if let Ok(id) = HeaderValue::from_str(request_id) {
         headers.insert("x-amzn-requestid", id);
     }

@@ -9,6 +9,7 @@ pub mod docker;
 pub mod measure;
 pub mod neighbour;
 pub mod output;
+pub mod panics;
 pub mod raw_http;
 pub mod relay_grant;
 pub mod relay_process;

@@ -2,9 +2,10 @@
 //! `{"__type": CODE, "Message": ..., "Reason": ...}`, `application/x-amz-json-1.1`.
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{Response, StatusCode};
 use serde_json::{json, Value};
 
+use crate::query::aws_response;
 use crate::sigv4::AuthFailure;
 
 /// The most characters of a message an answer carries.
@@ -82,17 +83,12 @@ pub(crate) fn auth_error(failure: &AuthFailure) -> OrgError {
 
 /// `body` as the service's JSON answer.
 pub(crate) fn json_response(status: StatusCode, body: &Value, request_id: &str) -> Response<Bytes> {
-    let mut response = Response::new(Bytes::from(body.to_string()));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-amz-json-1.1"),
-    );
-    if let Ok(id) = HeaderValue::from_str(request_id) {
-        headers.insert("x-amzn-requestid", id);
-    }
-    response
+    aws_response(
+        status,
+        "application/x-amz-json-1.1",
+        body.to_string(),
+        request_id,
+    )
 }
 
 #[cfg(test)]
