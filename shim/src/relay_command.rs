@@ -493,8 +493,8 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let mut listeners = Vec::new();
     for (listen, link) in listens.iter().zip(&links) {
         owned.push(address::claim(*listen, link)?);
-        let listener = std::net::TcpListener::bind(listen)
-            .with_context(|| format!("cannot listen on {listen}"))?;
+        let listener =
+            address::listen_tcp(*listen).with_context(|| format!("cannot listen on {listen}"))?;
         listener.set_nonblocking(true)?;
         listeners.push(listener);
     }

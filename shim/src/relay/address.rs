@@ -106,6 +106,27 @@ pub enum AddressError {
 )]
 pub struct ListenError(pub SocketAddr);
 
+/// Connections the kernel completes and keeps for the relay before it accepts them (the
+/// kernel caps it at `net.core.somaxconn`, 4096 by default). Rust's standard listener asks
+/// for 128: a neighbour cycling a thousand connections (each closed at once over its cap,
+/// then reopened) kept that queue full, and a build's connection attempt was dropped and
+/// retried after a second, past an SDK's 1 s time-out.
+const BACKLOG: i32 = 4096;
+
+/// A TCP listener on `addr` (`SO_REUSEADDR`, as the standard library sets it) with a
+/// backlog of [`BACKLOG`].
+pub fn listen_tcp(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
 /// Checks that SDKs would accept `listen` in `AWS_CONTAINER_CREDENTIALS_FULL_URI` over http.
 pub fn check_listen(listen: SocketAddr) -> Result<SocketAddr, ListenError> {
     let accepted = match listen.ip() {
@@ -430,6 +451,24 @@ fn ip(args: &[&str]) -> Result<String, AddressError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The kernel keeps [`BACKLOG`] connections (or `somaxconn`, if less) for the relay,
+    /// as `ss` reads a listener's queue.
+    #[test]
+    fn the_listener_keeps_a_long_queue() {
+        let listener = listen_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let out = std::process::Command::new("ss")
+            .args(["-Hltn", &format!("sport = :{port}")])
+            .output()
+            .expect("ss (Debian's iproute2, which the project needs anyway)");
+        let line = String::from_utf8_lossy(&out.stdout).into_owned();
+        let queue: i32 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+        let somaxconn: i32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .map_or(BACKLOG, |s| s.trim().parse().unwrap());
+        assert_eq!(queue, BACKLOG.min(somaxconn), "{line}");
+        assert!(queue > 128, "{line}");
+    }
 
     #[test]
     fn link_names_are_checked_before_anything_is_done() {
