@@ -25,7 +25,7 @@ pub mod warm;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 pub use imds_vocab::Client;
@@ -97,13 +97,14 @@ impl Probe {
     /// zero for the TTL probe, which waits for nothing, and for a client the fixture
     /// lacks.
     pub fn time_to_fail(self) -> Duration {
+        static TIMINGS: LazyLock<toml::Table> = LazyLock::new(|| {
+            toml::from_str(include_str!("../../../fixtures/clients/timings.toml"))
+                .expect("fixtures/clients/timings.toml is TOML")
+        });
         let Probe::Client(client) = self else {
             return Duration::ZERO;
         };
-        let timings: toml::Table =
-            toml::from_str(include_str!("../../../fixtures/clients/timings.toml"))
-                .expect("fixtures/clients/timings.toml is TOML");
-        timings
+        TIMINGS
             .get(client.name())
             .and_then(|t| t.get("time_to_fail_ms"))
             .and_then(toml::Value::as_integer)

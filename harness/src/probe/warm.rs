@@ -362,6 +362,8 @@ impl Drop for Zygote {
 
 #[cfg(test)]
 mod tests {
+    use strum::VariantArray as _;
+
     use super::*;
 
     #[test]
@@ -409,6 +411,4 @@ mod tests {
             );
         }
     }
-
-    use strum::VariantArray as _;
 }
