@@ -197,13 +197,12 @@ pub enum ControlReply {
 #[derive(Debug, Error)]
 pub enum ControlError {
     /// No relay at the socket.
-    #[error("no relay answers on {path} ({source}): is `imds-shim relay` running, with the same --control?")]
+    #[error("no relay answers on {path} ({cause}): is `imds-shim relay` running, with the same --control?")]
     Connect {
         /// The socket.
         path: PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
+        /// Why (in the message, so not a source that `{:#}` would repeat).
+        cause: io::Error,
     },
     /// The socket is in use by a running relay.
     #[error("another relay is running on control socket {0}")]
@@ -212,7 +211,7 @@ pub enum ControlError {
     #[error("--control-group {0}: no such group")]
     UnknownGroup(String),
     /// Talking failed.
-    #[error("control socket {path}: {source}")]
+    #[error("control socket {path}")]
     Io {
         /// The socket.
         path: PathBuf,
@@ -354,7 +353,13 @@ async fn admit(stream: &UnixStream, group: &Arc<Option<ControlGroup>>) -> Result
 
 async fn refuse(stream: UnixStream, why: String) -> io::Result<()> {
     log(&format!("control: refused a caller: {why}"));
-    let (_, mut write) = stream.into_split();
+    let (read, mut write) = stream.into_split();
+    // The request is read (and dropped) before the refusal goes out, so that the caller is
+    // not still writing when the socket closes: it would see a broken pipe, not the reason.
+    let mut request = Vec::new();
+    BufReader::new(read.take(MAX_LINE))
+        .read_until(b'\n', &mut request)
+        .await?;
     let reply = ControlReply::Error {
         message: format!("permission denied: {why}"),
     };
@@ -452,14 +457,24 @@ pub async fn call(path: &Path, request: &ControlRequest) -> Result<ControlReply,
     };
     let stream = UnixStream::connect(path)
         .await
-        .map_err(|source| ControlError::Connect {
+        .map_err(|cause| ControlError::Connect {
             path: path.to_owned(),
-            source,
+            cause,
         })?;
     let (read, mut write) = stream.into_split();
     let mut out = serde_json::to_vec(request).map_err(|e| io_err(io::Error::other(e)))?;
     out.push(b'\n');
-    write.write_all(&out).await.map_err(io_err)?;
+    // A relay that answers before reading all of the request (a refusal, a request over its
+    // limit) closes the socket under the write; its reply is still there to read.
+    match write.write_all(&out).await {
+        Ok(()) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ) => {}
+        Err(e) => return Err(io_err(e)),
+    }
     let mut line = String::new();
     let exchange = async {
         BufReader::new(read.take(1 << 20))
@@ -500,5 +515,37 @@ mod tests {
         let shown = format!("{env:?}");
         assert!(!shown.contains("sEcReT"), "{shown}");
         assert!(shown.contains("AWS_CONTAINER_AUTHORIZATION_TOKEN"));
+    }
+
+    /// A relay that answers before it has read the request (a refusal): the caller gets the
+    /// reply, not a broken pipe. The request is larger than the socket's buffer, so the
+    /// write is still going on when the server closes. Before: "Broken pipe (os error 32)".
+    #[tokio::test]
+    async fn a_reply_sent_before_the_request_was_read_is_the_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (_, mut write) = stream.into_split();
+            let refusal = ControlReply::Error {
+                message: "permission denied: no".into(),
+            };
+            let mut out = serde_json::to_vec(&refusal).unwrap();
+            out.push(b'\n');
+            write.write_all(&out).await.unwrap();
+            write.shutdown().await.unwrap();
+        });
+        let request = ControlRequest::Grant {
+            ttl_secs: 60,
+            label: "x".repeat(4 << 20),
+            scope: None,
+        };
+        let reply = call(&path, &request).await.unwrap();
+        server.await.unwrap();
+        assert!(
+            matches!(&reply, ControlReply::Error { message } if message == "permission denied: no"),
+            "{reply:?}"
+        );
     }
 }
