@@ -16,8 +16,7 @@ use crate::topology::Topology;
 /// The matrix: a row per topology and tokens mode with its layers (`rrp`: routed,
 /// routed, proxied, from the host outwards) and the model's need, a column per client,
 /// and, when `timings` is set (off for snapshots), the time of the row's slowest search
-/// (on netns the cells of a row search at once, so the row's time; on docker they search
-/// one after another).
+/// (the cells of a row search at once, so the row's time).
 pub fn table(cells: &[Cell], clients: &[Probe], timings: bool) -> String {
     let mut table = Table::new();
     table.load_style(UTF8_FULL_CONDENSED);

@@ -59,9 +59,8 @@ pub(super) struct MeasureArgs {
     /// or cold (a process of its own per run), for comparison.
     #[arg(long, value_enum, default_value_t = Starts::Warm)]
     starts: Starts,
-    /// Topologies measured at once (default: 16 on netns, where a topology's cells also
-    /// probe at once; 2 on docker, each with a simulated instance of its own, its cells
-    /// one after another).
+    /// Topologies measured at once (default: 16 on netns; 2 on docker, each with a
+    /// simulated instance of its own); a topology's cells also probe at once.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=32))]
     parallel: Option<u16>,
     /// Also write the full result as JSON to FILE.
@@ -284,7 +283,7 @@ fn measure(
     plan: &SweepPlan,
     visible: bool,
 ) -> (Result<Vec<Cell>, SweepError>, TimeOuts) {
-    let progress = SweepProgress::new(plan, matches!(lab, SweepLab::Netns(_)), visible);
+    let progress = SweepProgress::new(plan, visible);
     let on_event = |event: SweepEvent<'_>| progress.on_event(event);
     let result = runtime.block_on(async {
         tokio::task::block_in_place(|| match lab {

@@ -7,12 +7,12 @@
 //! neighbours: H worked and H-1 failed (with a right seed, those two are all).
 //!
 //! Almost all of a sweep is waiting: a failing probe waits for its client's time-out.
-//! Where the site can start a mock per cell ([`Site::cell_mock`], the netns backend),
-//! the cells of a topology probe at the same time, each against a mock of its own (its
-//! own hop limit, tokens mode, events and request log, so each verdict and each "via
-//! IMDSv1" is its client's alone); the first client measured seeds the others unless the
-//! model does. Elsewhere (the docker backend) one mock serves the topology, its hop
-//! limit and tokens mode changed between probes, and the cells run one after another.
+//! Where the site can start a mock per cell ([`Site::cell_mock`]: both backends), the
+//! cells of a topology probe at the same time, each against a mock of its own (its own
+//! hop limit, tokens mode, events and request log, so each verdict and each "via IMDSv1"
+//! is its client's alone); the first client measured seeds the others unless the model
+//! does. Elsewhere (a site with one mock) that mock serves the topology, its hop limit
+//! and tokens mode changed between probes, and the cells run one after another.
 //! Topologies run on [`SweepPlan::parallel`] workers.
 //!
 //! - [`plan`]: what a sweep is asked to measure, and the events it reports.

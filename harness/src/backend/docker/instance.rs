@@ -19,6 +19,7 @@
 //! only `lo`, and its one link ends in the mock's namespace.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::AtomicU32;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -30,7 +31,7 @@ use super::engine::{self, Engine};
 use super::images::ImageSet;
 use super::settings::EngineContainer;
 use super::{block_on, DockerError, LABEL, LIVE, RUN_LABEL};
-use crate::backend::netns::{start_mock, Namespace, NetnsRealisation};
+use crate::backend::netns::{start_cell_mock, start_mock, Namespace, NetnsRealisation};
 use crate::lifecycle::{self, NAME_PREFIX};
 use crate::topology::Bridge;
 use imds_mock::{MockAws, MockConfig};
@@ -300,6 +301,12 @@ impl DockerInstance {
     /// of the host runs, e.g. `imds-shim relay` in the relay's tests.
     pub fn host_ns(&self) -> &Namespace {
         self.netns.host_ns()
+    }
+
+    /// Another mock for one cell of a sweep, in the mock's namespace on an address of its
+    /// own on the instance's link: the `made`th of the current topology's cells.
+    pub(crate) fn start_cell_mock(&self, made: &AtomicU32) -> Result<MockAws, DockerError> {
+        Ok(start_cell_mock(self.netns.mock_ns(), made)?)
     }
 
     /// The images this instance runs.

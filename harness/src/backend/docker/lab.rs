@@ -1,7 +1,9 @@
 //! The docker backend as the sweep uses it: each worker has one simulated instance, in
-//! which it realises its topologies one after another.
+//! which it realises its topologies one after another, the cells of each at once (a
+//! mock per cell, as on the netns backend).
 
 use std::path::Path;
+use std::sync::atomic::AtomicU32;
 
 use super::images::{ImageSet, TARS_DIR};
 use super::instance::DockerInstance;
@@ -14,7 +16,7 @@ use imds_mock::{MetadataOptionsChange, MockAws, MockConfig};
 
 /// The docker backend for the sweep: each worker has one simulated instance, in which
 /// it realises its topologies one after another (the mock's options are reset between
-/// them).
+/// them); each cell of a topology gets a mock of its own ([`Site::cell_mock`]).
 pub struct DockerLab {
     /// The machine's Docker Engine, where the instance containers run.
     pub docker: bollard::Docker,
@@ -41,6 +43,8 @@ impl DockerLab {
 struct DockerSite<'b> {
     instance: &'b DockerInstance,
     leaf: DockerLeaf<'b>,
+    /// How many cell mocks it has made.
+    cell_mocks: AtomicU32,
 }
 
 impl Site for DockerSite<'_> {
@@ -50,6 +54,14 @@ impl Site for DockerSite<'_> {
 
     fn leaf(&self) -> &dyn Leaf {
         &self.leaf
+    }
+
+    fn cell_mock(&self) -> Option<Result<MockAws, Box<dyn std::error::Error + Send + Sync>>> {
+        Some(
+            self.instance
+                .start_cell_mock(&self.cell_mocks)
+                .map_err(Into::into),
+        )
     }
 }
 
@@ -76,7 +88,11 @@ impl Lab for DockerLab {
             instance_metadata_tags: Some(defaults.instance_metadata_tags),
         });
         let leaf = DockerLeaf::realise(instance, topology, &self.tools)?;
-        Ok(Box::new(DockerSite { instance, leaf }))
+        Ok(Box::new(DockerSite {
+            instance,
+            leaf,
+            cell_mocks: AtomicU32::new(0),
+        }))
     }
 
     fn shared_setup(&self, topology: &Topology) -> Option<&'static str> {

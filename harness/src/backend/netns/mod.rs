@@ -86,7 +86,7 @@ pub use leaf::NamespaceLeaf;
 pub use namespace::Namespace;
 pub use realisation::NetnsRealisation;
 pub use reap::{cleanup_stale, remove_all_live, Reaped};
-pub(crate) use site::start_mock;
+pub(crate) use site::{start_cell_mock, start_mock};
 pub use site::{NetnsLab, NetnsSite};
 
 #[cfg(test)]

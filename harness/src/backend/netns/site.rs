@@ -106,15 +106,17 @@ struct NetnsSweepSite {
     cell_mocks: AtomicU32,
 }
 
-impl NetnsSweepSite {
-    /// A mock at the next [`cell_mock_addr`], given to the mock namespace's link first.
-    fn start_cell_mock(&self) -> Result<MockAws, NetnsError> {
-        let made = self.cell_mocks.fetch_add(1, Ordering::SeqCst);
-        let addr = cell_mock_addr(made).ok_or(NetnsError::NoCellMockAddress { made })?;
-        let ns = self.site.realisation.mock_ns();
-        ns.ip_batch(&format!("addr add {addr}/{LINK_PREFIX_LEN} dev {UPLINK}\n"))?;
-        start_mock_at(ns, MockConfig::default(), addr)
-    }
+/// The `made`th mock of a site's cells in the mock namespace `ns`, at [`cell_mock_addr`]`(made)`,
+/// given to the namespace's link first unless it has it (a simulated instance of the
+/// docker backend keeps its link from one topology to the next, and the mocks of one
+/// topology's cells are gone before the next topology's start).
+pub(crate) fn start_cell_mock(ns: &Namespace, made: &AtomicU32) -> Result<MockAws, NetnsError> {
+    let made = made.fetch_add(1, Ordering::SeqCst);
+    let addr = cell_mock_addr(made).ok_or(NetnsError::NoCellMockAddress { made })?;
+    ns.ip_batch(&format!(
+        "addr replace {addr}/{LINK_PREFIX_LEN} dev {UPLINK}\n"
+    ))?;
+    start_mock_at(ns, MockConfig::default(), addr)
 }
 
 impl Site for NetnsSweepSite {
@@ -130,7 +132,7 @@ impl Site for NetnsSweepSite {
     /// link ([`cell_mock_addr`]): the host reaches it on-link as it reaches
     /// [`IMDS_ADDR`], and every layer routes, masquerades or proxies to it alike.
     fn cell_mock(&self) -> Option<Result<MockAws, Box<dyn std::error::Error + Send + Sync>>> {
-        Some(self.start_cell_mock().map_err(Into::into))
+        Some(start_cell_mock(self.site.realisation.mock_ns(), &self.cell_mocks).map_err(Into::into))
     }
 }
 

@@ -21,8 +21,6 @@ const RUNS_PER_CELL: u32 = 3;
 pub(super) struct SweepProgress {
     overall: ProgressBar,
     bars: HashMap<Topology, ProgressBar>,
-    /// Whether the cells of a topology run at once (else one after another).
-    cells_at_once: bool,
     state: Mutex<State>,
 }
 
@@ -40,7 +38,7 @@ struct State {
 
 impl SweepProgress {
     /// Bars for `plan` on stderr; `visible: false` draws nothing (but still counts).
-    pub(super) fn new(plan: &SweepPlan, cells_at_once: bool, visible: bool) -> SweepProgress {
+    pub(super) fn new(plan: &SweepPlan, visible: bool) -> SweepProgress {
         let target = if visible {
             ProgressDrawTarget::stderr()
         } else {
@@ -92,7 +90,6 @@ impl SweepProgress {
         SweepProgress {
             overall,
             bars,
-            cells_at_once,
             state: Mutex::new(State {
                 unsettled,
                 ..State::default()
@@ -147,11 +144,10 @@ impl SweepProgress {
                 bar.set_message(state.waiting_for(topology));
             }
         }
-        self.overall
-            .set_message(match state.time_left(self.cells_at_once) {
-                Some(left) => format!("~{} s left", left.as_secs()),
-                None => String::new(),
-            });
+        self.overall.set_message(match state.time_left() {
+            Some(left) => format!("~{} s left", left.as_secs()),
+            None => String::new(),
+        });
     }
 
     /// Removes the bars; what the run spent waiting for time-outs.
@@ -196,9 +192,8 @@ impl State {
 
     /// An estimate of the time left: every unsettled cell makes the runs a seeded cell
     /// makes, each as long as its client's longest so far; a topology's cells at once
-    /// (or one after another), the topologies at once. `None` before any client ended a
-    /// run.
-    fn time_left(&self, cells_at_once: bool) -> Option<Duration> {
+    /// (both backends), the topologies at once. `None` before any client ended a run.
+    fn time_left(&self) -> Option<Duration> {
         let slowest = self.longest.values().max()?;
         let mut per_topology: HashMap<Topology, Duration> = HashMap::new();
         for (key, &runs) in &self.unsettled {
@@ -208,11 +203,7 @@ impl State {
                 left = left.saturating_sub(started.elapsed().min(*run));
             }
             let topology = per_topology.entry(key.topology).or_default();
-            *topology = if cells_at_once {
-                (*topology).max(left)
-            } else {
-                *topology + left
-            };
+            *topology = (*topology).max(left);
         }
         Some(per_topology.into_values().max().unwrap_or_default())
     }
@@ -308,7 +299,7 @@ mod tests {
     }
 
     #[test]
-    fn the_estimate_waits_for_the_slowest_cell_at_once_and_adds_them_up_one_by_one() {
+    fn the_estimate_waits_for_the_slowest_cell_of_a_topology() {
         let topology = Topology::parse("docker-run").unwrap();
         let key = |client| CellKey {
             topology,
@@ -323,14 +314,13 @@ mod tests {
             unsettled: HashMap::from([(key(ruby), 1), (key(sdk), 2)]),
             ..State::default()
         };
-        assert_eq!(state.time_left(true), None, "no run has ended yet");
+        assert_eq!(state.time_left(), None, "no run has ended yet");
         state.longest.insert(ruby, Duration::from_secs(7));
         state.longest.insert(sdk, Duration::from_secs(1));
         // Ruby: two runs of 7 s left; the SDK one of 1 s.
-        assert_eq!(state.time_left(true), Some(Duration::from_secs(14)));
-        assert_eq!(state.time_left(false), Some(Duration::from_secs(15)));
+        assert_eq!(state.time_left(), Some(Duration::from_secs(14)));
         state.unsettled.remove(&key(ruby));
-        assert_eq!(state.time_left(true), Some(Duration::from_secs(1)));
+        assert_eq!(state.time_left(), Some(Duration::from_secs(1)));
         assert!(state.waiting_for(topology).is_empty());
         state
             .running
