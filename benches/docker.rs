@@ -9,9 +9,9 @@
 //!
 //! `cargo bench --profile dev --bench docker [-- RUNS] [--cold] [--matrix-only] [--compare]`
 //! (default 3 runs; `--matrix-only` skips the start-up phases; `--compare` runs each
-//! matrix a second time with the topologies handed out one at a time, as before the
-//! sweep batched those sharing a setup, alternating, and prints the ratio). Prints
-//! medians, and where the last matrix run spent its time, by topology.
+//! matrix a second time with one mock per topology, its cells one after another, as
+//! before the docker backend made a mock per cell, alternating, and prints the ratio).
+//! Prints medians, and where the last matrix run spent its time, by topology.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -132,8 +132,21 @@ fn main() {
         matrix.push(secs(started.elapsed()));
         if compare {
             let started = Instant::now();
-            let cells = sweep::run(&OneByOne(&lab), &plan, &|_| {}).unwrap();
+            let cells = sweep::run(&OneMockPerTopology(&lab), &plan, &|_| {}).unwrap();
             assert_eq!(cells.len(), last.len());
+            for (at_once, one_by_one) in last.iter().zip(&cells) {
+                assert_eq!(
+                    (at_once.minimal_hop_limit, at_once.works_at_any_hop_limit),
+                    (
+                        one_by_one.minimal_hop_limit,
+                        one_by_one.works_at_any_hop_limit
+                    ),
+                    "{} {} {}",
+                    at_once.topology,
+                    at_once.client,
+                    at_once.http_tokens
+                );
+            }
             one_by_one.push(secs(started.elapsed()));
         }
     }
@@ -145,10 +158,10 @@ fn main() {
         let ratios: Vec<f64> = matrix
             .iter()
             .zip(&one_by_one)
-            .map(|(batched, single)| batched / single)
+            .map(|(at_once, single)| at_once / single)
             .collect();
         println!(
-            "the same, topologies one at a time: median {:.1} s of {one_by_one:.1?}; batched/one-at-a-time, same-run ratios: median {:.2} of {ratios:.2?}",
+            "the same, one mock per topology (cells one after another): median {:.1} s of {one_by_one:.1?}; at once/one after another, same-run ratios: median {:.2} of {ratios:.2?}",
             imds_e2e::stats::median(one_by_one.clone()),
             imds_e2e::stats::median(ratios.clone())
         );
@@ -169,11 +182,24 @@ fn main() {
     }
 }
 
-/// The docker lab with no setup shared between topologies: the sweep hands them out one
-/// at a time, in the plan's order.
-struct OneByOne<'a>(&'a DockerLab);
+/// The docker lab with one mock per topology: the sweep measures a topology's cells one
+/// after another, that mock's hop limit and tokens mode changed between probes.
+struct OneMockPerTopology<'a>(&'a DockerLab);
 
-impl Lab for OneByOne<'_> {
+/// A site without [`Site::cell_mock`].
+struct OneMock<'b>(Box<dyn Site + 'b>);
+
+impl Site for OneMock<'_> {
+    fn mock(&self) -> &imds_mock::MockAws {
+        self.0.mock()
+    }
+
+    fn leaf(&self) -> &dyn imds_harness::probe::Leaf {
+        self.0.leaf()
+    }
+}
+
+impl Lab for OneMockPerTopology<'_> {
     type Worker = DockerInstance;
     type Error = DockerError;
 
@@ -186,6 +212,10 @@ impl Lab for OneByOne<'_> {
         worker: &'b mut DockerInstance,
         topology: &Topology,
     ) -> Result<Box<dyn Site + 'b>, DockerError> {
-        self.0.realise(worker, topology)
+        Ok(Box::new(OneMock(self.0.realise(worker, topology)?)))
+    }
+
+    fn shared_setup(&self, topology: &Topology) -> Option<&'static str> {
+        self.0.shared_setup(topology)
     }
 }
