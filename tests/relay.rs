@@ -112,15 +112,9 @@ async fn every_preset_gets_the_role_through_a_grant_at_hop_limit_1() {
         );
         let list = sim.relay_cmd(&["list"]);
         let list = text(&list.stdout);
-        let row = |id: &str| {
-            list.lines()
-                .find(|l| l.starts_with(id))
-                .unwrap_or_else(|| panic!("{id} not listed: {list}"))
-                .to_owned()
-        };
-        assert!(row(&grant.id).contains("instance role"), "{list}");
-        assert!(row(&scoped.id).contains("deploy"), "{list}");
-        assert!(row(&scoped.id).contains("scoped-build"), "{list}");
+        assert!(row(&list, &grant.id).contains("instance role"), "{list}");
+        assert!(row(&list, &scoped.id).contains("deploy"), "{list}");
+        assert!(row(&list, &scoped.id).contains("scoped-build"), "{list}");
 
         // The instance role's credentials came from IMDSv2 at depth 0; the hop limit is
         // still 1; one AssumeRole (at grant time) served the scoped grant's every fetch.
@@ -444,6 +438,13 @@ async fn connections_and_requests_per_grant_are_bounded() {
 }
 
 /// `imds-shim <args>` in this namespace, IMDS at a closed loopback port, with `env` added.
+/// The row of grant `id` in `relay list`'s table `list`.
+fn row<'a>(list: &'a str, id: &str) -> &'a str {
+    list.lines()
+        .find(|l| l.starts_with(id))
+        .unwrap_or_else(|| panic!("{id} not listed: {list}"))
+}
+
 fn shim_here(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = duct::cmd(bins::shim(), args)
         .env_remove("AWS_EC2_METADATA_DISABLED")
@@ -704,14 +705,8 @@ rm -rf "$d"
     );
 
     let list = text(&relay_cmd(dir.path(), &["list"]).stdout);
-    let row = |id: &str| {
-        list.lines()
-            .find(|l| l.starts_with(id))
-            .unwrap_or_else(|| panic!("{id} not listed: {list}"))
-            .to_owned()
-    };
-    assert!(row(&granted.id).contains("instance role"), "{list}");
-    assert!(row(&scoped.id).contains("docker-scoped"), "{list}");
+    assert!(row(&list, &granted.id).contains("instance role"), "{list}");
+    assert!(row(&list, &scoped.id).contains("docker-scoped"), "{list}");
     assert_eq!(instance.mock().events().assume_role, 1);
     let log = relay.stop();
     // At every preset the CLI twice and the modify call, each SDK client and `imds-shim

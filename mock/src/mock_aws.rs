@@ -208,7 +208,7 @@ impl MockAws {
 
     /// Refuses (`true`) or allows an EC2 action from now on.
     pub fn deny(&self, action: &str, denied: bool) {
-        self.state.deny(action, denied);
+        self.state.denied.set(action, denied);
     }
 
     /// The fleet beside the mock's own instance, as it is now.
@@ -280,7 +280,7 @@ impl MockAws {
     pub fn deny_in(&self, account: &str, region: &str, action: &str, denied: bool) -> bool {
         match self.state.scope(account, region) {
             Ok(scope) => {
-                scope.deny(action, denied);
+                scope.denied.set(action, denied);
                 true
             }
             Err(_) => false,

@@ -2,7 +2,6 @@
 //! (changed at run time), its credentials and tokens (the assumed roles' sessions
 //! among them), its fleet and account.
 
-use std::collections::BTreeSet;
 use std::sync::RwLock;
 use std::time::{Duration, SystemTime};
 
@@ -10,6 +9,7 @@ use imds_vocab::MetadataState;
 
 use crate::config::MockConfig;
 use crate::credentials::CredentialStore;
+use crate::ec2::denied::DeniedActions;
 use crate::ec2::scope::Scope;
 use crate::events::MockEvents;
 use crate::iam::principal::{AssumedSession, Principal};
@@ -40,7 +40,8 @@ pub(crate) struct MockState {
     pub(crate) mint: TokenMint,
     pub(crate) credentials: CredentialStore,
     pub(crate) events: MockEvents,
-    denied: RwLock<BTreeSet<String>>,
+    /// EC2 actions refused to every caller of the account ([`crate::MockAws::deny`]).
+    pub(crate) denied: DeniedActions,
     /// EC2 of the mock's own account in its own region.
     pub(crate) home: Scope,
     /// The organization around the account, if there is one.
@@ -93,7 +94,7 @@ impl MockState {
             mint: TokenMint::new(),
             credentials: CredentialStore::new(config.credential_lifetime),
             events: MockEvents::default(),
-            denied: RwLock::new(config.denied_actions),
+            denied: DeniedActions::new(config.denied_actions),
         }
     }
 
@@ -176,19 +177,5 @@ impl MockState {
         }
         org.scope(account, region)
             .ok_or(ScopeRefusal::RegionDisabled)
-    }
-
-    pub(crate) fn is_denied(&self, action: &str) -> bool {
-        self.denied.read().expect("denied lock").contains(action)
-    }
-
-    /// Refuses (`true`) or allows the EC2 action `action` from now on.
-    pub(crate) fn deny(&self, action: &str, denied: bool) {
-        let mut set = self.denied.write().expect("denied lock");
-        if denied {
-            set.insert(action.to_string());
-        } else {
-            set.remove(action);
-        }
     }
 }

@@ -123,11 +123,7 @@ impl Requirement {
                 }
             }
             Requirement::JunitParser => {
-                let found = std::process::Command::new("python3")
-                    .args(["-c", "import junitparser"])
-                    .stdin(std::process::Stdio::null())
-                    .output()
-                    .is_ok_and(|out| out.status.success());
+                let found = imports("python3", "junitparser");
                 (!found).then(|| {
                     "python3 cannot import junitparser (python3 -m pip install junitparser; \
                      make test installs it)"
@@ -135,11 +131,7 @@ impl Requirement {
                 })
             }
             Requirement::CfnLint => {
-                let found = std::process::Command::new("python3")
-                    .args(["-c", "import cfnlint"])
-                    .stdin(std::process::Stdio::null())
-                    .output()
-                    .is_ok_and(|out| out.status.success());
+                let found = imports("python3", "cfnlint");
                 (!found).then(|| {
                     "python3 cannot import cfnlint (python3 -m pip install cfn-lint; make test \
                      installs it)"
@@ -147,11 +139,7 @@ impl Requirement {
                 })
             }
             Requirement::PrometheusParser => {
-                let found = std::process::Command::new(PYTHON3)
-                    .args(["-c", "import prometheus_client.openmetrics.parser"])
-                    .stdin(std::process::Stdio::null())
-                    .output()
-                    .is_ok_and(|out| out.status.success());
+                let found = imports(PYTHON3, "prometheus_client.openmetrics.parser");
                 (!found).then(|| {
                     format!(
                         "{PYTHON3} cannot import prometheus_client (apt-get install \
@@ -165,6 +153,15 @@ impl Requirement {
 
 /// Debian's Python, whose packages the tests install.
 pub const PYTHON3: &str = "/usr/bin/python3";
+
+/// Whether `python` can import `module`.
+fn imports(python: &str, module: &str) -> bool {
+    std::process::Command::new(python)
+        .args(["-c", &format!("import {module}")])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .is_ok_and(|out| out.status.success())
+}
 
 fn docker_missing() -> Option<String> {
     let out = std::process::Command::new("docker")

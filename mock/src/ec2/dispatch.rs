@@ -103,7 +103,7 @@ impl Ec2 {
         };
         scope.throttle.check()?;
         let params = QueryParams::from_request(request);
-        if let Some(action) = params.action().filter(|a| scope.is_denied(a)) {
+        if let Some(action) = params.action().filter(|a| scope.denied.contains(a)) {
             return Err(Ec2Error {
                 status: StatusCode::FORBIDDEN,
                 code: "UnauthorizedOperation",
@@ -220,10 +220,10 @@ impl Ec2 {
     }
 
     /// The caller's effective permissions (its role's policy and its session policies)
-    /// decide, and so does [`MockState::deny`] for everyone.
+    /// decide, and so does the account's [`MockState::denied`] for everyone.
     fn authorize(&self, caller: &Principal, action: &str, resource: &str) -> Result<(), Ec2Error> {
         let iam_action = format!("ec2:{action}");
-        let decision = if self.state.is_denied(action) {
+        let decision = if self.state.denied.contains(action) {
             Decision::ImplicitDeny(PolicyKind::Identity)
         } else {
             caller

@@ -4,6 +4,7 @@
 //! and region has its own [`scope::Scope`]: which one a request reaches is said by its
 //! signature (the caller's account, the credential scope's region).
 
+pub(crate) mod denied;
 pub(crate) mod describe_instances;
 pub(crate) mod dispatch;
 pub(crate) mod error;

@@ -3,10 +3,10 @@
 //! denies in it. The mock's own account and region has
 //! one; an organization has one more for every other account and region.
 
-use std::collections::BTreeSet;
 use std::sync::RwLock;
 
 use crate::config::FleetSpec;
+use crate::ec2::denied::DeniedActions;
 use crate::ec2::fleet::Fleet;
 use crate::ec2::launch_templates::{LaunchTemplateSpec, LaunchTemplates};
 use crate::ec2::metadata_defaults::MetadataDefaults;
@@ -20,7 +20,7 @@ pub(crate) struct Scope {
     pub(crate) metadata_defaults: RwLock<MetadataDefaults>,
     pub(crate) throttle: Throttle,
     /// EC2 actions refused to every caller here, as an SCP's explicit deny does.
-    pub(crate) denied: RwLock<BTreeSet<String>>,
+    pub(crate) denied: DeniedActions,
 }
 
 impl Scope {
@@ -48,22 +48,7 @@ impl Scope {
             launch_templates: RwLock::new(LaunchTemplates::new_in(at, &templates)),
             metadata_defaults: RwLock::new(defaults),
             throttle: Throttle::new(throttle_rate, throttle_seed),
-            denied: RwLock::new(BTreeSet::new()),
-        }
-    }
-
-    /// Whether an SCP of this scope denies `action`.
-    pub(crate) fn is_denied(&self, action: &str) -> bool {
-        self.denied.read().expect("denied lock").contains(action)
-    }
-
-    /// Denies (`true`) or allows `action` here from now on.
-    pub(crate) fn deny(&self, action: &str, denied: bool) {
-        let mut set = self.denied.write().expect("denied lock");
-        if denied {
-            set.insert(action.to_owned());
-        } else {
-            set.remove(action);
+            denied: DeniedActions::default(),
         }
     }
 }
