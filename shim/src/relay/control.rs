@@ -314,13 +314,7 @@ pub async fn serve(
         let relay = relay.clone();
         let group = group.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(CONTROL_TIMEOUT, async {
-                match admit(&stream, &group).await {
-                    Ok(()) => answer(stream, &relay).await,
-                    Err(refusal) => refuse(stream, refusal).await,
-                }
-            })
-            .await;
+            let _ = tokio::time::timeout(CONTROL_TIMEOUT, exchange(stream, &relay, &group)).await;
         });
     }
 }
@@ -351,34 +345,32 @@ async fn admit(stream: &UnixStream, group: &Arc<Option<ControlGroup>>) -> Result
     }
 }
 
-async fn refuse(stream: UnixStream, why: String) -> io::Result<()> {
-    log(&format!("control: refused a caller: {why}"));
+/// Reads the caller's request, answers it (or refuses a caller [`admit`] does not let in),
+/// and closes. The request is read from every caller, so that none is still writing when
+/// the socket closes: it would see a broken pipe, not the reply.
+async fn exchange(
+    stream: UnixStream,
+    relay: &Relay,
+    group: &Arc<Option<ControlGroup>>,
+) -> io::Result<()> {
+    let admitted = admit(&stream, group).await;
     let (read, mut write) = stream.into_split();
-    // The request is read (and dropped) before the refusal goes out, so that the caller is
-    // not still writing when the socket closes: it would see a broken pipe, not the reason.
-    let mut request = Vec::new();
+    let mut line = Vec::new();
     BufReader::new(read.take(MAX_LINE))
-        .read_until(b'\n', &mut request)
+        .read_until(b'\n', &mut line)
         .await?;
-    let reply = ControlReply::Error {
-        message: format!("permission denied: {why}"),
-    };
-    let mut out = serde_json::to_vec(&reply).map_err(io::Error::other)?;
-    out.push(b'\n');
-    write.write_all(&out).await?;
-    write.shutdown().await
-}
-
-async fn answer(stream: UnixStream, relay: &Relay) -> io::Result<()> {
-    let (read, mut write) = stream.into_split();
-    let mut line = String::new();
-    BufReader::new(read.take(MAX_LINE))
-        .read_line(&mut line)
-        .await?;
-    let reply = match serde_json::from_str::<ControlRequest>(&line) {
-        Ok(request) => execute(relay, request).await,
-        Err(e) => ControlReply::Error {
-            message: format!("not a control request: {e}"),
+    let reply = match admitted {
+        Err(why) => {
+            log(&format!("control: refused a caller: {why}"));
+            ControlReply::Error {
+                message: format!("permission denied: {why}"),
+            }
+        }
+        Ok(()) => match serde_json::from_slice::<ControlRequest>(&line) {
+            Ok(request) => execute(relay, request).await,
+            Err(e) => ControlReply::Error {
+                message: format!("not a control request: {e}"),
+            },
         },
     };
     let mut out = serde_json::to_vec(&reply).map_err(io::Error::other)?;
