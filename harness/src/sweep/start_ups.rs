@@ -6,8 +6,9 @@
 //! many cells at once keeps the machine's cores busy with start-ups instead of
 //! thrashing them, and a client that has started is not starved while it talks to the
 //! mock, which would make a token look late. A free place goes to the waiting run whose
-//! client waits longest when it fails (Ruby's 7 s first, the TTL probe last): its
-//! waiting then overlaps the others' start-ups instead of beginning after them.
+//! client waits longest when it fails (Ruby's 7 s first): its waiting then overlaps the
+//! others' start-ups instead of beginning after them. The sweep puts the runs the others
+//! wait for (the TTL probe, a topology's leader) before all (`precedence` in the sweep).
 
 use std::collections::BTreeSet;
 use std::sync::{Condvar, Mutex, MutexGuard};
