@@ -394,6 +394,12 @@ async fn bad_input_is_a_clear_error_and_no_grant_is_kept() {
             None => assert!(oversized, "{said}: no reply"),
         }
     }
+    // A line that is not UTF-8: the reason, not a closed socket.
+    let mut raw = std::os::unix::net::UnixStream::connect(&control).unwrap();
+    raw.write_all(b"{\"op\":\"li\xffst\"}\n").unwrap();
+    let mut reply = String::new();
+    raw.read_to_string(&mut reply).unwrap();
+    assert!(reply.contains("not a control request"), "{reply:?}");
 
     // Nothing was kept, and nothing assumed but what STS refused.
     let listed = sim.relay_cmd(&["list", "--json"]);
