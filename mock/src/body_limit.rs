@@ -7,10 +7,9 @@ use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use crate::ec2::error::{self as ec2_error, Ec2Error};
 use crate::imds::service::{error_page, SERVER_NAME};
 use crate::organizations::error::OrgError;
-use crate::organizations::service::SIGNING_NAME as ORGANIZATIONS;
 use crate::query::{request_id, xml_response};
 use crate::request_log::Service;
-use crate::sigv4;
+use crate::router::{routed_api, RoutedApi};
 use crate::sts::error::{self as sts, StsError};
 
 /// The API whose error shape an oversized body is refused in.
@@ -58,10 +57,9 @@ impl Service {
     /// which also answers the APIs its SigV4 credential scope names, in that API's shape
     /// (Organizations' JSON, STS's XML).
     pub(crate) fn body_too_large_for(self, headers: &HeaderMap) -> Response<Bytes> {
-        let scoped = sigv4::credential_scope_in(headers).map(|a| a.service);
-        match (self, scoped.as_deref()) {
-            (Service::Ec2, Some(ORGANIZATIONS)) => self.refuse_body(Shape::Organizations),
-            (Service::Ec2, Some("sts")) => self.refuse_body(Shape::Sts),
+        match (self, routed_api(headers)) {
+            (Service::Ec2, RoutedApi::Organizations) => self.refuse_body(Shape::Organizations),
+            (Service::Ec2, RoutedApi::Sts) => self.refuse_body(Shape::Sts),
             _ => self.body_too_large(),
         }
     }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{HeaderMap, Request, Response};
 
 use crate::ec2::dispatch::Ec2;
 use crate::organizations::service::{Organizations, SIGNING_NAME};
@@ -13,6 +13,27 @@ use crate::server::{Connection, Handler};
 use crate::sigv4;
 use crate::state::MockState;
 use crate::sts::service::Sts;
+
+/// The API a request on the EC2 listener is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RoutedApi {
+    Ec2,
+    Organizations,
+    Sts,
+}
+
+/// Which API a request with these `headers` goes to: the one its SigV4 credential scope
+/// names, EC2 otherwise (unsigned, or a scope of another service).
+pub(crate) fn routed_api(headers: &HeaderMap) -> RoutedApi {
+    match sigv4::credential_scope_in(headers)
+        .map(|a| a.service)
+        .as_deref()
+    {
+        Some(SIGNING_NAME) => RoutedApi::Organizations,
+        Some("sts") => RoutedApi::Sts,
+        _ => RoutedApi::Ec2,
+    }
+}
 
 /// The EC2 listener's handler.
 pub(crate) struct Router {
@@ -33,11 +54,10 @@ impl Router {
 
 impl Handler for Router {
     fn handle(&self, request: Request<Bytes>, connection: &Connection) -> Response<Bytes> {
-        let service = sigv4::credential_scope(&request).map(|a| a.service);
-        match service.as_deref() {
-            Some(SIGNING_NAME) => self.organizations.handle(request, connection),
-            Some("sts") => self.sts.handle(request, connection),
-            _ => self.ec2.handle(request, connection),
+        match routed_api(request.headers()) {
+            RoutedApi::Organizations => self.organizations.handle(request, connection),
+            RoutedApi::Sts => self.sts.handle(request, connection),
+            RoutedApi::Ec2 => self.ec2.handle(request, connection),
         }
     }
 }
