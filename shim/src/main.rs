@@ -24,9 +24,11 @@ use imds_shim::probe::{self, render, Place, ProbeOptions, Steps};
 use imds_shim::run::{self, classify, diagnosis};
 use imds_shim::{config, manual};
 use imds_vocab::{HopLimit, Topology};
+use runtime::runtime;
 
 mod fence_command;
 mod relay_command;
+mod runtime;
 mod whoami_command;
 
 /// Exit code when a requested step failed.
@@ -472,13 +474,6 @@ fn main() -> ExitCode {
         eprintln!("imds-shim: error: {e:#}");
         ExitCode::from(EXIT_USAGE)
     })
-}
-
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("could not start the async runtime")
 }
 
 fn check_command(args: &CheckArgs) -> anyhow::Result<ExitCode> {

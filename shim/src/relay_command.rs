@@ -288,7 +288,7 @@ fn client(action: &Action) -> anyhow::Result<ExitCode> {
         }
         Action::List { .. } => unreachable!("answered above"),
     };
-    let rt = crate::runtime()?;
+    let rt = crate::runtime::runtime()?;
     let reply = rt.block_on(control::call(path, &request))?;
     match (reply, action) {
         (ControlReply::Granted { grant, mut env }, Action::Grant { export, output, .. }) => {
@@ -369,7 +369,7 @@ fn write_secret_file(path: &std::path::Path, text: &str) -> std::io::Result<()> 
 
 /// `relay list`: every page, as one table or one JSON array.
 fn list(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
-    let rt = crate::runtime()?;
+    let rt = crate::runtime::runtime()?;
     let mut all = Vec::new();
     let mut after = None;
     loop {
@@ -461,7 +461,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     // The first fetch runs on a runtime of its own, stopped before the privileges are dropped:
     // capabilities are per thread, and the serving runtime's threads must start without them.
     let (first, region) = {
-        let rt = crate::runtime()?;
+        let rt = crate::runtime::runtime()?;
         let first = rt.block_on(source.fetch());
         let region = match args.region.clone().or_else(|| place.region.clone()) {
             Some(region) => Ok(region),

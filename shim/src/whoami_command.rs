@@ -28,7 +28,7 @@ const EXIT_NO_IDENTITY: u8 = 1;
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(crate) fn whoami_command(args: &WhoamiArgs) -> anyhow::Result<ExitCode> {
-    crate::runtime()?.block_on(async {
+    crate::runtime::runtime()?.block_on(async {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .http_client(http_client())
             .timeout_config(
