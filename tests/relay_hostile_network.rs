@@ -1,7 +1,9 @@
 //! `imds-shim relay` under attack from its network side and its neighbours on the host (issue
-//! 21): idle sockets from another namespace, callers of the control socket who are not root,
-//! a second relay, SIGHUP, `--listen` outside what SDKs accept, the pre-start check's packets
-//! and the privileges the relay keeps. Each test failed on the relay before these fixes.
+//! 21): idle sockets from another namespace, callers of the control socket who are not root
+//! or who hold it idle, a second relay, SIGHUP, `--listen` outside what SDKs accept, the
+//! pre-start check's packets and the privileges the relay keeps. Each test failed on the
+//! relay before these fixes, but the one for idle control callers, which guards a deadline
+//! the relay already had.
 //!
 //! The relay runs in the EC2 host's namespace of the netns backend (as in `tests/relay.rs`);
 //! the attackers run in the leaf or in a neighbour namespace of their own attached to the host
@@ -11,6 +13,7 @@ use std::fs;
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
@@ -333,6 +336,41 @@ async fn only_root_and_the_control_group_get_grants() {
         log.contains("uid 1 (gid 1) is neither root nor a member of --control-group nogroup"),
         "{log}"
     );
+}
+
+/// Callers of the control socket that connect and say nothing, or half a request, do not
+/// hold it: a grant asked meanwhile is made, and the relay closes each of them, without a
+/// reply, at its deadline for a control exchange (5 s).
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_and_slow_control_callers_are_cut_at_the_deadline_and_delay_no_grant() {
+    if !require("relay_hostile_control_slow", NEEDS) {
+        return;
+    }
+    let sim = sim();
+    let relay = sim.start_relay("slow", &[]);
+    let mut callers: Vec<UnixStream> = (0..50)
+        .map(|_| UnixStream::connect(&relay.control).unwrap())
+        .collect();
+    let mut slow = UnixStream::connect(&relay.control).unwrap();
+    slow.write_all(b"{\"op\":\"gra").unwrap();
+    callers.push(slow);
+    let uri = relay.grant();
+    assert!(uri.starts_with('/'), "{uri}");
+    for (i, mut caller) in callers.into_iter().enumerate() {
+        caller
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut reply = Vec::new();
+        let read = caller.read_to_end(&mut reply);
+        assert!(
+            matches!(read, Ok(0)),
+            "caller {i}: {read:?}, {:?}",
+            String::from_utf8_lossy(&reply)
+        );
+    }
+    let list = relay.cmd(&[], &["list", "--json"]);
+    assert!(list.status.success(), "{}", show(&list));
+    relay.stop_with("TERM");
 }
 
 /// A second relay on 169.254.170.23 runs beside the first on its own link; then a third on
