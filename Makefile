@@ -85,19 +85,29 @@ check: lint
 	$(report_skipped); \
 	exit $$status
 
-# Everything, the fast tier included, with cargo test: the slow tier's tests rely on
-# running the tests of one binary in one process (they share expensive set-ups, and
-# serialise their cleanups with in-process locks), which cargo test gives and nextest's
-# process per test does not. One binary at a time: run beside the Docker backend's
-# binaries, the clients' tests (tests/clients.rs: the Go SDK's time-out message and its
-# IMDSv1 fallback) failed at a load average of 10 (docs/benchmarks.md, "The test suite").
-# Each test compares only what its own runs made (tests/support/runs.rs), so binaries can
-# run side by side once those tests hold under load. Every binary runs when one fails
-# (--no-fail-fast): CI shows every failure at once. check-leftovers runs either way.
-test: build pydeps deb-tools lint
+# Everything, the fast tier included: the `suite` profile of .config/nextest.toml, each
+# test in its own process, binaries side by side (most tests wait on clients' time-outs
+# and engines; the profile's groups keep the simulated instances two at a time, the
+# reapers of dead runs one at a time, and the clients' time-out tests alone). Doctests
+# run with cargo test (nextest runs none). The images are built (when missing, minutes
+# on a fresh machine) beside the lints and the tests' build; a docker test that starts
+# before they are done waits for them. Every failure is listed at the end;
+# check-leftovers runs either way.
+IMAGES_LOG := $(CARGO_TARGET_DIR)/images-build.log
+test: build pydeps deb-tools
+	@command -v cargo-nextest >/dev/null || { echo "make test runs cargo-nextest: cargo install --locked cargo-nextest"; exit 2; }
 	@rm -f $(SKIPPED)
-	status=0; \
-	IMDS_SKIPPED_FILE=$(SKIPPED) cargo test --workspace --no-fail-fast --lib --bins --tests || status=$$?; \
+	@status=0; \
+	if docker info >/dev/null 2>&1; then \
+		$(BIN)/imds-harness images > $(IMAGES_LOG) 2>&1 & images=$$!; \
+	fi; \
+	trap '[ -n "$$images" ] && kill $$images 2>/dev/null; wait; exit 130' INT TERM; \
+	$(MAKE) --no-print-directory lint || status=$$?; \
+	IMDS_SKIPPED_FILE=$(SKIPPED) cargo nextest run --workspace --lib --bins --tests --profile suite || status=$$?; \
+	if [ -n "$$images" ]; then \
+		if wait $$images; then grep -m1 ' images: ' $(IMAGES_LOG); \
+		else echo "imds-harness images failed:"; cat $(IMAGES_LOG); status=1; fi; \
+	fi; \
 	cargo test --workspace --doc || status=$$?; \
 	$(report_skipped); \
 	tests/check-leftovers || status=1; \

@@ -85,6 +85,32 @@ fn images_are_built_labelled_working_and_then_cached() {
     assert!(version.contains("aws-cli/2.9.19"), "{version}");
     let help = run_in(&probe, &["imds-shim", "--help"]);
     assert!(!help.trim().is_empty());
+    // Only the service models the clients use are in the probe image (each nested engine
+    // loads its own copy): the CLI knows STS and EC2 and no longer S3; boto3 likewise.
+    let services = run_in(
+        &probe,
+        &[
+            "python3",
+            "-c",
+            "import botocore.session; print(sorted(botocore.session.get_session().get_available_services()))",
+        ],
+    );
+    assert_eq!(
+        services.trim(),
+        "['ec2', 'sso', 'sso-oidc', 'sts']",
+        "boto3's services"
+    );
+    let cli = run_in(
+        &probe,
+        &[
+            "sh",
+            "-c",
+            "export AWS_EC2_METADATA_DISABLED=true; aws sts get-caller-identity --generate-cli-skeleton >/dev/null \
+             && aws ec2 modify-instance-metadata-options --generate-cli-skeleton >/dev/null \
+             && aws s3api list-buckets 2>&1 | grep -q 'Invalid choice' && echo models-ok",
+        ],
+    );
+    assert!(cli.contains("models-ok"), "{cli}");
 
     let instance = tag(ImageKind::Instance);
     let tools = run_in(

@@ -37,6 +37,8 @@ pub(super) fn run(args: &ImagesArgs) -> anyhow::Result<Exit> {
     let runtime = tokio::runtime::Runtime::new().context("starting the Tokio runtime")?;
     runtime.block_on(async {
         let docker = docker::connect().await?;
+        // Tests and runs that prepare the images wait for this build, and it for them.
+        let _one_at_a_time = images::lock_preparation(Path::new(images::TARS_DIR)).await?;
         if !args.prune {
             let outcomes = build(&docker, &plan, args.force).await?;
             let built = outcomes

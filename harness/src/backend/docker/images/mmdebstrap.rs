@@ -28,6 +28,12 @@ fn mmdebstrap_args(
 ) -> Vec<OsString> {
     let mut args: Vec<OsString> = MMDEBSTRAP_OPTIONS.iter().map(OsString::from).collect();
     args.push("--quiet".into());
+    args.extend(
+        recipe
+            .dpkg_filters
+            .iter()
+            .map(|filter| OsString::from(format!("--dpkgopt={filter}"))),
+    );
     if !recipe.packages.is_empty() {
         args.push(format!("--include={}", recipe.packages.join(",")).into());
     }
@@ -211,5 +217,41 @@ mod tests {
             args.contains(&"--customize-hook=copy-in '/x/imds-shim' /usr/local/bin".to_string())
         );
         assert_eq!(&args[args.len() - 3..], [SUITE, "/t/p.tar", MIRROR]);
+    }
+
+    #[test]
+    fn the_probe_recipe_keeps_only_its_clients_models_each_include_after_its_exclude() {
+        let filters = |kind: ImageKind| -> Vec<String> {
+            mmdebstrap_args(&kind.recipe(), None, &[], Path::new("/t/x.tar"))
+                .into_iter()
+                .map(|a| a.into_string().unwrap())
+                .filter(|a| a.starts_with("--dpkgopt=path-include=") || a.contains("/data/*/*"))
+                .collect()
+        };
+        assert_eq!(filters(ImageKind::Base), Vec::<String>::new());
+        assert_eq!(filters(ImageKind::Instance), Vec::<String>::new());
+        let instance = mmdebstrap_args(
+            &ImageKind::Instance.recipe(),
+            None,
+            &[],
+            Path::new("/t/x.tar"),
+        );
+        assert!(instance.contains(&"--dpkgopt=path-exclude=/usr/bin/dnet".into()));
+        let probe = filters(ImageKind::Probe);
+        // dpkg applies the last matching filter: each tree's exclude comes first.
+        for tree in ["botocore", "awscli/botocore"] {
+            let data = format!("/usr/lib/python3/dist-packages/{tree}/data/");
+            let exclude = probe
+                .iter()
+                .position(|a| *a == format!("--dpkgopt=path-exclude={data}*/*"))
+                .unwrap_or_else(|| panic!("{tree}: {probe:?}"));
+            for service in ["sts", "ec2"] {
+                let include = probe
+                    .iter()
+                    .position(|a| *a == format!("--dpkgopt=path-include={data}{service}/*"))
+                    .unwrap_or_else(|| panic!("{tree} {service}: {probe:?}"));
+                assert!(exclude < include, "{tree} {service}");
+            }
+        }
     }
 }

@@ -35,4 +35,4 @@ pub use mmdebstrap::Workdir;
 pub use plan::{locate_harness, plan, Planned};
 pub use prune::{prune, Fate, PruneReport, Pruned, KEEP};
 pub use recipe::{ImageKind, Recipe, Source, HARNESS_IN_IMAGE, MOCK_IMAGE, SHIM_IN_IMAGE};
-pub use tars::{prune_tars, ImageSet, TarsReport, TARS_DIR};
+pub use tars::{lock_preparation, prune_tars, ImageSet, TarsReport, TARS_DIR};

@@ -78,6 +78,7 @@ impl ImageKind {
                 kind: self,
                 source: Source::Debian,
                 packages: &[],
+                dpkg_filters: &[],
                 shim: false,
             },
             ImageKind::Probe => Recipe {
@@ -91,12 +92,14 @@ impl ImageKind {
                     "ruby-aws-sdk-core",
                     "python3-boto3",
                 ],
+                dpkg_filters: PROBE_DPKG_FILTERS,
                 shim: true,
             },
             ImageKind::Mock => Recipe {
                 kind: self,
                 source: Source::Executable,
                 packages: &[],
+                dpkg_filters: &[],
                 shim: false,
             },
             ImageKind::Instance => Recipe {
@@ -116,6 +119,11 @@ impl ImageKind {
                     "passt",
                     "uidmap",
                 ],
+                // libnetwork's test programs, which docker.io ships and nothing runs.
+                dpkg_filters: &[
+                    "path-exclude=/usr/bin/dnet",
+                    "path-exclude=/usr/sbin/ovrouter",
+                ],
                 shim: false,
             },
         }
@@ -131,6 +139,9 @@ pub struct Recipe {
     pub source: Source,
     /// Debian packages installed at bootstrap, on top of `minbase`.
     pub(super) packages: &'static [&'static str],
+    /// dpkg's path filters (`path-exclude=<glob>`, `path-include=<glob>`, in order: the
+    /// last match wins) for files of those packages that nothing in the image uses.
+    pub(super) dpkg_filters: &'static [&'static str],
     /// Whether `imds-shim` is copied to [`SHIM_IN_IMAGE`], and the SDK clients'
     /// programs to [`SdkProgram::in_image`].
     pub(super) shim: bool,
@@ -143,6 +154,26 @@ pub(super) const MMDEBSTRAP_OPTIONS: &[&str] = &[
     "--aptopt=APT::Install-Recommends \"false\"",
     "--dpkgopt=path-exclude=/usr/share/doc/*",
     "--dpkgopt=path-exclude=/usr/share/man/*",
+    "--dpkgopt=path-exclude=/usr/share/locale/*",
+];
+
+/// The AWS service models the probe image's Python clients use: the AWS CLI (its own
+/// botocore) and boto3 (Debian's botocore) call STS and EC2; SSO's two are read by the
+/// credential chain for SSO profiles. The other ~330 services' models, and the CLI's
+/// help examples, are a third of the image, and every nested engine loads its own copy
+/// of it. A model that is not there is a service the CLI does not list.
+const PROBE_DPKG_FILTERS: &[&str] = &[
+    "path-exclude=/usr/lib/python3/dist-packages/botocore/data/*/*",
+    "path-exclude=/usr/lib/python3/dist-packages/awscli/botocore/data/*/*",
+    "path-include=/usr/lib/python3/dist-packages/botocore/data/sts/*",
+    "path-include=/usr/lib/python3/dist-packages/botocore/data/ec2/*",
+    "path-include=/usr/lib/python3/dist-packages/botocore/data/sso/*",
+    "path-include=/usr/lib/python3/dist-packages/botocore/data/sso-oidc/*",
+    "path-include=/usr/lib/python3/dist-packages/awscli/botocore/data/sts/*",
+    "path-include=/usr/lib/python3/dist-packages/awscli/botocore/data/ec2/*",
+    "path-include=/usr/lib/python3/dist-packages/awscli/botocore/data/sso/*",
+    "path-include=/usr/lib/python3/dist-packages/awscli/botocore/data/sso-oidc/*",
+    "path-exclude=/usr/lib/python3/dist-packages/awscli/examples/*",
 ];
 
 /// Image configuration applied at import (Dockerfile instructions), besides the labels.
@@ -198,6 +229,9 @@ impl Recipe {
             text.push_str(&format!("mmdebstrap-option={option}\n"));
         }
         text.push_str(&format!("packages={}\n", self.packages.join(",")));
+        for filter in self.dpkg_filters {
+            text.push_str(&format!("dpkg-filter={filter}\n"));
+        }
         for change in self.image_changes() {
             text.push_str(&format!("change={change}\n"));
         }

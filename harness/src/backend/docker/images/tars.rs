@@ -51,6 +51,9 @@ impl ImageSet {
         // export the same images twice.
         static PREPARING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
         let _one_at_a_time = PREPARING.lock().await;
+        // Nor in several processes (test binaries side by side, two runs at once): the
+        // first builds, the others wait for it and find the images there.
+        let _one_process_at_a_time = lock_preparation(tars).await?;
         let plan = plan(shim, &locate_harness()?)?;
         let workdir = Workdir::new()?;
         let cancel = CancellationToken::new();
@@ -128,6 +131,26 @@ impl ImageSet {
         }
         Ok(set)
     }
+}
+
+/// An exclusive lock on `.prepare.lock` in `tars` (made if missing), held until the
+/// file returned is dropped; waits for the process that holds it.
+pub async fn lock_preparation(tars: &Path) -> Result<std::fs::File, ImageError> {
+    let io = |what: String| move |source| ImageError::Io { what, source };
+    tokio::fs::create_dir_all(tars)
+        .await
+        .map_err(io(format!("creating {}", tars.display())))?;
+    let path = tars.join(".prepare.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io(format!("opening {}", path.display())))?;
+    tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+        .await
+        .map_err(|join| io(format!("locking {}", path.display()))(join.into()))?
+        .map_err(io(format!("locking {}", path.display())))
 }
 
 /// The tars in a folder after [`prune_tars`]: names and sizes in bytes.
