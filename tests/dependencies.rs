@@ -4,7 +4,8 @@
 //! - whoever depends on the mock gets what serving needs (the vocabulary crate, HTTP,
 //!   Tokio and the SigV4 pieces) and nothing of the harness (its Docker client, its
 //!   command line, its progress bars, tables and reports); testcontainers, and the
-//!   Docker client it brings, come only with the feature of that name.
+//!   Docker client it brings, come only with the feature of that name;
+//! - the tests build the binaries' dependencies with the binaries' features.
 
 use std::process::Command;
 
@@ -97,4 +98,46 @@ fn testcontainers_comes_with_the_mock_s_feature_alone() {
         &["testcontainers"],
     );
     assert_lacks(&crates, "imds-mock with testcontainers", HARNESS_ONLY);
+}
+
+/// Every crate of the workspace's build (`cargo build --workspace`) with its features,
+/// one line each, and with `edges` (`normal,build` or `normal,build,dev`).
+fn features_of_the_build(edges: &str) -> std::collections::BTreeSet<String> {
+    let out = Command::new(env!("CARGO"))
+        .args(["tree", "--offline", "--workspace", "-e", edges])
+        .args(["--prefix", "none", "--format", "{p} [{f}]"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| line.trim_end_matches(" (*)").replace(" (proc-macro)", ""))
+        .filter(|line| !line.starts_with("imds-"))
+        .collect()
+}
+
+/// The tests' build (dev-dependencies too) builds every crate of the binaries' build
+/// with the same features, so `cargo test` after `cargo build` reuses them (the root
+/// package's workspace-hack dependencies): only bollard is built again, with the
+/// testcontainers module's features.
+#[test]
+fn the_tests_build_reuses_the_binaries_dependencies() {
+    let binaries = features_of_the_build("normal,build");
+    let tests = features_of_the_build("normal,build,dev");
+    let rebuilt: Vec<&String> = binaries
+        .iter()
+        .filter(|line| !tests.contains(*line))
+        .filter(|line| !line.starts_with("bollard ") && !line.starts_with("bollard-stubs "))
+        .collect();
+    assert!(
+        rebuilt.is_empty(),
+        "the tests turn on other features of these crates, so cargo test builds them \
+         (and all above them) again; add the tests' features to the root package's \
+         workspace-hack dependencies: {rebuilt:#?}"
+    );
 }

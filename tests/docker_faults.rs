@@ -23,8 +23,7 @@ const NEEDS: &[Requirement] = &[
 ];
 
 /// The tests that start `measure` processes: one at a time (two at once of their own
-/// each, and an engine cut away from one). This holds them apart in one process (`cargo
-/// test`); under `make test` the `reapers` group of .config/nextest.toml does.
+/// each, and an engine cut away from one).
 static SUBPROCESS_RUNS: Mutex<()> = Mutex::new(());
 
 #[test]

@@ -86,7 +86,7 @@ fn images_are_built_labelled_working_and_then_cached() {
     let help = run_in(&probe, &["imds-shim", "--help"]);
     assert!(!help.trim().is_empty());
     // Only the service models the clients use are in the probe image (each nested engine
-    // loads its own copy): the CLI knows STS and EC2 and no longer S3; boto3 likewise.
+    // loads its own copy): the CLI knows STS and EC2 and no longer SQS; boto3 likewise.
     let services = run_in(
         &probe,
         &[
@@ -107,7 +107,7 @@ fn images_are_built_labelled_working_and_then_cached() {
             "-c",
             "export AWS_EC2_METADATA_DISABLED=true; aws sts get-caller-identity --generate-cli-skeleton >/dev/null \
              && aws ec2 modify-instance-metadata-options --generate-cli-skeleton >/dev/null \
-             && aws s3api list-buckets 2>&1 | grep -q 'Invalid choice' && echo models-ok",
+             && aws sqs list-queues 2>&1 | grep -q 'Invalid choice' && echo models-ok",
         ],
     );
     assert!(cli.contains("models-ok"), "{cli}");

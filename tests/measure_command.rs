@@ -11,10 +11,8 @@ use imds_e2e::runs::{namespaces, namespaces_left_since, namespaces_of, run_of};
 
 const NEEDS: &[Requirement] = &[Requirement::Root, Requirement::NetTools];
 
-/// Held around every `imds-harness cleanup` of this file's tests when they share a process
-/// (`cargo test`): one test's cleanup would otherwise reap what another set up for its
-/// own. Under `make test` (a process per test) the `reapers` group of the `suite`
-/// profile in .config/nextest.toml runs them one at a time instead.
+/// Held around every `imds-harness cleanup` of this file's tests, which run at once: one
+/// test's cleanup would otherwise reap what another set up for its own.
 static CLEANUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn cleanup() -> std::process::Output {

@@ -159,9 +159,11 @@ pub(super) const MMDEBSTRAP_OPTIONS: &[&str] = &[
 
 /// The AWS service models the probe image's Python clients use: the AWS CLI (its own
 /// botocore) and boto3 (Debian's botocore) call STS and EC2; SSO's two are read by the
-/// credential chain for SSO profiles. The other ~330 services' models, and the CLI's
-/// help examples, are a third of the image, and every nested engine loads its own copy
-/// of it. A model that is not there is a service the CLI does not list.
+/// credential chain for SSO profiles; the CLI renames four services in its command table
+/// whatever it runs (S3, Config, CodeDeploy, OpsWorks CM) and fails without them. The
+/// other ~330 services' models, and the CLI's help examples, are a third of the image,
+/// and every nested engine loads its own copy of it. A model that is not there is a
+/// service the CLI does not list.
 const PROBE_DPKG_FILTERS: &[&str] = &[
     "path-exclude=/usr/lib/python3/dist-packages/botocore/data/*/*",
     "path-exclude=/usr/lib/python3/dist-packages/awscli/botocore/data/*/*",
@@ -173,6 +175,10 @@ const PROBE_DPKG_FILTERS: &[&str] = &[
     "path-include=/usr/lib/python3/dist-packages/awscli/botocore/data/ec2/*",
     "path-include=/usr/lib/python3/dist-packages/awscli/botocore/data/sso/*",
     "path-include=/usr/lib/python3/dist-packages/awscli/botocore/data/sso-oidc/*",
+    "path-include=/usr/lib/python3/dist-packages/awscli/botocore/data/s3/*",
+    "path-include=/usr/lib/python3/dist-packages/awscli/botocore/data/config/*",
+    "path-include=/usr/lib/python3/dist-packages/awscli/botocore/data/codedeploy/*",
+    "path-include=/usr/lib/python3/dist-packages/awscli/botocore/data/opsworkscm/*",
     "path-exclude=/usr/lib/python3/dist-packages/awscli/examples/*",
 ];
 
