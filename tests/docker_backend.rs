@@ -4,6 +4,7 @@
 
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use imds_e2e::bins;
@@ -11,6 +12,7 @@ use imds_e2e::clients::assert_needs_what_the_model_says;
 use imds_e2e::docker::lab;
 use imds_e2e::require::{require, Requirement};
 use imds_e2e::runs::{containers_of, run_of};
+use imds_e2e::shared_instances::SharedInstances;
 use imds_harness::backend::docker::instance::DockerInstance;
 use imds_harness::backend::docker::lab::DockerLab;
 use imds_harness::backend::docker::leaf::DockerLeaf;
@@ -107,17 +109,89 @@ fn hop_limit_2_serves_docker_but_not_earthly_until_modified_to_3() {
     );
 }
 
-/// Every preset with every client in both tokens modes, on both backends: the same
-/// minimal hop limits, preset by preset. The docker matrix is kept as a snapshot.
+/// What each leaf's default route must go via: its last layer's gateway, the bridge's
+/// `.1` (docker0, cni-podman0, dind's and the sidecar's docker0 ...), slirp4netns's
+/// 10.0.2.2, or for pasta the instance's own gateway, which pasta copies. `None` for the
+/// host, which has no layer (and no leaf of its own to look at).
+fn last_layers_gateway(topology: &Topology) -> Option<Ipv4Addr> {
+    let last = topology.layers().last().copied()?;
+    Some(match (topology.preset(), last) {
+        // earthly-run's RUN step is on earthly-buildkitd's own engine bridge, one
+        // routed hop like the real step's cni0 (earthly-cni makes cni0 itself).
+        (Some(Preset::EarthlyRun), _) => Ipv4Addr::new(172, 18, 0, 1),
+        (_, Layer::Routed(bridge)) => bridge.gateway(),
+        (_, Layer::Proxied(UserStack::Slirp4netns)) => UserStack::SLIRP_GATEWAY,
+        // The simulated host's default gateway (the mock's namespace).
+        (_, Layer::Proxied(UserStack::Pasta)) => Ipv4Addr::new(169, 254, 0, 254),
+    })
+}
+
+/// The default route at a leaf, from `/proc/net/route` (gateways little-endian hex).
+fn default_gateway(route: &str) -> Option<Ipv4Addr> {
+    route.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1) == Some(&"00000000"))
+            .then(|| u32::from_str_radix(fields[2], 16).ok())
+            .flatten()
+            .map(|gw| Ipv4Addr::from(gw.swap_bytes()))
+    })
+}
+
+/// The default route at `topology`'s leaf in `instance`: its gateway, or what failed.
+fn route_at_leaf(
+    instance: &DockerInstance,
+    lab: &DockerLab,
+    topology: &Topology,
+) -> Result<Option<Ipv4Addr>, String> {
+    let env = ClientEnv::new(std::path::Path::new("/nonexistent"), IMDS_URL);
+    let at_leaf = DockerLeaf::realise(instance, topology, &lab.tools).map_err(|e| e.to_string())?;
+    let command = at_leaf
+        .command(vec!["cat".into(), "/proc/net/route".into()], &env)
+        .ok_or("the leaf has no command line")?;
+    let out = instance
+        .exec(command, Duration::from_mins(2))
+        .map_err(|e| e.to_string())?;
+    let route = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(default_gateway(&route))
+}
+
+/// The docker backend's sweeps on two simulated instances they share, so that each
+/// nested engine (and its copy of the probe image) is made once for all three checks:
+/// - each preset is the network its layers say: at every leaf (a build's RUN step
+///   included) the default route goes via its last layer's gateway;
+/// - every preset with the Rust SDK, the CLI and the TTL probe in both tokens modes gives
+///   the same minimal hop limits as the netns backend, preset by preset, and the matrix
+///   is kept as a snapshot;
+/// - every client the probe image carries, with the TTL probe seeding them, with tokens
+///   required, gets the role's identity at the model's hop limit (1 + the routed layers
+///   before the first user-space stack) and not one below, at every preset (the netns
+///   backend's counterpart is in `tests/clients.rs`).
 #[test]
-fn docker_and_netns_agree_preset_by_preset() {
-    if !require("docker_matrix", NEEDS) {
+fn in_containers_each_leaf_routes_via_its_last_layer_and_every_client_needs_what_netns_and_the_model_say(
+) {
+    if !require(
+        "docker_sweeps",
+        &[NEEDS, &[Requirement::SdkClients]].concat(),
+    ) {
         return;
     }
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let _guard = runtime.enter();
     let lab = lab(&runtime);
-    let plan = SweepPlan {
+    let routes = Mutex::new(Vec::new());
+    let check_route = |instance: &DockerInstance, lab: &DockerLab, topology: &Topology| {
+        let mut routes = routes.lock().unwrap();
+        if last_layers_gateway(topology).is_some() && !routes.iter().any(|(t, _)| t == topology) {
+            routes.push((*topology, route_at_leaf(instance, lab, topology)));
+        }
+    };
+    let shared = SharedInstances::new(&lab, &check_route);
+
+    // The matrix: the Rust SDK, the CLI and the TTL probe, both tokens modes.
+    let matrix = SweepPlan {
         topologies: Topology::presets(),
         clients: vec![
             Probe::Client(Client::RustSdk),
@@ -130,19 +204,35 @@ fn docker_and_netns_agree_preset_by_preset() {
         parallel: 2,
     };
     let started = Instant::now();
-    let docker = sweep::run(&lab, &plan, &|_| {}).unwrap();
-    eprintln!("docker matrix: {:.1} s", started.elapsed().as_secs_f64());
+    let docker = sweep::run(&&shared, &matrix, &|_| {}).unwrap();
+    eprintln!(
+        "docker matrix: {:.1} s, on {} instances",
+        started.elapsed().as_secs_f64(),
+        shared.started()
+    );
+
+    let routes = routes.lock().unwrap().clone();
+    for topology in Topology::presets() {
+        let Some(expected) = last_layers_gateway(&topology) else {
+            continue;
+        };
+        let Some((_, route)) = routes.iter().find(|(t, _)| *t == topology) else {
+            panic!("{topology}: its route was not checked");
+        };
+        assert_eq!(route, &Ok(Some(expected)), "{topology}");
+    }
+
     // The netns matrix with warm starts, as `measure` runs it (tests/clients.rs shows
     // that warm and cold starts answer alike).
     let netns = sweep::run(
         &NetnsLab {
             tools: lab.tools.clone().starting(Starts::Warm),
         },
-        &plan,
+        &matrix,
         &|_| {},
     )
     .unwrap();
-    assert_eq!(docker.len(), plan.topologies.len() * 3 * 2);
+    assert_eq!(docker.len(), matrix.topologies.len() * 3 * 2);
     assert_eq!(docker.len(), netns.len());
     for (d, n) in docker.iter().zip(&netns) {
         let what = format!("{} {} {}", d.topology, d.client, d.http_tokens);
@@ -175,85 +265,11 @@ fn docker_and_netns_agree_preset_by_preset() {
     }
     insta::assert_snapshot!(
         "docker_matrix",
-        report::table(&docker, &plan.clients, false)
+        report::table(&docker, &matrix.clients, false)
     );
-}
 
-/// The default route at a leaf, from `/proc/net/route` (gateways little-endian hex).
-fn default_gateway(route: &str) -> Option<Ipv4Addr> {
-    route.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        (fields.get(1) == Some(&"00000000"))
-            .then(|| u32::from_str_radix(fields[2], 16).ok())
-            .flatten()
-            .map(|gw| Ipv4Addr::from(gw.swap_bytes()))
-    })
-}
-
-/// Each preset is the network its layers say: at every leaf (a build's RUN step
-/// included) the default route goes via its last layer's gateway: the bridge's `.1`
-/// (docker0, cni-podman0, dind's and the sidecar's docker0 ...), slirp4netns's
-/// 10.0.2.2, or for pasta the instance's own gateway, which pasta copies.
-#[test]
-fn each_leaf_routes_via_its_last_layer() {
-    if !require("docker_leaf_routes", NEEDS) {
-        return;
-    }
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let _guard = runtime.enter();
-    let lab = lab(&runtime);
-    let instance = DockerInstance::start(&lab.docker, &lab.images, MockConfig::default()).unwrap();
-    let home = tempfile::tempdir().unwrap();
-    let env = ClientEnv::new(home.path(), IMDS_URL);
-    for topology in Topology::presets() {
-        let Some(last) = topology.layers().last().copied() else {
-            continue;
-        };
-        let expected = match (topology.preset(), last) {
-            // earthly-run's RUN step is on earthly-buildkitd's own engine bridge, one
-            // routed hop like the real step's cni0 (earthly-cni makes cni0 itself).
-            (Some(Preset::EarthlyRun), _) => Ipv4Addr::new(172, 18, 0, 1),
-            (_, Layer::Routed(bridge)) => bridge.gateway(),
-            (_, Layer::Proxied(UserStack::Slirp4netns)) => UserStack::SLIRP_GATEWAY,
-            // The simulated host's default gateway (the mock's namespace).
-            (_, Layer::Proxied(UserStack::Pasta)) => Ipv4Addr::new(169, 254, 0, 254),
-        };
-        let at_leaf = leaf(&instance, &lab, topology.name().as_ref());
-        let command = at_leaf
-            .command(vec!["cat".into(), "/proc/net/route".into()], &env)
-            .unwrap();
-        let out = instance.exec(command, Duration::from_mins(2)).unwrap();
-        let route = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{topology}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(
-            default_gateway(&route),
-            Some(expected),
-            "{topology}: {route}"
-        );
-    }
-}
-
-/// Every client the probe image carries, with the TTL probe seeding them, in real
-/// containers: with tokens required, each gets
-/// the role's identity at the model's hop limit (1 + the routed layers before the first
-/// user-space stack) and not one below, at every preset (the netns backend's
-/// counterpart is in `tests/clients.rs`).
-#[test]
-fn each_sdk_client_needs_depth_plus_one_in_containers() {
-    if !require(
-        "docker_sdk_clients",
-        &[NEEDS, &[Requirement::SdkClients]].concat(),
-    ) {
-        return;
-    }
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let _guard = runtime.enter();
-    let lab = lab(&runtime);
-    let plan = SweepPlan {
+    // Every client, tokens required, on the same instances.
+    let clients = SweepPlan {
         topologies: Topology::presets(),
         clients: Probe::all().collect(),
         modes: vec![HttpTokens::Required],
@@ -262,12 +278,21 @@ fn each_sdk_client_needs_depth_plus_one_in_containers() {
         parallel: 2,
     };
     let started = Instant::now();
-    let cells = sweep::run(&lab, &plan, &|_| {}).unwrap();
+    let cells = sweep::run(&&shared, &clients, &|_| {}).unwrap();
     eprintln!(
-        "docker SDK clients: {:.1} s",
-        started.elapsed().as_secs_f64()
+        "docker SDK clients: {:.1} s, on {} instances",
+        started.elapsed().as_secs_f64(),
+        shared.started()
     );
-    assert_eq!(cells.len(), plan.topologies.len() * plan.clients.len());
+    assert_eq!(
+        shared.started(),
+        2,
+        "the sweeps started instances of their own"
+    );
+    assert_eq!(
+        cells.len(),
+        clients.topologies.len() * clients.clients.len()
+    );
     for cell in cells.iter().filter(|c| c.client != Probe::Ttl) {
         assert_needs_what_the_model_says(cell);
     }

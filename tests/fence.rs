@@ -82,28 +82,55 @@ fn listing(ns: &Namespace, program: &str, args: &[&str]) -> String {
 
 /// Every client at the place with `env` (the AWS CLI, the Go v2, Go v1, Ruby and boto3 SDKs,
 /// the AWS SDK for Rust's default chain in `imds-shim whoami`, and this test binary's Rust
-/// SDK client where the place runs it): its name and the ARN it got, if any.
+/// SDK client where the place runs it): its name and the ARN it got, if any. They run at
+/// once, as `measure` runs a cell's clients: where the fence holds, each waits out its own
+/// time-out (the Ruby SDK's 7 s the longest), so one after another they took the sum.
 fn clients(place: &Place<'_>, env: &ClientEnv) -> Vec<(String, Option<String>)> {
+    type Client<'p> = Box<dyn FnOnce() -> (String, Option<String>) + Send + 'p>;
     // A client that gets no credentials may end with a stack trace (the Ruby SDK does): the
     // harness calls that a crash; here it is a client without the role all the same.
-    let mut got = Vec::new();
-    let outcome = cli::run(place.leaf, env, STS_URL);
-    got.push(("aws-cli".to_owned(), outcome.ok().and_then(|o| o.arn)));
+    let mut runs: Vec<Client<'_>> = vec![Box::new(|| {
+        let outcome = cli::run(place.leaf, env, STS_URL);
+        ("aws-cli".to_owned(), outcome.ok().and_then(|o| o.arn))
+    })];
     for &program in SdkProgram::VARIANTS {
-        let outcome = sdk::run(place.leaf, env, program, STS_URL);
-        got.push((program.to_string(), outcome.ok().and_then(|o| o.arn)));
+        runs.push(Box::new(move || {
+            let outcome = sdk::run(place.leaf, env, program, STS_URL);
+            (program.to_string(), outcome.ok().and_then(|o| o.arn))
+        }));
     }
-    let whoami = place
-        .leaf
-        .run(Program::Shim, &["whoami", "--sts-endpoint", STS_URL], env)
-        .unwrap();
-    got.push(("imds-shim whoami".to_owned(), relay_sim::cli_arn(&whoami)));
+    runs.push(Box::new(|| {
+        let whoami = place
+            .leaf
+            .run(Program::Shim, &["whoami", "--sts-endpoint", STS_URL], env)
+            .unwrap();
+        ("imds-shim whoami".to_owned(), relay_sim::cli_arn(&whoami))
+    }));
     if let Some(ns) = place.rust_sdk {
-        let calls = relay_sim::rust_sdk_in(ns, env, 1, std::time::Duration::ZERO);
-        let arn = calls[0].strip_prefix("ARN ").map(str::to_owned);
-        got.push(("rust-sdk".to_owned(), arn));
+        runs.push(Box::new(move || {
+            let calls = relay_sim::rust_sdk_in(ns, env, 1, std::time::Duration::ZERO);
+            let arn = calls[0].strip_prefix("ARN ").map(str::to_owned);
+            ("rust-sdk".to_owned(), arn)
+        }));
     }
-    got
+    // The docker backend's leaves run their commands on the test's runtime.
+    let runtime = tokio::runtime::Handle::try_current().ok();
+    std::thread::scope(|scope| {
+        let started: Vec<_> = runs
+            .into_iter()
+            .map(|run| {
+                let runtime = runtime.clone();
+                scope.spawn(move || {
+                    let _entered = runtime.as_ref().map(tokio::runtime::Handle::enter);
+                    run()
+                })
+            })
+            .collect();
+        started
+            .into_iter()
+            .map(|client| client.join().unwrap())
+            .collect()
+    })
 }
 
 fn every(place: &Place<'_>, arn: Option<&str>) -> Vec<(String, Option<String>)> {

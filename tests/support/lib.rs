@@ -15,6 +15,7 @@ pub mod relay_grant;
 pub mod relay_process;
 pub mod require;
 pub mod runs;
+pub mod shared_instances;
 pub mod shim_site;
 pub mod stats;
 pub mod verdict;
