@@ -245,6 +245,10 @@ impl Host {
             "none",
             "--cgroupns",
             "private",
+            // What systemd as PID 1 takes as "halt": SIGTERM, Docker's default, it ignores,
+            // and each `docker restart` waited out its whole time-out before the SIGKILL.
+            "--stop-signal",
+            "SIGRTMIN+3",
             // What the instance containers get (harness/src/backend/docker/settings.rs):
             // --privileged fails here ("unable to apply caps").
             "--cap-add",
@@ -301,7 +305,8 @@ impl Host {
         }
     }
 
-    /// A reboot: the container stopped and started, systemd booting again.
+    /// A reboot: systemd halted (the container's stop signal), the container started
+    /// again, systemd booting again.
     fn reboot(&self) {
         docker(&["restart", "--time", "20", &self.name]);
         self.wait_for_boot();
