@@ -18,11 +18,10 @@ const HARNESS_ONLY: [&str; 5] = [
     "quick-junit",
 ];
 
-/// The crates `package` builds with `args` (features), by name.
-fn normal_dependencies(package: &str, args: &[&str]) -> Vec<String> {
+/// `cargo tree` with `args`, one crate a line, without the tree's indentation.
+fn cargo_tree(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO"))
-        .args(["tree", "--offline", "-p", package, "-e", "normal"])
-        .args(["--prefix", "none", "--format", "{p}"])
+        .args(["tree", "--offline", "--prefix", "none"])
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
@@ -32,8 +31,13 @@ fn normal_dependencies(package: &str, args: &[&str]) -> Vec<String> {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The crates `package` builds with `args` (features), by name.
+fn normal_dependencies(package: &str, args: &[&str]) -> Vec<String> {
+    let tree = cargo_tree(&[&["-p", package, "-e", "normal", "--format", "{p}"], args].concat());
+    tree.lines()
         .filter_map(|line| line.split_whitespace().next())
         .map(str::to_owned)
         .collect()
@@ -103,18 +107,7 @@ fn testcontainers_comes_with_the_mock_s_feature_alone() {
 /// Every crate of the workspace's build (`cargo build --workspace`) with its features,
 /// one line each, and with `edges` (`normal,build` or `normal,build,dev`).
 fn features_of_the_build(edges: &str) -> std::collections::BTreeSet<String> {
-    let out = Command::new(env!("CARGO"))
-        .args(["tree", "--offline", "--workspace", "-e", edges])
-        .args(["--prefix", "none", "--format", "{p} [{f}]"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("cargo runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
+    cargo_tree(&["--workspace", "-e", edges, "--format", "{p} [{f}]"])
         .lines()
         .map(|line| line.trim_end_matches(" (*)").replace(" (proc-macro)", ""))
         .filter(|line| !line.starts_with("imds-"))
