@@ -47,13 +47,10 @@ impl ImageSet {
         tars: &Path,
         on_image: &(dyn Fn(&ImageOutcome) + Sync),
     ) -> Result<ImageSet, ImageError> {
-        // One preparation at a time in a process: concurrent ones would build and
-        // export the same images twice.
-        static PREPARING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-        let _one_at_a_time = PREPARING.lock().await;
-        // Nor in several processes (test binaries side by side, two runs at once): the
-        // first builds, the others wait for it and find the images there.
-        let _one_process_at_a_time = lock_preparation(tars).await?;
+        // One preparation at a time, in a process and across processes (tests side by
+        // side, two runs at once): concurrent ones would build and export the same
+        // images twice. The first builds; the others wait for it and find the images.
+        let _one_at_a_time = lock_preparation(tars).await?;
         let plan = plan(shim, &locate_harness()?)?;
         let workdir = Workdir::new()?;
         let cancel = CancellationToken::new();
@@ -93,9 +90,6 @@ impl ImageSet {
             tars: tars.to_path_buf(),
         };
         let io = |what: String| move |source| ImageError::Io { what, source };
-        tokio::fs::create_dir_all(tars)
-            .await
-            .map_err(io(format!("creating {}", tars.display())))?;
         for tag in [&set.probe, &set.instance] {
             let path = tars.join(Self::tar_name(tag));
             if tokio::fs::try_exists(&path).await.unwrap_or(false) {
@@ -133,8 +127,9 @@ impl ImageSet {
     }
 }
 
-/// An exclusive lock on `.prepare.lock` in `tars` (made if missing), held until the
-/// file returned is dropped; waits for the process that holds it.
+/// An exclusive lock on `.prepare.lock` in `tars` (the folder made if missing), held
+/// until the file returned is dropped; waits for whoever holds it, in this process (each
+/// call opens the file anew: flock(2) locks an open file) or another.
 pub async fn lock_preparation(tars: &Path) -> Result<std::fs::File, ImageError> {
     let io = |what: String| move |source| ImageError::Io { what, source };
     tokio::fs::create_dir_all(tars)
