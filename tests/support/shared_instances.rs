@@ -42,8 +42,8 @@ impl<'l> SharedInstances<'l> {
         }
     }
 
-    /// How many instances have been started.
-    pub fn started(&self) -> usize {
+    /// How many instances are idle: between sweeps, every one started.
+    pub fn idle(&self) -> usize {
         self.idle.lock().expect("idle").len()
     }
 }
