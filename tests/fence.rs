@@ -16,6 +16,7 @@ mod relay_sim;
 
 use std::process::Output;
 
+use imds_e2e::at_once::at_once;
 use imds_e2e::bins;
 use imds_e2e::output::{show, text};
 use imds_e2e::relay_process::RelayProcess;
@@ -86,7 +87,7 @@ fn listing(ns: &Namespace, program: &str, args: &[&str]) -> String {
 /// once, as `measure` runs a cell's clients: where the fence holds, each waits out its own
 /// time-out (the Ruby SDK's 7 s the longest), so one after another they took the sum.
 fn clients(place: &Place<'_>, env: &ClientEnv) -> Vec<(String, Option<String>)> {
-    type Client<'p> = Box<dyn FnOnce() -> (String, Option<String>) + Send + 'p>;
+    type Client<'p> = Box<dyn Fn() -> (String, Option<String>) + Sync + 'p>;
     // A client that gets no credentials may end with a stack trace (the Ruby SDK does): the
     // harness calls that a crash; here it is a client without the role all the same.
     let mut runs: Vec<Client<'_>> = vec![Box::new(|| {
@@ -113,24 +114,7 @@ fn clients(place: &Place<'_>, env: &ClientEnv) -> Vec<(String, Option<String>)> 
             ("rust-sdk".to_owned(), arn)
         }));
     }
-    // The docker backend's leaves run their commands on the test's runtime.
-    let runtime = tokio::runtime::Handle::try_current().ok();
-    std::thread::scope(|scope| {
-        let started: Vec<_> = runs
-            .into_iter()
-            .map(|run| {
-                let runtime = runtime.clone();
-                scope.spawn(move || {
-                    let _entered = runtime.as_ref().map(tokio::runtime::Handle::enter);
-                    run()
-                })
-            })
-            .collect();
-        started
-            .into_iter()
-            .map(|client| client.join().unwrap())
-            .collect()
-    })
+    at_once(&runs, |run| run())
 }
 
 fn every(place: &Place<'_>, arn: Option<&str>) -> Vec<(String, Option<String>)> {

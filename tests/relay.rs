@@ -15,6 +15,7 @@ use std::net::TcpStream;
 use std::process::Output;
 use std::time::Duration;
 
+use imds_e2e::at_once::at_once;
 use imds_e2e::bins;
 use imds_e2e::output::{show, text};
 use imds_e2e::require::{require, Requirement};
@@ -563,7 +564,6 @@ fn docker_backend_every_preset_gets_the_role_through_a_grant_at_hop_limit_1() {
         "--output",
         "json",
     ];
-    let handle = runtime.handle();
     let started = std::time::Instant::now();
     for topology in Topology::presets() {
         let leaf = DockerLeaf::realise(&instance, &topology, &lab.tools).unwrap();
@@ -611,19 +611,9 @@ fn docker_backend_every_preset_gets_the_role_through_a_grant_at_hop_limit_1() {
             };
             runs.push(Run::new(Program::AwsCli, &who, &env, expect));
         }
-        let outputs: Vec<Output> = std::thread::scope(|scope| {
-            let started: Vec<_> = runs
-                .iter()
-                .map(|run| {
-                    let leaf = &leaf;
-                    scope.spawn(move || {
-                        let _entered = handle.enter();
-                        let args: Vec<&str> = run.args.iter().map(String::as_str).collect();
-                        leaf.run(run.program, &args, &run.env).unwrap()
-                    })
-                })
-                .collect();
-            started.into_iter().map(|h| h.join().unwrap()).collect()
+        let outputs: Vec<Output> = at_once(&runs, |run| {
+            let args: Vec<&str> = run.args.iter().map(String::as_str).collect();
+            leaf.run(run.program, &args, &run.env).unwrap()
         });
         for (run, out) in runs.iter().zip(&outputs) {
             let what = format!(

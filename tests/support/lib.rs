@@ -2,6 +2,7 @@
 //! where the project's binaries are, a plain HTTP client for checking refusals byte by
 //! byte, and a clean AWS environment for the real clients.
 
+pub mod at_once;
 pub mod aws_env;
 pub mod bins;
 pub mod clients;
