@@ -1,15 +1,22 @@
 //! The docker backend with the real engine, real BuildKit and the real clients: a
 //! simulated instance (a container with an engine of its own and no route out), the
-//! seed's story told in it, and its matrix agreeing with the netns backend's.
+//! seed's story told in it, its matrix agreeing with the netns backend's, and the relay
+//! serving builds at every preset.
 
+mod relay_sim;
+
+use std::fmt::Write as _;
+use std::fs;
 use std::net::Ipv4Addr;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use imds_e2e::at_once::at_once;
 use imds_e2e::bins;
 use imds_e2e::clients::assert_needs_what_the_model_says;
 use imds_e2e::docker::lab;
+use imds_e2e::output::{show, text};
 use imds_e2e::require::{require, Requirement};
 use imds_e2e::runs::{containers_of, run_of};
 use imds_e2e::shared_instances::SharedInstances;
@@ -19,13 +26,20 @@ use imds_harness::backend::docker::leaf::DockerLeaf;
 use imds_harness::backend::endpoints::{EC2_URL, IMDS_URL, STS_URL};
 use imds_harness::backend::netns::NetnsLab;
 use imds_harness::probe::env::ClientEnv;
+use imds_harness::probe::programs::SdkProgram;
 use imds_harness::probe::warm::Starts;
 use imds_harness::probe::{cli, Client, Leaf, Probe, Program};
 use imds_harness::report;
 use imds_harness::sweep::{self, Strategy, SweepPlan};
 use imds_harness::topology::{Layer, Preset, Topology, UserStack};
-use imds_mock::MockConfig;
+use imds_mock::{MetadataOptionsChange, MockConfig};
 use imds_vocab::{HopLimit, HttpTokens};
+use strum::VariantArray;
+
+use relay_sim::{
+    cli_arn, grant, relay_cmd, row, rust_sdk_in, scoped_arn, scoped_config, start_relay, ARN,
+    DEPLOY_ARN, LOOK_ONLY, MODIFY_HOP_LIMIT,
+};
 
 const NEEDS: &[Requirement] = &[
     Requirement::Root,
@@ -163,8 +177,9 @@ fn route_at_leaf(
     Ok(default_gateway(&route))
 }
 
-/// The docker backend's sweeps on two simulated instances they share, so that each
-/// nested engine (and its copy of the probe image) is made once for all three checks:
+/// The docker backend's sweeps, and then the relay, on simulated instances they share, so
+/// that each nested engine (and its copy of the probe image) is made once for all four
+/// checks:
 /// - each preset is the network its layers say: at every leaf (a build's RUN step
 ///   included) the default route goes via its last layer's gateway;
 /// - every preset with the Rust SDK, the CLI and the TTL probe in both tokens modes gives
@@ -173,9 +188,12 @@ fn route_at_leaf(
 /// - every client the probe image carries, with the TTL probe seeding them, with tokens
 ///   required, gets the role's identity at the model's hop limit (1 + the routed layers
 ///   before the first user-space stack) and not one below, at every preset (the netns
-///   backend's counterpart is in `tests/clients.rs`).
+///   backend's counterpart is in `tests/clients.rs`);
+/// - at hop limit 1, every client at every preset gets what its grant of `imds-shim
+///   relay` serves, and nothing without one ([`relay_serves`]; the netns backend's
+///   counterpart is in `tests/relay.rs`).
 #[test]
-fn in_containers_each_leaf_routes_via_its_last_layer_and_every_client_needs_what_netns_and_the_model_say(
+fn in_shared_instances_every_leaf_routes_via_its_last_layer_needs_what_netns_and_the_model_say_and_gets_the_relays_grants(
 ) {
     if !require(
         "docker_sweeps",
@@ -196,7 +214,8 @@ fn in_containers_each_leaf_routes_via_its_last_layer_and_every_client_needs_what
             routes.lock().unwrap().push((*topology, route));
         }
     };
-    let shared = SharedInstances::new(&lab, &check_route);
+    // The relay's scoped grants assume the deploy role, which the instances' mocks declare.
+    let shared = SharedInstances::new(&lab, scoped_config(), &check_route);
 
     // Every client with tokens required, then the matrix's three (the Rust SDK, the CLI
     // and the TTL probe) with tokens optional, on the same instances: the matrix's
@@ -316,6 +335,31 @@ fn in_containers_each_leaf_routes_via_its_last_layer_and_every_client_needs_what
         "docker_matrix",
         report::table(&docker, &matrix.clients, false)
     );
+
+    // The relay on every instance at once, at the presets each realised in the sweeps.
+    let instances = shared.take_idle();
+    let mut presets = vec![Vec::new(); instances.len()];
+    for topology in Topology::presets() {
+        let at = instances
+            .iter()
+            .position(|(_, realised)| realised.contains(&topology))
+            .unwrap_or_else(|| panic!("{topology} was realised in no instance"));
+        presets[at].push(topology);
+    }
+    let started = Instant::now();
+    at_once(&[0, 1, 2][..instances.len()], |&i| {
+        relay_serves(&instances[i].0, &lab, &presets[i], i == 0);
+    });
+    eprintln!(
+        "the relay at every preset: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// The SDK side of [`relay_serves`]'s Rust SDK client, re-run in the instance's namespace.
+#[test]
+fn rust_sdk_child() {
+    relay_sim::rust_sdk_child();
 }
 
 /// A run killed with SIGKILL leaves its instance container behind; `imds-harness
@@ -388,4 +432,259 @@ fn interrupted_runs_leave_nothing_after_cleanup() {
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("container(s) of dead runs"), "{stdout}");
     assert_eq!(containers_of(&killed), Vec::<String>::new());
+}
+
+/// The relay on one of the shared instances, at `presets` (realised there by the sweeps, so
+/// their nested setups are made): the instance at hop limit 1, tokens required, the relay in
+/// its network namespace (the EC2 host). At every preset (`docker run --env`, a `docker
+/// build` RUN step, earthly-buildkitd's steps, ...) the AWS CLI, the Go v2, Go v1, Ruby and
+/// boto3 clients and the AWS SDK for Rust (`imds-shim whoami`, the default chain) of the
+/// probe image get the deploy role's narrowed session through a scoped grant in their
+/// environment, the session may not raise the hop limit, the CLI gets the instance role
+/// through an `--instance-role` grant, and nothing without a grant; the clients of one
+/// preset run at once. This test binary's own Rust SDK client runs at `host` too. With
+/// `docs_examples`, the docs' Docker examples get the instance role through an
+/// `--instance-role` grant on the instance's engine.
+fn relay_serves(
+    instance: &DockerInstance,
+    lab: &DockerLab,
+    presets: &[Topology],
+    docs_examples: bool,
+) {
+    instance.mock().modify(&MetadataOptionsChange {
+        hop_limit: Some(HopLimit::MIN),
+        http_tokens: Some(HttpTokens::Required),
+        ..Default::default()
+    });
+    let assumed_before = instance.mock().events().assume_role;
+    let dir = tempfile::Builder::new()
+        .prefix("imdsh-relay-test-")
+        .tempdir()
+        .unwrap();
+    let env = ClientEnv::new(dir.path(), IMDS_URL);
+    let relay = start_relay(
+        instance.host_ns(),
+        dir.path(),
+        &env,
+        "relay",
+        &["--sts-endpoint", STS_URL],
+    );
+    let granted = grant(dir.path(), &["--instance-role", "--label", "docker-build"]);
+    let policy = dir.path().join("look-only.json");
+    fs::write(&policy, LOOK_ONLY).unwrap();
+    let scoped = grant(
+        dir.path(),
+        &[
+            "--role-arn",
+            DEPLOY_ARN,
+            "--policy",
+            policy.to_str().unwrap(),
+            "--label",
+            "docker-scoped",
+        ],
+    );
+    let scoped_arn = scoped_arn("docker-scoped");
+    let with_scoped = scoped
+        .relative()
+        .into_iter()
+        .fold(env.clone(), |env, (k, v)| env.with(k, v));
+    let with_granted = granted
+        .relative()
+        .into_iter()
+        .fold(env.clone(), |env, (k, v)| env.with(k, v));
+    let who = [
+        "sts",
+        "get-caller-identity",
+        "--endpoint-url",
+        STS_URL,
+        "--output",
+        "json",
+    ];
+    let mut served = 0;
+    for topology in presets {
+        let leaf = DockerLeaf::realise(instance, topology, &lab.tools).unwrap();
+        let scoped_session = Expect::Arn(scoped_arn.clone());
+        let mut runs = vec![
+            Run::new(Program::AwsCli, &who, &with_scoped, scoped_session.clone()),
+            Run::new(
+                Program::AwsCli,
+                &who,
+                &with_granted,
+                Expect::Arn(ARN.into()),
+            ),
+            Run::new(
+                Program::AwsCli,
+                &MODIFY_HOP_LIMIT,
+                &with_scoped,
+                Expect::Unauthorized,
+            ),
+        ];
+        for &program in SdkProgram::VARIANTS {
+            runs.push(Run::new(
+                Program::Sdk(program),
+                &[STS_URL],
+                &with_scoped,
+                scoped_session.clone(),
+            ));
+        }
+        // The AWS SDK for Rust's default chain, as the probe image has it: `imds-shim whoami`.
+        runs.push(Run::new(
+            Program::Shim,
+            &["whoami", "--sts-endpoint", STS_URL],
+            &with_scoped,
+            scoped_session.clone(),
+        ));
+        served += runs.len();
+        // Without a grant, hop limit 1 keeps the role from every place that needs more; a
+        // place behind a user-space stack (rootless Podman) needs no more than 1, so it
+        // reaches IMDS itself, grant or not: the relay cannot fence it off (`imds-shim
+        // fence` does, tests/fence.rs).
+        if topology.depth() > 0 {
+            let reachable = topology.min_hop_limit().get() == 1;
+            let expect = if reachable {
+                Expect::Arn(ARN.into())
+            } else {
+                Expect::Nothing
+            };
+            runs.push(Run::new(Program::AwsCli, &who, &env, expect));
+        }
+        let outputs: Vec<Output> = at_once(&runs, |run| {
+            let args: Vec<&str> = run.args.iter().map(String::as_str).collect();
+            leaf.run(run.program, &args, &run.env).unwrap()
+        });
+        for (run, out) in runs.iter().zip(&outputs) {
+            let what = format!(
+                "{topology}, {} {:?}, {:?}: {}",
+                run.program.description(),
+                run.args,
+                run.expect,
+                show(out)
+            );
+            match &run.expect {
+                Expect::Arn(arn) => assert_eq!(cli_arn(out).as_ref(), Some(arn), "{what}"),
+                Expect::Nothing => assert_eq!(cli_arn(out), None, "{what}"),
+                Expect::Unauthorized => assert!(
+                    !out.status.success() && text(&out.stderr).contains("UnauthorizedOperation"),
+                    "{what}"
+                ),
+            }
+        }
+        assert_eq!(
+            instance.mock().options().hop_limit,
+            HopLimit::MIN,
+            "{topology}: the hop limit changed"
+        );
+        if *topology == Topology::parse("host").unwrap() {
+            let rust_env = env.clone().with("AWS_ENDPOINT_URL_STS", STS_URL);
+            for (vars, arn) in [
+                (scoped.relative(), scoped_arn.as_str()),
+                (granted.full(), ARN),
+            ] {
+                let env = vars
+                    .into_iter()
+                    .fold(rust_env.clone(), |env, (k, v)| env.with(k, v));
+                let sdk = rust_sdk_in(instance.host_ns(), &env, 1, Duration::ZERO);
+                assert_eq!(sdk, [format!("ARN {arn}")], "{topology}, the Rust SDK");
+            }
+            served += 2;
+        }
+    }
+
+    // docs/relay.md's ways, on the instance's engine: `docker run --env-file` with the grant's
+    // env file, and a `docker build` whose RUN step reads it from a secret mount.
+    if docs_examples {
+        let env_file = granted.env.iter().fold(String::new(), |mut file, (k, v)| {
+            let _ = writeln!(file, "{k}={v}");
+            file
+        });
+        let probe = &instance.images().probe;
+        let aws = "/usr/bin/aws sts get-caller-identity --output text --query Arn";
+        let script = format!(
+            r#"set -eu
+d=$(mktemp -d)
+cat > "$d/build.env" <<'IMDSH_EOF'
+{env_file}IMDSH_EOF
+docker run --rm --env-file "$d/build.env" --env AWS_REGION=us-east-1 {probe} {aws} --endpoint-url {STS_URL}
+cat > "$d/Dockerfile" <<'IMDSH_EOF'
+FROM {probe} AS build
+RUN --mount=type=secret,id=aws set -a && . /run/secrets/aws && set +a && AWS_REGION=us-east-1 {aws} --endpoint-url {STS_URL} > /arn
+FROM scratch
+COPY --from=build /arn /
+IMDSH_EOF
+DOCKER_BUILDKIT=1 docker build --no-cache --progress=plain --secret id=aws,src="$d/build.env" --output "type=local,dest=$d/out" "$d" >&2
+cat "$d/out/arn"
+rm -rf "$d"
+"#
+        );
+        let out = instance
+            .exec(
+                vec!["sh".into(), "-c".into(), script],
+                Duration::from_mins(5),
+            )
+            .unwrap();
+        assert_eq!(
+            text(&out.stdout),
+            format!("{ARN}\n{ARN}\n"),
+            "{}",
+            show(&out)
+        );
+        served += 2;
+    }
+
+    let list = text(&relay_cmd(dir.path(), &["list"]).stdout);
+    assert!(row(&list, &granted.id).contains("instance role"), "{list}");
+    assert!(row(&list, &scoped.id).contains("docker-scoped"), "{list}");
+    assert_eq!(
+        instance.mock().events().assume_role - assumed_before,
+        1,
+        "one AssumeRole serves every fetch of the scoped grant"
+    );
+    let log = relay.stop();
+    assert_eq!(log.matches("200 to ").count(), served, "{log}");
+    assert!(
+        log.contains(&format!(
+            "grant {} (\"docker-build\"), instance role",
+            granted.id
+        )),
+        "{log}"
+    );
+    for secret in granted.secrets().into_iter().chain(scoped.secrets()) {
+        assert!(!log.contains(&secret), "a grant's secret in the log");
+    }
+}
+
+/// One client run at a docker leaf: the program, its arguments and environment, what it
+/// should get.
+struct Run {
+    program: imds_harness::probe::Program,
+    args: Vec<String>,
+    env: ClientEnv,
+    expect: Expect,
+}
+
+/// What a client run should end with.
+#[derive(Clone, Debug)]
+enum Expect {
+    /// GetCallerIdentity says this ARN.
+    Arn(String),
+    /// No identity.
+    Nothing,
+    /// EC2 refuses the call with `UnauthorizedOperation`.
+    Unauthorized,
+}
+
+impl Run {
+    fn new(
+        program: imds_harness::probe::Program,
+        args: &[&str],
+        env: &ClientEnv,
+        expect: Expect,
+    ) -> Run {
+        Run {
+            program,
+            args: args.iter().map(ToString::to_string).collect(),
+            env: env.clone(),
+            expect,
+        }
+    }
 }

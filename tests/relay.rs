@@ -8,7 +8,6 @@
 
 mod relay_sim;
 
-use std::fmt::Write as _;
 use std::fs;
 use std::io::Read as _;
 use std::net::TcpStream;
@@ -19,12 +18,10 @@ use imds_e2e::at_once::at_once;
 use imds_e2e::bins;
 use imds_e2e::output::{show, text};
 use imds_e2e::require::{require, Requirement};
-use imds_harness::backend::endpoints::{IMDS_URL, STS_URL};
-use imds_harness::probe::env::ClientEnv;
+use imds_harness::backend::endpoints::STS_URL;
 use imds_harness::probe::programs::SdkProgram;
 use imds_harness::topology::Topology;
 use imds_mock::MockConfig;
-use imds_vocab::HttpTokens;
 use strum::VariantArray;
 
 use relay_sim::*;
@@ -45,7 +42,9 @@ async fn every_preset_gets_the_role_through_a_grant_at_hop_limit_1() {
     if !require("relay_presets", PRESET_NEEDS) {
         return;
     }
-    for topology in Topology::presets() {
+    // The presets at once: each has its own simulated instance, relay and grants, and most
+    // of a preset's time is its clients waiting on the network.
+    at_once(&Topology::presets(), |topology| {
         let sim = sim(&topology.name(), scoped_config());
         let relay = sim.start_relay("relay", &["--sts-endpoint", STS_URL]);
         let grant = sim.grant(&["--instance-role", "--label", "preset-build"]);
@@ -142,7 +141,7 @@ async fn every_preset_gets_the_role_through_a_grant_at_hop_limit_1() {
             "{log}"
         );
         assert!(!sim.link_exists(), "{what}: the relay's link is left");
-    }
+    });
 }
 
 /// At the deepest preset: no grant, a guessed, an unknown, a revoked or an expired one get
@@ -439,13 +438,6 @@ async fn connections_and_requests_per_grant_are_bounded() {
 }
 
 /// `imds-shim <args>` in this namespace, IMDS at a closed loopback port, with `env` added.
-/// The row of grant `id` in `relay list`'s table `list`.
-fn row<'a>(list: &'a str, id: &str) -> &'a str {
-    list.lines()
-        .find(|l| l.starts_with(id))
-        .unwrap_or_else(|| panic!("{id} not listed: {list}"))
-}
-
 fn shim_here(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = duct::cmd(bins::shim(), args)
         .env_remove("AWS_EC2_METADATA_DISABLED")
@@ -485,271 +477,4 @@ fn no_credentials_from_imds_is_a_clear_error() {
     let out = shim_here(&["relay", "list", "--control", control], &[]);
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     assert!(text(&out.stderr).contains("is `imds-shim relay` running"));
-}
-
-/// The docker backend: the simulated instance is a container with an engine of its own, at
-/// hop limit 1, tokens required; the relay runs in its network namespace (the EC2 host). At
-/// every preset (`docker run --env`, a `docker build` RUN step, earthly-buildkitd's steps, ...)
-/// the AWS CLI, the Go v2, Go v1, Ruby and boto3 clients and the AWS SDK for Rust (`imds-shim
-/// whoami`, the default chain) of the probe image get the deploy role's narrowed session
-/// through a scoped grant in their environment, the session may not raise the hop limit, the
-/// CLI gets the instance role through an `--instance-role` grant, and nothing without a
-/// grant; the clients of one preset run at once. This test binary's own Rust SDK client runs
-/// at `host` too. The docs' Docker examples get the instance role through an
-/// `--instance-role` grant.
-#[test]
-fn docker_backend_every_preset_gets_the_role_through_a_grant_at_hop_limit_1() {
-    use imds_harness::backend::docker::instance::DockerInstance;
-    use imds_harness::backend::docker::leaf::DockerLeaf;
-    use imds_harness::probe::{Leaf as _, Program};
-
-    if !require(
-        "relay_docker",
-        &[
-            Requirement::Root,
-            Requirement::NetTools,
-            Requirement::AwsCli,
-            Requirement::Docker,
-        ],
-    ) {
-        return;
-    }
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let _guard = runtime.enter();
-    let lab = imds_e2e::docker::lab(&runtime);
-    let instance = DockerInstance::start(&lab.docker, &lab.images, scoped_config()).unwrap();
-    let options = instance.mock().options();
-    assert_eq!(options.hop_limit.get(), 1);
-    assert_eq!(options.http_tokens, HttpTokens::Required);
-    let dir = tempfile::Builder::new()
-        .prefix("imdsh-relay-test-")
-        .tempdir()
-        .unwrap();
-    let env = ClientEnv::new(dir.path(), IMDS_URL);
-    let relay = start_relay(
-        instance.host_ns(),
-        dir.path(),
-        &env,
-        "relay",
-        &["--sts-endpoint", STS_URL],
-    );
-    let granted = grant(dir.path(), &["--instance-role", "--label", "docker-build"]);
-    let policy = dir.path().join("look-only.json");
-    fs::write(&policy, LOOK_ONLY).unwrap();
-    let scoped = grant(
-        dir.path(),
-        &[
-            "--role-arn",
-            DEPLOY_ARN,
-            "--policy",
-            policy.to_str().unwrap(),
-            "--label",
-            "docker-scoped",
-        ],
-    );
-    let scoped_arn = scoped_arn("docker-scoped");
-    let with_scoped = scoped
-        .relative()
-        .into_iter()
-        .fold(env.clone(), |env, (k, v)| env.with(k, v));
-    let with_granted = granted
-        .relative()
-        .into_iter()
-        .fold(env.clone(), |env, (k, v)| env.with(k, v));
-    let who = [
-        "sts",
-        "get-caller-identity",
-        "--endpoint-url",
-        STS_URL,
-        "--output",
-        "json",
-    ];
-    let started = std::time::Instant::now();
-    for topology in Topology::presets() {
-        let leaf = DockerLeaf::realise(&instance, &topology, &lab.tools).unwrap();
-        let scoped_session = Expect::Arn(scoped_arn.clone());
-        let mut runs = vec![
-            Run::new(Program::AwsCli, &who, &with_scoped, scoped_session.clone()),
-            Run::new(
-                Program::AwsCli,
-                &who,
-                &with_granted,
-                Expect::Arn(ARN.into()),
-            ),
-            Run::new(
-                Program::AwsCli,
-                &MODIFY_HOP_LIMIT,
-                &with_scoped,
-                Expect::Unauthorized,
-            ),
-        ];
-        for &program in SdkProgram::VARIANTS {
-            runs.push(Run::new(
-                Program::Sdk(program),
-                &[STS_URL],
-                &with_scoped,
-                scoped_session.clone(),
-            ));
-        }
-        // The AWS SDK for Rust's default chain, as the probe image has it: `imds-shim whoami`.
-        runs.push(Run::new(
-            Program::Shim,
-            &["whoami", "--sts-endpoint", STS_URL],
-            &with_scoped,
-            scoped_session.clone(),
-        ));
-        // Without a grant, hop limit 1 keeps the role from every place that needs more; a
-        // place behind a user-space stack (rootless Podman) needs no more than 1, so it
-        // reaches IMDS itself, grant or not: the relay cannot fence it off (`imds-shim
-        // fence` does, tests/fence.rs).
-        if topology.depth() > 0 {
-            let reachable = topology.min_hop_limit().get() == 1;
-            let expect = if reachable {
-                Expect::Arn(ARN.into())
-            } else {
-                Expect::Nothing
-            };
-            runs.push(Run::new(Program::AwsCli, &who, &env, expect));
-        }
-        let outputs: Vec<Output> = at_once(&runs, |run| {
-            let args: Vec<&str> = run.args.iter().map(String::as_str).collect();
-            leaf.run(run.program, &args, &run.env).unwrap()
-        });
-        for (run, out) in runs.iter().zip(&outputs) {
-            let what = format!(
-                "{topology}, {} {:?}, {:?}: {}",
-                run.program.description(),
-                run.args,
-                run.expect,
-                show(out)
-            );
-            match &run.expect {
-                Expect::Arn(arn) => assert_eq!(cli_arn(out).as_ref(), Some(arn), "{what}"),
-                Expect::Nothing => assert_eq!(cli_arn(out), None, "{what}"),
-                Expect::Unauthorized => assert!(
-                    !out.status.success() && text(&out.stderr).contains("UnauthorizedOperation"),
-                    "{what}"
-                ),
-            }
-        }
-        assert_eq!(
-            instance.mock().options().hop_limit.get(),
-            1,
-            "{topology}: the hop limit changed"
-        );
-        if topology == Topology::parse("host").unwrap() {
-            let rust_env = env.clone().with("AWS_ENDPOINT_URL_STS", STS_URL);
-            for (vars, arn) in [
-                (scoped.relative(), scoped_arn.as_str()),
-                (granted.full(), ARN),
-            ] {
-                let env = vars
-                    .into_iter()
-                    .fold(rust_env.clone(), |env, (k, v)| env.with(k, v));
-                let sdk = rust_sdk_in(instance.host_ns(), &env, 1, Duration::ZERO);
-                assert_eq!(sdk, [format!("ARN {arn}")], "{topology}, the Rust SDK");
-            }
-        }
-    }
-    eprintln!(
-        "every preset's clients: {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-
-    // docs/relay.md's ways, on the instance's engine: `docker run --env-file` with the grant's
-    // env file, and a `docker build` whose RUN step reads it from a secret mount.
-    let env_file = granted.env.iter().fold(String::new(), |mut file, (k, v)| {
-        let _ = writeln!(file, "{k}={v}");
-        file
-    });
-    let probe = &instance.images().probe;
-    let aws = "/usr/bin/aws sts get-caller-identity --output text --query Arn";
-    let script = format!(
-        r#"set -eu
-d=$(mktemp -d)
-cat > "$d/build.env" <<'IMDSH_EOF'
-{env_file}IMDSH_EOF
-docker run --rm --env-file "$d/build.env" --env AWS_REGION=us-east-1 {probe} {aws} --endpoint-url {STS_URL}
-cat > "$d/Dockerfile" <<'IMDSH_EOF'
-FROM {probe} AS build
-RUN --mount=type=secret,id=aws set -a && . /run/secrets/aws && set +a && AWS_REGION=us-east-1 {aws} --endpoint-url {STS_URL} > /arn
-FROM scratch
-COPY --from=build /arn /
-IMDSH_EOF
-DOCKER_BUILDKIT=1 docker build --no-cache --progress=plain --secret id=aws,src="$d/build.env" --output "type=local,dest=$d/out" "$d" >&2
-cat "$d/out/arn"
-rm -rf "$d"
-"#
-    );
-    let out = instance
-        .exec(
-            vec!["sh".into(), "-c".into(), script],
-            Duration::from_mins(5),
-        )
-        .unwrap();
-    assert_eq!(
-        text(&out.stdout),
-        format!("{ARN}\n{ARN}\n"),
-        "{}",
-        show(&out)
-    );
-
-    let list = text(&relay_cmd(dir.path(), &["list"]).stdout);
-    assert!(row(&list, &granted.id).contains("instance role"), "{list}");
-    assert!(row(&list, &scoped.id).contains("docker-scoped"), "{list}");
-    assert_eq!(instance.mock().events().assume_role, 1);
-    let log = relay.stop();
-    // At every preset the CLI twice and the modify call, each SDK client and `imds-shim
-    // whoami` once; the Rust SDK of this test twice at `host`; the two docs examples.
-    assert_eq!(
-        log.matches("200 to ").count(),
-        Topology::presets().len() * (4 + SdkProgram::VARIANTS.len()) + 2 + 2,
-        "{log}"
-    );
-    assert!(
-        log.contains(&format!(
-            "grant {} (\"docker-build\"), instance role",
-            granted.id
-        )),
-        "{log}"
-    );
-    for secret in granted.secrets().into_iter().chain(scoped.secrets()) {
-        assert!(!log.contains(&secret), "a grant's secret in the log");
-    }
-}
-
-/// One client run at a docker leaf: the program, its arguments and environment, what it
-/// should get.
-struct Run {
-    program: imds_harness::probe::Program,
-    args: Vec<String>,
-    env: ClientEnv,
-    expect: Expect,
-}
-
-/// What a client run should end with.
-#[derive(Clone, Debug)]
-enum Expect {
-    /// GetCallerIdentity says this ARN.
-    Arn(String),
-    /// No identity.
-    Nothing,
-    /// EC2 refuses the call with `UnauthorizedOperation`.
-    Unauthorized,
-}
-
-impl Run {
-    fn new(
-        program: imds_harness::probe::Program,
-        args: &[&str],
-        env: &ClientEnv,
-        expect: Expect,
-    ) -> Run {
-        Run {
-            program,
-            args: args.iter().map(ToString::to_string).collect(),
-            env: env.clone(),
-            expect,
-        }
-    }
 }

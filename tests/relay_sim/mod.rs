@@ -485,6 +485,13 @@ pub(crate) fn run_in(env: &ClientEnv, ns: &Namespace, program: &Path, args: &[&s
     })
 }
 
+/// The row of grant `id` in `relay list`'s table `list`.
+pub(crate) fn row<'a>(list: &'a str, id: &str) -> &'a str {
+    list.lines()
+        .find(|l| l.starts_with(id))
+        .unwrap_or_else(|| panic!("{id} not listed: {list}"))
+}
+
 pub(crate) fn cli_arn(out: &Output) -> Option<String> {
     serde_json::from_slice::<serde_json::Value>(&out.stdout)
         .ok()

@@ -28,15 +28,22 @@ struct Used {
 /// The instances, idle between sweeps. Dropping it removes them (inside a Tokio runtime).
 pub struct SharedInstances<'l> {
     lab: &'l DockerLab,
+    config: MockConfig,
     idle: Mutex<Vec<Used>>,
     on_realise: &'l OnRealise<'l>,
 }
 
 impl<'l> SharedInstances<'l> {
-    /// None yet: the first sweep starts as many as it has workers.
-    pub fn new(lab: &'l DockerLab, on_realise: &'l OnRealise<'l>) -> SharedInstances<'l> {
+    /// None yet: the first sweep starts as many as it has workers, each with the mock in
+    /// `config`.
+    pub fn new(
+        lab: &'l DockerLab,
+        config: MockConfig,
+        on_realise: &'l OnRealise<'l>,
+    ) -> SharedInstances<'l> {
         SharedInstances {
             lab,
+            config,
             idle: Mutex::new(Vec::new()),
             on_realise,
         }
@@ -45,6 +52,15 @@ impl<'l> SharedInstances<'l> {
     /// How many instances are idle: between sweeps, every one started.
     pub fn idle(&self) -> usize {
         self.idle.lock().expect("idle").len()
+    }
+
+    /// The idle instances, each with the topologies realised in it (their nested setups
+    /// made), for checks of the caller's own after the sweeps.
+    pub fn take_idle(&self) -> Vec<(DockerInstance, BTreeSet<Topology>)> {
+        std::mem::take(&mut *self.idle.lock().expect("idle"))
+            .into_iter()
+            .map(|used| (used.instance, used.realised))
+            .collect()
     }
 }
 
@@ -97,7 +113,7 @@ impl<'s> Lab for &'s SharedInstances<'_> {
                     instance: DockerInstance::start(
                         &self.lab.docker,
                         &self.lab.images,
-                        MockConfig::default(),
+                        self.config.clone(),
                     )?,
                     realised: BTreeSet::new(),
                 },
