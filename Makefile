@@ -108,9 +108,13 @@ check: fmt
 # failed (docs/benchmarks.md, "The test suite"). The images are built (when missing:
 # minutes on a fresh machine) beside the lints and the tests' build; a docker test that
 # starts before they are done waits for them. Every binary runs when one fails
-# (--no-fail-fast): CI shows every failure at once. check-leftovers runs either way.
+# (--no-fail-fast): CI shows every failure at once. check-leftovers runs either way. What
+# the tests need is made at once first: the build (with apt beside it), PyPI's packages and
+# cargo-deb (its release build from crates.io on a fresh machine, on the core the build's
+# single-crate stretches leave idle).
 IMAGES_LOG := $(CARGO_TARGET_DIR)/images-build.log
-test: build pydeps deb-tools
+test:
+	@$(MAKE) --no-print-directory -j3 build pydeps deb-tools
 	@rm -f $(SKIPPED)
 	@status=0; \
 	if docker info >/dev/null 2>&1; then \
@@ -167,7 +171,7 @@ dist:
 # the units and /etc/imds-shim/config.toml, made by cargo-deb (installed if missing) into
 # $(CARGO_TARGET_DIR)/debian/. The test suite packages the dev build instead.
 deb-tools:
-	@command -v cargo-deb >/dev/null || cargo install --locked cargo-deb
+	@command -v cargo-deb >/dev/null || env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS cargo install --locked cargo-deb
 
 deb: deb-tools
 	cargo build --release -p imds-shim --bin imds-shim

@@ -135,6 +135,16 @@ impl ClientLeaf {
             .expect("the leaf is behind routers")
     }
 
+    /// The process ids of the interpreters its warm starts run (none for cold starts).
+    pub fn warm_interpreters(&self) -> Vec<u32> {
+        self.leaf
+            .tools
+            .warm
+            .as_ref()
+            .map(|warm| warm.pids())
+            .unwrap_or_default()
+    }
+
     /// Runs `client` once at the mock's current hop limit and tokens mode.
     pub fn run_here(&self, client: Client) -> ProbeOutcome {
         sweep::run_client(&self.leaf, &self.env, SDK_TIMEOUT, Probe::Client(client)).unwrap()

@@ -126,6 +126,20 @@ impl WarmStarts {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The process ids of the interpreters started so far (each ends when this is dropped).
+    pub fn pids(&self) -> Vec<u32> {
+        self.lock()
+            .values()
+            .map(|zygote| {
+                zygote
+                    .child
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .id()
+            })
+            .collect()
+    }
+
     /// Runs `script args` (the path of `program`) in the network namespace `netns`, as
     /// `ip netns exec NETNS SCRIPT ARGS` would with `env`; `None` when `program` is not
     /// started warm (a native program, or a script whose `#!` line names no interpreter
