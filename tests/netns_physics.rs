@@ -262,8 +262,8 @@ async fn a_cell_mock_is_where_the_imds_is_and_keeps_its_own_hop_limit() {
     }
 }
 
-/// The seeded bisect on the netns backend, 4 topologies at a time, with the probes'
-/// timeout of 300 ms.
+/// The seeded bisect on the netns backend, 16 topologies at a time as `measure` runs them,
+/// with the probes' timeout of 300 ms.
 fn sweep_netns(
     topologies: Vec<Topology>,
     clients: Vec<Probe>,
@@ -275,7 +275,7 @@ fn sweep_netns(
         modes,
         strategy: Strategy::Bisect,
         probe_timeout: Duration::from_millis(300),
-        parallel: 4,
+        parallel: 16,
     };
     let lab = NetnsLab {
         tools: Tools::locate(&plan.clients).unwrap(),
