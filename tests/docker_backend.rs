@@ -57,31 +57,26 @@ fn leaf<'a>(instance: &'a DockerInstance, lab: &DockerLab, name: &str) -> Docker
     DockerLeaf::realise(instance, &Topology::parse(name).unwrap(), &lab.tools).unwrap()
 }
 
-/// The seed's story in containers: at hop limit 2 with tokens required, the real CLI
+/// The seed's story in containers, on `instance` (one of the shared ones, at whatever
+/// options the checks before left): at hop limit 2 with tokens required, the real CLI
 /// gets an identity on the host, in `docker run` and in a `docker build` RUN step, and
 /// not in an Earthly-shaped RUN step; after ModifyInstanceMetadataOptions to 3 through
 /// the mock EC2 API (the real CLI, on the instance), it does there too.
-#[test]
-fn hop_limit_2_serves_docker_but_not_earthly_until_modified_to_3() {
-    if !require("docker_seed_story", NEEDS) {
-        return;
-    }
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let _guard = runtime.enter();
-    let lab = lab(&runtime);
-    let mut config = MockConfig::default();
-    config.options.hop_limit = HopLimit::new(2).unwrap();
-    config.options.http_tokens = HttpTokens::Required;
-    let instance = DockerInstance::start(&lab.docker, &lab.images, config).unwrap();
+fn seed_story(instance: &DockerInstance, lab: &DockerLab) {
+    instance.mock().modify(&MetadataOptionsChange {
+        hop_limit: Some(HopLimit::new(2).unwrap()),
+        http_tokens: Some(HttpTokens::Required),
+        ..Default::default()
+    });
     let home = tempfile::tempdir().unwrap();
     let env = ClientEnv::new(home.path(), IMDS_URL);
 
     for name in ["host", "docker-run", "buildkit-run"] {
-        let outcome = cli::run(&leaf(&instance, &lab, name), &env, STS_URL).unwrap();
+        let outcome = cli::run(&leaf(instance, lab, name), &env, STS_URL).unwrap();
         assert!(outcome.ok, "{name} at hop limit 2: {:?}", outcome.reason);
         assert!(outcome.arn.unwrap().contains(":assumed-role/"), "{name}");
     }
-    let earthly = leaf(&instance, &lab, "earthly-run");
+    let earthly = leaf(instance, lab, "earthly-run");
     let outcome = cli::run(&earthly, &env, STS_URL).unwrap();
     assert!(!outcome.ok, "earthly-run at hop limit 2 worked");
     let reason = outcome.reason.unwrap_or_default();
@@ -92,7 +87,7 @@ fn hop_limit_2_serves_docker_but_not_earthly_until_modified_to_3() {
 
     // As a user on the instance would: the AWS CLI with the instance's own role.
     let instance_id = MockConfig::default().identity.instance_id;
-    let host = leaf(&instance, &lab, "host");
+    let host = leaf(instance, lab, "host");
     let modified = host
         .run(
             Program::AwsCli,
@@ -177,9 +172,9 @@ fn route_at_leaf(
     Ok(default_gateway(&route))
 }
 
-/// The docker backend's sweeps, and then the relay, on simulated instances they share, so
-/// that each nested engine (and its copy of the probe image) is made once for all four
-/// checks:
+/// The docker backend's sweeps, then the relay and the seed's story, on simulated instances
+/// they share, so that each nested engine (and its copy of the probe image) is made once
+/// for all five checks:
 /// - each preset is the network its layers say: at every leaf (a build's RUN step
 ///   included) the default route goes via its last layer's gateway;
 /// - every preset with the Rust SDK, the CLI and the TTL probe in both tokens modes gives
@@ -191,7 +186,8 @@ fn route_at_leaf(
 ///   backend's counterpart is in `tests/clients.rs`);
 /// - at hop limit 1, every client at every preset gets what its grant of `imds-shim
 ///   relay` serves, and nothing without one ([`relay_serves`]; the netns backend's
-///   counterpart is in `tests/relay.rs`).
+///   counterpart is in `tests/relay.rs`);
+/// - the seed's story ([`seed_story`]).
 #[test]
 fn in_shared_instances_every_leaf_routes_via_its_last_layer_needs_what_netns_and_the_model_say_and_gets_the_relays_grants(
 ) {
@@ -354,6 +350,14 @@ fn in_shared_instances_every_leaf_routes_via_its_last_layer_needs_what_netns_and
         "the relay at every preset: {:.1} s",
         started.elapsed().as_secs_f64()
     );
+
+    // The seed's story, where earthly-buildkitd is made.
+    let earthly = Topology::parse("earthly-run").unwrap();
+    let (instance, _) = instances
+        .iter()
+        .find(|(_, realised)| realised.contains(&earthly))
+        .expect("earthly-run was realised");
+    seed_story(instance, &lab);
 }
 
 /// The SDK side of [`relay_serves`]'s Rust SDK client, re-run in the instance's namespace.
