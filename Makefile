@@ -73,7 +73,9 @@ endef
 # fresh machine's build). Warnings, the lints' included, fail those builds. Cargo keeps
 # their artifacts apart from a plain `cargo build`'s (the wrapper is part of a unit's hash).
 # CLIPPY_ARGS is how `cargo clippy` hands its arguments to clippy-driver.
-build check test: export RUSTC_WORKSPACE_WRAPPER := $(shell rustc --print sysroot)/bin/clippy-driver
+# (MAKEFLAGS is left out: under `make -j` rustc would look for a jobserver it was not given.)
+CLIPPY_DRIVER := $(shell env -u MAKEFLAGS -u MFLAGS rustc --print sysroot)/bin/clippy-driver
+build check test: export RUSTC_WORKSPACE_WRAPPER := $(CLIPPY_DRIVER)
 build check test: export CLIPPY_ARGS := -D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__
 
 fmt:
@@ -122,8 +124,9 @@ test:
 	fi; \
 	trap '[ -n "$$images" ] && kill $$images 2>/dev/null; wait; exit 130' INT TERM; \
 	$(MAKE) --no-print-directory fmt || status=$$?; \
-	cargo test --workspace --no-run --benches || status=$$?; \
-	IMDS_SKIPPED_FILE=$(SKIPPED) cargo test --workspace --no-fail-fast --lib --bins --tests || status=$$?; \
+	if cargo test --workspace --no-run --lib --bins --tests --benches; then \
+		IMDS_SKIPPED_FILE=$(SKIPPED) cargo test --workspace --no-fail-fast --lib --bins --tests || status=$$?; \
+	else status=1; fi; \
 	if [ -n "$$images" ]; then \
 		if wait $$images; then grep -m1 ' images: ' $(IMAGES_LOG); \
 		else echo "imds-harness images failed:"; cat $(IMAGES_LOG); status=1; fi; \
