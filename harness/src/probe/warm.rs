@@ -412,6 +412,24 @@ mod tests {
         assert!(!Interpreter::Ruby.is(Path::new("/usr/bin/python3")));
     }
 
+    /// A started interpreter is among the pids and runs until its warm starts are
+    /// dropped (Debian's python3, which the machine's tools need anyway; no namespace).
+    #[test]
+    fn the_pids_are_the_running_interpreters_and_dropping_the_starts_ends_them() {
+        let python = Path::new("/usr/bin/python3");
+        let starts = WarmStarts::default();
+        assert_eq!(starts.pids(), Vec::<u32>::new());
+        let zygote = Zygote::start(Interpreter::Python, python, &["json"]).unwrap();
+        starts.lock().insert(python.to_path_buf(), Arc::new(zygote));
+        let pids = starts.pids();
+        assert_eq!(pids.len(), 1);
+        let proc = PathBuf::from(format!("/proc/{}", pids[0]));
+        let cmdline = std::fs::read(proc.join("cmdline")).unwrap();
+        assert!(String::from_utf8_lossy(&cmdline).contains("The warm start of"));
+        drop(starts);
+        assert!(!proc.exists(), "the interpreter outlived its warm starts");
+    }
+
     #[test]
     fn only_the_interpreted_clients_start_warm() {
         assert!(plan(Program::AwsCli).is_some());
