@@ -50,7 +50,8 @@ const NEEDS: &[Requirement] = &[
 
 /// The simulated instances the docker sweeps share, a sweep worker each. Most of a
 /// topology's time is its slowest client waiting out its time-out (Ruby's, twice), so a
-/// third worker still finds CPU to spare (2 cores: 180 s for the test with 2, 147 s with 3).
+/// third worker still finds CPU to spare (2 cores: the two sweeps took 164 s with two
+/// instances, 134 s with three).
 const INSTANCES: usize = 3;
 
 fn leaf<'a>(instance: &'a DockerInstance, lab: &DockerLab, name: &str) -> DockerLeaf<'a> {
