@@ -238,20 +238,18 @@ fn in_shared_instances_every_leaf_routes_via_its_last_layer_needs_what_netns_and
         modes: vec![HttpTokens::Optional],
         ..matrix.clone()
     };
-    let started = Instant::now();
-    let cells = sweep::run(&&shared, &clients, &|_| {}).unwrap();
-    eprintln!(
-        "docker, every client: {:.1} s, on {} instances",
-        started.elapsed().as_secs_f64(),
-        shared.idle()
-    );
-    let started = Instant::now();
-    let optional = sweep::run(&&shared, &optional, &|_| {}).unwrap();
-    eprintln!(
-        "docker, the matrix's tokens optional: {:.1} s, on {} instances",
-        started.elapsed().as_secs_f64(),
-        shared.idle()
-    );
+    let sweep_shared = |plan: &SweepPlan, what: &str| {
+        let started = Instant::now();
+        let cells = sweep::run(&&shared, plan, &|_| {}).unwrap();
+        eprintln!(
+            "docker, {what}: {:.1} s, on {} instances",
+            started.elapsed().as_secs_f64(),
+            shared.idle()
+        );
+        cells
+    };
+    let cells = sweep_shared(&clients, "every client");
+    let optional = sweep_shared(&optional, "the matrix's tokens optional");
     assert_eq!(
         shared.idle(),
         INSTANCES,
