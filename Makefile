@@ -108,7 +108,7 @@ check: fmt
 # to 25), and beside them the real clients' one-second time-outs expire: run with
 # nextest, binaries side by side, netns_physics's and the systemd package test's clients
 # failed (docs/benchmarks.md, "The test suite"). The images are built (when missing:
-# minutes on a fresh machine) beside the lints and the tests' build; a docker test that
+# minutes on a fresh machine) beside the tests' build and its lints; a docker test that
 # starts before they are done waits for them. Every binary runs when one fails
 # (--no-fail-fast): CI shows every failure at once. check-leftovers runs either way. What
 # the tests need is made at once first: the build (with apt beside it), PyPI's packages and
