@@ -335,13 +335,16 @@ fn in_shared_instances_every_leaf_routes_via_its_last_layer_needs_what_netns_and
     // once: with three instances' clients at once (load 26 on 2 cores) a `docker build`'s
     // session with its engine timed out ("no active session ... context deadline exceeded").
     let instances = shared.take_idle();
+    // The first instance that realised `topology`: each preset is checked once, there.
+    let realised_in = |topology: &Topology| {
+        instances
+            .iter()
+            .position(|(_, realised)| realised.contains(topology))
+            .unwrap_or_else(|| panic!("{topology} was realised in no instance"))
+    };
     let mut presets = vec![Vec::new(); instances.len()];
     for topology in Topology::presets() {
-        let at = instances
-            .iter()
-            .position(|(_, realised)| realised.contains(&topology))
-            .unwrap_or_else(|| panic!("{topology} was realised in no instance"));
-        presets[at].push(topology);
+        presets[realised_in(&topology)].push(topology);
     }
     let started = Instant::now();
     for (i, ((instance, _), presets)) in instances.iter().zip(&presets).enumerate() {
@@ -353,12 +356,8 @@ fn in_shared_instances_every_leaf_routes_via_its_last_layer_needs_what_netns_and
     );
 
     // The seed's story, where earthly-buildkitd is made.
-    let earthly = Topology::parse("earthly-run").unwrap();
-    let (instance, _) = instances
-        .iter()
-        .find(|(_, realised)| realised.contains(&earthly))
-        .expect("earthly-run was realised");
-    seed_story(instance, &lab);
+    let earthly = realised_in(&Topology::parse("earthly-run").unwrap());
+    seed_story(&instances[earthly].0, &lab);
 }
 
 /// The SDK side of [`relay_serves`]'s Rust SDK client, re-run in the instance's namespace.
