@@ -13,7 +13,7 @@ DEB_PACKAGES := $(shell grep -v '^#' packages/debian.txt)
 BENCH_PACKAGES := $(shell grep -v '^#' packages/debian-bench.txt)
 BIN := $(CARGO_TARGET_DIR)/debug
 
-.PHONY: deb deb-tools deps pydeps bench-deps build fmt lint check test measure bench bench-backends bench-fleet bench-relay client-fixtures cleanup dist images mock-image
+.PHONY: deb deb-tools deps pydeps bench-deps build tests-build fmt lint check test measure bench bench-backends bench-fleet bench-relay client-fixtures cleanup dist images mock-image
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
@@ -46,14 +46,27 @@ bench-deps: deps
 # apt and cargo at once: nothing cargo builds needs a Debian package (no -sys crate links
 # a system library), and on a fresh machine each takes minutes. apt's output is shown when
 # it is done; an interrupted build waits for apt rather than leave dpkg half-way.
+# $(call beside_apt,COMMAND)
+define beside_apt
+log=$$(mktemp); \
+$(MAKE) --no-print-directory deps > $$log 2>&1 & apt=$$!; \
+trap 'wait $$apt; rm -f $$log' INT TERM; \
+$(1); built=$$?; \
+wait $$apt; installed=$$?; cat $$log; rm -f $$log; \
+if [ $$installed -ne 0 ]; then echo "make deps failed (exit $$installed)"; exit $$installed; fi; \
+exit $$built
+endef
+
 build:
-	@log=$$(mktemp); \
-	$(MAKE) --no-print-directory deps > $$log 2>&1 & apt=$$!; \
-	trap 'wait $$apt; rm -f $$log' INT TERM; \
-	cargo build --workspace --bins; built=$$?; \
-	wait $$apt; installed=$$?; cat $$log; rm -f $$log; \
-	if [ $$installed -ne 0 ]; then echo "make deps failed (exit $$installed)"; exit $$installed; fi; \
-	exit $$built
+	@$(call beside_apt,cargo build --workspace --bins)
+
+# What `make test` runs, built in one cargo run: the binaries (with the features the tests'
+# dependencies unify), the libraries and binaries as unit tests, the integration tests and
+# the benchmarks (for their lints). One run, not `cargo build` then `cargo test`: while
+# aws-sdk-ec2 is compiled (a minute and a half on one core, the imds-shim's longest
+# path), the other core builds the tests' dependencies.
+tests-build:
+	@$(call beside_apt,cargo test --workspace --no-run --lib --bins --tests --benches)
 
 # A test that cannot run here (no root, no Docker, no AWS CLI) appends itself to SKIPPED
 # (tests/support/require.rs; under CI=true it fails instead). The list is cleared before
@@ -75,8 +88,8 @@ endef
 # CLIPPY_ARGS is how `cargo clippy` hands its arguments to clippy-driver.
 # (MAKEFLAGS is left out: under `make -j` rustc would look for a jobserver it was not given.)
 CLIPPY_DRIVER := $(shell env -u MAKEFLAGS -u MFLAGS rustc --print sysroot)/bin/clippy-driver
-build check test: export RUSTC_WORKSPACE_WRAPPER := $(CLIPPY_DRIVER)
-build check test: export CLIPPY_ARGS := -D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__
+build tests-build check test: export RUSTC_WORKSPACE_WRAPPER := $(CLIPPY_DRIVER)
+build tests-build check test: export CLIPPY_ARGS := -D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__
 
 fmt:
 	cargo fmt --all --check
@@ -107,30 +120,39 @@ check: fmt
 # binary at a time: the docker tests' simulated instances take both cores (a load of 15
 # to 25), and beside them the real clients' one-second time-outs expire: run with
 # nextest, binaries side by side, netns_physics's and the systemd package test's clients
-# failed (docs/benchmarks.md, "The test suite"). The images are built (when missing:
-# minutes on a fresh machine) beside the tests' build and its lints; a docker test that
-# starts before they are done waits for them. Every binary runs when one fails
-# (--no-fail-fast): CI shows every failure at once. check-leftovers runs either way. What
-# the tests need is made at once first: the build (with apt beside it), PyPI's packages and
-# cargo-deb (its release build from crates.io on a fresh machine, on the core the build's
-# single-crate stretches leave idle).
+# failed (docs/benchmarks.md, "The test suite").
+#
+# What a fresh machine makes for the tests (cargo-deb's release build, minutes of CPU, and
+# the docker backend's images, when missing) is made at the lowest CPU priority (nice 19)
+# beside the build and the tests that need neither: on the CPU those leave idle (the
+# clients' time-outs, the single-core stretches of the build), and without taking it from
+# them. The tests that use the images (IMAGE_TESTS) run last, once the images are made.
+# Every binary runs when one fails (--no-fail-fast): CI shows every failure at once.
+# check-leftovers runs either way.
+IMAGE_TESTS := docker_backend docker_faults docker_images fence mock_container package readme_examples
+# Every other test binary of the workspace (a test directory's main.rs is one).
+OTHER_TESTS := $(filter-out $(IMAGE_TESTS),$(basename $(notdir $(wildcard tests/*.rs */tests/*.rs))) \
+	$(notdir $(patsubst %/main.rs,%,$(wildcard tests/*/main.rs))))
 IMAGES_LOG := $(CARGO_TARGET_DIR)/images-build.log
+DEB_TOOLS_LOG := $(CARGO_TARGET_DIR)/deb-tools.log
 test:
-	@$(MAKE) --no-print-directory -j3 build pydeps deb-tools
-	@rm -f $(SKIPPED)
-	@status=0; \
-	if docker info >/dev/null 2>&1; then \
-		$(BIN)/imds-harness images > $(IMAGES_LOG) 2>&1 & images=$$!; \
-	fi; \
-	trap '[ -n "$$images" ] && kill $$images 2>/dev/null; wait; exit 130' INT TERM; \
+	@mkdir -p $(CARGO_TARGET_DIR); rm -f $(SKIPPED); status=0; images=; \
+	nice -n 19 $(MAKE) --no-print-directory deb-tools > $(DEB_TOOLS_LOG) 2>&1 & debtools=$$!; \
+	trap 'kill $$debtools $$images 2>/dev/null; wait; exit 130' INT TERM; \
 	$(MAKE) --no-print-directory fmt || status=$$?; \
-	if cargo test --workspace --no-run --lib --bins --tests --benches; then \
-		IMDS_SKIPPED_FILE=$(SKIPPED) cargo test --workspace --no-fail-fast --lib --bins --tests || status=$$?; \
-	else status=1; fi; \
-	if [ -n "$$images" ]; then \
-		if wait $$images; then grep -m1 ' images: ' $(IMAGES_LOG); \
-		else echo "imds-harness images failed:"; cat $(IMAGES_LOG); status=1; fi; \
-	fi; \
+	if $(MAKE) --no-print-directory -j2 tests-build pydeps; then \
+		if docker info >/dev/null 2>&1; then \
+			nice -n 19 $(BIN)/imds-harness images > $(IMAGES_LOG) 2>&1 & images=$$!; \
+		fi; \
+		IMDS_SKIPPED_FILE=$(SKIPPED) cargo test --workspace --no-fail-fast --lib --bins \
+			$(OTHER_TESTS:%=--test %) || status=$$?; \
+		if [ -n "$$images" ]; then \
+			if wait $$images; then grep -m1 ' images: ' $(IMAGES_LOG); \
+			else echo "imds-harness images failed:"; cat $(IMAGES_LOG); status=1; fi; \
+		fi; \
+		wait $$debtools || { echo "make deb-tools failed:"; cat $(DEB_TOOLS_LOG); status=1; }; \
+		IMDS_SKIPPED_FILE=$(SKIPPED) cargo test --no-fail-fast $(IMAGE_TESTS:%=--test %) || status=$$?; \
+	else kill $$debtools 2>/dev/null; wait; status=1; fi; \
 	cargo test --workspace --doc || status=$$?; \
 	$(report_skipped); \
 	tests/check-leftovers || status=1; \
