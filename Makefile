@@ -60,13 +60,15 @@ endef
 build:
 	@$(call beside_apt,cargo build --workspace --bins)
 
-# What `make test` runs, built in one cargo run: the binaries (with the features the tests'
-# dependencies unify), the libraries and binaries as unit tests, the integration tests and
-# the benchmarks (for their lints). One run, not `cargo build` then `cargo test`: while
-# aws-sdk-ec2 is compiled (a minute and a half on one core, the imds-shim's longest
-# path), the other core builds the tests' dependencies.
+# What `make test` runs: the libraries and binaries as unit tests, the integration tests
+# and the benchmarks (for their lints), then the binaries themselves (`cargo test` builds
+# only those its package's own tests run: imds-harness's are run by the root package's).
+# The tests first, not `cargo build` then `cargo test`: while aws-sdk-ec2 is compiled (a
+# minute and a half on one core, on imds-shim's longest path), the other core builds the
+# tests' dependencies. The binaries then take seconds: the tests' build has made every
+# crate they link, with the features the tests' dependencies unify.
 tests-build:
-	@$(call beside_apt,cargo test --workspace --no-run --lib --bins --tests --benches)
+	@$(call beside_apt,cargo test --workspace --no-run --lib --bins --tests --benches && cargo build --workspace --bins)
 
 # A test that cannot run here (no root, no Docker, no AWS CLI) appends itself to SKIPPED
 # (tests/support/require.rs; under CI=true it fails instead). The list is cleared before
