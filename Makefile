@@ -66,9 +66,10 @@ build:
 # The tests first, not `cargo build` then `cargo test`: while aws-sdk-ec2 is compiled (a
 # minute and a half on one core, on imds-shim's longest path), the other core builds the
 # tests' dependencies. The binaries then take seconds: the tests' build has made every
-# crate they link, with the features the tests' dependencies unify.
+# crate they link (`--tests`: with the features the tests' dependencies unify, as for
+# `cargo test`, so nothing is built twice).
 tests-build:
-	@$(call beside_apt,cargo test --workspace --no-run --lib --bins --tests --benches && cargo build --workspace --bins)
+	@$(call beside_apt,cargo test --workspace --no-run --lib --bins --tests --benches && cargo build --workspace --bins --tests)
 
 # A test that cannot run here (no root, no Docker, no AWS CLI) appends itself to SKIPPED
 # (tests/support/require.rs; under CI=true it fails instead). The list is cleared before
