@@ -119,11 +119,15 @@ check: fmt
 
 # Everything, the fast tier included, with cargo test: the slow tier's tests rely on
 # running the tests of one binary in one process (they serialise their cleanups with
-# in-process locks), which cargo test gives and nextest's process per test does not. One
-# binary at a time: the docker tests' simulated instances take both cores (a load of 15
-# to 25), and beside them the real clients' one-second time-outs expire: run with
-# nextest, binaries side by side, netns_physics's and the systemd package test's clients
-# failed (docs/benchmarks.md, "The test suite").
+# in-process locks), which cargo test gives and nextest's process per test does not.
+# The tests that use the docker backend's images (IMAGE_TESTS) run one binary at a time,
+# after the others: their simulated instances take both cores (a load of 15 to 25), and
+# beside them the real clients' one-second time-outs expire (run with nextest, binaries
+# side by side, netns_physics's and the systemd package test's clients failed:
+# docs/benchmarks.md, "The test suite"). The others, mostly waiting (clients' time-outs,
+# back-offs, deadlines; the CPU 10 to 70 % busy), run in two lanes at once: TEST_LANE's
+# binaries one after another beside the rest one after another (its output shown when it
+# is done); each test checks only what its own runs made (tests/support/runs.rs).
 #
 # What a fresh machine makes for the tests (cargo-deb's release build, minutes of CPU, and
 # the docker backend's images, when missing) is made at the lowest CPU priority (nice 19)
@@ -132,29 +136,37 @@ check: fmt
 # them. The tests that use the images (IMAGE_TESTS) run last, once the images are made.
 # Every binary runs when one fails (--no-fail-fast): CI shows every failure at once.
 # check-leftovers runs either way.
+# (Every cargo run here selects the whole workspace, `--test` naming the binaries: with
+# fewer packages selected, cargo unifies other features and builds crates again.)
 IMAGE_TESTS := docker_backend docker_faults docker_images fence mock_container package readme_examples
 # Every other test binary of the workspace (a test directory's main.rs is one).
 OTHER_TESTS := $(filter-out $(IMAGE_TESTS),$(basename $(notdir $(wildcard tests/*.rs */tests/*.rs))) \
 	$(notdir $(patsubst %/main.rs,%,$(wildcard tests/*/main.rs))))
+# The second lane: the relay's (and the clients') binaries, about half of the others' time.
+TEST_LANE := clients relay relay_hostile_network relay_metrics relay_scoped
+TEST_LANE_LOG := $(CARGO_TARGET_DIR)/test-lane.log
 IMAGES_LOG := $(CARGO_TARGET_DIR)/images-build.log
 DEB_TOOLS_LOG := $(CARGO_TARGET_DIR)/deb-tools.log
 test:
-	@mkdir -p $(CARGO_TARGET_DIR); rm -f $(SKIPPED); status=0; images=; \
+	@mkdir -p $(CARGO_TARGET_DIR); rm -f $(SKIPPED); status=0; images=; lane=; \
 	nice -n 19 $(MAKE) --no-print-directory deb-tools > $(DEB_TOOLS_LOG) 2>&1 & debtools=$$!; \
-	trap 'kill $$debtools $$images 2>/dev/null; wait; exit 130' INT TERM; \
+	trap 'kill $$debtools $$images $$lane 2>/dev/null; wait; exit 130' INT TERM; \
 	$(MAKE) --no-print-directory fmt || status=$$?; \
 	if $(MAKE) --no-print-directory -j2 tests-build pydeps; then \
 		if docker info >/dev/null 2>&1; then \
 			nice -n 19 $(BIN)/imds-harness images > $(IMAGES_LOG) 2>&1 & images=$$!; \
 		fi; \
+		IMDS_SKIPPED_FILE=$(SKIPPED) cargo test --workspace --no-fail-fast $(TEST_LANE:%=--test %) \
+			> $(TEST_LANE_LOG) 2>&1 & lane=$$!; \
 		IMDS_SKIPPED_FILE=$(SKIPPED) cargo test --workspace --no-fail-fast --lib --bins \
-			$(OTHER_TESTS:%=--test %) || status=$$?; \
+			$(patsubst %,--test %,$(filter-out $(TEST_LANE),$(OTHER_TESTS))) || status=$$?; \
+		wait $$lane || status=1; cat $(TEST_LANE_LOG); \
 		if [ -n "$$images" ]; then \
 			if wait $$images; then grep -m1 ' images: ' $(IMAGES_LOG); \
 			else echo "imds-harness images failed:"; cat $(IMAGES_LOG); status=1; fi; \
 		fi; \
 		wait $$debtools || { echo "make deb-tools failed:"; cat $(DEB_TOOLS_LOG); status=1; }; \
-		IMDS_SKIPPED_FILE=$(SKIPPED) cargo test --no-fail-fast $(IMAGE_TESTS:%=--test %) || status=$$?; \
+		IMDS_SKIPPED_FILE=$(SKIPPED) cargo test --workspace --no-fail-fast $(IMAGE_TESTS:%=--test %) || status=$$?; \
 	else kill $$debtools 2>/dev/null; wait; status=1; fi; \
 	cargo test --workspace --doc || status=$$?; \
 	$(report_skipped); \
