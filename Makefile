@@ -133,11 +133,13 @@ check: fmt
 # binaries one after another beside the rest one after another (its output shown when it
 # is done); each test checks only what its own runs made (tests/support/runs.rs).
 #
-# What a fresh machine makes for the tests (cargo-deb's release build, minutes of CPU, and
-# the docker backend's images, when missing) is made at the lowest CPU priority (nice 19)
-# beside the build and the tests that need neither: on the CPU those leave idle (the
-# clients' time-outs, the single-core stretches of the build), and without taking it from
-# them. The tests that use the images (IMAGE_TESTS) run last, once the images are made.
+# What a fresh machine makes for the tests (cargo-deb's release build and the docker
+# backend's images, each minutes of CPU) is made at the lowest CPU priority (nice 19)
+# beside work that does not need it: cargo-deb beside the build, the images beside the
+# tests that need none. Each takes the CPU the rest leaves idle (the single-core stretch
+# of the build, the clients' time-outs), not the CPU the rest needs. (The package test's
+# systemd host image, built so beside the docker sweeps, had its build's container killed
+# in one run of one, exit 137, cause not found: it is built in its test, as before.)
 # Every binary runs when one fails (--no-fail-fast): CI shows every failure at once.
 # check-leftovers runs either way.
 # (Every cargo run here selects the whole workspace, `--test` naming the binaries: with
@@ -150,15 +152,11 @@ OTHER_TESTS := $(filter-out $(IMAGE_TESTS),$(basename $(notdir $(wildcard tests/
 TEST_LANE := clients relay relay_hostile_network relay_metrics relay_scoped
 TEST_LANE_LOG := $(CARGO_TARGET_DIR)/test-lane.log
 IMAGES_LOG := $(CARGO_TARGET_DIR)/images-build.log
-# The package test's systemd host image (from the instance image), built at nice 19 beside
-# the first image tests (mostly the docker sweeps, 80 % busy), before the package's test.
-HOST_IMAGE_TEST := the_systemd_hosts_image_is_the_instance_image_and_what_it_adds
-HOST_IMAGE_LOG := $(CARGO_TARGET_DIR)/host-image.log
 DEB_TOOLS_LOG := $(CARGO_TARGET_DIR)/deb-tools.log
 test:
-	@mkdir -p $(CARGO_TARGET_DIR); rm -f $(SKIPPED); status=0; images=; lane=; hostimage=; \
+	@mkdir -p $(CARGO_TARGET_DIR); rm -f $(SKIPPED); status=0; images=; lane=; \
 	nice -n 19 $(MAKE) --no-print-directory deb-tools > $(DEB_TOOLS_LOG) 2>&1 & debtools=$$!; \
-	trap 'kill $$debtools $$images $$lane $$hostimage 2>/dev/null; wait; exit 130' INT TERM; \
+	trap 'kill $$debtools $$images $$lane 2>/dev/null; wait; exit 130' INT TERM; \
 	$(MAKE) --no-print-directory fmt || status=$$?; \
 	if $(MAKE) --no-print-directory -j2 tests-build pydeps; then \
 		if docker info >/dev/null 2>&1; then \
@@ -174,10 +172,7 @@ test:
 			else echo "imds-harness images failed:"; cat $(IMAGES_LOG); status=1; fi; \
 		fi; \
 		wait $$debtools || { echo "make deb-tools failed:"; cat $(DEB_TOOLS_LOG); status=1; }; \
-		nice -n 19 cargo test --workspace --test package -- --exact $(HOST_IMAGE_TEST) \
-			> $(HOST_IMAGE_LOG) 2>&1 & hostimage=$$!; \
 		IMDS_SKIPPED_FILE=$(SKIPPED) cargo test --workspace --no-fail-fast $(IMAGE_TESTS:%=--test %) || status=$$?; \
-		wait $$hostimage || { cat $(HOST_IMAGE_LOG); status=1; }; \
 	else kill $$debtools 2>/dev/null; wait; status=1; fi; \
 	cargo test --workspace --doc || status=$$?; \
 	$(report_skipped); \

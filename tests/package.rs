@@ -24,7 +24,7 @@ const WORKSPACE: &str = env!("CARGO_MANIFEST_DIR");
 /// The derived image: the instance image plus systemd, man-db, curl, procps and the AWS CLI.
 const HOST_REPOSITORY: &str = "imdsh-package/host";
 /// Bumped when [`HOST_DOCKERFILE`] changes.
-const HOST_RECIPE: &str = "v4";
+const HOST_RECIPE: &str = "v3";
 /// The instance image's engines, which this host does not need at boot.
 const ENGINES: &str = "docker.service docker.socket containerd.service podman.service \
                        podman.socket podman-restart.service podman-auto-update.service \
@@ -383,14 +383,12 @@ impl Host {
 /// bookworm by mmdebstrap) with what a host booting systemd and reading man pages has; man
 /// pages are no longer excluded from installs (mmdebstrap's minbase setting); its container
 /// engines are masked (nothing here needs them, and they would cost memory at every boot).
-/// apt runs at the lowest CPU priority: `make test` builds this image beside the docker
-/// tests, on the CPU they leave idle.
 fn host_dockerfile(instance: &str) -> String {
     format!(
         "FROM {instance}\n\
          RUN rm -f /etc/dpkg/dpkg.cfg.d/99mmdebstrap \\\n\
-          && nice -n 19 apt-get update \\\n\
-          && DEBIAN_FRONTEND=noninteractive nice -n 19 apt-get install -y --no-install-recommends \\\n\
+          && apt-get update \\\n\
+          && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \\\n\
              systemd systemd-sysv dbus man-db curl procps awscli \\\n\
           && rm -rf /var/lib/apt/lists/* \\\n\
           && systemctl mask {ENGINES}\n\
@@ -408,30 +406,16 @@ fn image_present(tag: &str) -> bool {
         .success()
 }
 
-/// The instance image's tag (`imds-harness images`).
-fn instance_tag() -> String {
-    plan(&bins::shim(), &bins::harness())
-        .unwrap()
-        .into_iter()
+/// The derived image, built once (from the local instance image, nothing pulled) and kept
+/// as a cache beside the harness's images; older tags of it are removed.
+fn host_image() -> String {
+    let planned = plan(&bins::shim(), &bins::harness()).unwrap();
+    let instance = planned
+        .iter()
         .find(|p| p.recipe.kind == ImageKind::Instance)
         .unwrap()
         .tag
-}
-
-/// The derived image, built once (from the local instance image, nothing pulled) and kept
-/// as a cache beside the harness's images; older tags of it are removed. One process
-/// builds it at a time (a flock in the temporary folder): `make test` builds it in the
-/// background ([`the_systemd_hosts_image_is_the_instance_image_and_what_it_adds`]) while
-/// this binary may run.
-fn host_image() -> String {
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(Path::new(env!("CARGO_TARGET_TMPDIR")).join("package-host-image.lock"))
-        .unwrap();
-    lock.lock().unwrap();
-    let instance = instance_tag();
+        .clone();
     // Only the instance image is used: the others (the probe image changes with every
     // build of the shim) are made only when it is missing.
     if !image_present(&instance) {
@@ -545,49 +529,6 @@ fn build_identity(host: &Host, env: &str) -> Output {
          AWS_METADATA_SERVICE_TIMEOUT=1 AWS_METADATA_SERVICE_NUM_ATTEMPTS=1 {env} \
          aws sts get-caller-identity --output text --query Arn --endpoint-url {STS_URL}"
     ))
-}
-
-/// The systemd host's image is the local instance image (its layers first, so nothing was
-/// pulled) and one layer of its own, labelled as this test's.
-#[test]
-fn the_systemd_hosts_image_is_the_instance_image_and_what_it_adds() {
-    if !require(
-        "the_systemd_hosts_image_is_the_instance_image_and_what_it_adds",
-        &[Requirement::Docker],
-    ) {
-        return;
-    }
-    let image = host_image();
-    let layers = |tag: &str| -> Vec<String> {
-        docker(&[
-            "image",
-            "inspect",
-            "--format",
-            "{{json .RootFS.Layers}}",
-            tag,
-        ])
-        .trim()
-        .trim_matches(['[', ']'])
-        .split(',')
-        .map(|l| l.trim_matches('"').to_owned())
-        .collect()
-    };
-    let host = layers(&image);
-    let instance = layers(&instance_tag());
-    assert_eq!(host.len(), instance.len() + 1, "{host:?} {instance:?}");
-    assert_eq!(host[..instance.len()], instance[..]);
-    let labels = docker(&[
-        "image",
-        "inspect",
-        "--format",
-        "{{json .Config.Labels}}",
-        &image,
-    ]);
-    let (key, value) = LABEL.split_once('=').unwrap();
-    assert!(
-        labels.contains(&format!("\"{key}\":\"{value}\"")),
-        "{labels}"
-    );
 }
 
 #[test]
