@@ -146,6 +146,19 @@ impl Default for Registry {
     }
 }
 
+/// An exclusive flock(2) on `path` (made if missing), held until the file returned is
+/// dropped; waits for whoever holds it, in this process (each call opens the file anew:
+/// flock(2) locks an open file) or another. A process that dies holds nothing.
+pub(crate) fn lock_file(path: &std::path::Path) -> io::Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    file.lock()?;
+    Ok(file)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,5 +185,29 @@ mod tests {
         assert_eq!(registry.drain(), ["b"]);
         assert_eq!(registry.release("b", || 1), None);
         assert!(registry.names().is_empty());
+    }
+
+    #[test]
+    fn a_second_locker_waits_for_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.lock");
+        let first = lock_file(&path).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let second = std::thread::spawn({
+            let path = path.clone();
+            move || {
+                let lock = lock_file(&path).unwrap();
+                tx.send(()).unwrap();
+                lock
+            }
+        });
+        assert_eq!(
+            rx.recv_timeout(std::time::Duration::from_millis(300)),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout),
+            "the second took the lock the first holds"
+        );
+        drop(first);
+        rx.recv().unwrap();
+        drop(second.join().unwrap());
     }
 }

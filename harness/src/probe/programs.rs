@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use strum::{Display, IntoStaticStr, VariantArray};
 
 use super::outcome::{stderr_tail, ProbeError};
+use crate::lifecycle::lock_file;
 
 /// Where the programs are kept, one folder per program and content hash.
 pub const CACHE_DIR: &str = "/var/cache/imds-harness/clients";
@@ -136,8 +137,8 @@ impl SdkProgram {
         // for the one making it and finds it made, instead of making it too. The lock goes
         // with the file (flock(2)), so a killed maker holds nothing.
         let lock_path = cache.join(format!(".{}.lock", self.file_name()));
-        let _lock = lock_exclusive(&lock_path)
-            .map_err(failed(format!("locking {}", lock_path.display())))?;
+        let _lock =
+            lock_file(&lock_path).map_err(failed(format!("locking {}", lock_path.display())))?;
         if path.is_file() {
             return Ok(path);
         }
@@ -266,18 +267,6 @@ fn installed_versions(packages: &[&str]) -> Result<Vec<String>, Vec<String>> {
     }
 }
 
-/// An exclusive flock(2) on `path` (made if missing), held until the file is dropped; waits
-/// for whoever holds it, in this process or another.
-fn lock_exclusive(path: &Path) -> std::io::Result<std::fs::File> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)?;
-    file.lock()?;
-    Ok(file)
-}
-
 /// Every program ready (made if needed), for the probe image, which has them all.
 pub fn prepare_all() -> Result<Vec<(SdkProgram, PathBuf)>, ProbeError> {
     SdkProgram::VARIANTS
@@ -311,30 +300,6 @@ mod tests {
         assert_eq!(a, SdkProgram::Go.hash(&["1".into(), "2".into()]));
         assert_ne!(a, SdkProgram::Go.hash(&["1".into(), "3".into()]));
         assert_ne!(a, SdkProgram::GoV1.hash(&["1".into(), "2".into()]));
-    }
-
-    #[test]
-    fn a_second_maker_waits_for_the_first() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(".imdsh-go.lock");
-        let first = lock_exclusive(&path).unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let second = std::thread::spawn({
-            let path = path.clone();
-            move || {
-                let lock = lock_exclusive(&path).unwrap();
-                tx.send(()).unwrap();
-                lock
-            }
-        });
-        assert_eq!(
-            rx.recv_timeout(std::time::Duration::from_millis(300)),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout),
-            "the second took the lock the first holds"
-        );
-        drop(first);
-        rx.recv().unwrap();
-        drop(second.join().unwrap());
     }
 
     #[test]

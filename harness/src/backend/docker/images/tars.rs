@@ -128,21 +128,15 @@ impl ImageSet {
 }
 
 /// An exclusive lock on `.prepare.lock` in `tars` (the folder made if missing), held
-/// until the file returned is dropped; waits for whoever holds it, in this process (each
-/// call opens the file anew: flock(2) locks an open file) or another.
+/// until the file returned is dropped ([`crate::lifecycle::lock_file`]).
 pub async fn lock_preparation(tars: &Path) -> Result<std::fs::File, ImageError> {
     let io = |what: String| move |source| ImageError::Io { what, source };
     tokio::fs::create_dir_all(tars)
         .await
         .map_err(io(format!("creating {}", tars.display())))?;
     let path = tars.join(".prepare.lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io(format!("opening {}", path.display())))?;
-    tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+    let locking = path.clone();
+    tokio::task::spawn_blocking(move || crate::lifecycle::lock_file(&locking))
         .await
         .map_err(|join| io(format!("locking {}", path.display()))(join.into()))?
         .map_err(io(format!("locking {}", path.display())))
